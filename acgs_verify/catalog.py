@@ -1,0 +1,196 @@
+"""The runbook's checks as data: one entry per catalog ID (shared/runbook/CHECKS.md).
+
+Severity, section and the runbook's next step live here and only here, so a check names its ID
+and nothing else about itself.
+
+>>> CATALOG["SVC-01"].severity
+'P0'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SEVERITIES = ("P0", "P1", "P2", "P3")
+
+# section marker -> the runbook section(s) the checks come from (used as report headings and Allure epics)
+SECTIONS: dict[str, str] = {
+    "services": "Service health",
+    "database": "Database",
+    "cache": "Cache",
+    "constitution": "Constitutional compliance",
+    "system": "System resources",
+    "backups": "Backups",
+    "certificates": "Certificates",
+    "security": "Security",
+    "monitoring": "Monitoring",
+}
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    id: str
+    section: str
+    severity: str
+    title: str
+    runbook: str
+    next_step: str
+    target: str
+
+    @property
+    def section_title(self) -> str:
+        return SECTIONS[self.section]
+
+
+def _e(id_, section, severity, title, runbook, next_step, target):
+    return CatalogEntry(id_, section, severity, title, runbook, next_step, target)
+
+
+_SVC_DOWN = "check `ps aux | grep uvicorn`, then `sudo systemctl restart <unit>` and `tail -f <log>`"
+_DB_NEXT = "see runbook 'Database Issues'"
+
+_ENTRIES = [
+    # Service health
+    _e("SVC-01", "services", "P0", "health endpoint answers 2xx", "curl -f http://HOST:PORT/health",
+       "Service Outage: " + _SVC_DOWN, "each service on each app host"),
+    _e("SVC-02", "services", "P0", "health body is healthy and names the constitutional hash",
+       "curl -f http://HOST:PORT/health",
+       "Service Outage / Constitutional Compliance Failure: check the service log and its deployed config",
+       "each service"),
+    _e("SVC-03", "services", "P0", "service process is running", "ps aux | grep uvicorn",
+       "Service Outage: sudo systemctl restart <unit>, then tail -f <log>", "each service on each app host"),
+    _e("SVC-04", "services", "P0", "service port is listening", "netstat -tlnp | grep :PORT",
+       "Service Outage: sudo systemctl restart <unit>, then tail -f <log>", "each service on each app host"),
+    _e("SVC-05", "services", "P1", "systemd unit is active", "systemctl status <unit>",
+       "Service Outage: sudo systemctl restart <unit>; journalctl -u <unit>", "each service on systemd hosts"),
+    _e("SVC-06", "services", "P1", "health latency p99 within target", "python scripts/latency_check.py",
+       "High Latency: check database (pg_stat_statements), Redis (--latency-history) and load (/proc/loadavg)",
+       "each service"),
+    _e("SVC-07", "services", "P1", "error rate below limit", "grep ' 5[0-9][0-9] ' <log> / acgs_http_requests_total",
+       "Service Outage: tail -f <log> for the failing requests", "each service"),
+    _e("SVC-08", "services", "P0", "X-Constitutional-Hash header carries the expected hash",
+       "curl -sI http://HOST:PORT/health | grep X-Constitutional-Hash",
+       "Constitutional Compliance Failure: redeploy the service with the right constitutional configuration",
+       "each service"),
+    _e("SVC-09", "services", "P1", "readiness and liveness endpoints answer",
+       "curl -f http://HOST:PORT/health/ready; curl -f http://HOST:PORT/health/live",
+       "Service Outage: check the dependencies the readiness body names", "each service that has them"),
+    # Database
+    _e("DB-01", "database", "P0", "connect and SELECT 1", 'psql -h HOST -U acgs -d acgs_production -c "SELECT 1;"',
+       "Database Issues: sudo systemctl status postgresql; check pg_hba.conf and credentials", "each database"),
+    _e("DB-02", "database", "P0", "PostgreSQL server is running", "sudo systemctl status postgresql",
+       "Database Issues: sudo systemctl start postgresql; read the PostgreSQL log", "each database host"),
+    _e("DB-03", "database", "P1", "connection count below max_connections limit",
+       'psql -c "SELECT count(*) FROM pg_stat_activity;"',
+       "Database Issues: find idle sessions in pg_stat_activity; check the services' connection pools",
+       "each database"),
+    _e("DB-04", "database", "P2", "no long-running queries",
+       "SELECT pid, now() - query_start ... WHERE (now() - query_start) > interval '5 minutes'",
+       "Database Issues: review the query; pg_cancel_backend(pid) if it must go", "each database"),
+    _e("DB-05", "database", "P1", "no blocked locks", "the runbook's blocked/blocking pg_locks query",
+       "Database Issues: inspect the blocking pid; pg_terminate_backend(blocking_pid) if it is stuck",
+       "each database"),
+    _e("DB-06", "database", "P2", "no slow statements in pg_stat_statements",
+       "SELECT query, mean_time, calls FROM pg_stat_statements ORDER BY mean_time DESC LIMIT 10",
+       "High Latency / Performance Optimization: EXPLAIN the slow statements, check index usage", "each database"),
+    _e("DB-07", "database", "P1", "replication lag within limit", "SELECT ... FROM pg_stat_replication",
+       "Database Issues: check the replica's WAL receiver and network", "each primary"),
+    _e("DB-08", "database", "P3", "buffer cache hit ratio", "SELECT blks_hit, blks_read FROM pg_stat_database",
+       "Performance Optimization: review shared_buffers and the queries reading from disk", "each database"),
+    _e("DB-09", "database", "P3", "table statistics are fresh",
+       "SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables",
+       "Database Maintenance: run ANALYZE (weekly maintenance)", "each database"),
+    _e("DB-10", "database", "P3", "audit log retention",
+       "DELETE FROM audit_logs WHERE created_at < NOW() - INTERVAL '90 days'",
+       "Database Maintenance: run the weekly audit_logs clean-up", "each database"),
+    # Cache
+    _e("RD-01", "cache", "P0", "PING answers PONG", "redis-cli ping",
+       "Initial Assessment: check redis-server is running and reachable", "each Redis"),
+    _e("RD-02", "cache", "P2", "command latency p99 within limit", "redis-cli --latency-history",
+       "High Latency: check Redis CPU, slowlog and memory", "each Redis"),
+    _e("RD-03", "cache", "P3", "keyspace hit rate", "redis-cli info stats | grep keyspace_hits",
+       "Application Optimization: review cache keys and TTLs", "each Redis"),
+    # Constitutional compliance
+    _e("CC-01", "constitution", "P0", "expected constitutional hash in recent log lines",
+       'grep "HASH" /var/log/acgs/*.log | tail -10',
+       "Constitutional Compliance Failure: verify the service loaded the constitution; restart it", "each service log"),
+    _e("CC-02", "constitution", "P0", "no log line names a different constitutional hash",
+       'grep -i "constitutional" /var/log/acgs/*.log',
+       "Constitutional Compliance Failure: find which deploy carries the other hash; roll it back", "each service log"),
+    _e("CC-03", "constitution", "P1", "policy files validate", "python scripts/validate_constitutional_policies.py",
+       "Constitutional Compliance Failure: fix or restore the policy file from backup", "each policy file"),
+    _e("CC-04", "constitution", "P0", "compliance rate of recent decisions", "python scripts/compliance_report.py",
+       "Constitutional Compliance Failure: curl -f http://localhost:8003/health and :8005/health; review denials",
+       "each environment"),
+    _e("CC-05", "constitution", "P0", "audit hash chain unbroken", "python scripts/security_audit.py",
+       "Security Incident Response: preserve evidence (cp -r /var/log/acgs/ ...), then escalate", "each database"),
+    _e("CC-06", "constitution", "P1", "cache holds the expected hash", "redis-cli get acgs:constitutional_hash",
+       "Constitutional Compliance Failure: reload the constitution into the cache", "each Redis"),
+    # System resources
+    _e("SYS-01", "system", "P2", "1-minute load average", "cat /proc/loadavg",
+       "Root Cause Investigation: top; iostat -x 1 5; vmstat 1 5", "each host"),
+    _e("SYS-02", "system", "P2", "CPU utilization", "top / vmstat 1 5",
+       "Root Cause Investigation: find the busy process with top", "each host"),
+    _e("SYS-03", "system", "P2", "memory usage", "free -m", "Root Cause Investigation: cat /proc/meminfo; "
+       "ps aux | grep uvicorn | sort by memory", "each host"),
+    _e("SYS-04", "system", "P1", "disk usage of each mount", "df -h",
+       "Root Cause Investigation: find what grew (logs, backups) and free space", "each host and mount"),
+    _e("SYS-05", "system", "P1", "no recent OOM kills", 'dmesg | grep -i "killed process"',
+       "Root Cause Investigation: find which process was killed; check memory limits", "each host"),
+    # Backups
+    _e("BK-01", "backups", "P1", "a recent backup exists", "ls /var/backups/acgs/YYYYMMDD",
+       "Backup and Recovery: run ./scripts/backup_full_system.sh; check the backup timer", "each backup location"),
+    _e("BK-02", "backups", "P1", "backup files present and not empty", "ls -l /var/backups/acgs/latest/",
+       "Backup and Recovery: re-run the daily backup and read its output", "latest backup"),
+    _e("BK-03", "backups", "P1", "every archive reads to its end", "gzip -t; tar -tzf",
+       "Backup and Recovery: the backup is unusable; take a new one now", "latest backup"),
+    _e("BK-04", "backups", "P1", "database dump is complete", "zcat database.sql.gz | tail -1",
+       "Backup and Recovery: pg_dump stopped early; check disk space and the dump log", "latest backup"),
+    _e("BK-05", "backups", "P3", "backup retention", "find /var/backups/acgs/ -type d -mtime +30",
+       "Backup and Recovery: check the clean-up step of daily_backup.sh", "each backup location"),
+    _e("BK-06", "backups", "P2", "latest dump is not much smaller than the previous", "ls -l */database.sql.gz",
+       "Backup and Recovery: compare table counts; data may have been lost", "latest backup"),
+    _e("BK-07", "backups", "P1", "restore drill", "gunzip -c database.sql.gz | psql -d scratch",
+       "Recovery Procedures: the latest dump does not restore; take a new backup and investigate", "latest backup"),
+    # Certificates
+    _e("TLS-01", "certificates", "P1", "certificate file not expiring", "openssl x509 -in cert.pem -noout -enddate",
+       "Key Rotation: sudo certbot renew --nginx", "each certificate file"),
+    _e("TLS-02", "certificates", "P1", "live TLS endpoint verifies", "openssl s_client -connect HOST:443",
+       "Key Rotation: sudo certbot renew --nginx; check the served chain", "each TLS endpoint"),
+    # Security
+    _e("SEC-01", "security", "P1", "no world-writable files in the application tree",
+       "find /home/acgs/ACGS -type f -perm /o+w -ls", "Security: chmod o-w the listed files and find who changed them",
+       "each app host"),
+    _e("SEC-02", "security", "P1", "secret files are private", "ls -l config/production.env",
+       "Security: chmod 0600 and chown the file; rotate what it holds if it was exposed", "each secret file"),
+    _e("SEC-03", "security", "P1", "failed logins below limit",
+       'grep -i "failed login\\|unauthorized" /var/log/acgs/*.log',
+       "Security Incident Response: check the source addresses; sudo ufw deny from <ip>", "each host's logs"),
+    _e("SEC-04", "security", "P1", "user accounts match the allow-list", "cut -d: -f1 /etc/passwd | sort",
+       "Security Incident Response: find who created the account; lock it", "each host"),
+    _e("SEC-05", "security", "P2", "keys rotated in time", "python scripts/rotate_application_keys.py",
+       "Key Rotation: python scripts/rotate_application_keys.py / rotate_database_credentials.py", "each key"),
+    _e("SEC-06", "security", "P0", "no breach indicators in logs", 'grep -i "breach" /var/log/acgs/*.log',
+       "Security Incident Response: isolate, preserve evidence, notify the security team", "each host's logs"),
+    # Monitoring
+    _e("MON-01", "monitoring", "P2", "no unresolved critical alert", "tail -f /var/log/acgs/alerts.log",
+       "Incident Detection: acknowledge and work the alert", "each host"),
+]
+
+CATALOG: dict[str, CatalogEntry] = {e.id: e for e in _ENTRIES}
+
+# Gates: which IDs a gate runs (None = every check), and which must pass for the gate to open.
+GATES: dict[str, dict] = {
+    "smoke": {"ids": ("SVC-01", "SVC-02", "SVC-03", "SVC-04", "DB-01", "RD-01", "CC-01", "CC-02")},
+    "pre-maintenance": {"ids": None, "required": ("BK-01", "BK-02", "BK-03", "BK-04"), "snapshot": "write"},
+    "post-maintenance": {"ids": None, "snapshot": "compare"},
+    "rollback": {"ids": None, "snapshot": "compare"},
+    "compliance": {"ids": None},
+}
+
+
+def entry(check_id: str) -> CatalogEntry:
+    try:
+        return CATALOG[check_id]
+    except KeyError:
+        raise KeyError(f"unknown runbook ID {check_id!r}; known: {', '.join(CATALOG)}") from None

@@ -1,0 +1,639 @@
+"""Environment profiles: the YAML model, `extends:` inheritance, secrets by reference, --set overrides.
+
+>>> profile = load_profile("sandbox", overrides=["thresholds.db_long_query_seconds=60"])
+>>> profile.thresholds.db_long_query_seconds
+60
+
+Every field is documented on the model below; that docstring is what `acgs-verify` users read.
+A bad profile raises ProfileError, whose str() is one line naming the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+MAX_PROFILE_BYTES = 1 << 20  # a profile is a page of YAML; anything larger is a mistake or an attack
+MAX_EXPANDED_NODES = 20_000  # bounds alias expansion (billion laughs) before anything walks the data
+MAX_DEPTH = 40
+HASH_RE = r"^[0-9a-f]{16}$"
+
+
+class ProfileError(Exception):
+    """Bad input in a profile or an override; str() is the one line a user sees."""
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Thresholds(_Strict):
+    """Named limits from CHECKS.md ('Threshold keys'); each can be set per profile or with --set."""
+
+    health_timeout_seconds: float = Field(2, gt=0)
+    latency_samples: int = Field(20, ge=1, le=10_000)
+    latency_p99_fail_ms: float = Field(100, gt=0)
+    latency_p99_warn_ms: float = Field(5, gt=0)
+    error_rate_max_percent: float = Field(0.1, ge=0, le=100)
+    db_connect_timeout_seconds: float = Field(5, gt=0)
+    db_connections_max_percent: float = Field(80, gt=0, le=100)
+    db_long_query_seconds: float = Field(300, gt=0)
+    db_blocked_locks_max: int = Field(0, ge=0)
+    db_statement_mean_ms_max: float = Field(100, gt=0)
+    db_replication_lag_seconds_max: float = Field(30, ge=0)
+    db_cache_hit_percent_min: float = Field(99, ge=0, le=100)
+    db_stats_max_age_days: float = Field(7, gt=0)
+    audit_retention_days: float = Field(90, gt=0)
+    redis_timeout_seconds: float = Field(1, gt=0)
+    redis_latency_p99_ms_max: float = Field(5, gt=0)
+    redis_hit_rate_percent_min: float = Field(85, ge=0, le=100)
+    redis_hit_rate_min_lookups: int = Field(1000, ge=0)
+    log_tail_lines: int = Field(5000, ge=1, le=1_000_000)
+    compliance_rate_percent_min: float = Field(95, ge=0, le=100)
+    compliance_rate_percent_target: float = Field(99, ge=0, le=100)
+    load_1m_max: float = Field(8, gt=0)
+    cpu_percent_max: float = Field(80, gt=0, le=100)
+    memory_percent_max: float = Field(85, gt=0, le=100)
+    disk_percent_max: float = Field(90, gt=0, le=100)
+    backup_max_age_hours: float = Field(26, gt=0)
+    backup_retention_days: float = Field(30, gt=0)
+    backup_min_count: int = Field(7, ge=0)
+    backup_min_size_ratio: float = Field(0.5, ge=0, le=1)
+    cert_warn_days: float = Field(30, ge=0)
+    cert_fail_days: float = Field(7, ge=0)
+    failed_logins_max: int = Field(10, ge=0)
+    app_key_max_age_days: float = Field(31, gt=0)
+    db_credential_max_age_days: float = Field(92, gt=0)
+    alert_window_minutes: float = Field(15, gt=0)
+    # not in the catalog's table, but every probe needs one: how long a host or socket gets to answer
+    connect_timeout_seconds: float = Field(3, gt=0)
+
+
+class Host(_Strict):
+    """A machine that checks run on. `backend` picks how testinfra reaches it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    address: str = "127.0.0.1"
+    backend: Literal["local", "ssh", "paramiko", "ansible"] = "local"
+    roles: list[str] = ["app", "db", "cache"]
+    user: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    ssh_config: str | None = None
+    # host keys are checked unless a profile says otherwise, and then the run prints a warning
+    strict_host_key_checking: bool = True
+    # None: find out from the host (/run/systemd/system); False: the host has no systemd
+    systemd: bool | None = None
+    mounts: list[str] = ["/"]
+
+
+class Service(_Strict):
+    """An ACGS service, on every host with its `role`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    role: str = "app"
+    port: int = Field(ge=1, le=65535)
+    scheme: Literal["http", "https"] = "http"
+    health_path: str = "/health"
+    ready_path: str | None = None
+    live_path: str | None = None
+    metrics_path: str | None = None
+    process: str | None = None  # regex over the full command line (ps -eo args)
+    unit: str | None = None
+    log: str | None = None
+    log_format: Literal["auto", "plain", "json"] = "auto"
+
+    @field_validator("process")
+    @classmethod
+    def _regex_compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
+
+
+class _SecretRef(_Strict):
+    """Secrets are never in a profile: a field names the environment variable or the file holding one."""
+
+    password_env: str | None = None
+    password_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.password_env and self.password_file:
+            raise ValueError("give password_env or password_file, not both")
+        return self
+
+
+class Database(_SecretRef):
+    """A PostgreSQL database. The DSN carries no password: see password_env / password_file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    role: str = "db"
+    dsn: str
+    unit: str | None = "postgresql"
+    process: str | None = r"postgres"
+    audit_table: str | None = "audit_logs"
+    compliance_window_hours: float = 24
+    # credential (DSN + secret) allowed to CREATE DATABASE, for the opt-in restore drill only
+    admin_dsn: str | None = None
+    admin_password_env: str | None = None
+    admin_password_file: str | None = None
+
+    @field_validator("dsn", "admin_dsn")
+    @classmethod
+    def _dsn_has_no_password(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        if urlsplit(v).password:
+            raise ValueError("must not contain a password; use password_env or password_file")
+        return v
+
+
+class Redis(_SecretRef):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    role: str = "cache"
+    url: str
+    hash_key: str | None = "acgs:constitutional_hash"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://")):
+            raise ValueError("must be a redis:// or rediss:// URL")
+        if urlsplit(v).password:
+            raise ValueError("must not contain a password; use password_env or password_file")
+        return v
+
+
+class Paths(_Strict):
+    logs: str = "/var/log/acgs"
+    alerts_log: str = "/var/log/acgs/alerts.log"
+    app_root: str = "/home/acgs/ACGS"
+    backups: str = "/var/backups/acgs"
+    policies: str = "/home/acgs/ACGS/config/policies"
+    passwd: str = "/etc/passwd"
+    kernel_log: str | None = None  # None: read `dmesg`
+    security_log: str | None = None  # None: the service logs under `logs`
+
+
+class Key(_Strict):
+    name: str
+    path: str
+    kind: Literal["app", "db"] = "app"
+    rotation_record: str | None = None  # a file whose content is an ISO timestamp of the last rotation
+
+
+class Security(_Strict):
+    secret_files: list[str] = []
+    secret_owner: str | None = None
+    secret_max_mode: str = Field("0640", pattern=r"^0?[0-7]{3}$")
+    allowed_users: list[str] = []
+    keys: list[Key] = []
+
+
+class Backups(_Strict):
+    files: list[str] = ["database.sql.gz", "config.tar.gz", "application.tar.gz", "logs.tar.gz"]
+    dump_format: Literal["plain", "custom"] = "plain"
+    restore_drill: bool = False
+    restore_database: str | None = None  # profile database name the drill restores next to
+    restore_tables: list[str] = ["audit_logs", "policies"]
+    restore_count_tolerance_percent: float | None = None
+
+
+class Tls(_Strict):
+    ca_file: str | None = None
+    # off only on purpose: the run prints a warning line when a profile turns it off
+    verify: bool = True
+
+
+class Policies(_Strict):
+    format: Literal["yaml", "json", "rego", "auto"] = "auto"
+
+
+class Profile(_Strict):
+    """An environment: what to check, where, and the limits. See DESIGN.md for an example."""
+
+    name: str = ""
+    description: str = ""
+    constitutional_hash: str = Field("cdd01ef066bc6cf2", pattern=HASH_RE)
+    inventory: str | None = None
+    hosts: list[Host] = [Host(name="localhost")]
+    services: list[Service] = []
+    databases: list[Database] = []
+    redis: list[Redis] = []
+    paths: Paths = Paths()
+    certificates: list[str] = []
+    tls_endpoints: list[str] = []
+    tls: Tls = Tls()
+    security: Security = Security()
+    backups: Backups = Backups()
+    policies: Policies = Policies()
+    thresholds: Thresholds = Thresholds()
+    # resolved secrets by "databases[0]" style owner; filled by load_profile, never from YAML
+    secrets: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
+    source: str = Field("", exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        for field in ("hosts", "services", "databases", "redis"):
+            seen: set[str] = set()
+            for item in getattr(self, field):
+                if item.name in seen:
+                    raise ValueError(f"{field}: name {item.name!r} is used twice")
+                seen.add(item.name)
+        return self
+
+    def hosts_with_role(self, role: str) -> list[Host]:
+        return [h for h in self.hosts if role in h.roles]
+
+    def secret(self, owner: str) -> str | None:
+        s = self.secrets.get(owner)
+        return s.get_secret_value() if s else None
+
+    def secret_values(self) -> list[str]:
+        """Every secret this profile resolved, for masking output."""
+        return [s.get_secret_value() for s in self.secrets.values() if s.get_secret_value()]
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+
+def profile_dirs() -> list[Path]:
+    """Where profile names are looked up: ./profiles, $ACGS_VERIFY_PROFILES, then the shipped ones."""
+    dirs = [Path.cwd() / "profiles"]
+    dirs += [Path(p) for p in os.environ.get("ACGS_VERIFY_PROFILES", "").split(os.pathsep) if p]
+    here = Path(__file__).resolve().parent
+    dirs += [here / "_profiles", here.parent / "profiles"]
+    return dirs
+
+
+def available_profiles() -> list[str]:
+    names: set[str] = set()
+    for d in profile_dirs():
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def find_profile(name_or_path: str, relative_to: Path | None = None) -> Path:
+    looks_like_path = "/" in name_or_path or name_or_path.endswith((".yaml", ".yml"))
+    if looks_like_path:
+        p = Path(name_or_path).expanduser()
+        if not p.is_absolute() and relative_to is not None:
+            p = relative_to / p
+        if not p.is_file():
+            raise ProfileError(f"profile file not found: {p}")
+        return p.resolve()
+    if relative_to is not None and (relative_to / f"{name_or_path}.yaml").is_file():
+        return (relative_to / f"{name_or_path}.yaml").resolve()
+    for d in profile_dirs():
+        p = d / f"{name_or_path}.yaml"
+        if p.is_file():
+            return p.resolve()
+    raise ProfileError(
+        f"unknown profile {name_or_path!r}; available: {', '.join(available_profiles()) or 'none'}"
+    )
+
+
+class _Located:
+    """Parsed YAML plus where each value came from: path tuple -> (file, line)."""
+
+    def __init__(self, data: Any, where: dict[tuple, tuple[str, int]]):
+        self.data = data
+        self.where = where
+
+
+def _read_yaml(path: Path) -> _Located:
+    shown = _shown(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ProfileError(f"{shown}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_PROFILE_BYTES:
+        raise ProfileError(f"{shown}: profile is {len(raw)} bytes; the limit is {MAX_PROFILE_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{shown}: not UTF-8 (byte {exc.start})") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return _Located({}, {})
+        _check_size(node, shown)
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        raise ProfileError(f"{shown}{line}: YAML syntax error: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{shown}: YAML error: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise ProfileError(f"{shown}: YAML nested too deeply") from None
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise ProfileError(f"{shown}:1: a profile is a mapping of fields, not {type(data).__name__}")
+    where: dict[tuple, tuple[str, int]] = {}
+    _record_lines(node, (), shown, where, set())
+    return _Located(data, where)
+
+
+def _check_size(node: yaml.Node, shown: str) -> None:
+    """Refuse alias bombs and absurd nesting before constructing anything (memoized, so it is cheap)."""
+    memo: dict[int, int] = {}
+
+    def size(n: yaml.Node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise ProfileError(f"{shown}:{n.start_mark.line + 1}: nested more than {MAX_DEPTH} levels")
+        if id(n) in memo:
+            return memo[id(n)]
+        memo[id(n)] = 1  # guards against recursive aliases
+        if isinstance(n, yaml.MappingNode):
+            total = 1 + sum(size(k, depth + 1) + size(v, depth + 1) for k, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            total = 1 + sum(size(v, depth + 1) for v in n.value)
+        else:
+            total = 1
+        if total > MAX_EXPANDED_NODES:
+            raise ProfileError(
+                f"{shown}:{n.start_mark.line + 1}: expands to more than {MAX_EXPANDED_NODES} values"
+                " (YAML aliases?)"
+            )
+        memo[id(n)] = total
+        return total
+
+    size(node, 0)
+
+
+def _record_lines(node, path, shown, where, seen) -> None:
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    where[path] = (shown, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value if isinstance(k, yaml.ScalarNode) else str(k)
+            where[path + (key,)] = (shown, k.start_mark.line + 1)
+            _record_lines(v, path + (key,), shown, where, seen)
+            where[path + (key,)] = (shown, k.start_mark.line + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _record_lines(v, path + (i,), shown, where, seen)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _merge(base: _Located, over: _Located) -> _Located:
+    """Maps merge key by key; lists and scalars replace (DESIGN.md)."""
+
+    def merge(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict):
+            out = dict(a)
+            for k, v in b.items():
+                out[k] = merge(a[k], v, path + (k,)) if k in a else v
+            return out
+        return b
+
+    # where the child replaces a list or scalar, the parent's locations below it no longer apply
+    replaced = [q for q in over.where if q and not _is_map_path(over.data, q)]
+    where = {p: w for p, w in base.where.items() if not any(p[: len(q)] == q for q in replaced)}
+    where.update(over.where)
+    return _Located(merge(base.data, over.data, ()), where)
+
+
+def _is_map_path(data, path) -> bool:
+    for k in path:
+        if not isinstance(data, dict) or k not in data:
+            return False
+        data = data[k]
+    return isinstance(data, dict)
+
+
+def _load_chain(path: Path, chain: tuple[Path, ...] = ()) -> _Located:
+    if path in chain:
+        cycle = " -> ".join(_shown(p) for p in chain + (path,))
+        raise ProfileError(f"{_shown(path)}: extends cycle: {cycle}")
+    located = _read_yaml(path)
+    parent = located.data.pop("extends", None)
+    if parent is None:
+        return located
+    if not isinstance(parent, str):
+        file, line = located.where.get(("extends",), (_shown(path), 1))
+        raise ProfileError(f"{file}:{line}: extends: must be a profile name or path")
+    try:
+        parent_path = find_profile(parent, relative_to=path.parent)
+    except ProfileError as exc:
+        file, line = located.where.get(("extends",), (_shown(path), 1))
+        raise ProfileError(f"{file}:{line}: extends: {exc}") from None
+    return _merge(_load_chain(parent_path, chain + (path,)), located)
+
+
+_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(data: Any, where, path=()) -> Any:
+    """${VAR} and ${VAR:-default} in string values, so one profile serves several sandboxes."""
+    if isinstance(data, dict):
+        return {k: _interpolate(v, where, path + (k,)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_interpolate(v, where, path + (i,)) for i, v in enumerate(data)]
+    if isinstance(data, str) and "${" in data:
+
+        def sub(m: re.Match) -> str:
+            value = os.environ.get(m.group(1))
+            if value is None or (value == "" and m.group(2) is not None):
+                if m.group(2) is None:
+                    raise ProfileError(f"{_where(where, path)}: environment variable {m.group(1)} is not set")
+                return m.group(2)
+            return value
+
+        return _VAR_RE.sub(sub, data)
+    return data
+
+
+def _where(where: dict, path: tuple) -> str:
+    for n in range(len(path), -1, -1):
+        if path[:n] in where:
+            file, line = where[path[:n]]
+            return f"{file}:{line}: {_dotted(path)}" if path else f"{file}:{line}"
+    return _dotted(path) or "profile"
+
+
+def _dotted(path: Iterable) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+# --------------------------------------------------------------------------------------------- --set
+
+
+def parse_override(text: str) -> tuple[tuple, Any]:
+    """'thresholds.db_long_query_seconds=60' -> (('thresholds', 'db_long_query_seconds'), 60).
+
+    A list item is addressed by index or by its name: services.auth.port=9000 or services.0.port=9000.
+    The value is read as a YAML scalar, then type-checked by the model.
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or not re.fullmatch(r"[A-Za-z0-9_.-]+", key.strip()):
+        raise ProfileError(f"--set {text!r}: expected dotted.key=VALUE, e.g. thresholds.db_long_query_seconds=60")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, dict | list):
+        raise ProfileError(f"--set {text!r}: VALUE must be a single value, not a {type(value).__name__}")
+    return tuple(key.strip().split(".")), value
+
+
+def _apply_override(data: dict, path: tuple, value: Any, text: str) -> tuple:
+    node: Any = data
+    real: list = []
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(node, list):
+            idx = _list_index(node, part)
+            if idx is None:
+                names = [x.get("name") for x in node if isinstance(x, dict)]
+                raise ProfileError(f"--set {text}: no item {part!r} in {_dotted(real)} (have: {names})")
+            real.append(idx)
+            if last:
+                raise ProfileError(f"--set {text}: cannot replace a whole list item")
+            node = node[idx]
+        elif isinstance(node, dict):
+            real.append(part)
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ProfileError(f"--set {text}: {_dotted(real)} is a single value, it has no field {part!r}")
+    return tuple(real)
+
+
+def _list_index(items: list, part: str) -> int | None:
+    if part.isdigit():
+        return int(part) if int(part) < len(items) else None
+    for i, x in enumerate(items):
+        if isinstance(x, dict) and x.get("name") == part:
+            return i
+    return None
+
+
+# ------------------------------------------------------------------------------------------- secrets
+
+
+def _resolve_secrets(profile: Profile, where: dict) -> dict[str, SecretStr]:
+    out: dict[str, SecretStr] = {}
+    for field in ("databases", "redis"):
+        for i, item in enumerate(getattr(profile, field)):
+            refs = [("", item.password_env, item.password_file)]
+            if field == "databases":
+                refs.append(("admin:", item.admin_password_env, item.admin_password_file))
+            for prefix, env, file in refs:
+                owner = f"{prefix}{field}.{item.name}"
+                fpath = (field, i, f"{prefix.rstrip(':') + '_' if prefix else ''}password_{'env' if env else 'file'}")
+                if env:
+                    value = os.environ.get(env)
+                    if value is None:
+                        raise ProfileError(
+                            f"{_where(where, fpath)}: environment variable {env} is not set"
+                            f" (it holds the password for {field} {item.name!r})"
+                        )
+                    out[owner] = SecretStr(value)
+                elif file:
+                    p = Path(file).expanduser()
+                    try:
+                        out[owner] = SecretStr(p.read_text().strip())
+                    except OSError as exc:
+                        raise ProfileError(
+                            f"{_where(where, fpath)}: cannot read secret file {p}: {exc.strerror}") from None
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the entry
+
+
+def load_profile(name_or_path: str, overrides: Iterable[str] = (), resolve_secrets: bool = True) -> Profile:
+    """Load, merge, interpolate, override, validate, and resolve secrets. Raises ProfileError.
+
+    resolve_secrets=False is for listing what would run (catalog, --collect-only), not for running it.
+    """
+    path = find_profile(name_or_path)
+    located = _load_chain(path)
+    data = _interpolate(located.data, located.where)
+    set_paths: list[tuple[tuple, str]] = []
+    for text in overrides:
+        key, value = parse_override(text)
+        set_paths.append((_apply_override(data, key, value, text), text))
+    data.setdefault("name", path.stem)
+    try:
+        profile = Profile.model_validate(data)
+    except ValidationError as exc:
+        raise ProfileError(_validation_line(exc, located.where, set_paths)) from None
+    secrets = _resolve_secrets(profile, located.where) if resolve_secrets else {}
+    return profile.model_copy(update={"secrets": secrets, "source": str(path)})
+
+
+def _validation_line(exc: ValidationError, where: dict, set_paths) -> str:
+    errors = exc.errors()
+    err = errors[0]
+    loc = tuple(err["loc"])
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = f"unknown field {loc[-1]!r}"
+    elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict | list):
+        shown = err["input"]
+        if isinstance(shown, str) and "://" in shown:
+            shown = display_url(shown)  # a rejected DSN may be rejected precisely for holding a password
+        msg = f"{msg} (got {shown!r})"
+    msg = msg.removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    for real, text in set_paths:
+        if loc[: len(real)] == real or real[: len(loc)] == loc:
+            return f"--set {text}: {_dotted(loc)}: {msg}{more}"
+    return f"{_where(where, loc)}: {msg}{more}" if loc else f"{_where(where, ())}: {msg}{more}"
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """Replace every secret value in text with '***'."""
+    for s in sorted(set(secrets), key=len, reverse=True):
+        if s and len(s) >= 3:
+            text = text.replace(s, "***")
+    return text
+
+
+def display_url(url: str) -> str:
+    """A DSN or URL as it may be shown: any password replaced by ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    userinfo = netloc[0].split(":", 1)[0] + ":***"
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{netloc[1]}"))
