@@ -1,0 +1,95 @@
+"""What a check uses to say what it measured and how that compares: the `runbook` mark and `Check`.
+
+>>> @runbook("SVC-01")
+... def test_health_endpoint_answers(service, http, thresholds, check):
+...     reply = http.get(service.url("/health"), timeout=thresholds.health_timeout_seconds)
+...     check.that(reply.ok, measured=reply.describe(), expected="2xx within 2 s")
+
+A failed `check.that` fails the test with one message: target, measured, expected, and the runbook's
+next step. A probe that cannot measure raises ProbeError; the plugin turns it into the same kind of
+one-line failure, so checks never catch it themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from acgs_verify.catalog import entry
+
+
+class ProbeError(Exception):
+    """A probe could not measure: the one-line reason (connection refused, timed out, ...)."""
+
+
+def runbook(check_id: str, applies: Callable[[Any], bool] | None = None):
+    """Tag a check with its catalog ID; severity and section markers come from the catalog.
+
+    `applies` filters the targets the check is parametrized over (e.g. only services with a readiness path).
+    """
+    e = entry(check_id)
+    marks = [
+        pytest.mark.runbook(check_id, applies=applies),
+        getattr(pytest.mark, e.severity.lower()),
+        getattr(pytest.mark, e.section),
+    ]
+
+    def decorate(fn):
+        for m in reversed(marks):
+            fn = m(fn)
+        return fn
+
+    return decorate
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Check:
+    """Bound to one test item: records what was measured, and fails with the catalog's next step."""
+
+    def __init__(self, item: pytest.Item, target_id: str):
+        mark = item.get_closest_marker("runbook")
+        self.entry = entry(mark.args[0])
+        self.target_id = target_id
+        self._item = item
+
+    def _record(self, name: str, value: Any) -> None:
+        props = self._item.user_properties
+        props[:] = [(k, v) for k, v in props if k != name]
+        props.append((name, value))
+
+    def measured(self, measured: Any, expected: str | None = None, value: Any = None) -> None:
+        """Record the measurement (shown in reports) without judging it."""
+        self._record("measured", _short(measured))
+        if expected is not None:
+            self._record("expected", expected)
+        if value is not None:
+            self._record("value", value)
+
+    def evidence(self, name: str, content: Any) -> None:
+        """Attach raw evidence (a response body, query rows, log lines) for the reports."""
+        self._item.user_properties.append(("evidence:" + name, _short(content, 20_000)))
+
+    def warn(self, message: str) -> None:
+        """Passes, but the reports show the warning (e.g. p99 above target, below the failure limit)."""
+        self._record("warning", message)
+
+    def that(self, ok: bool, measured: Any, expected: str, why: str | None = None, value: Any = None) -> None:
+        self.measured(measured, expected, value)
+        if not ok:
+            self.fail(f"{why + ': ' if why else ''}measured {_short(measured)}; expected {expected}")
+
+    def fail(self, message: str) -> None:
+        pytest.fail(self.message(message), pytrace=False)
+
+    def skip(self, reason: str) -> None:
+        pytest.skip(f"{self.entry.id} {self.target_id}: {reason}")
+
+    def message(self, text: str) -> str:
+        return f"{self.entry.id} {self.target_id}: {text}. Next: {self.entry.next_step}"

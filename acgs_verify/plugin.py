@@ -1,0 +1,272 @@
+"""pytest plugin: options, the profile, parametrization over its targets, gates, and the result model.
+
+The one place where the profile becomes parameters: a check that takes `service` runs once per
+service instance (`SVC-01[auth@app-1]`), one that takes `database` once per database (targets.py).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from acgs_verify.catalog import CATALOG, GATES, SECTIONS, SEVERITIES
+from acgs_verify.check import Check, ProbeError
+from acgs_verify.profile import Profile, ProfileError, load_profile, mask
+from acgs_verify.results import CheckResult, RunResult
+from acgs_verify.targets import TARGET_KINDS, host_of
+
+PROFILE_KEY = pytest.StashKey[Profile]()
+COLLECTOR_KEY = pytest.StashKey["ResultCollector"]()
+DEFAULT_PROFILE = "sandbox"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("acgs-verify", "ACGS runbook checks")
+    group.addoption("--profile", dest="acgs_profile", default=None,
+                    help=f"environment profile, by name or path (default: {DEFAULT_PROFILE})")
+    group.addoption("--set", dest="acgs_set", action="append", default=[], metavar="dotted.key=VALUE",
+                    help="override one profile field for this run, e.g. thresholds.db_long_query_seconds=60")
+    group.addoption("--gate", dest="acgs_gate", default=None, choices=sorted(GATES),
+                    help="run the checks of one gate: " + ", ".join(GATES))
+    group.addoption("--acgs-run-id", dest="acgs_run_id", default=None, help="(set by acgs-verify run)")
+    group.addoption("--acgs-no-secrets", dest="acgs_no_secrets", action="store_true",
+                    help="do not resolve secrets (for listing checks without running them)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for sev in SEVERITIES:
+        config.addinivalue_line("markers", f"{sev.lower()}: runbook severity {sev}")
+    for section, title in SECTIONS.items():
+        config.addinivalue_line("markers", f"{section}: runbook section '{title}'")
+    config.addinivalue_line("markers", "runbook(id, applies=None): the catalog ID this check implements")
+    config.addinivalue_line("markers", "slow: takes seconds, left out of quick runs")
+    # set on every check so `-n N --dist loadgroup` keeps a host's checks in one worker; registered here
+    # too because `acgs-verify run` loads xdist only when workers are asked for
+    config.addinivalue_line("markers", "xdist_group(name): run in the same xdist worker as its group")
+    if config.getoption("acgs_profile") is not None or config.getoption("acgs_set"):
+        _profile(config)  # fail fast on a bad profile, before collection
+    if not hasattr(config, "workerinput"):  # the xdist controller (or a plain run) keeps the results
+        collector = ResultCollector(config)
+        config.stash[COLLECTOR_KEY] = collector
+        config.pluginmanager.register(collector, "acgs-verify-results")
+
+
+def _profile(config: pytest.Config) -> Profile:
+    if PROFILE_KEY not in config.stash:
+        name = config.getoption("acgs_profile") or DEFAULT_PROFILE
+        try:
+            config.stash[PROFILE_KEY] = load_profile(
+                name, config.getoption("acgs_set"), resolve_secrets=not config.getoption("acgs_no_secrets"))
+        except ProfileError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    return config.stash[PROFILE_KEY]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    for name, kind in TARGET_KINDS.items():
+        if name not in metafunc.fixturenames:
+            continue
+        targets = kind(_profile(metafunc.config))
+        mark = metafunc.definition.get_closest_marker("runbook")
+        applies = mark.kwargs.get("applies") if mark else None
+        if applies is not None:
+            targets = [t for t in targets if applies(t)]
+        metafunc.parametrize(name, targets, ids=[t.id for t in targets])
+        return
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]):
+    gate = config.getoption("acgs_gate")
+    wanted = GATES[gate]["ids"] if gate else None
+    keep, drop = [], []
+    for item in items:
+        mark = item.get_closest_marker("runbook")
+        if mark is None:
+            keep.append(item)
+            continue
+        check_id = mark.args[0]
+        if wanted is not None and check_id not in wanted:
+            drop.append(item)
+            continue
+        target = _target_of(item)
+        e = CATALOG[check_id]
+        item.user_properties.extend([
+            ("runbook_id", check_id), ("severity", e.severity), ("section", e.section),
+            ("target", target.id if target is not None else "-"),
+        ])
+        # checks of one host stay in one worker (pytest -n N --dist loadgroup), so its connection is reused
+        host = host_of(target)
+        if host is not None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(host.name))
+        keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def _target_of(item: pytest.Item):
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return None
+    for name in TARGET_KINDS:
+        if name in callspec.params:
+            return callspec.params[name]
+    return None
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="session")
+def profile(pytestconfig: pytest.Config) -> Profile:
+    return _profile(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def thresholds(profile: Profile):
+    return profile.thresholds
+
+
+@pytest.fixture(scope="session")
+def http(profile: Profile):
+    from acgs_verify.probes.http import HttpProbe
+
+    verify = profile.tls.ca_file or True if profile.tls.verify else False
+    probe = HttpProbe(verify=verify)
+    yield probe
+    probe.close()
+
+
+@pytest.fixture(scope="session")
+def hosts(profile: Profile):
+    from acgs_verify.probes.host import HostPool
+
+    return HostPool(connect_timeout=profile.thresholds.connect_timeout_seconds)
+
+
+@pytest.fixture(scope="session")
+def logs(hosts):
+    from acgs_verify.probes.logs import LogReader
+
+    return LogReader(hosts)
+
+
+@pytest.fixture
+def check(request: pytest.FixtureRequest) -> Check:
+    target = _target_of(request.node)
+    return Check(request.node, target.id if target is not None else "-")
+
+
+# --------------------------------------------------------------------------------------- reporting
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    # a probe that could not measure is a finding about the target, not a crash of the suite
+    if call.excinfo is not None and call.excinfo.errisinstance(ProbeError):
+        mark = item.get_closest_marker("runbook")
+        if mark is not None:
+            target = _target_of(item)
+            e = CATALOG[mark.args[0]]
+            tid = target.id if target is not None else "-"
+            report.longrepr = f"{e.id} {tid}: could not measure: {call.excinfo.value}. Next: {e.next_step}"
+            report.outcome = "failed"
+    return report
+
+
+class ResultCollector:
+    """Builds the RunResult from test reports (which xdist forwards from its workers)."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.start = time.time()
+        self.by_nodeid: dict[str, CheckResult] = {}
+        self.result: RunResult | None = None
+        self.interrupted = False
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict((k, v) for k, v in report.user_properties if not k.startswith("evidence:"))
+        if "runbook_id" not in props:
+            return
+        res = self.by_nodeid.get(report.nodeid)
+        if res is None:
+            e = CATALOG[props["runbook_id"]]
+            res = CheckResult(nodeid=report.nodeid, id=e.id, section=e.section, severity=e.severity,
+                              title=e.title, target=props.get("target", "-"), next_step=e.next_step)
+            self.by_nodeid[report.nodeid] = res
+        res.duration += report.duration
+        for key in ("measured", "expected", "value", "warning"):
+            if key in props:
+                setattr(res, key, props[key])
+        for k, v in report.user_properties:
+            if k.startswith("evidence:"):
+                res.evidence[k.split(":", 1)[1]] = v
+        if report.when == "call" or report.outcome != "passed":
+            outcome = report.outcome
+            if report.when != "call" and outcome == "failed":
+                outcome = "error"
+            if res.outcome in ("failed", "error") and outcome in ("passed", "skipped"):
+                return  # teardown passing does not undo a failure
+            res.outcome = outcome
+            if outcome != "passed":
+                res.message = _message(report)
+
+    def pytest_keyboard_interrupt(self, excinfo) -> None:
+        self.interrupted = True
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        profile = self.config.stash.get(PROFILE_KEY, None)
+        secrets = profile.secret_values() if profile else []
+        for res in self.by_nodeid.values():
+            res.message = mask(res.message, secrets)
+            if res.measured:
+                res.measured = mask(str(res.measured), secrets)
+            res.evidence = {k: mask(v, secrets) for k, v in res.evidence.items()}
+        self.result = RunResult(
+            run_id=self.config.getoption("acgs_run_id") or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+            profile=profile.name if profile else "",
+            gate=self.config.getoption("acgs_gate") or "all",
+            started=datetime.fromtimestamp(self.start, UTC).isoformat(timespec="seconds"),
+            duration=time.time() - self.start,
+            constitutional_hash=profile.constitutional_hash if profile else "",
+            checks=sorted(self.by_nodeid.values(), key=_order),
+            complete=not self.interrupted and exitstatus not in (2, 3, 4),
+        )
+
+    def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
+        if self.result is None or not self.result.checks:
+            return
+        failed = [c for c in self.result.checks if c.outcome in ("failed", "error")]
+        warned = [c for c in self.result.checks if c.warning and c.outcome == "passed"]
+        if not failed and not warned:
+            return
+        terminalreporter.section("acgs-verify findings", sep="-")
+        for c in failed:
+            tag = "WAIVED" if c.waived else ("ERROR" if c.outcome == "error" else "FAIL")
+            terminalreporter.write_line(f"{tag} {c.severity} {c.name} {c.title}: {c.message}")
+        for c in warned:
+            terminalreporter.write_line(f"WARN {c.severity} {c.name} {c.title}: {c.warning}")
+
+
+def _order(c: CheckResult) -> tuple:
+    ids = list(CATALOG)
+    return (ids.index(c.id) if c.id in ids else len(ids), c.target, c.nodeid)
+
+
+def _message(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # a skip: (file, line, reason)
+        reason = str(longrepr[2])
+        return reason.removeprefix("Skipped: ")
+    if isinstance(longrepr, str):
+        return longrepr.strip()
+    crash = getattr(longrepr, "reprcrash", None)
+    if crash is not None:
+        text = " ".join(str(crash.message).split())
+        return text.removeprefix("Failed: ")[:500]
+    text = str(longrepr).strip().splitlines()
+    return text[-1][:500] if text else report.outcome

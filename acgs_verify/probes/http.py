@@ -1,0 +1,154 @@
+"""HTTP probes: one GET with a hard deadline and a size cap, and latency over N samples.
+
+>>> http = HttpProbe()
+>>> reply = http.get("http://127.0.0.1:18016/health", timeout=2)
+>>> reply.status, reply.ok, reply.elapsed_ms
+(200, True, 1.7)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_BODY_BYTES = 1 << 20  # a health body is a few hundred bytes; never buffer more than this
+
+
+@dataclass
+class Reply:
+    url: str
+    status: int | None = None
+    elapsed_ms: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    error: str | None = None
+    truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.status is not None and 200 <= self.status < 300
+
+    def json(self) -> tuple[Any, str | None]:
+        """(parsed body, None) or (None, why it is not usable JSON)."""
+        if self.truncated:
+            return None, f"body larger than {MAX_BODY_BYTES} bytes"
+        try:
+            return json.loads(self.body), None
+        except (ValueError, UnicodeDecodeError) as exc:
+            return None, f"body is not JSON ({str(exc).splitlines()[0][:80]}): {self.body[:80]!r}"
+
+    def describe(self) -> str:
+        if self.error:
+            return f"no answer from {self.url}: {self.error}"
+        return f"HTTP {self.status} in {self.elapsed_ms:.0f} ms"
+
+
+@dataclass
+class Latency:
+    samples_ms: list[float]
+    failures: list[str]
+
+    def percentile(self, p: float) -> float:
+        """Nearest-rank percentile, so p99 of 20 samples is the slowest one, as an SRE would read it."""
+        if not self.samples_ms:
+            return math.inf
+        ordered = sorted(self.samples_ms)
+        return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+    @property
+    def p50(self) -> float:
+        return self.percentile(50)
+
+    @property
+    def p99(self) -> float:
+        return self.percentile(99)
+
+
+class HttpProbe:
+    """One connection pool per process, reused across checks; health replies cached per run."""
+
+    def __init__(self, verify: bool | str = True):
+        self._verify = verify
+        self._client = None
+        self._cache: dict[str, Reply] = {}
+
+    @property
+    def client(self):
+        if self._client is None:
+            import httpx  # ~60 ms of imports: only when a check does HTTP
+
+            self._client = httpx.Client(verify=self._verify, follow_redirects=False, trust_env=False,
+                                        headers={"User-Agent": "acgs-verify"})
+        return self._client
+
+    def get(self, url: str, timeout: float) -> Reply:
+        """GET url; never takes longer than `timeout` seconds in all, never reads more than MAX_BODY_BYTES."""
+        import httpx
+
+        reply = Reply(url)
+        start = time.perf_counter()
+        deadline = start + timeout
+        try:
+            with self.client.stream("GET", url, timeout=httpx.Timeout(timeout)) as resp:
+                reply.status = resp.status_code
+                reply.headers = {k.lower(): v for k, v in resp.headers.items()}
+                chunks, size = [], 0
+                for chunk in resp.iter_raw():
+                    size += len(chunk)
+                    if size > MAX_BODY_BYTES:
+                        reply.truncated = True
+                        break
+                    chunks.append(chunk)
+                    if time.perf_counter() > deadline:
+                        raise httpx.ReadTimeout("body still arriving at the deadline")
+                reply.body = b"".join(chunks)
+        except httpx.TimeoutException:
+            reply.status = None
+            reply.error = f"timed out after {timeout:g} s"
+        except httpx.HTTPError as exc:
+            reply.status = None
+            reply.error = _reason(exc)
+        reply.elapsed_ms = (time.perf_counter() - start) * 1000
+        if reply.error is None and reply.elapsed_ms > timeout * 1000:
+            reply.error = f"answered after {reply.elapsed_ms:.0f} ms, over the {timeout:g} s limit"
+        return reply
+
+    def get_cached(self, url: str, timeout: float) -> Reply:
+        """The same endpoint read once per run serves every check that judges it."""
+        if url not in self._cache:
+            self._cache[url] = self.get(url, timeout)
+        return self._cache[url]
+
+    def latency(self, url: str, samples: int, timeout: float) -> Latency:
+        result = Latency([], [])
+        for _ in range(samples):
+            r = self.get(url, timeout)
+            if r.error is None:  # a 503 still has a latency; only no answer at all is a failed sample
+                result.samples_ms.append(r.elapsed_ms)
+            else:
+                result.failures.append(r.describe())
+        return result
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and not str(text).strip():
+        text, cause = str(cause), cause.__cause__
+    text = " ".join(text.split())
+    for known in ("Connection refused", "Name or service not known", "Temporary failure in name resolution",
+                  "No route to host", "certificate verify failed", "Connection reset"):
+        if known.lower() in text.lower():
+            return known.lower() if known != "certificate verify failed" else "TLS: " + text[:200]
+    return text[:200]

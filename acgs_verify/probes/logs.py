@@ -1,0 +1,171 @@
+"""Log probes: the last N lines of a log without reading the whole file, and what those lines say.
+
+>>> lines = tail_lines("/var/log/acgs/auth_service.log", 5000)
+>>> hash_mentions(lines)            # every constitutional hash a line names
+Counter({'cdd01ef066bc6cf2': 1})
+>>> request_statuses(lines)         # HTTP statuses of request lines, health probes left out
+[200, 200, 500]
+
+Reads both formats the services write: `%(asctime)s - %(name)s - %(levelname)s - %(message)s` and JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from acgs_verify.check import ProbeError
+
+BLOCK = 64 * 1024
+MAX_TAIL_BYTES = 32 << 20  # 5000 lines of a sane log are ~1 MB; a log of megabyte lines gets cut here
+
+_PLAIN = re.compile(
+    r"^(?P<ts>\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?)\s+-\s+(?P<logger>\S+)"
+    r"\s+-\s+(?P<level>[A-Z]+)\s+-\s+(?P<msg>.*)$"
+)
+_HASH = re.compile(r"constitutional[ _-]?hash[\"']?\s*[:=]\s*[\"']?([0-9a-fA-F]{16})\b", re.IGNORECASE)
+_STATUS_KV = re.compile(r"\bstatus(?:_code)?[=:]\s*\"?(\d{3})\b")
+_STATUS_ACCESS = re.compile(r"\"[A-Z]+ (?P<path>\S+) HTTP/[\d.]+\"\s+(?P<status>\d{3})\b")
+_PATH_KV = re.compile(r"\bpath[=:]\s*\"?(\S+?)\"?(?:\s|$)")
+PROBE_PATHS = ("/health", "/metrics")  # monitoring traffic, not users': left out of error rates
+
+
+@dataclass
+class LogLine:
+    raw: str
+    timestamp: datetime | None
+    level: str | None
+    message: str
+    fields: dict
+
+    @property
+    def status(self) -> int | None:
+        value = self.fields.get("status", self.fields.get("status_code"))
+        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+            return int(value)
+        m = _STATUS_KV.search(self.message) or _STATUS_ACCESS.search(self.message)
+        return int(m.group(m.lastindex if m.re is _STATUS_KV else "status")) if m else None
+
+    @property
+    def path(self) -> str | None:
+        if isinstance(self.fields.get("path"), str):
+            return self.fields["path"]
+        m = _PATH_KV.search(self.message)
+        if m:
+            return m.group(1)
+        m = _STATUS_ACCESS.search(self.message)
+        return m.group("path") if m else None
+
+
+def tail_lines(path: str, n: int, max_bytes: int = MAX_TAIL_BYTES) -> list[str]:
+    """The last n lines of a local file, reading backwards block by block (constant memory in the file size).
+
+    Undecodable bytes are replaced and NULs dropped, so a damaged log is still read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise ProbeError(f"log {path} does not exist") from None
+    except PermissionError:
+        raise ProbeError(f"log {path}: permission denied") from None
+    except OSError as exc:
+        raise ProbeError(f"log {path}: {exc.strerror}") from None
+    try:
+        end = os.fstat(fd).st_size
+        pos, chunks, newlines, read = end, [], 0, 0
+        while pos > 0 and newlines <= n and read < max_bytes:
+            size = min(BLOCK, pos, max_bytes - read)
+            pos -= size
+            chunk = os.pread(fd, size, pos)
+            chunks.append(chunk)
+            newlines += chunk.count(b"\n")
+            read += size
+    finally:
+        os.close(fd)
+    data = b"".join(reversed(chunks)).replace(b"\0", b"")
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if pos > 0 and lines:
+        lines = lines[1:]  # the first one is cut in the middle
+    return lines[-n:]
+
+
+def parse(line: str) -> LogLine:
+    if line.startswith("{"):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict):
+            level = obj.get("level") or obj.get("levelname") or obj.get("severity")
+            message = str(obj.get("message") or obj.get("msg") or obj.get("event") or "")
+            ts = _parse_ts(obj.get("timestamp") or obj.get("time") or obj.get("asctime"))
+            return LogLine(line, ts, str(level).upper() if level else None, message, obj)
+    m = _PLAIN.match(line)
+    if m:
+        return LogLine(line, _parse_ts(m.group("ts")), m.group("level"), m.group("msg"), {})
+    return LogLine(line, None, None, line, {})
+
+
+def _parse_ts(value) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace(",", ".").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def hash_mentions(lines: list[str]) -> Counter:
+    """How often each constitutional hash is named (`Constitutional Hash: X`, `"constitutional_hash": "X"`)."""
+    found: Counter = Counter()
+    for line in lines:
+        for m in _HASH.finditer(line):
+            found[m.group(1).lower()] += 1
+    return found
+
+
+def lines_with(lines: list[str], needle: str) -> list[str]:
+    return [line for line in lines if needle in line]
+
+
+def request_statuses(lines: list[str]) -> list[int]:
+    """HTTP statuses of the request lines, leaving out health and metrics probes."""
+    out = []
+    for line in lines:
+        parsed = parse(line)
+        status = parsed.status
+        if status is None:
+            continue
+        path = parsed.path or ""
+        if path.startswith(PROBE_PATHS):
+            continue
+        out.append(status)
+    return out
+
+
+class LogReader:
+    """Reads log tails on a target's host once per run: CC-01, CC-02 and SVC-07 share one read."""
+
+    def __init__(self, hosts):
+        self._hosts = hosts
+        self._cache: dict[tuple, list[str]] = {}
+
+    def tail(self, host, path: str, n: int) -> list[str]:
+        key = (host.name, path, n)
+        if key not in self._cache:
+            if host.backend == "local":
+                self._cache[key] = tail_lines(path, n)
+            else:
+                node = self._hosts.get(host)
+                result = node.run("tail -n %s -- %s", str(n), path)
+                if result.rc != 0:
+                    raise ProbeError(f"log {path} on {host.name}: {result.stderr.strip()[:200]}")
+                self._cache[key] = result.stdout.replace("\0", "").splitlines()
+        return self._cache[key]
+
+    def forget(self) -> None:
+        self._cache.clear()

@@ -1,0 +1,156 @@
+"""The result model every report writer reads: one CheckResult per test item, one RunResult per run.
+
+Writers (JSON, HTML, Markdown, Prometheus, the terminal line) read a RunResult or its dict form
+(summary.json) and nothing else: none of them reaches into pytest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Exit codes are a contract (DESIGN.md), the same four as Nagios plugins.
+EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_UNKNOWN = 0, 1, 2, 3
+STATUS_WORD = {EXIT_OK: "OK", EXIT_WARNING: "WARNING", EXIT_CRITICAL: "CRITICAL", EXIT_UNKNOWN: "UNKNOWN"}
+BLOCKING = ("P0", "P1")
+FAILED_OUTCOMES = ("failed", "error")
+
+
+@dataclass
+class CheckResult:
+    nodeid: str
+    id: str
+    section: str
+    severity: str
+    title: str
+    target: str
+    outcome: str = "passed"  # passed | failed | error | skipped
+    message: str = ""
+    measured: str | None = None
+    expected: str | None = None
+    value: Any = None
+    warning: str | None = None
+    next_step: str = ""
+    duration: float = 0.0
+    evidence: dict[str, str] = field(default_factory=dict)
+    waived: dict | None = None  # set by waivers: {reason, owner, expires}
+
+    @property
+    def name(self) -> str:
+        return f"{self.id}[{self.target}]"
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in FAILED_OUTCOMES and not self.waived
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["name"] = self.name
+        return d
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    profile: str
+    gate: str
+    started: str  # ISO 8601 UTC
+    duration: float = 0.0
+    constitutional_hash: str = ""
+    checks: list[CheckResult] = field(default_factory=list)
+    complete: bool = True
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.failed]
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for c in self.checks if c.outcome == outcome and not (c.waived and c.outcome != "passed"))
+
+    @property
+    def totals(self) -> dict[str, int]:
+        return {
+            "checks": len(self.checks),
+            "passed": self.count("passed"),
+            "failed": len(self.failed),
+            "skipped": self.count("skipped"),
+            "waived": sum(1 for c in self.checks if c.waived and c.outcome in FAILED_OUTCOMES),
+            "warnings": sum(1 for c in self.checks if c.warning and c.outcome == "passed"),
+        }
+
+    @property
+    def compliance_rate(self) -> float | None:
+        """Passed share of the checks that ran (skipped ones are not counted either way)."""
+        ran = [c for c in self.checks if c.outcome != "skipped"]
+        if not ran:
+            return None
+        return sum(1 for c in ran if not c.failed) / len(ran)
+
+    def failed_by_severity(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for c in self.failed:
+            out[c.severity] = out.get(c.severity, 0) + 1
+        return dict(sorted(out.items()))
+
+    @property
+    def exit_code(self) -> int:
+        if not self.complete or not self.checks:
+            return EXIT_UNKNOWN
+        failed = self.failed
+        if any(c.severity in BLOCKING for c in failed):
+            return EXIT_CRITICAL
+        return EXIT_WARNING if failed else EXIT_OK
+
+    def summary_line(self) -> str:
+        """`ACGS CRITICAL - 2 of 48 checks failed (P0: 1) | passed=46 failed=2 duration=1.8s`"""
+        t = self.totals
+        word = STATUS_WORD[self.exit_code]
+        ran = t["checks"] - t["skipped"]
+        if not self.checks:
+            text = "no checks ran"
+        elif not self.complete:
+            text = f"run interrupted after {ran} of {t['checks']} checks"
+        elif t["failed"]:
+            sev = ", ".join(f"{k}: {v}" for k, v in self.failed_by_severity().items())
+            text = f"{t['failed']} of {ran} checks failed ({sev})"
+        else:
+            text = f"{ran} of {ran} checks passed"
+        extras = [f"{t['skipped']} skipped"] if t["skipped"] else []
+        extras += [f"{t['waived']} waived"] if t["waived"] else []
+        extras += [f"{t['warnings']} warnings"] if t["warnings"] else []
+        if extras:
+            text += f" [{', '.join(extras)}]"
+        perf = f"passed={t['passed']} failed={t['failed']} skipped={t['skipped']} duration={self.duration:.1f}s"
+        return f"ACGS {word} - {text} | {perf}"
+
+    def as_dict(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "profile": self.profile,
+            "gate": self.gate,
+            "started": self.started,
+            "duration": round(self.duration, 3),
+            "constitutional_hash": self.constitutional_hash,
+            "complete": self.complete,
+            "exit_code": self.exit_code,
+            "summary": self.summary_line(),
+            "totals": self.totals,
+            "failed_by_severity": self.failed_by_severity(),
+            "compliance_rate": self.compliance_rate,
+            "notes": self.notes,
+            **self.extra,
+            "checks": [c.as_dict() for c in self.checks],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunResult:
+        checks = []
+        for c in d.get("checks", []):
+            c = {k: v for k, v in c.items() if k != "name"}
+            checks.append(CheckResult(**c))
+        known = {"run_id", "profile", "gate", "started", "duration", "constitutional_hash", "complete", "notes"}
+        extra = {k: v for k, v in d.items() if k not in known | {"checks", "exit_code", "summary", "totals",
+                                                                  "failed_by_severity", "compliance_rate"}}
+        return cls(checks=checks, extra=extra, **{k: d[k] for k in known if k in d})

@@ -1,0 +1,132 @@
+"""Service health: runbook 'Incident Response' (Initial Assessment, Service Outage, High Latency)."""
+
+from acgs_verify.check import runbook
+from acgs_verify.probes import host as hostfacts
+from acgs_verify.probes import metrics
+from acgs_verify.probes.logs import request_statuses
+
+HEALTHY = ("healthy", "ok")
+
+
+@runbook("SVC-01")
+def test_health_endpoint_answers(service, http, thresholds, check):
+    """curl -f http://localhost:8016/health  # Auth Service"""
+    limit = thresholds.health_timeout_seconds
+    reply = http.get_cached(service.url(service.service.health_path), timeout=limit)
+    check.that(reply.ok, measured=reply.describe(), expected=f"2xx within {limit:g} s", value=reply.status)
+
+
+@runbook("SVC-02")
+def test_health_body_is_healthy_with_expected_hash(service, http, thresholds, profile, check):
+    """curl -f http://localhost:8016/health  ->  {"status": "healthy", "constitutional_hash": "cdd01ef066bc6cf2"}"""
+    reply = http.get_cached(service.url(service.service.health_path), timeout=thresholds.health_timeout_seconds)
+    body, why = reply.json() if reply.error is None else (None, reply.describe())
+    if body is None or not isinstance(body, dict):
+        check.fail(f"health body unusable: {why or 'not a JSON object'}")
+    check.evidence("health body", reply.body.decode("utf-8", "replace"))
+    status, got_hash = body.get("status"), body.get("constitutional_hash")
+    expected = f"status in {'/'.join(HEALTHY)} and constitutional_hash {profile.constitutional_hash}"
+    check.that(str(status).lower() in HEALTHY and got_hash == profile.constitutional_hash,
+               measured=f"status={status!r} constitutional_hash={got_hash!r} (HTTP {reply.status})",
+               expected=expected)
+
+
+@runbook("SVC-03")
+def test_service_process_is_running(service, hosts, check):
+    """ps aux | grep uvicorn"""
+    pattern = service.service.process
+    if not pattern:
+        check.skip("the profile gives no process pattern for this service")
+    procs = hostfacts.processes_matching(hosts.fact(service.host, "processes", hostfacts.processes), pattern)
+    check.that(bool(procs), measured=f"{len(procs)} processes matching /{pattern}/",
+               expected="at least 1", value=[pid for pid, _ in procs])
+
+
+@runbook("SVC-04")
+def test_service_port_is_listening(service, hosts, check):
+    """netstat -tlnp | grep :8016"""
+    ports = hosts.fact(service.host, "listening", hostfacts.listening_ports)
+    port = service.service.port
+    check.that(port in ports, measured=f"port {port} {'listening' if port in ports else 'not listening'}",
+               expected=f"TCP {port} in LISTEN state")
+
+
+@runbook("SVC-05")
+def test_systemd_unit_is_active(service, hosts, check):
+    """sudo systemctl status acgs-auth-service"""
+    unit = service.service.unit
+    if not unit:
+        check.skip("the profile names no systemd unit for this service")
+    systemd = service.host.systemd
+    if systemd is None:
+        systemd = hosts.fact(service.host, "systemd", hostfacts.has_systemd)
+    if not systemd:
+        check.skip(f"host {service.host.name} does not run systemd (no /run/systemd/system)")
+    state = hostfacts.unit_state(hosts.get(service.host), unit)
+    check.that(state == "active", measured=f"{unit} is {state}", expected="active")
+
+
+@runbook("SVC-06")
+def test_health_latency_p99(service, http, thresholds, check):
+    """python scripts/latency_check.py  (P99 latency > 100 ms is 'High Latency'; target < 5 ms)"""
+    n = thresholds.latency_samples
+    lat = http.latency(service.url(service.service.health_path), n, timeout=thresholds.health_timeout_seconds)
+    if lat.failures:
+        check.fail(f"{len(lat.failures)} of {n} samples failed, first: {lat.failures[0]}")
+    fail_ms, warn_ms = thresholds.latency_p99_fail_ms, thresholds.latency_p99_warn_ms
+    measured = f"p50 {lat.p50:.1f} ms, p99 {lat.p99:.1f} ms over {n} samples"
+    check.that(lat.p99 < fail_ms, measured=measured, expected=f"p99 < {fail_ms:g} ms",
+               value={"p50_ms": round(lat.p50, 2), "p99_ms": round(lat.p99, 2)})
+    if lat.p99 > warn_ms:
+        check.warn(f"p99 {lat.p99:.1f} ms is above the {warn_ms:g} ms target")
+
+
+@runbook("SVC-07")
+def test_error_rate_below_limit(service, logs, http, thresholds, check):
+    """tail -f /var/log/acgs/auth_service.log  (error rate target < 0.1 %)"""
+    limit = thresholds.error_rate_max_percent
+    if service.service.log:
+        statuses = request_statuses(logs.tail(service.host, service.service.log, thresholds.log_tail_lines))
+        errors, total, source = sum(1 for s in statuses if s >= 500), len(statuses), "log"
+    else:
+        errors = total = 0
+    if not total and service.service.metrics_path:
+        reply = http.get(service.url(service.service.metrics_path), timeout=thresholds.health_timeout_seconds)
+        if not reply.ok:
+            check.fail(f"metrics unavailable: {reply.describe()}")
+        errors, total = metrics.error_ratio(metrics.parse(reply.body.decode("utf-8", "replace")))
+        source = "acgs_http_requests_total"
+    if not total:
+        check.skip("no request lines in the log tail and no request metrics to compute an error rate from")
+    rate = 100 * errors / total
+    check.that(rate < limit, measured=f"{rate:.2f} % 5xx ({errors:g} of {total:g} requests, from {source})",
+               expected=f"< {limit:g} %", value=round(rate, 4))
+
+
+@runbook("SVC-08")
+def test_constitutional_hash_header(service, http, thresholds, profile, check):
+    """curl -sI http://localhost:8016/health | grep X-Constitutional-Hash"""
+    reply = http.get_cached(service.url(service.service.health_path), timeout=thresholds.health_timeout_seconds)
+    if reply.error:
+        check.fail(reply.describe())
+    got = reply.headers.get("x-constitutional-hash")
+    check.that(got == profile.constitutional_hash, measured=f"X-Constitutional-Hash: {got}",
+               expected=profile.constitutional_hash)
+
+
+@runbook("SVC-09", applies=lambda t: bool(t.service.ready_path or t.service.live_path))
+def test_readiness_and_liveness(service, http, thresholds, check):
+    """curl -f http://localhost:8016/health/ready; curl -f http://localhost:8016/health/live"""
+    limit = thresholds.health_timeout_seconds
+    problems, seen = [], []
+    for path, flag in ((service.service.ready_path, "ready"), (service.service.live_path, "alive")):
+        if not path:
+            continue
+        reply = http.get(service.url(path), timeout=limit)
+        body, why = reply.json() if reply.ok else (None, reply.describe())
+        value = body.get(flag) if isinstance(body, dict) else None
+        seen.append(f"{path}: {reply.describe()} {flag}={value}")
+        if value is not True:
+            problems.append(f"{path} {why or f'{flag} is {value!r}'}")
+    check.that(not problems, measured="; ".join(seen), expected="2xx with ready/alive true",
+               why="; ".join(problems) or None)
