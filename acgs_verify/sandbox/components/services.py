@@ -1,0 +1,271 @@
+"""The six ACGS HTTP services, one uvicorn process each, and their faults.
+
+State slice: {"processes": {name: spawn record}, "faults": {name: [fault, ...]}}. The running services
+learn their faults from DIR/faults.json (same shape as "faults"), which this module rewrites on every change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from acgs_verify.sandbox import service_app
+from acgs_verify.sandbox.components.base import (
+    Component,
+    Context,
+    SandboxError,
+    atomic_write,
+    is_alive,
+    spawn,
+    stop,
+    tail,
+)
+from acgs_verify.sandbox.service_app import SERVICES, ServiceSpec
+
+READY_TIMEOUT = 15.0
+SEED_REQUESTS = 40
+SEED_PATHS = ("/api/v1/policies", "/api/v1/principles", "/api/v1/decisions", "/api/v1/evaluate",
+              "/api/v1/status")
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # the directory holding acgs_verify/
+
+# faults whose heal (and for log-no-banner also break) needs a fresh log and a fresh process
+_RESTART_ON_HEAL = ("errors", "log-hash-mismatch", "log-no-banner")
+
+
+def process_pattern(spec: ServiceSpec) -> str:
+    """The regex checks use to find this service's process; the command line below must keep matching."""
+    return rf"uvicorn .*acgs_verify\.sandbox\.service_app:{spec.factory}( |$)"
+
+
+class Services(Component):
+    name = "services"
+    fault_names = ("service-down", "service-unhealthy", "wrong-hash", "slow", "errors",
+                   "log-hash-mismatch", "log-no-banner")
+
+    def targets(self) -> list[str]:
+        return list(SERVICES)
+
+    # ---------------------------------------------------------------------------------- lifecycle
+    def up(self, ctx: Context) -> None:
+        ctx.state.setdefault("processes", {})
+        ctx.state.setdefault("faults", {})
+        ports = {name: self._port(ctx, spec) for name, spec in SERVICES.items()}
+        for name, port in ports.items():
+            if not _port_free(port):
+                raise SandboxError(
+                    f"port {port} ({name}) is already in use on 127.0.0.1; stop what holds it "
+                    f"or choose another port offset (now {ctx.port_offset})"
+                )
+        self._write_fault_file(ctx)
+        try:
+            # start all six before waiting for any: they boot in parallel
+            for spec in SERVICES.values():
+                self._spawn(ctx, spec)
+            deadline = time.monotonic() + READY_TIMEOUT
+            for spec in SERVICES.values():
+                self._wait_ready(ctx, spec, deadline)
+        except BaseException:
+            self.down(ctx)
+            raise
+        for spec in SERVICES.values():
+            self._seed(ctx, spec)
+
+    def down(self, ctx: Context) -> list[str]:
+        stopped = []
+        for name, record in sorted(ctx.state.get("processes", {}).items()):
+            if stop(record):
+                stopped.append(f"{name} (pid {record['pid']})")
+            self._pid_file(ctx, name).unlink(missing_ok=True)
+        ctx.state["processes"] = {}
+        ctx.state["faults"] = {}
+        ctx.save()
+        (ctx.dir / service_app.FAULTS_FILE).unlink(missing_ok=True)
+        return stopped
+
+    def status(self, ctx: Context) -> list[dict[str, Any]]:
+        out = []
+        for name, spec in SERVICES.items():
+            record = ctx.state.get("processes", {}).get(name)
+            faults = self._faults(ctx, name)
+            if "service-down" in faults:
+                state = "down (fault)"
+            elif record is None:
+                state = "stopped"
+            else:
+                state = "running" if is_alive(record) else "crashed"
+            out.append({
+                "name": name,
+                "pid": record["pid"] if record and state != "down (fault)" else None,
+                "port": self._port(ctx, spec),
+                "state": state,
+                "faults": faults,
+            })
+        return out
+
+    def profile_fragment(self, ctx: Context) -> dict[str, Any]:
+        services = []
+        for spec in SERVICES.values():
+            entry: dict[str, Any] = {"name": spec.name, "port": self._port(ctx, spec),
+                                     "health_path": "/health"}
+            if spec.probes:
+                entry.update(ready_path="/health/ready", live_path="/health/live")
+            if spec.metrics:
+                entry["metrics_path"] = "/metrics"
+            entry.update(
+                process=process_pattern(spec),
+                unit=f"acgs-{spec.name}-service",
+                log=str(service_app.log_path(ctx.dir, spec)),
+            )
+            services.append(entry)
+        return {"services": services, "paths": {"logs": str(ctx.dir / service_app.LOG_SUBDIR)}}
+
+    # ------------------------------------------------------------------------------------- faults
+    def active_faults(self, ctx: Context) -> list[str]:
+        return [f"{f}:{name}" for name in SERVICES for f in self._faults(ctx, name)]
+
+    def break_fault(self, ctx: Context, fault: str, target: str) -> None:
+        faults = ctx.state.setdefault("faults", {}).setdefault(target, [])
+        if fault in faults:
+            return
+        faults.append(fault)
+        ctx.save()
+        self._write_fault_file(ctx)
+        spec = SERVICES[target]
+        if fault == "service-down":
+            self._stop(ctx, spec)
+        elif fault == "errors":
+            self._seed(ctx, spec)  # the log's recent lines and the metrics now show the 500s
+        elif fault == "log-hash-mismatch":
+            self._seed(ctx, spec, 5)  # the service notices on its next request and logs the other hash
+        elif fault == "log-no-banner":
+            self._restart(ctx, spec)
+
+    def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
+        faults = ctx.state.setdefault("faults", {}).get(target, [])
+        if fault not in faults:
+            return
+        faults.remove(fault)
+        ctx.save()
+        self._write_fault_file(ctx)
+        spec = SERVICES[target]
+        try:
+            if fault == "service-down":
+                self._start(ctx, spec)
+            elif fault in _RESTART_ON_HEAL:
+                self._restart(ctx, spec)
+        except SandboxError:
+            # not healed: keep it listed, so status stays true and `heal` can simply be retried
+            faults.append(fault)
+            ctx.save()
+            self._write_fault_file(ctx)
+            raise
+
+    # ------------------------------------------------------------------------------------ helpers
+    def _faults(self, ctx: Context, name: str) -> list[str]:
+        return list(ctx.state.get("faults", {}).get(name, []))
+
+    def _port(self, ctx: Context, spec: ServiceSpec) -> int:
+        return spec.port + ctx.port_offset
+
+    def _pid_file(self, ctx: Context, name: str) -> Path:
+        return ctx.dir / "run" / f"{name}.pid"
+
+    def _write_fault_file(self, ctx: Context) -> None:
+        atomic_write(ctx.dir / service_app.FAULTS_FILE, json.dumps(ctx.state.get("faults", {}), indent=1))
+
+    def _argv(self, ctx: Context, spec: ServiceSpec) -> list[str]:
+        return [ctx.python, "-m", "uvicorn", "--factory", f"acgs_verify.sandbox.service_app:{spec.factory}",
+                "--host", "127.0.0.1", "--port", str(self._port(ctx, spec)),
+                "--log-level", "warning", "--no-access-log"]
+
+    def _spawn(self, ctx: Context, spec: ServiceSpec) -> None:
+        env = dict(os.environ)
+        env["ACGS_SANDBOX_DIR"] = str(ctx.dir)
+        # the services must import this very acgs_verify, whatever the caller's cwd or install
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        run = ctx.dir / "run"
+        try:
+            record = spawn(self._argv(ctx, spec), env, run / f"{spec.name}.out", run / f"{spec.name}.err")
+        except OSError as exc:
+            what = exc.filename or ctx.python
+            raise SandboxError(f"cannot start {spec.name}: {exc.strerror}: {what}") from None
+        ctx.state.setdefault("processes", {})[spec.name] = record
+        ctx.save()
+        atomic_write(self._pid_file(ctx, spec.name), f"{record['pid']}\n")
+
+    def _wait_ready(self, ctx: Context, spec: ServiceSpec, deadline: float) -> None:
+        record = ctx.state["processes"][spec.name]
+        url = f"http://127.0.0.1:{self._port(ctx, spec)}/health"
+        # an unhealthy-by-fault service answers 503 on purpose; it is still up
+        ok = (200, 503) if "service-unhealthy" in self._faults(ctx, spec.name) else (200,)
+        last = "no answer"
+        with httpx.Client(timeout=1.0) as client:
+            while True:
+                if not is_alive(record):
+                    err = tail(ctx.dir / "run" / f"{spec.name}.err")
+                    raise SandboxError(f"{spec.name} exited during start-up: {err}")
+                try:
+                    r = client.get(url)
+                    if r.status_code in ok:
+                        return
+                    last = f"HTTP {r.status_code}"
+                except httpx.HTTPError as exc:
+                    last = type(exc).__name__
+                if time.monotonic() > deadline:
+                    err = tail(ctx.dir / "run" / f"{spec.name}.err")
+                    raise SandboxError(f"{spec.name} not healthy on {url} after {READY_TIMEOUT:.0f} s "
+                                       f"({last}); stderr: {err}")
+                time.sleep(0.05)
+
+    def _seed(self, ctx: Context, spec: ServiceSpec, n: int = SEED_REQUESTS) -> None:
+        """Real user traffic, so logs and metrics hold real request lines."""
+        if "service-down" in self._faults(ctx, spec.name):
+            return
+        base = f"http://127.0.0.1:{self._port(ctx, spec)}"
+        try:
+            with httpx.Client(base_url=base, timeout=5.0) as client:
+                for i in range(n):
+                    client.get(SEED_PATHS[i % len(SEED_PATHS)])
+        except httpx.HTTPError as exc:
+            raise SandboxError(f"{spec.name} stopped answering on {base}: {type(exc).__name__}") from None
+
+    def _start(self, ctx: Context, spec: ServiceSpec) -> None:
+        if not _port_free(self._port(ctx, spec)):
+            raise SandboxError(f"port {self._port(ctx, spec)} ({spec.name}) is already in use on 127.0.0.1")
+        self._spawn(ctx, spec)
+        self._wait_ready(ctx, spec, time.monotonic() + READY_TIMEOUT)
+        self._seed(ctx, spec)
+
+    def _stop(self, ctx: Context, spec: ServiceSpec) -> None:
+        stop(ctx.state.get("processes", {}).get(spec.name))
+        ctx.state.setdefault("processes", {})[spec.name] = None
+        ctx.save()
+        self._pid_file(ctx, spec.name).unlink(missing_ok=True)
+
+    def _restart(self, ctx: Context, spec: ServiceSpec) -> None:
+        """Stop, move the log aside (to LOG.1), start with a fresh log and metrics, re-seed."""
+        self._stop(ctx, spec)
+        log = service_app.log_path(ctx.dir, spec)
+        if log.exists():
+            os.replace(log, log.with_name(log.name + ".1"))
+        if "service-down" not in self._faults(ctx, spec.name):
+            self._start(ctx, spec)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # SO_REUSEADDR as uvicorn sets it: a TIME_WAIT leftover is not "in use", a listener is
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+

@@ -1,0 +1,212 @@
+"""The sandbox: a local ACGS-like stack under one directory, with faults that can be switched on.
+
+>>> sb = Sandbox(Path(".sandbox"))
+>>> profile = sb.up()              # .sandbox/profile.yaml, ready for `acgs-verify run --profile`
+>>> sb.break_fault("slow:auth"); sb.heal_fault("slow:auth")
+>>> sb.down()
+
+All state lives under the directory (state.json, run/*.pid, logs, faults.json), so separate CLI
+invocations and several sandboxes side by side (different dirs and port offsets) just work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from acgs_verify.sandbox.components.base import Component, Context, SandboxError, atomic_write
+from acgs_verify.sandbox.components.services import Services
+from acgs_verify.sandbox.service_app import CONSTITUTIONAL_HASH, SERVICES
+
+STATE_VERSION = 1
+HIGHEST_PORT = max(s.port for s in SERVICES.values())
+
+
+def default_components() -> list[Component]:
+    return [Services()]
+
+
+def fault_names(components: Sequence[Component] | None = None) -> list[str]:
+    return [f for c in (components or default_components()) for f in c.fault_names]
+
+
+FAULTS: tuple[str, ...] = tuple(fault_names())
+
+
+class Sandbox:
+    def __init__(self, dir: Path = Path(".sandbox"), port_offset: int = 10000,
+                 components: Sequence[Component] | None = None) -> None:
+        self.dir = Path(dir).expanduser().resolve()  # services and the profile need absolute paths
+        self.port_offset = port_offset
+        self.components = list(components) if components is not None else default_components()
+        self.profile_path = self.dir / "profile.yaml"
+        self._state_path = self.dir / "state.json"
+
+    # ------------------------------------------------------------------------------------- public
+    def up(self) -> Path:
+        """Start every component and write DIR/profile.yaml; if already up, change nothing."""
+        if not 0 <= self.port_offset <= 65535 - HIGHEST_PORT:
+            raise SandboxError(f"port offset {self.port_offset} out of range 0..{65535 - HIGHEST_PORT}")
+        with self._locked():
+            state = self._load()
+            if state["up"]:
+                if not self.profile_path.exists():
+                    self._write_profile(state)
+                return self.profile_path
+            self._down_components(state)  # leftovers of an interrupted up, stopped by verified pid
+            state = self._fresh_state()
+            self._save(state)
+            started: list[Component] = []
+            try:
+                for comp in self.components:
+                    started.append(comp)
+                    comp.up(self._ctx(comp, state))
+            except BaseException:
+                for comp in reversed(started):
+                    comp.down(self._ctx(comp, state))
+                raise
+            state["up"] = True
+            self._save(state)
+            self._write_profile(state)
+        return self.profile_path
+
+    def down(self) -> list[str]:
+        """Stop exactly what up started and clear all faults; returns one line per process stopped."""
+        if not self._state_path.exists():
+            return []
+        with self._locked():
+            state = self._load()
+            stopped = self._down_components(state)
+            state["up"] = False
+            self._save(state)
+        return stopped
+
+    def status(self) -> dict[str, Any]:
+        state = self._load()
+        return {
+            "up": state["up"],
+            "dir": str(self.dir),
+            "port_offset": state["port_offset"],
+            "profile": str(self.profile_path) if state["up"] else None,
+            "faults": self._active_faults(state),
+            "components": {c.name: c.status(self._ctx(c, state)) for c in self.components},
+        }
+
+    def faults(self) -> list[str]:
+        return self._active_faults(self._load())
+
+    def break_fault(self, spec: str) -> None:
+        self._fault(spec, heal=False)
+
+    def heal_fault(self, spec: str) -> None:
+        self._fault(spec, heal=True)
+
+    def valid_faults(self) -> list[str]:
+        """Every spec break/heal accept, e.g. 'slow:auth'."""
+        return [f"{f}:{t}" if t else f for c in self.components for f in c.fault_names
+                for t in (c.targets() or [""])]
+
+    # ------------------------------------------------------------------------------------ helpers
+    def _fault(self, spec: str, heal: bool) -> None:
+        comp, fault, target = self._parse(spec)
+        with self._locked():
+            state = self._load()
+            if not state["up"]:
+                raise SandboxError(f"sandbox in {self.dir} is not up; run `acgs-verify sandbox up` first")
+            ctx = self._ctx(comp, state)
+            (comp.heal_fault if heal else comp.break_fault)(ctx, fault, target)
+
+    def _parse(self, spec: str) -> tuple[Component, str, str]:
+        fault, _, target = spec.strip().partition(":")
+        comp = next((c for c in self.components if fault in c.fault_names), None)
+        if comp is None:
+            valid = ", ".join(fault_names(self.components))
+            raise SandboxError(f"unknown fault {fault!r} in {spec!r}; valid: {valid} (as FAULT:SERVICE)")
+        if comp.targets() and target not in comp.targets():
+            what = f"unknown service {target!r}" if target else "no service named"
+            raise SandboxError(f"{what} in {spec!r}; valid services: {', '.join(comp.targets())}")
+        return comp, fault, target
+
+    def _active_faults(self, state: dict[str, Any]) -> list[str]:
+        return [f for c in self.components for f in c.active_faults(self._ctx(c, state))]
+
+    def _down_components(self, state: dict[str, Any]) -> list[str]:
+        stopped: list[str] = []
+        for comp in reversed(self.components):
+            stopped += comp.down(self._ctx(comp, state))
+        return stopped
+
+    def _ctx(self, comp: Component, state: dict[str, Any]) -> Context:
+        slice_ = state["components"].setdefault(comp.name, {})
+        return Context(self.dir, int(state["port_offset"]), state["python"], slice_,
+                       lambda: self._save(state))
+
+    def _fresh_state(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "up": False,
+            "port_offset": self.port_offset,
+            "python": sys.executable,
+            "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "components": {},
+        }
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            state = json.loads(self._state_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return self._fresh_state()
+        except (OSError, ValueError) as exc:
+            raise SandboxError(f"{self._state_path}: unreadable sandbox state ({exc}); remove the directory "
+                               "after stopping its processes") from None
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise SandboxError(f"{self._state_path}: not a sandbox state file of version {STATE_VERSION}")
+        return state
+
+    def _save(self, state: dict[str, Any]) -> None:
+        atomic_write(self._state_path, json.dumps(state, indent=1) + "\n")
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        # two `acgs-verify sandbox` commands at once must not interleave starts and stops
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def profile_data(self) -> dict[str, Any]:
+        """The profile `up` writes, as data (for this directory and port offset)."""
+        return self._profile(self._load())
+
+    def _write_profile(self, state: dict[str, Any]) -> None:
+        text = yaml.safe_dump(self._profile(state), sort_keys=False, default_flow_style=False)
+        atomic_write(self.profile_path, text)
+
+    def _profile(self, state: dict[str, Any]) -> dict[str, Any]:
+        profile: dict[str, Any] = {
+            "name": "sandbox",
+            "description": "local ACGS-like sandbox (acgs-verify sandbox up)",
+            "constitutional_hash": CONSTITUTIONAL_HASH,
+            "hosts": [{"name": "app-1", "address": "127.0.0.1", "backend": "local",
+                       "roles": ["app", "db", "cache"]}],
+        }
+        for comp in self.components:
+            for key, value in comp.profile_fragment(self._ctx(comp, state)).items():
+                if isinstance(value, list):
+                    profile[key] = profile.get(key, []) + value
+                elif isinstance(value, dict):
+                    profile[key] = {**profile.get(key, {}), **value}
+                else:
+                    profile[key] = value
+        return profile
