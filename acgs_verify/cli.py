@@ -1,0 +1,281 @@
+"""acgs-verify run | sandbox | catalog
+
+Exit codes (DESIGN.md, the same as Nagios): 0 every check passed, 1 only P2/P3 checks failed,
+2 a P0/P1 check failed, 3 could not run (bad profile, bad option, nothing collected).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from acgs_verify.results import EXIT_UNKNOWN
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit 3."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would exit 2, which a gate reads as "P0/P1 failed"
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def checks_dir() -> Path:
+    for candidate in (PACKAGE_DIR / "_checks", PACKAGE_DIR.parent / "checks"):
+        if candidate.is_dir():
+            return candidate
+    raise UsageError("cannot find the checks directory (checks/ next to the acgs_verify package)")
+
+
+def build_parser() -> _Parser:
+    from acgs_verify.catalog import GATES
+
+    p = _Parser(prog="acgs-verify", description="The ACGS operational runbook as checks.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run the checks against a profile")
+    run.add_argument("--profile", default="sandbox", help="profile name or path (default: sandbox)")
+    run.add_argument("--gate", default="compliance",
+                     help=f"one of {', '.join(GATES)} (default: compliance, every check)")
+    run.add_argument("--set", action="append", default=[], metavar="dotted.key=VALUE",
+                     help="override a profile field for this run (repeatable)")
+    run.add_argument("--report-dir", default="reports", type=Path, help="where runs write reports")
+    run.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments (-n 4, -k ..., -m ...)")
+
+    cat = sub.add_parser("catalog", help="which runbook IDs are covered, and how many tests each expands to")
+    cat.add_argument("--profile", default="sandbox")
+    cat.add_argument("--json", action="store_true")
+
+    sb = sub.add_parser("sandbox", help="a local ACGS-like stack to run against")
+    sb.add_argument("action", choices=["up", "down", "status", "break", "heal", "faults"])
+    sb.add_argument("fault", nargs="?", help="FAULT[:NAME] for break and heal")
+    sb.add_argument("--dir", type=Path, default=Path(os.environ.get("ACGS_SANDBOX_DIR", ".sandbox")))
+    sb.add_argument("--port-offset", type=int, default=int(os.environ.get("ACGS_SANDBOX_PORT_OFFSET", 10000)),
+                    help="sandbox port = production port + offset (default 10000)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        handler = {"run": cmd_run, "catalog": cmd_catalog, "sandbox": cmd_sandbox}[args.command]
+        return handler(args)
+    except UsageError as exc:
+        print(f"acgs-verify: error: {exc}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    except Exception as exc:
+        from acgs_verify.profile import ProfileError
+        from acgs_verify.sandbox import SandboxError
+
+        if isinstance(exc, ProfileError | SandboxError) and not debug:
+            print(f"acgs-verify: error: {exc}", file=sys.stderr)
+            return EXIT_UNKNOWN
+        if debug:
+            raise
+        print(f"acgs-verify: internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)",
+              file=sys.stderr)
+        return EXIT_UNKNOWN
+    except KeyboardInterrupt:
+        print("acgs-verify: interrupted", file=sys.stderr)
+        return EXIT_UNKNOWN
+
+
+# ----------------------------------------------------------------------------------------------- run
+
+
+def _pytest_base_args(profile_arg: str, sets: list[str]) -> list[str]:
+    args = [str(checks_dir()), "-c", str(PACKAGE_DIR / "pytest-run.ini"), "--rootdir", str(checks_dir().parent),
+            "-p", "acgs_verify.plugin", "-p", "no:cacheprovider", "--profile", profile_arg]
+    for s in sets:
+        args += ["--set", s]
+    return args
+
+
+class _Grab:
+    """Hands the run's pytest config back to the CLI (the plugin's result collector lives on it)."""
+
+    config = None
+
+    def pytest_configure(self, config):
+        self.config = config
+
+
+def _run_pytest(args: list[str]):
+    import pytest
+
+    # only the plugins a run needs: autoloading every installed pytest plugin costs ~0.3 s per run
+    os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    if any(a == "-n" or a.startswith(("-n", "--numprocesses")) for a in args):
+        args = ["-p", "xdist.plugin", *args]
+    grab = _Grab()
+    code = pytest.main(args, plugins=[grab])
+    return code, grab.config
+
+
+def cmd_run(args) -> int:
+    from acgs_verify.catalog import GATES
+    from acgs_verify.profile import load_profile
+    from acgs_verify.report import write_all
+
+    if args.gate not in GATES:
+        raise UsageError(f"unknown gate {args.gate!r}; gates: {', '.join(GATES)}")
+    profile = load_profile(args.profile, args.set)  # bad input stops here, before pytest starts
+    started = time.time()
+    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{profile.name}-{args.gate}-{secrets.token_hex(2)}"
+    report_dir: Path = args.report_dir
+    partial = report_dir / f".partial-{run_id}"
+    partial.mkdir(parents=True, exist_ok=False)
+
+    pytest_args = _pytest_base_args(args.profile, args.set) + [
+        "--gate", args.gate, "--acgs-run-id", run_id,
+        "--junitxml", str(partial / "junit.xml"),
+        "-q", "--no-header", "--tb=short" if args.debug else "--tb=no", "-rN",
+        *args.pytest_args,
+    ]
+    code, config = _run_pytest(pytest_args)
+    from acgs_verify.plugin import COLLECTOR_KEY  # after pytest has imported (and assertion-rewritten) it
+
+    collector = config.stash.get(COLLECTOR_KEY, None) if config is not None else None
+    result = collector.result if collector is not None else None
+    if result is None or code in (3, 4):  # pytest could not start: its own message is already printed
+        _discard(partial)
+        print(f"ACGS UNKNOWN - could not run the checks (pytest exit {code}) | duration={time.time() - started:.1f}s")
+        return EXIT_UNKNOWN
+    if code == 5 or not result.checks:
+        result.notes.append("no checks were collected: check the gate, -k and -m filters")
+    result.duration = time.time() - started
+    write_all(result, partial)
+    run_dir = report_dir / run_id
+    os.replace(partial, run_dir)
+    _point_latest(report_dir, run_id)
+    print(f"reports: {run_dir}/ (summary.json, junit.xml)")
+    print(result.summary_line())
+    return result.exit_code
+
+
+def _discard(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _point_latest(report_dir: Path, run_id: str) -> None:
+    """Repoint reports/latest in one rename, so it always names a complete run."""
+    tmp = report_dir / f".latest-{run_id}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_id)
+    os.replace(tmp, report_dir / "latest")
+
+
+# ------------------------------------------------------------------------------------------- catalog
+
+
+class _CountItems:
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+
+    def pytest_collection_finish(self, session):
+        for item in session.items:
+            mark = item.get_closest_marker("runbook")
+            if mark is not None:
+                self.counts[mark.args[0]] = self.counts.get(mark.args[0], 0) + 1
+
+
+def cmd_catalog(args) -> int:
+    import json
+
+    import pytest
+
+    from acgs_verify.catalog import CATALOG
+    from acgs_verify.profile import load_profile
+
+    load_profile(args.profile, resolve_secrets=False)
+    os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    counter = _CountItems()
+    pytest_args = _pytest_base_args(args.profile, []) + ["--collect-only", "-q", "--acgs-no-secrets"]
+    with open(os.devnull, "w") as devnull:
+        saved, sys.stdout = sys.stdout, devnull
+        try:
+            code = pytest.main(pytest_args, plugins=[counter])
+        finally:
+            sys.stdout = saved
+    if code not in (0, 5):
+        raise UsageError(f"collecting the checks failed (pytest exit {code})")
+    rows = [{"id": e.id, "section": e.section, "severity": e.severity, "title": e.title,
+             "covered": e.id in counter.counts, "tests": counter.counts.get(e.id, 0)} for e in CATALOG.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        print(f"{r['id']:<7} {r['severity']} {r['section']:<13} {'covered' if r['covered'] else 'MISSING':<8}"
+              f" {r['tests']:>3} tests  {r['title']}")
+    covered = sum(r["covered"] for r in rows)
+    print(f"{covered} of {len(rows)} catalog IDs covered, {sum(r['tests'] for r in rows)} tests for {args.profile}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- sandbox
+
+
+def cmd_sandbox(args) -> int:
+    from acgs_verify.sandbox import Sandbox
+
+    sb = Sandbox(args.dir, port_offset=args.port_offset)
+    if args.action in ("break", "heal") and not args.fault:
+        raise UsageError(f"sandbox {args.action} needs a FAULT, e.g. slow:auth (see `acgs-verify sandbox faults`)")
+    if args.action == "up":
+        path = sb.up()
+        _print_status(sb.status())
+        print(path)
+        return 0
+    if args.action == "down":
+        stopped = sb.down()
+        print(f"sandbox down ({len(stopped)} processes stopped)")
+        return 0
+    if args.action == "status":
+        status = sb.status()
+        _print_status(status)
+        if not status.get("up"):
+            return EXIT_UNKNOWN
+        return 0 if all(p["state"] == "running" or p["state"].endswith("(fault)")
+                        for c in status.get("components", {}).values() for p in c) else 1
+    if args.action == "faults":
+        from acgs_verify.sandbox import FAULTS
+
+        for f in FAULTS:
+            print(f)
+        return 0
+    if args.action == "break":
+        sb.break_fault(args.fault)
+        print(f"fault on: {args.fault}")
+        return 0
+    sb.heal_fault(args.fault)
+    print(f"fault healed: {args.fault}")
+    return 0
+
+
+def _print_status(status: dict) -> None:
+    if not status.get("up"):
+        print(f"sandbox is not up ({status.get('dir', '')})")
+        return
+    for component, procs in status.get("components", {}).items():
+        for p in procs:
+            port = f":{p['port']}" if p.get("port") else ""
+            print(f"{component:<10} {p['name']:<26} pid {p.get('pid') or '-':<8} {port:<7} {p['state']}")
+    faults = status.get("faults") or []
+    print(f"faults: {', '.join(faults) if faults else 'none'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

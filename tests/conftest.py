@@ -1,0 +1,77 @@
+"""Shared fixtures for the suite's own tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300):
+    """acgs-verify as a user runs it: a separate process, its exit code, stdout and stderr."""
+    import os
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "acgs_verify.cli", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd or REPO, timeout=timeout)
+
+
+@pytest.fixture
+def write_profile(tmp_path):
+    def write(text: str, name: str = "p.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+def ports_free(ports) -> bool:
+    import socket
+
+    for port in ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+PRODUCTION_PORTS = (8016, 8002, 8003, 8004, 8005, 8010, 5432, 6379, 443, 22)
+
+
+def free_port_offset(low: int = 20000, high: int = 50000) -> int:
+    """A port offset at which every sandbox port is free (sandbox port = production port + offset)."""
+    import random
+
+    for _ in range(200):
+        offset = random.randrange(low, high, 100)
+        if ports_free([p + offset for p in PRODUCTION_PORTS] + [p + offset + 1 for p in (5432, 6379)]):
+            return offset
+    raise RuntimeError("no free port offset found")
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory):
+    """One sandbox for the session's end-to-end tests, on free ports, always taken down."""
+    from acgs_verify.sandbox import Sandbox
+
+    sb = Sandbox(tmp_path_factory.mktemp("sandbox"), port_offset=free_port_offset())
+    try:
+        sb.profile_path = sb.up()
+        yield sb
+    finally:
+        sb.down()
+
+
+@pytest.fixture
+def healthy_sandbox(sandbox):
+    """The session sandbox, with every fault healed after the test."""
+    yield sandbox
+    for fault in sandbox.faults():
+        sandbox.heal_fault(fault)

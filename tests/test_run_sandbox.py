@@ -1,0 +1,125 @@
+"""Whole runs of `acgs-verify run` against a live sandbox: healthy, and with each fault switched on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+
+
+def run(sandbox, tmp_path, *extra: str):
+    res = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(tmp_path / "reports"), *extra)
+    summary_path = tmp_path / "reports" / "latest" / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    return res, summary
+
+
+def failed_ids(summary) -> set[tuple[str, str]]:
+    return {(c["id"], c["target"]) for c in summary["checks"] if c["outcome"] in ("failed", "error")}
+
+
+def test_healthy_sandbox_passes_every_check(healthy_sandbox, tmp_path):
+    res, summary = run(healthy_sandbox, tmp_path)
+    last = res.stdout.strip().splitlines()[-1]
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert last.startswith("ACGS OK - "), last
+    assert failed_ids(summary) == set()
+    ids = {c["id"] for c in summary["checks"]}
+    assert {f"SVC-0{i}" for i in range(1, 10)} | {"CC-01", "CC-02"} <= ids
+    skipped = {c["id"] for c in summary["checks"] if c["outcome"] == "skipped"}
+    assert skipped <= {"SVC-05"}, skipped  # no systemd in the sandbox: skipped with the reason, never passed
+    run_dir = (tmp_path / "reports" / "latest").resolve()
+    assert (run_dir / "junit.xml").is_file()
+    for c in summary["checks"]:
+        assert c["severity"] in ("P0", "P1", "P2", "P3") and c["section"] and c["target"]
+        if c["outcome"] == "passed":
+            assert c["measured"], c
+    for key in ("profile", "gate", "started", "duration", "totals", "compliance_rate"):
+        assert key in summary
+
+
+def test_summary_line_is_last_and_parsable(healthy_sandbox, tmp_path):
+    res, summary = run(healthy_sandbox, tmp_path, "--gate", "smoke")
+    last = res.stdout.strip().splitlines()[-1]
+    assert last == summary["summary"]
+    assert "| passed=" in last and "failed=0" in last and "duration=" in last
+    assert {c["id"] for c in summary["checks"]} <= {"SVC-01", "SVC-02", "SVC-03", "SVC-04", "DB-01", "RD-01",
+                                                     "CC-01", "CC-02"}
+
+
+# fault -> the (ID, target) pairs that must fail, and nothing else
+FAULTS = {
+    "service-down:auth": {("SVC-01", "auth@app-1"), ("SVC-02", "auth@app-1"), ("SVC-03", "auth@app-1"),
+                          ("SVC-04", "auth@app-1"), ("SVC-06", "auth@app-1"), ("SVC-08", "auth@app-1"),
+                          ("SVC-09", "auth@app-1")},
+    "service-unhealthy:constitutional-ai": {("SVC-01", "constitutional-ai@app-1"),
+                                            ("SVC-02", "constitutional-ai@app-1")},
+    "wrong-hash:governance-synthesis": {("SVC-02", "governance-synthesis@app-1"),
+                                        ("SVC-08", "governance-synthesis@app-1")},
+    "slow:evolutionary-computation": {("SVC-06", "evolutionary-computation@app-1")},
+    "errors:policy-governance": {("SVC-07", "policy-governance@app-1")},
+    "log-hash-mismatch:formal-verification": {("CC-02", "formal-verification@app-1")},
+    "log-no-banner:auth": {("CC-01", "auth@app-1")},
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_each_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fault):
+    healthy_sandbox.break_fault(fault)
+    res, summary = run(healthy_sandbox, tmp_path)
+    assert failed_ids(summary) == FAULTS[fault], res.stdout
+    blocking = any(c["severity"] in ("P0", "P1") for c in summary["checks"] if c["outcome"] in ("failed", "error"))
+    assert res.returncode == (2 if blocking else 1)
+    last = res.stdout.strip().splitlines()[-1]
+    assert last.startswith("ACGS CRITICAL" if blocking else "ACGS WARNING")
+    for check_id, target in FAULTS[fault]:
+        line = next(x for x in res.stdout.splitlines() if f"{check_id}[{target}]" in x)
+        assert "Next:" in line, line  # the runbook's next step is on the failure line
+
+
+def test_failure_message_says_target_measured_expected_and_next_step(healthy_sandbox, tmp_path):
+    healthy_sandbox.break_fault("slow:auth")
+    _, summary = run(healthy_sandbox, tmp_path, "--", "-k", "latency")
+    (c,) = [c for c in summary["checks"] if c["outcome"] == "failed"]
+    assert c["id"] == "SVC-06" and c["target"] == "auth@app-1"
+    assert "auth@app-1" in c["message"] and "p99" in c["message"] and "expected p99 < 100 ms" in c["message"]
+    assert "Next: High Latency" in c["message"]
+    assert c["value"]["p99_ms"] >= 100
+
+
+def test_thresholds_can_be_set_for_one_run(healthy_sandbox, tmp_path):
+    res, summary = run(healthy_sandbox, tmp_path, "--set", "thresholds.latency_p99_fail_ms=0.001", "--",
+                       "-k", "latency")
+    assert res.returncode == 2
+    assert {c["id"] for c in summary["checks"] if c["outcome"] == "failed"} == {"SVC-06"}
+
+
+def test_plain_pytest_works_the_same(healthy_sandbox):
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "pytest", "checks", "--profile", str(healthy_sandbox.profile_path),
+                          "-m", "p0", "-q", "-p", "no:cacheprovider", "--strict-markers"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert " passed" in res.stdout.splitlines()[-1]
+
+
+def test_catalog_json_shows_coverage():
+    res = run_cli("catalog", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = {r["id"]: r for r in json.loads(res.stdout)}
+    for check_id in [f"SVC-0{i}" for i in range(1, 10)] + ["CC-01", "CC-02"]:
+        assert rows[check_id]["covered"] and rows[check_id]["tests"] >= 1, rows[check_id]
+    assert rows["SVC-01"]["tests"] == 6 and rows["SVC-09"]["tests"] == 4
+    assert set(rows["DB-01"]) == {"id", "section", "severity", "title", "covered", "tests"}
+
+
+def test_latest_points_at_a_complete_run(healthy_sandbox, tmp_path):
+    run(healthy_sandbox, tmp_path, "--gate", "smoke")
+    latest = tmp_path / "reports" / "latest"
+    assert latest.is_symlink() and (latest / "summary.json").is_file()
+    assert not list(Path(tmp_path / "reports").glob(".partial-*"))
