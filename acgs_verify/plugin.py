@@ -77,6 +77,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    mark = item.get_closest_marker("runbook")
+    if mark is not None:
+        item.extra_keyword_matches.add(mark.args[0])  # `-k SVC-01`, `-k "DB and not DB-07"`
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]):
     gate = config.getoption("acgs_gate")
     wanted = GATES[gate]["ids"] if gate else None
@@ -111,8 +117,10 @@ def _target_of(item: pytest.Item):
     if callspec is None:
         return None
     for name in TARGET_KINDS:
-        if name in callspec.params:
-            return callspec.params[name]
+        value = callspec.params.get(name)
+        # a profile with none of a kind gives pytest's empty-parameter-set placeholder, not a target
+        if value is not None and hasattr(value, "id"):
+            return value
     return None
 
 
