@@ -331,8 +331,10 @@ def _read_yaml(path: Path) -> _Located:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProfileError(f"{shown}: not UTF-8 (byte {exc.start})") from None
-    loader = yaml.SafeLoader(text)
+    _check_flow_depth(text, shown)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # its reader already refuses control characters
         node = loader.get_single_node()
         if node is None:
             return _Located({}, {})
@@ -347,12 +349,29 @@ def _read_yaml(path: Path) -> _Located:
     except RecursionError:
         raise ProfileError(f"{shown}: YAML nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(data, dict):
         raise ProfileError(f"{shown}:1: a profile is a mapping of fields, not {type(data).__name__}")
     where: dict[tuple, tuple[str, int]] = {}
     _record_lines(node, (), shown, where, set())
     return _Located(data, where)
+
+
+_QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*')
+
+
+def _check_flow_depth(text: str, shown: str) -> None:
+    """Refuse [[[[...]]]] before PyYAML recurses through it (thousands of levels take it a second)."""
+    depth = 0
+    for line_no, line in enumerate(_QUOTED.sub("", text).splitlines(), 1):
+        for ch in line:
+            if ch in "[{":
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise ProfileError(f"{shown}:{line_no}: nested more than {MAX_DEPTH} levels")
+            elif ch in "]}":
+                depth = max(0, depth - 1)
 
 
 def _check_size(node: yaml.Node, shown: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -67,7 +68,8 @@ def tail_lines(path: str, n: int, max_bytes: int = MAX_TAIL_BYTES) -> list[str]:
     Undecodable bytes are replaced and NULs dropped, so a damaged log is still read.
     """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise ProbeError(f"log {path} does not exist") from None
     except PermissionError:
@@ -75,7 +77,10 @@ def tail_lines(path: str, n: int, max_bytes: int = MAX_TAIL_BYTES) -> list[str]:
     except OSError as exc:
         raise ProbeError(f"log {path}: {exc.strerror}") from None
     try:
-        end = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ProbeError(f"log {path} is not a regular file")
+        end = st.st_size
         pos, chunks, newlines, read = end, [], 0, 0
         while pos > 0 and newlines <= n and read < max_bytes:
             size = min(BLOCK, pos, max_bytes - read)
