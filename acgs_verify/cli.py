@@ -131,6 +131,8 @@ def cmd_run(args) -> int:
     if args.gate not in GATES:
         raise UsageError(f"unknown gate {args.gate!r}; gates: {', '.join(GATES)}")
     profile = load_profile(args.profile, args.set)  # bad input stops here, before pytest starts
+    for text in profile.insecure_settings():
+        print(f"acgs-verify: WARNING: {text}", file=sys.stderr)
     started = time.time()
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{profile.name}-{args.gate}-{secrets.token_hex(2)}"
     report_dir: Path = args.report_dir

@@ -64,6 +64,12 @@ def _profile(config: pytest.Config) -> Profile:
     return config.stash[PROFILE_KEY]
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if PROFILE_KEY not in config.stash:
+        return []
+    return [f"acgs-verify: WARNING: {text}" for text in config.stash[PROFILE_KEY].insecure_settings()]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     for name, kind in TARGET_KINDS.items():
         if name not in metafunc.fixturenames:

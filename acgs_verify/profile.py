@@ -266,6 +266,16 @@ class Profile(_Strict):
         s = self.secrets.get(owner)
         return s.get_secret_value() if s else None
 
+    def insecure_settings(self) -> list[str]:
+        """Checks this profile has turned off on purpose; each run says so in a warning line."""
+        out = []
+        if not self.tls.verify:
+            out.append("TLS certificates are not verified (profile field tls.verify: false)")
+        for h in self.hosts:
+            if h.backend in ("ssh", "paramiko") and not h.strict_host_key_checking:
+                out.append(f"ssh host keys of {h.name} are not checked (hosts.{h.name}.strict_host_key_checking)")
+        return out
+
     def secret_values(self) -> list[str]:
         """Every secret this profile resolved, for masking output."""
         return [s.get_secret_value() for s in self.secrets.values() if s.get_secret_value()]
