@@ -7,8 +7,10 @@ Exit codes (DESIGN.md, the same as Nagios): 0 every check passed, 1 only P2/P3 c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
+import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -145,7 +147,8 @@ def cmd_run(args) -> int:
         "-q", "--no-header", "--tb=short" if args.debug else "--tb=no", "-rN",
         *args.pytest_args,
     ]
-    code, config = _run_pytest(pytest_args)
+    with _sigterm_interrupts():
+        code, config = _run_pytest(pytest_args)
     from acgs_verify.plugin import COLLECTOR_KEY  # after pytest has imported (and assertion-rewritten) it
 
     collector = config.stash.get(COLLECTOR_KEY, None) if config is not None else None
@@ -160,10 +163,29 @@ def cmd_run(args) -> int:
     write_all(result, partial)
     run_dir = report_dir / run_id
     os.replace(partial, run_dir)
-    _point_latest(report_dir, run_id)
-    print(f"reports: {run_dir}/ (summary.json, junit.xml)")
+    if result.complete:  # an interrupted run keeps its report, but latest stays on the last complete run
+        _point_latest(report_dir, run_id)
+    print(f"reports: {run_dir}/ (summary.json, junit.xml){'' if result.complete else ' [incomplete]'}")
     print(result.summary_line())
     return result.exit_code
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (systemd stop, CI cancel) ends the run the way Ctrl-C does: workers stopped, report kept."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _discard(path: Path) -> None:
