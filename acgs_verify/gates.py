@@ -48,7 +48,7 @@ def find_snapshot(report_dir: Path, profile_name: str) -> Path | None:
 
     best: tuple[str, Path] | None = None
     for path in Path(report_dir).glob(f"*/{SNAPSHOT_FILE}"):
-        if path.parent.name.startswith("."):  # a run still being written
+        if path.parent.name.startswith(".") or path.parent.is_symlink():  # a run being written; `latest`
             continue
         try:
             head = json.loads(path.read_text())

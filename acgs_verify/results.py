@@ -119,7 +119,7 @@ class RunResult:
             sev = ", ".join(f"{k}: {v}" for k, v in self.failed_by_severity().items())
             text = f"{t['failed']} of {ran} checks failed ({sev})"
         else:
-            text = f"{ran} of {ran} checks passed"
+            text = f"{t['passed']} of {ran} checks passed"  # waived failures are not passes
         extras = [f"{t['skipped']} skipped"] if t["skipped"] else []
         extras += [f"{t['waived']} waived"] if t["waived"] else []
         extras += [f"{t['warnings']} warnings"] if t["warnings"] else []
