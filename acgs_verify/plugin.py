@@ -229,8 +229,9 @@ class ResultCollector:
         secrets = profile.secret_values() if profile else []
         for res in self.by_nodeid.values():
             res.message = mask(res.message, secrets)
-            if res.measured:
-                res.measured = mask(str(res.measured), secrets)
+            for name in ("measured", "expected", "warning"):  # a probe may quote a DSN or a command line
+                if getattr(res, name):
+                    setattr(res, name, mask(str(getattr(res, name)), secrets))
             res.evidence = {k: mask(v, secrets) for k, v in res.evidence.items()}
         self.result = RunResult(
             run_id=self.config.getoption("acgs_run_id") or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),

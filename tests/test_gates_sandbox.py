@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 
 def run(sandbox, reports: Path, *extra: str):
@@ -129,8 +129,11 @@ def test_wait_reruns_failing_checks_until_the_service_recovers(healthy_sandbox, 
     assert summary["wait"]["attempts"] >= 2 and "SVC-01[constitutional-ai@app-1] after" in \
         " ".join(summary["wait"]["recovered"])
     assert "waiting: attempt 2" in res.stdout
-    junit = (tmp_path / "r" / "latest" / "junit.xml").read_text()
-    assert "<failure" not in junit  # the retried cases carry their last outcome
+    junit = tmp_path / "r" / "latest" / "junit.xml"
+    assert "<failure" not in junit.read_text()  # the retried cases carry their last outcome
+    import xmlschema
+
+    xmlschema.XMLSchema(str(REPO / "tests" / "data" / "junit-jenkins.xsd")).validate(str(junit))
 
 
 def test_wait_gives_up_when_time_is_up_and_reports_attempts(healthy_sandbox, tmp_path):
@@ -174,8 +177,6 @@ def test_since_snapshot_uses_the_pre_maintenance_start(healthy_sandbox, tmp_path
 def test_two_runs_at_once_do_not_collide(healthy_sandbox, tmp_path):
     import subprocess
     import sys
-
-    from tests.conftest import REPO
 
     reports = tmp_path / "reports"
     cmd = [sys.executable, "-m", "acgs_verify.cli", "run", "--profile", str(healthy_sandbox.profile_path),

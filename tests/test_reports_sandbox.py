@@ -137,3 +137,26 @@ def test_report_command_regenerates_the_same_reports_from_summary_json(faulted_r
         assert (copy / name).read_text() == (faulted_run / name).read_text(), name
     missing = run_cli("report", "no-such-run", "--report-dir", str(tmp_path))
     assert missing.returncode == 3 and "no run 'no-such-run'" in missing.stderr
+
+
+def test_secrets_are_masked_in_every_report(healthy_sandbox, tmp_path):
+    # the profile's Redis password is, for this test, the wrong hash the fault makes the service report: it then
+    # appears in failure messages, evidence, JUnit and Allure results, and must be masked in each of them
+    secret = "0badc0ffee15bad0"
+    profile = tmp_path / "masked.yaml"
+    profile.write_text(f"extends: {healthy_sandbox.profile_path}\n"
+                       "redis: [{name: cache, url: 'redis://127.0.0.1:9/0', password_env: I6_SECRET}]\n")
+    healthy_sandbox.break_fault(FAULT)
+    res = run_cli("run", "--profile", str(profile), "--report-dir", str(tmp_path / "r"), "--gate",
+                  "pre-maintenance", "--", "-k", "governance", env={"I6_SECRET": secret})
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert secret not in res.stdout + res.stderr
+    run_dir = (tmp_path / "r" / "latest").resolve()
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert {"junit.xml", "report.html", "report.md", "summary.json", "snapshot.json", "metrics.prom"} <= \
+        {p.name for p in files}
+    leaks = [p.name for p in files if secret in p.read_text(errors="replace")]
+    assert leaks == []
+    assert "***" in (run_dir / "junit.xml").read_text() and "***" in (run_dir / "report.html").read_text()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert any(n.startswith("redis cache: could not count keys") for n in summary["notes"])
