@@ -513,7 +513,12 @@ def _where(where: dict, path: tuple) -> str:
 def _dotted(path: Iterable) -> str:
     out = ""
     for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        if isinstance(p, int):
+            out += f"[{p}]"
+            continue
+        # a key from the file may be anything YAML allows, newlines included: quote it unless plain
+        key = str(p) if re.fullmatch(r"[A-Za-z0-9_.-]+", str(p)) else repr(str(p)[:60])
+        out += f".{key}" if out else key
     return out
 
 
