@@ -35,7 +35,7 @@ SEED_PATHS = ("/api/v1/policies", "/api/v1/principles", "/api/v1/decisions", "/a
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # the directory holding acgs_verify/
 
 # faults whose heal (and for log-no-banner also break) needs a fresh log and a fresh process
-_RESTART_ON_HEAL = ("errors", "log-hash-mismatch", "log-no-banner")
+_RESTART_ON_HEAL = ("errors", "log-hash-mismatch", "log-no-banner", "process-gone")
 
 
 def process_pattern(spec: ServiceSpec) -> str:
@@ -46,7 +46,7 @@ def process_pattern(spec: ServiceSpec) -> str:
 class Services(Component):
     name = "services"
     fault_names = ("service-down", "service-unhealthy", "wrong-hash", "slow", "errors",
-                   "log-hash-mismatch", "log-no-banner")
+                   "log-hash-mismatch", "log-no-banner", "process-gone")
 
     def targets(self) -> list[str]:
         return list(SERVICES)
@@ -143,7 +143,7 @@ class Services(Component):
             self._seed(ctx, spec)  # the log's recent lines and the metrics now show the 500s
         elif fault == "log-hash-mismatch":
             self._seed(ctx, spec, 5)  # the service notices on its next request and logs the other hash
-        elif fault == "log-no-banner":
+        elif fault in ("log-no-banner", "process-gone"):
             self._restart(ctx, spec)
 
     def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
@@ -180,7 +180,12 @@ class Services(Component):
         atomic_write(ctx.dir / service_app.FAULTS_FILE, json.dumps(ctx.state.get("faults", {}), indent=1))
 
     def _argv(self, ctx: Context, spec: ServiceSpec) -> list[str]:
-        return [ctx.python, "-m", "uvicorn", "--factory", f"acgs_verify.sandbox.service_app:{spec.factory}",
+        if "process-gone" in self._faults(ctx, spec.name):
+            # the same server on the same port, under a command line process_pattern() no longer matches
+            launcher = ["-c", "import sys, uvicorn.main; sys.argv[0] = 'acgs-renamed'; uvicorn.main.main()"]
+        else:
+            launcher = ["-m", "uvicorn"]
+        return [ctx.python, *launcher, "--factory", f"acgs_verify.sandbox.service_app:{spec.factory}",
                 "--host", "127.0.0.1", "--port", str(self._port(ctx, spec)),
                 "--log-level", "warning", "--no-access-log"]
 
