@@ -1,6 +1,7 @@
 """System resources: runbook 'Root Cause Investigation', 'System Resources' and 'Alert Configuration'.
 
 SYS-01..SYS-04 share one read of /proc and df per host (probes/system.py), so a host costs one command.
+Limits are inclusive, as the runbook's alerts are: "CPU utilization (alert: >80%)".
 """
 
 from acgs_verify.check import runbook
@@ -23,8 +24,8 @@ def test_load_average(node, hosts, thresholds, check):
 def test_cpu_utilization(node, hosts, thresholds, check):
     """top  (CPU utilization, alert: >80%)"""
     snap, limit = _snapshot(hosts, node.host), thresholds.cpu_percent_max
-    check.that(snap.cpu_percent < limit, measured=f"CPU {snap.cpu_percent:.1f} % busy over "
-               f"{system.CPU_SAMPLE_SECONDS:g} s", expected=f"< {limit:g} %", value=round(snap.cpu_percent, 2))
+    check.that(snap.cpu_percent <= limit, measured=f"CPU {snap.cpu_percent:.1f} % busy over "
+               f"{system.CPU_SAMPLE_SECONDS:g} s", expected=f"<= {limit:g} %", value=round(snap.cpu_percent, 2))
 
 
 @runbook("SYS-03")
@@ -32,8 +33,8 @@ def test_memory_usage(node, hosts, thresholds, check):
     """MEMORY_USAGE=$(free | grep Mem | awk '{printf("%.0f", $3/$2 * 100.0)}')  (alert: >85%)"""
     snap, limit = _snapshot(hosts, node.host), thresholds.memory_percent_max
     used_mib = (snap.memory_total_kib - snap.memory_available_kib) // 1024
-    check.that(snap.memory_percent < limit, measured=f"memory {snap.memory_percent:.1f} % used ({used_mib} of "
-               f"{snap.memory_total_kib // 1024} MiB)", expected=f"< {limit:g} %", value=round(snap.memory_percent, 2))
+    check.that(snap.memory_percent <= limit, measured=f"memory {snap.memory_percent:.1f} % used ({used_mib} of "
+               f"{snap.memory_total_kib // 1024} MiB)", expected=f"<= {limit:g} %", value=round(snap.memory_percent, 2))
 
 
 @runbook("SYS-04")
@@ -42,8 +43,8 @@ def test_disk_usage(mount, hosts, thresholds, check):
     disk, limit = _snapshot(hosts, mount.host).disks.get(mount.mount), thresholds.disk_percent_max
     if not isinstance(disk, system.Disk):
         check.fail(f"df {mount.mount}: {disk or 'no answer'}")
-    check.that(disk.percent < limit, measured=f"{disk.mount} ({disk.filesystem}) {disk.percent:.1f} % used, "
-               f"{(disk.size_kib - disk.used_kib) // 1024} MiB free", expected=f"< {limit:g} %", value=disk.percent)
+    check.that(disk.percent <= limit, measured=f"{disk.mount} ({disk.filesystem}) {disk.percent:.1f} % used, "
+               f"{(disk.size_kib - disk.used_kib) // 1024} MiB free", expected=f"<= {limit:g} %", value=disk.percent)
 
 
 @runbook("SYS-05")

@@ -46,7 +46,7 @@ class Snapshot:
 
 
 def snapshot_command(mounts: list[str]) -> str:
-    df = "".join(f"echo '{_MARK} df' {shlex.quote(m)}; df -P -k -- {shlex.quote(m)} 2>&1 | tail -n +2; "
+    df = "".join(f"echo '{_MARK} df' {shlex.quote(m)}; df -P -k -- {shlex.quote(m)} 2>&1; "
                  for m in mounts)
     return (f"cat /proc/loadavg; echo {_MARK}; head -n 1 /proc/stat; sleep {CPU_SAMPLE_SECONDS}; "
             f"head -n 1 /proc/stat; echo {_MARK}; cat /proc/meminfo; {df}")
@@ -92,7 +92,7 @@ def _cpu_percent(before: list[str], after: list[str]) -> float:
 def _disks(blocks: list[str], mounts: list[str]) -> dict[str, Disk | str]:
     out: dict[str, Disk | str] = {}
     for mount, block in zip(mounts, blocks, strict=False):
-        lines = block.splitlines()[1:]
+        lines = [x for x in block.splitlines()[1:] if not x.startswith("Filesystem")]
         cols = lines[-1].split() if lines else []
         if len(cols) >= 6 and cols[1].isdigit() and cols[2].isdigit():
             size, used, avail = int(cols[1]), int(cols[2]), int(cols[3])

@@ -38,9 +38,10 @@ PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # the directory holding
 _RESTART_ON_HEAL = ("errors", "log-hash-mismatch", "log-no-banner", "process-gone")
 
 
-def process_pattern(spec: ServiceSpec) -> str:
-    """The regex checks use to find this service's process; the command line below must keep matching."""
-    return rf"uvicorn .*acgs_verify\.sandbox\.service_app:{spec.factory}( |$)"
+def process_pattern(spec: ServiceSpec, port: int) -> str:
+    """The regex checks use to find this service's process; the command line below must keep matching.
+    It names the port: several sandboxes (other port offsets) may run the same services on one machine."""
+    return rf"uvicorn .*acgs_verify\.sandbox\.service_app:{spec.factory} .*--port {port}( |$)"
 
 
 class Services(Component):
@@ -118,7 +119,7 @@ class Services(Component):
             if spec.metrics:
                 entry["metrics_path"] = "/metrics"
             entry.update(
-                process=process_pattern(spec),
+                process=process_pattern(spec, self._port(ctx, spec)),
                 unit=f"acgs-{spec.name}-service",
                 log=str(service_app.log_path(ctx.dir, spec)),
             )

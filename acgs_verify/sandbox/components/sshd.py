@@ -44,6 +44,9 @@ class Sshd(Component):
     name = "sshd"
     fault_names = ("host-down",)
 
+    def __init__(self, address: str = ADDRESS, host_name: str = HOST_NAME, roles: tuple[str, ...] = ("ops",)):
+        self.address, self.host_name, self.roles = address, host_name, list(roles)
+
     def up(self, ctx: Context) -> None:
         ctx.state["faults"] = []
         binary = sshd_binary()
@@ -58,7 +61,7 @@ class Sshd(Component):
                 _keygen(d / key)
         atomic_write(d / "authorized_keys", (d / "id_ed25519.pub").read_text())
         host_key = " ".join((d / "host_ed25519.pub").read_text().split()[:2])
-        atomic_write(d / "known_hosts", f"[{ADDRESS}]:{self._port(ctx)} {host_key}\n")
+        atomic_write(d / "known_hosts", f"[{self.address}]:{self._port(ctx)} {host_key}\n")
         atomic_write(d / "sshd_config", self._config(ctx))
         os.chmod(d / "id_ed25519", 0o600)
         os.chmod(d / "host_ed25519", 0o600)
@@ -80,7 +83,7 @@ class Sshd(Component):
             state = "down (fault)"
         else:
             state = "stopped" if record is None else ("running" if is_alive(record) else "crashed")
-        return [{"name": f"sshd {HOST_NAME}", "pid": record["pid"] if record else None,
+        return [{"name": f"sshd {self.host_name}", "pid": record["pid"] if record else None,
                  "port": self._port(ctx), "state": state, "faults": self.active_faults(ctx)}]
 
     def profile_fragment(self, ctx: Context) -> dict[str, Any]:
@@ -88,7 +91,7 @@ class Sshd(Component):
             return {}
         d = self._dir(ctx)
         # no `user`: ssh logs in as whoever runs the checks, the user this sshd lets in
-        return {"hosts": [{"name": HOST_NAME, "address": ADDRESS, "backend": "ssh", "roles": ["ops"],
+        return {"hosts": [{"name": self.host_name, "address": self.address, "backend": "ssh", "roles": self.roles,
                            "port": self._port(ctx), "identity_file": str(d / "id_ed25519"),
                            "known_hosts": str(d / "known_hosts")}]}
 
@@ -124,7 +127,7 @@ class Sshd(Component):
     def _config(self, ctx: Context) -> str:
         d = self._dir(ctx)
         return "\n".join([
-            f"ListenAddress {ADDRESS}:{self._port(ctx)}",
+            f"ListenAddress {self.address}:{self._port(ctx)}",
             f"HostKey {d / 'host_ed25519'}",
             f"AuthorizedKeysFile {d / 'authorized_keys'}",
             f"PidFile {d / 'sshd.pid'}",
@@ -138,8 +141,8 @@ class Sshd(Component):
     def _start(self, ctx: Context, binary: str) -> None:
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd refuses to start without it
-        if not _port_free(ADDRESS, self._port(ctx)):
-            raise SandboxError(f"port {self._port(ctx)} on {ADDRESS} (sshd) is already in use; choose another "
+        if not _port_free(self.address, self._port(ctx)):
+            raise SandboxError(f"port {self._port(ctx)} on {self.address} (sshd) is already in use; choose another "
                                f"port offset (now {ctx.port_offset})")
         run = ctx.dir / "run"
         try:
@@ -151,12 +154,12 @@ class Sshd(Component):
         ctx.state["process"] = record
         ctx.save()
         deadline = time.monotonic() + READY_TIMEOUT
-        while not _banner(ADDRESS, self._port(ctx)):
+        while not _banner(self.address, self._port(ctx)):
             if not is_alive(record) or time.monotonic() > deadline:
                 stop(record)
                 ctx.state["process"] = None
                 ctx.save()
-                raise SandboxError(f"sshd did not start on {ADDRESS}:{self._port(ctx)}: {tail(run / 'sshd.err')}")
+                raise SandboxError(f"sshd did not start on {self.address}:{self._port(ctx)}: {tail(run / 'sshd.err')}")
             time.sleep(0.05)
 
 
