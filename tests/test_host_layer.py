@@ -3,6 +3,7 @@ keys, bastions, hosts that are down; and the system and security probes against 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -127,9 +128,9 @@ def test_ansible_inventory_gives_hosts_roles_and_a_working_backend(sshd, tmp_pat
     _, host = sshd
     inventory = tmp_path / "inventory.ini"
     inventory.write_text(
-        "[app]\nremote-app ansible_host={a} ansible_port={p} ansible_ssh_private_key_file={k} "
-        "ansible_ssh_common_args='-o UserKnownHostsFile={kh}'\n\n[db]\nremote-app\n".format(
-            a=ADDRESS, p=host.port, k=host.identity_file, kh=host.known_hosts))
+        f"[app]\nremote-app ansible_host={ADDRESS} ansible_port={host.port} "
+        f"ansible_ssh_private_key_file={host.identity_file} "
+        f"ansible_ssh_common_args='-o UserKnownHostsFile={host.known_hosts}'\n\n[db]\nremote-app\n")
     profile_path = tmp_path / "p.yaml"
     profile_path.write_text("inventory: inventory.ini\nthresholds: {connect_timeout_seconds: 3}\n")
     profile = load_profile(str(profile_path))
@@ -280,8 +281,8 @@ def test_unresolved_critical_alerts_in_the_window():
     lines = [line(30, "CRITICAL", "[ALERT-1] old"), line(10, "CRITICAL", "[ALERT-2] disk full"),
              line(9, "INFO", "[ALERT-2] resolved: cleaned"), line(5, "CRITICAL", "[ALERT-3] error rate"),
              line(4, "WARNING", "[ALERT-4] latency"),
-             '{"timestamp": "%s", "severity": "critical", "alert_id": "ALERT-5", "message": "x"}'
-             % (now - timedelta(minutes=1)).isoformat()]
+             json.dumps({"timestamp": (now - timedelta(minutes=1)).isoformat(), "severity": "critical",
+                         "alert_id": "ALERT-5", "message": "x"})]
     assert [a.id for a in unresolved_critical_alerts(lines, 15, now=now)] == ["ALERT-3", "ALERT-5"]
     assert unresolved_critical_alerts(lines, 15, now=now + timedelta(hours=1)) == []
 
