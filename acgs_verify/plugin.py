@@ -77,6 +77,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """--dist loadgroup: the checks of one host run in one worker (scheduling.py says why xdist's own cannot)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from acgs_verify.scheduling import host_group_scheduler
+
+    return host_group_scheduler(config, log, _profile(config))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the xdist_group marks set here
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]):
     gate = config.getoption("acgs_gate")
     wanted = GATES[gate]["ids"] if gate else None

@@ -299,3 +299,20 @@ def test_run_result_lists_hosts_with_their_counts():
                             "ops-1": {"checks": 2, "passed": 1, "failed": 1, "skipped": 0}}
     again = RunResult.from_dict(yaml.safe_load(yaml.safe_dump(result.as_dict())))
     assert again.hosts == result.hosts and again.as_dict()["hosts"] == result.as_dict()["hosts"]
+
+
+def test_parallel_workers_group_checks_by_host():
+    from acgs_verify.profile import Profile
+    from acgs_verify.scheduling import host_groups, scope_of
+
+    profile = Profile.model_validate({
+        "hosts": [{"name": "app-1", "roles": ["app", "db"]}, {"name": "ops-1", "address": "127.0.0.2",
+                                                               "backend": "ssh", "roles": ["ops"]}],
+        "services": [{"name": "auth", "port": 8016}], "security": {"keys": [{"name": "app", "path": "/k"}]},
+        "databases": [{"name": "primary", "dsn": "postgresql://acgs@db/acgs"}]})
+    groups = host_groups(profile)
+    scopes = {n: scope_of(f"checks/test_x.py::test_y[{n}]", groups)
+              for n in ("app-1", "ops-1", "ops-1:/", "auth@app-1", "app@app-1", "primary@app-1", "primary")}
+    assert scopes == {"app-1": "host:app-1", "ops-1": "host:ops-1", "ops-1:/": "host:ops-1",
+                      "auth@app-1": "host:app-1", "app@app-1": "host:app-1", "primary@app-1": "host:app-1",
+                      "primary": None}
