@@ -197,7 +197,6 @@ def _kernel_log() -> str:
 
 
 def _security_log() -> str:
-    now = datetime.now()
     events = [(180, "INFO", "Login succeeded for user operator from 127.0.0.1 (mfa=totp)"),
               (150, "INFO", "Token issued for service policy-governance (scope=policies:read)"),
               (95, "WARNING", "Failed login for user operator from 127.0.0.1 (expired totp)"),
@@ -205,15 +204,20 @@ def _security_log() -> str:
               (40, "INFO", "API key rotated for service governance-synthesis"),
               (12, "WARNING", "Failed login for user auditor from 127.0.0.7 (invalid password)"),
               (3, "INFO", "Login succeeded for user auditor from 127.0.0.7 (mfa=webauthn)")]
-    return "".join(_line(now - timedelta(minutes=m), "acgs.security", lvl, msg) for m, lvl, msg in events)
+    return _log("acgs.security", events)
 
 
 def _alerts_log() -> str:
-    now = datetime.now()
     events = [(190, "CRITICAL", "[ALERT-0101] auth_service health check failing on app-1"),
               (184, "INFO", "[ALERT-0101] resolved: auth_service healthy again after restart"),
               (75, "WARNING", "[ALERT-0102] disk usage on /var at 81 %"),
               (50, "CRITICAL", "[ALERT-0103] database connection count at 92 % of max_connections"),
               (41, "INFO", "[ALERT-0103] resolved: connection count back to 35 %"),
               (6, "WARNING", "[ALERT-0104] P99 latency of constitutional-ai at 7.2 ms (target 5 ms)")]
-    return "".join(_line(now - timedelta(minutes=m), "acgs.alerts", lvl, msg) for m, lvl, msg in events)
+    return _log("acgs.alerts", events)
+
+
+def _log(logger: str, events: list[tuple[int, str, str]]) -> str:
+    """(minutes ago, level, message) events as log lines ending now."""
+    now = datetime.now()
+    return "".join(_line(now - timedelta(minutes=m), logger, level, msg) for m, level, msg in events)

@@ -58,7 +58,7 @@ class Services(Component):
         ctx.state.setdefault("faults", {})
         ports = {name: self._port(ctx, spec) for name, spec in SERVICES.items()}
         for name, port in ports.items():
-            if not _port_free(port):
+            if not port_free(port):
                 raise SandboxError(
                     f"port {port} ({name}) is already in use on 127.0.0.1; stop what holds it "
                     f"or choose another port offset (now {ctx.port_offset})"
@@ -243,7 +243,7 @@ class Services(Component):
             raise SandboxError(f"{spec.name} stopped answering on {base}: {type(exc).__name__}") from None
 
     def _start(self, ctx: Context, spec: ServiceSpec) -> None:
-        if not _port_free(self._port(ctx, spec)):
+        if not port_free(self._port(ctx, spec)):
             raise SandboxError(f"port {self._port(ctx, spec)} ({spec.name}) is already in use on 127.0.0.1")
         self._spawn(ctx, spec)
         self._wait_ready(ctx, spec, time.monotonic() + READY_TIMEOUT)
@@ -265,13 +265,12 @@ class Services(Component):
             self._start(ctx, spec)
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int, address: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         # SO_REUSEADDR as uvicorn sets it: a TIME_WAIT leftover is not "in use", a listener is
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((address, port))
         except OSError:
             return False
     return True
-

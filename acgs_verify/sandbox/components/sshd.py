@@ -26,6 +26,7 @@ from acgs_verify.sandbox.components.base import (
     stop,
     tail,
 )
+from acgs_verify.sandbox.components.services import port_free
 
 ADDRESS = "127.0.0.2"
 HOST_NAME = "ops-1"
@@ -141,7 +142,7 @@ class Sshd(Component):
     def _start(self, ctx: Context, binary: str) -> None:
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd refuses to start without it
-        if not _port_free(self.address, self._port(ctx)):
+        if not port_free(self.address, self._port(ctx)):
             raise SandboxError(f"port {self._port(ctx)} on {self.address} (sshd) is already in use; choose another "
                                f"port offset (now {ctx.port_offset})")
         run = ctx.dir / "run"
@@ -177,12 +178,3 @@ def _banner(address: str, port: int) -> bool:
     except OSError:
         return False
 
-
-def _port_free(address: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((address, port))
-        except OSError:
-            return False
-    return True
