@@ -142,7 +142,7 @@ class Sshd(Component):
     def _start(self, ctx: Context, binary: str) -> None:
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd refuses to start without it
-        if not port_free(self.address, self._port(ctx)):
+        if not port_free(self._port(ctx), self.address):
             raise SandboxError(f"port {self._port(ctx)} on {self.address} (sshd) is already in use; choose another "
                                f"port offset (now {ctx.port_offset})")
         run = ctx.dir / "run"
