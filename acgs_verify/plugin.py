@@ -95,6 +95,17 @@ def pytest_itemcollected(item: pytest.Item) -> None:
         item.extra_keyword_matches.add(mark.args[0])  # `-k SVC-01`, `-k "DB and not DB-07"`
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """--dist loadgroup: the checks of one host run in one worker (scheduling.py says why xdist's own cannot)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from acgs_verify.scheduling import host_group_scheduler
+
+    return host_group_scheduler(config, log, _profile(config))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the xdist_group marks set here
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]):
     gate = config.getoption("acgs_gate")
     wanted = GATES[gate]["ids"] if gate else None
@@ -105,10 +116,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             keep.append(item)
             continue
         check_id = mark.args[0]
-        if wanted is not None and check_id not in wanted:
-            drop.append(item)
-            continue
         target = _target_of(item)
+        if (wanted is not None and check_id not in wanted) or target is _NO_TARGETS:
+            drop.append(item)  # not in the gate, or the profile has nothing of its kind (no databases, no keys)
+            continue
         e = CATALOG[check_id]
         item.user_properties.extend([
             ("runbook_id", check_id), ("severity", e.severity), ("section", e.section),
@@ -116,12 +127,17 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         ])
         # checks of one host stay in one worker (pytest -n N --dist loadgroup), so its connection is reused
         host = host_of(target)
-        if host is not None and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(host.name))
+        if host is not None:
+            item.user_properties.append(("host", host.name))
+            if item.get_closest_marker("xdist_group") is None:
+                item.add_marker(pytest.mark.xdist_group(host.name))
         keep.append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+_NO_TARGETS = object()
 
 
 def _target_of(item: pytest.Item):
@@ -129,10 +145,9 @@ def _target_of(item: pytest.Item):
     if callspec is None:
         return None
     for name in TARGET_KINDS:
-        value = callspec.params.get(name)
-        # a profile with none of a kind gives pytest's empty-parameter-set placeholder, not a target
-        if value is not None and hasattr(value, "id"):
-            return value
+        if name in callspec.params:
+            value = callspec.params[name]
+            return value if hasattr(value, "id") else _NO_TARGETS  # pytest's NOTSET for an empty parameter set
     return None
 
 
@@ -163,7 +178,9 @@ def http(profile: Profile):
 def hosts(profile: Profile):
     from acgs_verify.probes.host import HostPool
 
-    return HostPool(connect_timeout=profile.thresholds.connect_timeout_seconds)
+    pool = HostPool(connect_timeout=profile.thresholds.connect_timeout_seconds, inventory=profile.inventory)
+    yield pool
+    pool.close()  # ends the ssh control masters; nothing outlives the run
 
 
 @pytest.fixture(scope="session")
@@ -215,7 +232,8 @@ class ResultCollector:
         if res is None:
             e = CATALOG[props["runbook_id"]]
             res = CheckResult(nodeid=report.nodeid, id=e.id, section=e.section, severity=e.severity,
-                              title=e.title, target=props.get("target", "-"), next_step=e.next_step)
+                              title=e.title, target=props.get("target", "-"), next_step=e.next_step,
+                              host=props.get("host"))
             self.by_nodeid[report.nodeid] = res
         res.duration += report.duration
         for key in ("measured", "expected", "value", "warning"):
@@ -256,6 +274,7 @@ class ResultCollector:
             constitutional_hash=profile.constitutional_hash if profile else "",
             checks=sorted(self.by_nodeid.values(), key=_order),
             complete=not self.interrupted and exitstatus not in (2, 3, 4),
+            notes=_profile_notes(profile) if profile else [],
         )
         _apply_run_options(self.config, self.result)
 
@@ -264,14 +283,27 @@ class ResultCollector:
             return
         failed = [c for c in self.result.checks if c.outcome in ("failed", "error")]
         warned = [c for c in self.result.checks if c.warning and c.outcome == "passed"]
-        if not failed and not warned:
+        hosts = self.result.hosts
+        if not failed and not warned and not self.result.notes and len(hosts) < 2:
             return
         terminalreporter.section("acgs-verify findings", sep="-")
+        for note in self.result.notes:
+            terminalreporter.write_line(f"NOTE {note}")
+        if hosts:
+            terminalreporter.write_line("hosts: " + ", ".join(
+                f"{name} {h['passed']} passed {h['failed']} failed" + (f" {h['skipped']} skipped" if h["skipped"]
+                                                                        else "")
+                for name, h in hosts.items()))
         for c in failed:
             tag = "WAIVED" if c.waived else ("ERROR" if c.outcome == "error" else "FAIL")
             terminalreporter.write_line(f"{tag} {c.severity} {c.name} {c.title}: {c.message}")
         for c in warned:
             terminalreporter.write_line(f"WARN {c.severity} {c.name} {c.title}: {c.warning}")
+
+
+def _profile_notes(profile: Profile) -> list[str]:
+    return [f"host {h.name}: host key checking is off (strict_host_key_checking: false)"
+            for h in profile.hosts if not h.strict_host_key_checking and h.backend != "local"]
 
 
 def _order(c: CheckResult) -> tuple:

@@ -80,7 +80,15 @@ class Thresholds(_Strict):
 
 
 class Host(_Strict):
-    """A machine that checks run on. `backend` picks how testinfra reaches it."""
+    """A machine that checks run on. `backend` picks how testinfra reaches it: `local` (this machine), `ssh`
+    (OpenSSH, one multiplexed connection per host), `paramiko`, or `ansible` (hosts from the profile's
+    `inventory`, connection settings from the inventory's variables).
+
+    ssh and paramiko check the host key against `known_hosts` (default ~/.ssh/known_hosts) unless
+    `strict_host_key_checking` is false. `identity_file` names the key; without one, ssh uses the agent.
+    `ssh_config` is read after the profile's own fields (ProxyJump for bastions goes there; ssh backend only).
+    `mounts` are the filesystems SYS-04 checks with df.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     address: str = "127.0.0.1"
@@ -182,14 +190,16 @@ class Redis(_SecretRef):
 
 
 class Paths(_Strict):
-    logs: str = "/var/log/acgs"
-    alerts_log: str = "/var/log/acgs/alerts.log"
-    app_root: str = "/home/acgs/ACGS"
+    """Paths the runbook hard-codes, with its values as defaults; the same on every host of the profile."""
+
+    logs: str = "/var/log/acgs"  # SEC-03 and SEC-06 read every *.log here (grep ... /var/log/acgs/*.log)
+    alerts_log: str = "/var/log/acgs/alerts.log"  # MON-01 (tail -f /var/log/acgs/alerts.log)
+    app_root: str = "/home/acgs/ACGS"  # SEC-01 (find /home/acgs/ACGS -type f -perm /o+w)
     backups: str = "/var/backups/acgs"
     policies: str = "/home/acgs/ACGS/config/policies"
-    passwd: str = "/etc/passwd"
-    kernel_log: str | None = None  # None: read `dmesg`
-    security_log: str | None = None  # None: the service logs under `logs`
+    passwd: str = "/etc/passwd"  # SEC-04 (cut -d: -f1 /etc/passwd)
+    kernel_log: str | None = None  # SYS-05; None: read `dmesg` (which may need root: then name /var/log/kern.log)
+    security_log: str | None = None  # SEC-03/SEC-06 read only this file when set; None: `logs`/*.log
 
 
 class Key(_Strict):
@@ -232,6 +242,8 @@ class Profile(_Strict):
     name: str = ""
     description: str = ""
     constitutional_hash: str = Field("cdd01ef066bc6cf2", pattern=HASH_RE)
+    # an Ansible inventory (any format; a path relative to the profile file): its hosts join `hosts` with
+    # backend ansible and their groups as roles; without `hosts:` in the profile they are the only hosts
     inventory: str | None = None
     hosts: list[Host] = [Host(name="localhost")]
     services: list[Service] = []
@@ -624,12 +636,30 @@ def load_profile(name_or_path: str, overrides: Iterable[str] = (), resolve_secre
         key, value = parse_override(text)
         set_paths.append((_apply_override(data, key, value, text), text))
     data.setdefault("name", path.stem)
+    _add_inventory_hosts(data, path, located.where)
     try:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
         raise ProfileError(_validation_line(exc, located.where, set_paths)) from None
     secrets = _resolve_secrets(profile, located.where) if resolve_secrets else {}
     return profile.model_copy(update={"secrets": secrets, "source": str(path)})
+
+
+def _add_inventory_hosts(data: dict, profile_path: Path, where: dict) -> None:
+    inv = data.get("inventory")
+    if not isinstance(inv, str) or not inv:
+        return
+    from acgs_verify.inventory import InventoryError, inventory_hosts
+
+    path = Path(inv).expanduser()
+    if not path.is_absolute():
+        path = profile_path.parent / path
+    data["inventory"] = str(path.resolve())
+    try:
+        found = inventory_hosts(path.resolve())
+    except InventoryError as exc:
+        raise ProfileError(f"{_where(where, ('inventory',))}: {exc}") from None
+    data["hosts"] = (data["hosts"] if isinstance(data.get("hosts"), list) else []) + found
 
 
 def _validation_line(exc: ValidationError, where: dict, set_paths) -> str:

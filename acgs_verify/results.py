@@ -35,6 +35,7 @@ class CheckResult:
     evidence: dict[str, str] = field(default_factory=dict)
     waived: dict | None = None  # set by waivers: {reason, owner, expires}
     attempts: int = 1  # how many times it ran (acgs-verify run --wait re-runs failing checks)
+    host: str | None = None  # the host the check ran on, when its target has one
 
     @property
     def name(self) -> str:
@@ -91,6 +92,21 @@ class RunResult:
             return None
         return sum(1 for c in ran if not c.failed) / len(ran)
 
+    @property
+    def hosts(self) -> dict[str, dict[str, int]]:
+        """Per host (in the order checks name them): how many of its checks passed, failed and were skipped."""
+        out: dict[str, dict[str, int]] = {}
+        for c in self.checks:
+            if c.host is None:
+                continue
+            h = out.setdefault(c.host, {"checks": 0, "passed": 0, "failed": 0, "skipped": 0})
+            h["checks"] += 1
+            if c.failed:
+                h["failed"] += 1
+            elif c.outcome in ("passed", "skipped"):
+                h[c.outcome] += 1
+        return out
+
     def failed_by_severity(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for c in self.failed:
@@ -145,6 +161,7 @@ class RunResult:
             "totals": self.totals,
             "failed_by_severity": self.failed_by_severity(),
             "compliance_rate": self.compliance_rate,
+            "hosts": self.hosts,
             "notes": self.notes,
             "gate_failures": self.gate_failures,
             **self.extra,
@@ -160,5 +177,6 @@ class RunResult:
         known = {"run_id", "profile", "gate", "started", "duration", "constitutional_hash", "complete", "notes",
                  "gate_failures"}
         extra = {k: v for k, v in d.items() if k not in known | {"checks", "exit_code", "summary", "totals",
-                                                                  "failed_by_severity", "compliance_rate"}}
+                                                                  "failed_by_severity", "compliance_rate",
+                                                                  "hosts"}}
         return cls(checks=checks, extra=extra, **{k: d[k] for k in known if k in d})

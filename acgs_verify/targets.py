@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from acgs_verify.profile import Database, Host, Profile, Redis, Service
+from acgs_verify.profile import Database, Host, Key, Profile, Redis, Service
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,42 @@ class HostTarget:
     @property
     def id(self) -> str:
         return self.host.name
+
+
+@dataclass(frozen=True)
+class MountTarget:
+    """One mounted filesystem of a host, as df names it: `app-1:/var`."""
+
+    host: Host
+    mount: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.host.name}:{self.mount}"
+
+
+@dataclass(frozen=True)
+class SecretFileTarget:
+    """A file that must stay private, on one app host: `/home/acgs/ACGS/config/production.env@app-1`."""
+
+    host: Host
+    path: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.path}@{self.host.name}"
+
+
+@dataclass(frozen=True)
+class KeyTarget:
+    """A key whose age is checked (SEC-05), on one app host: `app@app-1`."""
+
+    host: Host
+    key: Key
+
+    @property
+    def id(self) -> str:
+        return f"{self.key.name}@{self.host.name}"
 
 
 @dataclass(frozen=True)
@@ -84,6 +120,11 @@ TARGET_KINDS: dict[str, Callable[[Profile], list]] = {
     "service": _services,
     "service_log": _service_logs,
     "node": lambda p: [HostTarget(h) for h in p.hosts],
+    "app_host": lambda p: [HostTarget(h) for h in p.hosts_with_role("app")],
+    "mount": lambda p: [MountTarget(h, m) for h in p.hosts for m in h.mounts],
+    "secret_file": lambda p: [SecretFileTarget(h, f) for h in p.hosts_with_role("app")
+                              for f in p.security.secret_files],
+    "key": lambda p: [KeyTarget(h, k) for h in p.hosts_with_role("app") for k in p.security.keys],
     "database": lambda p: [DatabaseTarget(d) for d in p.databases],
     "database_host": lambda p: [DatabaseHostTarget(d, h) for d in p.databases for h in p.hosts_with_role(d.role)],
     "cache": lambda p: [RedisTarget(r) for r in p.redis],

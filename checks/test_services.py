@@ -57,12 +57,9 @@ def test_systemd_unit_is_active(service, hosts, check):
     unit = service.service.unit
     if not unit:
         check.skip("the profile names no systemd unit for this service")
-    systemd = service.host.systemd
-    if systemd is None:
-        systemd = hosts.fact(service.host, "systemd", hostfacts.has_systemd)
-    if not systemd:
+    if not hostfacts.uses_systemd(hosts, service.host):
         check.skip(f"host {service.host.name} does not run systemd (no /run/systemd/system)")
-    state = hostfacts.unit_state(hosts.get(service.host), unit)
+    state = hosts.fact(service.host, f"unit {unit}", lambda node: hostfacts.unit_state(node, unit))
     check.that(state == "active", measured=f"{unit} is {state}", expected="active")
 
 

@@ -11,6 +11,12 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+# The machine running the suite is shared (other test runs, other sandboxes): its CPU and load are not the
+# sandbox's to control, so end-to-end runs that are not about SYS-01/SYS-02 lift those two limits.
+# tests/test_run_hosts.py checks SYS-01..04 with limits the machine certainly exceeds or stays under.
+SHARED_MACHINE = ("--set", "thresholds.cpu_percent_max=100", "--set", "thresholds.load_1m_max=1000")
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300):
     """acgs-verify as a user runs it: a separate process, its exit code, stdout and stderr."""
     import os

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, SHARED_MACHINE, run_cli
 
 
 def run(sandbox, tmp_path, *extra: str):
-    res = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(tmp_path / "reports"), *extra)
+    res = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(tmp_path / "reports"),
+                  *SHARED_MACHINE, *extra)
     summary_path = tmp_path / "reports" / "latest" / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     return res, summary

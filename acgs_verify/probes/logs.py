@@ -223,3 +223,51 @@ class LogReader:
 
     def forget(self) -> None:
         self._cache.clear()
+
+
+# ------------------------------------------------------------------------------------------- alerts
+_ALERT_ID = re.compile(r"\[(?:alert[_ -]?id=)?([A-Za-z]+-[\w.-]+)\]", re.IGNORECASE)
+_RESOLVED = re.compile(r"\bresolved\b", re.IGNORECASE)
+
+
+@dataclass
+class Alert:
+    id: str | None
+    timestamp: datetime | None
+    line: str
+
+
+def unresolved_critical_alerts(lines: list[str], window_minutes: float, now: datetime | None = None) -> list[Alert]:
+    """CRITICAL alerts raised in the last `window_minutes` with no later line resolving the same alert id.
+
+    Alert lines are ACGS log lines (`... - acgs.alerts - CRITICAL - [ALERT-0042] ...`, resolved by
+    `... - INFO - [ALERT-0042] resolved: ...`) or JSON lines with level/severity, alert_id and status.
+    A line without a timestamp cannot be placed in the window and is left out.
+    """
+    open_alerts: dict[str, Alert] = {}
+    anonymous: list[Alert] = []
+    for raw in lines:
+        line = parse(raw)
+        alert_id = line.fields.get("alert_id")
+        if alert_id is None:
+            m = _ALERT_ID.search(line.message)
+            alert_id = m.group(1) if m else None
+        resolved = str(line.fields.get("status", "")).lower() == "resolved" or bool(_RESOLVED.search(line.message))
+        if resolved and alert_id is not None:
+            open_alerts.pop(str(alert_id), None)
+        elif (line.level or "").upper() in ("CRITICAL", "FATAL") and line.timestamp is not None:
+            alert = Alert(str(alert_id) if alert_id is not None else None, line.timestamp, raw)
+            if alert.id is None:
+                anonymous.append(alert)
+            else:
+                open_alerts[alert.id] = alert
+    out = []
+    for alert in [*open_alerts.values(), *anonymous]:
+        ts = alert.timestamp
+        assert ts is not None
+        ref = now or (datetime.now(ts.tzinfo) if ts.tzinfo else datetime.now())
+        if ts.tzinfo is None and ref.tzinfo is not None:
+            ref = ref.replace(tzinfo=None)
+        if (ref - ts).total_seconds() <= window_minutes * 60:
+            out.append(alert)
+    return out

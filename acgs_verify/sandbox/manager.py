@@ -22,8 +22,10 @@ from typing import Any
 
 import yaml
 
+from acgs_verify.sandbox.components.apptree import AppTree
 from acgs_verify.sandbox.components.base import Component, Context, SandboxError, atomic_write
 from acgs_verify.sandbox.components.services import Services
+from acgs_verify.sandbox.components.sshd import Sshd
 from acgs_verify.sandbox.service_app import CONSTITUTIONAL_HASH, SERVICES
 
 STATE_VERSION = 1
@@ -31,7 +33,7 @@ HIGHEST_PORT = max(s.port for s in SERVICES.values())
 
 
 def default_components() -> list[Component]:
-    return [Services()]
+    return [Services(), AppTree(), Sshd()]
 
 
 def fault_names(components: Sequence[Component] | None = None) -> list[str]:

@@ -138,7 +138,10 @@ def is_alive(record: dict[str, Any] | None) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return cmdline.rstrip(b"\0").split(b"\0") == [a.encode() for a in record["argv"]]
+    if cmdline.rstrip(b"\0").split(b"\0") == [a.encode() for a in record["argv"]]:
+        return True
+    # a daemon that retitles itself once started (sshd: "sshd: ARGV [listener] 0 of 10-100 startups")
+    return bool(record.get("title")) and cmdline.decode(errors="replace").startswith(record["title"])
 
 
 def stop(record: dict[str, Any] | None, grace: float = 5.0) -> bool:

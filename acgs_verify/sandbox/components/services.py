@@ -35,21 +35,19 @@ SEED_PATHS = ("/api/v1/policies", "/api/v1/principles", "/api/v1/decisions", "/a
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # the directory holding acgs_verify/
 
 # faults whose heal (and for log-no-banner also break) needs a fresh log and a fresh process
-_RESTART_ON_HEAL = ("errors", "log-hash-mismatch", "log-no-banner")
+_RESTART_ON_HEAL = ("errors", "log-hash-mismatch", "log-no-banner", "process-gone")
 
 
 def process_pattern(spec: ServiceSpec, port: int) -> str:
     """The regex checks use to find this service's process; the command line below must keep matching.
-
-    The port is part of it: another sandbox's auth on the same machine must not pass for this one's.
-    """
+    It names the port: several sandboxes (other port offsets) may run the same services on one machine."""
     return rf"uvicorn .*acgs_verify\.sandbox\.service_app:{spec.factory} .*--port {port}( |$)"
 
 
 class Services(Component):
     name = "services"
     fault_names = ("service-down", "service-unhealthy", "wrong-hash", "slow", "errors",
-                   "log-hash-mismatch", "log-no-banner")
+                   "log-hash-mismatch", "log-no-banner", "process-gone")
 
     def targets(self) -> list[str]:
         return list(SERVICES)
@@ -60,7 +58,7 @@ class Services(Component):
         ctx.state.setdefault("faults", {})
         ports = {name: self._port(ctx, spec) for name, spec in SERVICES.items()}
         for name, port in ports.items():
-            if not _port_free(port):
+            if not port_free(port):
                 raise SandboxError(
                     f"port {port} ({name}) is already in use on 127.0.0.1; stop what holds it "
                     f"or choose another port offset (now {ctx.port_offset})"
@@ -146,7 +144,7 @@ class Services(Component):
             self._seed(ctx, spec)  # the log's recent lines and the metrics now show the 500s
         elif fault == "log-hash-mismatch":
             self._seed(ctx, spec, 5)  # the service notices on its next request and logs the other hash
-        elif fault == "log-no-banner":
+        elif fault in ("log-no-banner", "process-gone"):
             self._restart(ctx, spec)
 
     def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
@@ -183,7 +181,12 @@ class Services(Component):
         atomic_write(ctx.dir / service_app.FAULTS_FILE, json.dumps(ctx.state.get("faults", {}), indent=1))
 
     def _argv(self, ctx: Context, spec: ServiceSpec) -> list[str]:
-        return [ctx.python, "-m", "uvicorn", "--factory", f"acgs_verify.sandbox.service_app:{spec.factory}",
+        if "process-gone" in self._faults(ctx, spec.name):
+            # the same server on the same port, under a command line process_pattern() no longer matches
+            launcher = ["-c", "import sys, uvicorn.main; sys.argv[0] = 'acgs-renamed'; uvicorn.main.main()"]
+        else:
+            launcher = ["-m", "uvicorn"]
+        return [ctx.python, *launcher, "--factory", f"acgs_verify.sandbox.service_app:{spec.factory}",
                 "--host", "127.0.0.1", "--port", str(self._port(ctx, spec)),
                 "--log-level", "warning", "--no-access-log"]
 
@@ -240,7 +243,7 @@ class Services(Component):
             raise SandboxError(f"{spec.name} stopped answering on {base}: {type(exc).__name__}") from None
 
     def _start(self, ctx: Context, spec: ServiceSpec) -> None:
-        if not _port_free(self._port(ctx, spec)):
+        if not port_free(self._port(ctx, spec)):
             raise SandboxError(f"port {self._port(ctx, spec)} ({spec.name}) is already in use on 127.0.0.1")
         self._spawn(ctx, spec)
         self._wait_ready(ctx, spec, time.monotonic() + READY_TIMEOUT)
@@ -262,13 +265,12 @@ class Services(Component):
             self._start(ctx, spec)
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int, address: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         # SO_REUSEADDR as uvicorn sets it: a TIME_WAIT leftover is not "in use", a listener is
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((address, port))
         except OSError:
             return False
     return True
-

@@ -1,0 +1,119 @@
+"""System resources of a host, read in one remote command: load, CPU, memory, disk, OOM kills.
+
+>>> snap = pool.fact(host, "system", lambda node: snapshot(node, host.mounts))
+>>> snap.load_1m, round(snap.cpu_percent), round(snap.memory_percent)
+(0.42, 7, 31)
+>>> snap.disks["/"]
+Disk(mount='/', filesystem='/dev/sda1', size_kib=102687672, used_kib=40960000, percent=39.9)
+>>> oom_kills(node, "/var/log/kern.log", 5000)      # or None for `dmesg`
+['Jan 12 03:14:07 app-1 kernel: [12.3] Out of memory: Killed process 4242 (python) ...']
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from acgs_verify.check import ProbeError
+
+CPU_SAMPLE_SECONDS = 0.5  # long enough to average a burst, short enough for every host of a run
+_MARK = "@@acgs"
+
+
+@dataclass(frozen=True)
+class Disk:
+    mount: str
+    filesystem: str
+    size_kib: int
+    used_kib: int
+    percent: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    load_1m: float
+    load_5m: float
+    load_15m: float
+    cpu_percent: float
+    memory_total_kib: int
+    memory_available_kib: int
+    disks: dict[str, Disk | str]  # mount -> Disk, or why df could not tell
+
+    @property
+    def memory_percent(self) -> float:
+        """In use, as `free` counts it in procps-ng 4: (total - available) / total."""
+        return 100 * (self.memory_total_kib - self.memory_available_kib) / self.memory_total_kib
+
+
+def snapshot_command(mounts: list[str]) -> str:
+    df = "".join(f"echo '{_MARK} df' {shlex.quote(m)}; df -P -k -- {shlex.quote(m)} 2>&1; "
+                 for m in mounts)
+    return (f"cat /proc/loadavg; echo {_MARK}; head -n 1 /proc/stat; sleep {CPU_SAMPLE_SECONDS}; "
+            f"head -n 1 /proc/stat; echo {_MARK}; cat /proc/meminfo; {df}")
+
+
+def snapshot(node, mounts: list[str]) -> Snapshot:
+    """cat /proc/loadavg; /proc/stat twice over CPU_SAMPLE_SECONDS; /proc/meminfo; df -P per mount."""
+    result = node.run(snapshot_command(mounts))
+    if result.rc != 0 and not result.stdout:
+        raise ProbeError(f"cannot read /proc: {result.stderr.strip()[:200]}")
+    return parse_snapshot(result.stdout, mounts)
+
+
+def parse_snapshot(text: str, mounts: list[str]) -> Snapshot:
+    parts = text.split(f"{_MARK}\n")
+    if len(parts) < 3:
+        raise ProbeError(f"unexpected output from /proc: {text[:120]!r}")
+    load = parts[0].split()
+    stat = [line.split()[1:] for line in parts[1].splitlines() if line.startswith("cpu ")]
+    if len(load) < 3 or len(stat) != 2:
+        raise ProbeError(f"unexpected /proc/loadavg or /proc/stat: {text[:120]!r}")
+    meminfo_text, *df_blocks = parts[2].split(f"{_MARK} df ")
+    mem = {}
+    for line in meminfo_text.splitlines():
+        key, _, rest = line.partition(":")
+        if rest.split():
+            mem[key] = int(rest.split()[0])
+    if "MemTotal" not in mem:
+        raise ProbeError("unexpected /proc/meminfo: no MemTotal")
+    available = mem.get("MemAvailable", mem.get("MemFree", 0) + mem.get("Buffers", 0) + mem.get("Cached", 0))
+    return Snapshot(float(load[0]), float(load[1]), float(load[2]), _cpu_percent(stat[0], stat[1]),
+                    mem["MemTotal"], available, _disks(df_blocks, mounts))
+
+
+def _cpu_percent(before: list[str], after: list[str]) -> float:
+    """Busy share of all CPU time between two /proc/stat 'cpu' lines; idle and iowait count as idle."""
+    a, b = [int(x) for x in before[:8]], [int(x) for x in after[:8]]
+    total = sum(b) - sum(a)
+    idle = (b[3] + b[4]) - (a[3] + a[4])
+    return 100.0 * (total - idle) / total if total > 0 else 0.0
+
+
+def _disks(blocks: list[str], mounts: list[str]) -> dict[str, Disk | str]:
+    out: dict[str, Disk | str] = {}
+    for mount, block in zip(mounts, blocks, strict=False):
+        lines = [x for x in block.splitlines()[1:] if not x.startswith("Filesystem")]
+        cols = lines[-1].split() if lines else []
+        if len(cols) >= 6 and cols[1].isdigit() and cols[2].isdigit():
+            size, used, avail = int(cols[1]), int(cols[2]), int(cols[3])
+            # df's Use% rounds up used / (used + available): root's reserved blocks count as unusable
+            pct = 100.0 * used / (used + avail) if used + avail else 0.0
+            out[mount] = Disk(mount, cols[0], size, used, round(pct, 1))
+        else:
+            out[mount] = " ".join(" ".join(lines).split())[:200] or "df printed nothing"
+    return out
+
+
+def oom_kills(node, kernel_log: str | None, n: int) -> list[str]:
+    """`dmesg | grep -i "killed process"` over the last n kernel log lines (a kernel log file, or dmesg)."""
+    if kernel_log:
+        q = shlex.quote(kernel_log)
+        cmd = f"test -r {q} || {{ echo 'cannot read {kernel_log}' >&2; exit 3; }}; tail -n {int(n)} -- {q}"
+    else:
+        cmd = f"out=$(dmesg 2>&1) || {{ printf 'dmesg: %s\\n' \"$out\" | head -n 1 >&2; exit 3; }}; " \
+              f"printf '%s\\n' \"$out\" | tail -n {int(n)}"
+    result = node.run(f"{{ {cmd}; }} | grep -i 'killed process' || true")
+    if result.stderr.strip():
+        hint = "" if kernel_log else " (set paths.kernel_log to read a kernel log file instead)"
+        raise ProbeError(result.stderr.strip().splitlines()[0][:200] + hint)
+    return [line for line in result.stdout.splitlines() if line.strip()]

@@ -1,0 +1,180 @@
+"""A second host reached over ssh: an OpenSSH server on 127.0.0.2, with its own host key, user key and known_hosts.
+
+Present when sshd is installed (Debian: openssh-server). It logs in the user running the sandbox, with HOME set to
+an empty directory so that no shell rc file runs (root's here runs `pyenv init`, +110 ms per command). Fault
+`host-down` stops the server: every check on that host then fails with `host unreachable`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from acgs_verify.sandbox.components.base import (
+    Component,
+    Context,
+    SandboxError,
+    atomic_write,
+    is_alive,
+    spawn,
+    stop,
+    tail,
+)
+from acgs_verify.sandbox.components.services import port_free
+
+ADDRESS = "127.0.0.2"
+HOST_NAME = "ops-1"
+SSH_PORT = 22
+READY_TIMEOUT = 10.0
+
+
+def sshd_binary() -> str | None:
+    found = shutil.which("sshd")
+    if found:
+        return found
+    return next((p for p in ("/usr/sbin/sshd", "/usr/local/sbin/sshd") if os.access(p, os.X_OK)), None)
+
+
+class Sshd(Component):
+    name = "sshd"
+    fault_names = ("host-down",)
+
+    def __init__(self, address: str = ADDRESS, host_name: str = HOST_NAME, roles: tuple[str, ...] = ("ops",)):
+        self.address, self.host_name, self.roles = address, host_name, list(roles)
+
+    def up(self, ctx: Context) -> None:
+        ctx.state["faults"] = []
+        binary = sshd_binary()
+        if binary is None:
+            ctx.state["process"] = None
+            ctx.save()
+            return
+        d = self._dir(ctx)
+        (d / "home").mkdir(parents=True, exist_ok=True)
+        for key in ("host_ed25519", "id_ed25519"):
+            if not (d / key).exists():
+                _keygen(d / key)
+        atomic_write(d / "authorized_keys", (d / "id_ed25519.pub").read_text())
+        host_key = " ".join((d / "host_ed25519.pub").read_text().split()[:2])
+        atomic_write(d / "known_hosts", f"[{self.address}]:{self._port(ctx)} {host_key}\n")
+        atomic_write(d / "sshd_config", self._config(ctx))
+        os.chmod(d / "id_ed25519", 0o600)
+        os.chmod(d / "host_ed25519", 0o600)
+        self._start(ctx, binary)
+
+    def down(self, ctx: Context) -> list[str]:
+        record = ctx.state.get("process")
+        stopped = [f"sshd (pid {record['pid']})"] if stop(record) else []
+        ctx.state["process"] = None
+        ctx.state["faults"] = []
+        ctx.save()
+        return stopped
+
+    def status(self, ctx: Context) -> list[dict[str, Any]]:
+        if sshd_binary() is None:
+            return [{"name": "sshd", "pid": None, "port": None, "state": "not installed (no remote host)"}]
+        record = ctx.state.get("process")
+        if "host-down" in ctx.state.get("faults", []):
+            state = "down (fault)"
+        else:
+            state = "stopped" if record is None else ("running" if is_alive(record) else "crashed")
+        return [{"name": f"sshd {self.host_name}", "pid": record["pid"] if record else None,
+                 "port": self._port(ctx), "state": state, "faults": self.active_faults(ctx)}]
+
+    def profile_fragment(self, ctx: Context) -> dict[str, Any]:
+        if sshd_binary() is None:
+            return {}
+        d = self._dir(ctx)
+        # no `user`: ssh logs in as whoever runs the checks, the user this sshd lets in
+        return {"hosts": [{"name": self.host_name, "address": self.address, "backend": "ssh", "roles": self.roles,
+                           "port": self._port(ctx), "identity_file": str(d / "id_ed25519"),
+                           "known_hosts": str(d / "known_hosts")}]}
+
+    def active_faults(self, ctx: Context) -> list[str]:
+        return list(ctx.state.get("faults", []))
+
+    def break_fault(self, ctx: Context, fault: str, target: str) -> None:
+        if sshd_binary() is None:
+            raise SandboxError("host-down needs sshd (openssh-server), which is not installed")
+        if fault in ctx.state.setdefault("faults", []):
+            return
+        ctx.state["faults"].append(fault)
+        stop(ctx.state.get("process"))
+        ctx.state["process"] = None
+        ctx.save()
+
+    def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
+        if fault not in ctx.state.get("faults", []):
+            return
+        binary = sshd_binary()
+        assert binary is not None
+        self._start(ctx, binary)
+        ctx.state["faults"].remove(fault)
+        ctx.save()
+
+    # ------------------------------------------------------------------------------------ helpers
+    def _dir(self, ctx: Context) -> Path:
+        return ctx.dir / "ssh"
+
+    def _port(self, ctx: Context) -> int:
+        return SSH_PORT + ctx.port_offset
+
+    def _config(self, ctx: Context) -> str:
+        d = self._dir(ctx)
+        return "\n".join([
+            f"ListenAddress {self.address}:{self._port(ctx)}",
+            f"HostKey {d / 'host_ed25519'}",
+            f"AuthorizedKeysFile {d / 'authorized_keys'}",
+            f"PidFile {d / 'sshd.pid'}",
+            "StrictModes no",  # the keys live under the sandbox directory, which sshd would find too open
+            "UsePAM no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+            "PermitRootLogin prohibit-password", f"AllowUsers {getpass.getuser()}",
+            f"SetEnv HOME={d / 'home'}",  # an empty home: no shell rc file runs for each command
+            "MaxSessions 64", "MaxStartups 64:30:128", "LogLevel ERROR", "",
+        ])
+
+    def _start(self, ctx: Context, binary: str) -> None:
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd refuses to start without it
+        if not port_free(self._port(ctx), self.address):
+            raise SandboxError(f"port {self._port(ctx)} on {self.address} (sshd) is already in use; choose another "
+                               f"port offset (now {ctx.port_offset})")
+        run = ctx.dir / "run"
+        try:
+            record = spawn([binary, "-D", "-e", "-f", str(self._dir(ctx) / "sshd_config")], dict(os.environ),
+                           run / "sshd.out", run / "sshd.err")
+        except OSError as exc:
+            raise SandboxError(f"cannot start sshd: {exc.strerror}: {binary}") from None
+        record["title"] = "sshd: " + " ".join(record["argv"])  # what sshd -D calls itself once it listens
+        ctx.state["process"] = record
+        ctx.save()
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not _banner(self.address, self._port(ctx)):
+            if not is_alive(record) or time.monotonic() > deadline:
+                stop(record)
+                ctx.state["process"] = None
+                ctx.save()
+                raise SandboxError(f"sshd did not start on {self.address}:{self._port(ctx)}: {tail(run / 'sshd.err')}")
+            time.sleep(0.05)
+
+
+def _keygen(path: Path) -> None:
+    res = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "acgs-verify sandbox", "-f",
+                          str(path)], capture_output=True, text=True, timeout=30)
+    if res.returncode != 0:
+        raise SandboxError(f"ssh-keygen failed: {res.stderr.strip()[:200]}")
+
+
+def _banner(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1) as s:
+            return s.recv(8).startswith(b"SSH-")
+    except OSError:
+        return False
+

@@ -1,0 +1,58 @@
+"""System resources: runbook 'Root Cause Investigation', 'System Resources' and 'Alert Configuration'.
+
+SYS-01..SYS-04 share one read of /proc and df per host (probes/system.py), so a host costs one command.
+Limits are inclusive, as the runbook's alerts are: "CPU utilization (alert: >80%)".
+"""
+
+from acgs_verify.check import runbook
+from acgs_verify.probes import system
+
+
+def _snapshot(hosts, host) -> system.Snapshot:
+    return hosts.fact(host, "system", lambda node: system.snapshot(node, host.mounts))
+
+
+@runbook("SYS-01")
+def test_load_average(node, hosts, thresholds, check):
+    """if [ $(cat /proc/loadavg | cut -d' ' -f1 | cut -d'.' -f1) -gt 8 ]; then echo "High CPU load detected" """
+    snap, limit = _snapshot(hosts, node.host), thresholds.load_1m_max
+    check.that(snap.load_1m <= limit, measured=f"load {snap.load_1m:g} {snap.load_5m:g} {snap.load_15m:g} "
+               "(1, 5, 15 min)", expected=f"1-minute load <= {limit:g}", value=snap.load_1m)
+
+
+@runbook("SYS-02")
+def test_cpu_utilization(node, hosts, thresholds, check):
+    """top  (CPU utilization, alert: >80%)"""
+    snap, limit = _snapshot(hosts, node.host), thresholds.cpu_percent_max
+    check.that(snap.cpu_percent <= limit, measured=f"CPU {snap.cpu_percent:.1f} % busy over "
+               f"{system.CPU_SAMPLE_SECONDS:g} s", expected=f"<= {limit:g} %", value=round(snap.cpu_percent, 2))
+
+
+@runbook("SYS-03")
+def test_memory_usage(node, hosts, thresholds, check):
+    """MEMORY_USAGE=$(free | grep Mem | awk '{printf("%.0f", $3/$2 * 100.0)}')  (alert: >85%)"""
+    snap, limit = _snapshot(hosts, node.host), thresholds.memory_percent_max
+    used_mib = (snap.memory_total_kib - snap.memory_available_kib) // 1024
+    check.that(snap.memory_percent <= limit, measured=f"memory {snap.memory_percent:.1f} % used ({used_mib} of "
+               f"{snap.memory_total_kib // 1024} MiB)", expected=f"<= {limit:g} %", value=round(snap.memory_percent, 2))
+
+
+@runbook("SYS-04")
+def test_disk_usage(mount, hosts, thresholds, check):
+    """DISK_USAGE=$(df / | tail -1 | awk '{print $5}' | sed 's/%//')  (alert: >90%)"""
+    disk, limit = _snapshot(hosts, mount.host).disks.get(mount.mount), thresholds.disk_percent_max
+    if not isinstance(disk, system.Disk):
+        check.fail(f"df {mount.mount}: {disk or 'no answer'}")
+    check.that(disk.percent <= limit, measured=f"{disk.mount} ({disk.filesystem}) {disk.percent:.1f} % used, "
+               f"{(disk.size_kib - disk.used_kib) // 1024} MiB free", expected=f"<= {limit:g} %", value=disk.percent)
+
+
+@runbook("SYS-05")
+def test_no_recent_oom_kills(node, hosts, profile, thresholds, check):
+    """dmesg | grep -i "killed process" """
+    source, n = profile.paths.kernel_log, thresholds.log_tail_lines
+    kills = hosts.fact(node.host, "oom", lambda h: system.oom_kills(h, source, n))
+    if kills:
+        check.evidence("OOM kills", "\n".join(kills[-20:]))
+    check.that(not kills, measured=f"{len(kills)} 'Killed process' lines in the last {n} lines of "
+               f"{source or 'dmesg'}" + (f", latest: {kills[-1][-160:]}" if kills else ""), expected="0")

@@ -1,0 +1,220 @@
+"""Whole runs against the sandbox for the host layer: each system, security and monitoring fault fails exactly its
+checks on the right hosts; a host that is down costs one connect timeout; SYS checks report this machine's numbers;
+SVC-03/04 and DB-02 work over ssh; xdist keeps a host's checks together."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from acgs_verify.sandbox.components.sshd import sshd_binary
+from tests.conftest import SHARED_MACHINE, run_cli
+
+HAS_SSHD = sshd_binary() is not None
+OPS = "ops-1"
+NODE_CHECKS = ("SYS-01", "SYS-02", "SYS-03", "SYS-05", "SEC-03", "SEC-04", "SEC-06", "MON-01")
+needs_sshd = pytest.mark.skipif(not HAS_SSHD, reason="needs openssh-server (.ci/run installs it)")
+
+
+def run(profile: Path, tmp_path: Path, *extra: str, shared: bool = True):
+    reports = tmp_path / f"reports-{time.monotonic_ns()}"
+    res = run_cli("run", "--profile", str(profile), "--report-dir", str(reports),
+                  *(SHARED_MACHINE if shared else ()), *extra)
+    summary_path = reports / "latest" / "summary.json"
+    return res, json.loads(summary_path.read_text()) if summary_path.exists() else None
+
+
+def failed(summary) -> set[tuple[str, str]]:
+    return {(c["id"], c["target"]) for c in summary["checks"] if c["outcome"] in ("failed", "error")}
+
+
+def both(check_id: str) -> set[tuple[str, str]]:
+    """Checks of files every host of the sandbox reads (one machine): they fail on app-1 and on the ssh host."""
+    return {(check_id, "app-1")} | ({(check_id, OPS)} if HAS_SSHD else set())
+
+
+def expected(fault: str, sandbox) -> set[tuple[str, str]]:
+    root = sandbox.dir / "home/acgs/ACGS"
+    return {
+        "world-writable": {("SEC-01", "app-1")},
+        "secret-readable": {("SEC-02", f"{root}/config/production.env@app-1")},
+        "unknown-user": both("SEC-04"),
+        "oom-kill": both("SYS-05"),
+        "failed-logins": both("SEC-03"),
+        "breach-indicator": both("SEC-06"),
+        "critical-alert": both("MON-01"),
+        "stale-key": {("SEC-05", "app@app-1")},
+        "process-gone:auth": {("SVC-03", "auth@app-1")},
+        "host-down": {(c, OPS) for c in NODE_CHECKS} | {("SYS-04", f"{OPS}:/")},
+    }[fault]
+
+
+FAULTS = ["world-writable", "secret-readable", "unknown-user", "oom-kill", "failed-logins", "breach-indicator",
+          "critical-alert", "stale-key", "process-gone:auth",
+          pytest.param("host-down", marks=needs_sshd)]
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_each_host_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fault):
+    healthy_sandbox.break_fault(fault)
+    res, summary = run(healthy_sandbox.profile_path, tmp_path)
+    assert failed(summary) == expected(fault, healthy_sandbox), res.stdout[-3000:]
+    blocking = any(c["severity"] in ("P0", "P1") for c in summary["checks"] if c["outcome"] == "failed")
+    assert res.returncode == (2 if blocking else 1)
+    for c in summary["checks"]:
+        if c["outcome"] == "failed":
+            assert "Next:" in c["message"] and c["target"] in c["message"]
+    if fault == "host-down":
+        for c in summary["checks"]:
+            if c["outcome"] == "failed":
+                assert "host unreachable: ssh: connect to host 127.0.0.2" in c["message"], c["message"]
+        assert summary["hosts"][OPS]["failed"] == len(NODE_CHECKS) + 1 and summary["hosts"][OPS]["passed"] == 0
+        assert f"{OPS} 0 passed {len(NODE_CHECKS) + 1} failed" in res.stdout  # the terminal's per-host line
+    if fault == "world-writable":
+        (c,) = [c for c in summary["checks"] if c["outcome"] == "failed"]
+        assert c["value"]["count"] == 1 and c["value"]["first"][0].endswith("constitutional-ai/app/main.py")
+
+
+def test_healthy_sandbox_runs_every_host_check_on_every_host(healthy_sandbox, tmp_path):
+    res, summary = run(healthy_sandbox.profile_path, tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:]
+    names = {(c["id"], c["target"]) for c in summary["checks"]}
+    hosts = ["app-1", OPS] if HAS_SSHD else ["app-1"]
+    for host in hosts:
+        assert {(c, host) for c in NODE_CHECKS} | {("SYS-04", f"{host}:/")} <= names
+    assert {("SEC-01", "app-1"), ("SEC-05", "app@app-1"), ("SEC-05", "db@app-1")} <= names
+    assert sum(c["id"] == "SEC-02" for c in summary["checks"]) == 3
+    assert set(summary["hosts"]) == set(hosts)
+    assert all(h["failed"] == 0 for h in summary["hosts"].values())
+
+
+def test_sys_checks_report_this_machines_numbers(healthy_sandbox, tmp_path):
+    res, summary = run(healthy_sandbox.profile_path, tmp_path, "--set", "thresholds.memory_percent_max=0.001",
+                       "--set", "thresholds.disk_percent_max=0.001", "--set", "thresholds.cpu_percent_max=0.001",
+                       "--", "-k", "memory or disk or cpu or load", shared=False)
+    hosts = ["app-1", OPS] if HAS_SSHD else ["app-1"]
+    assert failed(summary) == {(c, h) for c in ("SYS-02", "SYS-03") for h in hosts} | {
+        ("SYS-04", f"{h}:/") for h in hosts}, res.stdout[-2000:]
+    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    total, avail = (int(meminfo[k].split()[0]) for k in ("MemTotal", "MemAvailable"))
+    st = os.statvfs("/")
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    disk_pct = 100 * used / (used + st.f_bavail * st.f_frsize)
+    for c in summary["checks"]:
+        if c["id"] == "SYS-03":
+            assert abs(c["value"] - 100 * (total - avail) / total) < 5, c  # memory moves a little between reads
+            assert f"of {total // 1024} MiB" in c["message"]
+        if c["id"] == "SYS-04":
+            assert abs(c["value"] - disk_pct) < 1, c
+        if c["id"] == "SYS-01":
+            assert c["outcome"] == "passed" and abs(c["value"] - os.getloadavg()[0]) < 4, c
+
+
+@pytest.fixture
+def black_hole():
+    """A TCP listener on 127.0.0.4 that never speaks: ssh waits its whole connect timeout."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.4", 0))
+        s.listen(64)
+        yield s.getsockname()[1]
+
+
+@needs_sshd
+def test_a_host_that_never_answers_adds_one_connect_timeout_to_the_run(healthy_sandbox, tmp_path, black_hole):
+    data = yaml.safe_load(healthy_sandbox.profile_path.read_text())
+    data.setdefault("thresholds", {})["connect_timeout_seconds"] = 2
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(data))
+    ops = next(h for h in data["hosts"] if h["name"] == OPS)
+    data["hosts"].append({**ops, "name": "dark-1", "address": "127.0.0.4", "port": black_hole})
+    dark = tmp_path / "dark.yaml"
+    dark.write_text(yaml.safe_dump(data))
+    k = ("--", "-k", "system or security or monitoring")
+    _, without = run(base, tmp_path, *k)
+    res, with_dark = run(dark, tmp_path, *k)
+    dark_checks = [c for c in with_dark["checks"] if c["target"].startswith("dark-1")]
+    assert len(dark_checks) == len(NODE_CHECKS) + 1
+    for c in dark_checks:
+        assert c["outcome"] == "failed" and "host unreachable" in c["message"] and "timed out" in c["message"], c
+    assert failed(with_dark) == {(c["id"], c["target"]) for c in dark_checks}, res.stdout[-2000:]
+    # 9 checks on that host; one timeout (2 s) for all of them, plus slack for a loaded machine
+    assert with_dark["duration"] - without["duration"] < 2 + 6, (with_dark["duration"], without["duration"])
+
+
+@needs_sshd
+def test_parallel_workers_give_the_same_results_per_host(healthy_sandbox, tmp_path):
+    _, serial = run(healthy_sandbox.profile_path, tmp_path, "--", "-k", "system or security or services")
+    res, parallel = run(healthy_sandbox.profile_path, tmp_path, "--", "-k", "system or security or services",
+                        "-n", "2", "--dist", "loadgroup")
+    assert res.returncode == 0, res.stdout[-2000:]
+    assert {(c["name"], c["outcome"]) for c in parallel["checks"]} == {(c["name"], c["outcome"])
+                                                                       for c in serial["checks"]}
+    assert parallel["hosts"] == serial["hosts"]
+
+
+# --------------------------------------------------------------------- SVC-03..05 and DB-02 over ssh
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A real PostgreSQL server on 127.0.0.1 (as the postgres user when run as root), for DB-02."""
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bins:
+        pytest.skip("needs PostgreSQL (.ci/run installs it)")
+    bindir = bins[-1].parent
+    datadir = Path(tempfile.mkdtemp(prefix="acgs-pg-", dir="/tmp"))
+    user = "postgres" if os.geteuid() == 0 else None
+    if user:
+        shutil.chown(datadir, user)
+    subprocess.run([str(bindir / "initdb"), "-D", str(datadir), "-A", "trust", "-U", "acgs"], user=user,
+                   check=True, capture_output=True, timeout=120)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(bindir / "postgres"), "-D", str(datadir), "-p", str(port), "-k", str(datadir),
+                             "-c", "listen_addresses=127.0.0.1"], user=user, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (datadir / "postmaster.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        yield {"port": port, "datadir": str(datadir), "proc": proc}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(datadir, ignore_errors=True)
+
+
+@needs_sshd
+def test_process_port_unit_and_postgres_checks_run_over_ssh(healthy_sandbox, tmp_path, postgres):
+    data = yaml.safe_load(healthy_sandbox.profile_path.read_text())
+    for h in data["hosts"]:
+        h["roles"] = ["db"] if h["name"] == "app-1" else ["app", "db"]  # the services are checked over ssh
+    data["databases"] = [{"name": "primary", "dsn": f"postgresql://acgs@127.0.0.1:{postgres['port']}/postgres",
+                          "process": rf"postgres -D {postgres['datadir']}( |$)"}]
+    profile = tmp_path / "remote.yaml"
+    profile.write_text(yaml.safe_dump(data))
+    k = ("--", "-k", "process_is_running or port_is_listening or systemd_unit or postgresql_server")
+    healthy_sandbox.break_fault("process-gone:auth")
+    res, summary = run(profile, tmp_path, *k)
+    assert failed(summary) == {("SVC-03", f"auth@{OPS}")}, res.stdout[-2000:]
+    ran = {(c["id"], c["target"], c["outcome"]) for c in summary["checks"]}
+    assert ("SVC-04", f"auth@{OPS}", "passed") in ran  # renamed, but the port is still open
+    assert ("DB-02", f"primary@{OPS}", "passed") in ran and ("DB-02", "primary@app-1", "passed") in ran
+    assert {c["outcome"] for c in summary["checks"] if c["id"] == "SVC-05"} == {"skipped"}  # no systemd here
+    assert len([c for c in summary["checks"] if c["id"] == "SVC-03"]) == 6
+    postgres["proc"].terminate()
+    postgres["proc"].wait(timeout=30)
+    healthy_sandbox.heal_fault("process-gone:auth")
+    res, summary = run(profile, tmp_path, *k)
+    assert failed(summary) == {("DB-02", f"primary@{OPS}"), ("DB-02", "primary@app-1")}, res.stdout[-2000:]
+    assert "0 processes matching" in next(c["message"] for c in summary["checks"] if c["id"] == "DB-02")
