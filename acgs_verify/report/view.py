@@ -47,13 +47,6 @@ class View:
     trend: list[dict]
 
 
-def host_of_target(target: str) -> str:
-    """`auth@app-1` runs on app-1; a host target is its own name; a database or Redis target names no host."""
-    if "@" in target:
-        return target.rsplit("@", 1)[1]
-    return target
-
-
 def outcome_word(c: CheckResult) -> str:
     if c.waived and c.outcome in FAILED_OUTCOMES:
         return "waived"
@@ -74,7 +67,8 @@ def view_of(result: RunResult) -> View:
                 for key, title in SECTIONS.items()]
     hosts: dict[str, list[CheckResult]] = {}
     for c in result.checks:
-        hosts.setdefault(host_of_target(c.target), []).append(c)
+        # a database or Redis target runs on no host of the profile: it gets a row of its own
+        hosts.setdefault(c.host or c.target, []).append(c)
     headline = result.summary_line().split(" - ", 1)[-1].split(" | ", 1)[0]
     return View(
         result=result,
