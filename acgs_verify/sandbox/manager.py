@@ -23,6 +23,8 @@ from typing import Any
 import yaml
 
 from acgs_verify.sandbox.components.base import Component, Context, SandboxError, atomic_write
+from acgs_verify.sandbox.components.postgres import Postgres
+from acgs_verify.sandbox.components.redis import Redis
 from acgs_verify.sandbox.components.services import Services
 from acgs_verify.sandbox.service_app import CONSTITUTIONAL_HASH, SERVICES
 
@@ -31,7 +33,7 @@ HIGHEST_PORT = max(s.port for s in SERVICES.values())
 
 
 def default_components() -> list[Component]:
-    return [Services()]
+    return [Services(), Postgres(), Redis()]
 
 
 def fault_names(components: Sequence[Component] | None = None) -> list[str]:

@@ -22,6 +22,8 @@ from acgs_verify.sandbox.components.base import (
     SandboxError,
     atomic_write,
     is_alive,
+    port_free,
+    python_env,
     spawn,
     stop,
     tail,
@@ -32,7 +34,9 @@ READY_TIMEOUT = 15.0
 SEED_REQUESTS = 40
 SEED_PATHS = ("/api/v1/policies", "/api/v1/principles", "/api/v1/decisions", "/api/v1/evaluate",
               "/api/v1/status")
-PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # the directory holding acgs_verify/
+
+# the service whose /metrics the sandbox profile names as a source of the compliance rate (CC-04)
+COMPLIANCE_SERVICE = "constitutional-ai"
 
 # faults whose heal (and for log-no-banner also break) needs a fresh log and a fresh process
 _RESTART_ON_HEAL = ("errors", "log-hash-mismatch", "log-no-banner")
@@ -57,7 +61,7 @@ class Services(Component):
         ctx.state.setdefault("faults", {})
         ports = {name: self._port(ctx, spec) for name, spec in SERVICES.items()}
         for name, port in ports.items():
-            if not _port_free(port):
+            if not port_free(port):
                 raise SandboxError(
                     f"port {port} ({name}) is already in use on 127.0.0.1; stop what holds it "
                     f"or choose another port offset (now {ctx.port_offset})"
@@ -117,6 +121,8 @@ class Services(Component):
                 entry.update(ready_path="/health/ready", live_path="/health/live")
             if spec.metrics:
                 entry["metrics_path"] = "/metrics"
+            if spec.name == COMPLIANCE_SERVICE:
+                entry["compliance_metric"] = "acgs_constitutional_compliance"
             entry.update(
                 process=process_pattern(spec),
                 unit=f"acgs-{spec.name}-service",
@@ -185,11 +191,7 @@ class Services(Component):
                 "--log-level", "warning", "--no-access-log"]
 
     def _spawn(self, ctx: Context, spec: ServiceSpec) -> None:
-        env = dict(os.environ)
-        env["ACGS_SANDBOX_DIR"] = str(ctx.dir)
-        # the services must import this very acgs_verify, whatever the caller's cwd or install
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
+        env = python_env(ctx)
         run = ctx.dir / "run"
         try:
             record = spawn(self._argv(ctx, spec), env, run / f"{spec.name}.out", run / f"{spec.name}.err")
@@ -237,7 +239,7 @@ class Services(Component):
             raise SandboxError(f"{spec.name} stopped answering on {base}: {type(exc).__name__}") from None
 
     def _start(self, ctx: Context, spec: ServiceSpec) -> None:
-        if not _port_free(self._port(ctx, spec)):
+        if not port_free(self._port(ctx, spec)):
             raise SandboxError(f"port {self._port(ctx, spec)} ({spec.name}) is already in use on 127.0.0.1")
         self._spawn(ctx, spec)
         self._wait_ready(ctx, spec, time.monotonic() + READY_TIMEOUT)
@@ -259,13 +261,4 @@ class Services(Component):
             self._start(ctx, spec)
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # SO_REUSEADDR as uvicorn sets it: a TIME_WAIT leftover is not "in use", a listener is
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
