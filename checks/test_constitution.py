@@ -52,8 +52,10 @@ def test_audit_hash_chain_unbroken(database, pg, profile, check):
     db = database.database
     chain = audit_chain(pg.get(db), db.audit_table, profile.constitutional_hash, db.audit_chain_rows)
     first = chain["first_break"]
-    broken = (f"; first broken link: row id {first['id']} has prev_hash {first['prev_hash']}, the row before has "
-              f"current_hash {first['previous_current_hash']}") if first else ""
+    if first:
+        check.evidence("first broken link", first)
+    broken = (f"; first broken link: row id {first['id']} has prev_hash {str(first['prev_hash'])[:16]}..., the row "
+              f"before has current_hash {str(first['previous_current_hash'])[:16]}...") if first else ""
     wrong = chain["first_wrong_hash"]
     other = f"; first row with another hash: id {wrong['id']} ({wrong['constitutional_hash']})" if wrong else ""
     check.that(not chain["breaks"] and not chain["wrong_hash"], value=chain["breaks"] + chain["wrong_hash"],

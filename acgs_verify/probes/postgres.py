@@ -127,7 +127,7 @@ def connect(dsn: str, password: str | None, thresholds, secrets: list[str] = ())
 
 def _one_line(exc: Exception, secrets) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
-    return mask(text.removeprefix("connection failed: "), secrets)[:400]
+    return mask(text.removeprefix("connection failed: "), secrets).rstrip(".")[:400]
 
 
 def _ident(name: str):
@@ -237,8 +237,8 @@ def replication(pg: Pg) -> list[dict[str, Any]]:
     """Standbys streaming from this primary (pg_stat_replication): name, address, state, replay lag in
     seconds (None when the server has no fresh sample) and bytes not yet replayed (DB-07)."""
     return pg.rows(
-        "SELECT application_name AS name, client_addr::text AS address, state,"
-        " extract(epoch FROM replay_lag)::float AS replay_lag_seconds,"
+        "SELECT application_name AS name, host(client_addr) AS address, state,"
+        " round(extract(epoch FROM replay_lag)::numeric, 1)::float AS replay_lag_seconds,"
         " pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS replay_bytes_behind"
         " FROM pg_stat_replication ORDER BY application_name")
 

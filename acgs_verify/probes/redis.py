@@ -37,10 +37,17 @@ class RedisProbe:
         # no retries (a timeout is an answer), no CLIENT SETINFO on connect, one socket reused by every check
         quiet = ({"driver_info": None} if "driver_info" in inspect.signature(redis.Redis.__init__).parameters
                  else {"lib_name": None, "lib_version": None})
-        self._client = redis.Redis.from_url(
-            url, password=password, socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0), retry_on_timeout=False, decode_responses=True,
-            single_connection_client=True, health_check_interval=0, **quiet)
+        try:  # single_connection_client connects (and authenticates) here, at once
+            self._client = redis.Redis.from_url(
+                url, password=password, socket_timeout=timeout, socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 0), retry_on_timeout=False, decode_responses=True,
+                single_connection_client=True, health_check_interval=0, **quiet)
+        except (redis.RedisError, OSError, ValueError) as exc:
+            raise ProbeError(f"cannot reach {self.label}: {self._reason(exc)}") from None
+
+    def _reason(self, exc: Exception) -> str:
+        text = mask(" ".join(str(exc).split()) or type(exc).__name__, self._secrets)
+        return f"{type(exc).__name__}: {text}".rstrip(".")[:400]
 
     def command(self, name: str, *args: Any) -> Any:
         """Send one read command; ProbeError with one line if it fails or is not a read command."""
@@ -51,8 +58,7 @@ class RedisProbe:
         try:
             return self._client.execute_command(name, *args)
         except redis.RedisError as exc:
-            text = mask(" ".join(str(exc).split()) or type(exc).__name__, self._secrets)
-            raise ProbeError(f"{self.label}: {name.upper()} failed: {type(exc).__name__}: {text}"[:400]) from None
+            raise ProbeError(f"{self.label}: {name.upper()} failed: {self._reason(exc)}") from None
 
     def ping(self) -> float:
         """PING -> milliseconds until PONG (RD-01)."""
@@ -104,16 +110,14 @@ class RedisPool:
             raise ProbeError(self._failed[cache.name])
         if cache.name not in self._open:
             t = self.profile.thresholds
-            probe = RedisProbe(cache.url, self.profile.secret(f"redis.{cache.name}"),
-                               timeout=max(t.redis_timeout_seconds, t.connect_timeout_seconds),
-                               secrets=self.profile.secret_values())
             try:
-                probe.ping()  # connects and authenticates now, so a bad password is one finding
+                self._open[cache.name] = RedisProbe(
+                    cache.url, self.profile.secret(f"redis.{cache.name}"),
+                    timeout=max(t.redis_timeout_seconds, t.connect_timeout_seconds),
+                    secrets=self.profile.secret_values())
             except ProbeError as exc:
-                probe.close()
-                self._failed[cache.name] = f"cannot reach {probe.label}: {str(exc).split(': ', 1)[-1]}"
-                raise ProbeError(self._failed[cache.name]) from None
-            self._open[cache.name] = probe
+                self._failed[cache.name] = str(exc)
+                raise
         return self._open[cache.name]
 
     def close(self) -> None:

@@ -49,11 +49,16 @@ def idle(n: int) -> None:
 def redis_slow() -> None:
     import redis
 
-    client = redis.Redis.from_url(os.environ["ACGS_HOLDER_REDIS_URL"],
-                                  password=os.environ.get("ACGS_HOLDER_REDIS_PASSWORD"), socket_timeout=5)
-    while True:
-        client.execute_command("DEBUG", "SLEEP", "0.05")  # the server does nothing else for 50 ms
-        time.sleep(0.002)
+    def busy() -> None:
+        client = redis.Redis.from_url(os.environ["ACGS_HOLDER_REDIS_URL"],
+                                      password=os.environ.get("ACGS_HOLDER_REDIS_PASSWORD"), socket_timeout=5)
+        while True:
+            client.execute_command("DEBUG", "SLEEP", "0.05")  # the server does nothing else for 50 ms
+
+    # two connections take turns, so the server is asleep nearly all the time, not just now and then
+    for _ in range(2):
+        threading.Thread(target=busy, daemon=True).start()
+    time.sleep(FOREVER)
 
 
 def main(argv: list[str]) -> int:

@@ -207,7 +207,7 @@ def _low_compliance(conn, replica) -> list[int]:
     # one recent compliant decision in six turns non-compliant: ~83 % of the window
     ids = _ids(conn, "SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM audit_logs"
                      " WHERE event_type = 'governance_decision' AND timestamp > now() - interval '24 hours'"
-                     " AND (event_data->>'compliant')::boolean) d WHERE n % 6 = 0")
+                     " AND (event_data->>'compliant')::boolean) d WHERE n %% 6 = 0")
     conn.execute("UPDATE audit_logs SET event_data = jsonb_set(event_data, '{compliant}', 'false')"
                  " WHERE id = ANY(%s)", (ids,))
     return ids
@@ -239,7 +239,8 @@ def _wait(what: str, test: Callable[[], bool], timeout: float = 20) -> None:
 
 
 def _lsn(conn) -> str:
-    return conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+    # the insert position: a commit that wrote nothing else is flushed (and sent) a moment later by walwriter
+    return conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
 
 
 def _replica_reached(r, column: str, lsn: str) -> bool:
