@@ -1,6 +1,7 @@
 """The sandbox itself: real uvicorn processes on loopback, real HTTP, real log files. No mocks.
 
-Most tests share one sandbox and leave it as they found it (each heals what it breaks), so they also hold
+These tests are about the services and the manager, so their sandboxes run the services only; PostgreSQL
+and Redis have theirs in test_sandbox_data.py. Most tests share one sandbox and leave it as they found it (each heals what it breaks), so they also hold
 under pytest-xdist; the test of `down` brings up a sandbox of its own.
 """
 
@@ -21,6 +22,7 @@ import pytest
 import yaml
 
 from acgs_verify.sandbox import FAULTS, Sandbox, SandboxError
+from acgs_verify.sandbox.components.services import Services
 from acgs_verify.sandbox.service_app import OTHER_LOG_HASH, SERVICES
 
 HASH = "cdd01ef066bc6cf2"
@@ -47,7 +49,7 @@ def _free_offset() -> int:
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    sb = Sandbox(tmp_path_factory.mktemp("sandbox"), port_offset=_free_offset())
+    sb = Sandbox(tmp_path_factory.mktemp("sandbox"), port_offset=_free_offset(), components=[Services()])
     try:
         sb.up()
         yield sb
@@ -312,7 +314,7 @@ def test_up_refuses_a_taken_port_and_leaves_nothing_running(tmp_path: Path) -> N
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", SERVICES["policy-governance"].port + offset))
         holder.listen()
-        sb = Sandbox(tmp_path / "sb", port_offset=offset)
+        sb = Sandbox(tmp_path / "sb", port_offset=offset, components=[Services()])
         with pytest.raises(SandboxError, match=rf"port {8003 + offset} \(policy-governance\)"):
             sb.up()
     status = sb.status()
@@ -323,7 +325,7 @@ def test_up_refuses_a_taken_port_and_leaves_nothing_running(tmp_path: Path) -> N
 def test_a_service_that_cannot_start_fails_up_with_its_stderr(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONHOME", str(tmp_path / "no-python-here"))  # inherited: every service dies
-    sb = Sandbox(tmp_path / "sb", port_offset=_free_offset())
+    sb = Sandbox(tmp_path / "sb", port_offset=_free_offset(), components=[Services()])
     with pytest.raises(SandboxError, match=r"exited during start-up: .*encoding") as exc:
         sb.up()
     assert "\n" not in str(exc.value)
@@ -349,7 +351,7 @@ def test_a_killed_service_shows_as_crashed(sandbox: Sandbox) -> None:
 
 
 def test_down_stops_every_process_and_is_safe_twice(tmp_path: Path) -> None:
-    sandbox = Sandbox(tmp_path / "sb", port_offset=_free_offset())
+    sandbox = Sandbox(tmp_path / "sb", port_offset=_free_offset(), components=[Services()])
     try:
         sandbox.up()
         sandbox.break_fault("slow:auth")

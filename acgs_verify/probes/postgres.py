@@ -114,7 +114,7 @@ def connect(dsn: str, password: str | None, thresholds, secrets: list[str] = ())
     started = time.monotonic()
     try:
         conn = psycopg.connect(dsn, **kwargs)
-    except psycopg.Error as exc:
+    except (psycopg.Error, OSError, ValueError) as exc:  # ValueError: a host name the resolver refuses
         took = time.monotonic() - started
         raise ProbeError(f"cannot connect to {shown} (after {took:.1f} s): {_one_line(exc, secrets)}") from None
     pg = Pg(conn, shown, secrets)
