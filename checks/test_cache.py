@@ -3,6 +3,8 @@
 from acgs_verify.check import runbook
 from acgs_verify.probes.redis import hit_rate
 
+MIN_PINGS = 100
+
 
 @runbook("RD-01")
 def test_ping_answers_pong(cache, caches, thresholds, check):
@@ -16,12 +18,15 @@ def test_ping_answers_pong(cache, caches, thresholds, check):
 @runbook("RD-02")
 def test_command_latency_p99(cache, caches, thresholds, check):
     """redis-cli --latency-history"""
-    n = thresholds.latency_samples
+    # like redis-cli, many samples: a PING takes ~0.1 ms, and with 100 one scheduling hiccup of this
+    # (shared) machine is not the p99
+    n = max(thresholds.latency_samples, MIN_PINGS)
     lat = caches.get(cache.redis).latency(n)
     if lat.failures:
         check.fail(f"{len(lat.failures)} of {n} PINGs failed, first: {lat.failures[0]}")
     limit = thresholds.redis_latency_p99_ms_max
-    check.that(lat.p99 < limit, measured=f"p50 {lat.p50:.2f} ms, p99 {lat.p99:.2f} ms over {n} PINGs",
+    taken = len(lat.samples_ms)
+    check.that(lat.p99 < limit, measured=f"p50 {lat.p50:.2f} ms, p99 {lat.p99:.2f} ms over {taken} PINGs",
                expected=f"p99 < {limit:g} ms", value={"p50_ms": round(lat.p50, 3), "p99_ms": round(lat.p99, 3)})
 
 
