@@ -1,7 +1,9 @@
 """The sandbox itself: real uvicorn processes on loopback, real HTTP, real log files. No mocks.
 
-These tests are about the services and the manager, so their sandboxes run the services only; PostgreSQL
-and Redis have theirs in test_sandbox_data.py. Most tests share one sandbox and leave it as they found it (each heals what it breaks), so they also hold
+These tests are about the services and the manager, so their sandboxes run the services only (PostgreSQL
+and Redis have theirs in test_sandbox_data.py).
+
+Most tests share one sandbox and leave it as they found it (each heals what it breaks), so they also hold
 under pytest-xdist; the test of `down` brings up a sandbox of its own.
 """
 
