@@ -271,6 +271,25 @@ def replica_lag(pg: Pg, settle_seconds: float = 0.3) -> dict[str, Any]:
             "received": row["received"], "replayed": row["replayed"]}
 
 
+def replication_lags(pool: PgPool, database: Database) -> dict[str, Any] | None:
+    """Replay lag of every replica of `database`, seen from the primary and asked of each replica the profile
+    lists (DB-07); None when there is no replica at all.
+
+    -> {'lag_seconds': {'walreceiver@127.0.0.1 (streaming)': 0.0, 'postgresql://acgs@db-2:5432/acgs_production': 0.0},
+        'not_streaming': [], 'pg_stat_replication': [...], 'replicas': {...}}
+    """
+    standbys = replication(pool.get(database))
+    asked = {display_url(dsn): replica_lag(pool.replica(database, dsn)) for dsn in database.replicas}
+    if not standbys and not asked:
+        return None
+    lags = {f"{s['name']}@{s['address']} ({s['state']})": s["replay_lag_seconds"] or 0.0 for s in standbys}
+    lags.update({dsn + (" (replay paused)" if r["paused"] else ""): r["lag_seconds"] for dsn, r in asked.items()})
+    not_streaming = [s["name"] for s in standbys if s["state"] != "streaming"]
+    if len(standbys) < len(asked):
+        not_streaming.append(f"{len(asked) - len(standbys)} listed replicas missing from pg_stat_replication")
+    return {"lag_seconds": lags, "not_streaming": not_streaming, "pg_stat_replication": standbys, "replicas": asked}
+
+
 def cache_hit(pg: Pg) -> tuple[int, int]:
     """(blks_hit, blks_read) of this database since its statistics were reset (DB-08)."""
     row = pg.rows("SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = current_database()")[0]
