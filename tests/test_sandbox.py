@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from acgs_verify.sandbox import FAULTS, Sandbox, SandboxError
+from acgs_verify.sandbox.components.base import port_free
 from acgs_verify.sandbox.components.services import Services
 from acgs_verify.sandbox.service_app import OTHER_LOG_HASH, SERVICES
 
@@ -31,20 +32,10 @@ HASH = "cdd01ef066bc6cf2"
 PORTS = [s.port for s in SERVICES.values()]
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _free_offset() -> int:
     for _ in range(50):
         offset = 20000 + 100 * random.randrange(0, 370)
-        if all(_free(p + offset) for p in PORTS):
+        if all(port_free(p + offset) for p in PORTS):
             return offset
     pytest.skip("no free block of sandbox ports on 127.0.0.1")
 
@@ -366,7 +357,7 @@ def test_down_stops_every_process_and_is_safe_twice(tmp_path: Path) -> None:
         status = sandbox.status()
         assert status["up"] is False and status["faults"] == []
         assert all(p["state"] == "stopped" and p["pid"] is None for p in status["components"]["services"])
-        assert all(_free(p + sandbox.port_offset) for p in PORTS)
+        assert all(port_free(p + sandbox.port_offset) for p in PORTS)
     finally:
         sandbox.down()
 
