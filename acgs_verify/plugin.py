@@ -190,6 +190,26 @@ def logs(hosts, pytestconfig: pytest.Config):
     return LogReader(hosts, since=_run_options(pytestconfig)["since"])
 
 
+@pytest.fixture(scope="session")
+def pg(profile: Profile):
+    """Read-only PostgreSQL sessions, one per database (and replica) per worker, closed at session end."""
+    from acgs_verify.probes.postgres import PgPool
+
+    pool = PgPool(profile)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="session")
+def caches(profile: Profile):
+    """Read-only Redis connections, one per Redis per worker, closed at session end."""
+    from acgs_verify.probes.redis import RedisPool
+
+    pool = RedisPool(profile)
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
 def check(request: pytest.FixtureRequest) -> Check:
     target = _target_of(request.node)

@@ -77,6 +77,9 @@ class Thresholds(_Strict):
     alert_window_minutes: float = Field(15, gt=0)
     # not in the catalog's table, but every probe needs one: how long a host or socket gets to answer
     connect_timeout_seconds: float = Field(3, gt=0)
+    # not in the catalog either: the statement_timeout of every database session the checks open, so no
+    # check's query can run on (or hold a lock) past it
+    db_statement_timeout_seconds: float = Field(15, gt=0)
 
 
 class Host(_Strict):
@@ -117,6 +120,9 @@ class Service(_Strict):
     ready_path: str | None = None
     live_path: str | None = None
     metrics_path: str | None = None
+    # a gauge on metrics_path holding the compliance rate (0..1) of recent governance decisions, e.g.
+    # acgs_constitutional_compliance; CC-04 reads it where it is named
+    compliance_metric: str | None = None
     process: str | None = None  # regex over the full command line (ps -eo args)
     unit: str | None = None
     log: str | None = None
@@ -147,15 +153,32 @@ class _SecretRef(_Strict):
 
 
 class Database(_SecretRef):
-    """A PostgreSQL database. The DSN carries no password: see password_env / password_file."""
+    """A PostgreSQL database (a primary). The DSN carries no password: see password_env / password_file.
+
+    The checks connect as the DSN's user with a read-only session (default_transaction_read_only,
+    statement_timeout, lock_timeout, application_name=acgs-verify). DB-04/DB-05 see other sessions' query
+    text only if that role may (superuser or a member of pg_read_all_stats).
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     role: str = "db"
     dsn: str
+    # DB-02: the systemd unit (checked where the host runs systemd) and a regex over the server's
+    # command line (ps -eo args); None leaves that half out
     unit: str | None = "postgresql"
     process: str | None = r"postgres"
+    # streaming replicas of this primary, as DSNs without a password (same role and secret as `dsn`):
+    # DB-07 asks each one how far its replay is behind, besides reading pg_stat_replication on the primary
+    replicas: list[str] = []
+    # the audit table (CC-04, CC-05, DB-10); None: this database holds none
     audit_table: str | None = "audit_logs"
-    compliance_window_hours: float = 24
+    # CC-04: rows of this event_type within compliance_window_hours are governance decisions, and
+    # event_data->>compliance_field says whether each one complied (true/false)
+    decision_event_type: str = "governance_decision"
+    compliance_field: str = Field("compliant", pattern=r"^[A-Za-z0-9_]+$")
+    compliance_window_hours: float = Field(24, gt=0)
+    # CC-05 walks the hash chain of the most recent rows, newest first, up to this many
+    audit_chain_rows: int = Field(100_000, ge=2)
     # credential (DSN + secret) allowed to CREATE DATABASE, for the opt-in restore drill only
     admin_dsn: str | None = None
     admin_password_env: str | None = None
@@ -164,19 +187,30 @@ class Database(_SecretRef):
     @field_validator("dsn", "admin_dsn")
     @classmethod
     def _dsn_has_no_password(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        if not v.startswith(("postgresql://", "postgres://")):
-            raise ValueError("must be a postgresql:// URL")
-        if urlsplit(v).password:
-            raise ValueError("must not contain a password; use password_env or password_file")
-        return v
+        return v if v is None else _postgres_url(v)
+
+    @field_validator("replicas")
+    @classmethod
+    def _replica_dsns(cls, v: list[str]) -> list[str]:
+        return [_postgres_url(dsn) for dsn in v]
+
+
+def _postgres_url(v: str) -> str:
+    if not v.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql:// URL")
+    if urlsplit(v).password:
+        raise ValueError("must not contain a password; use password_env or password_file")
+    return v
 
 
 class Redis(_SecretRef):
+    """A Redis server. The URL carries no password: see password_env / password_file. Checks send read
+    commands only (PING, INFO, GET)."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     role: str = "cache"
     url: str
+    # CC-06: the key that must hold the constitutional hash; None: this cache holds none
     hash_key: str | None = "acgs:constitutional_hash"
 
     @field_validator("url")

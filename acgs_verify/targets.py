@@ -108,6 +108,17 @@ class RedisTarget:
         return self.redis.name
 
 
+@dataclass(frozen=True)
+class EnvironmentTarget:
+    """The whole environment a profile describes (CC-04: one compliance rate from every source): `production`."""
+
+    profile: Profile
+
+    @property
+    def id(self) -> str:
+        return self.profile.name or "environment"
+
+
 def _services(p: Profile) -> list[ServiceTarget]:
     return [ServiceTarget(s, h) for s in p.services for h in p.hosts_with_role(s.role)]
 
@@ -128,6 +139,7 @@ TARGET_KINDS: dict[str, Callable[[Profile], list]] = {
     "database": lambda p: [DatabaseTarget(d) for d in p.databases],
     "database_host": lambda p: [DatabaseHostTarget(d, h) for d in p.databases for h in p.hosts_with_role(d.role)],
     "cache": lambda p: [RedisTarget(r) for r in p.redis],
+    "environment": lambda p: [EnvironmentTarget(p)],
 }
 
 

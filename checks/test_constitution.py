@@ -1,7 +1,9 @@
 """Constitutional compliance: runbook 'Constitutional Compliance Failure'."""
 
 from acgs_verify.check import runbook
+from acgs_verify.probes.compliance import compliance_rates
 from acgs_verify.probes.logs import hash_mentions, lines_with
+from acgs_verify.probes.postgres import audit_chain
 
 
 @runbook("CC-01")
@@ -27,3 +29,45 @@ def test_no_log_line_names_another_hash(service_log, logs, profile, thresholds, 
     shown = ", ".join(f"{h} ({n} lines)" for h, n in sorted(others.items())) or "none"
     check.that(not others, measured=f"other hashes named: {shown}",
                expected=f"every named hash is {profile.constitutional_hash}", value=sorted(others))
+
+
+@runbook("CC-04")
+def test_compliance_rate_of_recent_decisions(environment, pg, http, thresholds, check):
+    """python scripts/compliance_report.py  (compliance rate >= 99 %; below 95 % is an incident)"""
+    rates = compliance_rates(environment.profile, pg, http)
+    if not rates:
+        check.skip("no source of decisions: no audit table with recent decisions and no compliance metric named")
+    check.evidence("compliance rate by source", rates)
+    least, target = thresholds.compliance_rate_percent_min, thresholds.compliance_rate_percent_target
+    worst = min(rates.values())
+    shown = ", ".join(f"{source} {rate:.2f} %" for source, rate in rates.items())
+    check.that(worst >= least, measured=shown, expected=f">= {least:g} % (target {target:g} %)", value=worst)
+    if worst < target:
+        check.warn(f"compliance {worst:.2f} % is below the {target:g} % target ({shown})")
+
+
+@runbook("CC-05", applies=lambda t: bool(t.database.audit_table))
+def test_audit_hash_chain_unbroken(database, pg, profile, check):
+    """python scripts/security_audit.py  (each row's prev_hash is the previous row's current_hash)"""
+    db = database.database
+    chain = audit_chain(pg.get(db), db.audit_table, profile.constitutional_hash, db.audit_chain_rows)
+    first = chain["first_break"]
+    if first:
+        check.evidence("first broken link", first)
+    broken = (f"; first broken link: row id {first['id']} has prev_hash {str(first['prev_hash'])[:16]}..., the row "
+              f"before has current_hash {str(first['previous_current_hash'])[:16]}...") if first else ""
+    wrong = chain["first_wrong_hash"]
+    other = f"; first row with another hash: id {wrong['id']} ({wrong['constitutional_hash']})" if wrong else ""
+    check.that(not chain["breaks"] and not chain["wrong_hash"], value=chain["breaks"] + chain["wrong_hash"],
+               measured=f"{chain['breaks']} broken links, {chain['wrong_hash']} rows naming another hash "
+                        f"in the newest {chain['rows']} rows of {db.audit_table}{broken}{other}",
+               expected=f"0 breaks, every row carrying {profile.constitutional_hash}")
+
+
+@runbook("CC-06", applies=lambda t: bool(t.redis.hash_key))
+def test_cache_holds_expected_hash(cache, caches, profile, check):
+    """redis-cli get acgs:constitutional_hash"""
+    key = cache.redis.hash_key
+    got = caches.get(cache.redis).get(key)
+    check.that(got == profile.constitutional_hash, measured=f"{key} = {got!r}",
+               expected=f"{key} = {profile.constitutional_hash!r}")

@@ -81,3 +81,14 @@ def healthy_sandbox(sandbox):
     yield sandbox
     for fault in sandbox.faults():
         sandbox.heal_fault(fault)
+
+
+def sandbox_admin(sandbox, dbname: str = "acgs_production"):
+    """A superuser session on the sandbox's primary, for tests that set up or inspect what checks may not touch."""
+    import psycopg
+
+    from acgs_verify.sandbox.components.postgres import primary_port
+
+    password = (sandbox.dir / "secrets" / "pg-admin.password").read_text().strip()
+    return psycopg.connect(host="127.0.0.1", port=primary_port(sandbox.port_offset), user="postgres",
+                           password=password, dbname=dbname, autocommit=True, connect_timeout=5)

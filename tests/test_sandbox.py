@@ -1,5 +1,8 @@
 """The sandbox itself: real uvicorn processes on loopback, real HTTP, real log files. No mocks.
 
+These tests are about the services and the manager, so their sandboxes run the services only (PostgreSQL
+and Redis have theirs in test_sandbox_data.py).
+
 Most tests share one sandbox and leave it as they found it (each heals what it breaks), so they also hold
 under pytest-xdist; the test of `down` brings up a sandbox of its own.
 """
@@ -21,33 +24,25 @@ import pytest
 import yaml
 
 from acgs_verify.sandbox import FAULTS, Sandbox, SandboxError
+from acgs_verify.sandbox.components.base import port_free
+from acgs_verify.sandbox.components.services import Services
 from acgs_verify.sandbox.service_app import OTHER_LOG_HASH, SERVICES
 
 HASH = "cdd01ef066bc6cf2"
 PORTS = [s.port for s in SERVICES.values()]
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _free_offset() -> int:
     for _ in range(50):
         offset = 20000 + 100 * random.randrange(0, 370)
-        if all(_free(p + offset) for p in PORTS):
+        if all(port_free(p + offset) for p in PORTS):
             return offset
     pytest.skip("no free block of sandbox ports on 127.0.0.1")
 
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    sb = Sandbox(tmp_path_factory.mktemp("sandbox"), port_offset=_free_offset())
+    sb = Sandbox(tmp_path_factory.mktemp("sandbox"), port_offset=_free_offset(), components=[Services()])
     try:
         sb.up()
         yield sb
@@ -315,7 +310,7 @@ def test_up_refuses_a_taken_port_and_leaves_nothing_running(tmp_path: Path) -> N
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", SERVICES["policy-governance"].port + offset))
         holder.listen()
-        sb = Sandbox(tmp_path / "sb", port_offset=offset)
+        sb = Sandbox(tmp_path / "sb", port_offset=offset, components=[Services()])
         with pytest.raises(SandboxError, match=rf"port {8003 + offset} \(policy-governance\)"):
             sb.up()
     status = sb.status()
@@ -326,7 +321,7 @@ def test_up_refuses_a_taken_port_and_leaves_nothing_running(tmp_path: Path) -> N
 def test_a_service_that_cannot_start_fails_up_with_its_stderr(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONHOME", str(tmp_path / "no-python-here"))  # inherited: every service dies
-    sb = Sandbox(tmp_path / "sb", port_offset=_free_offset())
+    sb = Sandbox(tmp_path / "sb", port_offset=_free_offset(), components=[Services()])
     with pytest.raises(SandboxError, match=r"exited during start-up: .*encoding") as exc:
         sb.up()
     assert "\n" not in str(exc.value)
@@ -352,22 +347,20 @@ def test_a_killed_service_shows_as_crashed(sandbox: Sandbox) -> None:
 
 
 def test_down_stops_every_process_and_is_safe_twice(tmp_path: Path) -> None:
-    sandbox = Sandbox(tmp_path / "sb", port_offset=_free_offset())
+    sandbox = Sandbox(tmp_path / "sb", port_offset=_free_offset(), components=[Services()])
     try:
         sandbox.up()
         sandbox.break_fault("slow:auth")
         pids = [p["pid"] for p in _procs(sandbox).values()]
         stopped = sandbox.down()
-        from acgs_verify.sandbox.components.sshd import sshd_binary
-
-        assert len(stopped) == len(SERVICES) + (sshd_binary() is not None)  # and the ssh host's sshd
+        assert len(stopped) == len(SERVICES)  # this sandbox runs the services only
         for pid in pids:
             assert not Path(f"/proc/{pid}").exists() or "service_app" not in _cmdline(pid)
         assert sandbox.down() == []
         status = sandbox.status()
         assert status["up"] is False and status["faults"] == []
         assert all(p["state"] == "stopped" and p["pid"] is None for p in status["components"]["services"])
-        assert all(_free(p + sandbox.port_offset) for p in PORTS)
+        assert all(port_free(p + sandbox.port_offset) for p in PORTS)
     finally:
         sandbox.down()
 

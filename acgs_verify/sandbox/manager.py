@@ -24,6 +24,8 @@ import yaml
 
 from acgs_verify.sandbox.components.apptree import AppTree
 from acgs_verify.sandbox.components.base import Component, Context, SandboxError, atomic_write
+from acgs_verify.sandbox.components.postgres import Postgres
+from acgs_verify.sandbox.components.redis import Redis
 from acgs_verify.sandbox.components.services import Services
 from acgs_verify.sandbox.components.sshd import Sshd
 from acgs_verify.sandbox.service_app import CONSTITUTIONAL_HASH, SERVICES
@@ -33,7 +35,7 @@ HIGHEST_PORT = max(s.port for s in SERVICES.values())
 
 
 def default_components() -> list[Component]:
-    return [Services(), AppTree(), Sshd()]
+    return [Services(), Postgres(), Redis(), AppTree(), Sshd()]
 
 
 def fault_names(components: Sequence[Component] | None = None) -> list[str]:

@@ -173,3 +173,54 @@ def tail(path: Path, lines: int = 3, limit: int = 300) -> str:
     kept = [ln.strip() for ln in text.splitlines() if ln.strip()][-lines:]
     one = " | ".join(kept) or "(no output)"
     return one if len(one) <= limit else "..." + one[-limit:]
+
+
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # the directory holding acgs_verify/
+
+
+def python_env(ctx: Context, **extra: str) -> dict[str, str]:
+    """The environment of a sandbox Python process: this very acgs_verify, whatever the caller's cwd."""
+    env = dict(os.environ)
+    env["ACGS_SANDBOX_DIR"] = str(ctx.dir)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def spawn_holder(ctx: Context, name: str, args: list[str], **env: str) -> dict[str, Any]:
+    """Start `python -m acgs_verify.sandbox.holders ARGS`, the process that keeps a fault in place."""
+    run = ctx.dir / "run"
+    try:
+        return spawn([ctx.python, "-m", "acgs_verify.sandbox.holders", *args], python_env(ctx, **env),
+                     run / f"{name}.out", run / f"{name}.err")
+    except OSError as exc:
+        raise SandboxError(f"cannot start the {name} holder: {exc.strerror}: {ctx.python}") from None
+
+
+def write_secret(path: Path, value: str) -> None:
+    """A password file the checks read through password_file: 0600 from its first byte."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    os.chmod(path, 0o600)
+
+
+def port_free(port: int, address: str = "127.0.0.1") -> bool:
+    """True if nothing listens on address:port (SO_REUSEADDR: a TIME_WAIT leftover is not 'in use')."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def adopt(pid: int) -> dict[str, Any]:
+    """The record of a process someone else started (a postmaster forked by pg_ctl), for is_alive()/stop()."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode("utf-8", "replace").split("\0")
+    return {"pid": pid, "argv": argv, "start_ticks": _start_ticks(pid)}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ from acgs_verify.sandbox.components.base import (
     SandboxError,
     atomic_write,
     is_alive,
+    port_free,
+    python_env,
     spawn,
     stop,
     tail,
@@ -32,7 +33,9 @@ READY_TIMEOUT = 15.0
 SEED_REQUESTS = 40
 SEED_PATHS = ("/api/v1/policies", "/api/v1/principles", "/api/v1/decisions", "/api/v1/evaluate",
               "/api/v1/status")
-PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # the directory holding acgs_verify/
+
+# the service whose /metrics the sandbox profile names as a source of the compliance rate (CC-04)
+COMPLIANCE_SERVICE = "constitutional-ai"
 
 # faults whose heal (and for log-no-banner also break) needs a fresh log and a fresh process
 _RESTART_ON_HEAL = ("errors", "log-hash-mismatch", "log-no-banner", "process-gone")
@@ -118,6 +121,8 @@ class Services(Component):
                 entry.update(ready_path="/health/ready", live_path="/health/live")
             if spec.metrics:
                 entry["metrics_path"] = "/metrics"
+            if spec.name == COMPLIANCE_SERVICE:
+                entry["compliance_metric"] = "acgs_constitutional_compliance"
             entry.update(
                 process=process_pattern(spec, self._port(ctx, spec)),
                 unit=f"acgs-{spec.name}-service",
@@ -191,11 +196,7 @@ class Services(Component):
                 "--log-level", "warning", "--no-access-log"]
 
     def _spawn(self, ctx: Context, spec: ServiceSpec) -> None:
-        env = dict(os.environ)
-        env["ACGS_SANDBOX_DIR"] = str(ctx.dir)
-        # the services must import this very acgs_verify, whatever the caller's cwd or install
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
+        env = python_env(ctx)
         run = ctx.dir / "run"
         try:
             record = spawn(self._argv(ctx, spec), env, run / f"{spec.name}.out", run / f"{spec.name}.err")
@@ -265,12 +266,4 @@ class Services(Component):
             self._start(ctx, spec)
 
 
-def port_free(port: int, address: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # SO_REUSEADDR as uvicorn sets it: a TIME_WAIT leftover is not "in use", a listener is
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((address, port))
-        except OSError:
-            return False
-    return True
+

@@ -22,11 +22,11 @@ from acgs_verify.sandbox.components.base import (
     SandboxError,
     atomic_write,
     is_alive,
+    port_free,
     spawn,
     stop,
     tail,
 )
-from acgs_verify.sandbox.components.services import port_free
 
 ADDRESS = "127.0.0.2"
 HOST_NAME = "ops-1"

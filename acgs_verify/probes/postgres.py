@@ -1,0 +1,365 @@
+"""PostgreSQL probes: read-only sessions, one per database per process, and the runbook's queries.
+
+>>> pool = PgPool(profile)
+>>> db = pool.get(profile.databases[0])        # ProbeError('cannot connect to postgresql://...: ...') once
+>>> select_one(db)
+1.3                                             # milliseconds for SELECT 1
+>>> connection_usage(db)
+(4, 30)                                         # client backends, max_connections
+>>> long_running(db, 300)
+[{'pid': 4242, 'seconds': 412.0, 'state': 'active', 'query': 'SELECT pg_sleep(3600)'}]
+
+Every session is read-only by construction: default_transaction_read_only=on, statement_timeout,
+lock_timeout and idle_in_transaction_session_timeout are set at connect time, in autocommit mode (no
+transaction is ever left open). Sessions name themselves application_name=acgs-verify, and the queries
+that look at other sessions leave out every acgs-verify session, so a check never reports itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from acgs_verify.check import ProbeError
+from acgs_verify.profile import Database, Profile, display_url, mask
+
+APPLICATION_NAME = "acgs-verify"
+LOCK_TIMEOUT_MS = 2000  # a check never waits on a lock longer than this: it would rather fail than queue
+QUERY_TEXT_MAX = 200  # query text shown in a failure message
+
+
+class Pg:
+    """One open read-only session: `rows(sql, params)` and `value(sql, params)`."""
+
+    def __init__(self, conn, label: str, secrets: list[str]):
+        self.conn = conn
+        self.label = label
+        self._secrets = secrets
+
+    def rows(self, query, params: Any = None) -> list[dict[str, Any]]:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        try:
+            with self.conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(query, params)
+                return list(cur.fetchall()) if cur.description else []
+        except psycopg.Error as exc:
+            raise ProbeError(f"query on {self.label} failed: {_one_line(exc, self._secrets)}") from None
+
+    def value(self, query, params: Any = None) -> Any:
+        rows = self.rows(query, params)
+        return next(iter(rows[0].values())) if rows else None
+
+
+class PgPool:
+    """Sessions keyed by database (and replica DSN), opened on first use, closed by close().
+
+    A database that cannot be reached is tried once: its other checks fail at once with the same reason.
+    """
+
+    def __init__(self, profile: Profile):
+        self.profile = profile
+        self._open: dict[str, Pg] = {}
+        self._failed: dict[str, str] = {}
+
+    def get(self, database: Database) -> Pg:
+        return self._session(database.name, database.dsn, database)
+
+    def replica(self, database: Database, dsn: str) -> Pg:
+        return self._session(f"{database.name} replica {dsn}", dsn, database)
+
+    def _session(self, key: str, dsn: str, database: Database) -> Pg:
+        if key in self._failed:
+            raise ProbeError(self._failed[key])
+        if key not in self._open:
+            try:
+                self._open[key] = connect(dsn, self.profile.secret(f"databases.{database.name}"),
+                                          self.profile.thresholds, self.profile.secret_values())
+            except ProbeError as exc:
+                self._failed[key] = str(exc)
+                raise
+        return self._open[key]
+
+    def close(self) -> None:
+        for pg in self._open.values():
+            # closing a session to a server that went away is not a finding
+            with contextlib.suppress(Exception):
+                pg.conn.close()
+        self._open.clear()
+
+
+def connect(dsn: str, password: str | None, thresholds, secrets: list[str] = ()) -> Pg:
+    """A read-only session on `dsn`; ProbeError with one line (no password in it) if it cannot be had."""
+    import psycopg
+
+    statement_ms = int(thresholds.db_statement_timeout_seconds * 1000)
+    options = (f"-c default_transaction_read_only=on -c statement_timeout={statement_ms} "
+               f"-c lock_timeout={min(LOCK_TIMEOUT_MS, statement_ms)} "
+               f"-c idle_in_transaction_session_timeout={statement_ms}")
+    kwargs: dict[str, Any] = {
+        "application_name": APPLICATION_NAME,
+        # libpq counts whole seconds (and at least 2); the hard deadline below covers the rest
+        "connect_timeout": max(2, math.ceil(thresholds.db_connect_timeout_seconds)),
+        "options": options,
+        "autocommit": True,
+    }
+    if password is not None:
+        kwargs["password"] = password
+    secrets = [*secrets, *([password] if password else [])]
+    shown = display_url(dsn)
+    started = time.monotonic()
+    try:
+        conn = psycopg.connect(dsn, **kwargs)
+    except (psycopg.Error, OSError, ValueError) as exc:  # ValueError: a host name the resolver refuses
+        took = time.monotonic() - started
+        raise ProbeError(f"cannot connect to {shown} (after {took:.1f} s): {_one_line(exc, secrets)}") from None
+    pg = Pg(conn, shown, secrets)
+    # a server or pooler that ignored the startup options must not get our queries
+    if pg.value("SHOW default_transaction_read_only") != "on":
+        conn.close()
+        raise ProbeError(f"{shown}: the session did not become read-only; refusing to run checks on it")
+    return pg
+
+
+def _one_line(exc: Exception, secrets) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return mask(text.removeprefix("connection failed: "), secrets).rstrip(".")[:400]
+
+
+def _ident(name: str):
+    """'audit_logs' or 'schema.audit_logs' as a quoted SQL identifier."""
+    from psycopg import sql
+
+    return sql.Identifier(*name.split(".", 1))
+
+
+def _truncate(text: str | None, limit: int = QUERY_TEXT_MAX) -> str:
+    one = " ".join((text or "").split())
+    return one if len(one) <= limit else one[: limit - 3] + "..."
+
+
+def host_port(dsn: str) -> tuple[str, int]:
+    """('db-1', 5432) from a DSN, for checks that look for the server on its host."""
+    parts = urlsplit(dsn)
+    return parts.hostname or "localhost", parts.port or 5432
+
+
+# ---------------------------------------------------------------------------------------- the probes
+
+
+def select_one(pg: Pg) -> float:
+    """`SELECT 1` -> milliseconds it took (DB-01)."""
+    started = time.monotonic()
+    if pg.value("SELECT 1") != 1:
+        raise ProbeError(f"{pg.label}: SELECT 1 did not answer 1")
+    return (time.monotonic() - started) * 1000
+
+
+def connection_usage(pg: Pg) -> tuple[int, int]:
+    """(client backends in pg_stat_activity, max_connections) (DB-03)."""
+    row = pg.rows("SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS used,"
+                  " current_setting('max_connections')::int AS max")[0]
+    return int(row["used"]), int(row["max"])
+
+
+_NOT_ME = "application_name IS DISTINCT FROM %(app)s AND pid <> pg_backend_pid()"
+
+
+def long_running(pg: Pg, seconds: float) -> list[dict[str, Any]]:
+    """Active statements running longer than `seconds`, longest first (DB-04), other than our own."""
+    rows = pg.rows(
+        "SELECT pid, usename AS user, datname AS database, state,"
+        " extract(epoch FROM now() - query_start)::float AS seconds, query"
+        " FROM pg_stat_activity"
+        " WHERE state = 'active' AND backend_type = 'client backend' AND query_start IS NOT NULL"
+        f" AND now() - query_start > make_interval(secs => %(s)s) AND {_NOT_ME}"
+        " ORDER BY query_start LIMIT 20", {"s": seconds, "app": APPLICATION_NAME})
+    for r in rows:
+        r["seconds"] = round(r["seconds"], 1)
+        r["query"] = _truncate(r["query"])
+    return rows
+
+
+def blocked_locks(pg: Pg) -> list[dict[str, Any]]:
+    """Sessions waiting on a lock, each with the session blocking it (DB-05): the runbook's query, through
+    pg_blocking_pids() so every kind of lock counts."""
+    rows = pg.rows(
+        "SELECT blocked.pid AS blocked_pid, blocked.query AS blocked_query,"
+        " extract(epoch FROM now() - blocked.query_start)::float AS waiting_seconds,"
+        " blocking.pid AS blocking_pid, blocking.state AS blocking_state, blocking.query AS blocking_query"
+        " FROM pg_stat_activity blocked"
+        " JOIN LATERAL unnest(pg_blocking_pids(blocked.pid)) AS b(pid) ON true"
+        " JOIN pg_stat_activity blocking ON blocking.pid = b.pid"
+        " WHERE blocked.application_name IS DISTINCT FROM %(app)s AND blocked.pid <> pg_backend_pid()"
+        " ORDER BY blocked.query_start LIMIT 20", {"app": APPLICATION_NAME})
+    for r in rows:
+        r["waiting_seconds"] = round(r["waiting_seconds"] or 0.0, 1)
+        r["blocked_query"] = _truncate(r["blocked_query"])
+        r["blocking_query"] = _truncate(r["blocking_query"])
+    return rows
+
+
+def statements_unavailable(pg: Pg) -> str | None:
+    """Why pg_stat_statements cannot be read here, or None when it can (DB-06 skips with this reason)."""
+    if not pg.value("SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'"):
+        return "the pg_stat_statements extension is not installed in this database (CREATE EXTENSION)"
+    try:
+        pg.value("SELECT 1 FROM pg_stat_statements LIMIT 1")
+    except ProbeError as exc:
+        if "shared_preload_libraries" in str(exc):  # the extension exists but the library is not loaded
+            return "pg_stat_statements is not loaded (shared_preload_libraries)"
+        raise
+    return None
+
+
+def slow_statements(pg: Pg, mean_ms: float, limit: int = 10) -> list[dict[str, Any]]:
+    """Statements whose mean execution time exceeds `mean_ms`, slowest first (DB-06): the runbook's
+    `SELECT query, mean_time, calls FROM pg_stat_statements ORDER BY mean_time DESC LIMIT 10`."""
+    from psycopg import sql
+
+    cols = {r["column_name"] for r in pg.rows(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'pg_stat_statements'")}
+    mean = "mean_exec_time" if "mean_exec_time" in cols else "mean_time"  # renamed in PostgreSQL 13
+    rows = pg.rows(sql.SQL(
+        "SELECT s.query, s.calls, round(s.{mean}::numeric, 1)::float AS mean_ms FROM pg_stat_statements s"
+        " WHERE s.{mean} > %(ms)s AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " ORDER BY s.{mean} DESC LIMIT %(n)s").format(mean=sql.Identifier(mean)), {"ms": mean_ms, "n": limit})
+    for r in rows:
+        r["query"] = _truncate(r["query"])
+    return rows
+
+
+def replication(pg: Pg) -> list[dict[str, Any]]:
+    """Standbys streaming from this primary (pg_stat_replication): name, address, state, replay lag in
+    seconds (None when the server has no fresh sample) and bytes not yet replayed (DB-07)."""
+    return pg.rows(
+        "SELECT application_name AS name, host(client_addr) AS address, state,"
+        " round(extract(epoch FROM replay_lag)::numeric, 1)::float AS replay_lag_seconds,"
+        " pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS replay_bytes_behind"
+        " FROM pg_stat_replication ORDER BY application_name")
+
+
+def replica_lag(pg: Pg, settle_seconds: float = 0.3) -> dict[str, Any]:
+    """How far a standby's replay is behind, asked of the standby itself (DB-07).
+
+    Replay that has caught up with the WAL received counts as 0 s. Replay that stays behind what was
+    received (checked twice, `settle_seconds` apart, so WAL arriving right now is not mistaken for lag)
+    is as old as the last transaction it replayed: now() - pg_last_xact_replay_timestamp().
+    """
+    query = ("SELECT pg_is_in_recovery() AS in_recovery,"
+             " CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END AS paused,"
+             " pg_last_wal_receive_lsn()::text AS received, pg_last_wal_replay_lsn()::text AS replayed,"
+             " pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint AS behind,"
+             " extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float AS since_last_replay")
+    first = pg.rows(query)[0]
+    if not first["in_recovery"]:
+        raise ProbeError(f"{pg.label} is not a standby (pg_is_in_recovery() is false)")
+    row = first
+    if (first["behind"] or 0) > 0:
+        time.sleep(settle_seconds)
+        row = pg.rows(query)[0]
+        caught_up = pg.value("SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), %s::pg_lsn) >= 0",
+                             (first["received"],))
+        if caught_up:
+            row = {**row, "behind": 0}
+    lag = float(row["since_last_replay"] or 0.0) if (row["behind"] or 0) > 0 else 0.0
+    return {"lag_seconds": round(lag, 1), "paused": bool(row["paused"]), "bytes_behind": int(row["behind"] or 0),
+            "received": row["received"], "replayed": row["replayed"]}
+
+
+def replication_lags(pool: PgPool, database: Database) -> dict[str, Any] | None:
+    """Replay lag of every replica of `database`, seen from the primary and asked of each replica the profile
+    lists (DB-07); None when there is no replica at all.
+
+    -> {'lag_seconds': {'walreceiver@127.0.0.1 (streaming)': 0.0, 'postgresql://acgs@db-2:5432/acgs_production': 0.0},
+        'not_streaming': [], 'pg_stat_replication': [...], 'replicas': {...}}
+    """
+    standbys = replication(pool.get(database))
+    asked = {display_url(dsn): replica_lag(pool.replica(database, dsn)) for dsn in database.replicas}
+    if not standbys and not asked:
+        return None
+    lags = {f"{s['name']}@{s['address']} ({s['state']})": s["replay_lag_seconds"] or 0.0 for s in standbys}
+    lags.update({dsn + (" (replay paused)" if r["paused"] else ""): r["lag_seconds"] for dsn, r in asked.items()})
+    not_streaming = [s["name"] for s in standbys if s["state"] != "streaming"]
+    if len(standbys) < len(asked):
+        not_streaming.append(f"{len(asked) - len(standbys)} listed replicas missing from pg_stat_replication")
+    return {"lag_seconds": lags, "not_streaming": not_streaming, "pg_stat_replication": standbys, "replicas": asked}
+
+
+def cache_hit(pg: Pg) -> tuple[int, int]:
+    """(blks_hit, blks_read) of this database since its statistics were reset (DB-08)."""
+    row = pg.rows("SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = current_database()")[0]
+    return int(row["blks_hit"]), int(row["blks_read"])
+
+
+def stale_tables(pg: Pg, days: float) -> tuple[int, list[dict[str, Any]]]:
+    """(user tables, those whose last analyze or autoanalyze is older than `days` or never happened) (DB-09)."""
+    rows = pg.rows(
+        "SELECT schemaname || '.' || relname AS table, greatest(last_analyze, last_autoanalyze) AS analyzed"
+        " FROM pg_stat_user_tables ORDER BY 1")
+    cutoff = pg.value("SELECT now() - make_interval(secs => %s)", (days * 86400,))
+    stale = [{"table": r["table"], "last_analyzed": r["analyzed"].isoformat(timespec="seconds")
+              if r["analyzed"] else "never"} for r in rows if r["analyzed"] is None or r["analyzed"] < cutoff]
+    return len(rows), stale
+
+
+def rows_older_than(pg: Pg, table: str, days: float) -> tuple[int, str | None]:
+    """(rows of `table` created more than `days` ago, the oldest created_at) (DB-10)."""
+    from psycopg import sql
+
+    row = pg.rows(sql.SQL(
+        "SELECT count(*) AS n, min(created_at) AS oldest FROM {t}"
+        " WHERE created_at < now() - make_interval(secs => %(s)s)").format(t=_ident(table)),
+        {"s": days * 86400})[0]
+    return int(row["n"]), row["oldest"].isoformat(timespec="seconds") if row["oldest"] else None
+
+
+def decision_compliance(pg: Pg, database: Database) -> tuple[int, int]:
+    """(compliant, all) governance decisions in the audit table within the database's compliance window
+    (CC-04): rows of `decision_event_type` whose event_data->>compliance_field is true."""
+    from psycopg import sql
+
+    row = pg.rows(sql.SQL(
+        "SELECT count(*) AS total, count(*) FILTER (WHERE (event_data ->> %(f)s)::boolean) AS compliant"
+        " FROM {t} WHERE event_type = %(e)s AND timestamp > now() - make_interval(secs => %(s)s)"
+    ).format(t=_ident(database.audit_table)),
+        {"f": database.compliance_field, "e": database.decision_event_type,
+         "s": database.compliance_window_hours * 3600})[0]
+    return int(row["compliant"]), int(row["total"])
+
+
+def audit_chain(pg: Pg, table: str, expected_hash: str, max_rows: int) -> dict[str, Any]:
+    """The hash chain of the newest `max_rows` audit rows, in id order (CC-05).
+
+    -> {'rows': 3000, 'breaks': 1, 'first_break': {'id': 1501, 'prev_hash': '..', 'previous_current_hash': '..'},
+        'wrong_hash': 0, 'first_wrong_hash': None}
+    A break is a row whose prev_hash is not the current_hash of the row before it.
+    """
+    from psycopg import sql
+
+    recent = sql.SQL(
+        "WITH recent AS (SELECT id, prev_hash, current_hash, constitutional_hash FROM {t}"
+        " ORDER BY id DESC LIMIT %(n)s),"
+        " linked AS (SELECT id, prev_hash, constitutional_hash,"
+        "   lag(current_hash) OVER (ORDER BY id) AS previous_current_hash,"
+        "   row_number() OVER (ORDER BY id) AS pos FROM recent)").format(t=_ident(table))
+    params = {"n": max_rows, "h": expected_hash}
+    summary = pg.rows(recent + sql.SQL(
+        " SELECT count(*) AS rows,"
+        " count(*) FILTER (WHERE pos > 1 AND prev_hash IS DISTINCT FROM previous_current_hash) AS breaks,"
+        " count(*) FILTER (WHERE constitutional_hash IS DISTINCT FROM %(h)s) AS wrong_hash FROM linked"), params)[0]
+    out: dict[str, Any] = {k: int(v) for k, v in summary.items()}
+    out["first_break"] = out["first_wrong_hash"] = None
+    if out["breaks"]:
+        out["first_break"] = pg.rows(recent + sql.SQL(
+            " SELECT id, prev_hash, previous_current_hash FROM linked"
+            " WHERE pos > 1 AND prev_hash IS DISTINCT FROM previous_current_hash ORDER BY id LIMIT 1"), params)[0]
+    if out["wrong_hash"]:
+        out["first_wrong_hash"] = pg.rows(recent + sql.SQL(
+            " SELECT id, constitutional_hash FROM linked WHERE constitutional_hash IS DISTINCT FROM %(h)s"
+            " ORDER BY id LIMIT 1"), params)[0]
+    return out

@@ -1,0 +1,202 @@
+"""The sandbox's Redis: its own redis-server on 127.0.0.1:6379 + offset, no persistence, password required.
+
+It holds acgs:constitutional_hash and a few hundred cached policies and decisions, and has served a
+couple of thousand lookups at a ~95 % hit rate, so RD-03 judges something. The password is
+$ACGS_SANDBOX_REDIS_PASSWORD, or a random one; `up` writes it to DIR/secrets/redis.password (0600).
+
+State slice: {"process": spawn record, "holder": spawn record (redis-slow), "faults": [...]}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from typing import Any
+
+from acgs_verify.sandbox.components.base import (
+    Component,
+    Context,
+    SandboxError,
+    adopt,
+    is_alive,
+    port_free,
+    spawn,
+    spawn_holder,
+    stop,
+    tail,
+    write_secret,
+)
+from acgs_verify.sandbox.service_app import CONSTITUTIONAL_HASH
+
+HASH_KEY = "acgs:constitutional_hash"
+OTHER_HASH = "badc0ffee0ddf00d"
+CACHED_KEYS = 300
+SEED_HITS, SEED_MISSES = 1900, 100  # 95 %: above the 85 % threshold, with more than its 1000 lookups
+LOW_HIT_MISSES = 4000  # redis-low-hit-rate: ~32 % afterwards
+PASSWORD_ENV = "ACGS_SANDBOX_REDIS_PASSWORD"
+START_TIMEOUT = 10.0
+
+
+def redis_port(offset: int) -> int:
+    return 6379 + offset
+
+
+class Redis(Component):
+    name = "redis"
+    fault_names = ("redis-down", "redis-wrong-hash", "redis-slow", "redis-low-hit-rate")
+
+    def up(self, ctx: Context) -> None:
+        port = redis_port(ctx.port_offset)
+        server = shutil.which("redis-server")
+        if server is None:
+            raise SandboxError("redis-server not found; install it: apt-get install redis-server")
+        if not port_free(port):
+            raise SandboxError(f"port {port} (Redis) is already in use on 127.0.0.1; choose another port offset "
+                               f"(now {ctx.port_offset})")
+        ctx.state.update(process=None, holder=None, faults=[], server=server)
+        write_secret(self._password_file(ctx), os.environ.get(PASSWORD_ENV) or secrets.token_urlsafe(18))
+        try:
+            self._start(ctx)
+        except BaseException:
+            self.down(ctx)
+            raise
+
+    def down(self, ctx: Context) -> list[str]:
+        stopped = []
+        for key in ("holder", "process"):
+            record = ctx.state.get(key)
+            if stop(record):
+                stopped.append(f"redis {'server' if key == 'process' else 'redis-slow holder'} (pid {record['pid']})")
+        ctx.state.update(process=None, holder=None, faults=[])
+        ctx.save()
+        return stopped
+
+    def status(self, ctx: Context) -> list[dict[str, Any]]:
+        record = ctx.state.get("process")
+        state = "running" if is_alive(record) else ("stopped" if record is None else "down")
+        return [{"name": "redis", "pid": record["pid"] if record else None, "port": redis_port(ctx.port_offset),
+                 "state": state, "faults": list(ctx.state.get("faults", []))}]
+
+    def profile_fragment(self, ctx: Context) -> dict[str, Any]:
+        return {"redis": [{"name": "cache", "url": f"redis://127.0.0.1:{redis_port(ctx.port_offset)}/0",
+                           "password_file": str(self._password_file(ctx)), "hash_key": HASH_KEY}]}
+
+    # ------------------------------------------------------------------------------------- faults
+    def active_faults(self, ctx: Context) -> list[str]:
+        return list(ctx.state.get("faults", []))
+
+    def break_fault(self, ctx: Context, fault: str, target: str) -> None:
+        if fault in ctx.state.setdefault("faults", []):
+            return
+        if fault == "redis-down":
+            stop(ctx.state.get("process"))
+            ctx.state["process"] = None
+        elif fault == "redis-wrong-hash":
+            self._client(ctx).set(HASH_KEY, OTHER_HASH)
+        elif fault == "redis-slow":
+            ctx.state["holder"] = spawn_holder(ctx, fault, ["redis-slow"], ACGS_HOLDER_REDIS_URL=self._url(ctx),
+                                               ACGS_HOLDER_REDIS_PASSWORD=self._password(ctx))
+            self._wait_slow(ctx)
+        elif fault == "redis-low-hit-rate":
+            self._lookups(ctx, hits=0, misses=LOW_HIT_MISSES)
+        ctx.state["faults"].append(fault)
+        ctx.save()
+
+    def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
+        if fault not in ctx.state.get("faults", []):
+            return
+        if fault == "redis-down":
+            self._start(ctx)
+        elif fault == "redis-wrong-hash":
+            self._client(ctx).set(HASH_KEY, CONSTITUTIONAL_HASH)
+        elif fault == "redis-slow":
+            stop(ctx.state.get("holder"))
+            ctx.state["holder"] = None
+        elif fault == "redis-low-hit-rate":
+            self._client(ctx).config_resetstat()
+            self._lookups(ctx, SEED_HITS, SEED_MISSES)
+        ctx.state["faults"].remove(fault)
+        ctx.save()
+
+    # ------------------------------------------------------------------------------------ helpers
+    def _password_file(self, ctx: Context):
+        return ctx.dir / "secrets" / "redis.password"
+
+    def _password(self, ctx: Context) -> str:
+        return self._password_file(ctx).read_text().strip()
+
+    def _url(self, ctx: Context) -> str:
+        return f"redis://127.0.0.1:{redis_port(ctx.port_offset)}/0"
+
+    def _client(self, ctx: Context):
+        import redis
+
+        return redis.Redis.from_url(self._url(ctx), password=self._password(ctx), socket_timeout=5,
+                                    decode_responses=True)
+
+    def _start(self, ctx: Context) -> None:
+        work = ctx.dir / "redis"
+        work.mkdir(parents=True, exist_ok=True)
+        conf = work / "redis.conf"
+        write_secret(conf, "\n".join([
+            "bind 127.0.0.1", f"port {redis_port(ctx.port_offset)}", "protected-mode yes", "daemonize no",
+            f"dir {work}", 'save ""', "appendonly no", "maxmemory 64mb", "databases 16",
+            f"requirepass {self._password(ctx)}",
+            "enable-debug-command local",  # redis-slow sends DEBUG SLEEP from 127.0.0.1
+            'logfile ""']))
+        run = ctx.dir / "run"
+        try:
+            record = spawn([ctx.state["server"], str(conf)], dict(os.environ), run / "redis.out", run / "redis.err")
+        except OSError as exc:
+            raise SandboxError(f"cannot start redis-server: {exc.strerror}") from None
+        ctx.state["process"] = record
+        ctx.save()
+        client = self._client(ctx)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                client.ping()
+                break
+            except Exception as exc:  # any answer but PONG, until the deadline: the reason is in the log
+                if not is_alive(record) or time.monotonic() > deadline:
+                    raise SandboxError(f"redis-server did not answer on port {redis_port(ctx.port_offset)}: "
+                                       f"{type(exc).__name__}; log: {tail(run / 'redis.out')}") from None
+                time.sleep(0.05)
+        # redis-server retitles itself ("redis-server 127.0.0.1:PORT"): remember it as it now reads
+        ctx.state["process"] = adopt(record["pid"])
+        ctx.save()
+        self._seed(ctx)
+
+    def _seed(self, ctx: Context) -> None:
+        client = self._client(ctx)
+        pipe = client.pipeline(transaction=False)
+        pipe.set(HASH_KEY, CONSTITUTIONAL_HASH)
+        for i in range(CACHED_KEYS):
+            kind = ("policy", "decision", "principle")[i % 3]
+            pipe.set(f"acgs:{kind}:{i:04d}", json.dumps({"id": i, "kind": kind,
+                                                         "constitutional_hash": CONSTITUTIONAL_HASH}), ex=7 * 86400)
+        pipe.execute()
+        client.config_resetstat()
+        self._lookups(ctx, SEED_HITS, SEED_MISSES)
+
+    def _lookups(self, ctx: Context, hits: int, misses: int) -> None:
+        """Real GETs, as the services' cache lookups would make them."""
+        pipe = self._client(ctx).pipeline(transaction=False)
+        for i in range(hits):
+            pipe.get(f"acgs:{('policy', 'decision', 'principle')[i % 3]}:{i % CACHED_KEYS:04d}")
+        for i in range(misses):
+            pipe.get(f"acgs:decision:miss-{i:05d}")
+        pipe.execute()
+
+    def _wait_slow(self, ctx: Context) -> None:
+        client = self._client(ctx)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            client.ping()
+            if time.monotonic() - started > 0.01:
+                return
+        raise SandboxError(f"redis-slow: the server still answers at once; see {ctx.dir / 'run' / 'redis-slow.err'}")

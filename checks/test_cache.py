@@ -1,0 +1,43 @@
+"""Cache: runbook 'Initial Assessment', 'High Latency', 'Application Optimization'. Read commands only."""
+
+from acgs_verify.check import runbook
+from acgs_verify.probes.redis import hit_rate
+
+MIN_PINGS = 100
+
+
+@runbook("RD-01")
+def test_ping_answers_pong(cache, caches, thresholds, check):
+    """redis-cli ping"""
+    ms = caches.get(cache.redis).ping()
+    limit = thresholds.redis_timeout_seconds
+    check.that(ms < limit * 1000, measured=f"PONG in {ms:.1f} ms", expected=f"PONG within {limit:g} s",
+               value=round(ms, 2))
+
+
+@runbook("RD-02")
+def test_command_round_trip_p99(cache, caches, thresholds, check):
+    """redis-cli --latency-history"""
+    # like redis-cli, many samples: a PING takes ~0.1 ms, and with 100 one scheduling hiccup of this
+    # (shared) machine is not the p99
+    n = max(thresholds.latency_samples, MIN_PINGS)
+    lat = caches.get(cache.redis).latency(n)
+    if lat.failures:
+        check.fail(f"{len(lat.failures)} of {n} PINGs failed, first: {lat.failures[0]}")
+    limit = thresholds.redis_latency_p99_ms_max
+    taken = len(lat.samples_ms)
+    check.that(lat.p99 < limit, measured=f"p50 {lat.p50:.2f} ms, p99 {lat.p99:.2f} ms over {taken} PINGs",
+               expected=f"p99 < {limit:g} ms", value={"p50_ms": round(lat.p50, 3), "p99_ms": round(lat.p99, 3)})
+
+
+@runbook("RD-03")
+def test_keyspace_hit_rate(cache, caches, thresholds, check):
+    """redis-cli info stats | grep keyspace"""
+    hits, misses = hit_rate(caches.get(cache.redis).info("stats"))
+    lookups, least = hits + misses, thresholds.redis_hit_rate_min_lookups
+    if lookups < least:
+        check.skip(f"only {lookups} lookups since the statistics were reset; the rate means something from {least}")
+    rate = 100 * hits / lookups
+    limit = thresholds.redis_hit_rate_percent_min
+    check.that(rate >= limit, measured=f"{rate:.1f} % ({hits} hits, {misses} misses)", expected=f">= {limit:g} %",
+               value=round(rate, 2))

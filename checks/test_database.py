@@ -1,0 +1,138 @@
+"""Database: runbook 'Database Issues', 'Database Metrics', 'Performance Optimization', 'Database Maintenance'.
+
+Every session is read-only (acgs_verify.probes.postgres); `pg.get(database)` reuses one per worker.
+"""
+
+from acgs_verify.check import runbook
+from acgs_verify.probes import host as hostfacts
+from acgs_verify.probes import postgres
+
+
+@runbook("DB-01")
+def test_connect_and_select_1(database, pg, thresholds, check):
+    """psql -h localhost -U acgs -d acgs_production -c "SELECT 1;" """
+    ms = postgres.select_one(pg.get(database.database))
+    limit = thresholds.db_connect_timeout_seconds
+    check.that(ms < limit * 1000, measured=f"SELECT 1 answered in {ms:.0f} ms",
+               expected=f"an answer within {limit:g} s", value=round(ms, 1))
+
+
+@runbook("DB-02")
+def test_server_running_on_its_host(database_host, hosts, check):
+    """sudo systemctl status postgresql"""
+    db, host = database_host.database, database_host.host
+    _, port = postgres.host_port(db.dsn)
+    procs = hostfacts.processes_matching(hosts.fact(host, "processes", hostfacts.processes), db.process or "")
+    listening = port in hosts.fact(host, "listening", hostfacts.listening_ports)
+    found = [f"{len(procs)} processes matching /{db.process}/" if db.process else "no process pattern",
+             f"port {port} {'listening' if listening else 'not listening'}"]
+    ok = listening and (bool(procs) or not db.process)
+    if db.unit and (host.systemd or (host.systemd is None and hosts.fact(host, "systemd", hostfacts.has_systemd))):
+        state = hostfacts.unit_state(hosts.get(host), db.unit)
+        found.append(f"{db.unit} is {state}")
+        ok = ok and state == "active"
+    check.that(ok, measured=", ".join(found), expected="the server process running and its port listening",
+               value=[pid for pid, _ in procs])
+
+
+@runbook("DB-03")
+def test_connections_below_limit(database, pg, thresholds, check):
+    """psql -c "SELECT count(*) FROM pg_stat_activity;" """
+    used, most = postgres.connection_usage(pg.get(database.database))
+    percent = 100 * used / most
+    limit = thresholds.db_connections_max_percent
+    check.that(percent < limit, measured=f"{used} of max_connections {most} in use ({percent:.0f} %)",
+               expected=f"< {limit:g} %", value=round(percent, 1))
+
+
+@runbook("DB-04")
+def test_no_long_running_queries(database, pg, thresholds, check):
+    """SELECT pid, now() - query_start AS duration, query FROM pg_stat_activity
+    WHERE (now() - query_start) > interval '5 minutes';"""
+    limit = thresholds.db_long_query_seconds
+    slow = postgres.long_running(pg.get(database.database), limit)
+    if slow:
+        check.evidence("long-running queries", slow)
+    shown = "; ".join(f"pid {q['pid']} running {q['seconds']:g} s: {q['query']}" for q in slow[:3]) or "none"
+    check.that(not slow, measured=f"{len(slow)} queries running longer than {limit:g} s ({shown})",
+               expected=f"none running longer than {limit:g} s", value=[q["pid"] for q in slow])
+
+
+@runbook("DB-05")
+def test_no_blocked_locks(database, pg, thresholds, check):
+    """SELECT blocked_locks.pid AS blocked_pid, ... blocking_locks.pid AS blocking_pid ...
+    FROM pg_catalog.pg_locks blocked_locks ... WHERE NOT blocked_locks.granted;"""
+    blocked = postgres.blocked_locks(pg.get(database.database))
+    if blocked:
+        check.evidence("blocked and blocking sessions", blocked)
+    shown = "; ".join(f"pid {b['blocked_pid']} ({b['blocked_query']}) waiting {b['waiting_seconds']:g} s on pid "
+                      f"{b['blocking_pid']} ({b['blocking_state']}: {b['blocking_query']})" for b in blocked[:3])
+    most = thresholds.db_blocked_locks_max
+    check.that(len(blocked) <= most, measured=f"{len(blocked)} blocked sessions" + (f": {shown}" if shown else ""),
+               expected=f"at most {most} blocked", value=[(b["blocked_pid"], b["blocking_pid"]) for b in blocked])
+
+
+@runbook("DB-06")
+def test_no_slow_statements(database, pg, thresholds, check):
+    """SELECT query, mean_time, calls FROM pg_stat_statements ORDER BY mean_time DESC LIMIT 10;"""
+    db = pg.get(database.database)
+    reason = postgres.statements_unavailable(db)
+    if reason:
+        check.skip(reason)
+    limit = thresholds.db_statement_mean_ms_max
+    slow = postgres.slow_statements(db, limit)
+    if slow:
+        check.evidence("slowest statements", slow)
+    shown = "; ".join(f"{s['mean_ms']:g} ms mean over {s['calls']} calls: {s['query']}" for s in slow[:3])
+    check.that(not slow, measured=f"{len(slow)} statements with a mean above {limit:g} ms" +
+               (f" ({shown})" if shown else ""), expected=f"every mean < {limit:g} ms",
+               value=[s["mean_ms"] for s in slow])
+
+
+@runbook("DB-07")
+def test_replication_lag(database, pg, thresholds, check):
+    """SELECT client_addr, state, replay_lag FROM pg_stat_replication;  (on each replica: now() -
+    pg_last_xact_replay_timestamp() while replay is behind)"""
+    lags = postgres.replication_lags(pg, database.database)
+    if lags is None:
+        check.skip("no replicas: pg_stat_replication is empty and the profile lists none")
+    check.evidence("replication", lags)
+    limit = thresholds.db_replication_lag_seconds_max
+    worst = max(lags["lag_seconds"].values())
+    shown = ", ".join(f"{name} {lag:g} s" for name, lag in lags["lag_seconds"].items())
+    trouble = f"; not streaming: {', '.join(lags['not_streaming'])}" if lags["not_streaming"] else ""
+    check.that(worst < limit and not trouble, measured=f"replay lag {shown}{trouble}", value=worst,
+               expected=f"every replica streaming, lag < {limit:g} s")
+
+
+@runbook("DB-08")
+def test_buffer_cache_hit_ratio(database, pg, thresholds, check):
+    """SELECT sum(blks_hit) / (sum(blks_hit) + sum(blks_read)) FROM pg_stat_database;"""
+    hit, read = postgres.cache_hit(pg.get(database.database))
+    if hit + read == 0:
+        check.skip("no block reads since the statistics were reset: no ratio to judge yet")
+    ratio = 100 * hit / (hit + read)
+    limit = thresholds.db_cache_hit_percent_min
+    check.that(ratio >= limit, measured=f"{ratio:.2f} % ({hit} hits, {read} reads)", expected=f">= {limit:g} %",
+               value=round(ratio, 2))
+
+
+@runbook("DB-09")
+def test_statistics_are_fresh(database, pg, thresholds, check):
+    """SELECT schemaname, relname, last_analyze, last_autoanalyze FROM pg_stat_user_tables;"""
+    days = thresholds.db_stats_max_age_days
+    total, stale = postgres.stale_tables(pg.get(database.database), days)
+    shown = ", ".join(f"{t['table']} (analyzed {t['last_analyzed']})" for t in stale[:5])
+    check.that(not stale, measured=f"{len(stale)} of {total} tables not analyzed in {days:g} days" +
+               (f": {shown}" if shown else ""), expected=f"every table analyzed within {days:g} days",
+               value=[t["table"] for t in stale])
+
+
+@runbook("DB-10", applies=lambda t: bool(t.database.audit_table))
+def test_audit_log_retention(database, pg, thresholds, check):
+    """DELETE FROM audit_logs WHERE created_at < NOW() - INTERVAL '90 days';  (weekly maintenance)"""
+    days = thresholds.audit_retention_days
+    table = database.database.audit_table
+    n, oldest = postgres.rows_older_than(pg.get(database.database), table, days)
+    check.that(n == 0, measured=f"{n} {table} rows older than {days:g} days" + (f" (oldest {oldest})" if n else ""),
+               expected=f"none older than {days:g} days", value=n)

@@ -1,0 +1,268 @@
+"""The PostgreSQL and Redis probes against the sandbox's real servers, and against servers having bad days.
+
+Uses the session sandbox (tests/conftest.py). Bad days are real too: a port nobody listens on, a socket
+that accepts and never answers, a wrong password, a database that does not exist, a host name the
+resolver refuses without sending a query.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from acgs_verify.check import ProbeError
+from acgs_verify.probes import postgres
+from acgs_verify.probes.postgres import PgPool
+from acgs_verify.probes.redis import READ_COMMANDS, RedisPool, RedisProbe, hit_rate
+from acgs_verify.profile import load_profile
+from tests.conftest import sandbox_admin
+
+
+def _profile(sandbox, *overrides: str):
+    return load_profile(str(sandbox.profile_path), overrides)
+
+
+@pytest.fixture
+def pool(sandbox):
+    p = PgPool(_profile(sandbox))
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def db(sandbox, pool):
+    return pool.get(pool.profile.databases[0])
+
+
+@pytest.fixture
+def rcache(sandbox):
+    p = RedisPool(_profile(sandbox))
+    yield p.get(p.profile.redis[0])
+    p.close()
+
+
+@pytest.fixture
+def black_hole():
+    """A loopback port that completes the TCP handshake (the kernel's backlog) and never says a word."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------------- read-only sessions
+
+
+def test_sessions_are_read_only_with_timeouts_and_named(db, sandbox):
+    settings = {r["name"]: r["setting"] for r in db.rows(
+        "SELECT name, setting FROM pg_settings WHERE name IN ('default_transaction_read_only', 'statement_timeout',"
+        " 'lock_timeout', 'application_name', 'idle_in_transaction_session_timeout')")}
+    assert settings["default_transaction_read_only"] == "on"
+    assert settings["application_name"] == "acgs-verify"
+    assert int(settings["statement_timeout"]) == 15000 and 0 < int(settings["lock_timeout"]) <= 2000
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        db.conn.execute("UPDATE policies SET version = version")
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        db.conn.execute("CREATE TABLE scratch (a int)")
+
+
+def test_statement_timeout_ends_a_query_as_a_probe_error(sandbox):
+    pool = PgPool(_profile(sandbox, "thresholds.db_statement_timeout_seconds=0.3"))
+    try:
+        db = pool.get(pool.profile.databases[0])
+        started = time.monotonic()
+        with pytest.raises(ProbeError, match="statement timeout"):
+            db.value("SELECT pg_sleep(5)")
+        assert time.monotonic() - started < 3
+    finally:
+        pool.close()
+
+
+def test_one_session_per_database_reused(pool):
+    database = pool.profile.databases[0]
+    first = pool.get(database)
+    pid = first.value("SELECT pg_backend_pid()")
+    assert pool.get(database) is first and first.value("SELECT pg_backend_pid()") == pid
+    pool.close()
+    assert first.conn.closed
+
+
+def test_own_sessions_never_count_as_long_running_or_blocked(sandbox, db, pool):
+    """Another acgs-verify session in pg_sleep is left out; the same query under another name is not."""
+    password = pool.profile.secret("databases.primary")
+    ours = postgres.connect(pool.profile.databases[0].dsn, password, pool.profile.thresholds)
+    theirs = psycopg.connect(pool.profile.databases[0].dsn, password=password, autocommit=True,
+                             application_name="someone-else")
+    threads = [threading.Thread(target=c.execute, args=("SELECT pg_sleep(1.5)",)) for c in (ours.conn, theirs)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(0.8)
+        found = postgres.long_running(db, 0.3)
+        assert [r["query"] for r in found] == ["SELECT pg_sleep(1.5)"]
+        assert found[0]["pid"] != db.value("SELECT pg_backend_pid()") and found[0]["seconds"] >= 0.3
+        assert postgres.blocked_locks(db) == []
+    finally:
+        for t in threads:
+            t.join()
+        ours.conn.close()
+        theirs.close()
+        with sandbox_admin(sandbox) as admin:  # the sleeps were real statements: leave no slow one behind
+            admin.execute("SELECT pg_stat_statements_reset()")
+
+
+# ------------------------------------------------------------------------------------ the measures
+
+
+def test_probes_measure_the_healthy_sandbox(db, pool, sandbox):
+    assert postgres.select_one(db) < 5000
+    used, most = postgres.connection_usage(db)
+    assert most == 30 and 1 <= used < 10
+    assert postgres.statements_unavailable(db) is None
+    assert postgres.slow_statements(db, 100) == []
+    standbys = postgres.replication(db)
+    assert [s["state"] for s in standbys] == ["streaming"]
+    replica = pool.replica(pool.profile.databases[0], pool.profile.databases[0].replicas[0])
+    lag = postgres.replica_lag(replica)
+    assert lag["lag_seconds"] == 0 and lag["paused"] is False
+    hit, read = postgres.cache_hit(db)
+    assert hit / (hit + read) >= 0.99
+    total, stale = postgres.stale_tables(db, 7)
+    assert total == 2 and stale == []
+    assert postgres.rows_older_than(db, "audit_logs", 90) == (0, None)
+    compliant, decisions = postgres.decision_compliance(db, pool.profile.databases[0])
+    assert decisions > 200 and compliant / decisions >= 0.99
+    chain = postgres.audit_chain(db, "audit_logs", "cdd01ef066bc6cf2", 100_000)
+    assert chain["rows"] == 3000 and chain["breaks"] == 0 and chain["wrong_hash"] == 0
+
+
+def test_replica_lag_refuses_a_primary(db):
+    with pytest.raises(ProbeError, match="not a standby"):
+        postgres.replica_lag(db)
+
+
+def test_audit_chain_finds_the_first_broken_link(healthy_sandbox, db):
+    healthy_sandbox.break_fault("audit-chain-break")
+    chain = postgres.audit_chain(db, "audit_logs", "cdd01ef066bc6cf2", 100_000)
+    assert chain["breaks"] == 1 and chain["first_break"]["id"] == 1501
+    assert chain["first_break"]["prev_hash"] != chain["first_break"]["previous_current_hash"]
+    # only the newest rows are walked when the profile says so: the break is older than the newest 100
+    assert postgres.audit_chain(db, "audit_logs", "cdd01ef066bc6cf2", 100)["breaks"] == 0
+
+
+def test_slow_statements_absent_extension_is_a_reason_not_a_pass(healthy_sandbox, pool):
+    """In a database without pg_stat_statements DB-06 gets a reason to skip, never an empty list."""
+    profile = pool.profile
+    dsn = profile.databases[0].dsn.rsplit("/", 1)[0] + "/postgres"
+    other = postgres.connect(dsn, profile.secret("databases.primary"), profile.thresholds)
+    try:
+        assert "not installed" in postgres.statements_unavailable(other)
+    finally:
+        other.conn.close()
+
+
+def test_redis_probe_reads_and_refuses_every_write(rcache, sandbox):
+    cache = rcache
+    assert cache.ping() < 1000
+    assert cache.get("acgs:constitutional_hash") == "cdd01ef066bc6cf2"
+    hits, misses = hit_rate(cache.info("stats"))
+    assert hits + misses >= 1000 and hits / (hits + misses) >= 0.85
+    lat = cache.latency(5)
+    assert len(lat.samples_ms) == 5 and not lat.failures
+    for write in ("SET", "DEL", "FLUSHALL", "CONFIG", "EVAL", "DEBUG", "set"):
+        with pytest.raises(ProbeError, match="read commands only"):
+            cache.command(write, "acgs:constitutional_hash", "x")
+    assert cache.get("acgs:constitutional_hash") == "cdd01ef066bc6cf2"
+    assert not {"SET", "DEL", "EVAL", "CONFIG"} & READ_COMMANDS
+
+
+# --------------------------------------------------------------------------------------- bad days
+
+
+def _assert_one_clean_line(exc: ProbeError, *secrets: str) -> str:
+    text = str(exc)
+    assert "\n" not in text and text.strip() == text
+    for s in secrets:
+        assert s not in text
+    return text
+
+
+def _pg_connect(sandbox, dsn: str, password: str | None = None, timeout: float = 2):
+    profile = _profile(sandbox, f"thresholds.db_connect_timeout_seconds={timeout}")
+    real = profile.secret("databases.primary")
+    started = time.monotonic()
+    with pytest.raises(ProbeError) as exc:
+        postgres.connect(dsn, real if password is None else password, profile.thresholds, [real])
+    return exc.value, time.monotonic() - started, real
+
+
+def test_wrong_password_is_one_line_without_the_password(sandbox):
+    dsn = _profile(sandbox).databases[0].dsn
+    exc, took, real = _pg_connect(sandbox, dsn, password="not-the-Pa55word")
+    text = _assert_one_clean_line(exc, "not-the-Pa55word", real)
+    assert "password authentication failed" in text and took < 5
+
+
+def test_unknown_database_is_one_line(sandbox):
+    dsn = _profile(sandbox).databases[0].dsn.rsplit("/", 1)[0] + "/no_such_db"
+    exc, took, real = _pg_connect(sandbox, dsn)
+    assert 'database "no_such_db" does not exist' in _assert_one_clean_line(exc, real) and took < 5
+
+
+def test_refused_connection_is_one_line_at_once(sandbox, black_hole):
+    with socket.socket() as s:  # a port bound by nobody: find one, then let it go
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exc, took, real = _pg_connect(sandbox, f"postgresql://acgs@127.0.0.1:{port}/acgs_production")
+    assert "Connection refused" in _assert_one_clean_line(exc, real) and took < 2
+
+
+def test_silent_server_fails_within_the_connect_timeout(sandbox, black_hole):
+    exc, took, real = _pg_connect(sandbox, f"postgresql://acgs@127.0.0.1:{black_hole}/acgs_production", timeout=2)
+    assert "timeout" in _assert_one_clean_line(exc, real).lower()
+    assert 1.5 <= took < 6
+
+
+def test_dns_failure_is_one_line_and_sends_no_query(sandbox):
+    # a 70-character label is refused by the resolver library itself: no packet leaves this machine
+    host = "a" * 70 + ".invalid"
+    exc, took, real = _pg_connect(sandbox, f"postgresql://acgs@{host}:5432/acgs_production")
+    assert "label" in _assert_one_clean_line(exc, real) and took < 2
+    with pytest.raises(ProbeError, match="cannot reach"):
+        RedisProbe(f"redis://{host}:6379/0", None, timeout=1)
+
+
+def test_redis_wrong_password_and_silent_server(sandbox, black_hole):
+    url = _profile(sandbox).redis[0].url
+    with pytest.raises(ProbeError) as exc:
+        RedisProbe(url, "not-the-Pa55word", timeout=1, secrets=["not-the-Pa55word"])
+    text = _assert_one_clean_line(exc.value, "not-the-Pa55word")
+    assert "cannot reach" in text and ("invalid" in text.lower() or "WRONGPASS" in text)
+    started = time.monotonic()
+    with pytest.raises(ProbeError, match="[Tt]imeout"):
+        RedisProbe(f"redis://127.0.0.1:{black_hole}/0", "x", timeout=1)
+    assert time.monotonic() - started < 4
+
+
+def test_an_unreachable_database_is_tried_once(sandbox, black_hole):
+    profile = _profile(sandbox, f"databases.primary.dsn=postgresql://acgs@127.0.0.1:{black_hole}/acgs_production",
+                       "thresholds.db_connect_timeout_seconds=2")
+    pool = PgPool(profile)
+    with pytest.raises(ProbeError):
+        pool.get(profile.databases[0])
+    started = time.monotonic()
+    with pytest.raises(ProbeError, match="timeout"):
+        pool.get(profile.databases[0])
+    assert time.monotonic() - started < 0.5
+
+
+def test_sandbox_files_hold_no_password_in_the_profile(sandbox):
+    text = Path(sandbox.profile_path).read_text()
+    secret_file = sandbox.dir / "secrets" / "db.password"
+    assert secret_file.read_text().strip() not in text
+    assert oct(secret_file.stat().st_mode & 0o777) == "0o600"

@@ -1,0 +1,148 @@
+"""Whole runs of `acgs-verify run` against the sandbox's real PostgreSQL and Redis, with each data fault on.
+
+Each fault is a real state of a real server (a session in pg_sleep, a held lock, a paused replica, a
+changed audit row, a sleeping Redis ...); exactly its checks fail, on the right target, and nothing else.
+A full run changes nothing on the servers, and no password appears in anything a run prints or writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+
+from tests.conftest import run_cli, sandbox_admin
+from tests.test_run_sandbox import failed_ids, run
+
+DB, HOST_DB, ENV, CACHE = "primary", "primary@app-1", "sandbox", "cache"
+
+# fault -> (the (ID, target) pairs that must fail, --set arguments, seconds to let the fault age)
+FAULTS: dict[str, tuple[set, list[str], float]] = {
+    "db-down": ({(f"DB-{i:02d}", DB) for i in range(1, 11) if i != 2} | {("DB-02", HOST_DB), ("CC-04", ENV),
+                                                                       ("CC-05", DB)}, [], 0),
+    "db-long-query": ({("DB-04", DB)}, ["thresholds.db_long_query_seconds=1"], 1.2),
+    "db-lock": ({("DB-05", DB)}, [], 0),
+    "db-saturation": ({("DB-03", DB)}, [], 0),
+    "db-slow-statements": ({("DB-06", DB)}, [], 0),
+    "db-stale-stats": ({("DB-09", DB)}, [], 0),
+    "db-replica-lag": ({("DB-07", DB)}, ["thresholds.db_replication_lag_seconds_max=1"], 1.2),
+    "audit-old-rows": ({("DB-10", DB)}, [], 0),
+    "audit-chain-break": ({("CC-05", DB)}, [], 0),
+    "audit-wrong-hash": ({("CC-05", DB)}, [], 0),
+    "low-compliance": ({("CC-04", ENV)}, [], 0),
+    "redis-down": ({("RD-01", CACHE), ("RD-02", CACHE), ("RD-03", CACHE), ("CC-06", CACHE)}, [], 0),
+    "redis-wrong-hash": ({("CC-06", CACHE)}, [], 0),
+    "redis-slow": ({("RD-02", CACHE)}, [], 0),
+    "redis-low-hit-rate": ({("RD-03", CACHE)}, [], 0),
+}
+
+# what each failure message must show beyond the IDs: the evidence an SRE acts on
+EVIDENCE = {
+    "db-long-query": ("DB-04", ("pid ", "pg_sleep")),
+    "db-lock": ("DB-05", ("waiting", "LOCK TABLE policies", "SELECT count(*) FROM policies")),
+    "db-slow-statements": ("DB-06", ("ms mean over 3 calls", "pg_sleep")),
+    "audit-chain-break": ("CC-05", ("first broken link: row id 1501",)),
+    "db-replica-lag": ("DB-07", ("replay paused",)),
+}
+
+
+def test_healthy_sandbox_passes_every_data_check(healthy_sandbox, tmp_path):
+    res, summary = run(healthy_sandbox, tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:]
+    outcomes = {(c["id"], c["target"]): c["outcome"] for c in summary["checks"]}
+    data_ids = {f"DB-{i:02d}" for i in range(1, 11)} | {"RD-01", "RD-02", "RD-03", "CC-04", "CC-05", "CC-06"}
+    ran = {cid for cid, _ in outcomes}
+    assert data_ids <= ran
+    # none of them skipped: pg_stat_statements and the replica exist, so DB-06 and DB-07 ran for real
+    assert all(o == "passed" for (cid, _), o in outcomes.items() if cid in data_ids), outcomes
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_each_data_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fault):
+    expected, overrides, age = FAULTS[fault]
+    healthy_sandbox.break_fault(fault)
+    time.sleep(age)
+    res, summary = run(healthy_sandbox, tmp_path, *[a for o in overrides for a in ("--set", o)])
+    assert failed_ids(summary) == expected, res.stdout[-4000:]
+    blocking = any(c["severity"] in ("P0", "P1") for c in summary["checks"] if c["outcome"] in ("failed", "error"))
+    assert res.returncode == (2 if blocking else 1)
+    for check_id, target in expected:
+        line = next(x for x in res.stdout.splitlines() if f"{check_id}[{target}]" in x)
+        assert "Next:" in line, line
+    if fault in EVIDENCE:
+        check_id, words = EVIDENCE[fault]
+        message = next(c["message"] for c in summary["checks"] if c["id"] == check_id)
+        for word in words:
+            assert word in message, message
+
+
+def test_heal_restores_each_fault(healthy_sandbox, tmp_path):
+    """After every fault was switched on and off again, the sandbox is what it was: every check passes."""
+    for fault in ("db-down", "db-stale-stats", "low-compliance", "redis-down", "redis-low-hit-rate"):
+        healthy_sandbox.break_fault(fault)
+        healthy_sandbox.heal_fault(fault)
+    assert healthy_sandbox.faults() == []
+    res, summary = run(healthy_sandbox, tmp_path)
+    assert res.returncode == 0 and failed_ids(summary) == set(), res.stdout[-3000:]
+
+
+# ------------------------------------------------------------------------------------------ read-only
+
+
+def _database_state(sandbox) -> dict:
+    with sandbox_admin(sandbox) as admin:
+        admin.execute("SELECT pg_stat_clear_snapshot()")
+        counters = {r[0]: r[1:] for r in admin.execute(
+            "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del, n_tup_hot_upd FROM pg_stat_user_tables").fetchall()}
+        content = {t: admin.execute(f"SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM {t} t").fetchone()[0]
+                   for t in ("audit_logs", "policies")}
+        tables = admin.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0]
+    return {"counters": counters, "content": content, "tables": tables}
+
+
+def _redis_state(sandbox) -> dict:
+    import redis
+
+    from acgs_verify.sandbox.components.redis import redis_port
+
+    password = (sandbox.dir / "secrets" / "redis.password").read_text().strip()
+    client = redis.Redis(host="127.0.0.1", port=redis_port(sandbox.port_offset), password=password,
+                         decode_responses=True)
+    try:
+        keys = sorted(client.scan_iter(count=1000))
+        values = client.mget(keys)
+        return {k: hashlib.sha256((v or "").encode()).hexdigest() for k, v in zip(keys, values, strict=True)}
+    finally:
+        client.close()
+
+
+def test_a_full_run_leaves_the_servers_unchanged(healthy_sandbox, tmp_path):
+    before_db, before_redis = _database_state(healthy_sandbox), _redis_state(healthy_sandbox)
+    res, summary = run(healthy_sandbox, tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:]
+    time.sleep(1.0)  # a backend's counters reach pg_stat_user_tables when it ends, just after the run
+    assert _database_state(healthy_sandbox) == before_db
+    assert _redis_state(healthy_sandbox) == before_redis
+    assert len(before_redis) > 300 and set(before_db["counters"]) == {"audit_logs", "policies"}
+
+
+# ------------------------------------------------------------------------------------------- secrets
+
+
+def test_passwords_appear_nowhere_a_run_prints_or_writes(healthy_sandbox, tmp_path):
+    real = [(healthy_sandbox.dir / "secrets" / f).read_text().strip() for f in ("db.password", "redis.password")]
+    wrong = "Wr0ng-but-secret-pass"
+    (tmp_path / "wrong.password").write_text(wrong + "\n")
+    report_dir = tmp_path / "reports"
+    res = run_cli("run", "--profile", str(healthy_sandbox.profile_path), "--report-dir", str(report_dir),
+                  "--set", f"databases.primary.password_file={tmp_path / 'wrong.password'}",
+                  "--set", f"redis.cache.password_file={tmp_path / 'wrong.password'}")
+    assert res.returncode == 2
+    db01 = next(x for x in res.stdout.splitlines() if x.startswith("FAIL P0 DB-01[primary]"))
+    assert "password authentication failed" in db01
+    rd01 = next(x for x in res.stdout.splitlines() if x.startswith("FAIL P0 RD-01[cache]"))
+    assert "cannot reach" in rd01
+    written = "".join(p.read_text(errors="replace") for p in report_dir.rglob("*") if p.is_file())
+    for secret in [wrong, *real]:
+        assert secret not in res.stdout and secret not in res.stderr and secret not in written
