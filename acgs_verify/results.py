@@ -138,7 +138,7 @@ class RunResult:
             text = f"{t['passed']} of {ran} checks passed"  # waived failures are not passes
         extras = [f"{t['skipped']} skipped"] if t["skipped"] else []
         extras += [f"{t['waived']} waived"] if t["waived"] else []
-        extras += [f"{t['warnings']} warnings"] if t["warnings"] else []
+        extras += [f"{t['warnings']} warning{'' if t['warnings'] == 1 else 's'}"] if t["warnings"] else []
         if extras:
             text += f" [{', '.join(extras)}]"
         if self.gate_failures:
