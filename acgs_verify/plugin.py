@@ -178,7 +178,9 @@ def http(profile: Profile):
 def hosts(profile: Profile):
     from acgs_verify.probes.host import HostPool
 
-    pool = HostPool(connect_timeout=profile.thresholds.connect_timeout_seconds, inventory=profile.inventory)
+    passphrases = {h.name: profile.secret(f"hosts.{h.name}") for h in profile.hosts}
+    pool = HostPool(connect_timeout=profile.thresholds.connect_timeout_seconds, inventory=profile.inventory,
+                    passphrases=passphrases)
     yield pool
     pool.close()  # ends the ssh control masters; nothing outlives the run
 

@@ -104,6 +104,17 @@ class Host(_Strict):
     ssh_config: str | None = None
     # host keys are checked unless a profile says otherwise, and then the run prints a warning
     strict_host_key_checking: bool = True
+    # the passphrase of identity_file, for the paramiko backend (OpenSSH in batch mode takes one only from an
+    # agent: load the key with ssh-add instead). Like every secret, named here, never written here.
+    identity_passphrase_env: str | None = None
+    identity_passphrase_file: str | None = None
+
+    @model_validator(mode="after")
+    def _passphrase_needs_paramiko(self):
+        if (self.identity_passphrase_env or self.identity_passphrase_file) and self.backend != "paramiko":
+            raise ValueError(f"an identity passphrase works with backend paramiko, not {self.backend}"
+                             " (for ssh, load the key into ssh-agent)")
+        return self
     # None: find out from the host (/run/systemd/system); False: the host has no systemd
     systemd: bool | None = None
     mounts: list[str] = ["/"]
@@ -626,31 +637,36 @@ def _list_index(items: list, part: str) -> int | None:
 # ------------------------------------------------------------------------------------------- secrets
 
 
+# (list field, owner prefix, env field, file field, what the secret is): every secret a profile may reference
+_SECRET_REFS = (
+    ("databases", "", "password_env", "password_file", "the password"),
+    ("databases", "admin:", "admin_password_env", "admin_password_file", "the restore drill's password"),
+    ("redis", "", "password_env", "password_file", "the password"),
+    ("hosts", "", "identity_passphrase_env", "identity_passphrase_file", "the ssh key passphrase"),
+)
+
+
 def _resolve_secrets(profile: Profile, where: dict) -> dict[str, SecretStr]:
+    """{"databases.primary": ..., "admin:databases.primary": ..., "redis.cache": ..., "hosts.app-1": ...}"""
     out: dict[str, SecretStr] = {}
-    for field in ("databases", "redis"):
+    for field, prefix, env_field, file_field, what in _SECRET_REFS:
         for i, item in enumerate(getattr(profile, field)):
-            refs = [("", item.password_env, item.password_file)]
-            if field == "databases":
-                refs.append(("admin:", item.admin_password_env, item.admin_password_file))
-            for prefix, env, file in refs:
-                owner = f"{prefix}{field}.{item.name}"
-                fpath = (field, i, f"{prefix.rstrip(':') + '_' if prefix else ''}password_{'env' if env else 'file'}")
-                if env:
-                    value = os.environ.get(env)
-                    if value is None:
-                        raise ProfileError(
-                            f"{_where(where, fpath)}: environment variable {env} is not set"
-                            f" (it holds the password for {field} {item.name!r})"
-                        )
-                    out[owner] = SecretStr(value)
-                elif file:
-                    p = Path(file).expanduser()
-                    try:
-                        out[owner] = SecretStr(p.read_text().strip())
-                    except OSError as exc:
-                        raise ProfileError(
-                            f"{_where(where, fpath)}: cannot read secret file {p}: {exc.strerror}") from None
+            owner = f"{prefix}{field}.{item.name}"
+            env, file = getattr(item, env_field), getattr(item, file_field)
+            if env:
+                value = os.environ.get(env)
+                if value is None:
+                    raise ProfileError(f"{_where(where, (field, i, env_field))}: environment variable {env} is not"
+                                       f" set (it holds {what} for {field} {item.name!r})")
+                out[owner] = SecretStr(value)
+            elif file:
+                p = Path(file).expanduser()
+                try:
+                    out[owner] = SecretStr(p.read_text().strip())
+                except OSError as exc:
+                    raise ProfileError(
+                        f"{_where(where, (field, i, file_field))}: cannot read secret file {p}: {exc.strerror}"
+                    ) from None
     return out
 
 
