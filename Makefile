@@ -7,7 +7,7 @@ STAMP := $(VENV)/.acgs-installed
 SANDBOX_DIR ?= .sandbox
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow lint env clean
+.PHONY: demo test test-slow lint env clean report
 
 env: $(STAMP)
 
@@ -31,6 +31,21 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider -m slow $(PYTEST_ARGS)
+
+# The Allure HTML report of the latest run (allure-results/ is written by every run).
+REPORT_DIR ?= reports
+report:
+	@test -d $(REPORT_DIR)/latest/allure-results || { echo "make report: no run yet; run 'make demo' or acgs-verify run first" >&2; exit 1; }
+	@if command -v allure >/dev/null; then \
+	  allure generate --clean -o $(REPORT_DIR)/allure-report $(REPORT_DIR)/latest/allure-results && \
+	  echo "Allure report: $(REPORT_DIR)/allure-report/index.html (allure open $(REPORT_DIR)/allure-report)"; \
+	else \
+	  echo "make report: the 'allure' command is not installed. It needs Java 8+; install it with one of:"; \
+	  echo "  npm install -g allure-commandline"; \
+	  echo "  brew install allure   (macOS)"; \
+	  echo "  or unpack https://github.com/allure-framework/allure2/releases and put its bin/ on PATH"; \
+	  echo "Meanwhile: $(REPORT_DIR)/latest/report.html is the same run as one self-contained page."; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check acgs_verify checks tests

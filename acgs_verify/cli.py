@@ -1,4 +1,4 @@
-"""acgs-verify run | sandbox | catalog
+"""acgs-verify run | report | diff | sandbox | catalog
 
 Exit codes (DESIGN.md, the same as Nagios): 0 every check passed, 1 only P2/P3 checks failed,
 2 a P0/P1 check failed, 3 could not run (bad profile, bad option, nothing collected).
@@ -7,14 +7,18 @@ Exit codes (DESIGN.md, the same as Nagios): 0 every check passed, 1 only P2/P3 c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
+import signal
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from acgs_verify.gates import GateError
 from acgs_verify.results import EXIT_UNKNOWN
+from acgs_verify.waivers import WaiverError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -49,7 +53,17 @@ def build_parser() -> _Parser:
     run.add_argument("--set", action="append", default=[], metavar="dotted.key=VALUE",
                      help="override a profile field for this run (repeatable)")
     run.add_argument("--report-dir", default="reports", type=Path, help="where runs write reports")
+    _add_gate_options(run)
     run.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments (-n 4, -k ..., -m ...)")
+
+    rep = sub.add_parser("report", help="regenerate a run's reports from its summary.json")
+    rep.add_argument("run", nargs="?", default="latest", help="run id, run directory or summary.json (default: latest)")
+    rep.add_argument("--report-dir", default="reports", type=Path)
+
+    dif = sub.add_parser("diff", help="compare two runs as the post-maintenance gate does")
+    dif.add_argument("run_a", help="the run before (run id, run directory, summary.json or snapshot.json)")
+    dif.add_argument("run_b", help="the run after")
+    dif.add_argument("--report-dir", default="reports", type=Path)
 
     cat = sub.add_parser("catalog", help="which runbook IDs are covered, and how many tests each expands to")
     cat.add_argument("--profile", default="sandbox")
@@ -69,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        handler = {"run": cmd_run, "catalog": cmd_catalog, "sandbox": cmd_sandbox}[args.command]
+        handler = {"run": cmd_run, "catalog": cmd_catalog, "sandbox": cmd_sandbox, "report": cmd_report,
+                   "diff": cmd_diff}[args.command]
         return handler(args)
-    except UsageError as exc:
+    except (UsageError, GateError, WaiverError) as exc:
         print(f"acgs-verify: error: {exc}", file=sys.stderr)
         return EXIT_UNKNOWN
     except Exception as exc:
@@ -126,11 +141,13 @@ def _run_pytest(args: list[str]):
 def cmd_run(args) -> int:
     from acgs_verify.catalog import GATES
     from acgs_verify.profile import load_profile
-    from acgs_verify.report import write_all
 
     if args.gate not in GATES:
         raise UsageError(f"unknown gate {args.gate!r}; gates: {', '.join(GATES)}")
     profile = load_profile(args.profile, args.set)  # bad input stops here, before pytest starts
+    for text in profile.insecure_settings():
+        print(f"acgs-verify: WARNING: {text}", file=sys.stderr)
+    gate_plan = _plan_gate(args, profile)
     started = time.time()
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{profile.name}-{args.gate}-{secrets.token_hex(2)}"
     report_dir: Path = args.report_dir
@@ -141,27 +158,192 @@ def cmd_run(args) -> int:
         "--gate", args.gate, "--acgs-run-id", run_id,
         "--junitxml", str(partial / "junit.xml"),
         "-q", "--no-header", "--tb=short" if args.debug else "--tb=no", "-rN",
+        *_gate_pytest_args(args, gate_plan, partial),
         *args.pytest_args,
     ]
-    code, config = _run_pytest(pytest_args)
-    from acgs_verify.plugin import COLLECTOR_KEY  # after pytest has imported (and assertion-rewritten) it
-
-    collector = config.stash.get(COLLECTOR_KEY, None) if config is not None else None
-    result = collector.result if collector is not None else None
+    with _sigterm_interrupts():
+        code, config = _run_pytest(pytest_args)
+    result = _result_of(config)
     if result is None or code in (3, 4):  # pytest could not start: its own message is already printed
         _discard(partial)
         print(f"ACGS UNKNOWN - could not run the checks (pytest exit {code}) | duration={time.time() - started:.1f}s")
         return EXIT_UNKNOWN
     if code == 5 or not result.checks:
         result.notes.append("no checks were collected: check the gate, -k and -m filters")
+    if args.wait and result.checks and result.complete:
+        with _sigterm_interrupts():
+            _wait(args, result, pytest_args, partial)
+    gate_lines = _finish_gate(result, gate_plan, profile, report_dir)
     result.duration = time.time() - started
-    write_all(result, partial)
+    _write_reports(result, partial, report_dir, profile.secret_values(), gate_plan.writes_snapshot)
     run_dir = report_dir / run_id
     os.replace(partial, run_dir)
-    _point_latest(report_dir, run_id)
-    print(f"reports: {run_dir}/ (summary.json, junit.xml)")
+    if result.complete:  # an interrupted run keeps its report, but latest stays on the last complete run
+        _point_latest(report_dir, run_id)
+        from acgs_verify.report.history import append_history
+
+        append_history(result, report_dir)
+    for line in gate_lines:
+        print(line)
+    print(f"reports: {run_dir}/ (report.html, report.md, summary.json, junit.xml, metrics.prom, allure-results/)"
+          + ("" if result.complete else " [incomplete]"))
     print(result.summary_line())
     return result.exit_code
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (systemd stop, CI cancel) ends the run the way Ctrl-C does: workers stopped, report kept."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _result_of(config):
+    from acgs_verify.plugin import COLLECTOR_KEY  # after pytest has imported (and assertion-rewritten) it
+
+    collector = config.stash.get(COLLECTOR_KEY, None) if config is not None else None
+    return collector.result if collector is not None else None
+
+
+# ---------------------------------------------------------------------- run: gates, waivers, reports
+
+
+def _add_gate_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument("--snapshot", type=Path, default=None, metavar="PATH",
+                     help="post-maintenance/rollback: the snapshot to compare with (snapshot.json or its run "
+                          "directory; default: the latest pre-maintenance snapshot of the same profile)")
+    run.add_argument("--waivers", type=Path, default=None, metavar="FILE",
+                     help="YAML file of waived failures: id, target (pattern), reason, owner, expires")
+    run.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                     help="re-run failing checks until they pass or SECONDS are up (services restarting)")
+    run.add_argument("--since", default=None, metavar="TIME",
+                     help="log checks read only lines since TIME: ISO time, a duration (30m, 2h, 1d) or "
+                          "'snapshot' (the pre-maintenance snapshot's start)")
+
+
+def _plan_gate(args, profile):
+    from acgs_verify import gates
+    from acgs_verify.waivers import load_waivers
+
+    if args.wait < 0:
+        raise UsageError(f"--wait {args.wait:g}: must be 0 or more seconds")
+    if args.waivers is not None:
+        load_waivers(args.waivers)  # a bad file stops the run here: one line, exit 3
+    return gates.plan(args.gate, profile.name, args.report_dir, args.snapshot, args.since)
+
+
+def _gate_pytest_args(args, gate_plan, partial: Path) -> list[str]:
+    extra = ["-p", "allure_pytest.plugin", "--alluredir", str(partial / "allure-results")]
+    if gate_plan.since:
+        extra += ["--since", gate_plan.since]
+    if args.waivers is not None:
+        extra += ["--waivers", str(args.waivers)]
+    return extra
+
+
+def _wait(args, result, pytest_args: list[str], partial: Path) -> None:
+    from acgs_verify import gates
+
+    root = checks_dir().parent
+    first_path = pytest_args.index(str(checks_dir()))
+
+    def rerun(nodeids: list[str], attempt: int):
+        junit = partial / f".junit-attempt-{attempt}.xml"
+        again = list(pytest_args)
+        again[first_path:first_path + 1] = [str(root / n) for n in nodeids]
+        again[again.index("--junitxml") + 1] = str(junit)
+        code, config = _run_pytest(again)
+        res = _result_of(config)
+        if res is None or code in (3, 4):
+            return None
+        if junit.is_file():
+            gates.merge_junit(partial / "junit.xml", junit)
+            junit.unlink()
+        return res
+
+    gates.wait_for_recovery(result, args.wait, rerun)
+
+
+def _finish_gate(result, gate_plan, profile, report_dir: Path) -> list[str]:
+    from acgs_verify import gates
+    from acgs_verify.report.history import trend_of
+
+    lines = gates.finish(result, gate_plan, profile)
+    result.extra["trend"] = trend_of(result, report_dir)
+    return lines
+
+
+def _write_reports(result, run_dir: Path, report_dir: Path, secrets: list[str], snapshot: bool) -> None:
+    from acgs_verify.report import mask_files, write_all
+
+    # junit.xml and Allure results were written by pytest plugins from raw test reports
+    mask_files([run_dir / "junit.xml", *sorted((run_dir / "allure-results").glob("*"))], secrets)
+    write_all(result, run_dir)
+    if snapshot:
+        from acgs_verify.report.snapshot import SNAPSHOT_FILE, write_snapshot
+
+        write_snapshot(result, run_dir / SNAPSHOT_FILE)
+
+
+# ------------------------------------------------------------------------------------ report, diff
+
+
+def _find_run(arg: str, report_dir: Path) -> Path:
+    """A run id, a run directory, or a file in one (summary.json / snapshot.json)."""
+    for candidate in (Path(arg), report_dir / arg):
+        if candidate.exists():
+            return candidate
+    raise UsageError(f"no run {arg!r} (looked for {arg} and {report_dir / arg})")
+
+
+def cmd_report(args) -> int:
+    from acgs_verify.report import write_all
+    from acgs_verify.report.summary import read_summary
+
+    path = _find_run(args.run, args.report_dir)
+    summary = path / "summary.json" if path.is_dir() else path
+    try:
+        result = read_summary(summary)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise UsageError(f"{summary}: not a readable summary.json ({' '.join(str(exc).split())[:120]})") from None
+    written = write_all(result, summary.parent.resolve())
+    print(f"reports regenerated in {summary.parent.resolve()}/: {', '.join(p.name for p in written)}")
+    print(result.summary_line())
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from acgs_verify.report.diff import compare
+    from acgs_verify.report.snapshot import read_snapshot
+
+    snaps = []
+    for arg in (args.run_a, args.run_b):
+        path = _find_run(arg, args.report_dir)
+        try:
+            snaps.append(read_snapshot(path))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise UsageError(f"{path}: not a run, summary.json or snapshot.json "
+                             f"({' '.join(str(exc).split())[:120]})") from None
+    d = compare(snaps[0], snaps[1])
+    for line in d.lines():
+        print(line)
+    failures = d.gate_failures()
+    word = "CRITICAL" if failures else "OK"
+    text = "; ".join(failures) if failures else "no regressions, nothing vanished"
+    print(f"ACGS DIFF {word} - {d.before_run} -> {d.after_run}: {text} | regressions={len(d.regressions)} "
+          f"fixed={len(d.fixed)} versions_changed={len(d.versions_changed)}")
+    return 2 if failures else 0
 
 
 def _discard(path: Path) -> None:

@@ -33,6 +33,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--acgs-run-id", dest="acgs_run_id", default=None, help="(set by acgs-verify run)")
     group.addoption("--acgs-no-secrets", dest="acgs_no_secrets", action="store_true",
                     help="do not resolve secrets (for listing checks without running them)")
+    group.addoption("--since", dest="acgs_since", default=None, metavar="TIME",
+                    help="log checks read only lines written since TIME: ISO time or a duration (30m, 2h, 1d)")
+    group.addoption("--waivers", dest="acgs_waivers", default=None, metavar="FILE",
+                    help="YAML file of waived failures (ID, target pattern, reason, owner, expires)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -47,6 +51,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): run in the same xdist worker as its group")
     if config.getoption("acgs_profile") is not None or config.getoption("acgs_set"):
         _profile(config)  # fail fast on a bad profile, before collection
+    _run_options(config)  # bad --since / --waivers stop here, before collection
+    config.pluginmanager.register(AllureDetails(config), "acgs-verify-allure")
     if not hasattr(config, "workerinput"):  # the xdist controller (or a plain run) keeps the results
         collector = ResultCollector(config)
         config.stash[COLLECTOR_KEY] = collector
@@ -64,6 +70,12 @@ def _profile(config: pytest.Config) -> Profile:
     return config.stash[PROFILE_KEY]
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if PROFILE_KEY not in config.stash:
+        return []
+    return [f"acgs-verify: WARNING: {text}" for text in config.stash[PROFILE_KEY].insecure_settings()]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     for name, kind in TARGET_KINDS.items():
         if name not in metafunc.fixturenames:
@@ -75,6 +87,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             targets = [t for t in targets if applies(t)]
         metafunc.parametrize(name, targets, ids=[t.id for t in targets])
         return
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    mark = item.get_closest_marker("runbook")
+    if mark is not None:
+        item.extra_keyword_matches.add(mark.args[0])  # `-k SVC-01`, `-k "DB and not DB-07"`
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]):
@@ -111,8 +129,10 @@ def _target_of(item: pytest.Item):
     if callspec is None:
         return None
     for name in TARGET_KINDS:
-        if name in callspec.params:
-            return callspec.params[name]
+        value = callspec.params.get(name)
+        # a profile with none of a kind gives pytest's empty-parameter-set placeholder, not a target
+        if value is not None and hasattr(value, "id"):
+            return value
     return None
 
 
@@ -147,10 +167,10 @@ def hosts(profile: Profile):
 
 
 @pytest.fixture(scope="session")
-def logs(hosts):
+def logs(hosts, pytestconfig: pytest.Config):
     from acgs_verify.probes.logs import LogReader
 
-    return LogReader(hosts)
+    return LogReader(hosts, since=_run_options(pytestconfig)["since"])
 
 
 @pytest.fixture(scope="session")
@@ -243,8 +263,9 @@ class ResultCollector:
         secrets = profile.secret_values() if profile else []
         for res in self.by_nodeid.values():
             res.message = mask(res.message, secrets)
-            if res.measured:
-                res.measured = mask(str(res.measured), secrets)
+            for name in ("measured", "expected", "warning"):  # a probe may quote a DSN or a command line
+                if getattr(res, name):
+                    setattr(res, name, mask(str(getattr(res, name)), secrets))
             res.evidence = {k: mask(v, secrets) for k, v in res.evidence.items()}
         self.result = RunResult(
             run_id=self.config.getoption("acgs_run_id") or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
@@ -256,6 +277,7 @@ class ResultCollector:
             checks=sorted(self.by_nodeid.values(), key=_order),
             complete=not self.interrupted and exitstatus not in (2, 3, 4),
         )
+        _apply_run_options(self.config, self.result)
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
         if self.result is None or not self.result.checks:
@@ -290,3 +312,92 @@ def _message(report: pytest.TestReport) -> str:
         return text.removeprefix("Failed: ")[:500]
     text = str(longrepr).strip().splitlines()
     return text[-1][:500] if text else report.outcome
+
+
+# ---------------------------------------------------------------------------- --since and --waivers
+
+RUN_OPTIONS_KEY = pytest.StashKey[dict]()
+
+
+def _run_options(config: pytest.Config) -> dict:
+    """--since as a datetime and --waivers as Waiver objects, parsed once; bad input is a UsageError line."""
+    if RUN_OPTIONS_KEY not in config.stash:
+        from acgs_verify.probes.logs import parse_since
+        from acgs_verify.waivers import WaiverError, load_waivers
+
+        opts: dict = {"since": None, "waivers": []}
+        since = config.getoption("acgs_since")
+        if since:
+            if since == "snapshot":
+                raise pytest.UsageError("--since snapshot needs acgs-verify run (it finds the snapshot)")
+            try:
+                opts["since"] = parse_since(since)
+            except ValueError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        if config.getoption("acgs_waivers"):
+            try:
+                opts["waivers"] = load_waivers(config.getoption("acgs_waivers"))
+            except WaiverError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        config.stash[RUN_OPTIONS_KEY] = opts
+    return config.stash[RUN_OPTIONS_KEY]
+
+
+def _apply_run_options(config: pytest.Config, result: RunResult) -> None:
+    from acgs_verify.waivers import apply_waivers
+
+    opts = _run_options(config)
+    if opts["since"] is not None:
+        result.extra["log_window_since"] = opts["since"].isoformat(timespec="seconds")
+    if opts["waivers"]:
+        result.notes.extend(apply_waivers(result.checks, opts["waivers"], datetime.now(UTC).date()))
+
+
+# ------------------------------------------------------------------------------------------ Allure
+
+ALLURE_SEVERITY = {"P0": "blocker", "P1": "critical", "P2": "normal", "P3": "minor"}
+
+
+class AllureDetails:
+    """When allure-pytest writes results (--alluredir): severity, epic and feature labels, evidence attached."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+
+    def _active(self) -> bool:
+        return self.config.pluginmanager.has_plugin("allure_listener")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        if not self._active():
+            return
+        for item in items:
+            mark = item.get_closest_marker("runbook")
+            if mark is None:
+                continue
+            e = CATALOG[mark.args[0]]
+            item.add_marker(pytest.mark.allure_label(ALLURE_SEVERITY[e.severity], label_type="severity"))
+            item.add_marker(pytest.mark.allure_label(e.section_title, label_type="epic"))
+            item.add_marker(pytest.mark.allure_label(f"{e.id} {e.title}", label_type="feature"))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item):
+        try:
+            return (yield)
+        finally:
+            if self._active():
+                self._attach_evidence(item)
+
+    def _attach_evidence(self, item: pytest.Item) -> None:
+        import allure
+
+        profile = self.config.stash.get(PROFILE_KEY, None)
+        secrets = profile.secret_values() if profile else []
+        props = dict(item.user_properties)
+        if "measured" in props:
+            text = f"measured: {props['measured']}\nexpected: {props.get('expected', '-')}"
+            allure.attach(mask(text, secrets), name="measurement", attachment_type=allure.attachment_type.TEXT)
+        for key, value in item.user_properties:
+            if key.startswith("evidence:"):
+                allure.attach(mask(str(value), secrets), name=key.split(":", 1)[1],
+                              attachment_type=allure.attachment_type.TEXT)

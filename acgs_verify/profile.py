@@ -300,6 +300,16 @@ class Profile(_Strict):
         s = self.secrets.get(owner)
         return s.get_secret_value() if s else None
 
+    def insecure_settings(self) -> list[str]:
+        """Checks this profile has turned off on purpose; each run says so in a warning line."""
+        out = []
+        if not self.tls.verify:
+            out.append("TLS certificates are not verified (profile field tls.verify: false)")
+        for h in self.hosts:
+            if h.backend in ("ssh", "paramiko") and not h.strict_host_key_checking:
+                out.append(f"ssh host keys of {h.name} are not checked (hosts.{h.name}.strict_host_key_checking)")
+        return out
+
     def secret_values(self) -> list[str]:
         """Every secret this profile resolved, for masking output."""
         return [s.get_secret_value() for s in self.secrets.values() if s.get_secret_value()]
@@ -365,8 +375,10 @@ def _read_yaml(path: Path) -> _Located:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProfileError(f"{shown}: not UTF-8 (byte {exc.start})") from None
-    loader = yaml.SafeLoader(text)
+    _check_flow_depth(text, shown)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # its reader already refuses control characters
         node = loader.get_single_node()
         if node is None:
             return _Located({}, {})
@@ -381,12 +393,29 @@ def _read_yaml(path: Path) -> _Located:
     except RecursionError:
         raise ProfileError(f"{shown}: YAML nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(data, dict):
         raise ProfileError(f"{shown}:1: a profile is a mapping of fields, not {type(data).__name__}")
     where: dict[tuple, tuple[str, int]] = {}
     _record_lines(node, (), shown, where, set())
     return _Located(data, where)
+
+
+_QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*')
+
+
+def _check_flow_depth(text: str, shown: str) -> None:
+    """Refuse [[[[...]]]] before PyYAML recurses through it (thousands of levels take it a second)."""
+    depth = 0
+    for line_no, line in enumerate(_QUOTED.sub("", text).splitlines(), 1):
+        for ch in line:
+            if ch in "[{":
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise ProfileError(f"{shown}:{line_no}: nested more than {MAX_DEPTH} levels")
+            elif ch in "]}":
+                depth = max(0, depth - 1)
 
 
 def _check_size(node: yaml.Node, shown: str) -> None:
@@ -518,7 +547,12 @@ def _where(where: dict, path: tuple) -> str:
 def _dotted(path: Iterable) -> str:
     out = ""
     for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        if isinstance(p, int):
+            out += f"[{p}]"
+            continue
+        # a key from the file may be anything YAML allows, newlines included: quote it unless plain
+        key = str(p) if re.fullmatch(r"[A-Za-z0-9_.-]+", str(p)) else repr(str(p)[:60])
+        out += f".{key}" if out else key
     return out
 
 

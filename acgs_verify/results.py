@@ -34,6 +34,7 @@ class CheckResult:
     duration: float = 0.0
     evidence: dict[str, str] = field(default_factory=dict)
     waived: dict | None = None  # set by waivers: {reason, owner, expires}
+    attempts: int = 1  # how many times it ran (acgs-verify run --wait re-runs failing checks)
 
     @property
     def name(self) -> str:
@@ -61,6 +62,8 @@ class RunResult:
     complete: bool = True
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    # gate rules broken beyond failed checks (a table vanished since the snapshot): each makes the run CRITICAL
+    gate_failures: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[CheckResult]:
@@ -99,7 +102,7 @@ class RunResult:
         if not self.complete or not self.checks:
             return EXIT_UNKNOWN
         failed = self.failed
-        if any(c.severity in BLOCKING for c in failed):
+        if self.gate_failures or any(c.severity in BLOCKING for c in failed):
             return EXIT_CRITICAL
         return EXIT_WARNING if failed else EXIT_OK
 
@@ -116,12 +119,15 @@ class RunResult:
             sev = ", ".join(f"{k}: {v}" for k, v in self.failed_by_severity().items())
             text = f"{t['failed']} of {ran} checks failed ({sev})"
         else:
-            text = f"{ran} of {ran} checks passed"
+            text = f"{t['passed']} of {ran} checks passed"  # waived failures are not passes
         extras = [f"{t['skipped']} skipped"] if t["skipped"] else []
         extras += [f"{t['waived']} waived"] if t["waived"] else []
         extras += [f"{t['warnings']} warnings"] if t["warnings"] else []
         if extras:
             text += f" [{', '.join(extras)}]"
+        if self.gate_failures:
+            more = f" (+{len(self.gate_failures) - 1} more)" if len(self.gate_failures) > 1 else ""
+            text += f"; gate closed: {self.gate_failures[0]}{more}"
         perf = f"passed={t['passed']} failed={t['failed']} skipped={t['skipped']} duration={self.duration:.1f}s"
         return f"ACGS {word} - {text} | {perf}"
 
@@ -140,6 +146,7 @@ class RunResult:
             "failed_by_severity": self.failed_by_severity(),
             "compliance_rate": self.compliance_rate,
             "notes": self.notes,
+            "gate_failures": self.gate_failures,
             **self.extra,
             "checks": [c.as_dict() for c in self.checks],
         }
@@ -150,7 +157,8 @@ class RunResult:
         for c in d.get("checks", []):
             c = {k: v for k, v in c.items() if k != "name"}
             checks.append(CheckResult(**c))
-        known = {"run_id", "profile", "gate", "started", "duration", "constitutional_hash", "complete", "notes"}
+        known = {"run_id", "profile", "gate", "started", "duration", "constitutional_hash", "complete", "notes",
+                 "gate_failures"}
         extra = {k: v for k, v in d.items() if k not in known | {"checks", "exit_code", "summary", "totals",
                                                                   "failed_by_severity", "compliance_rate"}}
         return cls(checks=checks, extra=extra, **{k: d[k] for k in known if k in d})

@@ -72,7 +72,7 @@ def test_health_latency_p99(service, http, thresholds, check):
     n = thresholds.latency_samples
     lat = http.latency(service.url(service.service.health_path), n, timeout=thresholds.health_timeout_seconds)
     if lat.failures:
-        check.fail(f"{len(lat.failures)} of {n} samples failed, first: {lat.failures[0]}")
+        check.fail(f"sample {len(lat.samples_ms) + 1} of {n} got no answer: {lat.failures[0]}")
     fail_ms, warn_ms = thresholds.latency_p99_fail_ms, thresholds.latency_p99_warn_ms
     measured = f"p50 {lat.p50:.1f} ms, p99 {lat.p99:.1f} ms over {n} samples"
     check.that(lat.p99 < fail_ms, measured=measured, expected=f"p99 < {fail_ms:g} ms",

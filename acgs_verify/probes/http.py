@@ -11,10 +11,16 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 MAX_BODY_BYTES = 1 << 20  # a health body is a few hundred bytes; never buffer more than this
+
+# httpx's timeouts apply to each socket operation, so a server that drips a byte a second never trips
+# them. The request's deadline lives here, and every connect, handshake, read and write is given at most
+# the time left before it.
+_deadline: ContextVar[float | None] = ContextVar("acgs_http_deadline", default=None)
 
 
 @dataclass
@@ -43,7 +49,8 @@ class Reply:
     def describe(self) -> str:
         if self.error:
             return f"no answer from {self.url}: {self.error}"
-        return f"HTTP {self.status} in {self.elapsed_ms:.0f} ms"
+        where = self.headers.get("location") if self.status and 300 <= self.status < 400 else None
+        return f"HTTP {self.status} in {self.elapsed_ms:.0f} ms" + (f", redirect to {where}" if where else "")
 
 
 @dataclass
@@ -80,7 +87,12 @@ class HttpProbe:
         if self._client is None:
             import httpx  # ~60 ms of imports: only when a check does HTTP
 
-            self._client = httpx.Client(verify=self._verify, follow_redirects=False, trust_env=False,
+            transport = httpx.HTTPTransport(verify=self._verify, trust_env=False)
+            pool = getattr(transport, "_pool", None)
+            if pool is None or not hasattr(pool, "_network_backend"):
+                raise RuntimeError("httpx/httpcore changed: cannot install the request deadline")
+            pool._network_backend = _deadline_backend()
+            self._client = httpx.Client(transport=transport, follow_redirects=False, trust_env=False,
                                         headers={"User-Agent": "acgs-verify"})
         return self._client
 
@@ -91,6 +103,7 @@ class HttpProbe:
         reply = Reply(url)
         start = time.perf_counter()
         deadline = start + timeout
+        token = _deadline.set(time.monotonic() + timeout)
         try:
             with self.client.stream("GET", url, timeout=httpx.Timeout(timeout)) as resp:
                 reply.status = resp.status_code
@@ -111,6 +124,8 @@ class HttpProbe:
         except httpx.HTTPError as exc:
             reply.status = None
             reply.error = _reason(exc)
+        finally:
+            _deadline.reset(token)
         reply.elapsed_ms = (time.perf_counter() - start) * 1000
         if reply.error is None and reply.elapsed_ms > timeout * 1000:
             reply.error = f"answered after {reply.elapsed_ms:.0f} ms, over the {timeout:g} s limit"
@@ -129,7 +144,9 @@ class HttpProbe:
             if r.error is None:  # a 503 still has a latency; only no answer at all is a failed sample
                 result.samples_ms.append(r.elapsed_ms)
             else:
+                # one sample without an answer decides the check: waiting out N more timeouts would not
                 result.failures.append(r.describe())
+                break
         return result
 
     def forget(self) -> None:
@@ -152,3 +169,54 @@ def _reason(exc: Exception) -> str:
         if known.lower() in text.lower():
             return known.lower() if known != "certificate verify failed" else "TLS: " + text[:200]
     return text[:200]
+
+
+def _clamp(timeout: float | None) -> float | None:
+    import httpcore
+
+    deadline = _deadline.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("request deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+def _deadline_backend():
+    """An httpcore network backend whose every socket operation ends by the request's deadline."""
+    import httpcore
+
+    class Stream(httpcore.NetworkStream):
+        def __init__(self, inner):
+            self._inner = inner
+
+        def read(self, max_bytes, timeout=None):
+            return self._inner.read(max_bytes, _clamp(timeout))
+
+        def write(self, buffer, timeout=None):
+            return self._inner.write(buffer, _clamp(timeout))
+
+        def close(self):
+            return self._inner.close()
+
+        def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+            return Stream(self._inner.start_tls(ssl_context, server_hostname, _clamp(timeout)))
+
+        def get_extra_info(self, info):
+            return self._inner.get_extra_info(info)
+
+    class Backend(httpcore.NetworkBackend):
+        def __init__(self):
+            self._inner = httpcore.SyncBackend()
+
+        def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+            return Stream(self._inner.connect_tcp(host, port, _clamp(timeout), local_address, socket_options))
+
+        def connect_unix_socket(self, path, timeout=None, socket_options=None):
+            return Stream(self._inner.connect_unix_socket(path, _clamp(timeout), socket_options))
+
+        def sleep(self, seconds):
+            return self._inner.sleep(seconds)
+
+    return Backend()

@@ -5,6 +5,7 @@
 Counter({'cdd01ef066bc6cf2': 1})
 >>> request_statuses(lines)         # HTTP statuses of request lines, health probes left out
 [200, 200, 500]
+>>> within(lines, parse_since("2h"))  # only the lines of the last two hours (acgs-verify run --since 2h)
 
 Reads both formats the services write: `%(asctime)s - %(name)s - %(levelname)s - %(message)s` and JSON lines.
 """
@@ -14,9 +15,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from acgs_verify.check import ProbeError
 
@@ -31,6 +33,8 @@ _HASH = re.compile(r"constitutional[ _-]?hash[\"']?\s*[:=]\s*[\"']?([0-9a-fA-F]{
 _STATUS_KV = re.compile(r"\bstatus(?:_code)?[=:]\s*\"?(\d{3})\b")
 _STATUS_ACCESS = re.compile(r"\"[A-Z]+ (?P<path>\S+) HTTP/[\d.]+\"\s+(?P<status>\d{3})\b")
 _PATH_KV = re.compile(r"\bpath[=:]\s*\"?(\S+?)\"?(?:\s|$)")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 PROBE_PATHS = ("/health", "/metrics")  # monitoring traffic, not users': left out of error rates
 
 
@@ -67,7 +71,8 @@ def tail_lines(path: str, n: int, max_bytes: int = MAX_TAIL_BYTES) -> list[str]:
     Undecodable bytes are replaced and NULs dropped, so a damaged log is still read.
     """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise ProbeError(f"log {path} does not exist") from None
     except PermissionError:
@@ -75,7 +80,10 @@ def tail_lines(path: str, n: int, max_bytes: int = MAX_TAIL_BYTES) -> list[str]:
     except OSError as exc:
         raise ProbeError(f"log {path}: {exc.strerror}") from None
     try:
-        end = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ProbeError(f"log {path} is not a regular file")
+        end = st.st_size
         pos, chunks, newlines, read = end, [], 0, 0
         while pos > 0 and newlines <= n and read < max_bytes:
             size = min(BLOCK, pos, max_bytes - read)
@@ -119,6 +127,45 @@ def _parse_ts(value) -> datetime | None:
         return None
 
 
+def _aware(ts: datetime) -> datetime:
+    # `%(asctime)s` is the host's local time without a zone: read it as local time
+    return ts if ts.tzinfo is not None else ts.astimezone()
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """`90s`, `30m`, `2h`, `1d`, `1w` before now, or an ISO 8601 time (local time when it names no zone).
+
+    Raises ValueError with a one-line reason for anything else.
+    """
+    text = text.strip()
+    m = _DURATION.match(text)
+    if m:
+        return (now or datetime.now(UTC)) - timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+    try:
+        return _aware(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except ValueError:
+        raise ValueError(f"--since {text!r}: expected an ISO time (2025-06-01T02:00), "
+                         "a duration (90s, 30m, 2h, 1d) or 'snapshot'") from None
+
+
+def within(lines: list[str], since: datetime) -> list[str]:
+    """The lines written at or after `since`, oldest first.
+
+    A line without a timestamp (a traceback, a continuation) goes with the line before it. Lines before the
+    first timestamp cannot be placed: they are kept only when no line has a timestamp at all, so a log in an
+    unknown format is still read whole rather than silently emptied.
+    """
+    kept: list[str] = []
+    inside: bool | None = None
+    for line in lines:
+        ts = parse(line).timestamp
+        if ts is not None:
+            inside = _aware(ts) >= since
+        if inside:
+            kept.append(line)
+    return kept if inside is not None else list(lines)
+
+
 def hash_mentions(lines: list[str]) -> Counter:
     """How often each constitutional hash is named (`Constitutional Hash: X`, `"constitutional_hash": "X"`)."""
     found: Counter = Counter()
@@ -148,10 +195,15 @@ def request_statuses(lines: list[str]) -> list[int]:
 
 
 class LogReader:
-    """Reads log tails on a target's host once per run: CC-01, CC-02 and SVC-07 share one read."""
+    """Reads log tails on a target's host once per run: CC-01, CC-02 and SVC-07 share one read.
 
-    def __init__(self, hosts):
+    With `since` (acgs-verify run --since), every tail holds only the lines written since then, so each log
+    check judges that window without knowing about it.
+    """
+
+    def __init__(self, hosts, since: datetime | None = None):
         self._hosts = hosts
+        self.since = since
         self._cache: dict[tuple, list[str]] = {}
 
     def tail(self, host, path: str, n: int) -> list[str]:
@@ -165,6 +217,8 @@ class LogReader:
                 if result.rc != 0:
                     raise ProbeError(f"log {path} on {host.name}: {result.stderr.strip()[:200]}")
                 self._cache[key] = result.stdout.replace("\0", "").splitlines()
+            if self.since is not None:
+                self._cache[key] = within(self._cache[key], self.since)
         return self._cache[key]
 
     def forget(self) -> None:

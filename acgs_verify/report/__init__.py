@@ -1,7 +1,9 @@
 """Report writers. Each reads a RunResult (or summary.json) and writes one file; none reaches into pytest.
 
 WRITERS maps a file name in the run directory to the function that writes it. junit.xml is written by
-pytest's own junitxml plugin during the run (with each case's ID, severity and section as properties).
+pytest's own junitxml plugin during the run (with each case's ID, severity and section as properties), and
+the Allure test results by allure-pytest; reports/history.jsonl is appended once the run is complete
+(report/history.py).
 """
 
 from __future__ import annotations
@@ -11,11 +13,20 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from acgs_verify.report.allure import ALLURE_DIR, write_categories, write_environment
+from acgs_verify.report.html import write_html
+from acgs_verify.report.markdown import write_markdown
+from acgs_verify.report.prometheus import write_metrics
 from acgs_verify.report.summary import write_summary
 from acgs_verify.results import RunResult
 
 WRITERS: dict[str, Callable[[RunResult, Path], None]] = {
     "summary.json": write_summary,
+    "report.html": write_html,
+    "report.md": write_markdown,
+    "metrics.prom": write_metrics,
+    f"{ALLURE_DIR}/environment.properties": write_environment,
+    f"{ALLURE_DIR}/categories.json": write_categories,
 }
 
 
@@ -33,9 +44,37 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # reports are read by others (node_exporter, a web server); mkstemp makes 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def mask_files(paths: list[Path], secrets: list[str]) -> int:
+    """Mask secrets in files other tools wrote during the run (junit.xml, Allure results): raw, JSON-escaped
+    and XML-escaped forms. Returns how many files changed."""
+    import json
+    from xml.sax.saxutils import escape
+
+    forms = set()
+    for s in secrets:
+        if s and len(s) >= 3:
+            forms |= {s, json.dumps(s)[1:-1], escape(s, {'"': "&quot;", "'": "&apos;"}), escape(s)}
+    if not forms:
+        return 0
+    changed = 0
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        masked = text
+        for form in sorted(forms, key=len, reverse=True):
+            masked = masked.replace(form, "***")
+        if masked != text:
+            atomic_write(path, masked)
+            changed += 1
+    return changed

@@ -41,9 +41,12 @@ COMPLIANCE_SERVICE = "constitutional-ai"
 _RESTART_ON_HEAL = ("errors", "log-hash-mismatch", "log-no-banner")
 
 
-def process_pattern(spec: ServiceSpec) -> str:
-    """The regex checks use to find this service's process; the command line below must keep matching."""
-    return rf"uvicorn .*acgs_verify\.sandbox\.service_app:{spec.factory}( |$)"
+def process_pattern(spec: ServiceSpec, port: int) -> str:
+    """The regex checks use to find this service's process; the command line below must keep matching.
+
+    The port is part of it: another sandbox's auth on the same machine must not pass for this one's.
+    """
+    return rf"uvicorn .*acgs_verify\.sandbox\.service_app:{spec.factory} .*--port {port}( |$)"
 
 
 class Services(Component):
@@ -123,7 +126,7 @@ class Services(Component):
             if spec.name == COMPLIANCE_SERVICE:
                 entry["compliance_metric"] = "acgs_constitutional_compliance"
             entry.update(
-                process=process_pattern(spec),
+                process=process_pattern(spec, self._port(ctx, spec)),
                 unit=f"acgs-{spec.name}-service",
                 log=str(service_app.log_path(ctx.dir, spec)),
             )

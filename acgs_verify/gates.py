@@ -1,0 +1,177 @@
+"""What a gate adds to a run, around pytest: the snapshot to compare with, the log window, waiting for
+failing checks to recover, and the gate's own rules (CHECKS.md "Gates").
+
+    pre-maintenance    writes snapshot.json (report/snapshot.py); BK-01..04 must pass
+    post-maintenance   compares with a pre-maintenance snapshot (report/diff.py): a regression, a vanished
+    rollback           service or a vanished table closes the gate (exit 2)
+
+`acgs-verify run` calls these; the comparisons themselves are pure functions in acgs_verify/report/.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from acgs_verify.catalog import GATES
+from acgs_verify.results import FAILED_OUTCOMES, RunResult
+
+RETRY_INTERVAL_SECONDS = 2.0
+
+
+class GateError(Exception):
+    """A gate cannot run (no snapshot to compare with, a bad --since); str() is the one line a user sees."""
+
+
+@dataclass
+class GatePlan:
+    gate: str
+    snapshot_path: Path | None = None
+    snapshot: dict | None = None
+    since: str | None = None  # ISO time handed to the plugin's --since
+
+    @property
+    def writes_snapshot(self) -> bool:
+        return GATES[self.gate].get("snapshot") == "write"
+
+    @property
+    def compares(self) -> bool:
+        return GATES[self.gate].get("snapshot") == "compare"
+
+
+def find_snapshot(report_dir: Path, profile_name: str) -> Path | None:
+    """The newest pre-maintenance snapshot of this profile among the complete runs under report_dir."""
+    from acgs_verify.report.snapshot import SNAPSHOT_FILE
+
+    best: tuple[str, Path] | None = None
+    for path in Path(report_dir).glob(f"*/{SNAPSHOT_FILE}"):
+        if path.parent.name.startswith(".") or path.parent.is_symlink():  # a run being written; `latest`
+            continue
+        try:
+            head = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if head.get("profile") == profile_name and head.get("gate") == "pre-maintenance":
+            key = (head.get("started", ""), path.parent.name)
+            if best is None or key > (best[0], best[1].parent.name):
+                best = (key[0], path)
+    return best[1] if best else None
+
+
+def plan(gate: str, profile_name: str, report_dir: Path, snapshot_arg: Path | None, since_arg: str | None) -> GatePlan:
+    """Resolve the snapshot and the log window before anything runs; any problem is a GateError line."""
+    from acgs_verify.probes.logs import parse_since
+    from acgs_verify.report.snapshot import read_snapshot
+
+    p = GatePlan(gate)
+    wants_snapshot = p.compares or since_arg == "snapshot" or snapshot_arg is not None
+    if wants_snapshot:
+        path = snapshot_arg or find_snapshot(report_dir, profile_name)
+        if path is None:
+            raise GateError(f"no pre-maintenance snapshot of profile {profile_name!r} under {report_dir}/; "
+                            "run --gate pre-maintenance first, or give --snapshot PATH")
+        try:
+            p.snapshot = read_snapshot(Path(path))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise GateError(f"--snapshot {path}: not a snapshot.json, summary.json or run directory "
+                            f"({' '.join(str(exc).split())[:120]})") from None
+        p.snapshot_path = Path(path)
+    if since_arg == "snapshot":
+        p.since = p.snapshot["started"]
+    elif since_arg:
+        try:
+            p.since = parse_since(since_arg).isoformat(timespec="seconds")
+        except ValueError as exc:
+            raise GateError(str(exc)) from None
+    return p
+
+
+def wait_for_recovery(result: RunResult, seconds: float, rerun: Callable[[list[str], int], RunResult | None],
+                      say: Callable[[str], None] = print) -> None:
+    """Re-run the failing checks until they pass or `seconds` are up (services come back slowly after a
+    restart). Each check's `attempts` counts its runs; the result keeps each check's last outcome."""
+    deadline = time.monotonic() + seconds
+    attempt = 1
+    while True:
+        failing = [c for c in result.checks if c.outcome in FAILED_OUTCOMES and not c.waived]
+        if not failing or time.monotonic() + RETRY_INTERVAL_SECONDS > deadline:
+            break
+        time.sleep(RETRY_INTERVAL_SECONDS)
+        attempt += 1
+        say(f"waiting: attempt {attempt}, re-running {len(failing)} failing checks "
+            f"({max(0.0, deadline - time.monotonic()):.0f} s left)")
+        again = rerun([c.nodeid for c in failing], attempt)
+        if again is None:
+            result.notes.append(f"--wait: attempt {attempt} could not run; stopped waiting")
+            break
+        fresh = {c.nodeid: c for c in again.checks}
+        for i, c in enumerate(result.checks):
+            if c.nodeid in fresh:
+                fresh[c.nodeid].attempts = c.attempts + 1
+                result.checks[i] = fresh[c.nodeid]
+        result.notes.extend(n for n in again.notes if n not in result.notes)
+    still = [c for c in result.checks if c.outcome in FAILED_OUTCOMES and not c.waived]
+    recovered = [c for c in result.checks if c.attempts > 1 and c.outcome == "passed"]
+    result.extra["wait"] = {"seconds": seconds, "attempts": attempt,
+                            "recovered": [f"{c.name} after {c.attempts} attempts" for c in recovered],
+                            "still_failing": [c.name for c in still]}
+    if attempt > 1:
+        result.notes.append(f"--wait {seconds:g}: {attempt} attempts; {len(recovered)} checks recovered, "
+                            f"{len(still)} still failing")
+
+
+def finish(result: RunResult, p: GatePlan, profile) -> list[str]:
+    """The gate's own rules, after the checks ran. Returns lines for the terminal (regressions first)."""
+    from acgs_verify.report.diff import compare
+    from acgs_verify.report.snapshot import snapshot_of
+
+    lines: list[str] = []
+    if p.since:
+        result.extra["log_window_since"] = p.since
+    if p.writes_snapshot or p.compares:
+        from acgs_verify.probes.state import collect_state
+
+        result.extra["state"] = collect_state(profile)
+        result.notes.extend(result.extra["state"]["errors"])
+    required = GATES[p.gate].get("required") or ()
+    ran = {c.id for c in result.checks}
+    missing = [i for i in required if i not in ran]
+    if missing:
+        result.notes.append(f"gate {p.gate} requires {', '.join(required)}; not in this run: {', '.join(missing)}")
+    for c in result.checks:
+        if c.id in required and c.outcome in FAILED_OUTCOMES:
+            result.gate_failures.append(f"{c.name} must pass before maintenance"
+                                        f"{' (a waiver does not lift this)' if c.waived else ''}")
+    if p.compares and p.snapshot is not None:
+        messages = {c.name: c.message for c in result.checks}
+        d = compare(p.snapshot, snapshot_of(result), messages)
+        result.extra["comparison"] = {"snapshot": str(p.snapshot_path), **d.as_dict()}
+        result.gate_failures.extend(d.gate_failures())
+        lines.append(f"---- {p.gate}: compared with snapshot {p.snapshot_path} (pre-maintenance run "
+                     f"{d.before_run}, started {d.before_started}) ----")
+        lines.extend(d.lines() or ["no regressions, nothing vanished"])
+    return lines
+
+
+def merge_junit(main: Path, retry: Path) -> None:
+    """Replace the test cases of `main` that `retry` ran again with their new outcome, and recount."""
+    import xml.etree.ElementTree as ET
+
+    from acgs_verify.report import atomic_write
+
+    tree, again = ET.parse(main), ET.parse(retry)
+    fresh = {(tc.get("classname"), tc.get("name")): tc for tc in again.iter("testcase")}
+    for suite in tree.iter("testsuite"):
+        for i, tc in enumerate(list(suite)):
+            key = (tc.get("classname"), tc.get("name"))
+            if tc.tag == "testcase" and key in fresh:
+                suite.remove(tc)
+                suite.insert(i, fresh[key])
+        cases = list(suite.iter("testcase"))
+        suite.set("tests", str(len(cases)))
+        for tag, attr in (("failure", "failures"), ("error", "errors"), ("skipped", "skipped")):
+            suite.set(attr, str(sum(1 for tc in cases if tc.find(tag) is not None)))
+    atomic_write(main, ET.tostring(tree.getroot(), encoding="utf-8", xml_declaration=True))

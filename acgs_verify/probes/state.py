@@ -1,0 +1,81 @@
+"""Database and Redis facts for the maintenance snapshot: which tables exist (with row estimates), how many keys.
+
+>>> collect_state(profile)
+{'tables': {'primary': {'public.audit_logs': 1200, 'public.policies': 14}},
+ 'redis': {'cache': {'keys': 3, 'names': ['acgs:constitutional_hash', ...]}}, 'errors': []}
+
+Nothing is recorded for a profile without databases or Redis. Each read is one read-only query with a statement
+timeout (PostgreSQL: a read-only transaction; Redis: DBSIZE and a bounded SCAN). A source that cannot be read
+is named in `errors` and left out, so the comparison says it could not compare instead of "everything vanished".
+"""
+
+from __future__ import annotations
+
+from acgs_verify.profile import Profile, mask
+
+MAX_KEY_NAMES = 1000  # name the keys of a small keyspace; a large one is compared by count only
+
+TABLES_SQL = """
+SELECT n.nspname || '.' || c.relname,
+       COALESCE(NULLIF(c.reltuples, -1)::bigint, s.n_live_tup, 0)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%'
+ORDER BY 1
+"""
+
+
+def table_estimates(dsn: str, password: str | None, timeout: float) -> dict[str, int]:
+    """{schema.table: estimated rows} of one database, read in a read-only session."""
+    import psycopg
+
+    ms = int(timeout * 1000)
+    options = f"-c default_transaction_read_only=on -c statement_timeout={ms} -c lock_timeout={ms}"
+    with psycopg.connect(dsn, password=password, connect_timeout=max(1, int(timeout)), options=options,
+                         autocommit=True) as conn:
+        return {name: int(rows) for name, rows in conn.execute(TABLES_SQL).fetchall()}
+
+
+def redis_keys(url: str, password: str | None, timeout: float) -> dict:
+    """{'keys': DBSIZE, 'names': sorted key names, or None when there are more than MAX_KEY_NAMES}."""
+    import redis
+
+    client = redis.Redis.from_url(url, password=password, socket_timeout=timeout,
+                                  socket_connect_timeout=timeout, decode_responses=True)
+    try:
+        count = int(client.dbsize())
+        names: list[str] | None = None
+        if count <= MAX_KEY_NAMES:
+            names = []
+            for key in client.scan_iter(count=500):
+                names.append(key)
+                if len(names) > MAX_KEY_NAMES:  # the keyspace grew while we read it: compare by count
+                    names = None
+                    break
+        return {"keys": count, "names": sorted(names) if names is not None else None}
+    finally:
+        client.close()
+
+
+def collect_state(profile: Profile) -> dict:
+    """Every database's tables and every Redis's key count the profile names (empty when it names none)."""
+    state: dict = {"tables": {}, "redis": {}, "errors": []}
+    timeout = profile.thresholds.connect_timeout_seconds
+    secrets = profile.secret_values()
+    for db in profile.databases:
+        try:
+            state["tables"][db.name] = table_estimates(db.dsn, profile.secret(f"databases.{db.name}"), timeout)
+        except Exception as exc:  # any driver error means the same here: this source is not compared
+            state["errors"].append(mask(f"database {db.name}: could not list tables: {_one_line(exc)}", secrets))
+    for r in profile.redis:
+        try:
+            state["redis"][r.name] = redis_keys(r.url, profile.secret(f"redis.{r.name}"), timeout)
+        except Exception as exc:
+            state["errors"].append(mask(f"redis {r.name}: could not count keys: {_one_line(exc)}", secrets))
+    return state
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__

@@ -1,0 +1,64 @@
+"""report.html: one self-contained file (no scripts, no external assets) an auditor can open anywhere.
+
+Verdict first, then failures (worst first) with their evidence and the runbook's next step, the maintenance
+comparison, per-section tables, a per-host summary, and the compliance trend from history as an inline SVG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from acgs_verify.report.view import outcome_word, view_of
+from acgs_verify.results import RunResult
+
+TEMPLATES = Path(__file__).parent / "templates"
+COLOR = {0: "#2e7d32", 1: "#f9a825", 2: "#c62828", 3: "#6d6d6d"}
+
+
+def render_html(result: RunResult) -> str:
+    import jinja2  # only when a report is written
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    view = view_of(result)
+    return env.get_template("report.html.j2").render(
+        v=view, r=result, outcome=outcome_word, trend_svg=trend_svg(view.trend), color=COLOR[result.exit_code])
+
+
+def write_html(result: RunResult, path: Path) -> None:
+    from acgs_verify.report import atomic_write
+
+    atomic_write(path, render_html(result))
+
+
+def trend_svg(points: list[dict], width: int = 640, height: int = 160) -> str:
+    """Compliance rate per run as a line with one dot per run (colored by its exit code), 0-100 % scale."""
+    pts = [p for p in points if p.get("compliance_rate") is not None]
+    if not pts:
+        return ""
+    left, right, top, bottom = 44, 12, 10, 24
+    w, h = width - left - right, height - top - bottom
+    step = w / max(1, len(pts) - 1)
+
+    def xy(i: int, rate: float) -> tuple[float, float]:
+        return left + (i * step if len(pts) > 1 else w / 2), top + h * (1 - rate)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="compliance trend" '
+             f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" class="trend">']
+    for pct in (0, 50, 100):
+        y = top + h * (1 - pct / 100)
+        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#ddd"/>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{pct}%</text>')
+    line = " ".join("{:.1f},{:.1f}".format(*xy(i, p["compliance_rate"])) for i, p in enumerate(pts))
+    parts.append(f'<polyline fill="none" stroke="#1565c0" stroke-width="2" points="{line}"/>')
+    for i, p in enumerate(pts):
+        x, y = xy(i, p["compliance_rate"])
+        label = escape(f"{p.get('started', '')} {p.get('gate', '')}: {100 * p['compliance_rate']:.1f} %")
+        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{COLOR.get(p.get("exit_code"), "#555")}">'
+                     f"<title>{label}</title></circle>")
+    first, last = escape(str(pts[0].get("started", ""))[:10]), escape(str(pts[-1].get("started", ""))[:10])
+    parts.append(f'<text x="{left}" y="{height - 6}" font-size="11">{first}</text>')
+    parts.append(f'<text x="{width - right}" y="{height - 6}" font-size="11" text-anchor="end">{last}</text>')
+    parts.append("</svg>")
+    return "".join(parts)

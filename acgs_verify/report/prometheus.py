@@ -1,0 +1,64 @@
+"""metrics.prom for node_exporter's textfile collector (copy or link it into --collector.textfile.directory).
+
+    acgs_verify_check_success{id="SVC-01",target="auth@app-1",severity="P0"} 1
+    acgs_verify_compliance_ratio{profile="production",gate="compliance"} 0.98
+    acgs_verify_run_duration_seconds{...} 1.8
+    acgs_verify_last_run_timestamp_seconds{...} 1.7e9
+
+A skipped check has no sample (it measured nothing); a waived failure is 0 and also counted in
+acgs_verify_checks{outcome="waived"}.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from acgs_verify.report.view import outcome_word
+from acgs_verify.results import RunResult
+
+
+def _label(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(**kv: str) -> str:
+    return "{" + ",".join(f'{k}="{_label(v)}"' for k, v in kv.items()) + "}"
+
+
+def render_metrics(result: RunResult) -> str:
+    run = _labels(profile=result.profile, gate=result.gate)
+    out = ["# HELP acgs_verify_check_success 1 when the runbook check passed, 0 when it failed (waived or not).",
+           "# TYPE acgs_verify_check_success gauge"]
+    for c in result.checks:
+        if c.outcome == "skipped":
+            continue
+        labels = _labels(id=c.id, target=c.target, severity=c.severity, profile=result.profile, gate=result.gate)
+        out.append(f"acgs_verify_check_success{labels} {1 if c.outcome == 'passed' else 0}")
+    out += ["# HELP acgs_verify_checks Checks of the run by outcome.", "# TYPE acgs_verify_checks gauge"]
+    counts: dict[str, int] = {"passed": 0, "failed": 0, "error": 0, "skipped": 0, "waived": 0}
+    for c in result.checks:
+        counts[outcome_word(c)] = counts.get(outcome_word(c), 0) + 1
+    for outcome, n in counts.items():
+        out.append(f"acgs_verify_checks{_labels(profile=result.profile, gate=result.gate, outcome=outcome)} {n}")
+    if result.compliance_rate is not None:
+        out += ["# HELP acgs_verify_compliance_ratio Passed (or waived) share of the checks that ran.",
+                "# TYPE acgs_verify_compliance_ratio gauge",
+                f"acgs_verify_compliance_ratio{run} {result.compliance_rate:.6g}"]
+    started = datetime.fromisoformat(result.started).timestamp()
+    out += ["# HELP acgs_verify_run_duration_seconds How long the run took.",
+            "# TYPE acgs_verify_run_duration_seconds gauge",
+            f"acgs_verify_run_duration_seconds{run} {result.duration:.3f}",
+            "# HELP acgs_verify_last_run_timestamp_seconds When the run finished (Unix time).",
+            "# TYPE acgs_verify_last_run_timestamp_seconds gauge",
+            f"acgs_verify_last_run_timestamp_seconds{run} {started + result.duration:.3f}",
+            "# HELP acgs_verify_exit_code The run's exit code: 0 ok, 1 P2/P3 failed, 2 P0/P1 failed, 3 unknown.",
+            "# TYPE acgs_verify_exit_code gauge",
+            f"acgs_verify_exit_code{run} {result.exit_code}"]
+    return "\n".join(out) + "\n"
+
+
+def write_metrics(result: RunResult, path: Path) -> None:
+    from acgs_verify.report import atomic_write
+
+    atomic_write(path, render_metrics(result))

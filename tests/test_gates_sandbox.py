@@ -1,0 +1,194 @@
+"""The maintenance gates, waivers, --wait and --since, as an on-call engineer runs them against the sandbox."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from tests.conftest import REPO, run_cli
+
+
+def run(sandbox, reports: Path, *extra: str):
+    res = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(reports), *extra)
+    latest = reports / "latest" / "summary.json"
+    return res, (json.loads(latest.read_text()) if latest.exists() else None)
+
+
+def outcome(summary, check_id: str, target: str) -> dict:
+    return next(c for c in summary["checks"] if c["id"] == check_id and c["target"] == target)
+
+
+def test_fault_between_pre_and_post_maintenance_is_a_named_regression(healthy_sandbox, tmp_path):
+    reports = tmp_path / "reports"
+    pre, pre_summary = run(healthy_sandbox, reports, "--gate", "pre-maintenance")
+    assert pre.returncode == 0, pre.stdout + pre.stderr
+    snapshot = (reports / "latest" / "snapshot.json").resolve()
+    snap = json.loads(snapshot.read_text())
+    assert snap["services"]["auth@app-1"] == {"answered": True, "version": "4.0.0"}
+    svc06 = snap["checks"]["SVC-06[auth@app-1]"]
+    assert svc06["outcome"] == "passed" and "p99" in svc06["measured"] and svc06["value"]["p99_ms"] >= 0
+    assert snap["tables"] == {} and snap["redis"] == {}  # the sandbox profile names no database or Redis
+    assert any("requires BK-01" in n for n in pre_summary["notes"])  # no backup checks on this branch: said so
+
+    unchanged, summary = run(healthy_sandbox, reports, "--gate", "post-maintenance")
+    assert unchanged.returncode == 0, unchanged.stdout
+    assert f"compared with snapshot {snapshot}" in unchanged.stdout, unchanged.stdout
+    assert "no regressions" in unchanged.stdout
+
+    healthy_sandbox.break_fault("wrong-hash:governance-synthesis")
+    post, summary = run(healthy_sandbox, reports, "--gate", "post-maintenance")
+    assert post.returncode == 2, post.stdout
+    regressions = {r["name"] for r in summary["comparison"]["regressions"]}
+    assert regressions == {"SVC-02[governance-synthesis@app-1]", "SVC-08[governance-synthesis@app-1]"}
+    assert f"pre-maintenance run {snap['run_id']}" in post.stdout  # says which snapshot it used
+    assert "REGRESSION P0 SVC-02[governance-synthesis@app-1] passed before, failed now" in post.stdout
+    assert post.stdout.strip().splitlines()[-1].startswith("ACGS CRITICAL")
+    assert "gate closed: regression:" in post.stdout.strip().splitlines()[-1]
+    run_dir = (reports / "latest").resolve()
+    for report in ("report.html", "report.md"):
+        text = (run_dir / report).read_text()
+        assert "REGRESSION" in text and "SVC-08[governance-synthesis@app-1]" in text, report
+
+    # rollback against an explicit snapshot, and `acgs-verify diff` agreeing with the gate
+    rollback, summary = run(healthy_sandbox, reports, "--gate", "rollback", "--snapshot", str(snapshot.parent),
+                            "--", "-k", "governance")
+    assert rollback.returncode == 2 and summary["comparison"]["snapshot"] == str(snapshot.parent)
+    diff = run_cli("diff", str(snapshot.parent), str(run_dir))
+    assert diff.returncode == 2 and "REGRESSION P0 SVC-08[governance-synthesis@app-1]" in diff.stdout
+    assert diff.stdout.strip().splitlines()[-1].startswith("ACGS DIFF CRITICAL")
+    same = run_cli("diff", str(snapshot.parent), str(snapshot.parent))
+    assert same.returncode == 0 and "no regressions" in same.stdout
+
+
+def test_post_maintenance_without_a_snapshot_cannot_run(healthy_sandbox, tmp_path):
+    res, _ = run(healthy_sandbox, tmp_path / "reports", "--gate", "post-maintenance")
+    assert res.returncode == 3
+    assert res.stderr.strip().count("\n") == 0 and "no pre-maintenance snapshot of profile 'sandbox'" in res.stderr
+    bad, _ = run(healthy_sandbox, tmp_path / "reports", "--gate", "rollback", "--snapshot", str(tmp_path))
+    assert bad.returncode == 3 and "--snapshot" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def waiver_file(tmp_path: Path, expires: str, target: str = "evolutionary-computation@*") -> Path:
+    path = tmp_path / "waivers.yaml"
+    path.write_text(f"""waivers:
+  - id: SVC-06
+    target: "{target}"
+    reason: JIT warm-up after deploy, OPS-1234
+    owner: alice
+    expires: {expires}
+  - {{id: SVC-01, target: "no-such-service@*", reason: stale, owner: bob, expires: {expires}}}
+""")
+    return path
+
+
+def test_waived_failure_leaves_exit_0_until_it_expires(healthy_sandbox, tmp_path):
+    healthy_sandbox.break_fault("slow:evolutionary-computation")
+    future = (datetime.now(UTC).date() + timedelta(days=30)).isoformat()
+    res, summary = run(healthy_sandbox, tmp_path / "a", "--waivers", str(waiver_file(tmp_path, future)),
+                       "--", "-k", "latency")
+    assert res.returncode == 0, res.stdout
+    c = outcome(summary, "SVC-06", "evolutionary-computation@app-1")
+    assert c["outcome"] == "failed" and c["waived"]["owner"] == "alice"
+    assert "5 of 6 checks passed [1 waived" in res.stdout.strip().splitlines()[-1]
+    assert "WAIVED P1 SVC-06[evolutionary-computation@app-1]" in res.stdout
+    assert any("no-such-service@*" in n and "matches no check" in n for n in summary["notes"])
+    md = (tmp_path / "a" / "latest" / "report.md").read_text()
+    assert "JIT warm-up after deploy" in md and "matches no check" in md
+
+    past = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    res, summary = run(healthy_sandbox, tmp_path / "b", "--waivers", str(waiver_file(tmp_path, past)),
+                       "--", "-k", "latency")
+    assert res.returncode == 2, res.stdout
+    c = outcome(summary, "SVC-06", "evolutionary-computation@app-1")
+    assert c["waived"] is None and f"waiver expired {past}" in c["message"]
+    assert f"waiver expired {past}" in res.stdout
+
+
+def test_bad_waiver_file_is_one_line_and_exit_3(healthy_sandbox, tmp_path):
+    path = waiver_file(tmp_path, "next tuesday")
+    res, _ = run(healthy_sandbox, tmp_path / "r", "--waivers", str(path))
+    assert res.returncode == 3 and res.stdout == ""
+    assert res.stderr.strip().count("\n") == 0 and "waivers.yaml:6: waivers[0].expires" in res.stderr
+
+
+def test_wait_reruns_failing_checks_until_the_service_recovers(healthy_sandbox, tmp_path):
+    healthy_sandbox.break_fault("service-unhealthy:constitutional-ai")
+    timer = threading.Timer(3.0, healthy_sandbox.heal_fault, ["service-unhealthy:constitutional-ai"])
+    timer.start()
+    try:
+        res, summary = run(healthy_sandbox, tmp_path / "r", "--gate", "smoke", "--wait", "60",
+                           "--", "-k", "constitutional")
+    finally:
+        timer.cancel()
+    assert res.returncode == 0, res.stdout
+    c = outcome(summary, "SVC-01", "constitutional-ai@app-1")
+    assert c["outcome"] == "passed" and c["attempts"] >= 2
+    assert summary["wait"]["attempts"] >= 2 and "SVC-01[constitutional-ai@app-1] after" in \
+        " ".join(summary["wait"]["recovered"])
+    assert "waiting: attempt 2" in res.stdout
+    junit = tmp_path / "r" / "latest" / "junit.xml"
+    assert "<failure" not in junit.read_text()  # the retried cases carry their last outcome
+    import xmlschema
+
+    xmlschema.XMLSchema(str(REPO / "tests" / "data" / "junit-jenkins.xsd")).validate(str(junit))
+
+
+def test_wait_gives_up_when_time_is_up_and_reports_attempts(healthy_sandbox, tmp_path):
+    healthy_sandbox.break_fault("service-unhealthy:constitutional-ai")
+    start = time.monotonic()
+    res, summary = run(healthy_sandbox, tmp_path / "r", "--gate", "smoke", "--wait", "5", "--", "-k", "constitutional")
+    assert res.returncode == 2 and time.monotonic() - start < 60
+    c = outcome(summary, "SVC-01", "constitutional-ai@app-1")
+    assert c["outcome"] == "failed" and c["attempts"] == summary["wait"]["attempts"] >= 2
+    assert "SVC-01[constitutional-ai@app-1]" in summary["wait"]["still_failing"]
+
+
+def test_since_restricts_log_checks_to_the_window(healthy_sandbox, tmp_path):
+    healthy_sandbox.break_fault("log-hash-mismatch:formal-verification")  # logs the other hash now, once
+    time.sleep(1.1)
+    after_break = datetime.now(UTC).isoformat(timespec="seconds")
+    time.sleep(1.1)
+    res, summary = run(healthy_sandbox, tmp_path / "a", "--", "-k", "formal and hash")
+    assert outcome(summary, "CC-02", "formal-verification@app-1")["outcome"] == "failed", res.stdout
+    res, summary = run(healthy_sandbox, tmp_path / "b", "--since", "2h", "--", "-k", "formal and hash")
+    assert outcome(summary, "CC-02", "formal-verification@app-1")["outcome"] == "failed", res.stdout
+    res, summary = run(healthy_sandbox, tmp_path / "c", "--since", after_break, "--", "-k", "formal and hash")
+    assert outcome(summary, "CC-02", "formal-verification@app-1")["outcome"] == "passed", res.stdout
+    # the banner with the expected hash is older than the window too: CC-01 judges only the window's lines
+    cc01 = outcome(summary, "CC-01", "formal-verification@app-1")
+    assert cc01["outcome"] == "failed" and "0 of the last" in cc01["message"]
+    assert summary["log_window_since"] == datetime.fromisoformat(after_break).isoformat(timespec="seconds")
+    bad, _ = run(healthy_sandbox, tmp_path / "d", "--since", "last week")
+    assert bad.returncode == 3 and "expected an ISO time" in bad.stderr
+
+
+def test_since_snapshot_uses_the_pre_maintenance_start(healthy_sandbox, tmp_path):
+    reports = tmp_path / "reports"
+    run(healthy_sandbox, reports, "--gate", "pre-maintenance", "--", "-k", "SVC-01 or CC")
+    snap = json.loads((reports / "latest" / "snapshot.json").read_text())
+    res, summary = run(healthy_sandbox, reports, "--gate", "post-maintenance", "--since", "snapshot",
+                       "--", "-k", "health_endpoint or hash_in_recent")
+    assert summary["log_window_since"] == snap["started"], res.stdout
+
+
+def test_two_runs_at_once_do_not_collide(healthy_sandbox, tmp_path):
+    import subprocess
+    import sys
+
+    reports = tmp_path / "reports"
+    cmd = [sys.executable, "-m", "acgs_verify.cli", "run", "--profile", str(healthy_sandbox.profile_path),
+           "--gate", "smoke", "--report-dir", str(reports)]
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    codes = [p.wait(timeout=120) for p in procs]
+    assert codes == [0, 0]
+    runs = sorted(p for p in reports.iterdir() if p.is_dir() and not p.is_symlink())
+    assert len(runs) == 2 and not list(reports.glob(".partial-*")) and not list(reports.glob(".latest-*"))
+    for d in runs:
+        names = {f.name for f in d.iterdir()}
+        assert {"summary.json", "junit.xml", "report.html", "report.md", "metrics.prom", "allure-results"} <= names
+    assert (reports / "latest").resolve() in [d.resolve() for d in runs]
+    lines = (reports / "history.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["run_id"] for x in lines) == sorted(d.name for d in runs)

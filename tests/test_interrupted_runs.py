@@ -1,0 +1,79 @@
+"""Interrupted runs: SIGINT or SIGTERM mid-run stops the workers, leaves no child process, writes a
+report marked incomplete, keeps `latest` on the last complete run, and exits 3."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+
+
+def processes_with_env(marker: str) -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if marker.encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("sig, workers", [(signal.SIGINT, []), (signal.SIGTERM, ["-n", "2"])])
+def test_interrupt_keeps_latest_and_reports_incomplete(healthy_sandbox, tmp_path, sig, workers):
+    reports = tmp_path / "reports"
+    first = run_cli("run", "--profile", str(healthy_sandbox.profile_path), "--report-dir", str(reports),
+                    "--gate", "smoke")
+    assert first.returncode == 0
+    complete_run = os.readlink(reports / "latest")
+
+    healthy_sandbox.break_fault("slow:auth")  # 150 ms a request: 300 samples keep the run busy for 45 s
+    marker = f"ACGS_TEST_RUN_{uuid.uuid4().hex}"
+    env = {**os.environ, marker: "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "acgs_verify.cli", "run", "--profile", str(healthy_sandbox.profile_path),
+         "--report-dir", str(reports), "--set", "thresholds.latency_samples=300", "--", "-k", "SVC-06", *workers],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4 if workers else 2.5)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3, out + err
+    assert "Traceback" not in out + err
+    assert out.strip().splitlines()[-1].startswith("ACGS UNKNOWN - run interrupted")
+    deadline = time.monotonic() + 10
+    while processes_with_env(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_with_env(marker) == [], "child processes left behind"
+    assert os.readlink(reports / "latest") == complete_run
+    runs = [p for p in reports.iterdir() if p.is_dir() and p.name != complete_run and not p.is_symlink()]
+    (incomplete,) = runs
+    summary = json.loads((incomplete / "summary.json").read_text())
+    assert summary["complete"] is False and summary["exit_code"] == 3
+    assert not list(reports.glob(".partial-*"))
+
+
+def test_two_runs_at_once_both_complete_with_their_own_reports(healthy_sandbox, tmp_path):
+    reports = tmp_path / "reports"
+    cmd = [sys.executable, "-m", "acgs_verify.cli", "run", "--profile", str(healthy_sandbox.profile_path),
+           "--report-dir", str(reports), "--gate", "smoke"]
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    runs = sorted(p.name for p in reports.iterdir() if p.is_dir() and not p.is_symlink())
+    assert len(runs) == 2
+    for run in runs:
+        assert json.loads((reports / run / "summary.json").read_text())["complete"] is True
+    assert os.readlink(reports / "latest") in runs

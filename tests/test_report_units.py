@@ -1,0 +1,243 @@
+"""Snapshot, diff, waivers, log windows, history, masking and the writers, over hand-built results."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from acgs_verify.probes.logs import parse_since, within
+from acgs_verify.report import mask_files
+from acgs_verify.report.diff import compare
+from acgs_verify.report.history import append_history, read_history
+from acgs_verify.report.markdown import render_markdown
+from acgs_verify.report.prometheus import render_metrics
+from acgs_verify.report.snapshot import snapshot_of
+from acgs_verify.results import CheckResult, RunResult
+from acgs_verify.waivers import WaiverError, apply_waivers, load_waivers
+
+
+def check(id_="SVC-06", target="auth@app-1", outcome="passed", severity="P1", **kw) -> CheckResult:
+    return CheckResult(nodeid=f"checks/x.py::t[{id_}-{target}]", id=id_, section="services", severity=severity,
+                       title="t", target=target, outcome=outcome, **kw)
+
+
+def run(checks, run_id="r1", state=None) -> RunResult:
+    r = RunResult(run_id=run_id, profile="p", gate="pre-maintenance", started="2025-06-01T02:00:00+00:00",
+                  duration=1.5, checks=checks)
+    if state is not None:
+        r.extra["state"] = state
+    return r
+
+
+def body(version: str) -> dict:
+    return {"health body": json.dumps({"status": "healthy", "version": version})}
+
+
+# ------------------------------------------------------------------------------------------ diff
+
+
+def test_regression_vanished_table_and_key_and_version_change_are_named():
+    before = run([check("SVC-01", outcome="passed"), check("SVC-02", evidence=body("4.0.0")),
+                  check("SVC-06", outcome="passed"), check("SVC-07", outcome="failed")],
+                 state={"tables": {"primary": {"public.policies": 14, "public.audit_logs": 9}},
+                        "redis": {"cache": {"keys": 2, "names": ["a", "b"]}}})
+    after = run([check("SVC-01", outcome="passed"), check("SVC-02", evidence=body("4.1.0")),
+                 check("SVC-06", outcome="failed"), check("SVC-07", outcome="passed")], run_id="r2",
+                state={"tables": {"primary": {"public.audit_logs": 9}},
+                       "redis": {"cache": {"keys": 1, "names": ["a"]}}})
+    d = compare(snapshot_of(before), snapshot_of(after), {"SVC-06[auth@app-1]": "SVC-06 auth@app-1: p99 150 ms"})
+    assert [r["name"] for r in d.regressions] == ["SVC-06[auth@app-1]"]
+    assert d.fixed == ["SVC-07[auth@app-1]"]
+    assert d.vanished_tables == ["primary: public.policies"]
+    assert d.vanished_keys == ["cache: b"]
+    assert d.versions_changed == [{"service": "auth@app-1", "before": "4.0.0", "after": "4.1.0"}]
+    assert d.gate_failures() == ["regression: SVC-06[auth@app-1] passed before, fails now",
+                                 "table vanished: primary: public.policies"]
+    assert any(line.startswith("REGRESSION P1 SVC-06[auth@app-1]") and "p99 150 ms" in line for line in d.lines())
+
+
+def test_service_that_stops_answering_vanishes_and_a_waived_regression_does_not_close_the_gate():
+    before = run([check("SVC-01", outcome="passed", severity="P0")])
+    after = run([check("SVC-01", outcome="failed", severity="P0", waived={"reason": "x"})], run_id="r2")
+    d = compare(snapshot_of(before), snapshot_of(after))
+    assert d.vanished_services == ["auth@app-1"]
+    assert d.regressions[0]["waived"] is True
+    assert d.gate_failures() == ["service vanished: auth@app-1"]
+
+
+def test_large_keyspace_is_compared_by_count_and_missing_sources_are_not_called_vanished():
+    before = run([], state={"tables": {"primary": {"t": 1}}, "redis": {"cache": {"keys": 5000, "names": None}}})
+    after = run([], state={"tables": {}, "redis": {"cache": {"keys": 4000, "names": None}}})
+    d = compare(snapshot_of(before), snapshot_of(after))
+    assert d.vanished_keys == ["cache: 1000 keys (of 5000)"]
+    assert d.vanished_tables == [] and any("no table list now" in n for n in d.notes)
+
+
+def test_gate_failures_make_the_run_critical_and_show_in_the_summary_line():
+    r = run([check(severity="P3")])
+    r.gate_failures.append("table vanished: primary: public.policies")
+    assert r.exit_code == 2
+    assert "gate closed: table vanished: primary: public.policies" in r.summary_line()
+    again = RunResult.from_dict(json.loads(json.dumps(r.as_dict())))
+    assert again.gate_failures == r.gate_failures and again.exit_code == 2
+
+
+# --------------------------------------------------------------------------------------- waivers
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "waivers.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_waiver_waives_until_it_expires_and_unused_waivers_are_reported(tmp_path):
+    waivers = load_waivers(write(tmp_path, """
+waivers:
+  - {id: SVC-06, target: "auth@*", reason: warm-up, owner: alice, expires: 2025-06-30}
+  - {id: SVC-01, target: "nothing@*", reason: old, owner: bob, expires: 2025-06-30}
+  - {id: SVC-07, reason: fixed long ago, owner: carol, expires: 2025-06-30}
+"""))
+    live = [check(outcome="failed"), check("SVC-07")]
+    notes = apply_waivers(live, waivers, date(2025, 6, 30))
+    assert live[0].waived["owner"] == "alice" and not live[0].failed
+    assert run(live).exit_code == 0
+    assert any("SVC-01 nothing@*" in n and "matches no check" in n for n in notes)
+    assert any("SVC-07 *" in n and "only passing checks" in n for n in notes)
+
+    late = [check(outcome="failed", message="SVC-06 auth@app-1: p99 150 ms")]
+    notes = apply_waivers(late, waivers, date(2025, 7, 1))
+    assert late[0].waived is None and late[0].failed and run(late).exit_code == 2
+    assert "waiver expired 2025-06-30" in late[0].message
+    assert any("expired on 2025-06-30" in n for n in notes)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("waivers:\n  - {id: SVC-99, reason: r, owner: o, expires: 2025-01-01}\n", "waivers.yaml:2: waivers[0].id"),
+    ("waivers:\n  - id: SVC-01\n    reason: r\n    owner: o\n", "waivers.yaml:2: waivers[0].expires"),
+    ("waivers:\n  - {id: SVC-01, reason: r, owner: o, expires: soon}\n", "waivers.yaml:2: waivers[0].expires"),
+    ("waivers: [\n", "YAML syntax error"),
+    ("- {id: SVC-01}\n", "a waivers file is a mapping"),
+])
+def test_bad_waiver_file_is_one_line_naming_file_line_field(tmp_path, text, expected):
+    with pytest.raises(WaiverError) as exc:
+        load_waivers(write(tmp_path, text))
+    assert expected in str(exc.value) and "\n" not in str(exc.value)
+
+
+# ------------------------------------------------------------------------------------ log windows
+
+
+def test_window_keeps_lines_since_and_continuations_follow_their_line(monkeypatch):
+    lines = ["2025-06-01 01:00:00,000 - auth - INFO - old", "Traceback (old)",
+             '{"timestamp": "2025-06-01T02:30:00.000Z", "message": "new"}', "  continuation of new",
+             "2025-06-01 05:00:00,500 - auth - INFO - newer"]  # 03:00 UTC
+    monkeypatch.setenv("TZ", "Europe/Berlin")  # plain lines carry local time without a zone: 01:00 is 23:00 UTC
+    time.tzset()
+    try:
+        assert within(lines, datetime(2025, 5, 31, 23, 0, tzinfo=UTC)) == lines
+        assert within(lines, datetime(2025, 6, 1, 2, 0, tzinfo=UTC)) == lines[2:]
+        assert within(lines, datetime(2025, 6, 1, 2, 0, tzinfo=timezone(timedelta(hours=2)))) == lines[2:]
+        assert within(lines, datetime(2025, 6, 1, 4, 0, tzinfo=UTC)) == []
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_window_over_a_log_without_timestamps_keeps_it_whole():
+    assert within(["a", "b"], datetime.now(UTC)) == ["a", "b"]
+
+
+def test_since_accepts_durations_and_iso_times_and_rejects_the_rest():
+    now = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+    assert parse_since("2h", now) == now - timedelta(hours=2)
+    assert parse_since("90s", now) == now - timedelta(seconds=90)
+    assert parse_since("2025-06-01T10:00:00Z") == datetime(2025, 6, 1, 10, 0, tzinfo=UTC)
+    with pytest.raises(ValueError, match="expected an ISO time"):
+        parse_since("yesterday")
+
+
+# ----------------------------------------------------------------------------- history, writers
+
+
+def test_history_lines_from_concurrent_writers_never_interleave(tmp_path):
+    r = run([check()])
+    writer = ("import os, sys\nfd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT)\n"
+              "for _ in range(200): os.write(fd, (sys.argv[2] + '\\n').encode())\n")
+    procs = [subprocess.Popen(["python3", "-c", writer, str(tmp_path / "history.jsonl"),
+                               json.dumps({"profile": "q", "n": i})]) for i in range(3)]
+    for _ in range(50):
+        append_history(r, tmp_path)
+    for p in procs:
+        p.wait(timeout=30)
+    entries = read_history(tmp_path, limit=10_000)
+    assert len(entries) == 650
+    assert read_history(tmp_path, profile="p", limit=5)[-1]["profile"] == "p"
+
+
+def test_markdown_and_metrics_escape_what_they_must():
+    r = run([check(outcome="failed", target='a|b"c@app-1', message="pipe | in it", evidence={"x": "```code```"})])
+    md = render_markdown(r)
+    assert "pipe \\| in it" in md and "````\n```code```\n````" in md
+    prom = render_metrics(r)
+    assert 'target="a|b\\"c@app-1"' in prom
+
+
+def test_mask_files_masks_raw_json_and_xml_forms(tmp_path):
+    secret = 'pa"ss<wo>rd'
+    (tmp_path / "junit.xml").write_text('<p value="pa&quot;ss&lt;wo&gt;rd"/>')
+    (tmp_path / "r.json").write_text(json.dumps({"message": f"dsn password {secret}"}))
+    assert mask_files([tmp_path / "junit.xml", tmp_path / "r.json"], [secret]) == 2
+    for f in ("junit.xml", "r.json"):
+        text = (tmp_path / f).read_text()
+        assert "***" in text and "ss&lt;wo" not in text and 'ss\\"' not in text
+
+
+# ------------------------------------------------------------------------------- Redis state seam
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_state_counts_and_names_redis_keys_and_records_nothing_without_sources(tmp_path, write_profile,
+                                                                                monkeypatch):
+    from acgs_verify.probes.state import collect_state
+    from acgs_verify.profile import load_profile
+
+    assert collect_state(load_profile(str(write_profile("services: []\n")))) == \
+        {"tables": {}, "redis": {}, "errors": []}
+    port = _free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--requirepass", "s3cret-pw", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=port, password="s3cret-pw")
+        for _ in range(100):
+            try:
+                client.mset({"acgs:constitutional_hash": "cdd01ef066bc6cf2", "acgs:x": "1"})
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        monkeypatch.setenv("I6_REDIS_PW", "s3cret-pw")
+        profile = load_profile(str(write_profile(
+            f"redis:\n  - {{name: cache, url: 'redis://127.0.0.1:{port}/0', password_env: I6_REDIS_PW}}\n"
+            f"  - {{name: gone, url: 'redis://127.0.0.1:{_free_port()}/0', password_env: I6_REDIS_PW}}\n",
+            "r.yaml")))
+        state = collect_state(profile)
+        assert state["redis"]["cache"] == {"keys": 2, "names": ["acgs:constitutional_hash", "acgs:x"]}
+        assert "gone" not in state["redis"] and state["errors"][0].startswith("redis gone: could not count keys")
+        assert "s3cret-pw" not in json.dumps(state)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -1,0 +1,162 @@
+"""Every report of a real run, read by its consumer's own parser: Chromium for report.html, prometheus_client
+for metrics.prom, a JUnit schema for junit.xml, JSON/properties readers for Allure, and `acgs-verify report`."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+
+FAULT = "wrong-hash:governance-synthesis"  # SVC-02 and SVC-08 fail; SVC-02 attaches the health body as evidence
+BAD = "governance-synthesis@app-1"
+
+
+@pytest.fixture(scope="module")
+def faulted_run(sandbox, tmp_path_factory):
+    reports = tmp_path_factory.mktemp("reports")
+    ok = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(reports), "--gate", "smoke")
+    assert ok.returncode == 0, ok.stdout
+    sandbox.break_fault(FAULT)
+    try:
+        res = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(reports))
+    finally:
+        sandbox.heal_fault(FAULT)
+    assert res.returncode == 2, res.stdout
+    return (reports / "latest").resolve()
+
+
+def chromium(*args: str, user_data: Path) -> subprocess.CompletedProcess:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert exe, "chromium is not installed: apt-get install chromium (.ci/run installs it)"
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--disable-dev-shm-usage", f"--user-data-dir={user_data}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_html_report_in_headless_chromium_shows_verdict_and_failure_evidence(faulted_run, tmp_path):
+    url = (faulted_run / "report.html").as_uri()
+    dom = chromium("--dump-dom", url, user_data=tmp_path / "profile-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    verdict_at = html.index("ACGS CRITICAL")
+    assert verdict_at < html.index("Failures (")  # verdict first
+    failure_at = html.index(f"SVC-02[{BAD}]")
+    assert html.index("0badc0ffee15bad0", failure_at)  # the health body, as evidence of the failure
+    assert "Next step: Service Outage / Constitutional Compliance Failure" in html
+    assert "Evidence: health body" in html
+    assert html.count("<circle") == 2  # the trend: the smoke run, then this one
+    assert 'id="hosts"' in html and "app-1" in html and 'id="section-services"' in html
+    # self-contained: no scripts, stylesheets or images to fetch
+    assert "<script" not in html and "<link" not in html and "@import" not in html
+    assert re.findall(r'(?:src|href)="([^"#][^"]*)"', html) == []
+
+    shot = tmp_path / "report.png"
+    res = chromium(f"--screenshot={shot}", "--window-size=1280,1600", "--hide-scrollbars", url,
+                   user_data=tmp_path / "profile-shot")
+    assert res.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", res.stderr[-2000:]
+    assert shot.stat().st_size > 10_000  # a rendered page, not an empty canvas
+    print(f"screenshot: {shot}")
+
+
+def test_markdown_report_leads_with_verdict_and_failure_evidence(faulted_run):
+    md = (faulted_run / "report.md").read_text()
+    assert md.startswith("# ACGS CRITICAL:")
+    assert f"### P0 SVC-02[{BAD}]" in md and "0badc0ffee15bad0" in md and "**Next step:**" in md
+    assert "| host / target | passed |" in md
+
+
+def test_metrics_file_parses_with_prometheus_client(faulted_run):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families((faulted_run / "metrics.prom").read_text())}
+    success = {(s.labels["id"], s.labels["target"]): s for s in families["acgs_verify_check_success"].samples}
+    assert success[("SVC-02", BAD)].value == 0 and success[("SVC-02", BAD)].labels["severity"] == "P0"
+    assert success[("SVC-01", BAD)].value == 1
+    assert ("SVC-05", BAD) not in success  # skipped: measured nothing
+    summary = json.loads((faulted_run / "summary.json").read_text())
+    ratio = families["acgs_verify_compliance_ratio"].samples[0].value
+    assert ratio == pytest.approx(summary["compliance_rate"], rel=1e-5) and 0 < ratio < 1
+    assert families["acgs_verify_run_duration_seconds"].samples[0].value > 0
+    assert families["acgs_verify_last_run_timestamp_seconds"].samples[0].value > 1.7e9
+
+
+def test_junit_validates_against_the_jenkins_schema_and_carries_check_properties(faulted_run):
+    import xml.etree.ElementTree as ET
+
+    import xmlschema
+
+    schema = xmlschema.XMLSchema(str(REPO / "tests" / "data" / "junit-jenkins.xsd"))
+    schema.validate(str(faulted_run / "junit.xml"))
+    cases = list(ET.parse(faulted_run / "junit.xml").iter("testcase"))
+    summary = json.loads((faulted_run / "summary.json").read_text())
+    assert len(cases) == len(summary["checks"])
+    for tc in cases:
+        props = {p.get("name"): p.get("value") for p in tc.iter("property")}
+        assert {"runbook_id", "severity", "section", "target"} <= set(props), tc.get("name")
+    failed = [tc for tc in cases if tc.find("failure") is not None]
+    assert {dict((p.get("name"), p.get("value")) for p in tc.iter("property"))["runbook_id"] for tc in failed} == \
+        {"SVC-02", "SVC-08"}
+
+
+def test_allure_results_carry_labels_evidence_environment_and_categories(faulted_run):
+    allure = faulted_run / "allure-results"
+    results = [json.loads(p.read_text()) for p in allure.glob("*-result.json")]
+    (svc02,) = [r for r in results if r["name"].endswith(f"[{BAD}]") and "health_body" in r["name"]]
+    labels = {(lab["name"], lab["value"]) for lab in svc02["labels"]}
+    assert {("severity", "blocker"), ("epic", "Service health")} <= labels
+    assert any(n == "feature" and v.startswith("SVC-02 ") for n, v in labels)
+    assert svc02["status"] == "failed"
+    (body,) = [a for a in svc02["attachments"] if a["name"] == "health body"]
+    assert "0badc0ffee15bad0" in (allure / body["source"]).read_text()
+    severities = {lab["value"] for r in results for lab in r["labels"] if lab["name"] == "severity"}
+    assert severities <= {"blocker", "critical", "normal", "minor"} and {"blocker", "critical"} <= severities
+    env = configparser.ConfigParser()
+    env.read_string("[env]\n" + (allure / "environment.properties").read_text())
+    assert env["env"]["profile"] == "sandbox" and env["env"]["gate"] == "compliance"
+    assert env["env"]["constitutional_hash"] == "cdd01ef066bc6cf2"
+    categories = json.loads((allure / "categories.json").read_text())
+    assert all({"name", "matchedStatuses"} <= set(c) for c in categories)
+
+
+def test_report_command_regenerates_the_same_reports_from_summary_json(faulted_run, tmp_path):
+    copy = tmp_path / faulted_run.name
+    shutil.copytree(faulted_run, copy)
+    for name in ("report.html", "report.md", "metrics.prom"):
+        (copy / name).unlink()
+    res = run_cli("report", str(copy))
+    assert res.returncode == 0, res.stderr
+    for name in ("report.html", "report.md", "metrics.prom"):
+        assert (copy / name).read_text() == (faulted_run / name).read_text(), name
+    missing = run_cli("report", "no-such-run", "--report-dir", str(tmp_path))
+    assert missing.returncode == 3 and "no run 'no-such-run'" in missing.stderr
+
+
+def test_secrets_are_masked_in_every_report(healthy_sandbox, tmp_path):
+    # the profile's Redis password is, for this test, the wrong hash the fault makes the service report: it then
+    # appears in failure messages, evidence, JUnit and Allure results, and must be masked in each of them
+    secret = "0badc0ffee15bad0"
+    profile = tmp_path / "masked.yaml"
+    profile.write_text(f"extends: {healthy_sandbox.profile_path}\n"
+                       "redis: [{name: cache, url: 'redis://127.0.0.1:9/0', password_env: I6_SECRET}]\n")
+    healthy_sandbox.break_fault(FAULT)
+    res = run_cli("run", "--profile", str(profile), "--report-dir", str(tmp_path / "r"), "--gate",
+                  "pre-maintenance", "--", "-k", "governance", env={"I6_SECRET": secret})
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert secret not in res.stdout + res.stderr
+    run_dir = (tmp_path / "r" / "latest").resolve()
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert {"junit.xml", "report.html", "report.md", "summary.json", "snapshot.json", "metrics.prom"} <= \
+        {p.name for p in files}
+    leaks = [p.name for p in files if secret in p.read_text(errors="replace")]
+    assert leaks == []
+    assert "***" in (run_dir / "junit.xml").read_text() and "***" in (run_dir / "report.html").read_text()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert any(n.startswith("redis cache: could not count keys") for n in summary["notes"])
