@@ -78,7 +78,8 @@ def test_policy_file_validates(policy_file, profile, check):
     """python scripts/validate_constitutional_policies.py (Constitutional Compliance Failure)"""
     from acgs_verify.probes.policies import check_policy
 
-    expected = f"parses as {profile.policies.format} and names constitutional hash {profile.constitutional_hash}"
+    fmt = "YAML, JSON or Rego by extension" if profile.policies.format == "auto" else profile.policies.format
+    expected = f"parses ({fmt}) and names constitutional hash {profile.constitutional_hash}"
     if policy_file.relative is None:
         check.that(False, measured=f"no policy file under {policy_file.root}", expected=expected)
     found = check_policy(policy_file.path, profile.policies.format, profile.policies.hash_field)
