@@ -30,8 +30,11 @@ def test_fault_between_pre_and_post_maintenance_is_a_named_regression(healthy_sa
     assert snap["services"]["auth@app-1"] == {"answered": True, "version": "4.0.0"}
     svc06 = snap["checks"]["SVC-06[auth@app-1]"]
     assert svc06["outcome"] == "passed" and "p99" in svc06["measured"] and svc06["value"]["p99_ms"] >= 0
-    assert snap["tables"] == {} and snap["redis"] == {}  # the sandbox profile names no database or Redis
-    assert any("requires BK-01" in n for n in pre_summary["notes"])  # no backup checks on this branch: said so
+    assert snap["tables"]["primary"]["public.policies"] == 40  # the sandbox's PostgreSQL, counted
+    # the gate's required backup checks ran and passed, and so did its restore drill (on by default there)
+    assert not any("requires BK-01" in n for n in pre_summary["notes"]), pre_summary["notes"]
+    assert {outcome(pre_summary, i, t)["outcome"] for i, t in [("BK-01", "backups"), ("BK-02", "backups/latest"),
+            ("BK-03", "backups/latest"), ("BK-04", "backups/latest"), ("BK-07", "backups/latest")]} == {"passed"}
 
     unchanged, summary = run(healthy_sandbox, reports, "--gate", "post-maintenance")
     assert unchanged.returncode == 0, unchanged.stdout

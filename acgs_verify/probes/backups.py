@@ -470,9 +470,14 @@ def dump_tail_status(scan: ArchiveScan) -> tuple[bool, str]:
         first = scan.head[:60].decode("utf-8", "replace").splitlines()[:1]
         return False, f"does not start like a pg_dump plain dump (first line {first[0] if first else ''!r})"
     lines = [ln.strip() for ln in scan.tail.decode("utf-8", "replace").splitlines() if ln.strip()]
-    # pg_dump ends "--\n-- PostgreSQL database dump complete\n--\n" (newer ones add a \unrestrict line)
-    closing = [ln for ln in lines[-4:] if ln.startswith("--") or ln.startswith("\\unrestrict")]
-    if DUMP_COMPLETE in lines[-4:] and len(closing) == len(lines[-4:]):
+    # pg_dump ends "--\n-- PostgreSQL database dump complete\n--\n" (newer ones add a \unrestrict line): the
+    # closing line must be in the comment block after the last statement
+    trailing = []
+    for ln in reversed(lines):
+        if not (ln.startswith("--") or ln.startswith("\\unrestrict")):
+            break
+        trailing.append(ln)
+    if DUMP_COMPLETE in trailing:
         return True, DUMP_COMPLETE
     last = lines[-1] if lines else ""
     return False, f"no '{DUMP_COMPLETE}' at the end; last line {last[:100]!r}"
