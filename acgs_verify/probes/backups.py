@@ -247,7 +247,7 @@ def scan_archive(path: str | Path, keep_ends: bool = False, feed=None) -> Archiv
             walker.finish()
     except _Broken as exc:
         scan.problem = str(exc)
-        if walker is not None and walker.current:
+        if walker is not None and walker.current and "member" not in scan.problem:
             scan.problem += f", inside tar member {walker.current}"
     except OSError as exc:
         if scan.size == 0:

@@ -1,7 +1,7 @@
 """The sandbox's constitutional policy set under the application tree, and its faults.
 
 DIR/home/acgs/ACGS/config/policies holds YAML, JSON and Rego policies as ACGS ships them, each naming the
-constitutional hash. `policy-invalid` breaks the YAML syntax of governance_rules.yaml; `policy-wrong-hash` gives
+constitutional hash. `policy-invalid` breaks the YAML syntax of decision_rules.yaml; `policy-wrong-hash` gives
 data_access.rego another hash. Heal writes the file as `up` did. State slice: {"faults": [...]}.
 """
 
@@ -16,7 +16,7 @@ from acgs_verify.sandbox.service_app import CONSTITUTIONAL_HASH
 
 POLICY_DIR = "home/acgs/ACGS/config/policies"
 OTHER_HASH = "badc0ffee0ddf00d"
-INVALID_FILE = "governance_rules.yaml"
+INVALID_FILE = "decision_rules.yaml"
 WRONG_HASH_FILE = "data_access.rego"
 
 H = CONSTITUTIONAL_HASH
@@ -91,7 +91,7 @@ deny[msg] {{
     msg := sprintf("request %v has no user", [input.request_id])
 }}
 """,
-    "policy_synthesis.rego": f"""\
+    "proposal_limits.rego": f"""\
 # Constraints on policies that governance-synthesis proposes
 package acgs.synthesis
 
