@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from acgs_verify.check import ProbeError
+from acgs_verify.probes.files import read_capped
 
 MAX_POLICY_BYTES = 4 << 20
 EXTENSIONS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".rego": "rego"}
@@ -45,11 +45,7 @@ def check_policy(path: Path, fmt: str, hash_field: str) -> PolicyCheck:
     if kind is None:
         return PolicyCheck("?", f"not a policy format ({path.suffix or 'no extension'}; expected one of "
                            f"{', '.join(sorted(EXTENSIONS))})", None)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_POLICY_BYTES + 1)
-    except OSError as exc:
-        raise ProbeError(f"cannot read {path}: {exc.strerror}") from None
+    raw = read_capped(path, MAX_POLICY_BYTES)
     if len(raw) > MAX_POLICY_BYTES:
         return PolicyCheck(kind, f"larger than {MAX_POLICY_BYTES} bytes", None)
     try:

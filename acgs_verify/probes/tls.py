@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from acgs_verify.check import ProbeError
+from acgs_verify.probes.files import read_capped
 
 MAX_PEM_BYTES = 1 << 20
 
@@ -53,11 +54,7 @@ def certificate_file(path: str | Path) -> list[CertInfo]:
     from cryptography import x509
 
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_PEM_BYTES + 1)
-    except OSError as exc:
-        raise ProbeError(f"cannot read {path}: {exc.strerror}") from None
+    data = read_capped(path, MAX_PEM_BYTES)
     if len(data) > MAX_PEM_BYTES:
         raise ProbeError(f"{path}: larger than {MAX_PEM_BYTES} bytes; not a certificate file")
     try:
