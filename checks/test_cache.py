@@ -16,7 +16,7 @@ def test_ping_answers_pong(cache, caches, thresholds, check):
 
 
 @runbook("RD-02")
-def test_command_latency_p99(cache, caches, thresholds, check):
+def test_command_round_trip_p99(cache, caches, thresholds, check):
     """redis-cli --latency-history"""
     # like redis-cli, many samples: a PING takes ~0.1 ms, and with 100 one scheduling hiccup of this
     # (shared) machine is not the p99

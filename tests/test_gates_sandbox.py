@@ -30,7 +30,9 @@ def test_fault_between_pre_and_post_maintenance_is_a_named_regression(healthy_sa
     assert snap["services"]["auth@app-1"] == {"answered": True, "version": "4.0.0"}
     svc06 = snap["checks"]["SVC-06[auth@app-1]"]
     assert svc06["outcome"] == "passed" and "p99" in svc06["measured"] and svc06["value"]["p99_ms"] >= 0
-    assert snap["tables"]["primary"]["public.policies"] == 40  # the sandbox's PostgreSQL, counted
+    # the sandbox's PostgreSQL and Redis, as the snapshot records them for "no table may vanish"
+    assert snap["tables"] == {"primary": {"public.audit_logs": 3000, "public.policies": 40}}
+    assert snap["redis"]["cache"]["keys"] == 301 and "acgs:constitutional_hash" in snap["redis"]["cache"]["names"]
     # the gate's required backup checks ran and passed, and so did its restore drill (on by default there)
     assert not any("requires BK-01" in n for n in pre_summary["notes"]), pre_summary["notes"]
     assert {outcome(pre_summary, i, t)["outcome"] for i, t in [("BK-01", "backups"), ("BK-02", "backups/latest"),
