@@ -212,6 +212,14 @@ def caches(profile: Profile):
     pool.close()
 
 
+@pytest.fixture(scope="session")
+def backup_reader():
+    """Archive scans cached per file, so BK-03 and BK-04 read a large dump once per run (per worker)."""
+    from acgs_verify.probes.backups import BackupReader
+
+    return BackupReader()
+
+
 @pytest.fixture
 def check(request: pytest.FixtureRequest) -> Check:
     target = _target_of(request.node)

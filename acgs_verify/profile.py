@@ -263,22 +263,42 @@ class Security(_Strict):
 
 
 class Backups(_Strict):
+    """The daily backups under paths.backups: one directory per day named YYYYMMDD (the runbook's
+    daily_backup.sh), each holding `files`. BK-01..BK-07 read them on the machine acgs-verify runs on."""
+
     files: list[str] = ["database.sql.gz", "config.tar.gz", "application.tar.gz", "logs.tar.gz"]
+    # the database dump among `files`: `plain` is pg_dump's SQL (gzipped when the name ends in .gz), `custom`
+    # is pg_dump -Fc (BK-04 reads its table of contents and every data block with pg_restore)
+    dump_file: str = "database.sql.gz"
     dump_format: Literal["plain", "custom"] = "plain"
-    restore_drill: bool = False
-    restore_database: str | None = None  # profile database name the drill restores next to
-    restore_tables: list[str] = ["audit_logs", "policies"]
-    restore_count_tolerance_percent: float | None = None
+    # BK-07, the restore drill: None runs it only in the gates that ask for it (pre-maintenance);
+    # true/false turn it on or off for every run. It needs the database's admin_dsn credential.
+    restore_drill: bool | None = None
+    restore_database: str | None = None  # profile database name the drill restores next to; None: the first
+    restore_tables: list[str] = ["audit_logs", "policies"]  # must have rows in the restored copy
+    # when set, each restore table's row count must be within this percent of the live table's
+    restore_count_tolerance_percent: float | None = Field(None, ge=0, le=100)
+    restore_timeout_seconds: float = Field(600, gt=0)  # the whole drill, restore and checks
+    # where `psql` / `pg_restore` live; None: PATH, then the newest /usr/lib/postgresql/*/bin
+    pg_bindir: str | None = None
 
 
 class Tls(_Strict):
+    """TLS-02 verifies each of `tls_endpoints` against the system CAs, or against ca_file when set
+    (also used by the HTTP probes for https services)."""
+
     ca_file: str | None = None
-    # off only on purpose: the run prints a warning line when a profile turns it off
+    # off only on purpose: the run prints a warning line when a profile turns it off (TLS-02 always verifies)
     verify: bool = True
 
 
 class Policies(_Strict):
+    """CC-03: every file under paths.policies parses as `format` (auto: by extension, .yaml/.yml, .json,
+    .rego) and names the profile's constitutional hash in `hash_field` (top level or under metadata;
+    in Rego a rule `hash_field := "..."`)."""
+
     format: Literal["yaml", "json", "rego", "auto"] = "auto"
+    hash_field: str = Field("constitutional_hash", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class Profile(_Strict):
@@ -295,7 +315,9 @@ class Profile(_Strict):
     databases: list[Database] = []
     redis: list[Redis] = []
     paths: Paths = Paths()
+    # TLS-01: PEM files (a leaf, optionally followed by its chain), read on the machine acgs-verify runs on
     certificates: list[str] = []
+    # TLS-02: live endpoints as https://HOST[:PORT] (port 443 when left out)
     tls_endpoints: list[str] = []
     tls: Tls = Tls()
     security: Security = Security()
@@ -315,6 +337,19 @@ class Profile(_Strict):
                     raise ValueError(f"{field}: name {item.name!r} is used twice")
                 seen.add(item.name)
         return self
+
+    @field_validator("tls_endpoints")
+    @classmethod
+    def _endpoints(cls, v: list[str]) -> list[str]:
+        for url in v:
+            try:
+                parts = urlsplit(url)
+                parts.port  # noqa: B018 (raises on a bad port)
+            except ValueError as exc:
+                raise ValueError(f"{url!r}: {exc}") from None
+            if parts.scheme != "https" or not parts.hostname:
+                raise ValueError(f"{url!r}: must be an https://HOST[:PORT] URL")
+        return v
 
     def hosts_with_role(self, role: str) -> list[Host]:
         return [h for h in self.hosts if role in h.roles]
