@@ -52,3 +52,17 @@ def test_world_writable_scan_of_100k_files_with_symlink_loops_is_bounded(tmp_pat
     listed = [str(p) for p in bad if str(p) in json.dumps(c)]
     assert len(listed) == 20, listed  # the first 20 found, and the count of all of them
     assert took < 30, took
+
+
+def test_tls_endpoint_whose_handshake_stalls_fails_within_the_timeout(tmp_path):
+    with HostileServer("hang") as port:
+        profile = tmp_path / "p.yaml"
+        profile.write_text(f"hosts: [{{name: h}}]\ntls_endpoints: ['https://127.0.0.1:{port}']\n"
+                           "thresholds: {connect_timeout_seconds: 1.5}\n")
+        res = run_cli("run", "--profile", str(profile), "--report-dir", str(tmp_path / "r"), "--", "-k", "TLS-02")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
+    (c,) = json.loads((tmp_path / "r" / "latest" / "summary.json").read_text())["checks"]
+    assert c["id"] == "TLS-02" and c["outcome"] == "failed"
+    assert "timed out" in c["message"].lower(), c["message"]
+    assert c["duration"] < 5, c["duration"]
