@@ -433,10 +433,8 @@ def cmd_sandbox(args) -> int:
         return 0 if all(p["state"] == "running" or p["state"].endswith("(fault)")
                         for c in status.get("components", {}).values() for p in c) else 1
     if args.action == "faults":
-        from acgs_verify.sandbox import FAULTS
-
-        for f in FAULTS:
-            print(f)
+        for spec in sb.valid_faults():  # what `break` accepts, e.g. slow:auth, db-lock, backup-missing:config.tar.gz
+            print(spec)
         return 0
     if args.action == "break":
         sb.break_fault(args.fault)
