@@ -138,7 +138,8 @@ class Sandbox:
         comp = next((c for c in self.components if fault in c.fault_names), None)
         if comp is None:
             valid = ", ".join(fault_names(self.components))
-            raise SandboxError(f"unknown fault {fault!r} in {spec!r}; valid: {valid} (`acgs-verify sandbox faults` lists each with its targets)")
+            raise SandboxError(f"unknown fault {fault!r} in {spec!r}; valid: {valid}"
+                               " (`acgs-verify sandbox faults` lists each with its targets)")
         targets = comp.fault_targets(fault)
         if targets and target not in targets:
             noun = "service" if targets == comp.targets() else "target"
