@@ -210,6 +210,33 @@ def caches(profile: Profile):
     pool.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _prefetch(request: pytest.FixtureRequest) -> None:
+    """Measurements that mostly wait (each host's CPU window), started for every target at once and waited for
+    before the first check: N hosts cost one window, not N (the `prefetch` of @runbook)."""
+    from concurrent.futures import wait
+
+    wanted: dict = {}
+    for item in request.session.items:
+        mark = item.get_closest_marker("runbook")
+        fn = mark.kwargs.get("prefetch") if mark is not None else None
+        target = _target_of(item) if fn is not None else None
+        if target is not None and target is not _NO_TARGETS:
+            wanted[(fn, target.id)] = (fn, target)
+    if not wanted:
+        return
+    hosts = {h.name: h for h in (host_of(t) for _, t in wanted.values()) if h is not None}
+    if hosts:  # handshakes first, all at once, so that no ssh key exchange falls inside another host's window
+        request.getfixturevalue("hosts").connect(list(hosts.values()))
+    futures = []
+    for fn, target in wanted.values():
+        future = fn(request, target)
+        if future is not None:
+            futures.append(future)
+    if futures:
+        wait(futures)  # errors stay in their futures: the checks that read them fail with their own message
+
+
 @pytest.fixture
 def check(request: pytest.FixtureRequest) -> Check:
     target = _target_of(request.node)

@@ -314,14 +314,14 @@ def measure(profile: Path, work: Path, runs: int, quick: bool) -> dict:
     out["scaling"] = {}
     for n in HOST_COUNTS[:2] if quick else HOST_COUNTS:
         path = scaled_profile(profile, n, work)
-        for mode, extra in (("serial", ["-n", "0"]), ("auto", [])):
+        for mode, extra in (("serial", ["--workers", "0"]), ("auto", [])):
             if n == 1 and mode == "auto":
                 continue  # `run` picks no workers for one host: the same run as serial
             key = f"{n}-{mode}"
             out["scaling"][key] = series(
                 f"{n} hosts {mode}", runs,
                 lambda path=path, extra=extra: [*ACGS, "run", "--profile", str(path), "--report-dir", str(reports),
-                                                *plugin, *extra], env, timing_dir=timing)
+                                                *extra, *plugin], env, timing_dir=timing)
     return out
 
 
