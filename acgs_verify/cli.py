@@ -55,8 +55,8 @@ def build_parser() -> _Parser:
     run.add_argument("--report-dir", default="reports", type=Path, help="where runs write reports")
     _add_gate_options(run)
     run.add_argument("--workers", default="auto", metavar="N|auto",
-                     help=f"parallel worker processes (default auto: none below {AUTO_WORKERS_MIN_HOSTS} hosts, "
-                          "else one per core; `-- -n N` wins)")
+                     help=f"parallel worker processes (default auto: none below {AUTO_WORKERS_MIN_HOSTS} hosts or "
+                          f"{AUTO_WORKERS_MIN_CORES} cores, else one per core; `-- -n N` wins)")
     run.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments (-n 4, -k ..., -m ...)")
 
     rep = sub.add_parser("report", help="regenerate a run's reports from its summary.json")
@@ -145,13 +145,17 @@ def _run_pytest(args: list[str]):
 # rewriting their asserts (compiling the check modules anew on every run when bytecode caching is off) buys
 # nothing; and pytest's unraisable-exception plugin runs gc.collect() over and over at exit (~0.1 s).
 RUN_ONLY_ARGS = ("--assert=plain", "-p", "no:unraisableexception")
-# From this many hosts up `run` starts workers (-n, --dist loadgroup: a host's checks stay in one worker) when the
-# user asked for none: below it, starting and feeding workers costs more than it saves (BENCHMARKS.md, scaling).
+# From this many hosts up, on a machine with at least AUTO_WORKERS_MIN_CORES cores, `run` starts workers (-n,
+# --dist loadgroup: a host's checks stay in one worker) when the user asked for none. Below either, starting and
+# feeding workers costs more than it saves: on 2 cores 10 hosts took 6.7 s with 2 workers and 5.0 s without
+# (BENCHMARKS.md, scaling), and one host always loses.
 AUTO_WORKERS_MIN_HOSTS = 8
+AUTO_WORKERS_MIN_CORES = 4
 
 
 def workers_for(requested: str, hosts: int, cores: int | None = None) -> int:
-    """--workers: a number, or auto (none below AUTO_WORKERS_MIN_HOSTS hosts, else one per core, at most hosts)."""
+    """--workers: a number, or auto (none below AUTO_WORKERS_MIN_HOSTS hosts or AUTO_WORKERS_MIN_CORES cores, else
+    one per core and at most one per AUTO_WORKERS_MIN_HOSTS hosts)."""
     if requested != "auto":
         try:
             n = int(requested)
@@ -160,9 +164,10 @@ def workers_for(requested: str, hosts: int, cores: int | None = None) -> int:
         if n < 0:
             raise UsageError(f"--workers {n}: must be 0 or more")
         return n
-    if hosts < AUTO_WORKERS_MIN_HOSTS:
+    cores = cores or os.cpu_count() or 1
+    if hosts < AUTO_WORKERS_MIN_HOSTS or cores < AUTO_WORKERS_MIN_CORES:
         return 0
-    return max(0, min(cores or os.cpu_count() or 1, hosts))
+    return min(cores, hosts // AUTO_WORKERS_MIN_HOSTS)
 
 
 def _worker_args(requested: str, pytest_args: list[str], hosts: int) -> list[str]:

@@ -414,7 +414,7 @@ def _apply_run_options(config: pytest.Config, result: RunResult) -> None:
 
 # ------------------------------------------------------------------------------------------ Allure
 
-ALLURE_SEVERITY = {"P0": "blocker", "P1": "critical", "P2": "normal", "P3": "minor"}
+from acgs_verify.report.allure import SEVERITY as ALLURE_SEVERITY  # noqa: E402 -- one mapping for both writers
 
 
 class AllureDetails:

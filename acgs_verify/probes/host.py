@@ -31,7 +31,6 @@ from acgs_verify.check import ProbeError
 from acgs_verify.inventory import ensure_ansible_on_path
 from acgs_verify.profile import Host
 
-
 PREFETCH_THREADS = 64  # facts started early are mostly waiting (a sleep, a remote command): threads are cheap
 
 
