@@ -134,7 +134,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         keep.append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+    # a host's checks run together (in the profile's host order, each host's in module order; checks without a
+    # host first): its log tails and facts are then used while fresh, and dropped before the next host's
+    order = {h.name: i for i, h in enumerate(_profile(config).hosts)} if PROFILE_KEY in config.stash else {}
+    keep.sort(key=lambda item: order.get(dict(item.user_properties).get("host"), -1))
+    items[:] = keep
 
 
 _NO_TARGETS = object()
