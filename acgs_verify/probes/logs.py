@@ -196,7 +196,7 @@ def request_statuses(lines: list[str]) -> list[int]:
 
 # Tails kept at once: a 5000-line tail is ~1 MB of str objects, and 50 hosts x 6 logs kept them all (466 MB
 # peak RSS, BENCHMARKS.md). The plugin runs a host's checks together, so the logs of one host are read once.
-KEEP_TAILS = 16
+KEEP_TAILS = 8
 
 
 class LogReader:
