@@ -179,10 +179,12 @@ _ENTRIES = [
 
 CATALOG: dict[str, CatalogEntry] = {e.id: e for e in _ENTRIES}
 
-# Gates: which IDs a gate runs (None = every check), and which must pass for the gate to open.
+# Gates: which IDs a gate runs (None = every check), and which must pass for the gate to open;
+# restore_drill: BK-07 restores the latest dump unless the profile says backups.restore_drill: false.
 GATES: dict[str, dict] = {
     "smoke": {"ids": ("SVC-01", "SVC-02", "SVC-03", "SVC-04", "DB-01", "RD-01", "CC-01", "CC-02")},
-    "pre-maintenance": {"ids": None, "required": ("BK-01", "BK-02", "BK-03", "BK-04"), "snapshot": "write"},
+    "pre-maintenance": {"ids": None, "required": ("BK-01", "BK-02", "BK-03", "BK-04"), "snapshot": "write",
+                        "restore_drill": True},
     "post-maintenance": {"ids": None, "snapshot": "compare"},
     "rollback": {"ids": None, "snapshot": "compare"},
     "compliance": {"ids": None},

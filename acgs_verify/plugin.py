@@ -182,7 +182,9 @@ def http(profile: Profile):
 def hosts(profile: Profile):
     from acgs_verify.probes.host import HostPool
 
-    pool = HostPool(connect_timeout=profile.thresholds.connect_timeout_seconds, inventory=profile.inventory)
+    passphrases = {h.name: profile.secret(f"hosts.{h.name}") for h in profile.hosts}
+    pool = HostPool(connect_timeout=profile.thresholds.connect_timeout_seconds, inventory=profile.inventory,
+                    passphrases=passphrases)
     yield pool
     pool.close()  # ends the ssh control masters; nothing outlives the run
 
@@ -239,6 +241,14 @@ def _prefetch(request: pytest.FixtureRequest) -> None:
             futures.append(future)
     if futures:
         wait(futures)  # errors stay in their futures: the checks that read them fail with their own message
+
+
+@pytest.fixture(scope="session")
+def backup_reader():
+    """Archive scans cached per file, so BK-03 and BK-04 read a large dump once per run (per worker)."""
+    from acgs_verify.probes.backups import BackupReader
+
+    return BackupReader()
 
 
 @pytest.fixture

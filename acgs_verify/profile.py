@@ -104,6 +104,17 @@ class Host(_Strict):
     ssh_config: str | None = None
     # host keys are checked unless a profile says otherwise, and then the run prints a warning
     strict_host_key_checking: bool = True
+    # the passphrase of identity_file, for the paramiko backend (OpenSSH in batch mode takes one only from an
+    # agent: load the key with ssh-add instead). Like every secret, named here, never written here.
+    identity_passphrase_env: str | None = None
+    identity_passphrase_file: str | None = None
+
+    @model_validator(mode="after")
+    def _passphrase_needs_paramiko(self):
+        if (self.identity_passphrase_env or self.identity_passphrase_file) and self.backend != "paramiko":
+            raise ValueError(f"an identity passphrase works with backend paramiko, not {self.backend}"
+                             " (for ssh, load the key into ssh-agent)")
+        return self
     # None: find out from the host (/run/systemd/system); False: the host has no systemd
     systemd: bool | None = None
     mounts: list[str] = ["/"]
@@ -252,22 +263,42 @@ class Security(_Strict):
 
 
 class Backups(_Strict):
+    """The daily backups under paths.backups: one directory per day named YYYYMMDD (the runbook's
+    daily_backup.sh), each holding `files`. BK-01..BK-07 read them on the machine acgs-verify runs on."""
+
     files: list[str] = ["database.sql.gz", "config.tar.gz", "application.tar.gz", "logs.tar.gz"]
+    # the database dump among `files`: `plain` is pg_dump's SQL (gzipped when the name ends in .gz), `custom`
+    # is pg_dump -Fc (BK-04 reads its table of contents and every data block with pg_restore)
+    dump_file: str = "database.sql.gz"
     dump_format: Literal["plain", "custom"] = "plain"
-    restore_drill: bool = False
-    restore_database: str | None = None  # profile database name the drill restores next to
-    restore_tables: list[str] = ["audit_logs", "policies"]
-    restore_count_tolerance_percent: float | None = None
+    # BK-07, the restore drill: None runs it only in the gates that ask for it (pre-maintenance);
+    # true/false turn it on or off for every run. It needs the database's admin_dsn credential.
+    restore_drill: bool | None = None
+    restore_database: str | None = None  # profile database name the drill restores next to; None: the first
+    restore_tables: list[str] = ["audit_logs", "policies"]  # must have rows in the restored copy
+    # when set, each restore table's row count must be within this percent of the live table's
+    restore_count_tolerance_percent: float | None = Field(None, ge=0, le=100)
+    restore_timeout_seconds: float = Field(600, gt=0)  # the whole drill, restore and checks
+    # where `psql` / `pg_restore` live; None: PATH, then the newest /usr/lib/postgresql/*/bin
+    pg_bindir: str | None = None
 
 
 class Tls(_Strict):
+    """TLS-02 verifies each of `tls_endpoints` against the system CAs, or against ca_file when set
+    (also used by the HTTP probes for https services)."""
+
     ca_file: str | None = None
-    # off only on purpose: the run prints a warning line when a profile turns it off
+    # off only on purpose: the run prints a warning line when a profile turns it off (TLS-02 always verifies)
     verify: bool = True
 
 
 class Policies(_Strict):
+    """CC-03: every file under paths.policies parses as `format` (auto: by extension, .yaml/.yml, .json,
+    .rego) and names the profile's constitutional hash in `hash_field` (top level or under metadata;
+    in Rego a rule `hash_field := "..."`)."""
+
     format: Literal["yaml", "json", "rego", "auto"] = "auto"
+    hash_field: str = Field("constitutional_hash", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class Profile(_Strict):
@@ -284,7 +315,9 @@ class Profile(_Strict):
     databases: list[Database] = []
     redis: list[Redis] = []
     paths: Paths = Paths()
+    # TLS-01: PEM files (a leaf, optionally followed by its chain), read on the machine acgs-verify runs on
     certificates: list[str] = []
+    # TLS-02: live endpoints as https://HOST[:PORT] (port 443 when left out)
     tls_endpoints: list[str] = []
     tls: Tls = Tls()
     security: Security = Security()
@@ -304,6 +337,19 @@ class Profile(_Strict):
                     raise ValueError(f"{field}: name {item.name!r} is used twice")
                 seen.add(item.name)
         return self
+
+    @field_validator("tls_endpoints")
+    @classmethod
+    def _endpoints(cls, v: list[str]) -> list[str]:
+        for url in v:
+            try:
+                parts = urlsplit(url)
+                parts.port  # noqa: B018 (raises on a bad port)
+            except ValueError as exc:
+                raise ValueError(f"{url!r}: {exc}") from None
+            if parts.scheme != "https" or not parts.hostname:
+                raise ValueError(f"{url!r}: must be an https://HOST[:PORT] URL")
+        return v
 
     def hosts_with_role(self, role: str) -> list[Host]:
         return [h for h in self.hosts if role in h.roles]
@@ -626,31 +672,36 @@ def _list_index(items: list, part: str) -> int | None:
 # ------------------------------------------------------------------------------------------- secrets
 
 
+# (list field, owner prefix, env field, file field, what the secret is): every secret a profile may reference
+_SECRET_REFS = (
+    ("databases", "", "password_env", "password_file", "the password"),
+    ("databases", "admin:", "admin_password_env", "admin_password_file", "the restore drill's password"),
+    ("redis", "", "password_env", "password_file", "the password"),
+    ("hosts", "", "identity_passphrase_env", "identity_passphrase_file", "the ssh key passphrase"),
+)
+
+
 def _resolve_secrets(profile: Profile, where: dict) -> dict[str, SecretStr]:
+    """{"databases.primary": ..., "admin:databases.primary": ..., "redis.cache": ..., "hosts.app-1": ...}"""
     out: dict[str, SecretStr] = {}
-    for field in ("databases", "redis"):
+    for field, prefix, env_field, file_field, what in _SECRET_REFS:
         for i, item in enumerate(getattr(profile, field)):
-            refs = [("", item.password_env, item.password_file)]
-            if field == "databases":
-                refs.append(("admin:", item.admin_password_env, item.admin_password_file))
-            for prefix, env, file in refs:
-                owner = f"{prefix}{field}.{item.name}"
-                fpath = (field, i, f"{prefix.rstrip(':') + '_' if prefix else ''}password_{'env' if env else 'file'}")
-                if env:
-                    value = os.environ.get(env)
-                    if value is None:
-                        raise ProfileError(
-                            f"{_where(where, fpath)}: environment variable {env} is not set"
-                            f" (it holds the password for {field} {item.name!r})"
-                        )
-                    out[owner] = SecretStr(value)
-                elif file:
-                    p = Path(file).expanduser()
-                    try:
-                        out[owner] = SecretStr(p.read_text().strip())
-                    except OSError as exc:
-                        raise ProfileError(
-                            f"{_where(where, fpath)}: cannot read secret file {p}: {exc.strerror}") from None
+            owner = f"{prefix}{field}.{item.name}"
+            env, file = getattr(item, env_field), getattr(item, file_field)
+            if env:
+                value = os.environ.get(env)
+                if value is None:
+                    raise ProfileError(f"{_where(where, (field, i, env_field))}: environment variable {env} is not"
+                                       f" set (it holds {what} for {field} {item.name!r})")
+                out[owner] = SecretStr(value)
+            elif file:
+                p = Path(file).expanduser()
+                try:
+                    out[owner] = SecretStr(p.read_text().strip())
+                except OSError as exc:
+                    raise ProfileError(
+                        f"{_where(where, (field, i, file_field))}: cannot read secret file {p}: {exc.strerror}"
+                    ) from None
     return out
 
 

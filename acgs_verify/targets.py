@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from acgs_verify.profile import Database, Host, Key, Profile, Redis, Service
 
@@ -119,6 +121,65 @@ class EnvironmentTarget:
         return self.profile.name or "environment"
 
 
+@dataclass(frozen=True)
+class BackupTarget:
+    """The backup location (`backups`: BK-01, BK-05) or its latest dated backup (`backups/latest`: BK-02..07),
+    found when the check runs, so a backup written during a run is seen."""
+
+    root: str
+    latest: bool = False
+
+    @property
+    def id(self) -> str:
+        return "backups/latest" if self.latest else "backups"
+
+
+@dataclass(frozen=True)
+class CertificateTarget:
+    """A certificate PEM file from the profile: its path is its name."""
+
+    path: str
+
+    @property
+    def id(self) -> str:
+        return self.path
+
+
+@dataclass(frozen=True)
+class TlsEndpointTarget:
+    url: str
+
+    @property
+    def id(self) -> str:
+        parts = urlsplit(self.url)
+        return f"{parts.hostname}:{parts.port or 443}"
+
+
+@dataclass(frozen=True)
+class PolicyFileTarget:
+    """One file under paths.policies (`constitution.yaml`); with no file at all, the directory itself
+    (`policies`), so CC-03 says it found nothing rather than running zero times."""
+
+    root: str
+    relative: str | None
+
+    @property
+    def id(self) -> str:
+        return self.relative or "policies"
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root) / self.relative if self.relative else Path(self.root)
+
+
+def _policy_files(p: Profile) -> list[PolicyFileTarget]:
+    from acgs_verify.probes.policies import policy_files
+
+    root = Path(p.paths.policies)
+    files = policy_files(root)
+    return [PolicyFileTarget(str(root), str(f.relative_to(root))) for f in files] or [PolicyFileTarget(str(root), None)]
+
+
 def _services(p: Profile) -> list[ServiceTarget]:
     return [ServiceTarget(s, h) for s in p.services for h in p.hosts_with_role(s.role)]
 
@@ -140,6 +201,11 @@ TARGET_KINDS: dict[str, Callable[[Profile], list]] = {
     "database_host": lambda p: [DatabaseHostTarget(d, h) for d in p.databases for h in p.hosts_with_role(d.role)],
     "cache": lambda p: [RedisTarget(r) for r in p.redis],
     "environment": lambda p: [EnvironmentTarget(p)],
+    "backup_location": lambda p: [BackupTarget(p.paths.backups)],
+    "latest_backup": lambda p: [BackupTarget(p.paths.backups, latest=True)],
+    "certificate": lambda p: [CertificateTarget(c) for c in p.certificates],
+    "tls_endpoint": lambda p: [TlsEndpointTarget(u) for u in p.tls_endpoints],
+    "policy_file": _policy_files,
 }
 
 

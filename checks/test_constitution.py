@@ -71,3 +71,18 @@ def test_cache_holds_expected_hash(cache, caches, profile, check):
     got = caches.get(cache.redis).get(key)
     check.that(got == profile.constitutional_hash, measured=f"{key} = {got!r}",
                expected=f"{key} = {profile.constitutional_hash!r}")
+
+
+@runbook("CC-03")
+def test_policy_file_validates(policy_file, profile, check):
+    """python scripts/validate_constitutional_policies.py (Constitutional Compliance Failure)"""
+    from acgs_verify.probes.policies import check_policy
+
+    fmt = "YAML, JSON or Rego by extension" if profile.policies.format == "auto" else profile.policies.format
+    expected = f"parses ({fmt}) and names constitutional hash {profile.constitutional_hash}"
+    if policy_file.relative is None:
+        check.that(False, measured=f"no policy file under {policy_file.root}", expected=expected)
+    found = check_policy(policy_file.path, profile.policies.format, profile.policies.hash_field)
+    said = found.problem or f"{found.detail}; {profile.policies.hash_field} {found.hash}"
+    check.that(found.problem is None and found.hash == profile.constitutional_hash,
+               measured=f"{found.format}: {said}", expected=expected)

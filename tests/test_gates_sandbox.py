@@ -33,7 +33,10 @@ def test_fault_between_pre_and_post_maintenance_is_a_named_regression(healthy_sa
     # the sandbox's PostgreSQL and Redis, as the snapshot records them for "no table may vanish"
     assert snap["tables"] == {"primary": {"public.audit_logs": 3000, "public.policies": 40}}
     assert snap["redis"]["cache"]["keys"] == 301 and "acgs:constitutional_hash" in snap["redis"]["cache"]["names"]
-    assert any("requires BK-01" in n for n in pre_summary["notes"])  # no backup checks on this branch: said so
+    # the gate's required backup checks ran and passed, and so did its restore drill (on by default there)
+    assert not any("requires BK-01" in n for n in pre_summary["notes"]), pre_summary["notes"]
+    assert {outcome(pre_summary, i, t)["outcome"] for i, t in [("BK-01", "backups"), ("BK-02", "backups/latest"),
+            ("BK-03", "backups/latest"), ("BK-04", "backups/latest"), ("BK-07", "backups/latest")]} == {"passed"}
 
     unchanged, summary = run(healthy_sandbox, reports, "--gate", "post-maintenance")
     assert unchanged.returncode == 0, unchanged.stdout

@@ -37,9 +37,12 @@ PREFETCH_THREADS = 64  # facts started early are mostly waiting (a sleep, a remo
 class HostPool:
     """One testinfra connection per host per process; a host that cannot be reached is tried once."""
 
-    def __init__(self, connect_timeout: float, inventory: str | None = None):
+    def __init__(self, connect_timeout: float, inventory: str | None = None,
+                 passphrases: dict[str, str] | None = None):
         self.connect_timeout = connect_timeout
         self.inventory = inventory
+        # host name -> its identity file's passphrase (paramiko); None where there is none
+        self._passphrases = passphrases or {}
         self._hosts: dict[str, Any] = {}
         self._unreachable: dict[str, str] = {}
         self._facts: dict[tuple[str, str], Any] = {}
@@ -181,6 +184,7 @@ class HostPool:
         t = self.connect_timeout
         client.connect(host.address, port=host.port or 22, username=host.user,
                        key_filename=str(Path(host.identity_file).expanduser()) if host.identity_file else None,
+                       passphrase=self._passphrases.get(host.name),
                        timeout=t, banner_timeout=t, auth_timeout=t, allow_agent=True, look_for_keys=False)
         # testinfra's own paramiko client accepts any host key (WarningPolicy); this one checks it
         node.backend.__dict__["client"] = client

@@ -87,7 +87,12 @@ class HttpProbe:
         if self._client is None:
             import httpx  # ~60 ms of imports: only when a check does HTTP
 
-            transport = httpx.HTTPTransport(verify=self._verify, trust_env=False)
+            verify = self._verify
+            if isinstance(verify, str):  # a CA file: httpx wants a context for it (verify=<str> is deprecated)
+                import ssl
+
+                verify = ssl.create_default_context(cafile=verify)
+            transport = httpx.HTTPTransport(verify=verify, trust_env=False)
             pool = getattr(transport, "_pool", None)
             if pool is None or not hasattr(pool, "_network_backend"):
                 raise RuntimeError("httpx/httpcore changed: cannot install the request deadline")

@@ -23,11 +23,14 @@ from typing import Any
 import yaml
 
 from acgs_verify.sandbox.components.apptree import AppTree
+from acgs_verify.sandbox.components.backups import Backups
 from acgs_verify.sandbox.components.base import Component, Context, SandboxError, atomic_write
+from acgs_verify.sandbox.components.policies import Policies
 from acgs_verify.sandbox.components.postgres import Postgres
 from acgs_verify.sandbox.components.redis import Redis
 from acgs_verify.sandbox.components.services import Services
 from acgs_verify.sandbox.components.sshd import Sshd
+from acgs_verify.sandbox.components.tls import Tls
 from acgs_verify.sandbox.service_app import CONSTITUTIONAL_HASH, SERVICES
 
 STATE_VERSION = 1
@@ -35,7 +38,9 @@ HIGHEST_PORT = max(s.port for s in SERVICES.values())
 
 
 def default_components() -> list[Component]:
-    return [Services(), Postgres(), Redis(), AppTree(), Sshd()]
+    # the app tree before policies (they live in it); backups last: they dump the database and archive
+    # the logs, the app tree and the policies the others wrote
+    return [Services(), Postgres(), Redis(), AppTree(), Sshd(), Policies(), Tls(), Backups()]
 
 
 def fault_names(components: Sequence[Component] | None = None) -> list[str]:
@@ -116,7 +121,7 @@ class Sandbox:
     def valid_faults(self) -> list[str]:
         """Every spec break/heal accept, e.g. 'slow:auth'."""
         return [f"{f}:{t}" if t else f for c in self.components for f in c.fault_names
-                for t in (c.targets() or [""])]
+                for t in (c.fault_targets(f) or [""])]
 
     # ------------------------------------------------------------------------------------ helpers
     def _fault(self, spec: str, heal: bool) -> None:
@@ -134,9 +139,11 @@ class Sandbox:
         if comp is None:
             valid = ", ".join(fault_names(self.components))
             raise SandboxError(f"unknown fault {fault!r} in {spec!r}; valid: {valid} (as FAULT:SERVICE)")
-        if comp.targets() and target not in comp.targets():
-            what = f"unknown service {target!r}" if target else "no service named"
-            raise SandboxError(f"{what} in {spec!r}; valid services: {', '.join(comp.targets())}")
+        targets = comp.fault_targets(fault)
+        if targets and target not in targets:
+            noun = "service" if targets == comp.targets() else "target"
+            what = f"unknown {noun} {target!r}" if target else f"no {noun} named"
+            raise SandboxError(f"{what} in {spec!r}; valid {noun}s: {', '.join(targets)}")
         return comp, fault, target
 
     def _active_faults(self, state: dict[str, Any]) -> list[str]:

@@ -63,6 +63,16 @@ def create_role_and_database(conn, role: str, password: str, database: str) -> N
     conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(role)))
 
 
+def create_restore_role(conn, role: str, password: str) -> None:
+    """The restore drill's role: it creates (and drops) its scratch databases, and restores a dump into them.
+    A superuser, because a plain dump recreates the extensions (pg_stat_statements, pg_prewarm), which only a
+    superuser may create, and sets owners (ALTER ... OWNER TO acgs). Never used by the read-only checks."""
+    from psycopg import sql
+
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER CREATEDB PASSWORD {}").format(
+        sql.Identifier(role), sql.Literal(password)))
+
+
 def create_schema(conn, owner: str) -> None:
     from psycopg import sql
 

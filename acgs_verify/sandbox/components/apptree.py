@@ -49,7 +49,6 @@ class AppTree(Component):
             "services/core/constitutional-ai/app/main.py": "from fastapi import FastAPI\napp = FastAPI()\n",
             "services/platform/authentication/app/main.py": "from fastapi import FastAPI\napp = FastAPI()\n",
             "scripts/backup_full_system.sh": "#!/bin/sh\nset -eu\n",
-            "config/policies/constitution.yaml": "constitutional_hash: cdd01ef066bc6cf2\nprinciples: []\n",
         }
         for rel, text in files.items():
             _write(root / rel, text, 0o755 if rel.endswith(".sh") else 0o644)

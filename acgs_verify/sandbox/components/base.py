@@ -39,6 +39,11 @@ class Component(ABC):
         """What a fault spec `FAULT:TARGET` may name for this component's faults."""
         return []
 
+    def fault_targets(self, fault: str) -> list[str]:
+        """What `FAULT:TARGET` may name for this one fault ([]: no target); targets() unless a component's
+        faults differ (backup-missing:FILE among faults that take none)."""
+        return self.targets()
+
     @abstractmethod
     def up(self, ctx: Context) -> None:
         """Start everything; on failure undo what was started and raise SandboxError."""

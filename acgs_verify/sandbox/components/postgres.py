@@ -48,6 +48,7 @@ from acgs_verify.sandbox.holders import APP_PREFIX
 DATABASE = "acgs_production"
 ROLE = "acgs"
 ADMIN = "postgres"
+RESTORE_ROLE = "acgs_restore"  # the restore drill's own credential (BK-07): it may create databases
 MAX_CONNECTIONS = 30
 SATURATION_PERCENT = 80  # the default db_connections_max_percent: db-saturation fills the server up to it
 START_TIMEOUT = 30
@@ -103,10 +104,12 @@ class Postgres(Component):
         try:
             write_secret(self._password_file(ctx), os.environ.get(PASSWORD_ENV) or secrets.token_urlsafe(18))
             write_secret(self._admin_file(ctx), secrets.token_urlsafe(18))
+            write_secret(self._restore_file(ctx), secrets.token_urlsafe(18))
             self._initdb(ctx)
             self._start(ctx, "primary")
             with self._admin(ctx, "postgres") as conn:
                 pg_seed.create_role_and_database(conn, ROLE, self._password(ctx), DATABASE)
+                pg_seed.create_restore_role(conn, RESTORE_ROLE, self._secret(self._restore_file(ctx)))
             with self._admin(ctx) as conn:
                 pg_seed.create_schema(conn, ROLE)
                 pg_seed.seed(conn)
@@ -156,6 +159,9 @@ class Postgres(Component):
             "unit": None,  # no systemd in the sandbox: DB-02 looks for the process and the port
             "process": process_pattern(port),
             "replicas": [f"postgresql://{ROLE}@127.0.0.1:{rport}/{DATABASE}"],
+            # the restore drill's credential (BK-07 runs only when asked, or in the pre-maintenance gate)
+            "admin_dsn": f"postgresql://{RESTORE_ROLE}@127.0.0.1:{port}/postgres",
+            "admin_password_file": str(self._restore_file(ctx)),
         }]}
 
     # ------------------------------------------------------------------------------------- faults
@@ -352,6 +358,9 @@ class Postgres(Component):
 
     def _admin_file(self, ctx: Context) -> Path:
         return ctx.dir / "secrets" / "pg-admin.password"
+
+    def _restore_file(self, ctx: Context) -> Path:
+        return ctx.dir / "secrets" / "restore.password"
 
     def _secret(self, path: Path) -> str:
         return path.read_text().strip()

@@ -1,0 +1,143 @@
+"""Policy files (CC-03): each parses as YAML, JSON or Rego and names the expected constitutional hash.
+
+>>> policy_files("/home/acgs/ACGS/config/policies")
+[PosixPath('.../constitution.yaml'), PosixPath('.../data_access.rego'), ...]
+>>> check_policy(Path(".../data_access.rego"), "auto", "constitutional_hash")
+PolicyCheck(format='rego', problem=None, hash='cdd01ef066bc6cf2', detail='package acgs.data_access, 4 rules')
+
+Rego is checked without OPA: the package line, imports, strings and comments, balanced brackets, and rule heads;
+a syntax check rather than OPA's full parser (which would need the `opa` binary on every checking host).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from acgs_verify.probes.files import read_capped
+
+MAX_POLICY_BYTES = 4 << 20
+EXTENSIONS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".rego": "rego"}
+
+
+@dataclass(frozen=True)
+class PolicyCheck:
+    format: str
+    problem: str | None  # None: parses and carries a hash (compare .hash with the expected one)
+    hash: str | None
+    detail: str = ""
+
+
+def policy_files(root: str | Path) -> list[Path]:
+    """Every regular file under root (recursively), hidden ones left out, sorted. [] when root is missing."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.rglob("*") if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def check_policy(path: Path, fmt: str, hash_field: str) -> PolicyCheck:
+    """Parse `path` as `fmt` ('auto': by extension) and find its constitutional hash. ProbeError if unreadable."""
+    kind = fmt if fmt != "auto" else EXTENSIONS.get(path.suffix.lower())
+    if kind is None:
+        return PolicyCheck("?", f"not a policy format ({path.suffix or 'no extension'}; expected one of "
+                           f"{', '.join(sorted(EXTENSIONS))})", None)
+    raw = read_capped(path, MAX_POLICY_BYTES)
+    if len(raw) > MAX_POLICY_BYTES:
+        return PolicyCheck(kind, f"larger than {MAX_POLICY_BYTES} bytes", None)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return PolicyCheck(kind, f"not UTF-8 (byte {exc.start})", None)
+    if kind == "rego":
+        return _rego(text, hash_field)
+    return _document(text, kind, hash_field)
+
+
+def _document(text: str, kind: str, hash_field: str) -> PolicyCheck:
+    import yaml
+
+    try:
+        if kind == "json":
+            data = json.loads(text)
+        else:
+            docs = list(yaml.safe_load_all(text))
+            data = docs[0] if docs else None
+    except json.JSONDecodeError as exc:
+        return PolicyCheck(kind, f"JSON syntax error at line {exc.lineno} column {exc.colno}: {exc.msg}", None)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        return PolicyCheck(kind, f"YAML syntax error{where}: {exc.problem or exc.context}", None)
+    except (yaml.YAMLError, RecursionError) as exc:
+        return PolicyCheck(kind, f"YAML error: {str(exc).splitlines()[0][:150]}", None)
+    if not isinstance(data, dict):
+        return PolicyCheck(kind, f"a policy is a mapping, not {type(data).__name__}", None)
+    meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    found = data.get(hash_field, meta.get(hash_field))
+    name = data.get("name") or meta.get("name") or data.get("id") or ""
+    rules = data.get("rules")
+    detail = f"{name or 'policy'}{f', {len(rules)} rules' if isinstance(rules, list) else ''}"
+    if found is None:
+        return PolicyCheck(kind, f"no {hash_field} field (top level or metadata)", None, detail)
+    return PolicyCheck(kind, None, str(found), detail)
+
+
+# ------------------------------------------------------------------------------------------------ Rego
+
+_TOKEN = re.compile(r'#[^\n]*|"(?:[^"\\\n]|\\.)*"|`[^`]*`|"|`|[()\[\]{}]|\n')
+_PACKAGE = re.compile(r"^package\s+[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*|\[\"[^\"]+\"\])*\s*$")
+_IMPORT = re.compile(r"^import\s+(data|input|future|rego)(\.[A-Za-z_][A-Za-z0-9_]*)*(\s+as\s+[A-Za-z_]\w*)?\s*$")
+_PAIRS = {")": "(", "]": "[", "}": "{"}
+
+
+def _rego(text: str, hash_field: str) -> PolicyCheck:
+    stack: list[tuple[str, int]] = []
+    line = 1
+    code_lines: dict[int, list[str]] = {}
+    depth_at = {1: 0}  # bracket depth at the start of each line: rule heads start at depth 0
+    pos = 0
+    for m in _TOKEN.finditer(text):
+        code_lines.setdefault(line, []).append(text[pos:m.start()])
+        tok = m.group()
+        pos = m.end()
+        if tok == "\n":
+            line += 1
+            depth_at[line] = len(stack)
+            continue
+        if tok in ('"', "`"):
+            return PolicyCheck("rego", f"Rego: unterminated string at line {line}", None)
+        if tok.startswith("#"):
+            continue
+        if tok[0] in "\"`":
+            code_lines[line].append("S")
+            line += tok.count("\n")
+            continue
+        code_lines[line].append(tok)
+        if tok in "([{":
+            stack.append((tok, line))
+        else:
+            if not stack or stack[-1][0] != _PAIRS[tok]:
+                return PolicyCheck("rego", f"Rego: unbalanced {tok!r} at line {line}", None)
+            stack.pop()
+    if stack:
+        return PolicyCheck("rego", f"Rego: {stack[-1][0]!r} opened at line {stack[-1][1]} is never closed", None)
+    code_lines.setdefault(line, []).append(text[pos:])
+    statements = [(n, "".join(parts).strip()) for n, parts in sorted(code_lines.items()) if "".join(parts).strip()]
+    if not statements or not _PACKAGE.match(statements[0][1]):
+        return PolicyCheck("rego", "Rego: the first statement must be `package <name>`", None)
+    package = statements[0][1].split(None, 1)[1]
+    for n, s in statements[1:]:
+        if s.startswith("import") and not _IMPORT.match(s):
+            return PolicyCheck("rego", f"Rego: bad import at line {n}: {s[:80]}", None)
+        if s.startswith("package"):
+            return PolicyCheck("rego", f"Rego: a second package statement at line {n}", None)
+    rules = sum(1 for n, s in statements[1:] if depth_at.get(n, 0) == 0 and not s.startswith("import"))
+    m = re.search(rf"(?m)^\s*{re.escape(hash_field)}\s*:?=\s*\"([^\"]*)\"", text)
+    detail = f"package {package}, {rules} rules"
+    if m is None:
+        return PolicyCheck("rego", f"no `{hash_field} := \"...\"` rule", None, detail)
+    return PolicyCheck("rego", None, m.group(1), detail)

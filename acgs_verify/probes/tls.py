@@ -1,0 +1,122 @@
+"""Certificates: PEM files (TLS-01) and live TLS endpoints (TLS-02), with `cryptography` and `ssl`, no openssl.
+
+>>> chain = certificate_file("/etc/ssl/acgs/cert.pem")
+>>> [(c.subject, round(c.days_left())) for c in chain]
+[('CN=acgs.internal', 61), ('CN=ACGS Internal CA', 3641)]
+>>> ep = endpoint("https://acgs.internal:443", ca_file=None, timeout=3)
+>>> ep.verified, ep.error, ep.leaf.days_left()
+(False, 'certificate verify failed: certificate has expired', -2.1)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from acgs_verify.check import ProbeError
+from acgs_verify.probes.files import read_capped
+
+MAX_PEM_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    subject: str
+    issuer: str
+    not_after: dt.datetime
+    names: tuple[str, ...]  # subjectAltName DNS names and IP addresses
+
+    def days_left(self, now: dt.datetime | None = None) -> float:
+        return (self.not_after - (now or dt.datetime.now(dt.UTC))).total_seconds() / 86400
+
+    def describe(self) -> str:
+        return f"{self.subject} (Not After {self.not_after:%Y-%m-%d %H:%M} UTC, {self.days_left():.1f} days left)"
+
+
+def _info(cert) -> CertInfo:
+    from cryptography import x509
+
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = tuple(str(n) for n in san.get_values_for_type(x509.DNSName)) + tuple(
+            str(n) for n in san.get_values_for_type(x509.IPAddress))
+    except x509.ExtensionNotFound:
+        names = ()
+    return CertInfo(cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), cert.not_valid_after_utc, names)
+
+
+def certificate_file(path: str | Path) -> list[CertInfo]:
+    """Every certificate in a PEM file, leaf first (the chain after it). ProbeError if there is none."""
+    from cryptography import x509
+
+    path = Path(path)
+    data = read_capped(path, MAX_PEM_BYTES)
+    if len(data) > MAX_PEM_BYTES:
+        raise ProbeError(f"{path}: larger than {MAX_PEM_BYTES} bytes; not a certificate file")
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise ProbeError(f"{path}: no readable PEM certificate ({' '.join(str(exc).split())[:120]})") from None
+    return [_info(c) for c in certs]
+
+
+def soonest(chain: list[CertInfo]) -> tuple[int, CertInfo]:
+    """The certificate of a chain that expires first, and its position (0 = the leaf)."""
+    i = min(range(len(chain)), key=lambda k: chain[k].not_after)
+    return i, chain[i]
+
+
+@dataclass
+class Endpoint:
+    url: str
+    verified: bool
+    error: str | None  # why verification failed (expired, untrusted, name mismatch), None when it passed
+    leaf: CertInfo
+    version: str
+
+
+def endpoint(url: str, ca_file: str | None, timeout: float) -> Endpoint:
+    """Handshake with url's host:port, verifying the chain (system CAs, or ca_file) and the name.
+
+    When verification fails the handshake is made again without it, only to read the certificate that was
+    served (so the message can say what it was and when it expires). ProbeError if nothing answers TLS.
+    """
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 443
+    try:
+        ctx = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+    except (OSError, ssl.SSLError) as exc:
+        raise ProbeError(f"cannot load the CA file {ca_file}: {exc}") from None
+    try:
+        der, version = _handshake(ctx, host, port, timeout)
+        error = None
+    except ssl.SSLCertVerificationError as exc:
+        error = f"certificate verify failed: {exc.verify_message}"
+        bare = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        bare.check_hostname = False
+        bare.verify_mode = ssl.CERT_NONE
+        try:
+            der, version = _handshake(bare, host, port, timeout)
+        except (OSError, ssl.SSLError) as again:
+            raise ProbeError(f"{host}:{port}: {error}; and then: {again}") from None
+    except ssl.SSLError as exc:
+        raise ProbeError(f"{host}:{port}: TLS handshake failed: {exc.reason or exc}") from None
+    except OSError as exc:
+        raise ProbeError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+    from cryptography import x509
+
+    return Endpoint(url, error is None, error, _info(x509.load_der_x509_certificate(der)), version)
+
+
+def _handshake(ctx: ssl.SSLContext, host: str, port: int, timeout: float) -> tuple[bytes, str]:
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        with ctx.wrap_socket(sock, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+            if not der:
+                raise ssl.SSLError("the server sent no certificate")
+            return der, tls.version() or "?"

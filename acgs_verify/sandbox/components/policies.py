@@ -1,0 +1,188 @@
+"""The sandbox's constitutional policy set under the application tree, and its faults.
+
+DIR/home/acgs/ACGS/config/policies holds YAML, JSON and Rego policies as ACGS ships them, each naming the
+constitutional hash. `policy-invalid` breaks the YAML syntax of decision_rules.yaml; `policy-wrong-hash` gives
+data_access.rego another hash. Heal writes the file as `up` did. State slice: {"faults": [...]}.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from acgs_verify.sandbox.components.base import Component, Context, atomic_write
+from acgs_verify.sandbox.service_app import CONSTITUTIONAL_HASH
+
+POLICY_DIR = "home/acgs/ACGS/config/policies"
+OTHER_HASH = "badc0ffee0ddf00d"
+INVALID_FILE = "decision_rules.yaml"
+WRONG_HASH_FILE = "data_access.rego"
+
+H = CONSTITUTIONAL_HASH
+POLICIES: dict[str, str] = {
+    "constitutional_principles.yaml": f"""\
+# Constitutional principles every governance decision is evaluated against
+apiVersion: acgs/v1
+kind: ConstitutionalPrinciples
+metadata:
+  name: core-principles
+  version: 2.3.0
+  constitutional_hash: {H}
+principles:
+  - id: P-001
+    name: human-oversight
+    description: Decisions with material impact on people require a human reviewer.
+    weight: 1.0
+    enforcement: mandatory
+  - id: P-002
+    name: transparency
+    description: Every decision records its inputs, the policies applied and the outcome.
+    weight: 0.9
+    enforcement: mandatory
+  - id: P-003
+    name: proportionality
+    description: Data access is limited to what the stated purpose needs.
+    weight: 0.8
+    enforcement: advisory
+""",
+    INVALID_FILE: f"""\
+name: governance-rules
+version: 1.8.2
+constitutional_hash: {H}
+scope: [policy-governance, governance-synthesis]
+rules:
+  - id: GR-010
+    when: {{decision: deny, impact: high}}
+    require: [human_review, audit_event]
+  - id: GR-020
+    when: {{principle: transparency}}
+    require: [explanation]
+  - id: GR-030
+    when: {{compliance_score_below: 0.95}}
+    action: escalate
+    notify: governance-oncall
+""",
+    WRONG_HASH_FILE: f"""\
+# Who may read what: evaluated by policy-governance on every data request
+package acgs.data_access
+
+import future.keywords.if
+import future.keywords.in
+
+constitutional_hash := "{H}"
+
+default allow := false
+
+privileged_roles := {{"admin", "auditor"}}
+
+allow if {{
+    input.user.role in privileged_roles
+    input.action == "read"
+}}
+
+allow if {{
+    input.user.id == input.resource.owner
+    input.action in {{"read", "update"}}
+}}
+
+deny[msg] {{
+    not input.user
+    msg := sprintf("request %v has no user", [input.request_id])
+}}
+""",
+    "proposal_limits.rego": f"""\
+# Constraints on policies that governance-synthesis proposes
+package acgs.synthesis
+
+import future.keywords.if
+
+constitutional_hash := "{H}"
+
+max_rules := 200
+
+violation[msg] {{
+    count(input.policy.rules) > max_rules
+    msg := sprintf("policy %v has %d rules (max %d)", [input.policy.name, count(input.policy.rules), max_rules])
+}}
+
+violation[msg] {{
+    input.policy.constitutional_hash != constitutional_hash
+    msg := "policy was synthesised under another constitution"
+}}
+""",
+    "model_evaluation.json": f"""\
+{{
+  "name": "model-evaluation",
+  "version": "3.1.0",
+  "constitutional_hash": "{H}",
+  "thresholds": {{"fairness_min": 0.92, "robustness_min": 0.9, "explainability_min": 0.85}},
+  "rules": [
+    {{"id": "ME-1", "metric": "fairness", "op": ">=", "value": 0.92, "on_fail": "block"}},
+    {{"id": "ME-2", "metric": "robustness", "op": ">=", "value": 0.9, "on_fail": "block"}},
+    {{"id": "ME-3", "metric": "explainability", "op": ">=", "value": 0.85, "on_fail": "warn"}}
+  ]
+}}
+""",
+    "audit_requirements.json": f"""\
+{{
+  "name": "audit-requirements",
+  "metadata": {{"constitutional_hash": "{H}", "owner": "compliance"}},
+  "retention_days": 90,
+  "rules": [
+    {{"event_type": "governance_decision", "fields": ["decision", "compliant", "score"], "hash_chain": true}},
+    {{"event_type": "policy_update", "fields": ["policy_id", "version"], "hash_chain": true}}
+  ]
+}}
+""",
+}
+
+
+class Policies(Component):
+    name = "policies"
+    fault_names = ("policy-invalid", "policy-wrong-hash")
+
+    def up(self, ctx: Context) -> None:
+        ctx.state["faults"] = []
+        ctx.save()
+        for name in POLICIES:
+            self._write(ctx, name, POLICIES[name])
+
+    def down(self, ctx: Context) -> list[str]:
+        ctx.state["faults"] = []
+        ctx.save()
+        return []  # files only: nothing runs
+
+    def status(self, ctx: Context) -> list[dict[str, Any]]:
+        return [{"name": "policies", "pid": None, "port": None, "state": f"{len(POLICIES)} files in {self._dir(ctx)}",
+                 "faults": list(ctx.state.get("faults", []))}]
+
+    def profile_fragment(self, ctx: Context) -> dict[str, Any]:
+        return {"paths": {"policies": str(self._dir(ctx))}, "policies": {"format": "auto"}}
+
+    def active_faults(self, ctx: Context) -> list[str]:
+        return list(ctx.state.get("faults", []))
+
+    def break_fault(self, ctx: Context, fault: str, target: str) -> None:
+        if fault == "policy-invalid":  # an unclosed flow mapping, as a hand edit leaves it
+            self._write(ctx, INVALID_FILE, POLICIES[INVALID_FILE].replace("impact: high}", "impact: high"))
+        else:
+            self._write(ctx, WRONG_HASH_FILE, POLICIES[WRONG_HASH_FILE].replace(H, OTHER_HASH))
+        if fault not in ctx.state.setdefault("faults", []):
+            ctx.state["faults"].append(fault)
+        ctx.save()
+
+    def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
+        name = INVALID_FILE if fault == "policy-invalid" else WRONG_HASH_FILE
+        self._write(ctx, name, POLICIES[name])
+        if fault in ctx.state.get("faults", []):
+            ctx.state["faults"].remove(fault)
+        ctx.save()
+
+    def _dir(self, ctx: Context) -> Path:
+        return ctx.dir / POLICY_DIR
+
+    def _write(self, ctx: Context, name: str, text: str) -> None:
+        path = self._dir(ctx) / name
+        atomic_write(path, text)
+        os.chmod(path, 0o644)

@@ -1,0 +1,221 @@
+"""Whole runs against the sandbox's backups, certificates and policies, each fault on: exactly its checks fail.
+
+The restore drill runs in every one of these runs (--set backups.restore_drill=true), so a fault that would
+also break a restore shows up there too; it really restores (a dump without a table fails it) and leaves no
+scratch database behind, even when the run is interrupted in the middle of it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from acgs_verify.sandbox.components.postgres import DATABASE, ROLE, find_bindir, primary_port
+from tests.conftest import REPO, sandbox_admin
+from tests.test_run_sandbox import failed_ids, run
+
+# every run also loosens SVC-06's latency limit: the machine is shared, and a p99 spike under someone else's load
+# is not what these tests are about (every other check still runs, and must pass)
+DRILL = ("--set", "backups.restore_drill=true", "--set", "thresholds.latency_p99_fail_ms=5000")
+LOC, LATEST, DUMP = "backups", "backups/latest", "database.sql.gz"
+
+
+def cert(sandbox) -> str:
+    return str(sandbox.dir / "etc/ssl/acgs/cert.pem")
+
+
+def endpoint(sandbox) -> str:
+    return f"127.0.0.1:{443 + sandbox.port_offset}"
+
+
+# fault -> the (ID, target) pairs that must fail, and nothing else
+FAULTS = {
+    "backup-stale": lambda sb: {("BK-01", LOC)},
+    "backup-missing:database.sql.gz": lambda sb: {("BK-02", LATEST), ("BK-04", LATEST), ("BK-06", LATEST),
+                                                  ("BK-07", LATEST)},
+    "backup-missing:config.tar.gz": lambda sb: {("BK-02", LATEST)},
+    "backup-missing:logs.tar.gz": lambda sb: {("BK-02", LATEST)},
+    "backup-truncated": lambda sb: {("BK-03", LATEST)},
+    "backup-corrupt": lambda sb: {("BK-03", LATEST)},
+    "dump-incomplete": lambda sb: {("BK-04", LATEST)},
+    "backup-shrunk": lambda sb: {("BK-06", LATEST)},
+    "backup-retention-old": lambda sb: {("BK-05", LOC)},
+    "backup-too-few": lambda sb: {("BK-05", LOC)},
+    "restore-broken": lambda sb: {("BK-07", LATEST)},
+    "cert-expiring": lambda sb: {("TLS-01", cert(sb)), ("TLS-02", endpoint(sb))},
+    "cert-expired": lambda sb: {("TLS-01", cert(sb)), ("TLS-02", endpoint(sb))},
+    "cert-wrong-name": lambda sb: {("TLS-02", endpoint(sb))},
+    "cert-untrusted": lambda sb: {("TLS-02", endpoint(sb))},
+    "policy-invalid": lambda sb: {("CC-03", "decision_rules.yaml")},
+    "policy-wrong-hash": lambda sb: {("CC-03", "data_access.rego")},
+}
+
+# what the failure message must show: the file, the offset, the reason an SRE acts on
+EVIDENCE = {
+    "backup-truncated": ("BK-03", ("application.tar.gz: truncated", "stops at byte", "inside tar member")),
+    # damaged deflate data is caught by zlib, or decodes into a tar header whose checksum is then wrong
+    "backup-corrupt": ("BK-03", ("logs.tar.gz: ", r"(corrupt at byte|bad header checksum at uncompressed offset) \d+")),
+    "dump-incomplete": ("BK-04", ("no '-- PostgreSQL database dump complete' at the end", "last line")),
+    "backup-shrunk": ("BK-06", ("% of ",)),
+    "restore-broken": ("BK-07", ("the dump did not restore", "invalid input syntax")),
+    "cert-expired": ("TLS-02", ("certificate has expired",)),
+    "cert-wrong-name": ("TLS-02", ("mismatch", "wrong.example.org")),
+    "cert-untrusted": ("TLS-02", ("certificate verify failed",)),
+    "policy-invalid": ("CC-03", ("YAML syntax error at line",)),
+    "policy-wrong-hash": ("CC-03", ("badc0ffee0ddf00d",)),
+}
+
+
+def drill_databases(sandbox) -> list[str]:
+    with sandbox_admin(sandbox, "postgres") as admin:
+        return [r[0] for r in admin.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'acgs_verify_drill_%'").fetchall()]
+
+
+def test_healthy_run_restores_the_latest_dump_and_leaves_nothing(healthy_sandbox, tmp_path):
+    res, summary = run(healthy_sandbox, tmp_path, *DRILL)
+    assert res.returncode == 0 and failed_ids(summary) == set(), res.stdout[-3000:]
+    bk07 = next(c for c in summary["checks"] if c["id"] == "BK-07")
+    assert bk07["outcome"] == "passed" and "audit_logs 3000 rows, policies 40 rows; dropped" in bk07["measured"]
+    ids = {c["id"] for c in summary["checks"] if c["outcome"] == "passed"}
+    assert {f"BK-0{i}" for i in range(1, 8)} | {"TLS-01", "TLS-02", "CC-03"} <= ids
+    assert len([c for c in summary["checks"] if c["id"] == "CC-03"]) == 6  # YAML, JSON and Rego files
+    assert drill_databases(healthy_sandbox) == []
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_each_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fault):
+    expected = FAULTS[fault](healthy_sandbox)
+    healthy_sandbox.break_fault(fault)
+    res, summary = run(healthy_sandbox, tmp_path, *DRILL)
+    assert failed_ids(summary) == expected, res.stdout[-4000:]
+    blocking = any(c["severity"] in ("P0", "P1") for c in summary["checks"] if c["outcome"] in ("failed", "error"))
+    assert res.returncode == (2 if blocking else 1)
+    if fault in EVIDENCE:
+        check_id, words = EVIDENCE[fault]
+        message = next(c["message"] for c in summary["checks"] if c["id"] == check_id and c["outcome"] == "failed")
+        for word in words:
+            assert re.search(word, message), message
+        assert "Next:" in message
+    assert drill_databases(healthy_sandbox) == []
+    healthy_sandbox.heal_fault(fault)
+    assert healthy_sandbox.faults() == []
+
+
+def test_heal_restores_every_fault(healthy_sandbox, tmp_path):
+    for fault in FAULTS:
+        healthy_sandbox.break_fault(fault)
+        healthy_sandbox.heal_fault(fault)
+    res, summary = run(healthy_sandbox, tmp_path, *DRILL)
+    assert res.returncode == 0 and failed_ids(summary) == set(), res.stdout[-3000:]
+
+
+# ------------------------------------------------------------------------------------------- the drill
+
+
+def _latest_dump(sandbox) -> Path:
+    root = sandbox.dir / "var/backups/acgs"
+    return sorted(p for p in root.iterdir() if p.is_dir())[-1] / DUMP
+
+
+def _restore_pristine(sandbox, path: Path) -> None:
+    mtime = path.stat().st_mtime
+    shutil.copyfile(sandbox.dir / "run/backups" / DUMP, path)
+    os.utime(path, (mtime, mtime))
+
+
+def _write_dump(sandbox, path: Path, *pg_dump_args: str) -> None:
+    """A real pg_dump of the sandbox database with extra options, as the latest backup's dump."""
+    mtime = path.stat().st_mtime
+    password = (sandbox.dir / "secrets/db.password").read_text().strip()
+    out = subprocess.run([str(Path(find_bindir()) / "pg_dump"), "-h", "127.0.0.1", "-p",
+                          str(primary_port(sandbox.port_offset)), "-U", ROLE, *pg_dump_args, DATABASE],
+                         capture_output=True, check=True, env={**os.environ, "PGPASSWORD": password}, timeout=60)
+    path.write_bytes(gzip.compress(out.stdout))
+    os.utime(path, (mtime, mtime))
+
+
+def test_a_dump_missing_a_table_fails_the_drill(healthy_sandbox, tmp_path):
+    dump = _latest_dump(healthy_sandbox)
+    try:
+        _write_dump(healthy_sandbox, dump, "--exclude-table=public.policies")
+        res, summary = run(healthy_sandbox, tmp_path, *DRILL)
+        assert failed_ids(summary) == {("BK-07", LATEST)}, res.stdout[-3000:]  # complete, intact, same size
+        message = next(c["message"] for c in summary["checks"] if c["id"] == "BK-07")
+        assert "table policies missing from the restored copy" in message, message
+    finally:
+        _restore_pristine(healthy_sandbox, dump)
+    assert drill_databases(healthy_sandbox) == []
+
+
+def test_drill_compares_counts_with_the_live_tables_where_asked(healthy_sandbox, tmp_path):
+    healthy_sandbox.break_fault("backup-shrunk")  # a tenth of the audit rows
+    res, summary = run(healthy_sandbox, tmp_path, *DRILL, "--set", "backups.restore_count_tolerance_percent=5")
+    assert failed_ids(summary) == {("BK-06", LATEST), ("BK-07", LATEST)}, res.stdout[-3000:]
+    message = next(c["message"] for c in summary["checks"] if c["id"] == "BK-07")
+    assert "audit_logs: 300 rows restored vs 3000 live (90.0 % off, tolerance 5 %)" in message, message
+
+
+def test_drill_is_opt_in_and_needs_its_credential(healthy_sandbox, tmp_path):
+    res, summary = run(healthy_sandbox, tmp_path, "--", "-k", "BK")
+    bk07 = next(c for c in summary["checks"] if c["id"] == "BK-07")
+    assert bk07["outcome"] == "skipped" and "--set backups.restore_drill=true" in bk07["message"]
+    res, summary = run(healthy_sandbox, tmp_path, *DRILL, "--set", "databases.primary.admin_dsn=null", "--", "-k", "BK")
+    bk07 = next(c for c in summary["checks"] if c["id"] == "BK-07")
+    assert bk07["outcome"] == "skipped" and "admin_dsn" in bk07["message"], bk07
+    assert res.returncode == 0
+
+
+def test_restore_password_appears_in_no_report(healthy_sandbox, tmp_path):
+    secret = (healthy_sandbox.dir / "secrets/restore.password").read_text().strip()
+    healthy_sandbox.break_fault("restore-broken")
+    res, _ = run(healthy_sandbox, tmp_path, *DRILL)
+    written = "".join(p.read_text(errors="replace") for p in (tmp_path / "reports").rglob("*") if p.is_file())
+    assert res.returncode == 2 and secret not in res.stdout + res.stderr and secret not in written
+
+
+@pytest.mark.parametrize("how", ["cli-sigint", "pytest-sigterm"])
+def test_interrupted_drill_leaves_no_scratch_database(healthy_sandbox, tmp_path, how):
+    """A dump that takes a while to restore (a pg_sleep in it); the run is interrupted while psql sleeps."""
+    dump = _latest_dump(healthy_sandbox)
+    mtime = dump.stat().st_mtime
+    try:
+        with gzip.open(healthy_sandbox.dir / "run/backups" / DUMP, "rt") as f:
+            text = f.read()
+        dump.write_bytes(gzip.compress(text.replace("COPY public.policies", "SELECT pg_sleep(60);\nCOPY "
+                                                                         "public.policies", 1).encode()))
+        os.utime(dump, (mtime, mtime))
+        args = ["--profile", str(healthy_sandbox.profile_path), *DRILL]
+        if how == "cli-sigint":
+            argv = [sys.executable, "-m", "acgs_verify.cli", "run", "--report-dir", str(tmp_path / "r"), *args,
+                    "--", "-k", "BK-07"]
+            sig = signal.SIGINT
+        else:
+            argv = [sys.executable, "-m", "pytest", "checks", "-p", "no:cacheprovider", "-q", *args, "-k", "BK-07"]
+            sig = signal.SIGTERM
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while not _sleeping_drill(healthy_sandbox):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-2000:]
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode != 0, out[-2000:]
+        assert drill_databases(healthy_sandbox) == [], out[-2000:]
+    finally:
+        _restore_pristine(healthy_sandbox, dump)
+
+
+def _sleeping_drill(sandbox) -> bool:
+    with sandbox_admin(sandbox, "postgres") as admin:
+        return bool(admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'acgs_verify_drill_%'"
+                                  " AND query LIKE '%pg_sleep%' AND state = 'active'").fetchone()[0])
