@@ -231,7 +231,7 @@ if [ -n "${ACGS_BACKUP_DIR:-}" ] && [ -d "$ACGS_BACKUP_DIR" ]; then
   done
   verdict BK-02 backups "$r2" files
   verdict BK-03 backups "$r3" "gzip -t"
-  verdict BK-04 backups "$(zcat "$latest/database.sql.gz" 2>/dev/null | tail -n 3 | grep -q 'PostgreSQL database dump complete' && echo 0 || echo 1)" dump
+  verdict BK-04 backups "$(zcat "$latest/database.sql.gz" 2>/dev/null | tail -n 6 | grep -q 'PostgreSQL database dump complete' && echo 0 || echo 1)" dump
   verdict BK-05 backups "$([ -z "$(find "$ACGS_BACKUP_DIR" -mindepth 1 -maxdepth 1 -type d -mtime +"$ACGS_BACKUP_RETENTION")" ] && echo 0 || echo 1)" retention
   prev=$(ls -1d "$ACGS_BACKUP_DIR"/[0-9]*/ | sort | tail -n 2 | head -n 1)
   verdict BK-06 backups "$(awk -v a="$(stat -c %s "$latest/database.sql.gz" 2>/dev/null || echo 0)" -v b="$(stat -c %s "$prev/database.sql.gz" 2>/dev/null || echo 0)" 'BEGIN{print (b == 0 || a >= 0.5 * b) ? 0 : 1}')" size
