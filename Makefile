@@ -7,7 +7,7 @@ STAMP := $(VENV)/.acgs-installed
 SANDBOX_DIR ?= .sandbox
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow lint env clean report
+.PHONY: demo test test-slow lint env clean report bench
 
 env: $(STAMP)
 
@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
 	  echo "make: '$(PYTHON) -m venv' failed; on Debian install it with: apt-get install python3-venv" >&2; exit 1; }
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@# bytecode for the editable install, as a wheel install has it (start-up time; PYTHONDONTWRITEBYTECODE may be set)
+	$(BIN)/python -m compileall -q acgs_verify checks >/dev/null
 	@touch $@
 
 # Start the sandbox, run every check against it, show where the reports are, stop the sandbox.
@@ -46,6 +48,12 @@ report:
 	  echo "  or unpack https://github.com/allure-framework/allure2/releases and put its bin/ on PATH"; \
 	  echo "Meanwhile: $(REPORT_DIR)/latest/report.html is the same run as one self-contained page."; \
 	fi
+
+# acgs-verify against the runbook typed by hand (benchmarks/runbook.sh) on a sandbox of its own; writes the
+# figures into BENCHMARKS.md. Not a test: minutes long, and its figures depend on the machine's load.
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check acgs_verify checks tests

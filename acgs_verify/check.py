@@ -25,14 +25,18 @@ class ProbeError(Exception):
     """A probe could not measure: the one-line reason (connection refused, timed out, ...)."""
 
 
-def runbook(check_id: str, applies: Callable[[Any], bool] | None = None):
+def runbook(check_id: str, applies: Callable[[Any], bool] | None = None,
+            prefetch: Callable[[Any, Any], Any] | None = None):
     """Tag a check with its catalog ID; severity and section markers come from the catalog.
 
     `applies` filters the targets the check is parametrized over (e.g. only services with a readiness path).
+    `prefetch(request, target)` starts, before the first check of the run, a measurement that mostly waits (a CPU
+    sample's window), for every target at once; it returns a Future, and the run waits for all of them before its
+    first check, so nothing else of the run falls inside those windows.
     """
     e = entry(check_id)
     marks = [
-        pytest.mark.runbook(check_id, applies=applies),
+        pytest.mark.runbook(check_id, applies=applies, prefetch=prefetch),
         getattr(pytest.mark, e.severity.lower()),
         getattr(pytest.mark, e.section),
     ]

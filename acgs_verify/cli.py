@@ -54,6 +54,9 @@ def build_parser() -> _Parser:
                      help="override a profile field for this run (repeatable)")
     run.add_argument("--report-dir", default="reports", type=Path, help="where runs write reports")
     _add_gate_options(run)
+    run.add_argument("--workers", default="auto", metavar="N|auto",
+                     help=f"parallel worker processes (default auto: none below {AUTO_WORKERS_MIN_HOSTS} hosts or "
+                          f"{AUTO_WORKERS_MIN_CORES} cores, else one per core; `-- -n N` wins)")
     run.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments (-n 4, -k ..., -m ...)")
 
     rep = sub.add_parser("report", help="regenerate a run's reports from its summary.json")
@@ -138,12 +141,49 @@ def _run_pytest(args: list[str]):
     return code, grab.config
 
 
+# What a run does without, each measured in BENCHMARKS.md: checks judge with check.that, never `assert`, so
+# rewriting their asserts (compiling the check modules anew on every run when bytecode caching is off) buys
+# nothing; and pytest's unraisable-exception plugin runs gc.collect() over and over at exit (~0.1 s).
+RUN_ONLY_ARGS = ("--assert=plain", "-p", "no:unraisableexception")
+# From this many hosts up, on a machine with at least AUTO_WORKERS_MIN_CORES cores, `run` starts workers (-n,
+# --dist loadgroup: a host's checks stay in one worker) when the user asked for none. Below either, starting and
+# feeding workers costs more than it saves: on 2 cores 10 hosts took 6.7 s with 2 workers and 5.0 s without
+# (BENCHMARKS.md, scaling), and one host always loses.
+AUTO_WORKERS_MIN_HOSTS = 8
+AUTO_WORKERS_MIN_CORES = 4
+
+
+def workers_for(requested: str, hosts: int, cores: int | None = None) -> int:
+    """--workers: a number, or auto (none below AUTO_WORKERS_MIN_HOSTS hosts or AUTO_WORKERS_MIN_CORES cores, else
+    one per core and at most one per AUTO_WORKERS_MIN_HOSTS hosts)."""
+    if requested != "auto":
+        try:
+            n = int(requested)
+        except ValueError:
+            raise UsageError(f"--workers {requested!r}: a number of workers or 'auto'") from None
+        if n < 0:
+            raise UsageError(f"--workers {n}: must be 0 or more")
+        return n
+    cores = cores or os.cpu_count() or 1
+    if hosts < AUTO_WORKERS_MIN_HOSTS or cores < AUTO_WORKERS_MIN_CORES:
+        return 0
+    return min(cores, hosts // AUTO_WORKERS_MIN_HOSTS)
+
+
+def _worker_args(requested: str, pytest_args: list[str], hosts: int) -> list[str]:
+    if any(a == "-n" or a.startswith(("-n", "--numprocesses", "--dist")) for a in pytest_args):
+        return []  # the user's -n wins
+    n = workers_for(requested, hosts)
+    return ["-n", str(n), "--dist", "loadgroup"] if n > 1 else []
+
+
 def cmd_run(args) -> int:
     from acgs_verify.catalog import GATES
     from acgs_verify.profile import load_profile
 
     if args.gate not in GATES:
         raise UsageError(f"unknown gate {args.gate!r}; gates: {', '.join(GATES)}")
+    workers_for(args.workers, 0)  # a bad --workers stops here, before anything is written
     profile = load_profile(args.profile, args.set)  # bad input stops here, before pytest starts
     for text in profile.insecure_settings():
         print(f"acgs-verify: WARNING: {text}", file=sys.stderr)
@@ -158,7 +198,9 @@ def cmd_run(args) -> int:
         "--gate", args.gate, "--acgs-run-id", run_id,
         "--junitxml", str(partial / "junit.xml"),
         "-q", "--no-header", "--tb=short" if args.debug else "--tb=no", "-rN",
+        *RUN_ONLY_ARGS,
         *_gate_pytest_args(args, gate_plan, partial),
+        *_worker_args(args.workers, args.pytest_args, len(profile.hosts)),
         *args.pytest_args,
     ]
     with _sigterm_interrupts():
@@ -244,7 +286,7 @@ def _plan_gate(args, profile):
 
 
 def _gate_pytest_args(args, gate_plan, partial: Path) -> list[str]:
-    extra = ["-p", "allure_pytest.plugin", "--alluredir", str(partial / "allure-results")]
+    extra: list[str] = []  # Allure results are written from the result model after the run (report/allure.py)
     if gate_plan.since:
         extra += ["--since", gate_plan.since]
     if args.waivers is not None:
@@ -287,8 +329,8 @@ def _finish_gate(result, gate_plan, profile, report_dir: Path) -> list[str]:
 def _write_reports(result, run_dir: Path, report_dir: Path, secrets: list[str], snapshot: bool) -> None:
     from acgs_verify.report import mask_files, write_all
 
-    # junit.xml and Allure results were written by pytest plugins from raw test reports
-    mask_files([run_dir / "junit.xml", *sorted((run_dir / "allure-results").glob("*"))], secrets)
+    # junit.xml was written by pytest's junitxml plugin from raw test reports
+    mask_files([run_dir / "junit.xml"], secrets)
     write_all(result, run_dir)
     if snapshot:
         from acgs_verify.report.snapshot import SNAPSHOT_FILE, write_snapshot

@@ -134,7 +134,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         keep.append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+    # a host's checks run together (in the profile's host order, each host's in module order; checks without a
+    # host first): its log tails and facts are then used while fresh, and dropped before the next host's
+    order = {h.name: i for i, h in enumerate(_profile(config).hosts)} if PROFILE_KEY in config.stash else {}
+    keep.sort(key=lambda item: order.get(dict(item.user_properties).get("host"), -1))
+    items[:] = keep
 
 
 _NO_TARGETS = object()
@@ -210,6 +214,33 @@ def caches(profile: Profile):
     pool = RedisPool(profile)
     yield pool
     pool.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prefetch(request: pytest.FixtureRequest) -> None:
+    """Measurements that mostly wait (each host's CPU window), started for every target at once and waited for
+    before the first check: N hosts cost one window, not N (the `prefetch` of @runbook)."""
+    from concurrent.futures import wait
+
+    wanted: dict = {}
+    for item in request.session.items:
+        mark = item.get_closest_marker("runbook")
+        fn = mark.kwargs.get("prefetch") if mark is not None else None
+        target = _target_of(item) if fn is not None else None
+        if target is not None and target is not _NO_TARGETS:
+            wanted[(fn, target.id)] = (fn, target)
+    if not wanted:
+        return
+    hosts = {h.name: h for h in (host_of(t) for _, t in wanted.values()) if h is not None}
+    if hosts:  # handshakes first, all at once, so that no ssh key exchange falls inside another host's window
+        request.getfixturevalue("hosts").connect(list(hosts.values()))
+    futures = []
+    for fn, target in wanted.values():
+        future = fn(request, target)
+        if future is not None:
+            futures.append(future)
+    if futures:
+        wait(futures)  # errors stay in their futures: the checks that read them fail with their own message
 
 
 @pytest.fixture(scope="session")
@@ -397,7 +428,7 @@ def _apply_run_options(config: pytest.Config, result: RunResult) -> None:
 
 # ------------------------------------------------------------------------------------------ Allure
 
-ALLURE_SEVERITY = {"P0": "blocker", "P1": "critical", "P2": "normal", "P3": "minor"}
+from acgs_verify.report.allure import SEVERITY as ALLURE_SEVERITY  # noqa: E402 -- one mapping for both writers
 
 
 class AllureDetails:

@@ -5,6 +5,7 @@
 [(4242, 'python -m uvicorn ... service_app:auth ...'), ...]
 >>> pool.fact(host, "listening", listening_ports), pool.fact(host, "systemd", has_systemd)
 ({18016, 22}, False)
+>>> pool.prefetch(host, "system", read_system)  # starts now in a thread; a later fact() of that name waits for it
 >>> pool.close()                                # ends the ssh control masters this pool started
 
 ssh hosts get a generated ssh_config (one per host, in a private directory): the profile's user, port, key and
@@ -21,12 +22,16 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from acgs_verify.check import ProbeError
 from acgs_verify.inventory import ensure_ansible_on_path
 from acgs_verify.profile import Host
+
+PREFETCH_THREADS = 64  # facts started early are mostly waiting (a sleep, a remote command): threads are cheap
 
 
 class HostPool:
@@ -43,21 +48,26 @@ class HostPool:
         self._facts: dict[tuple[str, str], Any] = {}
         self._ssh_dir: Path | None = None
         self._masters: list[tuple[str, str]] = []  # (ssh_config, destination) of ssh control masters
+        self._pending: dict[tuple[str, str], Future] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     def get(self, host: Host):
-        if host.name in self._unreachable:
-            raise ProbeError(f"host unreachable: {self._unreachable[host.name]}")
-        if host.name not in self._hosts:
-            try:
-                node = self._connect(host)
-                node.run("true")  # the handshake; later commands reuse the connection
-            except ProbeError:
-                raise
-            except Exception as exc:  # testinfra raises backend-specific errors; all mean the same here
-                self._unreachable[host.name] = _reason(exc)
-                raise ProbeError(f"host unreachable: {self._unreachable[host.name]}") from None
-            self._hosts[host.name] = node
-        return self._hosts[host.name]
+        with self._lock_of(host):  # prefetch threads and the test loop connect a host once between them
+            if host.name in self._unreachable:
+                raise ProbeError(f"host unreachable: {self._unreachable[host.name]}")
+            if host.name not in self._hosts:
+                try:
+                    node = self._connect(host)
+                    node.run("true")  # the handshake; later commands reuse the connection
+                except ProbeError:
+                    raise
+                except Exception as exc:  # testinfra raises backend-specific errors; all mean the same here
+                    self._unreachable[host.name] = _reason(exc)
+                    raise ProbeError(f"host unreachable: {self._unreachable[host.name]}") from None
+                self._hosts[host.name] = node
+            return self._hosts[host.name]
 
     def fact(self, host: Host, name: str, compute):
         """A host fact read once per run (one `ps`, one `ss`, one read of /proc) shared by every check of that host.
@@ -65,24 +75,57 @@ class HostPool:
         A host that stops answering half-way is marked unreachable, so its other checks fail at once too.
         """
         key = (host.name, name)
+        pending = self._pending.pop(key, None)
+        if pending is not None:
+            self._facts[key] = pending.result()  # a ProbeError raised in the thread is raised here
         if key not in self._facts:
-            node = self.get(host)
-            try:
-                self._facts[key] = compute(node)
-            except ProbeError:
-                raise
-            except RuntimeError as exc:  # testinfra's ssh backend: ssh itself failed (exit 255)
-                self._unreachable[host.name] = _reason(exc)
-                raise ProbeError(f"host unreachable: {self._unreachable[host.name]}") from None
-            except Exception as exc:
-                raise ProbeError(f"{name} on {host.name}: {_reason(exc)}") from None
+            self._facts[key] = self._compute(host, name, compute)
         return self._facts[key]
+
+    def connect(self, hosts: list[Host]) -> None:
+        """Connect to every host at once (ssh handshakes in parallel); one that cannot be reached is remembered,
+        and its checks fail with the reason as before."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=PREFETCH_THREADS, thread_name_prefix="acgs-prefetch")
+        for future in [self._executor.submit(self.get, h) for h in hosts if h.name not in self._hosts]:
+            with contextlib.suppress(ProbeError):
+                future.result()
+
+    def prefetch(self, host: Host, name: str, compute) -> Future:
+        """Start reading a fact now, in a thread (one per host at most at a time): facts that wait (the CPU sample's
+        window) are then taken for every host at once instead of one host after another."""
+        key = (host.name, name)
+        if key not in self._pending:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=PREFETCH_THREADS, thread_name_prefix="acgs-prefetch")
+            self._pending[key] = self._executor.submit(self._compute, host, name, compute)
+        return self._pending[key]
+
+    def _compute(self, host: Host, name: str, compute):
+        node = self.get(host)
+        try:
+            return compute(node)
+        except ProbeError:
+            raise
+        except RuntimeError as exc:  # testinfra's ssh backend: ssh itself failed (exit 255)
+            self._unreachable[host.name] = _reason(exc)
+            raise ProbeError(f"host unreachable: {self._unreachable[host.name]}") from None
+        except Exception as exc:
+            raise ProbeError(f"{name} on {host.name}: {_reason(exc)}") from None
+
+    def _lock_of(self, host: Host) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(host.name, threading.Lock())
 
     def forget(self) -> None:
         self._facts.clear()
 
     def close(self) -> None:
         """End the control masters this pool started and remove its ssh_config files."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        self._pending.clear()
         for config, dest in self._masters:
             with contextlib.suppress(OSError, subprocess.SubprocessError):
                 subprocess.run(["ssh", "-F", config, "-O", "exit", dest], capture_output=True, timeout=5)
@@ -117,9 +160,10 @@ class HostPool:
         return max(1, math.ceil(self.connect_timeout))  # ssh's ConnectTimeout takes whole seconds
 
     def _ssh_config(self, host: Host) -> str:
-        if self._ssh_dir is None:
-            # short: a unix socket path (ControlPath) must stay under 108 bytes
-            self._ssh_dir = Path(tempfile.mkdtemp(prefix="acgs-ssh-", dir="/tmp"))
+        with self._locks_lock:  # hosts connect from prefetch threads at once: one directory for all
+            if self._ssh_dir is None:
+                # short: a unix socket path (ControlPath) must stay under 108 bytes
+                self._ssh_dir = Path(tempfile.mkdtemp(prefix="acgs-ssh-", dir="/tmp"))
         path = self._ssh_dir / f"{host.name}.config"
         path.write_text(ssh_config_text(host, self._timeout(), self._ssh_dir))
         return str(path)

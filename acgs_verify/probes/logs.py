@@ -16,7 +16,7 @@ import json
 import os
 import re
 import stat
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -194,6 +194,11 @@ def request_statuses(lines: list[str]) -> list[int]:
     return out
 
 
+# Tails kept at once: a 5000-line tail is ~1 MB of str objects, and 50 hosts x 6 logs kept them all (466 MB
+# peak RSS, BENCHMARKS.md). The plugin runs a host's checks together, so the logs of one host are read once.
+KEEP_TAILS = 8
+
+
 class LogReader:
     """Reads log tails on a target's host once per run: CC-01, CC-02 and SVC-07 share one read.
 
@@ -201,14 +206,19 @@ class LogReader:
     check judges that window without knowing about it.
     """
 
-    def __init__(self, hosts, since: datetime | None = None):
+    def __init__(self, hosts, since: datetime | None = None, keep: int = KEEP_TAILS):
         self._hosts = hosts
         self.since = since
-        self._cache: dict[tuple, list[str]] = {}
+        self._keep = keep
+        self._cache: OrderedDict[tuple, list[str]] = OrderedDict()
 
     def tail(self, host, path: str, n: int) -> list[str]:
         key = (host.name, path, n)
-        if key not in self._cache:
+        if key in self._cache:
+            self._cache.move_to_end(key)
+        else:
+            while len(self._cache) >= self._keep:
+                self._cache.popitem(last=False)
             if host.backend == "local":
                 self._cache[key] = tail_lines(path, n)
             else:

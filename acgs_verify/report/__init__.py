@@ -1,8 +1,8 @@
 """Report writers. Each reads a RunResult (or summary.json) and writes one file; none reaches into pytest.
 
 WRITERS maps a file name in the run directory to the function that writes it. junit.xml is written by
-pytest's own junitxml plugin during the run (with each case's ID, severity and section as properties), and
-the Allure test results by allure-pytest; reports/history.jsonl is appended once the run is complete
+pytest's own junitxml plugin during the run (with each case's ID, severity and section as properties);
+reports/history.jsonl is appended once the run is complete
 (report/history.py).
 """
 
@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from acgs_verify.report.allure import ALLURE_DIR, write_categories, write_environment
+from acgs_verify.report.allure import ALLURE_DIR, write_categories, write_environment, write_results
 from acgs_verify.report.html import write_html
 from acgs_verify.report.markdown import write_markdown
 from acgs_verify.report.prometheus import write_metrics
@@ -25,6 +25,7 @@ WRITERS: dict[str, Callable[[RunResult, Path], None]] = {
     "report.html": write_html,
     "report.md": write_markdown,
     "metrics.prom": write_metrics,
+    ALLURE_DIR: write_results,
     f"{ALLURE_DIR}/environment.properties": write_environment,
     f"{ALLURE_DIR}/categories.json": write_categories,
 }

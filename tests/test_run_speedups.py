@@ -1,0 +1,109 @@
+"""What the speed-ups of issue 7 must not change: worker choice, facts started early, Allure results from the model."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from acgs_verify.check import ProbeError
+from acgs_verify.cli import AUTO_WORKERS_MIN_CORES, AUTO_WORKERS_MIN_HOSTS, UsageError, _worker_args, workers_for
+from acgs_verify.probes.host import HostPool
+from acgs_verify.profile import Host
+from acgs_verify.report.allure import write_results
+from acgs_verify.results import CheckResult, RunResult
+
+
+def test_auto_workers_none_for_one_host_or_few_cores():
+    assert workers_for("auto", 1, cores=64) == 0
+    assert workers_for("auto", AUTO_WORKERS_MIN_HOSTS - 1, cores=64) == 0
+    assert workers_for("auto", 500, cores=AUTO_WORKERS_MIN_CORES - 1) == 0
+
+
+def test_auto_workers_grow_with_hosts_up_to_the_cores():
+    assert workers_for("auto", AUTO_WORKERS_MIN_HOSTS, cores=8) == 1
+    assert workers_for("auto", 4 * AUTO_WORKERS_MIN_HOSTS, cores=8) == 4
+    assert workers_for("auto", 500, cores=8) == 8
+
+
+def test_workers_given_by_number_and_bad_values_are_usage_errors():
+    assert workers_for("3", 1) == 3
+    for bad in ("-1", "many"):
+        with pytest.raises(UsageError):
+            workers_for(bad, 1)
+
+
+def test_a_users_dash_n_wins_over_workers():
+    assert _worker_args("4", ["-n", "2"], 50) == []
+    assert _worker_args("4", [], 50) == ["-n", "4", "--dist", "loadgroup"]
+    assert _worker_args("0", [], 50) == []
+
+
+def test_prefetched_fact_is_computed_once_and_shared(tmp_path):
+    pool = HostPool(connect_timeout=3)
+    host = Host(name="here", address="127.0.0.1", backend="local")
+    calls = []
+
+    def uname(node):
+        calls.append(threading.current_thread().name)
+        return node.check_output("uname -s")
+
+    try:
+        pool.connect([host])
+        future = pool.prefetch(host, "uname", uname)
+        assert pool.fact(host, "uname", uname) == future.result() == "Linux"
+        assert pool.fact(host, "uname", uname) == "Linux"
+        assert len(calls) == 1 and calls[0].startswith("acgs-prefetch")
+    finally:
+        pool.close()
+
+
+def test_prefetched_fact_that_fails_fails_the_check_reading_it():
+    pool = HostPool(connect_timeout=3)
+    host = Host(name="here", address="127.0.0.1", backend="local")
+
+    def broken(node):
+        return node.check_output("exit 3")
+
+    try:
+        pool.prefetch(host, "broken", broken)
+        with pytest.raises(ProbeError, match="broken on here"):
+            pool.fact(host, "broken", broken)
+    finally:
+        pool.close()
+
+
+def test_unreachable_host_found_once_by_connect():
+    pool = HostPool(connect_timeout=1)
+    host = Host(name="gone", address="127.0.0.1", backend="ssh", port=1, known_hosts="/dev/null")
+    try:
+        pool.connect([host])  # does not raise: the host's checks fail with the reason
+        with pytest.raises(ProbeError, match="host unreachable"):
+            pool.fact(host, "uname", lambda node: node.check_output("uname"))
+    finally:
+        pool.close()
+
+
+def test_allure_results_written_from_the_result_model(tmp_path):
+    checks = [
+        CheckResult(nodeid="checks/test_services.py::test_health_endpoint_answers[auth@app-1]", id="SVC-01",
+                    section="services", severity="P0", title="health endpoint answers 2xx", target="auth@app-1",
+                    outcome="failed", message="SVC-01 auth@app-1: measured HTTP 503", measured="HTTP 503",
+                    expected="2xx", evidence={"health body": '{"status": "unhealthy"}'}, duration=0.01, host="app-1"),
+        CheckResult(nodeid="checks/test_system.py::test_load_average[app-1]", id="SYS-01", section="system",
+                    severity="P2", title="load", target="app-1", outcome="error", message="fixture broke"),
+    ]
+    result = RunResult(run_id="r1", profile="sandbox", gate="smoke", started="2025-01-01T00:00:00+00:00",
+                       duration=1.0, constitutional_hash="cdd01ef066bc6cf2", checks=checks)
+    write_results(result, tmp_path)
+    write_results(result, tmp_path)  # `acgs-verify report` again: the same files, not twice as many
+    docs = {d["name"]: d for d in (json.loads(p.read_text()) for p in tmp_path.glob("*-result.json"))}
+    assert len(docs) == 2 and len(list(tmp_path.glob("*-attachment.txt"))) == 2
+    svc = docs["test_health_endpoint_answers[auth@app-1]"]
+    assert svc["status"] == "failed" and svc["statusDetails"]["message"].startswith("SVC-01 auth@app-1")
+    labels = {(x["name"], x["value"]) for x in svc["labels"]}
+    assert {("severity", "blocker"), ("epic", "Service health"), ("host", "app-1")} <= labels
+    (body,) = [a for a in svc["attachments"] if a["name"] == "health body"]
+    assert "unhealthy" in (tmp_path / body["source"]).read_text()
+    assert docs["test_load_average[app-1]"]["status"] == "broken"
