@@ -8,6 +8,7 @@ data_access.rego another hash. Heal writes the file as `up` did. State slice: {"
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,9 @@ class Policies(Component):
     def up(self, ctx: Context) -> None:
         ctx.state["faults"] = []
         ctx.save()
+        # the directory is this component's alone: a file left by an earlier sandbox in the same dir would be
+        # checked by CC-03 as if it were part of the shipped set
+        shutil.rmtree(self._dir(ctx), ignore_errors=True)
         for name in POLICIES:
             self._write(ctx, name, POLICIES[name])
 
