@@ -4,9 +4,10 @@
 {'tables': {'primary': {'public.audit_logs': 1200, 'public.policies': 14}},
  'redis': {'cache': {'keys': 3, 'names': ['acgs:constitutional_hash', ...]}}, 'errors': []}
 
-Nothing is recorded for a profile without databases or Redis. Each read is one read-only query with a statement
-timeout (PostgreSQL: a read-only transaction; Redis: DBSIZE and a bounded SCAN). A source that cannot be read
-is named in `errors` and left out, so the comparison says it could not compare instead of "everything vanished".
+Nothing is recorded for a profile without databases or Redis. Each read is one read-only query: PostgreSQL through
+the checks' own kind of session (probes/postgres.py: read-only, with timeouts, named acgs-verify), Redis with DBSIZE
+and a bounded SCAN. A source that cannot be read is named in `errors` and left out, so the comparison says it could
+not compare instead of "everything vanished".
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from acgs_verify.profile import Profile, mask
 MAX_KEY_NAMES = 1000  # name the keys of a small keyspace; a large one is compared by count only
 
 TABLES_SQL = """
-SELECT n.nspname || '.' || c.relname,
-       COALESCE(NULLIF(c.reltuples, -1)::bigint, s.n_live_tup, 0)
+SELECT n.nspname || '.' || c.relname AS name,
+       COALESCE(NULLIF(c.reltuples, -1)::bigint, s.n_live_tup, 0) AS rows
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
@@ -27,15 +28,15 @@ ORDER BY 1
 """
 
 
-def table_estimates(dsn: str, password: str | None, timeout: float) -> dict[str, int]:
-    """{schema.table: estimated rows} of one database, read in a read-only session."""
-    import psycopg
+def table_estimates(dsn: str, password: str | None, thresholds) -> dict[str, int]:
+    """{schema.table: estimated rows} of one database, through the checks' own read-only session kind."""
+    from acgs_verify.probes.postgres import connect
 
-    ms = int(timeout * 1000)
-    options = f"-c default_transaction_read_only=on -c statement_timeout={ms} -c lock_timeout={ms}"
-    with psycopg.connect(dsn, password=password, connect_timeout=max(1, int(timeout)), options=options,
-                         autocommit=True) as conn:
-        return {name: int(rows) for name, rows in conn.execute(TABLES_SQL).fetchall()}
+    pg = connect(dsn, password, thresholds)
+    try:
+        return {r["name"]: int(r["rows"]) for r in pg.rows(TABLES_SQL)}
+    finally:
+        pg.conn.close()
 
 
 def redis_keys(url: str, password: str | None, timeout: float) -> dict:
@@ -66,7 +67,8 @@ def collect_state(profile: Profile) -> dict:
     secrets = profile.secret_values()
     for db in profile.databases:
         try:
-            state["tables"][db.name] = table_estimates(db.dsn, profile.secret(f"databases.{db.name}"), timeout)
+            state["tables"][db.name] = table_estimates(db.dsn, profile.secret(f"databases.{db.name}"),
+                                                       profile.thresholds)
         except Exception as exc:  # any driver error means the same here: this source is not compared
             state["errors"].append(mask(f"database {db.name}: could not list tables: {_one_line(exc)}", secrets))
     for r in profile.redis:
