@@ -225,6 +225,13 @@ def port_free(port: int, address: str = "127.0.0.1") -> bool:
     return True
 
 
+def claim_port(port: int, what: str, offset: int, address: str = "127.0.0.1") -> None:
+    """SandboxError naming the port, its user and the way out, unless address:port is free."""
+    if not port_free(port, address):
+        raise SandboxError(f"port {port} ({what}) is already in use on {address}; stop what holds it or choose "
+                           f"another port offset (now {offset})")
+
+
 def adopt(pid: int) -> dict[str, Any]:
     """The record of a process someone else started (a postmaster forked by pg_ctl), for is_alive()/stop()."""
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode("utf-8", "replace").split("\0")

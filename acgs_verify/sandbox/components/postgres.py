@@ -36,8 +36,8 @@ from acgs_verify.sandbox.components.base import (
     Context,
     SandboxError,
     adopt,
+    claim_port,
     is_alive,
-    port_free,
     spawn_holder,
     stop,
     tail,
@@ -95,9 +95,7 @@ class Postgres(Component):
     def up(self, ctx: Context) -> None:
         offset = ctx.port_offset
         for port in (primary_port(offset), replica_port(offset)):
-            if not port_free(port):
-                raise SandboxError(f"port {port} (PostgreSQL) is already in use on 127.0.0.1; choose another "
-                                   f"port offset (now {offset})")
+            claim_port(port, "PostgreSQL", offset)
         ctx.state.update(processes={}, holders={}, faults=[], undo={}, bindir=find_bindir(), user=_run_as())
         ctx.state["root"] = str(self._make_root(ctx))
         ctx.save()

@@ -21,8 +21,8 @@ from acgs_verify.sandbox.components.base import (
     Context,
     SandboxError,
     adopt,
+    claim_port,
     is_alive,
-    port_free,
     spawn,
     spawn_holder,
     stop,
@@ -53,9 +53,7 @@ class Redis(Component):
         server = shutil.which("redis-server")
         if server is None:
             raise SandboxError("redis-server not found; install it: apt-get install redis-server")
-        if not port_free(port):
-            raise SandboxError(f"port {port} (Redis) is already in use on 127.0.0.1; choose another port offset "
-                               f"(now {ctx.port_offset})")
+        claim_port(port, "Redis", ctx.port_offset)
         ctx.state.update(process=None, holder=None, faults=[], server=server)
         write_secret(self._password_file(ctx), os.environ.get(PASSWORD_ENV) or secrets.token_urlsafe(18))
         try:

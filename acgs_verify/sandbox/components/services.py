@@ -20,8 +20,8 @@ from acgs_verify.sandbox.components.base import (
     Context,
     SandboxError,
     atomic_write,
+    claim_port,
     is_alive,
-    port_free,
     python_env,
     spawn,
     stop,
@@ -61,11 +61,7 @@ class Services(Component):
         ctx.state.setdefault("faults", {})
         ports = {name: self._port(ctx, spec) for name, spec in SERVICES.items()}
         for name, port in ports.items():
-            if not port_free(port):
-                raise SandboxError(
-                    f"port {port} ({name}) is already in use on 127.0.0.1; stop what holds it "
-                    f"or choose another port offset (now {ctx.port_offset})"
-                )
+            claim_port(port, name, ctx.port_offset)
         self._write_fault_file(ctx)
         try:
             # start all six before waiting for any: they boot in parallel
@@ -244,8 +240,7 @@ class Services(Component):
             raise SandboxError(f"{spec.name} stopped answering on {base}: {type(exc).__name__}") from None
 
     def _start(self, ctx: Context, spec: ServiceSpec) -> None:
-        if not port_free(self._port(ctx, spec)):
-            raise SandboxError(f"port {self._port(ctx, spec)} ({spec.name}) is already in use on 127.0.0.1")
+        claim_port(self._port(ctx, spec), spec.name, ctx.port_offset)
         self._spawn(ctx, spec)
         self._wait_ready(ctx, spec, time.monotonic() + READY_TIMEOUT)
         self._seed(ctx, spec)

@@ -21,8 +21,8 @@ from acgs_verify.sandbox.components.base import (
     Context,
     SandboxError,
     atomic_write,
+    claim_port,
     is_alive,
-    port_free,
     spawn,
     stop,
     tail,
@@ -142,9 +142,7 @@ class Sshd(Component):
     def _start(self, ctx: Context, binary: str) -> None:
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd refuses to start without it
-        if not port_free(self._port(ctx), self.address):
-            raise SandboxError(f"port {self._port(ctx)} on {self.address} (sshd) is already in use; choose another "
-                               f"port offset (now {ctx.port_offset})")
+        claim_port(self._port(ctx), "sshd", ctx.port_offset, self.address)
         run = ctx.dir / "run"
         try:
             record = spawn([binary, "-D", "-e", "-f", str(self._dir(ctx) / "sshd_config")], dict(os.environ),

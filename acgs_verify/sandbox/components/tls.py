@@ -20,6 +20,7 @@ from acgs_verify.sandbox.components.base import (
     Component,
     Context,
     SandboxError,
+    claim_port,
     is_alive,
     port_free,
     python_env,
@@ -45,9 +46,7 @@ class Tls(Component):
 
     def up(self, ctx: Context) -> None:
         port = tls_port(ctx.port_offset)
-        if not port_free(port):
-            raise SandboxError(f"port {port} (TLS endpoint) is already in use on 127.0.0.1; choose another port "
-                               f"offset (now {ctx.port_offset})")
+        claim_port(port, "TLS endpoint", ctx.port_offset)
         ctx.state.update(process=None, faults=[])
         ca, ca_key = certs.make_ca("ACGS Sandbox Internal CA")
         certs.write_pem(self._ssl(ctx) / "ca.pem", ca)
