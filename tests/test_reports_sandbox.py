@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, SHARED_MACHINE, run_cli
 
 FAULT = "wrong-hash:governance-synthesis"  # SVC-02 and SVC-08 fail; SVC-02 attaches the health body as evidence
 BAD = "governance-synthesis@app-1"
@@ -21,11 +21,12 @@ BAD = "governance-synthesis@app-1"
 @pytest.fixture(scope="module")
 def faulted_run(sandbox, tmp_path_factory):
     reports = tmp_path_factory.mktemp("reports")
-    ok = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(reports), "--gate", "smoke")
+    ok = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(reports), "--gate", "smoke",
+                 *SHARED_MACHINE)
     assert ok.returncode == 0, ok.stdout
     sandbox.break_fault(FAULT)
     try:
-        res = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(reports))
+        res = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(reports), *SHARED_MACHINE)
     finally:
         sandbox.heal_fault(FAULT)
     assert res.returncode == 2, res.stdout

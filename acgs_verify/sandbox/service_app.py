@@ -270,6 +270,14 @@ class ServiceApp:
         method, path = scope["method"], scope["path"]
         status, body, ctype = self._route(method, path, faults)
         hash_header = WRONG_HASH if "wrong-hash" in faults else CONSTITUTIONAL_HASH
+        # logged and counted before the body goes out: a client that has its answer can rely on the log line and
+        # the metric being there (the sandbox's own seeding and the tests read them straight after)
+        seconds = time.perf_counter() - t0
+        ms = round(seconds * 1000, 2)
+        level = logging.ERROR if status >= 500 else logging.INFO
+        self._info(f"request method={method} path={path} status={status} duration_ms={ms}", level,
+                   method=method, path=path, status=status, duration_ms=ms)
+        self.metrics.observe(method, path, status, seconds)
         await send({
             "type": "http.response.start",
             "status": status,
@@ -280,12 +288,6 @@ class ServiceApp:
             ],
         })
         await send({"type": "http.response.body", "body": body})
-        seconds = time.perf_counter() - t0
-        ms = round(seconds * 1000, 2)
-        level = logging.ERROR if status >= 500 else logging.INFO
-        self._info(f"request method={method} path={path} status={status} duration_ms={ms}", level,
-                   method=method, path=path, status=status, duration_ms=ms)
-        self.metrics.observe(method, path, status, seconds)
 
     def _route(self, method: str, path: str, faults: frozenset[str]) -> tuple[int, bytes, str]:
         s = self.spec

@@ -163,6 +163,7 @@ def stop(record: dict[str, Any] | None, grace: float = 5.0) -> bool:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and is_alive(record):
             time.sleep(0.02)
+    _reap(pid)  # it may have turned zombie after is_alive's own reap: a stopped child leaves no /proc entry
     return True
 
 
