@@ -1,10 +1,12 @@
-"""The runbook's checks as data: one entry per catalog ID (shared/runbook/CHECKS.md).
+"""The runbook's checks as data: one entry per catalog ID (docs/checks.md is generated from it).
 
-Severity, section and the runbook's next step live here and only here, so a check names its ID
-and nothing else about itself.
+Severity, section, the runbook's next step and the evidence a pass needs live here and only here, so a check
+names its ID and nothing else about itself.
 
 >>> CATALOG["SVC-01"].severity
 'P0'
+>>> CATALOG["SVC-07"].evidence.startswith("at least one request line in the log tail")
+True
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ class CatalogEntry:
     @property
     def section_title(self) -> str:
         return SECTIONS[self.section]
+
+    @property
+    def evidence(self) -> str:
+        """What a PASS needs to have seen (EVIDENCE); a check that saw less fails or skips saying so."""
+        return EVIDENCE[self.id]
 
 
 def _e(id_, section, severity, title, runbook, next_step, target):
@@ -196,3 +203,95 @@ def entry(check_id: str) -> CatalogEntry:
         return CATALOG[check_id]
     except KeyError:
         raise KeyError(f"unknown runbook ID {check_id!r}; known: {', '.join(CATALOG)}") from None
+
+
+# What a PASS needs to have seen, one sentence per ID (rule of the house: no pass without positive evidence).
+# Kept apart from _ENTRIES so that the entries stay one call each; tests pin that every catalog ID has one.
+EVIDENCE: dict[str, str] = {
+    "SVC-01": "an HTTP answer from the health endpoint with a 2xx status within the timeout; no answer "
+              "(refused, timed out, reset) is a failure",
+    "SVC-02": "a health body that parses as a JSON object with a healthy `status` and the expected "
+              "`constitutional_hash`; an empty or non-JSON body is a failure",
+    "SVC-03": "a process on the service's host that owns the service's listening socket, whose command line "
+              "matches the profile's pattern when one is given; a pattern that matches only other processes "
+              "is a failure",
+    "SVC-04": "the service's port in the LISTEN state in the host's socket table (ss or /proc/net/tcp*); a "
+              "table that could not be read is a failure",
+    "SVC-05": "`systemctl` reporting the unit `active`; skipped, with the reason, where the profile names no unit "
+              "or the host does not run systemd",
+    "SVC-06": "every one of the N health samples answered (any HTTP status), so that the p99 is over N real "
+              "round trips; a sample without an answer is a failure",
+    "SVC-07": "at least one request line in the log tail (or window), or a non-zero acgs_http_requests_total; "
+              "an empty window is not a pass (skipped, saying what was read), an unreadable log is a failure",
+    "SVC-08": "an answer from the health endpoint whose X-Constitutional-Hash header equals the expected hash; "
+              "no answer or no header is a failure",
+    "SVC-09": "each readiness/liveness path the profile names answering 2xx with a JSON body holding "
+              "`ready: true` / `alive: true`; an empty body is a failure",
+    "SVC-10": "/metrics parses as Prometheus text exposition with at least one sample; JSON, or text inside a "
+              "JSON string, is a failure showing the first 80 bytes",
+    "DB-01": "a session opened as the profile's role answering `SELECT 1` within the timeout",
+    "DB-02": "the PostgreSQL server that listens on the database's port on its host (postmaster PID, data "
+             "directory, version), and its unit active where systemd runs it; processes of other clusters "
+             "are not evidence",
+    "DB-03": "a row count from pg_stat_activity and a max_connections setting read from the server",
+    "DB-04": "pg_stat_activity read by a role that can see other sessions' rows (superuser or "
+             "pg_read_all_stats); a role that sees only its own session cannot say that none is slow",
+    "DB-05": "pg_locks and pg_stat_activity read by a role that can see other sessions; the blocked/blocking "
+             "query answered",
+    "DB-06": "pg_stat_statements readable by the role, with at least one statement recorded; skipped, with the "
+             "reason, when the extension is absent",
+    "DB-07": "pg_stat_replication read on the primary and each replica answering its replay lag; skipped, with "
+             "the reason, when the profile names no replica",
+    "DB-08": "pg_stat_database with blocks read or hit (a non-zero denominator) for the database",
+    "DB-09": "at least one user table visible in pg_stat_user_tables, each with a last (auto)analyze time",
+    "DB-10": "the audit table visible to the role, with at least one row it can see (row-level security "
+             "hiding every row is not a pass), and its oldest creation time",
+    "RD-01": "PONG from the server within the timeout",
+    "RD-02": "every one of the N PINGs answered, so that the p99 is over real round trips",
+    "RD-03": "keyspace hits + misses at least redis_hit_rate_min_lookups since the statistics were reset; "
+             "fewer lookups skip, saying how many there were",
+    "CC-01": "at least one line in the service log's tail (or window) naming the expected hash; an empty, "
+             "missing or unreadable log is a failure",
+    "CC-02": "at least one line read from the service log's tail (or window), none naming another hash; "
+             "an empty, missing or unreadable log is a failure, never '0 mismatches in 0 lines'",
+    "CC-03": "a policy file (by extension, or the profile's include/exclude globs) that parses and names the "
+             "expected hash; an empty policy directory is a failure",
+    "CC-04": "at least one recent governance decision (audit rows visible to the role) or the compliance "
+             "metric answered; skipped, with the reason, when no source is named",
+    "CC-05": "at least one audit row visible to the role, every chain (per tenant or whatever partitioning) "
+             "followed link by link; 0 rows visible (row-level security) is a failure, never '0 broken links'",
+    "CC-06": "the key read from the cache, holding the expected hash; a missing key is a failure",
+    "SYS-01": "/proc/loadavg read on the host",
+    "SYS-02": "two /proc/stat samples on the host with CPU time elapsed between them",
+    "SYS-03": "/proc/meminfo read on the host with a non-zero MemTotal",
+    "SYS-04": "df output for the mount on the host; a mount that does not exist or that df cannot read is a "
+              "failure",
+    "SYS-05": "at least one line read from the kernel log (paths.kernel_log) or dmesg; an empty, missing or "
+              "unreadable source is a failure that says which and why",
+    "BK-01": "at least one backup folder recognised under the backup root (YYYYMMDD, YYYYMMDD_HHMMSS, "
+             "YYYY-MM-DD, YYYY-MM-DDTHHMMSS or `latest`), the newest within the age limit; the message lists "
+             "the folders considered",
+    "BK-02": "the latest backup folder found, and each expected file in it present with a non-zero size",
+    "BK-03": "every archive of the latest backup read to its end (gzip stream and tar members)",
+    "BK-04": "the dump of the latest backup (database.sql.gz or database.sql) read to pg_dump's closing line",
+    "BK-05": "the backup folders listed and counted (the count kept, the oldest age)",
+    "BK-06": "the latest and the previous dump both found, with their sizes",
+    "BK-07": "the latest dump restored into a scratch database and every restore table holding rows; "
+             "skipped, with the reason, when the drill is off or no admin credential is given",
+    "TLS-01": "at least one PEM certificate read from the file, with its Not After; a missing or empty file "
+              "is a failure",
+    "TLS-02": "a TLS handshake with the endpoint whose chain verifies for the name, and the served leaf's "
+              "Not After",
+    "SEC-01": "a find over an application tree that exists and is readable, with at least one file examined; "
+              "a missing, unreadable or empty tree is a failure",
+    "SEC-02": "stat of the secret file (mode and owner); a file that does not exist is a failure",
+    "SEC-03": "every log the pattern names read, at least one line in their tails in all; no log, only empty "
+              "logs or an unreadable log is a failure, never '0 failed logins in 0 lines'",
+    "SEC-04": "at least one account name read from the passwd file; an empty or unreadable file is a failure",
+    "SEC-05": "the key's rotation time, from its rotation record or the key file's mtime; a missing key file "
+              "or an unreadable record is a failure",
+    "SEC-06": "every log the pattern names read, at least one line in their tails in all; no log, only empty "
+              "logs or an unreadable log is a failure, never '0 breach indicators in 0 lines'",
+    "MON-01": "the alerts log read (its lines in the window); skipped, with the reason, where the profile "
+              "says there is no alerts log (paths.alerts_log: null)",
+}

@@ -1,6 +1,6 @@
 """acgs-verify run | report | diff | sandbox | catalog
 
-Exit codes (DESIGN.md, the same as Nagios): 0 every check passed, 1 only P2/P3 checks failed,
+Exit codes (docs/design.md, the same as Nagios): 0 every check passed, 1 only P2/P3 checks failed,
 2 a P0/P1 check failed, 3 could not run (bad profile, bad option, nothing collected).
 """
 
@@ -71,6 +71,8 @@ def build_parser() -> _Parser:
     cat = sub.add_parser("catalog", help="which runbook IDs are covered, and how many tests each expands to")
     cat.add_argument("--profile", default="sandbox")
     cat.add_argument("--json", action="store_true")
+    cat.add_argument("--markdown", action="store_true",
+                     help="print the catalog as docs/checks.md: every ID with its evidence rule and next step")
 
     sb = sub.add_parser("sandbox", help="a local ACGS-like stack to run against")
     sb.add_argument("action", choices=["up", "down", "status", "break", "heal", "faults"])
@@ -424,6 +426,11 @@ def cmd_catalog(args) -> int:
     from acgs_verify.catalog import CATALOG
     from acgs_verify.profile import load_profile
 
+    if args.markdown:  # the catalog itself, not a profile's coverage: no profile is read
+        from acgs_verify.catalog_doc import render_markdown
+
+        sys.stdout.write(render_markdown(checks_dir()))
+        return 0
     load_profile(args.profile, resolve_secrets=False)
     os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     counter = _CountItems()

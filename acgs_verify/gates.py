@@ -1,5 +1,5 @@
 """What a gate adds to a run, around pytest: the snapshot to compare with, the log window, waiting for
-failing checks to recover, and the gate's own rules (CHECKS.md "Gates").
+failing checks to recover, and the gate's own rules (docs/checks.md, "Gates").
 
     pre-maintenance    writes snapshot.json (report/snapshot.py); BK-01..04 must pass
     post-maintenance   compares with a pre-maintenance snapshot (report/diff.py): a regression, a vanished

@@ -38,7 +38,7 @@ class _Strict(BaseModel):
 
 
 class Thresholds(_Strict):
-    """Named limits from CHECKS.md ('Threshold keys'); each can be set per profile or with --set."""
+    """Named limits (docs/checks.md, 'Threshold keys'); each can be set per profile or with --set."""
 
     health_timeout_seconds: float = Field(2, gt=0)
     latency_samples: int = Field(20, ge=1, le=10_000)
@@ -302,7 +302,7 @@ class Policies(_Strict):
 
 
 class Profile(_Strict):
-    """An environment: what to check, where, and the limits. See DESIGN.md for an example."""
+    """An environment: what to check, where, and the limits. See docs/design.md for an example."""
 
     name: str = ""
     description: str = ""
@@ -527,7 +527,7 @@ def _shown(path: Path) -> str:
 
 
 def _merge(base: _Located, over: _Located) -> _Located:
-    """Maps merge key by key; lists and scalars replace (DESIGN.md)."""
+    """Maps merge key by key; lists and scalars replace (docs/design.md)."""
 
     def merge(a, b, path):
         if isinstance(a, dict) and isinstance(b, dict):

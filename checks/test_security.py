@@ -29,10 +29,15 @@ def test_no_world_writable_files(app_host, hosts, profile, check):
     if found.timed_out:
         check.fail(f"find under {root} did not finish in {security.FIND_TIMEOUT_SECONDS} s "
                    f"({found.count} world-writable files so far: {', '.join(found.first) or 'none'})")
+    if not found.files:
+        why = "; ".join(found.unreadable[:3]) or "the tree holds no file"
+        check.fail(f"no file under {root} could be examined ({why}): nothing to judge; is paths.app_root right?")
+    if found.unreadable:  # the weaker evidence, by name: what could be seen is judged, what could not is said
+        check.warn(f"{len(found.unreadable)} directories under {root} could not be read: {found.unreadable[0]}")
     if found.first:
         check.evidence("world-writable files", "\n".join(found.first))
     more = f" (first {len(found.first)})" if found.count > len(found.first) else ""
-    check.that(found.count == 0, measured=f"{found.count} world-writable files under {root}"
+    check.that(found.count == 0, measured=f"{found.count} world-writable of {found.files} files under {root}"
                + (f"{more}: {', '.join(found.first)}" if found.count else ""), expected="0",
                value={"count": found.count, "first": found.first})
 
@@ -42,7 +47,8 @@ def test_secret_file_is_private(secret_file, hosts, profile, check):
     """ls -l config/production.env  (not readable by group or others; right owner)"""
     st = _stats(hosts, profile, secret_file.host).get(secret_file.path)
     if st is None:
-        check.fail(f"{secret_file.path} does not exist")
+        check.fail(f"cannot stat {secret_file.path}: it does not exist, or a directory on its path is not "
+                   "searchable by this user")
     limit, owner = int(profile.security.secret_max_mode, 8), profile.security.secret_owner
     problems = [f"mode {st.mode:04o} allows more than {limit:04o}"] if st.mode & ~limit else []
     problems += [f"owner {st.owner}, not {owner}"] if owner and st.owner != owner else []

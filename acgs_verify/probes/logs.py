@@ -231,6 +231,15 @@ class LogReader:
                 self._cache[key] = within(self._cache[key], self.since)
         return self._cache[key]
 
+    def lines(self, host, path: str, n: int) -> list[str]:
+        """tail(), for checks whose verdict rests on what the lines say: ProbeError when there is no line to judge
+        (an empty log, or none written in the --since window), so "0 found" is never said of 0 lines."""
+        lines = self.tail(host, path, n)
+        if not lines:
+            window = f" written since {self.since:%Y-%m-%d %H:%M:%S %Z}".rstrip() if self.since else ""
+            raise ProbeError(f"log {path} on {host.name} holds no line{window} in its last {n}: nothing to judge")
+        return lines
+
     def forget(self) -> None:
         self._cache.clear()
 

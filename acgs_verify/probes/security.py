@@ -1,7 +1,7 @@
 """Security facts of a host: world-writable files, file modes and ages, accounts, and what the logs say.
 
 >>> world_writable(node, "/home/acgs/ACGS")            # find -type f -perm /o+w, bounded in time
-WorldWritable(count=1, first=['/home/acgs/ACGS/config/policies/p.yaml'], timed_out=False)
+WorldWritable(count=1, first=['/home/acgs/ACGS/config/policies/p.yaml'], timed_out=False, files=412, ...)
 >>> file_stats(node, ["/home/acgs/ACGS/config/production.env"])
 {'/home/acgs/ACGS/config/production.env': FileStat(mode=0o600, owner='acgs', mtime=1736650000)}
 >>> accounts(node, "/etc/passwd")
@@ -33,27 +33,40 @@ class WorldWritable:
     count: int
     first: list[str]
     timed_out: bool
+    files: int = 0  # regular files examined: "0 world-writable" means something only over files seen
+    unreadable: tuple[str, ...] = ()  # directories find could not read (first FIRST_PATHS)
 
 
 def world_writable(node, root: str, timeout: int = FIND_TIMEOUT_SECONDS) -> WorldWritable:
-    """find ROOT -type f -perm /o+w: the first FIRST_PATHS paths and how many there are, within `timeout`."""
+    """find ROOT -type f -perm /o+w: the first FIRST_PATHS paths and how many there are, within `timeout`, with
+    how many files were examined and which directories could not be read. ProbeError when ROOT is not a
+    directory or cannot be read."""
     q = shlex.quote(root)
+    # find's errors go straight out on fd 3 (before awk's END, which waits for find to finish), its findings
+    # through awk, which prints the first paths and the counts
     cmd = (f"test -d {q} || {{ echo 'no such directory: {root}' >&2; exit 3; }}; "
-           f"{{ timeout {int(timeout)} find {q} -type f -perm /o+w -print 2>/dev/null; echo \"@@rc $?\"; }} "
-           f"| awk '/^@@rc /{{rc=$2; next}} {{n++; if (n <= {FIRST_PATHS}) print}} END {{print \"@@count \" n+0; "
-           f"print \"@@rc \" rc}}'")
+           f"test -r {q} -a -x {q} || {{ echo 'cannot read directory {root}: permission denied' >&2; exit 3; }}; "
+           f"{{ {{ timeout {int(timeout)} find {q} -type f \\( -perm /o+w -printf 'W %p\\n' -o -printf 'F\\n' \\) "
+           f"2>&3; echo \"@@rc $?\"; }} "
+           f"| awk '/^@@rc /{{rc=$2; next}} {{files++}} /^W /{{n++; if (n <= {FIRST_PATHS}) print substr($0, 3)}} "
+           f"END {{print \"@@count \" n+0; print \"@@files \" files+0; print \"@@rc \" rc}}'; }} 3>&1")
     result = node.run(cmd)
     if result.rc != 0:
         raise ProbeError(result.stderr.strip()[:200] or f"find under {root} failed (exit {result.rc})")
-    first, count, rc = [], 0, 0
+    first, count, files, rc, unreadable = [], 0, 0, 0, []
     for line in result.stdout.splitlines():
         if line.startswith("@@count "):
             count = int(line.split()[1])
+        elif line.startswith("@@files "):
+            files = int(line.split()[1])
         elif line.startswith("@@rc "):
             rc = int(line.split()[1] or 0)
+        elif line.startswith("find: "):
+            if len(unreadable) < FIRST_PATHS:
+                unreadable.append(line[len("find: "):].strip())
         elif line:
             first.append(line)
-    return WorldWritable(count, first, timed_out=rc == 124)
+    return WorldWritable(count, first, timed_out=rc == 124, files=files, unreadable=tuple(unreadable))
 
 
 @dataclass(frozen=True)
@@ -97,27 +110,51 @@ def rotation_time(text: str) -> datetime:
 
 
 def accounts(node, passwd: str) -> list[str]:
-    """cut -d: -f1 /etc/passwd"""
+    """cut -d: -f1 /etc/passwd; ProbeError when the file cannot be read or names no account (an empty list
+    would otherwise pass as "no unknown accounts")."""
     result = node.run("cut -d: -f1 -- %s", passwd)
     if result.rc != 0:
         raise ProbeError(f"cannot read {passwd}: {result.stderr.strip()[:150]}")
-    return [name for name in result.stdout.split() if name and not name.startswith("#")]
+    names = [name for name in result.stdout.split() if name and not name.startswith("#")]
+    if not names:
+        raise ProbeError(f"{passwd} names no account (empty file?): nothing to compare with the allow-list")
+    return names
 
 
 def security_lines(node, patterns: list[str], n: int) -> list[tuple[str, str]]:
     """(log, line) for every line naming a failed login, unauthorized access or a breach, in the last n lines
-    of each log the glob patterns name: the runbook's `grep -i "failed login\\|unauthorized\\|breach"`."""
+    of each log the glob patterns name: the runbook's `grep -i "failed login\\|unauthorized\\|breach"`.
+
+    "Nothing found" counts only when something was read: ProbeError when no log matches the patterns, when a
+    matching log cannot be read, or when the logs hold no line at all (0 indicators in 0 lines is no evidence).
+    """
     globs = " ".join(_glob_quote(p) for p in patterns)
-    cmd = (f"for f in {globs}; do [ -f \"$f\" ] || continue; tail -n {int(n)} -- \"$f\" | "
-           f"grep -i -E '{_GREP}' | head -n {MAX_MATCHES_PER_LOG} | awk -v f=\"$f\" '{{print f \"\\t\" $0}}'; done")
+    # awk rather than grep: the same pass counts the lines read, which is the evidence a "0 found" rests on
+    cmd = (f"for f in {globs}; do [ -f \"$f\" ] || continue; "
+           f"if [ ! -r \"$f\" ]; then printf '@@unreadable\\t%s\\n' \"$f\"; continue; fi; "
+           f"tail -n {int(n)} -- \"$f\" | awk -v f=\"$f\" '{{n++}} tolower($0) ~ /{_GREP}/ "
+           f"{{ if (m++ < {MAX_MATCHES_PER_LOG}) print f \"\\t\" $0 }} "
+           f"END {{ print \"@@read\\t\" f \"\\t\" n+0 }}'; done")
     result = node.run(cmd)
     if result.rc != 0:
         raise ProbeError(f"cannot read the logs {' '.join(patterns)}: {result.stderr.strip()[:150]}")
-    out = []
+    out, read, unreadable = [], {}, []
     for line in result.stdout.splitlines():
         log, sep, text = line.partition("\t")
-        if sep:
+        if log == "@@unreadable":
+            unreadable.append(text)
+        elif log == "@@read":
+            path, _, count = text.rpartition("\t")
+            read[path] = int(count or 0)
+        elif sep:
             out.append((log, text))
+    if unreadable:
+        raise ProbeError(f"cannot read {', '.join(unreadable[:5])} (permission denied for this user): "
+                         "its lines cannot be searched")
+    if not read:
+        raise ProbeError(f"no log file matches {' '.join(patterns)}: nothing to search")
+    if not sum(read.values()):
+        raise ProbeError(f"{len(read)} log(s) matching {' '.join(patterns)} hold no lines: nothing to search")
     return out
 
 

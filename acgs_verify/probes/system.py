@@ -74,8 +74,8 @@ def parse_snapshot(text: str, mounts: list[str]) -> Snapshot:
         key, _, rest = line.partition(":")
         if rest.split():
             mem[key] = int(rest.split()[0])
-    if "MemTotal" not in mem:
-        raise ProbeError("unexpected /proc/meminfo: no MemTotal")
+    if not mem.get("MemTotal"):
+        raise ProbeError("unexpected /proc/meminfo: no MemTotal (or 0)")
     available = mem.get("MemAvailable", mem.get("MemFree", 0) + mem.get("Buffers", 0) + mem.get("Cached", 0))
     return Snapshot(float(load[0]), float(load[1]), float(load[2]), _cpu_percent(stat[0], stat[1]),
                     mem["MemTotal"], available, _disks(df_blocks, mounts))
@@ -86,7 +86,9 @@ def _cpu_percent(before: list[str], after: list[str]) -> float:
     a, b = [int(x) for x in before[:8]], [int(x) for x in after[:8]]
     total = sum(b) - sum(a)
     idle = (b[3] + b[4]) - (a[3] + a[4])
-    return 100.0 * (total - idle) / total if total > 0 else 0.0
+    if total <= 0:  # no CPU time between the samples: nothing measured, and 0 % would pass as "idle"
+        raise ProbeError("the CPU counters in /proc/stat did not advance between the two samples")
+    return 100.0 * (total - idle) / total
 
 
 def _disks(blocks: list[str], mounts: list[str]) -> dict[str, Disk | str]:
@@ -105,15 +107,25 @@ def _disks(blocks: list[str], mounts: list[str]) -> dict[str, Disk | str]:
 
 
 def oom_kills(node, kernel_log: str | None, n: int) -> list[str]:
-    """`dmesg | grep -i "killed process"` over the last n kernel log lines (a kernel log file, or dmesg)."""
+    """`dmesg | grep -i "killed process"` over the last n kernel log lines (a kernel log file, or dmesg).
+
+    ProbeError when the source cannot be read or holds no line: "0 OOM kills" counts only over lines read.
+    """
     if kernel_log:
         q = shlex.quote(kernel_log)
         cmd = f"test -r {q} || {{ echo 'cannot read {kernel_log}' >&2; exit 3; }}; tail -n {int(n)} -- {q}"
     else:
         cmd = f"out=$(dmesg 2>&1) || {{ printf 'dmesg: %s\\n' \"$out\" | head -n 1 >&2; exit 3; }}; " \
               f"printf '%s\\n' \"$out\" | tail -n {int(n)}"
-    result = node.run(f"{{ {cmd}; }} | grep -i 'killed process' || true")
+    # awk rather than grep: the same pass counts the lines read
+    result = node.run(f"{{ {cmd}; }} | awk 'NF {{n++}} tolower($0) ~ /killed process/ {{print}} "
+                      f"END {{print \"{_MARK} lines \" n+0}}'")
+    hint = "" if kernel_log else " (set paths.kernel_log to read a kernel log file instead)"
     if result.stderr.strip():
-        hint = "" if kernel_log else " (set paths.kernel_log to read a kernel log file instead)"
         raise ProbeError(result.stderr.strip().splitlines()[0][:200] + hint)
-    return [line for line in result.stdout.splitlines() if line.strip()]
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    read = int(lines.pop().split()[-1]) if lines and lines[-1].startswith(f"{_MARK} lines ") else 0
+    if not read:
+        raise ProbeError(f"{kernel_log or 'dmesg'} holds no lines: no kernel messages to look for OOM kills in"
+                         + hint)
+    return lines

@@ -57,10 +57,14 @@ def certificate_file(path: str | Path) -> list[CertInfo]:
     data = read_capped(path, MAX_PEM_BYTES)
     if len(data) > MAX_PEM_BYTES:
         raise ProbeError(f"{path}: larger than {MAX_PEM_BYTES} bytes; not a certificate file")
+    if not data.strip():
+        raise ProbeError(f"{path} is empty: no certificate to read an expiry from")
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError as exc:
         raise ProbeError(f"{path}: no readable PEM certificate ({' '.join(str(exc).split())[:120]})") from None
+    if not certs:  # nothing read is no evidence of a valid certificate
+        raise ProbeError(f"{path}: no PEM certificate in the file")
     return [_info(c) for c in certs]
 
 

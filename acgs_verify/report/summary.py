@@ -1,4 +1,4 @@
-"""summary.json: the run's result model as JSON (DESIGN.md lists its fields)."""
+"""summary.json: the run's result model as JSON (docs/design.md lists its fields)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What the sandbox puts into its PostgreSQL, and the data faults it switches on and off.
 
-The schema follows the real system (runbook/CHECKS.md, 'Notes from the real system'):
+The schema follows the real system (docs/design.md, "What real deployments look like"):
 audit_logs(id, timestamp, created_at, event_data jsonb, prev_hash, current_hash, tenant_id, user_id,
 service_name, event_type, constitutional_hash) and policies(id, name, content, version, created_at,
 updated_at, constitutional_hash). A few thousand audit rows over the last 60 days, chained by hash, the

@@ -1,0 +1,246 @@
+"""No pass without positive evidence: each check, pointed at a target where there is nothing to see (no answer, an
+empty body, an empty or missing log, an empty passwd, a tree or certificate that is not there, a Redis without a
+lookup), fails or skips and says what it could not see; it never passes.
+
+Real things only: a local HTTP server answering 200 with an empty body, ports where nothing listens, a fresh
+redis-server, empty files, an ssh host that refuses connections. One `acgs-verify run` per profile; each test then
+reads its checks' verdicts from the run's summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from acgs_verify.check import ProbeError
+from acgs_verify.probes import system
+from tests.conftest import run_cli
+
+HASH = "cdd01ef066bc6cf2"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Empty(BaseHTTPRequestHandler):
+    """200 with an empty body on every path: an answer, but nothing in it."""
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def empty_http():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Empty)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def fresh_redis(tmp_path_factory):
+    """A redis-server that has served no lookup and holds no key."""
+    import redis
+
+    port = _free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+    client.close()
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _run(tmp_path: Path, text: str, *extra: str) -> dict[tuple[str, str], dict]:
+    profile = tmp_path / "p.yaml"
+    profile.write_text(text)
+    reports = tmp_path / "reports"
+    res = run_cli("run", "--profile", str(profile), "--report-dir", str(reports), *extra, timeout=240)
+    summary = reports / "latest" / "summary.json"
+    assert summary.is_file(), res.stdout[-2000:] + res.stderr[-2000:]
+    return {(c["id"], c["target"]): c for c in json.loads(summary.read_text())["checks"]}
+
+
+def _verdicts(results, expected: dict[tuple[str, str], tuple[str, str]]) -> list[str]:
+    """Every (ID, target) has the expected outcome and its message names what could not be seen."""
+    wrong = []
+    for key, (outcome, words) in expected.items():
+        got = results.get(key)
+        if got is None:
+            wrong.append(f"{key}: not run")
+        elif got["outcome"] != outcome or words.lower() not in (got["message"] or "").lower():
+            wrong.append(f"{key}: {got['outcome']} {got['message']!r}; wanted {outcome} naming {words!r}")
+    return wrong
+
+
+@pytest.fixture(scope="module")
+def nothing_there(tmp_path_factory, empty_http, fresh_redis):
+    """One run against a profile whose every target has nothing to show."""
+    d = tmp_path_factory.mktemp("nothing")
+    for name in ("empty.log", "passwd", "kern.log", "empty.pem", "alerts.log"):
+        (d / name).write_text("")
+    (d / "logs").mkdir()  # no *.log in it
+    closed, closed_redis, closed_tls, closed_ssh = _free_port(), _free_port(), _free_port(), _free_port()
+    text = f"""
+name: nothing
+hosts:
+  - {{name: app-1, backend: local, roles: [app, cache], mounts: ["{d}/no-such-mount"]}}
+  - {{name: gone-1, address: 127.0.0.1, port: {closed_ssh}, backend: ssh, roles: [], mounts: ["/"]}}
+services:
+  - {{name: empty, port: {empty_http}, ready_path: /health/ready, live_path: /health/live, metrics_path: /metrics,
+     log: "{d}/empty.log"}}
+  - {{name: gone, port: {closed}, ready_path: /health/ready, log: "{d}/missing.log"}}
+redis:
+  - {{name: fresh, url: "redis://127.0.0.1:{fresh_redis}/0"}}
+  - {{name: gone, url: "redis://127.0.0.1:{closed_redis}/0"}}
+paths: {{logs: "{d}/logs", alerts_log: "{d}/alerts.log", app_root: "{d}/no-such-tree", backups: "{d}/backups",
+         policies: "{d}/policies", passwd: "{d}/passwd", kernel_log: "{d}/kern.log"}}
+certificates: ["{d}/empty.pem", "{d}/missing.pem"]
+tls_endpoints: ["https://127.0.0.1:{closed_tls}"]
+security:
+  secret_files: ["{d}/missing.env"]
+  allowed_users: [root]
+  keys: [{{name: app, path: "{d}/missing.key"}}]
+"""
+    return d, closed_tls, _run(d, text)
+
+
+def test_services_that_answer_nothing_do_not_pass(nothing_there):
+    _, _, results = nothing_there
+    assert _verdicts(results, {
+        ("SVC-01", "gone@app-1"): ("failed", "connection refused"),
+        ("SVC-02", "empty@app-1"): ("failed", "body is not JSON"),
+        ("SVC-02", "gone@app-1"): ("failed", "connection refused"),
+        ("SVC-06", "gone@app-1"): ("failed", "got no answer"),
+        ("SVC-07", "empty@app-1"): ("skipped", "0 request lines among the last 0 lines"),
+        ("SVC-07", "gone@app-1"): ("failed", "missing.log does not exist"),
+        ("SVC-08", "empty@app-1"): ("failed", "X-Constitutional-Hash: None"),
+        ("SVC-08", "gone@app-1"): ("failed", "connection refused"),
+        ("SVC-09", "empty@app-1"): ("failed", "body is not JSON"),
+        ("SVC-09", "gone@app-1"): ("failed", "connection refused"),
+    }) == []
+
+
+def test_empty_or_missing_service_logs_do_not_pass_the_hash_checks(nothing_there):
+    _, _, results = nothing_there
+    assert _verdicts(results, {
+        ("CC-01", "empty@app-1"): ("failed", "empty.log on app-1 holds no line"),
+        ("CC-01", "gone@app-1"): ("failed", "missing.log does not exist"),
+        ("CC-02", "empty@app-1"): ("failed", "empty.log on app-1 holds no line"),
+        ("CC-02", "gone@app-1"): ("failed", "missing.log does not exist"),
+    }) == []
+
+
+def test_a_redis_with_nothing_to_show_does_not_pass(nothing_there):
+    _, _, results = nothing_there
+    assert _verdicts(results, {
+        ("RD-01", "gone"): ("failed", "cannot reach"),
+        ("RD-02", "gone"): ("failed", "cannot reach"),
+        ("RD-03", "gone"): ("failed", "cannot reach"),
+        ("RD-03", "fresh"): ("skipped", "only 0 lookups"),
+        ("CC-06", "fresh"): ("failed", "acgs:constitutional_hash = None"),
+        ("CC-06", "gone"): ("failed", "cannot reach"),
+    }) == []
+
+
+def test_hosts_with_nothing_to_read_do_not_pass(nothing_there):
+    d, _, results = nothing_there
+    unreachable = {(i, "gone-1"): ("failed", "host unreachable")
+                   for i in ("SYS-01", "SYS-02", "SYS-03", "SYS-05", "SEC-03", "SEC-04", "SEC-06")}
+    assert _verdicts(results, {
+        **unreachable,
+        ("SYS-04", "gone-1:/"): ("failed", "host unreachable"),
+        ("SYS-04", f"app-1:{d}/no-such-mount"): ("failed", "no such file or directory"),
+        ("SYS-05", "app-1"): ("failed", "kern.log holds no lines"),
+        ("SEC-01", "app-1"): ("failed", "no such directory"),
+        ("SEC-02", f"{d}/missing.env@app-1"): ("failed", "does not exist"),
+        ("SEC-03", "app-1"): ("failed", "no log file matches"),
+        ("SEC-04", "app-1"): ("failed", "names no account"),
+        ("SEC-05", "app@app-1"): ("failed", "missing.key does not exist"),
+        ("SEC-06", "app-1"): ("failed", "no log file matches"),
+    }) == []
+
+
+def test_no_certificate_and_no_tls_answer_do_not_pass(nothing_there):
+    d, closed_tls, results = nothing_there
+    assert _verdicts(results, {
+        ("TLS-01", f"{d}/empty.pem"): ("failed", "is empty"),
+        ("TLS-01", f"{d}/missing.pem"): ("failed", "cannot read"),
+        ("TLS-02", f"127.0.0.1:{closed_tls}"): ("failed", "cannot connect"),
+    }) == []
+
+
+def test_empty_files_and_an_empty_log_window_do_not_pass(tmp_path, empty_http):
+    """Files that exist but hold nothing: an empty application tree, empty logs, logs with only old lines under
+    --since, a kernel log and passwd that are missing, a file that is not a certificate."""
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.log").write_text("")
+    (tmp_path / "logs" / "b.log").write_text("")
+    (tmp_path / "not.pem").write_text("this is not a certificate\n")
+    old = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    (tmp_path / "old.log").write_text(f"{old:%Y-%m-%d %H:%M:%S},000 - acgs - INFO - Constitutional Hash: {HASH}\n"
+                                      f'{old:%Y-%m-%d %H:%M:%S},001 - acgs - INFO - "GET /api HTTP/1.1" 200\n')
+    d = tmp_path
+    results = _run(tmp_path, f"""
+name: empty
+hosts: [{{name: app-1, backend: local, roles: [app]}}]
+services:
+  - {{name: quiet, port: {empty_http}, log: "{d}/old.log"}}
+paths: {{logs: "{d}/logs", alerts_log: "{d}/logs/a.log", app_root: "{d}/tree", backups: "{d}/b", policies: "{d}/p",
+         passwd: "{d}/no-passwd", kernel_log: "{d}/no-kern.log"}}
+certificates: ["{d}/not.pem"]
+security: {{allowed_users: [root]}}
+""", "--since", "10m")
+    assert _verdicts(results, {
+        ("SEC-01", "app-1"): ("failed", "the tree holds no file"),
+        ("SEC-03", "app-1"): ("failed", "hold no lines"),
+        ("SEC-06", "app-1"): ("failed", "hold no lines"),
+        ("SEC-04", "app-1"): ("failed", "cannot read"),
+        ("SYS-05", "app-1"): ("failed", "cannot read"),
+        ("TLS-01", f"{d}/not.pem"): ("failed", "no readable PEM certificate"),
+        ("CC-01", "quiet@app-1"): ("failed", "holds no line written since"),
+        ("CC-02", "quiet@app-1"): ("failed", "holds no line written since"),
+        ("SVC-07", "quiet@app-1"): ("skipped", "0 request lines among the last 0 lines"),
+    }) == []
+
+
+def test_cpu_counters_that_do_not_advance_are_not_an_idle_cpu():
+    """SYS-01..03 read /proc once; two identical /proc/stat samples measured no CPU time at all."""
+    text = ("0.50 0.40 0.30 1/100 42\n@@acgs\ncpu  100 0 100 700 100 0 0 0 0 0\ncpu  100 0 100 700 100 0 0 0 0 0\n"
+            "@@acgs\nMemTotal: 1000 kB\nMemAvailable: 250 kB\n")
+    with pytest.raises(ProbeError, match="did not advance"):
+        system.parse_snapshot(text, [])
+    with pytest.raises(ProbeError, match="no MemTotal"):
+        system.parse_snapshot(text.replace("MemTotal: 1000", "MemTotal: 0").replace("700 100 0 0 0 0 0\n@@",
+                                                                                  "800 100 0 0 0 0 0\n@@"), [])
