@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from acgs_verify.probes.backups import expected_files, list_backups, plain_dump_ends
+from acgs_verify.probes import backups as probe
 from tests.conftest import run_cli
 
 DUMP = ("--\n-- PostgreSQL database dump\n--\n\nSET x = 1;\nCOPY t (a) FROM stdin;\n{rows}\\.\n\n"
@@ -140,7 +140,7 @@ def test_each_dated_name_is_a_backup_folder(tmp_path, fmt):
     root = tmp_path / "backups"
     for k in range(8):
         daily_backup(root, *stamp(k, fmt))
-    listing = list_backups(root)
+    listing = probe.list_backups(root)
     assert len(listing.backups) == 8 and not listing.left_out, listing.left_out
     out = bk_run(tmp_path, root)
     assert {i: o for i, (o, _) in out.items()} == {"BK-01": "passed", "BK-02": "passed", "BK-03": "passed",
@@ -158,7 +158,7 @@ def test_the_acgs_script_layout_passes_with_the_obvious_profile(tmp_path):
     out = bk_run(tmp_path, root)
     assert {o for i, (o, _) in out.items() if i != "BK-07"} == {"passed"}, out
     assert f"latest -> {newest} (the newest)" in out["BK-01"][1], out["BK-01"]
-    assert "ACGS backup script" in out["BK-02"][1] and "manifest.json" in out["BK-02"][1], out["BK-02"]
+    assert "ACGS's backup script" in out["BK-02"][1] and "manifest.json there, listing" in out["BK-02"][1], out["BK-02"]
 
 
 def test_one_backup_kept_is_counted_as_one(tmp_path):
@@ -177,7 +177,7 @@ def test_folders_left_out_are_named_with_why(tmp_path):
     (root / dt.date.today().strftime("%Y-%m-%d")).mkdir()  # made, then the backup failed: empty
     (root / "tmp-restore").mkdir()
     (root / "20251341").mkdir()
-    listing = list_backups(root)
+    listing = probe.list_backups(root)
     why = dict(s.split(" ", 1) for s in listing.left_out)
     assert "in the future" in why["20991231"] and "empty" in why[dt.date.today().strftime("%Y-%m-%d")]
     assert "not a date" in why["tmp-restore"] and "not a valid date" in why["20251341"], why
@@ -192,7 +192,7 @@ def test_latest_symlink_outside_the_root_is_a_finding(tmp_path):
         daily_backup(root, *stamp(k, "%Y%m%d"))
     elsewhere = daily_backup(tmp_path / "elsewhere", "20200101", time.time())
     (root / "latest").symlink_to(elsewhere)
-    listing = list_backups(root)
+    listing = probe.list_backups(root)
     assert listing.link is not None and listing.link.backup is None and "outside" in listing.link.problem
     out = bk_run(tmp_path, root)
     assert out["BK-01"][0] == "failed" and "points outside the backup root" in out["BK-01"][1], out["BK-01"]
@@ -212,15 +212,15 @@ def test_plain_dump_ends_are_read_without_reading_the_file(tmp_path):
     path = tmp_path / "database.sql"
     rows = "".join(f"{i}\n" for i in range(300_000))
     path.write_text(DUMP.format(rows=rows))
-    scan = plain_dump_ends(path)
+    scan = probe.plain_dump_ends(path)
     assert scan.ok and scan.uncompressed == 0 < len(scan.tail) <= 1 << 16
     assert b"dump complete" in scan.tail and scan.head.startswith(b"--")
 
 
 def test_expected_set_from_the_profile_wins_over_detection(tmp_path):
     d = field_backup(tmp_path, "20250701_020000", time.time())
-    assert expected_files(d, ["database.sql", "extra.tar.gz"]).files == ["database.sql", "extra.tar.gz"]
-    found = expected_files(d, None)
+    assert probe.expected_files(d, ["database.sql", "extra.tar.gz"]).files == ["database.sql", "extra.tar.gz"]
+    found = probe.expected_files(d, None)
     assert found.files == ["database.sql", "nginx.production.conf", "manifest.json"] and found.dump == "database.sql"
     (d / "manifest.json").write_text("{not json")
-    assert "not valid JSON" in (expected_files(d, None).problem or "")
+    assert "not valid JSON" in (probe.expected_files(d, None).problem or "")
