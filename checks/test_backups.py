@@ -26,6 +26,7 @@ def test_recent_backup_exists(backup_location, thresholds, check):
         check.warn(link.describe(latest))
     shown = f"; {link.describe(latest)}" if link else ""
     check.that(age <= limit and (link is None or link.problem is None), value=round(age, 2),
+               why=link.problem if link and link.problem else None,
                measured=f"newest backup {latest.name} written {age:.1f} h ago{shown}; {listing.considered()}",
                expected=f"<= {limit:g} h" + (f", and {LINK} naming a backup folder inside the root" if link else ""))
 
