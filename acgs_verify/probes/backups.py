@@ -115,10 +115,6 @@ class Listing:
     link: LatestLink | None = None
 
     @property
-    def strays(self) -> list[str]:  # the older name, kept for callers
-        return self.left_out
-
-    @property
     def latest(self) -> Backup | None:
         return self.backups[-1] if self.backups else None
 
