@@ -263,13 +263,18 @@ class Security(_Strict):
 
 
 class Backups(_Strict):
-    """The daily backups under paths.backups: one directory per day named YYYYMMDD (the runbook's
-    daily_backup.sh), each holding `files`. BK-01..BK-07 read them on the machine acgs-verify runs on."""
+    """The backups under paths.backups: one folder per backup named YYYYMMDD, YYYYMMDD_HHMMSS, YYYY-MM-DD or
+    YYYY-MM-DDTHHMMSS, and a `latest` symlink (followed when it stays inside the root). BK-01..BK-07 read them
+    on the machine acgs-verify runs on."""
 
-    files: list[str] = ["database.sql.gz", "config.tar.gz", "application.tar.gz", "logs.tar.gz"]
-    # the database dump among `files`: `plain` is pg_dump's SQL (gzipped when the name ends in .gz), `custom`
-    # is pg_dump -Fc (BK-04 reads its table of contents and every data block with pg_restore)
-    dump_file: str = "database.sql.gz"
+    # what each backup folder must hold; None: detected from the newest folder (the runbook's daily set
+    # database.sql.gz, config.tar.gz, application.tar.gz, logs.tar.gz; or ACGS's backup script's database.sql
+    # plus what its manifest.json lists)
+    files: list[str] | None = None
+    # the database dump: `plain` is pg_dump's SQL (gzipped when the name ends in .gz), `custom` is pg_dump -Fc
+    # (BK-04 reads its table of contents and every data block with pg_restore); None: database.sql.gz or
+    # database.sql, whichever the backup holds
+    dump_file: str | None = None
     dump_format: Literal["plain", "custom"] = "plain"
     # BK-07, the restore drill: None runs it only in the gates that ask for it (pre-maintenance);
     # true/false turn it on or off for every run. It needs the database's admin_dsn credential.

@@ -136,17 +136,28 @@ def test_dump_closing_line(tmp_path):
     assert "does not start like a pg_dump" in dump_tail_status(scan_archive(other, keep_ends=True))[1]
 
 
-def test_listing_reports_strays_and_keeps_latest_symlink(tmp_path):
-    for name in ("20250101", "20250102", "tmp-restore", "20251341"):
+def test_listing_reports_what_it_left_out_and_follows_latest(tmp_path):
+    for name in ("20250101", "20250102", "tmp-restore", "20251341", "20250103"):
         (tmp_path / name).mkdir()
+    (tmp_path / "20250101" / "database.sql.gz").write_bytes(b"x")
     (tmp_path / "20250102" / "database.sql.gz").write_bytes(b"x")
     (tmp_path / "notes.txt").write_text("hi")
     (tmp_path / "latest").symlink_to(tmp_path / "20250102")
     listing = list_backups(tmp_path)
     assert [b.name for b in listing.backups] == ["20250101", "20250102"]
     assert listing.latest.name == "20250102" and listing.previous.name == "20250101"
-    assert sorted(listing.strays) == ["20251341 (not a YYYYMMDD date)", "notes.txt (a file, not a backup directory)",
-                                      "tmp-restore (not a YYYYMMDD date)"]
+    assert sorted(listing.left_out) == ["20250103 (empty)", "20251341 (not a valid date)",
+                                        "notes.txt (a file, not a backup folder)",
+                                        "tmp-restore (not a date name (YYYYMMDD, YYYYMMDD_HHMMSS, YYYY-MM-DD or "
+                                        "YYYY-MM-DDTHHMMSS))"]
+    assert listing.link.describe(listing.latest) == "latest -> 20250102 (the newest)"
+    (tmp_path / "latest").unlink()
+    (tmp_path / "latest").symlink_to("20250103")
+    link = list_backups(tmp_path).link
+    assert link.backup is None and "names no backup folder: 20250103 (empty)" in link.problem
+    (tmp_path / "latest").unlink()
+    (tmp_path / "latest").symlink_to("20250199")
+    assert "dangling" in list_backups(tmp_path).link.problem
     with pytest.raises(ProbeError, match="does not exist"):
         list_backups(tmp_path / "nope")
 

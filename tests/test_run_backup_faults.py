@@ -119,6 +119,80 @@ def test_heal_restores_every_fault(healthy_sandbox, tmp_path):
     assert res.returncode == 0 and failed_ids(summary) == set(), res.stdout[-3000:]
 
 
+# -------------------------------------------------------------------------- the layout a real deployment had
+
+BK = ("--", "-k", "BK")
+# on top of field-backups: the (ID, target) pairs that must fail, and words the failure must show
+FIELD_FAULTS = {
+    "dump-incomplete": ({("BK-04", LATEST)}, ("database.sql: no '-- PostgreSQL database dump complete'",)),
+    "backup-stale": ({("BK-01", LOC)}, (r"written 49\.\d h ago", r"latest -> \d{8}_\d{6} \(the newest\)")),
+    "backup-shrunk": ({("BK-06", LATEST)}, (r"database.sql: \d+ bytes, \d+% of",)),
+    "restore-broken": ({("BK-07", LATEST)}, ("the dump did not restore",)),
+}
+
+
+def _bk(summary) -> dict[str, dict]:
+    return {c["id"]: c for c in summary["checks"] if c["id"].startswith("BK-")}
+
+
+def test_field_backups_layout_passes_every_backup_check(healthy_sandbox, tmp_path):
+    healthy_sandbox.break_fault("field-backups")
+    root = healthy_sandbox.dir / "var/backups/acgs"
+    names = sorted(p.name for p in root.iterdir() if not p.is_symlink())
+    assert len(names) == 10 and all(re.fullmatch(r"\d{8}_\d{6}", n) for n in names), names
+    assert os.readlink(root / "latest") == names[-1]
+    assert sorted(os.listdir(root / names[-1])) == ["database.sql", "manifest.json", "nginx.production.conf"]
+    assert (root / names[-1] / "database.sql").read_text().startswith("--\n-- PostgreSQL database dump")
+    res, summary = run(healthy_sandbox, tmp_path, *DRILL, *BK)
+    checks = _bk(summary)
+    assert {i: c["outcome"] for i, c in checks.items()} == {f"BK-0{i}": "passed" for i in range(1, 8)}, \
+        res.stdout[-3000:]
+    assert res.returncode == 0
+    assert f"latest -> {names[-1]} (the newest)" in checks["BK-01"]["measured"]
+    assert "10 backup folders" in checks["BK-01"]["measured"]
+    assert "10 backup folders kept" in checks["BK-05"]["measured"]
+    assert "ACGS's backup script" in checks["BK-02"]["measured"], checks["BK-02"]
+    assert f"{names[-1]}/database.sql restored" in checks["BK-07"]["measured"], checks["BK-07"]
+    assert drill_databases(healthy_sandbox) == []
+    healthy_sandbox.heal_fault("field-backups")
+    assert sorted(p.name for p in root.iterdir()) == sorted(p.name for p in root.iterdir() if p.name.isdigit())
+    res, summary = run(healthy_sandbox, tmp_path, *DRILL, *BK)
+    assert {c["outcome"] for c in _bk(summary).values()} == {"passed"}, res.stdout[-3000:]
+    assert "runbook's daily backup" in _bk(summary)["BK-02"]["measured"]
+
+
+@pytest.mark.parametrize("fault", FIELD_FAULTS)
+def test_field_backups_with_a_fault_fail_exactly_its_checks(healthy_sandbox, tmp_path, fault):
+    expected, words = FIELD_FAULTS[fault]
+    healthy_sandbox.break_fault("field-backups")
+    healthy_sandbox.break_fault(fault)
+    res, summary = run(healthy_sandbox, tmp_path, *DRILL, *BK)
+    assert failed_ids(summary) == expected, res.stdout[-4000:]
+    (check_id, _), = expected
+    message = _bk(summary)[check_id]["message"]
+    for word in words:
+        assert re.search(word, message), message
+    assert drill_databases(healthy_sandbox) == []
+
+
+def test_field_backups_latest_pointing_outside_the_root_is_a_finding(healthy_sandbox, tmp_path):
+    healthy_sandbox.break_fault("field-backups")
+    root = healthy_sandbox.dir / "var/backups/acgs"
+    newest = os.readlink(root / "latest")
+    outside = tmp_path / "restored-by-hand"
+    shutil.copytree(root / newest, outside)
+    (root / "latest").unlink()
+    (root / "latest").symlink_to(outside)
+    try:
+        res, summary = run(healthy_sandbox, tmp_path, *DRILL, *BK)
+        assert failed_ids(summary) == {("BK-01", LOC)}, res.stdout[-3000:]
+        message = _bk(summary)["BK-01"]["message"]
+        assert f"latest -> {outside} points outside the backup root" in message and "not followed" in message
+    finally:
+        (root / "latest").unlink()
+        (root / "latest").symlink_to(newest)
+
+
 # ------------------------------------------------------------------------------------------- the drill
 
 

@@ -1,8 +1,12 @@
 """Backups on disk: the dated directories, every archive read to its end, the dump's closing line.
 
 >>> listing = list_backups("/var/backups/acgs")
->>> [b.name for b in listing.backups], listing.strays
-(['20250630', '20250701'], ['tmp-restore (not a YYYYMMDD date)'])
+>>> [b.name for b in listing.backups], listing.left_out
+(['20250630_020000', '20250701_020000'], ['tmp-restore (not a date name (YYYYMMDD, ...))'])
+>>> listing.link.describe(listing.latest)
+'latest -> 20250701_020000 (the newest)'
+>>> expected_files(listing.latest.path, None).describe()
+"ACGS's backup script and rollback (manifest.json there, listing database.sql, nginx.production.conf)"
 >>> listing.latest.age_hours()
 7.5
 >>> scan = scan_archive(listing.latest.path / "logs.tar.gz")
@@ -19,6 +23,7 @@ read on the machine acgs-verify runs on (the backup host, or where the backup vo
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import subprocess
@@ -34,37 +39,80 @@ OUT_MAX = 1 << 23  # uncompressed bytes per zlib call: the bound on memory, what
 TAIL_BYTES = 1 << 16  # the end of a dump kept for BK-04
 HEAD_BYTES = 1 << 12
 LOCATE_STEP = 256  # a corrupt stream's offset is located to within this many bytes
-DATE_DIR = re.compile(r"^\d{8}$")
 DUMP_COMPLETE = "-- PostgreSQL database dump complete"
 BLOCK = 512
 
 
 # ------------------------------------------------------------------------------------------ directories
 
+# the dated folder names backup scripts write: the runbook's daily_backup.sh (YYYYMMDD), ACGS's own backup script
+# (YYYYMMDD_HHMMSS), and the ISO forms other tools use
+DATE_NAMES = (
+    (re.compile(r"^\d{8}$"), "%Y%m%d"),
+    (re.compile(r"^\d{8}_\d{6}$"), "%Y%m%d_%H%M%S"),
+    (re.compile(r"^\d{4}-\d{2}-\d{2}$"), "%Y-%m-%d"),
+    (re.compile(r"^\d{4}-\d{2}-\d{2}T\d{6}$"), "%Y-%m-%dT%H%M%S"),
+)
+NAME_FORMS = "YYYYMMDD, YYYYMMDD_HHMMSS, YYYY-MM-DD or YYYY-MM-DDTHHMMSS"
+# a name this far ahead of the clock is wrong, not a time zone apart (zones span at most 26 h)
+FUTURE_SLACK = dt.timedelta(hours=26)
+LINK = "latest"
+DAILY_SET = ["database.sql.gz", "config.tar.gz", "application.tar.gz", "logs.tar.gz"]  # daily_backup.sh
+DUMP_NAMES = ("database.sql.gz", "database.sql")  # daily_backup.sh; ACGS's backup script and the rollback
+MANIFEST = "manifest.json"
+
 
 @dataclass(frozen=True)
 class Backup:
-    """One dated backup directory."""
+    """One dated backup folder."""
 
     name: str
     path: Path
-    date: dt.date
-    mtime: float  # newest mtime among its files (when the backup was written); the directory's when empty
+    when: dt.datetime  # from its name (midnight for a date alone)
+    mtime: float  # newest mtime among its files (when the backup was written)
+
+    @property
+    def date(self) -> dt.date:
+        return self.when.date()
 
     def age_hours(self, now: float | None = None) -> float:
         return ((now or time.time()) - self.mtime) / 3600
 
     def age_days(self, now: float | None = None) -> float:
-        """Age by the directory's date (the runbook's `find -mtime +30` counts days)."""
+        """Age by the folder's date (the runbook's `find -mtime +30` counts days)."""
         today = dt.datetime.fromtimestamp(now or time.time()).date()
         return float((today - self.date).days)
+
+
+@dataclass
+class LatestLink:
+    """The `latest` symlink (the runbook's rollback restores /var/backups/acgs/latest/database.sql): what it names.
+    `backup` is the dated folder it resolves to inside the root; `problem` says why there is none."""
+
+    target: str  # what readlink says
+    resolved: Path
+    backup: Backup | None = None
+    problem: str | None = None
+
+    def describe(self, newest: Backup | None) -> str:
+        if self.problem:
+            return self.problem
+        assert self.backup is not None
+        if newest is not None and self.backup.name == newest.name:
+            return f"{LINK} -> {self.backup.name} (the newest)"
+        return f"{LINK} -> {self.backup.name}, but the newest is {newest.name if newest else 'none'}"
+
+    @property
+    def agrees(self) -> bool:
+        return self.problem is None
 
 
 @dataclass
 class Listing:
     root: Path
     backups: list[Backup]  # oldest first
-    strays: list[str] = field(default_factory=list)  # entries that are not a dated backup, each with why
+    left_out: list[str] = field(default_factory=list)  # entries that are not a backup folder, each "NAME (why)"
+    link: LatestLink | None = None
 
     @property
     def latest(self) -> Backup | None:
@@ -74,11 +122,30 @@ class Listing:
     def previous(self) -> Backup | None:
         return self.backups[-2] if len(self.backups) > 1 else None
 
+    def considered(self) -> str:
+        """'10 backup folders (20250622..20250701_020000)', and what was left out and why."""
+        n = len(self.backups)
+        text = f"{n} backup folder{'' if n == 1 else 's'}"
+        if n:
+            text += f" ({self.backups[0].name}..{self.latest.name})" if n > 1 else f" ({self.latest.name})"
+        if self.left_out:
+            text += f"; left out: {', '.join(self.left_out)}"
+        return text
 
-def list_backups(root: str | Path) -> Listing:
-    """The dated (YYYYMMDD) backup directories under root, oldest first, and what else is there.
+    def nothing(self) -> str:
+        """Why there is no backup folder, for a failure message."""
+        if not self.left_out and self.link is None:
+            return f"no backup folder under {self.root}: it is empty"
+        return (f"no backup folder (named {NAME_FORMS}, not empty) under {self.root}; "
+                f"left out: {', '.join(self.left_out) or 'nothing'}"
+                + (f"; {self.link.describe(None)}" if self.link and self.link.problem else ""))
 
-    A `latest` symlink (the runbook restores from /var/backups/acgs/latest/) is expected and not a stray.
+
+def list_backups(root: str | Path, now: float | None = None) -> Listing:
+    """The dated backup folders under root, oldest first, what else is there (each with why it was left out),
+    and the `latest` symlink followed (inside the root only).
+
+    A folder is a backup when its name is a date in one of NAME_FORMS, not in the future, and it holds a file.
     ProbeError when root cannot be listed.
     """
     root = Path(root)
@@ -88,51 +155,168 @@ def list_backups(root: str | Path) -> Listing:
         raise ProbeError(f"backup directory {root} does not exist") from None
     except OSError as exc:
         raise ProbeError(f"cannot list backup directory {root}: {exc.strerror}") from None
-    backups, strays = [], []
+    limit = dt.datetime.fromtimestamp(now or time.time()) + FUTURE_SLACK
+    backups, left_out, link_entry = [], [], None
     for e in entries:
         if e.is_symlink():
-            if e.name != "latest":
-                strays.append(f"{e.name} (a symlink)")
+            if e.name == LINK:
+                link_entry = e
+            else:
+                left_out.append(f"{e.name} (a symlink; only {LINK} is followed)")
             continue
         if not e.is_dir():
-            strays.append(f"{e.name} (a file, not a backup directory)")
+            if not e.name.startswith("."):
+                left_out.append(f"{e.name} (a file, not a backup folder)")
             continue
-        day = _date(e.name)
-        if day is None:
-            strays.append(f"{e.name} (not a YYYYMMDD date)")
-            continue
-        backups.append(Backup(e.name, Path(e.path), day, _newest_mtime(Path(e.path))))
-    return Listing(root, sorted(backups, key=lambda b: (b.date, b.mtime)), strays)
+        when, why = _when(e.name)
+        if why:
+            left_out.append(f"{e.name} ({why})")
+        elif when > limit:
+            left_out.append(f"{e.name} (in the future: the name or the clock is wrong)")
+        elif (mtime := _newest_mtime(Path(e.path))) is None:
+            left_out.append(f"{e.name} (empty)")
+        else:
+            backups.append(Backup(e.name, Path(e.path), when, mtime))
+    backups.sort(key=lambda b: (b.when, b.mtime))
+    listing = Listing(root, backups, left_out)
+    if link_entry is not None:
+        listing.link = _follow(root, link_entry, backups, left_out)
+    return listing
 
 
-def _date(name: str) -> dt.date | None:
-    if not DATE_DIR.match(name):
-        return None
-    try:
-        return dt.datetime.strptime(name, "%Y%m%d").date()
-    except ValueError:  # 20251341
-        return None
+def _when(name: str) -> tuple[dt.datetime | None, str | None]:
+    for pattern, fmt in DATE_NAMES:
+        if pattern.match(name):
+            try:
+                return dt.datetime.strptime(name, fmt), None
+            except ValueError:  # 20251341
+                return None, "not a valid date"
+    return None, f"not a date name ({NAME_FORMS})"
 
 
-def _newest_mtime(path: Path) -> float:
+def _follow(root: Path, entry: os.DirEntry, backups: list[Backup], left_out: list[str]) -> LatestLink:
+    """Where `latest` leads: a backup folder inside the root, or the reason it does not."""
+    target = os.readlink(entry.path)
+    resolved = Path(os.path.realpath(entry.path))
+    link = LatestLink(target, resolved)
+    real_root = Path(os.path.realpath(root))
+    if resolved != real_root and real_root not in resolved.parents:
+        link.problem = (f"{LINK} -> {target} points outside the backup root {root} (to {resolved}); not followed: "
+                        "the rollback would restore a backup this run did not verify")
+    elif not resolved.exists():
+        link.problem = f"{LINK} -> {target} names nothing (a dangling symlink): the rollback has no backup to restore"
+    else:
+        link.backup = next((b for b in backups if Path(os.path.realpath(b.path)) == resolved), None)
+        if link.backup is None:
+            why = next((s for s in left_out if s.startswith(resolved.name + " (")), f"{resolved.name} (not a folder)")
+            link.problem = f"{LINK} -> {target} names no backup folder: {why}"
+    return link
+
+
+def _newest_mtime(path: Path) -> float | None:
+    """The newest mtime among the files of a folder; None when it holds no file."""
     newest = None
     try:
         with os.scandir(path) as it:
             for e in it:
-                if e.is_file(follow_symlinks=False):
+                if e.is_file(follow_symlinks=False) and not e.name.startswith("."):
                     m = e.stat(follow_symlinks=False).st_mtime
                     newest = m if newest is None else max(newest, m)
-        return newest if newest is not None else path.stat().st_mtime
     except OSError:
-        return 0.0
+        return None
+    return newest
 
 
 def newest_backup(root: str | Path) -> tuple[Listing, Backup]:
-    """The listing and its newest dated backup; ProbeError when there is none."""
+    """The listing and its newest backup folder; ProbeError (saying what was seen and left out) when none."""
     listing = list_backups(root)
     if listing.latest is None:
-        raise ProbeError(f"no dated (YYYYMMDD) backup directory under {root}")
+        raise ProbeError(listing.nothing())
     return listing, listing.latest
+
+
+@dataclass
+class Expected:
+    """The files a backup folder should hold, which layout they come from and why (BK-02)."""
+
+    files: list[str]
+    dump: str  # the database dump among them (BK-04, BK-06, BK-07)
+    layout: str
+    why: str
+    problem: str | None = None  # the manifest could not be read: what it should hold is unknown
+
+    def describe(self) -> str:
+        return f"{self.layout} ({self.why})"
+
+
+def expected_files(folder: Path, configured: list[str] | None, dump_file: str | None = None,
+                   earlier: list[Path] | None = None) -> Expected:
+    """What `folder` should hold: the profile's list when it gives one, else detected from what is there.
+
+    >>> expected_files(Path(".../20250701_020000"), None).files
+    ['database.sql', 'nginx.production.conf', 'manifest.json']
+
+    Detected layouts: the runbook's daily_backup.sh (DAILY_SET) when one of its archives is there; ACGS's backup
+    script and rollback (a `database.sql` or `database.sql.gz` dump, and what `manifest.json` lists) when a
+    manifest or a plain `database.sql` is there; otherwise the daily set, so what is missing is named.
+    """
+    present = _names(folder)
+    dump = dump_file or next((n for n in DUMP_NAMES if n in present), None) or _earlier_dump(earlier or []) \
+        or (next((f for f in configured if f in DUMP_NAMES), None) if configured else None) or DUMP_NAMES[0]
+    if configured:
+        return Expected(list(configured), dump, "the profile's list", "backups.files")
+    archives = [n for n in DAILY_SET[1:] if n in present]
+    if archives:
+        return Expected(list(DAILY_SET) if dump == DAILY_SET[0] else [dump, *DAILY_SET[1:]], dump,
+                        "the runbook's daily backup (daily_backup.sh)", f"{', '.join(archives)} there")
+    if MANIFEST in present or "database.sql" in present:
+        files, problem, why = [dump], None, "database.sql there, no manifest.json"
+        if MANIFEST in present:
+            listed, problem = _manifest_files(folder / MANIFEST)
+            files += [f for f in listed if f not in files and f != MANIFEST] + [MANIFEST]
+            why = f"{MANIFEST} there, listing {', '.join(listed) or 'no file'}"
+        return Expected(files, dump, "ACGS's backup script and rollback", why, problem)
+    return Expected(list(DAILY_SET) if dump == DAILY_SET[0] else [dump, *DAILY_SET[1:]], dump,
+                    "the runbook's daily backup (daily_backup.sh)",
+                    "no file of either layout there, so the runbook's set is expected")
+
+
+def _names(folder: Path) -> set[str]:
+    try:
+        return {e.name for e in os.scandir(folder)}
+    except OSError:
+        return set()
+
+
+def _earlier_dump(earlier: list[Path]) -> str | None:
+    """The dump name the earlier backups use (newest first), so a missing dump is named as the others have it."""
+    for d in earlier:
+        names = _names(d)
+        found = next((n for n in DUMP_NAMES if n in names), None)
+        if found:
+            return found
+    return None
+
+
+def _manifest_files(path: Path) -> tuple[list[str], str | None]:
+    """The file names a manifest.json lists ({"files": [name or {"name"|"file"|"path": name}, ...]} or
+    {"files": {name: ...}}), and a problem when it cannot be read."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return [], f"{MANIFEST} unreadable ({exc.strerror})"
+    except (ValueError, UnicodeDecodeError) as exc:
+        return [], f"{MANIFEST} is not valid JSON ({str(exc)[:80]})"
+    files = data.get("files") if isinstance(data, dict) else None
+    if isinstance(files, dict):
+        files = list(files)
+    names = []
+    for f in files if isinstance(files, list) else []:
+        name = f if isinstance(f, str) else next((f[k] for k in ("name", "file", "path")
+                                                  if isinstance(f, dict) and isinstance(f.get(k), str)), None)
+        if name and "/" not in name.strip("/") and name not in (".", ".."):
+            names.append(name.strip("/"))
+    return names, None
 
 
 def size_change(listing: Listing, name: str) -> tuple[Backup, int, Backup | None, int]:
@@ -256,6 +440,8 @@ def scan_archive(path: str | Path, keep_ends: bool = False, feed=None) -> Archiv
     scan.seconds = time.monotonic() - started
     if walker is not None:
         scan.members = walker.members
+        if scan.ok and not walker.members:  # an archive of nothing is no backup of anything
+            scan.problem = "tar: no members (an empty archive: the folder it was made from was empty or unreadable)"
     if ends is not None:
         scan.head, scan.tail = bytes(ends.head), ends.tail
     return scan
@@ -483,14 +669,37 @@ def dump_tail_status(scan: ArchiveScan) -> tuple[bool, str]:
     return False, f"no '{DUMP_COMPLETE}' at the end; last line {last[:100]!r}"
 
 
+def plain_dump_ends(path: str | Path) -> ArchiveScan:
+    """The first HEAD_BYTES and last TAIL_BYTES of an uncompressed file, read by seeking (a plain `database.sql`
+    of many GB costs two reads): what dump_tail_status needs. `.uncompressed` stays 0: nothing was inflated.
+
+    >>> dump_tail_status(plain_dump_ends(".../20250701_020000/database.sql"))
+    (True, '-- PostgreSQL database dump complete')
+    """
+    path = Path(path)
+    started = time.monotonic()
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(HEAD_BYTES)
+            f.seek(max(size - TAIL_BYTES, 0))
+            tail = f.read(TAIL_BYTES)
+    except OSError as exc:
+        raise ProbeError(f"cannot read {path}: {exc.strerror}") from None
+    return ArchiveScan(path, "file", size, head=head, tail=tail, seconds=time.monotonic() - started)
+
+
 def dump_status(path: Path, dump_format: str, reader: BackupReader, bindir: str | None,
                 timeout: float) -> tuple[bool, str]:
-    """(complete, what was found) for the dump at path, in either format (BK-04)."""
+    """(complete, what was found) for the dump at path: pg_dump -Fc, gzipped SQL (read to its end), or plain
+    SQL (its tail read) (BK-04)."""
     state = file_state(path)
     if state:
         return False, f"{path.name} {state}"
     if dump_format == "custom":
         return custom_dump_status(path, pg_tool("pg_restore", bindir), timeout)
+    if archive_kind(path) == "file":
+        return dump_tail_status(plain_dump_ends(path))
     return dump_tail_status(reader.scan(path))
 
 

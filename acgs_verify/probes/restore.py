@@ -4,6 +4,7 @@
 ...                       ["audit_logs", "policies"], timeout=600)
 >>> drill.restored, drill.counts, drill.dropped
 (True, {'audit_logs': 3000, 'policies': 40}, True)
+>>> restore_drill(..., Path(".../20250701_020000/database.sql"), "plain", ...)  # a plain dump: fed as it is
 >>> drill.error                       # when it did not restore: psql's or pg_restore's own last line
 'psql:<stdin>:1234: ERROR:  invalid input syntax for type bigint: "x1"'
 
@@ -224,7 +225,7 @@ def _count(admin_dsn: str, password: str | None, dbname: str, tables: list[str],
 
 
 def _restore(tool: str, dump: Path, dump_format: str, dsn: str, password: str | None, timeout: float) -> str | None:
-    """Run psql (plain dumps, fed decompressed from Python in constant memory) or pg_restore (custom) into
+    """Run psql (plain dumps, gzipped or not, fed from Python in constant memory) or pg_restore (custom) into
     `dsn`, stopping at the first error. None when it restored, else the tool's last error line."""
     env = {**os.environ, "PGCONNECT_TIMEOUT": "10",
            "PGOPTIONS": "-c client_min_messages=warning -c statement_timeout=0"}

@@ -19,13 +19,21 @@ Faults, each a state a real backup directory gets into:
     backup-retention-old  a backup from 45 days ago still there (the clean-up step did not run)
     backup-too-few        only the newest 4 backups are left
     restore-broken        the latest dump decompresses and is complete, but a COPY row is not valid
+    field-backups         (a layout, not a fault) the backups as ACGS's own backup script writes them on a real
+                          deployment: DAYS folders YYYYMMDD_HHMMSS, each with a plain `database.sql` (the same
+                          real pg_dump, not gzipped), `nginx.production.conf` and `manifest.json`, and a `latest`
+                          symlink to the newest (the runbook's rollback restores latest/database.sql); every BK
+                          check must pass on it. The faults above switched on after it break that layout (the
+                          dump faults rewrite the plain dump). heal puts the default layout back.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import gzip
+import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -43,12 +51,24 @@ FILES = ("database.sql.gz", "config.tar.gz", "application.tar.gz", "logs.tar.gz"
 OLD_DAYS = 45
 KEEP_TOO_FEW = 4
 SHRINK_KEEP_EVERY = 10
+FIELD = "field-backups"
+FIELD_FILES = ("database.sql", "nginx.production.conf", "manifest.json")
+DATED = re.compile(r"^\d{8}(_\d{6})?$")  # the default layout's folders, and the field layout's
+NGINX_CONF = """server {
+    listen 443 ssl http2;
+    server_name acgs.internal;
+    ssl_certificate /etc/ssl/acgs/cert.pem;
+    ssl_certificate_key /etc/ssl/acgs/key.pem;
+    location /api/auth/ { proxy_pass http://127.0.0.1:8016/; }
+    location /api/constitutional/ { proxy_pass http://127.0.0.1:8001/; }
+}
+"""
 
 
 class Backups(Component):
     name = "backups"
     fault_names = ("backup-stale", "backup-missing", "backup-truncated", "backup-corrupt", "dump-incomplete",
-                   "backup-shrunk", "backup-retention-old", "backup-too-few", "restore-broken")
+                   "backup-shrunk", "backup-retention-old", "backup-too-few", "restore-broken", FIELD)
 
     def fault_targets(self, fault: str) -> list[str]:
         return list(FILES) if fault == "backup-missing" else []
@@ -56,10 +76,11 @@ class Backups(Component):
     # ---------------------------------------------------------------------------------- lifecycle
     def up(self, ctx: Context) -> None:
         root, pristine = self._root(ctx), self._pristine(ctx)
-        for d in (root, pristine, self._hidden(ctx)):
+        for d in (root, pristine, self._hidden(ctx), self._aside(ctx)):
             shutil.rmtree(d, ignore_errors=True)
         pristine.mkdir(parents=True)
         ctx.state.update(faults=[], mtimes={})
+        ctx.state.pop("field_link", None)
         self._dump(ctx, pristine / "database.sql.gz")
         (ctx.dir / APP_ROOT / "config").mkdir(parents=True, exist_ok=True)
         (ctx.dir / LOG_DIR).mkdir(parents=True, exist_ok=True)
@@ -78,7 +99,7 @@ class Backups(Component):
 
     def status(self, ctx: Context) -> list[dict[str, Any]]:
         root = self._root(ctx)
-        n = len([p for p in root.iterdir() if p.is_dir()]) if root.is_dir() else 0
+        n = len(self._dated(ctx)) if root.is_dir() else 0
         return [{"name": "backups", "pid": None, "port": None, "state": f"{n} dated backups in {root}",
                  "faults": list(ctx.state.get("faults", []))}]
 
@@ -93,7 +114,18 @@ class Backups(Component):
         spec = f"{fault}:{target}" if target else fault
         if spec in ctx.state.setdefault("faults", []):
             return
+        if fault == FIELD:
+            if ctx.state["faults"]:
+                raise SandboxError(f"{FIELD} replaces the backups: heal {', '.join(ctx.state['faults'])} first")
+            self._field_on(ctx)
+            ctx.state["faults"].append(spec)
+            ctx.save()
+            return
         latest = self._dated(ctx)[-1]
+        needs = {"backup-missing": target, "backup-truncated": "application.tar.gz",
+                 "backup-corrupt": "logs.tar.gz"}.get(fault)
+        if needs and not (latest / needs).is_file():
+            raise SandboxError(f"{fault}: the latest backup {latest.name} holds no {needs} (layout {FIELD}?)")
         if fault == "backup-stale":
             for d in self._dated(ctx)[-2:]:
                 self._hide(ctx, d)
@@ -114,16 +146,24 @@ class Backups(Component):
                 f.seek(middle)
                 f.write(flipped)
         elif fault in ("dump-incomplete", "backup-shrunk", "restore-broken"):
-            self._rewrite_dump(ctx, latest / "database.sql.gz", fault)
+            self._rewrite_dump(ctx, latest / self._dump_name(ctx), fault)
         elif fault == "backup-retention-old":
             ctx.state["old"] = self._make(ctx, time.time() - OLD_DAYS * 86400).name
         self._touch(ctx, latest)
+        self._relink(ctx)
         ctx.state["faults"].append(spec)
         ctx.save()
 
     def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
         spec = f"{fault}:{target}" if target else fault
         if spec not in ctx.state.get("faults", []):
+            return
+        if fault == FIELD:
+            for other in [f for f in ctx.state["faults"] if f != spec]:  # they changed the field folders
+                self.heal_fault(ctx, *(other.split(":", 1) + [""])[:2])
+            self._field_off(ctx)
+            ctx.state["faults"].remove(spec)
+            ctx.save()
             return
         hidden = self._hidden(ctx)
         if fault in ("backup-stale", "backup-too-few"):
@@ -136,12 +176,67 @@ class Backups(Component):
             shutil.rmtree(self._root(ctx) / ctx.state.pop("old"), ignore_errors=True)
         else:
             name = {"backup-truncated": "application.tar.gz", "backup-corrupt": "logs.tar.gz"}.get(
-                fault, "database.sql.gz")
+                fault, self._dump_name(ctx))
             shutil.copyfile(self._pristine(ctx) / name, self._dated(ctx)[-1] / name)
         for d in self._dated(ctx):
             self._touch(ctx, d)
+        self._relink(ctx)
         ctx.state["faults"].remove(spec)
         ctx.save()
+
+    # --------------------------------------------------------------------------------- the field layout
+    def _field(self, ctx: Context) -> bool:
+        return FIELD in ctx.state.get("faults", [])
+
+    def _dump_name(self, ctx: Context) -> str:
+        return "database.sql" if self._field(ctx) or ctx.state.get("making_field") else "database.sql.gz"
+
+    def _aside(self, ctx: Context) -> Path:
+        return ctx.dir / "run" / "backups-default"
+
+    def _field_on(self, ctx: Context) -> None:
+        """The default folders set aside; DAYS field folders written from the same pristine dump, plain."""
+        aside = self._aside(ctx)
+        shutil.rmtree(aside, ignore_errors=True)
+        aside.mkdir(parents=True)
+        for d in self._dated(ctx):
+            os.replace(d, aside / d.name)
+        plain = self._pristine(ctx) / "database.sql"
+        with gzip.open(self._pristine(ctx) / "database.sql.gz", "rb") as src, open(plain, "wb") as out:
+            shutil.copyfileobj(src, out)  # byte for byte what `pg_dump` printed, before daily_backup.sh's gzip
+        ctx.state["making_field"] = True
+        now = time.time()
+        try:
+            for k in range(DAYS):
+                self._make(ctx, now - 3600 - k * 86400)
+        finally:
+            ctx.state.pop("making_field", None)
+        ctx.state["field_link"] = True
+        self._relink(ctx)
+
+    def _field_off(self, ctx: Context) -> None:
+        root = self._root(ctx)
+        for d in self._dated(ctx):
+            shutil.rmtree(d)
+        if (root / "latest").is_symlink():
+            (root / "latest").unlink()
+        ctx.state.pop("field_link", None)
+        aside = self._aside(ctx)
+        for d in sorted(aside.iterdir()) if aside.is_dir() else []:
+            os.replace(d, root / d.name)
+            self._touch(ctx, root / d.name)
+        shutil.rmtree(aside, ignore_errors=True)
+        (self._pristine(ctx) / "database.sql").unlink(missing_ok=True)
+
+    def _relink(self, ctx: Context) -> None:
+        """In the field layout, `latest` names the newest folder, as the backup script leaves it."""
+        if not ctx.state.get("field_link"):
+            return
+        link, dated = self._root(ctx) / "latest", self._dated(ctx)
+        if link.is_symlink():
+            link.unlink()
+        if dated:
+            link.symlink_to(dated[-1].name)
 
     # ---------------------------------------------------------------------------------------- making
     def _root(self, ctx: Context) -> Path:
@@ -154,14 +249,25 @@ class Backups(Component):
         return ctx.dir / "run" / "backups-hidden"
 
     def _dated(self, ctx: Context) -> list[Path]:
-        return sorted(p for p in self._root(ctx).iterdir() if p.is_dir() and p.name.isdigit())
+        return sorted(p for p in self._root(ctx).iterdir()
+                      if not p.is_symlink() and p.is_dir() and DATED.match(p.name))
 
     def _make(self, ctx: Context, mtime: float) -> Path:
-        """One dated backup written at `mtime`: the pristine files copied in, names and times backdated."""
-        d = self._root(ctx) / dt.datetime.fromtimestamp(mtime).strftime("%Y%m%d")
+        """One dated backup written at `mtime`: the pristine files copied in, names and times backdated (in the
+        field layout: YYYYMMDD_HHMMSS, the plain dump, the nginx config and a manifest naming both)."""
+        when = dt.datetime.fromtimestamp(mtime)
+        field = self._dump_name(ctx) == "database.sql"
+        d = self._root(ctx) / when.strftime("%Y%m%d_%H%M%S" if field else "%Y%m%d")
         d.mkdir(parents=True, exist_ok=True)
-        for name in FILES:
-            shutil.copyfile(self._pristine(ctx) / name, d / name)
+        if field:
+            shutil.copyfile(self._pristine(ctx) / "database.sql", d / "database.sql")
+            (d / "nginx.production.conf").write_text(NGINX_CONF)
+            (d / "manifest.json").write_text(json.dumps({
+                "backup_id": d.name, "timestamp": when.isoformat(timespec="seconds"),
+                "constitutional_hash": "cdd01ef066bc6cf2", "files": list(FIELD_FILES[:2])}, indent=2) + "\n")
+        else:
+            for name in FILES:
+                shutil.copyfile(self._pristine(ctx) / name, d / name)
         ctx.state.setdefault("mtimes", {})[d.name] = mtime
         self._touch(ctx, d)
         return d
@@ -225,5 +331,6 @@ class Backups(Component):
                 lines[start + 1:end] = lines[start + 1:end][::SHRINK_KEEP_EVERY]
             else:  # the first row's id is no longer a number: COPY stops there
                 lines[start + 1] = "x" + lines[start + 1]
-        with gzip.open(path, "wt", encoding="utf-8") as f:
+        with (open(path, "w", encoding="utf-8") if path.suffix == ".sql" else
+              gzip.open(path, "wt", encoding="utf-8")) as f:
             f.writelines(lines)
