@@ -153,3 +153,20 @@ def test_policies_null_skips_cc03_with_the_reason(healthy_sandbox, tmp_path):
     assert res.returncode == 0, res.stdout[-3000:]
     (c,) = [c for c in summary["checks"] if c["id"] == "CC-03"]
     assert c["outcome"] == "skipped" and "paths.policies: null" in c["message"], c
+
+
+def test_heal_puts_back_what_each_field_fault_changed(healthy_sandbox):
+    import httpx
+
+    from acgs_verify.probes.metrics import exposition
+
+    url = f"http://127.0.0.1:{SERVICES['auth'].port + healthy_sandbox.port_offset}/metrics"
+    notes = healthy_sandbox.dir / "home/acgs/ACGS/config/policies/CLAUDE.md"
+    alerts = healthy_sandbox.dir / "var/log/acgs/alerts.log"
+    for fault in ("metrics-json:auth", "metrics-json-string:auth", "policy-notes", "no-alerts-log"):
+        healthy_sandbox.break_fault(fault)
+        assert fault in healthy_sandbox.faults()
+        healthy_sandbox.heal_fault(fault)
+        assert fault not in healthy_sandbox.faults()
+    assert exposition(httpx.get(url, timeout=5).content).samples
+    assert not notes.exists() and alerts.is_file() and alerts.stat().st_size > 0
