@@ -82,6 +82,11 @@ _ENTRIES = [
     _e("SVC-09", "services", "P1", "readiness and liveness endpoints answer",
        "curl -f http://HOST:PORT/health/ready; curl -f http://HOST:PORT/health/live",
        "Service Outage: check the dependencies the readiness body names", "each service that has them"),
+    _e("SVC-10", "services", "P2", "/metrics is scrapeable Prometheus text",
+       "the service's /metrics as Prometheus scrapes it: curl -s http://HOST:PORT/metrics",
+       "Monitoring and Alerting: serve /metrics with prometheus_client's generate_latest() (text/plain; "
+       "version=0.0.4), not a JSON object or a JSON string; check the Prometheus target page", "each service with a "
+       "metrics path"),
     # Database
     _e("DB-01", "database", "P0", "connect and SELECT 1", 'psql -h HOST -U acgs -d acgs_production -c "SELECT 1;"',
        "Database Issues: sudo systemctl status postgresql; check pg_hba.conf and credentials", "each database"),

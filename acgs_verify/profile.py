@@ -235,13 +235,20 @@ class Redis(_SecretRef):
 
 
 class Paths(_Strict):
-    """Paths the runbook hard-codes, with its values as defaults; the same on every host of the profile."""
+    """Paths the runbook hard-codes, with its values as defaults; the same on every host of the profile.
+
+    Optional sources may be set to null where the deployment has none; the checks that read them then skip and
+    say so (never pass): `alerts_log: null` (no component writes an alerts log: MON-01 skips) and
+    `policies: null` (the site keeps no policy files: CC-03 skips). `kernel_log` and `security_log` are null by
+    default, which means "read the fallback" (dmesg; logs/*.log), not "skip". A path that is given must exist:
+    a missing alerts log or policy directory fails its check.
+    """
 
     logs: str = "/var/log/acgs"  # SEC-03 and SEC-06 read every *.log here (grep ... /var/log/acgs/*.log)
-    alerts_log: str = "/var/log/acgs/alerts.log"  # MON-01 (tail -f /var/log/acgs/alerts.log)
+    alerts_log: str | None = "/var/log/acgs/alerts.log"  # MON-01 (tail -f /var/log/acgs/alerts.log); null: none
     app_root: str = "/home/acgs/ACGS"  # SEC-01 (find /home/acgs/ACGS -type f -perm /o+w)
     backups: str = "/var/backups/acgs"
-    policies: str = "/home/acgs/ACGS/config/policies"
+    policies: str | None = "/home/acgs/ACGS/config/policies"  # CC-03; null: no policy files at this site
     passwd: str = "/etc/passwd"  # SEC-04 (cut -d: -f1 /etc/passwd)
     kernel_log: str | None = None  # SYS-05; None: read `dmesg` (which may need root: then name /var/log/kern.log)
     security_log: str | None = None  # SEC-03/SEC-06 read only this file when set; None: `logs`/*.log
@@ -298,12 +305,47 @@ class Tls(_Strict):
 
 
 class Policies(_Strict):
-    """CC-03: every file under paths.policies parses as `format` (auto: by extension, .yaml/.yml, .json,
+    """CC-03: every policy file under paths.policies parses as `format` (auto: by extension, .yaml/.yml, .json,
     .rego) and names the profile's constitutional hash in `hash_field` (top level or under metadata;
-    in Rego a rule `hash_field := "..."`)."""
+    in Rego a rule `hash_field := "..."`).
+
+    Which files are policy files: those matching one of `include` and none of `exclude` (glob patterns; a
+    pattern without `/` matches the file name at any depth, one with `/` the path below paths.policies; `*`
+    crosses directories; case does not matter). `include` defaults to the extensions of `format` (auto:
+    *.rego, *.json, *.yaml, *.yml). Other files (CLAUDE.md, READMEs, notes) are not validated: CC-03 lists them
+    once, as ignored. Hidden files and directories are never read.
+
+        policies: {include: ["*.rego", "*.yaml"], exclude: ["drafts/*", "*.example.yaml"]}
+    """
 
     format: Literal["yaml", "json", "rego", "auto"] = "auto"
     hash_field: str = Field("constitutional_hash", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    include: list[str] | None = None
+    exclude: list[str] = []
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _globs(cls, v: list[str] | None) -> list[str] | None:
+        for pattern in v or ():
+            if not pattern.strip():
+                raise ValueError("an empty glob pattern matches nothing")
+        return v
+
+    @field_validator("include")
+    @classmethod
+    def _include_something(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("an empty include list makes no file a policy file; leave it out for the default "
+                             "(*.rego, *.json, *.yaml, *.yml) or set paths.policies: null")
+        return v
+
+    @property
+    def include_globs(self) -> list[str]:
+        """`include`, or the extensions of `format` when it is not given."""
+        if self.include is not None:
+            return list(self.include)
+        return {"yaml": ["*.yaml", "*.yml"], "json": ["*.json"], "rego": ["*.rego"]}.get(
+            self.format, ["*.rego", "*.json", "*.yaml", "*.yml"])
 
 
 class Profile(_Strict):

@@ -157,11 +157,15 @@ class TlsEndpointTarget:
 
 @dataclass(frozen=True)
 class PolicyFileTarget:
-    """One file under paths.policies (`constitution.yaml`); with no file at all, the directory itself
-    (`policies`), so CC-03 says it found nothing rather than running zero times."""
+    """One policy file under paths.policies (`constitution.yaml`); with no policy file at all, the directory
+    itself (`policies`), so CC-03 says what it found rather than running zero times. The first target carries
+    the files that are not policy files (`ignored`), so they are listed once; `nothing` says why there is no
+    policy file (missing directory, only notes, ...)."""
 
     root: str
     relative: str | None
+    ignored: tuple[str, ...] = ()
+    nothing: str | None = None
 
     @property
     def id(self) -> str:
@@ -173,11 +177,16 @@ class PolicyFileTarget:
 
 
 def _policy_files(p: Profile) -> list[PolicyFileTarget]:
-    from acgs_verify.probes.policies import policy_files
+    from acgs_verify.probes.policies import scan_policies
 
-    root = Path(p.paths.policies)
-    files = policy_files(root)
-    return [PolicyFileTarget(str(root), str(f.relative_to(root))) for f in files] or [PolicyFileTarget(str(root), None)]
+    if p.paths.policies is None:  # CC-03 skips, saying the profile has no policy files
+        return [PolicyFileTarget("", None)]
+    include = p.policies.include_globs
+    scan = scan_policies(p.paths.policies, include, p.policies.exclude)
+    if not scan.files:
+        return [PolicyFileTarget(scan.root, None, tuple(scan.ignored), scan.nothing_found(include))]
+    return [PolicyFileTarget(scan.root, f, tuple(scan.ignored) if i == 0 else ())
+            for i, f in enumerate(scan.files)]
 
 
 def _services(p: Profile) -> list[ServiceTarget]:

@@ -1,6 +1,6 @@
 """Service health: runbook 'Incident Response' (Initial Assessment, Service Outage, High Latency)."""
 
-from acgs_verify.check import runbook
+from acgs_verify.check import ProbeError, runbook
 from acgs_verify.probes import host as hostfacts
 from acgs_verify.probes import metrics
 from acgs_verify.probes.logs import request_statuses
@@ -93,7 +93,11 @@ def test_error_rate_below_limit(service, logs, http, thresholds, check):
         reply = http.get(service.url(service.service.metrics_path), timeout=thresholds.health_timeout_seconds)
         if not reply.ok:
             check.fail(f"metrics unavailable: {reply.describe()}")
-        errors, total = metrics.error_ratio(metrics.parse(reply.body.decode("utf-8", "replace")))
+        try:  # the parser SVC-10 uses: JSON on /metrics is said to be JSON here too, not skipped as "no requests"
+            samples = metrics.exposition(reply.body, reply.truncated).samples
+        except ProbeError as exc:
+            check.fail(f"no request lines in the log and {service.service.metrics_path} gives no error rate: {exc}")
+        errors, total = metrics.error_ratio(samples)
         source = "acgs_http_requests_total"
         seen.append(f"no acgs_http_requests_total requests in {service.service.metrics_path}")
     if not total:  # an empty window is not a 0 % error rate
@@ -130,3 +134,22 @@ def test_readiness_and_liveness(service, http, thresholds, check):
             problems.append(f"{path} {why or f'{flag} is {value!r}'}")
     check.that(not problems, measured="; ".join(seen), expected="2xx with ready/alive true",
                why="; ".join(problems) or None)
+
+
+@runbook("SVC-10", applies=lambda t: bool(t.service.metrics_path))
+def test_metrics_endpoint_is_scrapeable(service, http, thresholds, check):
+    """curl -s http://localhost:8016/metrics  (the service's /metrics as Prometheus scrapes it)
+
+    Evidence for a pass: a 2xx body that prometheus_client's text parser reads, with at least one sample.
+    JSON (an object, or Prometheus text wrapped in a JSON string) fails with its first 80 bytes."""
+    reply = http.get_cached(service.url(service.service.metrics_path), timeout=thresholds.health_timeout_seconds)
+    if not reply.ok:
+        check.fail(f"{service.service.metrics_path}: {reply.describe()}; expected 2xx with Prometheus text")
+    try:
+        found = metrics.exposition(reply.body, reply.truncated)
+    except ProbeError as exc:
+        check.fail(f"{service.service.metrics_path} ({reply.headers.get('content-type', 'no content-type')}): {exc}")
+    names = ", ".join(found.names[:3]) + (", ..." if len(found.names) > 3 else "")
+    check.measured(f"{len(found.samples)} samples in {found.families} metric families ({names}), {reply.describe()}"
+                   + (", first 1 MiB only" if found.partial else ""), expected="Prometheus text, >= 1 sample",
+                   value=len(found.samples))

@@ -1,7 +1,10 @@
 """Policy files (CC-03): each parses as YAML, JSON or Rego and names the expected constitutional hash.
 
->>> policy_files("/home/acgs/ACGS/config/policies")
-[PosixPath('.../constitution.yaml'), PosixPath('.../data_access.rego'), ...]
+>>> scan = scan_policies("/home/acgs/ACGS/config/policies", include=["*.rego", "*.json", "*.yaml", "*.yml"])
+>>> scan.files, scan.ignored, scan.problem
+(['constitution.yaml', 'rules/data_access.rego', ...], ['CLAUDE.md', 'README.md'], None)
+>>> policy_files("/home/acgs/ACGS/config/policies")   # every file, policy or not
+[PosixPath('.../CLAUDE.md'), PosixPath('.../constitution.yaml'), PosixPath('.../data_access.rego'), ...]
 >>> check_policy(Path(".../data_access.rego"), "auto", "constitutional_hash")
 PolicyCheck(format='rego', problem=None, hash='cdd01ef066bc6cf2', detail='package acgs.data_access, 4 rules')
 
@@ -11,8 +14,11 @@ a syntax check rather than OPA's full parser (which would need the `opa` binary 
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +43,80 @@ def policy_files(root: str | Path) -> list[Path]:
         return []
     return sorted(p for p in root.rglob("*") if p.is_file() and not any(
         part.startswith(".") for part in p.relative_to(root).parts))
+
+
+@dataclass(frozen=True)
+class PolicyScan:
+    """What lies under a policy directory: policy files and other files, as paths relative to it (sorted)."""
+
+    root: str
+    files: list[str]  # matching include and not exclude: CC-03 validates each
+    ignored: list[str]  # every other (non-hidden) regular file: listed once, never validated
+    problem: str | None = None  # why the directory could not be read (missing, not a directory, permission)
+
+    def nothing_found(self, include: Iterable[str]) -> str:
+        """Why there is no policy file, as the end of a sentence: 'the directory does not exist', '2 files,
+        none matching *.rego, *.json: CLAUDE.md, README.md'."""
+        if self.problem:
+            return self.problem
+        if not self.ignored:
+            return "the directory holds no file at all"
+        shown = ", ".join(self.ignored[:10]) + (f" and {len(self.ignored) - 10} more" if len(self.ignored) > 10
+                                                 else "")
+        return f"{len(self.ignored)} files, none matching {', '.join(include)}: {shown}"
+
+
+def describe_ignored(root: str, ignored: list[str] | tuple[str, ...]) -> str:
+    """'2 files under /srv/policies are not policy files and were not validated: CLAUDE.md, README.md'"""
+    shown = ", ".join(ignored[:10]) + (f" and {len(ignored) - 10} more" if len(ignored) > 10 else "")
+    return f"{len(ignored)} files under {root} are not policy files and were not validated: {shown}"
+
+
+def matches(relative: str, patterns: Iterable[str]) -> bool:
+    """True if a path below the policy directory matches one of the globs. A pattern without `/` is matched
+    against the file name (at any depth), one with `/` against the whole relative path; `*` crosses `/`;
+    case is ignored (`Policy.YAML` is a YAML policy)."""
+    rel = relative.lower()
+    name = rel.rsplit("/", 1)[-1]
+    for pattern in patterns:
+        pat = pattern.lower().lstrip("/")
+        if fnmatch.fnmatchcase(rel, pat) or ("/" not in pat and fnmatch.fnmatchcase(name, pat)):
+            return True
+    return False
+
+
+def scan_policies(root: str | Path, include: Iterable[str], exclude: Iterable[str] = ()) -> PolicyScan:
+    """Walk root (hidden files and directories left out) and sort its files into policy files and the rest.
+
+    Never raises: a directory that is missing or cannot be listed comes back as `problem`, so CC-03 can say
+    what it could not see instead of passing on nothing.
+    """
+    root_s, root = str(root), Path(root)
+    include, exclude = list(include), list(exclude)
+    if not root.exists():
+        return PolicyScan(root_s, [], [], "the directory does not exist")
+    if not root.is_dir():
+        return PolicyScan(root_s, [], [], "it is not a directory")
+    errors: list[OSError] = []
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=errors.append):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        base = Path(dirpath)
+        for name in filenames:
+            path = base / name
+            if not name.startswith(".") and path.is_file():
+                found.append(path.relative_to(root).as_posix())
+    unreadable = [e for e in errors if e.filename and Path(e.filename) == root]
+    if unreadable:
+        return PolicyScan(root_s, [], [], f"cannot list it: {unreadable[0].strerror.lower()}")
+    found.sort()
+    files = [f for f in found if matches(f, include) and not matches(f, exclude)]
+    chosen = set(files)
+    ignored = [f for f in found if f not in chosen]
+    # a subdirectory that cannot be listed may hide policies: say so as an ignored entry rather than drop it
+    ignored += [f"{Path(e.filename).relative_to(root).as_posix()}/ (cannot list: {e.strerror.lower()})"
+                for e in errors if e.filename and Path(e.filename) != root]
+    return PolicyScan(root_s, files, ignored)
 
 
 def check_policy(path: Path, fmt: str, hash_field: str) -> PolicyCheck:

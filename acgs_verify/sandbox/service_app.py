@@ -289,6 +289,19 @@ class ServiceApp:
         })
         await send({"type": "http.response.body", "body": body})
 
+    def _metrics_reply(self, faults: frozenset[str]) -> tuple[int, bytes, str]:
+        """Prometheus text; or, as seen on real deployments, a JSON object of counters (`metrics-json`) or the
+        Prometheus text returned from a FastAPI route as a str, hence JSON-encoded (`metrics-json-string`)."""
+        text = self.metrics.render()
+        if "metrics-json" in faults:
+            total = sum(self.metrics.requests.values())
+            return _json(200, {"service": self.spec.service_field, "requests_total": total,
+                               "uptime_seconds": round(time.monotonic() - self.started, 3),
+                               "constitutional_hash": CONSTITUTIONAL_HASH})
+        if "metrics-json-string" in faults:
+            return _json(200, text)
+        return 200, text.encode(), "text/plain; version=0.0.4; charset=utf-8"
+
     def _route(self, method: str, path: str, faults: frozenset[str]) -> tuple[int, bytes, str]:
         s = self.spec
         the_hash = WRONG_HASH if "wrong-hash" in faults else CONSTITUTIONAL_HASH
@@ -309,7 +322,7 @@ class ServiceApp:
         if s.probes and path == "/health/live":
             return _json(200, {"alive": True})
         if s.metrics and path == "/metrics":
-            return 200, self.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8"
+            return self._metrics_reply(faults)
         if path.startswith("/api/v1/"):
             if "errors" in faults:
                 return _json(500, {"error": "internal_error", "detail": "simulated failure", "path": path})
@@ -320,7 +333,7 @@ class ServiceApp:
         return _json(404, {"error": "not_found", "path": path})
 
 
-def _json(status: int, body: dict[str, Any]) -> tuple[int, bytes, str]:
+def _json(status: int, body: Any) -> tuple[int, bytes, str]:
     return status, json.dumps(body).encode(), "application/json"
 
 

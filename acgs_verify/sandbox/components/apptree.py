@@ -37,7 +37,7 @@ _HOMES = {"root": "/root", "acgs": "/home/acgs", "postgres": "/var/lib/postgresq
 class AppTree(Component):
     name = "apptree"
     fault_names = ("world-writable", "secret-readable", "unknown-user", "oom-kill", "failed-logins",
-                   "breach-indicator", "critical-alert", "stale-key")
+                   "breach-indicator", "critical-alert", "stale-key", "no-alerts-log")
 
     # ---------------------------------------------------------------------------------- lifecycle
     def up(self, ctx: Context) -> None:
@@ -115,6 +115,8 @@ class AppTree(Component):
                     "[ALERT-0107] policy-governance error rate 12.5 % above the 1 % limit for 5 min"))
         elif fault == "stale-key":
             _age(root / "config/keys/app.key", STALE_DAYS)
+        elif fault == "no-alerts-log":  # a deployment where no component writes an alerts log
+            (ctx.dir / ALERTS_LOG).unlink(missing_ok=True)
         if fault not in ctx.state.setdefault("faults", []):
             ctx.state["faults"].append(fault)
         ctx.save()
@@ -137,7 +139,7 @@ class AppTree(Component):
             _write(ctx.dir / KERNEL_LOG, _kernel_log(), 0o640)
         elif fault in ("failed-logins", "breach-indicator"):
             _write(ctx.dir / SECURITY_LOG, _security_log(), 0o644)
-        elif fault == "critical-alert":
+        elif fault in ("critical-alert", "no-alerts-log"):
             _write(ctx.dir / ALERTS_LOG, _alerts_log(), 0o644)
         elif fault == "stale-key":
             _age(root / "config/keys/app.key", APP_KEY_AGE_DAYS)

@@ -2,7 +2,9 @@
 
 DIR/home/acgs/ACGS/config/policies holds YAML, JSON and Rego policies as ACGS ships them, each naming the
 constitutional hash. `policy-invalid` breaks the YAML syntax of decision_rules.yaml; `policy-wrong-hash` gives
-data_access.rego another hash. Heal writes the file as `up` did. State slice: {"faults": [...]}.
+data_access.rego another hash. Heal writes the file as `up` did. `policy-notes` is a layout, not a fault: the
+notes a real deployment keeps beside its policies (CLAUDE.md, README.md), which CC-03 must list as ignored and
+not fail; heal removes them. State slice: {"faults": [...]}.
 """
 
 from __future__ import annotations
@@ -138,10 +140,18 @@ violation[msg] {{
 """,
 }
 
+# seen beside the policies of a real deployment: notes for people and tools, not policies
+NOTES: dict[str, str] = {
+    "CLAUDE.md": "# Policies\n\nConstitutional policies for ACGS. Every policy names constitutional_hash "
+                 f"{H}.\nEdit the Rego files, then run `opa test .` before committing.\n",
+    "README.md": "# config/policies\n\n- `*.rego`: evaluated by policy-governance through OPA\n"
+                 "- `*.yaml`, `*.json`: loaded by constitutional-ai at start-up\n",
+}
+
 
 class Policies(Component):
     name = "policies"
-    fault_names = ("policy-invalid", "policy-wrong-hash")
+    fault_names = ("policy-invalid", "policy-wrong-hash", "policy-notes")
 
     def up(self, ctx: Context) -> None:
         ctx.state["faults"] = []
@@ -168,7 +178,10 @@ class Policies(Component):
         return list(ctx.state.get("faults", []))
 
     def break_fault(self, ctx: Context, fault: str, target: str) -> None:
-        if fault == "policy-invalid":  # an unclosed flow mapping, as a hand edit leaves it
+        if fault == "policy-notes":
+            for name, text in NOTES.items():
+                self._write(ctx, name, text)
+        elif fault == "policy-invalid":  # an unclosed flow mapping, as a hand edit leaves it
             self._write(ctx, INVALID_FILE, POLICIES[INVALID_FILE].replace("impact: high}", "impact: high"))
         else:
             self._write(ctx, WRONG_HASH_FILE, POLICIES[WRONG_HASH_FILE].replace(H, OTHER_HASH))
@@ -177,8 +190,12 @@ class Policies(Component):
         ctx.save()
 
     def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
-        name = INVALID_FILE if fault == "policy-invalid" else WRONG_HASH_FILE
-        self._write(ctx, name, POLICIES[name])
+        if fault == "policy-notes":
+            for name in NOTES:
+                (self._dir(ctx) / name).unlink(missing_ok=True)
+        else:
+            name = INVALID_FILE if fault == "policy-invalid" else WRONG_HASH_FILE
+            self._write(ctx, name, POLICIES[name])
         if fault in ctx.state.get("faults", []):
             ctx.state["faults"].remove(fault)
         ctx.save()

@@ -50,10 +50,16 @@ def process_pattern(spec: ServiceSpec, port: int) -> str:
 class Services(Component):
     name = "services"
     fault_names = ("service-down", "service-unhealthy", "wrong-hash", "slow", "errors",
-                   "log-hash-mismatch", "log-no-banner", "process-gone")
+                   "log-hash-mismatch", "log-no-banner", "process-gone", "metrics-json", "metrics-json-string")
 
     def targets(self) -> list[str]:
         return list(SERVICES)
+
+    def fault_targets(self, fault: str) -> list[str]:
+        # /metrics answering JSON: only the services that have a /metrics
+        if fault.startswith("metrics-json"):
+            return [name for name, spec in SERVICES.items() if spec.metrics]
+        return self.targets()
 
     # ---------------------------------------------------------------------------------- lifecycle
     def up(self, ctx: Context) -> None:
