@@ -122,8 +122,8 @@ def test_own_sessions_never_count_as_long_running_or_blocked(sandbox, db, pool):
 
 def test_probes_measure_the_healthy_sandbox(db, pool, sandbox):
     assert postgres.select_one(db) < 5000
-    used, most = postgres.connection_usage(db)
-    assert most == 30 and 1 <= used < 10
+    used, most, source = postgres.connection_usage(db)
+    assert most == 30 and 1 <= used < 10 and source == "client backends in pg_stat_activity"
     assert postgres.statements_unavailable(db) is None
     assert postgres.slow_statements(db, 100) == []
     standbys = postgres.replication(db)
@@ -216,6 +216,31 @@ def test_an_empty_database_has_no_statistics_to_call_fresh(healthy_sandbox, pool
             postgres.stale_tables(other, 7)
     finally:
         other.conn.close()
+
+
+def test_a_role_without_pg_read_all_stats_is_told_what_it_cannot_see(healthy_sandbox, pool, sandbox):
+    """Without pg_read_all_stats, pg_stat_activity shows other roles' sessions with no type, state or start: DB-04
+    would find no long query and DB-03 would count one connection. Neither may pass on that."""
+    dsn = pool.profile.databases[0].dsn.replace("postgresql://acgs@", "postgresql://acgs_h3_monitor@")
+    with sandbox_admin(sandbox) as admin:
+        admin.execute("CREATE ROLE acgs_h3_monitor LOGIN PASSWORD 'monitor-pw'")
+        sleeper = threading.Thread(target=admin.execute, args=("SELECT pg_sleep(1.5)",))
+        sleeper.start()
+        try:
+            monitor = postgres.connect(dsn, "monitor-pw", pool.profile.thresholds)
+            time.sleep(0.5)
+            try:
+                assert postgres.hidden_sessions(monitor) > 0
+                with pytest.raises(ProbeError, match=r"role acgs_h3_monitor cannot see the state .*pg_read_all_stats"):
+                    postgres.long_running(monitor, 0.3)
+                used, _, source = postgres.connection_usage(monitor)
+                assert used >= 2 and source.startswith("backends of pg_stat_database.numbackends (role acgs_h3")
+            finally:
+                monitor.conn.close()
+        finally:
+            sleeper.join()
+            admin.execute("DROP ROLE acgs_h3_monitor")
+            admin.execute("SELECT pg_stat_statements_reset()")
 
 
 def test_slow_statements_absent_extension_is_a_reason_not_a_pass(healthy_sandbox, pool):

@@ -5,7 +5,7 @@
 >>> select_one(db)
 1.3                                             # milliseconds for SELECT 1
 >>> connection_usage(db)
-(4, 30)                                         # client backends, max_connections
+(4, 30, 'client backends in pg_stat_activity')   # in use, max_connections, where the count comes from
 >>> long_running(db, 300)
 [{'pid': 4242, 'seconds': 412.0, 'state': 'active', 'query': 'SELECT pg_sleep(3600)'}]
 
@@ -159,18 +159,41 @@ def select_one(pg: Pg) -> float:
     return (time.monotonic() - started) * 1000
 
 
-def connection_usage(pg: Pg) -> tuple[int, int]:
-    """(client backends in pg_stat_activity, max_connections) (DB-03)."""
+def hidden_sessions(pg: Pg) -> int:
+    """Sessions in pg_stat_activity whose details this role may not see (0 for a superuser or a member of
+    pg_read_all_stats / pg_monitor): other roles' rows show only a pid, with no backend_type, state or start."""
+    return int(pg.value("SELECT count(*) FROM pg_stat_activity WHERE backend_type IS NULL"))
+
+
+def connection_usage(pg: Pg) -> tuple[int, int, str]:
+    """(connections in use, max_connections, where the count comes from) (DB-03).
+
+    -> (4, 30, 'client backends in pg_stat_activity'). A role that cannot see other roles' sessions there would
+    count only its own: then the count is pg_stat_database's numbackends, which every role may read, named so.
+    """
+    hidden = hidden_sessions(pg)
     row = pg.rows("SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS used,"
-                  " current_setting('max_connections')::int AS max")[0]
-    return int(row["used"]), int(row["max"])
+                  " (SELECT sum(numbackends) FROM pg_stat_database) AS backends,"
+                  " current_setting('max_connections')::int AS max, current_user AS role")[0]
+    if hidden:
+        return int(row["backends"]), int(row["max"]), (
+            f"backends of pg_stat_database.numbackends (role {row['role']} cannot see {hidden} of the sessions "
+            "in pg_stat_activity: not in pg_read_all_stats)")
+    return int(row["used"]), int(row["max"]), "client backends in pg_stat_activity"
 
 
 _NOT_ME = "application_name IS DISTINCT FROM %(app)s AND pid <> pg_backend_pid()"
 
 
 def long_running(pg: Pg, seconds: float) -> list[dict[str, Any]]:
-    """Active statements running longer than `seconds`, longest first (DB-04), other than our own."""
+    """Active statements running longer than `seconds`, longest first (DB-04), other than our own. ProbeError
+    when the role may not see other sessions' state: an empty list would then mean nothing."""
+    hidden = hidden_sessions(pg)
+    if hidden:
+        role = pg.value("SELECT current_user")
+        raise ProbeError(f"role {role} cannot see the state or start of {hidden} sessions in pg_stat_activity "
+                         f"(not superuser, not in pg_read_all_stats or pg_monitor); cannot tell whether any runs "
+                         f"longer than {seconds:g} s")
     rows = pg.rows(
         "SELECT pid, usename AS user, datname AS database, state,"
         " extract(epoch FROM now() - query_start)::float AS seconds, query"
