@@ -360,15 +360,15 @@ def _rls_hidden(conn, replica) -> dict:
     and row-level security keeps to that owner, so the checker sees none of its rows."""
     from psycopg import sql
 
-    checker = conn.execute("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'audit_logs'::regclass"
-                           ).fetchone()[0]
+    checker, acl = conn.execute("SELECT pg_get_userbyid(relowner), relacl::text FROM pg_class"
+                                " WHERE oid = 'audit_logs'::regclass").fetchone()
     owner = sql.Identifier(CHECKER_HIDDEN_FROM)
     conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(owner))
     conn.execute(sql.SQL("ALTER TABLE audit_logs OWNER TO {}").format(owner))
     conn.execute(sql.SQL("GRANT SELECT ON audit_logs TO {}").format(sql.Identifier(checker)))
     conn.execute("ALTER TABLE audit_logs ENABLE ROW LEVEL SECURITY")
     conn.execute(sql.SQL("CREATE POLICY audit_logs_owner_only ON audit_logs TO {} USING (true)").format(owner))
-    return {"owner": checker}
+    return {"owner": checker, "acl": acl}
 
 
 def _heal_rls_hidden(conn, replica, undo) -> None:
@@ -380,6 +380,9 @@ def _heal_rls_hidden(conn, replica, undo) -> None:
     # the grant goes before the owner changes back: afterwards it would be the owner's own, and stay
     conn.execute(sql.SQL("REVOKE SELECT ON audit_logs FROM {}").format(checker))
     conn.execute(sql.SQL("ALTER TABLE audit_logs OWNER TO {}").format(checker))
+    if undo.get("acl") is None:
+        # the owner's privileges are now spelled out; the table had the implicit default (NULL), as created
+        conn.execute("UPDATE pg_class SET relacl = NULL WHERE oid = 'audit_logs'::regclass")
     conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(CHECKER_HIDDEN_FROM)))
 
 
