@@ -49,19 +49,21 @@ def test_compliance_rate_of_recent_decisions(environment, pg, http, thresholds, 
 
 @runbook("CC-05", applies=lambda t: bool(t.database.audit_table))
 def test_audit_hash_chain_unbroken(database, pg, profile, check):
-    """python scripts/security_audit.py  (each row's prev_hash is the previous row's current_hash)"""
+    """python scripts/security_audit.py  (each row's prev_hash is the current_hash of the row before it in its chain)"""
     db = database.database
     chain = audit_chain(pg.get(db), db.audit_table, profile.constitutional_hash, db.audit_chain_rows)
-    first = chain["first_break"]
+    first, by = chain["first_break"], chain["chains"]["by"]
     if first:
         check.evidence("first broken link", first)
-    broken = (f"; first broken link: row id {first['id']} has prev_hash {str(first['prev_hash'])[:16]}..., the row "
-              f"before has current_hash {str(first['previous_current_hash'])[:16]}...") if first else ""
+    where = f"row id {first['id']} (chain {first['chain']})" if first and by else f"row id {first and first['id']}"
+    broken = "" if not first else (f"; first broken link: {where} has prev_hash {str(first['prev_hash'])[:16]}..., "
+        + ("which names no row" if first["kind"] == "names no row" else f"as do rows {first['ids'][:-1]}: a fork"))
     wrong = chain["first_wrong_hash"]
     other = f"; first row with another hash: id {wrong['id']} ({wrong['constitutional_hash']})" if wrong else ""
+    chains = f"{chain['chains']['count']} chains by {by}" if by else "1 chain"
     check.that(not chain["breaks"] and not chain["wrong_hash"], value=chain["breaks"] + chain["wrong_hash"],
-               measured=f"{chain['breaks']} broken links, {chain['wrong_hash']} rows naming another hash "
-                        f"in the newest {chain['rows']} rows of {db.audit_table}{broken}{other}",
+               measured=f"{chain['breaks']} broken links, {chain['wrong_hash']} rows naming another hash in "
+                        f"{chains} over the newest {chain['rows']} rows of {db.audit_table}{broken}{other}",
                expected=f"0 breaks, every row carrying {profile.constitutional_hash}")
 
 

@@ -38,10 +38,10 @@ def test_server_running_on_its_host(database_host, hosts, check):
 @runbook("DB-03")
 def test_connections_below_limit(database, pg, thresholds, check):
     """psql -c "SELECT count(*) FROM pg_stat_activity;" """
-    used, most = postgres.connection_usage(pg.get(database.database))
+    used, most, source = postgres.connection_usage(pg.get(database.database))
     percent = 100 * used / most
     limit = thresholds.db_connections_max_percent
-    check.that(percent < limit, measured=f"{used} of max_connections {most} in use ({percent:.0f} %)",
+    check.that(percent < limit, measured=f"{used} of max_connections {most} in use ({percent:.0f} %; {source})",
                expected=f"< {limit:g} %", value=round(percent, 1))
 
 

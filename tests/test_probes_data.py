@@ -7,6 +7,7 @@ resolver refuses without sending a query.
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import threading
 import time
@@ -121,8 +122,8 @@ def test_own_sessions_never_count_as_long_running_or_blocked(sandbox, db, pool):
 
 def test_probes_measure_the_healthy_sandbox(db, pool, sandbox):
     assert postgres.select_one(db) < 5000
-    used, most = postgres.connection_usage(db)
-    assert most == 30 and 1 <= used < 10
+    used, most, source = postgres.connection_usage(db)
+    assert most == 30 and 1 <= used < 10 and source == "client backends in pg_stat_activity"
     assert postgres.statements_unavailable(db) is None
     assert postgres.slow_statements(db, 100) == []
     standbys = postgres.replication(db)
@@ -150,9 +151,96 @@ def test_audit_chain_finds_the_first_broken_link(healthy_sandbox, db):
     healthy_sandbox.break_fault("audit-chain-break")
     chain = postgres.audit_chain(db, "audit_logs", "cdd01ef066bc6cf2", 100_000)
     assert chain["breaks"] == 1 and chain["first_break"]["id"] == 1501
-    assert chain["first_break"]["prev_hash"] != chain["first_break"]["previous_current_hash"]
+    assert chain["first_break"]["kind"] == "names no row" and chain["chains"] == {"by": None, "count": 1}
     # only the newest rows are walked when the profile says so: the break is older than the newest 100
     assert postgres.audit_chain(db, "audit_logs", "cdd01ef066bc6cf2", 100)["breaks"] == 0
+
+
+# ------------------------------------------------------------------ the audit chain as real systems keep it
+
+
+def test_per_tenant_chains_are_followed_link_by_link(healthy_sandbox, db):
+    """Five tenants, ids interleaved, each chain from its own genesis value (NULL, '', zeros, 'genesis'): intact."""
+    healthy_sandbox.break_fault("field-audit")
+    chain = postgres.audit_chain(db, "audit_logs", "cdd01ef066bc6cf2", 100_000)
+    assert chain["rows"] == 3000 and chain["chains"] == {"by": "tenant_id", "count": 5}
+    assert chain["breaks"] == 0 and chain["first_break"] is None and chain["wrong_hash"] == 0
+
+
+def test_a_break_inside_one_tenants_chain_names_the_tenant_and_the_row(healthy_sandbox, db, sandbox):
+    healthy_sandbox.break_fault("audit-tenant-break")
+    with sandbox_admin(sandbox) as admin:
+        forged = admin.execute("SELECT id FROM audit_logs WHERE prev_hash = %s",
+                               (hashlib.sha256(b"tampered").hexdigest(),)).fetchone()[0]
+    chain = postgres.audit_chain(db, "audit_logs", "cdd01ef066bc6cf2", 100_000)
+    assert chain["breaks"] == 1 and chain["chains"] == {"by": "tenant_id", "count": 5}
+    first = chain["first_break"]
+    assert (first["chain"], first["id"], first["kind"]) == ("tenant-2", forged, "names no row")
+
+
+def test_two_rows_claiming_one_predecessor_are_a_fork(healthy_sandbox, db, sandbox):
+    healthy_sandbox.break_fault("field-audit")
+    with sandbox_admin(sandbox) as admin:
+        a, b = admin.execute("SELECT id, prev_hash FROM audit_logs WHERE tenant_id = 'tenant-1'"
+                             " ORDER BY timestamp, id OFFSET 100 LIMIT 2").fetchall()
+        admin.execute("UPDATE audit_logs SET prev_hash = %s WHERE id = %s", (a[1], b[0]))
+        try:
+            chain = postgres.audit_chain(db, "audit_logs", "cdd01ef066bc6cf2", 100_000)
+        finally:
+            admin.execute("UPDATE audit_logs SET prev_hash = %s WHERE id = %s", (b[1], b[0]))
+    assert chain["breaks"] == 1 and chain["first_break"]["kind"] == "fork"
+    assert chain["first_break"]["chain"] == "tenant-1" and chain["first_break"]["ids"] == [a[0], b[0]]
+
+
+def test_rows_hidden_by_row_level_security_are_no_evidence(healthy_sandbox, db, pool):
+    """The checker's role sees none of audit_logs' rows: no probe that reads the table answers as if it were fine."""
+    healthy_sandbox.break_fault("audit-rls-hidden")
+    seen = postgres.visibility(db, "audit_logs")
+    assert seen["visible"] is False and seen["row_security"] is True and seen["estimated_rows"] == 3000
+    hidden = r"role acgs sees 0 of audit_logs' 3000 rows \(row-level security"
+    with pytest.raises(ProbeError, match=hidden + r".*cannot verify the chain"):
+        postgres.audit_chain(db, "audit_logs", "cdd01ef066bc6cf2", 100_000)
+    with pytest.raises(ProbeError, match=hidden):
+        postgres.rows_older_than(db, "audit_logs", 90)
+    with pytest.raises(ProbeError, match=hidden):
+        postgres.decision_compliance(db, pool.profile.databases[0])
+
+
+def test_an_empty_database_has_no_statistics_to_call_fresh(healthy_sandbox, pool):
+    """DB-09 in a database without a user table measured nothing: it says so instead of '0 of 0 stale'."""
+    profile = pool.profile
+    dsn = profile.databases[0].dsn.rsplit("/", 1)[0] + "/postgres"
+    other = postgres.connect(dsn, profile.secret("databases.primary"), profile.thresholds)
+    try:
+        with pytest.raises(ProbeError, match="no user table"):
+            postgres.stale_tables(other, 7)
+    finally:
+        other.conn.close()
+
+
+def test_a_role_without_pg_read_all_stats_is_told_what_it_cannot_see(healthy_sandbox, pool, sandbox):
+    """Without pg_read_all_stats, pg_stat_activity shows other roles' sessions with no type, state or start: DB-04
+    would find no long query and DB-03 would count one connection. Neither may pass on that."""
+    dsn = pool.profile.databases[0].dsn.replace("postgresql://acgs@", "postgresql://acgs_h3_monitor@")
+    with sandbox_admin(sandbox) as admin:
+        admin.execute("CREATE ROLE acgs_h3_monitor LOGIN PASSWORD 'monitor-pw'")
+        sleeper = threading.Thread(target=admin.execute, args=("SELECT pg_sleep(1.5)",))
+        sleeper.start()
+        try:
+            monitor = postgres.connect(dsn, "monitor-pw", pool.profile.thresholds)
+            time.sleep(0.5)
+            try:
+                assert postgres.hidden_sessions(monitor) > 0
+                with pytest.raises(ProbeError, match=r"role acgs_h3_monitor cannot see the state .*pg_read_all_stats"):
+                    postgres.long_running(monitor, 0.3)
+                used, _, source = postgres.connection_usage(monitor)
+                assert used >= 2 and source.startswith("backends of pg_stat_database.numbackends (role acgs_h3")
+            finally:
+                monitor.conn.close()
+        finally:
+            sleeper.join()
+            admin.execute("DROP ROLE acgs_h3_monitor")
+            admin.execute("SELECT pg_stat_statements_reset()")
 
 
 def test_slow_statements_absent_extension_is_a_reason_not_a_pass(healthy_sandbox, pool):

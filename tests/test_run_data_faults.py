@@ -31,6 +31,11 @@ FAULTS: dict[str, tuple[set, list[str], float]] = {
     "audit-chain-break": ({("CC-05", DB)}, [], 0),
     "audit-wrong-hash": ({("CC-05", DB)}, [], 0),
     "low-compliance": ({("CC-04", ENV)}, [], 0),
+    # the layouts of a real deployment: per-tenant chains are intact, a break in one of them is found, and rows
+    # that row-level security hides from the checker are no evidence for any check that reads them
+    "field-audit": (set(), [], 0),
+    "audit-tenant-break": ({("CC-05", DB)}, [], 0),
+    "audit-rls-hidden": ({("CC-05", DB), ("CC-04", ENV), ("DB-10", DB)}, [], 0),
     "redis-down": ({("RD-01", CACHE), ("RD-02", CACHE), ("RD-03", CACHE), ("CC-06", CACHE)}, [], 0),
     "redis-wrong-hash": ({("CC-06", CACHE)}, [], 0),
     "redis-slow": ({("RD-02", CACHE)}, [], 0),
@@ -44,6 +49,9 @@ EVIDENCE = {
     "db-slow-statements": ("DB-06", ("ms mean over 3 calls", "pg_sleep")),
     "audit-chain-break": ("CC-05", ("first broken link: row id 1501",)),
     "db-replica-lag": ("DB-07", ("replay paused",)),
+    "audit-tenant-break": ("CC-05", ("5 chains by tenant_id", "chain tenant-2", "which names no row")),
+    "audit-rls-hidden": ("CC-05", ("role acgs sees 0 of audit_logs' 3000 rows (row-level security",
+                                   "cannot verify the chain")),
 }
 
 
@@ -65,6 +73,10 @@ def test_each_data_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fau
     time.sleep(age)
     res, summary = run(healthy_sandbox, tmp_path, *[a for o in overrides for a in ("--set", o)])
     assert failed_ids(summary) == expected, res.stdout[-4000:]
+    if not expected:  # a layout that is right: the run passes, on evidence rather than by skipping
+        assert res.returncode == 0, res.stdout[-4000:]
+        assert {c["outcome"] for c in summary["checks"] if c["id"] in ("CC-04", "CC-05", "DB-10")} == {"passed"}
+        return
     blocking = any(c["severity"] in ("P0", "P1") for c in summary["checks"] if c["outcome"] in ("failed", "error"))
     assert res.returncode == (2 if blocking else 1)
     for check_id, target in expected:

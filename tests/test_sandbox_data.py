@@ -74,6 +74,46 @@ def test_seeded_audit_chain_links_every_row():
     assert current == chain_hash(prev, ts, event_type, data)
 
 
+def _audit_table(sandbox) -> tuple:
+    with sandbox_admin(sandbox) as admin:
+        content = admin.execute("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM audit_logs t").fetchone()[0]
+        meta = admin.execute("SELECT pg_get_userbyid(relowner), relrowsecurity, relforcerowsecurity,"
+                             " coalesce(relacl::text, 'default') FROM pg_class WHERE oid = 'audit_logs'::regclass"
+                             ).fetchone()
+        policies = admin.execute("SELECT count(*) FROM pg_policy").fetchone()[0]
+        roles = sorted(r[0] for r in admin.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'acgs%'"))
+    return content, meta, policies, roles
+
+
+def test_field_layout_faults_heal_to_exactly_what_was_there(healthy_sandbox):
+    before = _audit_table(healthy_sandbox)
+    assert before[1] == ("acgs", False, False, "default") and before[2] == 0
+    for fault in ("field-audit", "audit-tenant-break", "audit-rls-hidden"):
+        healthy_sandbox.break_fault(fault)
+        assert _audit_table(healthy_sandbox) != before
+        healthy_sandbox.heal_fault(fault)
+        after = _audit_table(healthy_sandbox)
+        assert after == before, fault
+
+
+def test_per_tenant_chains_start_at_each_tenants_genesis(healthy_sandbox):
+    healthy_sandbox.break_fault("field-audit")
+    with sandbox_admin(healthy_sandbox) as admin:
+        firsts = dict(admin.execute("SELECT DISTINCT ON (tenant_id) tenant_id, prev_hash FROM audit_logs"
+                                    " ORDER BY tenant_id, timestamp, id").fetchall())
+        unlinked = admin.execute("SELECT count(*) FROM audit_logs r WHERE NOT EXISTS (SELECT 1 FROM audit_logs p"
+                                 " WHERE p.current_hash = r.prev_hash AND p.tenant_id = r.tenant_id)").fetchone()[0]
+    assert firsts == {"tenant-0": None, "tenant-1": "", "tenant-2": GENESIS, "tenant-3": "genesis",
+                      "tenant-4": GENESIS}
+    assert unlinked == 5  # every row links to the one before it in its own tenant's chain, but each first row
+
+
+def test_the_two_audit_layouts_refuse_to_stack(healthy_sandbox):
+    healthy_sandbox.break_fault("field-audit")
+    with pytest.raises(SandboxError, match="heal field-audit first"):
+        healthy_sandbox.break_fault("audit-tenant-break")
+
+
 def test_heal_ends_every_session_a_fault_opened(healthy_sandbox):
     with sandbox_admin(healthy_sandbox) as admin:
         def sessions() -> int:

@@ -5,7 +5,7 @@
 >>> select_one(db)
 1.3                                             # milliseconds for SELECT 1
 >>> connection_usage(db)
-(4, 30)                                         # client backends, max_connections
+(4, 30, 'client backends in pg_stat_activity')   # in use, max_connections, where the count comes from
 >>> long_running(db, 300)
 [{'pid': 4242, 'seconds': 412.0, 'state': 'active', 'query': 'SELECT pg_sleep(3600)'}]
 
@@ -159,18 +159,41 @@ def select_one(pg: Pg) -> float:
     return (time.monotonic() - started) * 1000
 
 
-def connection_usage(pg: Pg) -> tuple[int, int]:
-    """(client backends in pg_stat_activity, max_connections) (DB-03)."""
+def hidden_sessions(pg: Pg) -> int:
+    """Sessions in pg_stat_activity whose details this role may not see (0 for a superuser or a member of
+    pg_read_all_stats / pg_monitor): other roles' rows show only a pid, with no backend_type, state or start."""
+    return int(pg.value("SELECT count(*) FROM pg_stat_activity WHERE backend_type IS NULL"))
+
+
+def connection_usage(pg: Pg) -> tuple[int, int, str]:
+    """(connections in use, max_connections, where the count comes from) (DB-03).
+
+    -> (4, 30, 'client backends in pg_stat_activity'). A role that cannot see other roles' sessions there would
+    count only its own: then the count is pg_stat_database's numbackends, which every role may read, named so.
+    """
+    hidden = hidden_sessions(pg)
     row = pg.rows("SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS used,"
-                  " current_setting('max_connections')::int AS max")[0]
-    return int(row["used"]), int(row["max"])
+                  " (SELECT sum(numbackends) FROM pg_stat_database) AS backends,"
+                  " current_setting('max_connections')::int AS max, current_user AS role")[0]
+    if hidden:
+        return int(row["backends"]), int(row["max"]), (
+            f"backends of pg_stat_database.numbackends (role {row['role']} cannot see {hidden} of the sessions "
+            "in pg_stat_activity: not in pg_read_all_stats)")
+    return int(row["used"]), int(row["max"]), "client backends in pg_stat_activity"
 
 
 _NOT_ME = "application_name IS DISTINCT FROM %(app)s AND pid <> pg_backend_pid()"
 
 
 def long_running(pg: Pg, seconds: float) -> list[dict[str, Any]]:
-    """Active statements running longer than `seconds`, longest first (DB-04), other than our own."""
+    """Active statements running longer than `seconds`, longest first (DB-04), other than our own. ProbeError
+    when the role may not see other sessions' state: an empty list would then mean nothing."""
+    hidden = hidden_sessions(pg)
+    if hidden:
+        role = pg.value("SELECT current_user")
+        raise ProbeError(f"role {role} cannot see the state or start of {hidden} sessions in pg_stat_activity "
+                         f"(not superuser, not in pg_read_all_stats or pg_monitor); cannot tell whether any runs "
+                         f"longer than {seconds:g} s")
     rows = pg.rows(
         "SELECT pid, usename AS user, datname AS database, state,"
         " extract(epoch FROM now() - query_start)::float AS seconds, query"
@@ -301,6 +324,9 @@ def stale_tables(pg: Pg, days: float) -> tuple[int, list[dict[str, Any]]]:
     rows = pg.rows(
         "SELECT schemaname || '.' || relname AS table, greatest(last_analyze, last_autoanalyze) AS analyzed"
         " FROM pg_stat_user_tables ORDER BY 1")
+    if not rows:  # pg_stat_user_tables lists every table whatever the role's privileges: there is none
+        raise ProbeError(f"{pg.label}: pg_stat_user_tables lists no user table in this database "
+                         "(the wrong database, or an empty one); no statistics to judge")
     cutoff = pg.value("SELECT now() - make_interval(secs => %s)", (days * 86400,))
     stale = [{"table": r["table"], "last_analyzed": r["analyzed"].isoformat(timespec="seconds")
               if r["analyzed"] else "never"} for r in rows if r["analyzed"] is None or r["analyzed"] < cutoff]
@@ -308,8 +334,11 @@ def stale_tables(pg: Pg, days: float) -> tuple[int, list[dict[str, Any]]]:
 
 
 def rows_older_than(pg: Pg, table: str, days: float) -> tuple[int, str | None]:
-    """(rows of `table` created more than `days` ago, the oldest created_at) (DB-10)."""
+    """(rows of `table` created more than `days` ago, the oldest created_at) (DB-10); ProbeError when the role
+    sees no row of the table at all (require_rows)."""
     from psycopg import sql
+
+    require_rows(pg, table, "judge retention")
 
     row = pg.rows(sql.SQL(
         "SELECT count(*) AS n, min(created_at) AS oldest FROM {t}"
@@ -320,8 +349,11 @@ def rows_older_than(pg: Pg, table: str, days: float) -> tuple[int, str | None]:
 
 def decision_compliance(pg: Pg, database: Database) -> tuple[int, int]:
     """(compliant, all) governance decisions in the audit table within the database's compliance window
-    (CC-04): rows of `decision_event_type` whose event_data->>compliance_field is true."""
+    (CC-04): rows of `decision_event_type` whose event_data->>compliance_field is true. ProbeError when the role
+    sees no row of the table at all (require_rows): hidden decisions are not an absence of decisions."""
     from psycopg import sql
+
+    require_rows(pg, database.audit_table, "count governance decisions")
 
     row = pg.rows(sql.SQL(
         "SELECT count(*) AS total, count(*) FILTER (WHERE (event_data ->> %(f)s)::boolean) AS compliant"
@@ -332,34 +364,122 @@ def decision_compliance(pg: Pg, database: Database) -> tuple[int, int]:
     return int(row["compliant"]), int(row["total"])
 
 
-def audit_chain(pg: Pg, table: str, expected_hash: str, max_rows: int) -> dict[str, Any]:
-    """The hash chain of the newest `max_rows` audit rows, in id order (CC-05).
+def visibility(pg: Pg, table: str) -> dict[str, Any]:
+    """What this session's role can see of `table`, from facts row-level security does not hide: the planner's
+    estimate (pg_class.reltuples) and the live-row counter (pg_stat_user_tables.n_live_tup).
 
-    -> {'rows': 3000, 'breaks': 1, 'first_break': {'id': 1501, 'prev_hash': '..', 'previous_current_hash': '..'},
+    -> {'role': 'acgs_monitor', 'visible': False, 'estimated_rows': 3000, 'row_security': True,
+        'bypasses_rls': False, 'owner': 'acgs_app'}
+    """
+    facts = pg.rows(
+        "SELECT current_user AS role, c.relrowsecurity AS row_security, c.relforcerowsecurity AS forced,"
+        " pg_get_userbyid(c.relowner) AS owner, greatest(c.reltuples, 0)::bigint AS reltuples,"
+        " coalesce(pg_stat_get_live_tuples(c.oid), 0) AS live,"
+        " (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user) AS bypasses_rls"
+        " FROM pg_class c WHERE c.oid = to_regclass(%s)", (table,))
+    if not facts:
+        raise ProbeError(f"{pg.label}: no table {table} in this database (or not on the role's search_path)")
+    f = facts[0]
+    from psycopg import sql
+
+    visible = bool(pg.value(sql.SQL("SELECT EXISTS (SELECT 1 FROM {t})").format(t=_ident(table))))
+    return {"role": f["role"], "visible": visible, "estimated_rows": int(max(f["reltuples"], f["live"])),
+            "row_security": bool(f["row_security"]), "bypasses_rls": bool(f["bypasses_rls"]),
+            "owner": f["owner"], "forced": bool(f["forced"])}
+
+
+def require_rows(pg: Pg, table: str, purpose: str) -> dict[str, Any]:
+    """visibility(), or ProbeError when the role sees no row of `table`: that it holds nothing wrong is then not
+    known. 'role acgs_monitor sees 0 of audit_logs' 3000 rows (row-level security ...); cannot verify the chain'."""
+    seen = visibility(pg, table)
+    if seen["visible"]:
+        return seen
+    rls = seen["row_security"] and not seen["bypasses_rls"] and (seen["role"] != seen["owner"] or seen["forced"])
+    if seen["estimated_rows"]:
+        why = (f"row-level security on {table} hides them from it; only its policies' roles and the owner "
+               f"{seen['owner']} see them" if rls else "row-level security?")
+        raise ProbeError(f"role {seen['role']} sees 0 of {table}' {seen['estimated_rows']} rows ({why}); "
+                         f"cannot {purpose}")
+    if rls:
+        raise ProbeError(f"role {seen['role']} sees no row of {table}, which has row-level security on, and the "
+                         f"statistics count none (empty, or never analyzed); cannot {purpose}")
+    raise ProbeError(f"{table} is empty (role {seen['role']} sees no row, and the statistics count none); "
+                     f"cannot {purpose}")
+
+
+# what the real systems write as the predecessor of a chain's first row
+_GENESIS = ("({c} IS NULL OR btrim({c}) = '' OR {c} ~ '^(0x)?0+$'"
+            " OR lower(btrim({c})) IN ('genesis', 'none', 'null'))")
+# the columns a chain may be kept per, tried in this order: the first no link crosses names the chains
+CHAIN_PARTITIONS = ("tenant_id", "service_name")
+
+
+def _columns(pg: Pg, table: str) -> list[str]:
+    return [r["attname"] for r in pg.rows(
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped"
+        " ORDER BY attnum", (table,))]
+
+
+def audit_chain(pg: Pg, table: str, expected_hash: str, max_rows: int) -> dict[str, Any]:
+    """The hash chains of the newest `max_rows` audit rows (by timestamp), followed link by link (CC-05).
+
+    -> {'rows': 3000, 'chains': {'by': 'tenant_id', 'count': 5}, 'breaks': 1,
+        'first_break': {'id': 1501, 'chain': 'tenant-2', 'kind': 'names no row', 'prev_hash': '..', 'ids': [1501]},
         'wrong_hash': 0, 'first_wrong_hash': None}
-    A break is a row whose prev_hash is not the current_hash of the row before it.
+    Each row's prev_hash names the row whose current_hash it is, or is a genesis value (NULL, '', zeros,
+    'genesis'). A break is a row whose prev_hash names no row of the table (kind 'names no row'), or two rows
+    naming the same predecessor (kind 'fork', `ids` both). Chains are per tenant (or per service) when no link
+    crosses from one tenant to another and there are several; else one chain. All of it runs in SQL.
+    ProbeError when the role sees no row (require_rows).
     """
     from psycopg import sql
 
+    require_rows(pg, table, "verify the chain")
+    cols = _columns(pg, table)
+    ts = next((sql.Identifier(c) for c in ("timestamp", "created_at") if c in cols), sql.Identifier("id"))
+    parts = [c for c in CHAIN_PARTITIONS if c in cols]
+    extra = sql.SQL("").join(sql.SQL(", {}::text AS {}").format(sql.Identifier(c), sql.Identifier(c)) for c in parts)
+    t = _ident(table)
     recent = sql.SQL(
-        "WITH recent AS (SELECT id, prev_hash, current_hash, constitutional_hash FROM {t}"
-        " ORDER BY id DESC LIMIT %(n)s),"
-        " linked AS (SELECT id, prev_hash, constitutional_hash,"
-        "   lag(current_hash) OVER (ORDER BY id) AS previous_current_hash,"
-        "   row_number() OVER (ORDER BY id) AS pos FROM recent)").format(t=_ident(table))
+        "WITH recent AS MATERIALIZED (SELECT id, {ts} AS ts, prev_hash, current_hash, constitutional_hash{extra}"
+        " FROM {t} ORDER BY {ts} DESC, id DESC LIMIT %(n)s) ").format(ts=ts, extra=extra, t=t)
+    genesis = sql.SQL(_GENESIS)
     params = {"n": max_rows, "h": expected_hash}
+    crossings = sql.SQL("").join(
+        sql.SQL(", count(*) FILTER (WHERE p.{c} IS DISTINCT FROM r.{c}) AS {x},"
+                " count(DISTINCT r.{c}) AS {d}").format(c=sql.Identifier(c), x=sql.Identifier("cross_" + c),
+                                                        d=sql.Identifier("distinct_" + c)) for c in parts)
+    links = pg.rows(recent + sql.SQL(
+        "SELECT count(*) AS links{x} FROM recent r JOIN recent p ON p.current_hash = r.prev_hash").format(
+        x=crossings), params)[0]
+    by = next((c for c in parts if links["links"] and not links["cross_" + c] and links["distinct_" + c] > 1), None)
+    chain = sql.Identifier(by) if by else sql.SQL("NULL::text")
     summary = pg.rows(recent + sql.SQL(
-        " SELECT count(*) AS rows,"
-        " count(*) FILTER (WHERE pos > 1 AND prev_hash IS DISTINCT FROM previous_current_hash) AS breaks,"
-        " count(*) FILTER (WHERE constitutional_hash IS DISTINCT FROM %(h)s) AS wrong_hash FROM linked"), params)[0]
-    out: dict[str, Any] = {k: int(v) for k, v in summary.items()}
-    out["first_break"] = out["first_wrong_hash"] = None
-    if out["breaks"]:
-        out["first_break"] = pg.rows(recent + sql.SQL(
-            " SELECT id, prev_hash, previous_current_hash FROM linked"
-            " WHERE pos > 1 AND prev_hash IS DISTINCT FROM previous_current_hash ORDER BY id LIMIT 1"), params)[0]
+        "SELECT count(*) AS rows, count(DISTINCT {chain}) AS chains,"
+        " count(*) FILTER (WHERE constitutional_hash IS DISTINCT FROM %(h)s) AS wrong_hash FROM recent").format(
+        chain=chain), params)[0]
+    # a row whose predecessor is not in the window may still be in the table: looked up there, not guessed
+    orphans = pg.rows(recent + sql.SQL(
+        "SELECT id, {chain} AS chain, prev_hash, ts, count(*) OVER () AS n FROM recent r"
+        " WHERE NOT {g} AND NOT EXISTS (SELECT 1 FROM {t} p WHERE p.current_hash = r.prev_hash)"
+        " ORDER BY ts, id LIMIT 1").format(chain=chain, g=genesis.format(c=sql.SQL("r.prev_hash")), t=t), params)
+    forks = pg.rows(recent + sql.SQL(
+        "SELECT array_agg(id ORDER BY ts, id) AS ids, min({chain}) AS chain, prev_hash, min(ts) AS ts,"
+        " count(*) OVER () AS n FROM recent WHERE NOT {g} GROUP BY prev_hash HAVING count(*) > 1"
+        " ORDER BY min(ts) LIMIT 1").format(chain=chain, g=genesis.format(c=sql.SQL("prev_hash"))), params)
+    found = [{"id": r["id"], "chain": r["chain"], "kind": "names no row", "prev_hash": r["prev_hash"],
+              "ids": [r["id"]], "ts": r["ts"]} for r in orphans]
+    found += [{"id": r["ids"][-1], "chain": r["chain"], "kind": "fork", "prev_hash": r["prev_hash"],
+               "ids": list(r["ids"]), "ts": r["ts"]} for r in forks]
+    first = min(found, key=lambda f: (f["ts"], f["id"])) if found else None
+    if first:
+        first.pop("ts")
+    out: dict[str, Any] = {
+        "rows": int(summary["rows"]), "chains": {"by": by, "count": int(summary["chains"]) if by else 1},
+        "breaks": sum(int(r["n"]) for r in orphans[:1] + forks[:1]), "first_break": first,
+        "wrong_hash": int(summary["wrong_hash"]), "first_wrong_hash": None}
     if out["wrong_hash"]:
         out["first_wrong_hash"] = pg.rows(recent + sql.SQL(
-            " SELECT id, constitutional_hash FROM linked WHERE constitutional_hash IS DISTINCT FROM %(h)s"
-            " ORDER BY id LIMIT 1"), params)[0]
+            "SELECT id, constitutional_hash FROM recent WHERE constitutional_hash IS DISTINCT FROM %(h)s"
+            " ORDER BY ts, id LIMIT 1"), params)[0]
     return out

@@ -290,12 +290,112 @@ def _heal_replica_lag(conn, replica, undo) -> None:
         " FROM pg_stat_replication").fetchone()[0], timeout=30)
 
 
+# ------------------------------------------------------------------ the layouts real deployments have
+
+# how the real system marks the first row of a chain differs: each tenant gets a different spelling here
+TENANT_GENESIS = {"tenant-0": None, "tenant-1": "", "tenant-2": GENESIS, "tenant-3": "genesis", "tenant-4": GENESIS}
+CHECKER_HIDDEN_FROM = "acgs_audit_owner"  # audit-rls-hidden: the application role that owns audit_logs
+
+
+def _hashes(conn) -> list[list]:
+    return [list(r) for r in conn.execute("SELECT id, prev_hash, current_hash FROM audit_logs ORDER BY id")]
+
+
+def _set_hashes(conn, rows) -> None:
+    """Write (id, prev_hash, current_hash) back in one statement, through a temporary table."""
+    conn.execute("CREATE TEMP TABLE sandbox_hashes (id bigint PRIMARY KEY, prev_hash text, current_hash text)")
+    with conn.cursor() as cur, cur.copy("COPY sandbox_hashes (id, prev_hash, current_hash) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    conn.execute("UPDATE audit_logs a SET prev_hash = h.prev_hash, current_hash = h.current_hash"
+                 " FROM sandbox_hashes h WHERE h.id = a.id")
+    conn.execute("DROP TABLE sandbox_hashes")
+    # the statistics stay what a server in service has (DB-08, DB-09 judge them)
+    conn.execute("ANALYZE audit_logs")
+    warm_up(conn, scans=5)
+
+
+def tenant_chains(conn) -> list[tuple]:
+    """(id, prev_hash, current_hash) of every audit row, chained per tenant in timestamp order, as ACGS's own
+    schema keeps them: ids interleave across tenants, each tenant's chain starts at its own genesis value."""
+    prev: dict[str, str | None] = {}
+    out = []
+    for row_id, tenant, ts, event_type, data in conn.execute(
+            "SELECT id, tenant_id, timestamp, event_type, event_data::text FROM audit_logs ORDER BY timestamp, id"):
+        before = prev[tenant] if tenant in prev else TENANT_GENESIS.get(tenant, GENESIS)
+        current = chain_hash(before or "", ts, event_type, data)
+        out.append((row_id, before, current))
+        prev[tenant] = current
+    return out
+
+
+def _field_audit(conn, replica) -> list[list]:
+    undo = _hashes(conn)
+    _set_hashes(conn, tenant_chains(conn))
+    return undo
+
+
+def _heal_field_audit(conn, replica, undo) -> None:
+    _set_hashes(conn, undo)
+
+
+def _tenant_break(conn, replica) -> dict:
+    """Per-tenant chains, then one row in the middle of tenant-2's chain names a predecessor that does not exist."""
+    undo = _hashes(conn)
+    _set_hashes(conn, tenant_chains(conn))
+    row_id = conn.execute("SELECT id FROM audit_logs WHERE tenant_id = 'tenant-2' ORDER BY timestamp, id"
+                          " OFFSET (SELECT count(*) / 2 FROM audit_logs WHERE tenant_id = 'tenant-2') LIMIT 1"
+                          ).fetchone()[0]
+    conn.execute("UPDATE audit_logs SET prev_hash = %s WHERE id = %s",
+                 (hashlib.sha256(b"tampered").hexdigest(), row_id))
+    return {"id": row_id, "hashes": undo}
+
+
+def _heal_tenant_break(conn, replica, undo) -> None:
+    _set_hashes(conn, undo["hashes"])
+
+
+def _rls_hidden(conn, replica) -> dict:
+    """The checker's role becomes what production gives a monitor: SELECT on audit_logs, which another role owns
+    and row-level security keeps to that owner, so the checker sees none of its rows."""
+    from psycopg import sql
+
+    checker, acl = conn.execute("SELECT pg_get_userbyid(relowner), relacl::text FROM pg_class"
+                                " WHERE oid = 'audit_logs'::regclass").fetchone()
+    owner = sql.Identifier(CHECKER_HIDDEN_FROM)
+    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(owner))
+    conn.execute(sql.SQL("ALTER TABLE audit_logs OWNER TO {}").format(owner))
+    conn.execute(sql.SQL("GRANT SELECT ON audit_logs TO {}").format(sql.Identifier(checker)))
+    conn.execute("ALTER TABLE audit_logs ENABLE ROW LEVEL SECURITY")
+    conn.execute(sql.SQL("CREATE POLICY audit_logs_owner_only ON audit_logs TO {} USING (true)").format(owner))
+    return {"owner": checker, "acl": acl}
+
+
+def _heal_rls_hidden(conn, replica, undo) -> None:
+    from psycopg import sql
+
+    checker = sql.Identifier(undo["owner"])
+    conn.execute("DROP POLICY IF EXISTS audit_logs_owner_only ON audit_logs")
+    conn.execute("ALTER TABLE audit_logs DISABLE ROW LEVEL SECURITY")
+    # the grant goes before the owner changes back: afterwards it would be the owner's own, and stay
+    conn.execute(sql.SQL("REVOKE SELECT ON audit_logs FROM {}").format(checker))
+    conn.execute(sql.SQL("ALTER TABLE audit_logs OWNER TO {}").format(checker))
+    if undo.get("acl") is None:
+        # the owner's privileges are now spelled out; the table had the implicit default (NULL), as created
+        conn.execute("UPDATE pg_class SET relacl = NULL WHERE oid = 'audit_logs'::regclass")
+    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(CHECKER_HIDDEN_FROM)))
+
+
 BREAK: dict[str, Callable] = {
     "audit-old-rows": _old_rows, "audit-chain-break": _chain_break, "audit-wrong-hash": _wrong_hash,
     "low-compliance": _low_compliance, "db-stale-stats": _stale_stats, "db-replica-lag": _replica_lag,
+    "field-audit": _field_audit, "audit-tenant-break": _tenant_break, "audit-rls-hidden": _rls_hidden,
 }
 HEAL: dict[str, Callable] = {
     "audit-old-rows": _heal_old_rows, "audit-chain-break": _heal_chain_break, "audit-wrong-hash": _heal_wrong_hash,
     "low-compliance": _heal_low_compliance, "db-stale-stats": _heal_stale_stats,
     "db-replica-lag": _heal_replica_lag,
+    "field-audit": _heal_field_audit, "audit-tenant-break": _heal_tenant_break, "audit-rls-hidden": _heal_rls_hidden,
 }
+# faults that each rewrite every audit row's hashes: one at a time, so each heal puts back what it found
+RESHAPE_AUDIT = ("field-audit", "audit-tenant-break")

@@ -89,7 +89,9 @@ def find_bindir() -> str:
 class Postgres(Component):
     name = "postgres"
     fault_names = ("db-down", "db-long-query", "db-lock", "db-saturation", "db-slow-statements", "db-stale-stats",
-                   "db-replica-lag", "audit-old-rows", "audit-chain-break", "audit-wrong-hash", "low-compliance")
+                   "db-replica-lag", "audit-old-rows", "audit-chain-break", "audit-wrong-hash", "low-compliance",
+                   # the layouts and permissions of a real deployment (issue 11)
+                   "field-audit", "audit-tenant-break", "audit-rls-hidden")
 
     # ---------------------------------------------------------------------------------- lifecycle
     def up(self, ctx: Context) -> None:
@@ -170,6 +172,9 @@ class Postgres(Component):
         if fault in ctx.state.setdefault("faults", []):
             return
         undo: Any = None
+        clash = [f for f in ctx.state["faults"] if f in pg_seed.RESHAPE_AUDIT and fault in pg_seed.RESHAPE_AUDIT]
+        if clash:
+            raise SandboxError(f"{fault} and {clash[0]} both rewrite every audit row's hashes: heal {clash[0]} first")
         if fault == "db-down":
             self._stop(ctx, "primary")
         elif fault in ("db-long-query", "db-lock", "db-saturation"):
