@@ -37,7 +37,7 @@ def test_postgresql_server_is_running(database_host, hosts, check):
         check.skip(seen.measured)
     if seen.warning:
         check.warn(seen.warning)
-    expected = f"a PostgreSQL server owning port {port}" + (f" matching /{db.process}/" if db.process else "")
+    expected = f"a PostgreSQL server owning port {port}" + (", matching the pattern" if db.process else "")
     check.measured("; ".join(found), expected, value=list(seen.pids))
     if not seen.ok:
         check.fail(f"{'; '.join(found)}; expected {expected}")

@@ -41,7 +41,7 @@ def test_service_process_is_running(service, hosts, check):
         check.skip(seen.measured)
     if seen.warning:
         check.warn(seen.warning)
-    expected = f"the owner of port {port}" + (f" matching /{pattern}/" if pattern else "")
+    expected = f"a process owning port {port}" + (", matching the pattern" if pattern else "")
     check.measured(seen.measured, expected, value=list(seen.pids))
     if not seen.ok:
         check.fail(f"{seen.measured}; expected {expected}")

@@ -322,9 +322,21 @@ class Proc:
     started: str  # local time of the host, "2026-11-30 17:07:40"
     args: str
 
-    def describe(self) -> str:
-        args = self.args if len(self.args) <= _SHOWN_ARGS else self.args[: _SHOWN_ARGS - 3] + "..."
+    def describe(self, short: bool = False) -> str:
+        """`pid 42 (user acgs, ppid 1, started 2026-11-30 17:07:40, `python -m uvicorn ... --port 8016`)`; `short`
+        keeps pid, user and a shorter command line, for lists of other processes."""
+        args = _cut(self.args, _SHOWN_ARGS // 2 if short else _SHOWN_ARGS)
+        if short:
+            return f"pid {self.pid} ({self.user}, `{args}`)"
         return f"pid {self.pid} (user {self.user}, ppid {self.ppid}, started {self.started}, `{args}`)"
+
+
+def _cut(text: str, limit: int) -> str:
+    """Head and tail of a long command line: the tail often holds what tells two servers apart (--port 8016)."""
+    if len(text) <= limit:
+        return text
+    tail = limit // 3
+    return text[: limit - tail - 3] + "..." + text[-tail:]
 
 
 @dataclass(frozen=True)
@@ -520,7 +532,7 @@ def identify(facts: PortOwners, port: int, pattern: str | None, what: str) -> Id
                                f"/{pattern}/")
     warning = (f"the owner of port {port} could not be verified ({listener.hidden}): passed on weaker evidence, "
                f"the port listening and /{pattern}/ matching a process")
-    shown = "; ".join(p.describe() for p in matching[:2])
+    shown = "; ".join(p.describe(short=True) for p in matching[:2])
     return Identity(True, f"port {port} listening, owner not verified: {listener.hidden}; weaker evidence: "
                           f"{len(matching)} process{'es' if len(matching) != 1 else ''} match /{pattern}/: {shown}",
                     warning=warning, pids=tuple(p.pid for p in matching))
@@ -538,12 +550,12 @@ def _others(facts: PortOwners, procs: list[Proc], pattern: str | None, port: int
     if not procs:
         return f"; no process matches /{pattern}/"
     ports = {pid: lis.port for lis in facts.listeners.values() for pid in (o.pid for o in lis.owners)}
-    shown = "; ".join(p.describe() + (f" listening on {ports[p.pid]}" if p.pid in ports else "")
-                      for p in procs[:3])
-    more = f" (and {len(procs) - 3} more)" if len(procs) > 3 else ""
+    shown = "; ".join(p.describe(short=True) + (f" listening on {ports[p.pid]}" if p.pid in ports else "")
+                      for p in procs[:2])
+    more = f" (and {len(procs) - 2} more)" if len(procs) > 2 else ""
     n = len(procs)
-    return (f"; {n} other process{'es' if n != 1 else ''} match{'' if n != 1 else 'es'} /{pattern}/ but own no "
-            f"socket on port {port}: {shown}{more}")
+    return (f"; {n} other process{'es' if n != 1 else ''} match{'' if n != 1 else 'es'} /{pattern}/ but "
+            f"own{'' if n != 1 else 's'} no socket on port {port}: {shown}{more}")
 
 
 def postgres_server(node, owner: Proc, become: bool = False) -> dict[str, str]:

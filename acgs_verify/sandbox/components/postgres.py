@@ -350,10 +350,12 @@ class Postgres(Component):
         shutil.rmtree(data, ignore_errors=True)
         self._as_user(ctx, [self._tool(ctx, "initdb"), "-D", str(data), "-U", ADMIN, "--auth=trust",
                             "--encoding=UTF8", "--locale=C", "--no-sync"])
+        with open(data / "postgresql.conf", "a") as f:  # in its file, so the command line is the pattern's shape
+            f.write(f"listen_addresses = ''\nunix_socket_directories = '{data}'\nshared_buffers = 1MB\n"
+                    "max_connections = 10\n")
         log = Path(ctx.state["root"]) / "decoy.log"
         res = self._pg_ctl(ctx, "start", "decoy", "-w", "-t", str(START_TIMEOUT), "-l", str(log), "-o",
-                           f"-p {primary_port(ctx.port_offset)} -c listen_addresses= -c unix_socket_directories={data}"
-                           " -c shared_buffers=1MB -c max_connections=3", check=False)
+                           f"-p {primary_port(ctx.port_offset)}", check=False)
         if res.returncode != 0:
             raise SandboxError(f"the decoy PostgreSQL did not start: {tail(log)}")
         pid = int((data / "postmaster.pid").read_text().split()[0])
