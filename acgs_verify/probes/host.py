@@ -309,7 +309,7 @@ def uses_systemd(pool: HostPool, host: Host) -> bool:
 
 PS_TABLE = "LC_ALL=C ps -ww -eo pid=,ppid=,user:32=,lstart=,args="
 _TCP_FILES = ("/proc/net/tcp", "/proc/net/tcp6")
-_SHOWN_ARGS = 160  # a command line in a message: enough to tell two servers apart, short enough for a terminal
+_SHOWN_ARGS = 120  # a command line in a message: enough to tell two servers apart, short enough for a terminal
 
 
 @dataclass(frozen=True)
@@ -325,7 +325,9 @@ class Proc:
     def describe(self, short: bool = False) -> str:
         """`pid 42 (user acgs, ppid 1, started 2026-11-30 17:07:40, `python -m uvicorn ... --port 8016`)`; `short`
         keeps pid, user and a shorter command line, for lists of other processes."""
-        args = _cut(self.args, _SHOWN_ARGS // 2 if short else _SHOWN_ARGS)
+        # the program's directory goes: the arguments are what tell two servers apart
+        program, _, rest = self.args.partition(" ")
+        args = _cut(f"{program.rsplit('/', 1)[-1]} {rest}".strip(), _SHOWN_ARGS // 2 if short else _SHOWN_ARGS)
         if short:
             return f"pid {self.pid} ({self.user}, `{args}`)"
         return f"pid {self.pid} (user {self.user}, ppid {self.ppid}, started {self.started}, `{args}`)"
@@ -514,7 +516,7 @@ def identify(facts: PortOwners, port: int, pattern: str | None, what: str) -> Id
     listener = facts.listeners.get(port)
     if listener is None:
         return Identity(False, f"nothing listens on TCP port {port}: {what} is not running"
-                               + _others(facts, matching, pattern, port))
+                               + _others(facts, matching, pattern, port), pids=tuple(p.pid for p in matching))
     if listener.owners:
         good = [p for p in listener.owners if rx is None or rx.search(p.args)]
         owner = (good or list(listener.owners))[0]
@@ -522,8 +524,8 @@ def identify(facts: PortOwners, port: int, pattern: str | None, what: str) -> Id
         if good:
             return Identity(True, shown, owner, pids=tuple(p.pid for p in listener.owners))
         others = [p for p in matching if p not in listener.owners]
-        return Identity(False, f"{shown}, which does not match /{pattern}/" + _others(facts, others, pattern, port),
-                        owner, pids=(owner.pid,))
+        why = f"{shown}, which does not match /{pattern}/" + _others(facts, others, pattern, port, True)
+        return Identity(False, why, owner, pids=(owner.pid, *(p.pid for p in others)))
     if rx is None:
         return Identity(None, f"port {port} listens, but its owner is {listener.hidden}, and the profile gives no "
                               "process pattern to fall back on")
@@ -544,17 +546,19 @@ def _roots(procs: list[Proc]) -> list[Proc]:
     return [p for p in procs if p.ppid not in pids]
 
 
-def _others(facts: PortOwners, procs: list[Proc], pattern: str | None, port: int) -> str:
+def _others(facts: PortOwners, procs: list[Proc], pattern: str | None, port: int, port_named: bool = False) -> str:
     if not pattern:
         return ""
     if not procs:
         return f"; no process matches /{pattern}/"
     ports = {pid: lis.port for lis in facts.listeners.values() for pid in (o.pid for o in lis.owners)}
+    procs = sorted(procs, key=lambda p: p.pid in ports)  # first those that listen nowhere: the likely impostors
     shown = "; ".join(p.describe(short=True) + (f" listening on {ports[p.pid]}" if p.pid in ports else "")
                       for p in procs[:2])
     more = f" (and {len(procs) - 2} more)" if len(procs) > 2 else ""
     n = len(procs)
-    return (f"; {n} other process{'es' if n != 1 else ''} match{'' if n != 1 else 'es'} /{pattern}/ but "
+    it = "it" if port_named else f"/{pattern}/"
+    return (f"; {n} other process{'es' if n != 1 else ''} match{'' if n != 1 else 'es'} {it} but "
             f"own{'' if n != 1 else 's'} no socket on port {port}: {shown}{more}")
 
 
