@@ -117,6 +117,10 @@ class Host(_Strict):
         return self
     # None: find out from the host (/run/systemd/system); False: the host has no systemd
     systemd: bool | None = None
+    # run the few host commands that need privileges through `sudo -n` (never prompts): `ss -p` to see which
+    # process owns another user's port (SVC-03, DB-02), a postmaster's cwd and PG_VERSION. Without it an
+    # unprivileged checker says which owner it could not see and falls back, by name, to the process pattern.
+    become: bool = False
     mounts: list[str] = ["/"]
 
 
@@ -134,7 +138,9 @@ class Service(_Strict):
     # a gauge on metrics_path holding the compliance rate (0..1) of recent governance decisions, e.g.
     # acgs_constitutional_compliance; CC-04 reads it where it is named
     compliance_metric: str | None = None
-    process: str | None = None  # regex over the full command line (ps -eo args)
+    # regex over the full command line (ps -eo args) of the process that owns `port`: it confirms the owner, and
+    # counts alone only where the owner is hidden from the checker (then SVC-03 says so and warns)
+    process: str | None = None
     unit: str | None = None
     log: str | None = None
     log_format: Literal["auto", "plain", "json"] = "auto"
@@ -174,8 +180,8 @@ class Database(_SecretRef):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     role: str = "db"
     dsn: str
-    # DB-02: the systemd unit (checked where the host runs systemd) and a regex over the server's
-    # command line (ps -eo args); None leaves that half out
+    # DB-02: the systemd unit (checked where the host runs systemd) and a regex over the command line (ps -eo args)
+    # of the server that owns the DSN's port on the database's host; None leaves that half out
     unit: str | None = "postgresql"
     process: str | None = r"postgres"
     # streaming replicas of this primary, as DSNs without a password (same role and secret as `dsn`):

@@ -18,21 +18,29 @@ def test_connect_and_select_1(database, pg, thresholds, check):
 
 
 @runbook("DB-02")
-def test_server_running_on_its_host(database_host, hosts, check):
-    """sudo systemctl status postgresql"""
+def test_postgresql_server_is_running(database_host, hosts, check):
+    """sudo systemctl status postgresql  (the server is the one that listens on the database's port on its host)"""
     db, host = database_host.database, database_host.host
     _, port = postgres.host_port(db.dsn)
-    procs = hostfacts.processes_matching(hosts.fact(host, "processes", hostfacts.processes), db.process or "")
-    listening = port in hosts.fact(host, "listening", hostfacts.listening_ports)
-    found = [f"{len(procs)} processes matching /{db.process}/" if db.process else "no process pattern",
-             f"port {port} {'listening' if listening else 'not listening'}"]
-    ok = listening and (bool(procs) or not db.process)
-    if db.unit and (host.systemd or (host.systemd is None and hosts.fact(host, "systemd", hostfacts.has_systemd))):
-        state = hostfacts.unit_state(hosts.get(host), db.unit)
+    facts = hosts.fact(host, "port owners", lambda node: hostfacts.port_owners(node, host.become))
+    seen = hostfacts.identify(facts, port, db.process, "PostgreSQL")
+    found = [seen.measured]
+    if seen.ok and seen.owner:
+        server = hosts.fact(host, f"postgres {seen.owner.pid}",
+                            lambda node: hostfacts.postgres_server(node, seen.owner, host.become))
+        found.append(f"data directory {server['data_directory']}, {server['version']}")
+    if seen.ok is not None and db.unit and hostfacts.uses_systemd(hosts, host):
+        state = hosts.fact(host, f"unit {db.unit}", lambda node: hostfacts.unit_state(node, db.unit))
         found.append(f"{db.unit} is {state}")
-        ok = ok and state == "active"
-    check.that(ok, measured=", ".join(found), expected="the server process running and its port listening",
-               value=[pid for pid, _ in procs])
+        seen = seen if state == "active" else hostfacts.Identity(False, seen.measured, seen.owner, seen.warning)
+    if seen.ok is None:
+        check.skip(seen.measured)
+    if seen.warning:
+        check.warn(seen.warning)
+    expected = f"a PostgreSQL server owning port {port}" + (", matching the pattern" if db.process else "")
+    check.measured("; ".join(found), expected, value=list(seen.pids))
+    if not seen.ok:
+        check.fail(f"{'; '.join(found)}; expected {expected}")
 
 
 @runbook("DB-03")

@@ -33,19 +33,25 @@ def test_health_body_is_healthy_with_expected_hash(service, http, thresholds, pr
 
 @runbook("SVC-03")
 def test_service_process_is_running(service, hosts, check):
-    """ps aux | grep uvicorn"""
-    pattern = service.service.process
-    if not pattern:
-        check.skip("the profile gives no process pattern for this service")
-    procs = hostfacts.processes_matching(hosts.fact(service.host, "processes", hostfacts.processes), pattern)
-    check.that(bool(procs), measured=f"{len(procs)} processes matching /{pattern}/",
-               expected="at least 1", value=[pid for pid, _ in procs])
+    """ps aux | grep uvicorn  (the process is the one that owns the service's port; the pattern must match it)"""
+    port, pattern, host = service.service.port, service.service.process, service.host
+    facts = hosts.fact(host, "port owners", lambda node: hostfacts.port_owners(node, host.become))
+    seen = hostfacts.identify(facts, port, pattern, f"{service.name}")
+    if seen.ok is None:
+        check.skip(seen.measured)
+    if seen.warning:
+        check.warn(seen.warning)
+    expected = f"a process owning port {port}" + (", matching the pattern" if pattern else "")
+    check.measured(seen.measured, expected, value=list(seen.pids))
+    if not seen.ok:
+        check.fail(f"{seen.measured}; expected {expected}")
 
 
 @runbook("SVC-04")
 def test_service_port_is_listening(service, hosts, check):
     """netstat -tlnp | grep :8016"""
-    ports = hosts.fact(service.host, "listening", hostfacts.listening_ports)
+    host = service.host
+    ports = hosts.fact(host, "port owners", lambda node: hostfacts.port_owners(node, host.become)).listeners
     port = service.service.port
     check.that(port in ports, measured=f"port {port} {'listening' if port in ports else 'not listening'}",
                expected=f"TCP {port} in LISTEN state")

@@ -57,6 +57,10 @@ FAULTS = {
     "service-down:auth": {("SVC-01", "auth@app-1"), ("SVC-02", "auth@app-1"), ("SVC-03", "auth@app-1"),
                           ("SVC-04", "auth@app-1"), ("SVC-06", "auth@app-1"), ("SVC-08", "auth@app-1"),
                           ("SVC-09", "auth@app-1"), ("SVC-10", "auth@app-1")},
+    # stopped, while a decoy whose command line matches the profile's pattern (and a loose one) owns no socket
+    "service-down-decoy:auth": {("SVC-01", "auth@app-1"), ("SVC-02", "auth@app-1"), ("SVC-03", "auth@app-1"),
+                                ("SVC-04", "auth@app-1"), ("SVC-06", "auth@app-1"), ("SVC-08", "auth@app-1"),
+                                ("SVC-09", "auth@app-1"), ("SVC-10", "auth@app-1")},
     "service-unhealthy:constitutional-ai": {("SVC-01", "constitutional-ai@app-1"),
                                             ("SVC-02", "constitutional-ai@app-1")},
     "wrong-hash:governance-synthesis": {("SVC-02", "governance-synthesis@app-1"),

@@ -9,8 +9,12 @@ The role `acgs` logs in with the password in $ACGS_SANDBOX_DB_PASSWORD (a random
 writes it to DIR/secrets/db.password (0600), which the generated profile names as password_file. The
 superuser `postgres` has a random password in DIR/secrets/pg-admin.password; the sandbox alone uses it.
 
-State slice: {"root", "user", "bindir", "processes": {"primary", "replica"}, "holders": {fault: record},
+State slice: {"root", "user", "bindir", "processes": {"primary", "replica", "decoy"}, "holders": {fault: record},
 "faults": [...], "undo": {fault: what heal restores}}.
+
+`db-down-decoy` is the field's false negative: the primary is stopped while another PostgreSQL runs on the host, a
+tiny cluster of its own whose command line even names the primary's port (`postgres -D .../decoy -p 15432 -c
+listen_addresses=`), so the profile's pattern and `postgres` both match it, but it listens on no TCP port.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ MAX_CONNECTIONS = 30
 SATURATION_PERCENT = 80  # the default db_connections_max_percent: db-saturation fills the server up to it
 START_TIMEOUT = 30
 PASSWORD_ENV = "ACGS_SANDBOX_DB_PASSWORD"
+_DOWN = ("db-down", "db-down-decoy")  # faults that keep the primary stopped
 
 
 def primary_port(offset: int) -> int:
@@ -88,8 +93,9 @@ def find_bindir() -> str:
 
 class Postgres(Component):
     name = "postgres"
-    fault_names = ("db-down", "db-long-query", "db-lock", "db-saturation", "db-slow-statements", "db-stale-stats",
-                   "db-replica-lag", "audit-old-rows", "audit-chain-break", "audit-wrong-hash", "low-compliance",
+    fault_names = ("db-down", "db-down-decoy", "db-long-query", "db-lock", "db-saturation", "db-slow-statements",
+                   "db-stale-stats", "db-replica-lag", "audit-old-rows", "audit-chain-break", "audit-wrong-hash",
+                   "low-compliance",
                    # the layouts and permissions of a real deployment (issue 11)
                    "field-audit", "audit-tenant-break", "audit-rls-hidden")
 
@@ -126,7 +132,7 @@ class Postgres(Component):
         for name, record in sorted(ctx.state.get("holders", {}).items()):
             if stop(record):
                 stopped.append(f"{name} holder (pid {record['pid']})")
-        for name in ("replica", "primary"):
+        for name in ("decoy", "replica", "primary"):
             record = ctx.state.get("processes", {}).get(name)
             if record and is_alive(record):
                 self._pg_ctl(ctx, "stop", name, "-m", "immediate", check=False)
@@ -175,8 +181,11 @@ class Postgres(Component):
         clash = [f for f in ctx.state["faults"] if f in pg_seed.RESHAPE_AUDIT and fault in pg_seed.RESHAPE_AUDIT]
         if clash:
             raise SandboxError(f"{fault} and {clash[0]} both rewrite every audit row's hashes: heal {clash[0]} first")
-        if fault == "db-down":
-            self._stop(ctx, "primary")
+        if fault in _DOWN:
+            if self._running(ctx, "primary"):
+                self._stop(ctx, "primary")
+            if fault == "db-down-decoy":
+                self._start_decoy(ctx)
         elif fault in ("db-long-query", "db-lock", "db-saturation"):
             self._hold(ctx, fault)
         elif fault == "db-slow-statements":
@@ -194,11 +203,15 @@ class Postgres(Component):
     def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
         if fault not in ctx.state.get("faults", []):
             return
-        if fault == "db-down":
-            self._start(ctx, "primary")
-            with self._admin(ctx) as conn:
-                pg_seed.settle_statistics(conn, statements=False)
-            self._wait_streaming(ctx)
+        if fault == "db-down-decoy":
+            self._stop(ctx, "decoy")
+            shutil.rmtree(self._data(ctx, "decoy"), ignore_errors=True)
+        if fault in _DOWN:
+            if not (set(_DOWN) - {fault}) & set(ctx.state["faults"]):  # the other one keeps it down
+                self._start(ctx, "primary")
+                with self._admin(ctx) as conn:
+                    pg_seed.settle_statistics(conn, statements=False)
+                self._wait_streaming(ctx)
         elif fault in ("db-long-query", "db-lock", "db-saturation"):
             self._release(ctx, fault)
         elif fault == "db-slow-statements":
@@ -330,6 +343,28 @@ class Postgres(Component):
         self._pg_ctl(ctx, "stop", name, "-m", "fast", "-w", "-t", "20", check=False)
         stop(record)
         ctx.state["processes"][name] = None
+        ctx.save()
+
+    def _running(self, ctx: Context, name: str) -> bool:
+        return is_alive(ctx.state.get("processes", {}).get(name))
+
+    def _start_decoy(self, ctx: Context) -> None:
+        """Another PostgreSQL on the host: its own cluster, started with the primary's port on its command line but
+        no TCP listener (a Unix socket in its own directory only)."""
+        data = self._data(ctx, "decoy")
+        shutil.rmtree(data, ignore_errors=True)
+        self._as_user(ctx, [self._tool(ctx, "initdb"), "-D", str(data), "-U", ADMIN, "--auth=trust",
+                            "--encoding=UTF8", "--locale=C", "--no-sync"])
+        with open(data / "postgresql.conf", "a") as f:  # in its file, so the command line is the pattern's shape
+            f.write(f"listen_addresses = ''\nunix_socket_directories = '{data}'\nshared_buffers = 1MB\n"
+                    "max_connections = 10\n")
+        log = Path(ctx.state["root"]) / "decoy.log"
+        res = self._pg_ctl(ctx, "start", "decoy", "-w", "-t", str(START_TIMEOUT), "-l", str(log), "-o",
+                           f"-p {primary_port(ctx.port_offset)}", check=False)
+        if res.returncode != 0:
+            raise SandboxError(f"the decoy PostgreSQL did not start: {tail(log)}")
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+        ctx.state.setdefault("processes", {})["decoy"] = adopt(pid)
         ctx.save()
 
     def _basebackup(self, ctx: Context) -> None:

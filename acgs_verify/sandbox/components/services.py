@@ -1,7 +1,12 @@
 """The six ACGS HTTP services, one uvicorn process each, and their faults.
 
-State slice: {"processes": {name: spawn record}, "faults": {name: [fault, ...]}}. The running services
-learn their faults from DIR/faults.json (same shape as "faults"), which this module rewrites on every change.
+State slice: {"processes": {name: spawn record}, "faults": {name: [fault, ...]}, "decoys": {name: spawn record}}.
+The running services learn their faults from DIR/faults.json (same shape as "faults"), which this module rewrites on
+every change.
+
+`service-down-decoy:NAME` is the field's false negative: the service is stopped while another process, listening
+nowhere, carries a command line that any pattern for the service matches (`... uvicorn --factory
+acgs_verify.sandbox.service_app:auth --port 18016`, so `uvicorn.*auth` too). Only the port's owner tells them apart.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ COMPLIANCE_SERVICE = "constitutional-ai"
 
 # faults whose heal (and for log-no-banner also break) needs a fresh log and a fresh process
 _RESTART_ON_HEAL = ("errors", "log-hash-mismatch", "log-no-banner", "process-gone")
+_DOWN = ("service-down", "service-down-decoy")  # faults that keep the service stopped
 
 
 def process_pattern(spec: ServiceSpec, port: int) -> str:
@@ -50,7 +56,8 @@ def process_pattern(spec: ServiceSpec, port: int) -> str:
 class Services(Component):
     name = "services"
     fault_names = ("service-down", "service-unhealthy", "wrong-hash", "slow", "errors",
-                   "log-hash-mismatch", "log-no-banner", "process-gone", "metrics-json", "metrics-json-string")
+                   "log-hash-mismatch", "log-no-banner", "process-gone", "service-down-decoy", "metrics-json",
+                   "metrics-json-string")
 
     def targets(self) -> list[str]:
         return list(SERVICES)
@@ -88,7 +95,11 @@ class Services(Component):
             if stop(record):
                 stopped.append(f"{name} (pid {record['pid']})")
             self._pid_file(ctx, name).unlink(missing_ok=True)
+        for name, record in sorted(ctx.state.get("decoys", {}).items()):
+            if stop(record):
+                stopped.append(f"{name} decoy (pid {record['pid']})")
         ctx.state["processes"] = {}
+        ctx.state["decoys"] = {}
         ctx.state["faults"] = {}
         ctx.save()
         (ctx.dir / service_app.FAULTS_FILE).unlink(missing_ok=True)
@@ -99,7 +110,7 @@ class Services(Component):
         for name, spec in SERVICES.items():
             record = ctx.state.get("processes", {}).get(name)
             faults = self._faults(ctx, name)
-            if "service-down" in faults:
+            if set(_DOWN) & set(faults):
                 state = "down (fault)"
             elif record is None:
                 state = "stopped"
@@ -145,8 +156,10 @@ class Services(Component):
         ctx.save()
         self._write_fault_file(ctx)
         spec = SERVICES[target]
-        if fault == "service-down":
+        if fault in _DOWN:
             self._stop(ctx, spec)
+            if fault == "service-down-decoy":
+                self._start_decoy(ctx, spec)
         elif fault == "errors":
             self._seed(ctx, spec)  # the log's recent lines and the metrics now show the 500s
         elif fault == "log-hash-mismatch":
@@ -163,8 +176,12 @@ class Services(Component):
         self._write_fault_file(ctx)
         spec = SERVICES[target]
         try:
-            if fault == "service-down":
-                self._start(ctx, spec)
+            if fault == "service-down-decoy":
+                stop(ctx.state.setdefault("decoys", {}).pop(spec.name, None))
+                ctx.save()
+            if fault in _DOWN:
+                if not set(_DOWN) & set(self._faults(ctx, spec.name)):
+                    self._start(ctx, spec)
             elif fault in _RESTART_ON_HEAL:
                 self._restart(ctx, spec)
         except SandboxError:
@@ -235,7 +252,7 @@ class Services(Component):
 
     def _seed(self, ctx: Context, spec: ServiceSpec, n: int = SEED_REQUESTS) -> None:
         """Real user traffic, so logs and metrics hold real request lines."""
-        if "service-down" in self._faults(ctx, spec.name):
+        if set(_DOWN) & set(self._faults(ctx, spec.name)):
             return
         base = f"http://127.0.0.1:{self._port(ctx, spec)}"
         try:
@@ -263,8 +280,22 @@ class Services(Component):
         log = service_app.log_path(ctx.dir, spec)
         if log.exists():
             os.replace(log, log.with_name(log.name + ".1"))
-        if "service-down" not in self._faults(ctx, spec.name):
+        if not set(_DOWN) & set(self._faults(ctx, spec.name)):
             self._start(ctx, spec)
+
+    def _start_decoy(self, ctx: Context, spec: ServiceSpec) -> None:
+        """A sleeper whose command line reads like the service's (python -c SLEEP uvicorn --factory ...:auth --port
+        18016): it matches the profile's pattern and a loose one alike, and owns no socket."""
+        argv = [ctx.python, "-c", "import time; time.sleep(10**9)  # acgs-sandbox decoy", "uvicorn", "--factory",
+                f"acgs_verify.sandbox.service_app:{spec.factory}", "--host", "127.0.0.1",
+                "--port", str(self._port(ctx, spec))]
+        run = ctx.dir / "run"
+        try:
+            record = spawn(argv, python_env(ctx), run / f"{spec.name}-decoy.out", run / f"{spec.name}-decoy.err")
+        except OSError as exc:
+            raise SandboxError(f"cannot start the {spec.name} decoy: {exc.strerror}: {ctx.python}") from None
+        ctx.state.setdefault("decoys", {})[spec.name] = record
+        ctx.save()
 
 
 
