@@ -62,8 +62,8 @@ def trend_svg(points: list[dict], width: int = 640, height: int = 176) -> str:
         x, _ = xy(i, 0)
         anchor = "start" if i == 0 and len(pts) > 1 else "end" if i == len(pts) - 1 and len(pts) > 1 else "middle"
         parts.append(f'<line x1="{x:.1f}" y1="{top + h:.1f}" x2="{x:.1f}" y2="{top + h + 4:.1f}" stroke="#999"/>')
-        parts.append(f'<text x="{x:.1f}" y="{top + h + 17:.1f}" font-size="11" text-anchor="{anchor}">'
-                     f"{escape(text)}</text>")
+        parts.append(f'<text class="tick" x="{x:.1f}" y="{top + h + 17:.1f}" font-size="11" '
+                     f'text-anchor="{anchor}">{escape(text)}</text>')
     parts.append(f'<text x="{left + w / 2:.1f}" y="{height - 4}" font-size="11" fill="#555" text-anchor="middle">'
                  f"{escape(caption)}</text>")
     parts.append("</svg>")
