@@ -142,7 +142,9 @@ def test_markdown_report_leads_with_verdict_and_failure_evidence(faulted_run):
     md = (faulted_run / "report.md").read_text()
     assert md.startswith("# ACGS CRITICAL:")
     assert f"### P0 SVC-02[{BAD}]" in md and "0badc0ffee15bad0" in md and "**Next step:**" in md
-    assert "| host / target | passed |" in md
+    hosts, others = md.split("## Per host")[1].split("## Other targets")
+    assert "| host | passed |" in hosts and "| app-1 |" in hosts and "| backups |" not in hosts
+    assert "| backups | Backups |" in others and "| primary |" in others
 
 
 def test_metrics_file_parses_with_prometheus_client(faulted_run):
