@@ -212,7 +212,7 @@ def cmd_run(args) -> int:
         _discard(partial)
         print(f"ACGS UNKNOWN - could not run the checks (pytest exit {code}) | duration={time.time() - started:.1f}s")
         return EXIT_UNKNOWN
-    if code == 5 or not result.checks:
+    if result.complete and (code == 5 or not result.checks):  # interrupted before the first check: not a filter
         result.notes.append("no checks were collected: check the gate, -k and -m filters")
     if args.wait and result.checks and result.complete:
         with _sigterm_interrupts():
@@ -382,12 +382,8 @@ def cmd_diff(args) -> int:
     d = compare(snaps[0], snaps[1])
     for line in d.lines():
         print(line)
-    failures = d.gate_failures()
-    word = "CRITICAL" if failures else "OK"
-    text = "; ".join(failures) if failures else "no regressions, nothing vanished"
-    print(f"ACGS DIFF {word} - {d.before_run} -> {d.after_run}: {text} | regressions={len(d.regressions)} "
-          f"fixed={len(d.fixed)} versions_changed={len(d.versions_changed)}")
-    return 2 if failures else 0
+    print(d.summary_line())
+    return 2 if d.gate_failures() else 0
 
 
 def _discard(path: Path) -> None:

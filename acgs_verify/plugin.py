@@ -335,31 +335,19 @@ class ResultCollector:
             constitutional_hash=profile.constitutional_hash if profile else "",
             checks=sorted(self.by_nodeid.values(), key=_order),
             complete=not self.interrupted and exitstatus not in (2, 3, 4),
+            planned=getattr(session, "testscollected", None) or None,  # xdist's controller sets it from its workers
             notes=_profile_notes(profile) if profile else [],
         )
         _apply_run_options(self.config, self.result)
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
-        if self.result is None or not self.result.checks:
-            return
-        failed = [c for c in self.result.checks if c.outcome in ("failed", "error")]
-        warned = [c for c in self.result.checks if c.warning and c.outcome == "passed"]
-        hosts = self.result.hosts
-        if not failed and not warned and not self.result.notes and len(hosts) < 2:
-            return
-        terminalreporter.section("acgs-verify findings", sep="-")
-        for note in self.result.notes:
-            terminalreporter.write_line(f"NOTE {note}")
-        if hosts:
-            terminalreporter.write_line("hosts: " + ", ".join(
-                f"{name} {h['passed']} passed {h['failed']} failed" + (f" {h['skipped']} skipped" if h["skipped"]
-                                                                        else "")
-                for name, h in hosts.items()))
-        for c in failed:
-            tag = "WAIVED" if c.waived else ("ERROR" if c.outcome == "error" else "FAIL")
-            terminalreporter.write_line(f"{tag} {c.severity} {c.name} {c.title}: {c.message}")
-        for c in warned:
-            terminalreporter.write_line(f"WARN {c.severity} {c.name} {c.title}: {c.warning}")
+        from acgs_verify.report.terminal import findings_lines
+
+        lines = findings_lines(self.result) if self.result is not None else []
+        if lines:
+            terminalreporter.section("acgs-verify findings", sep="-")
+            for line in lines:
+                terminalreporter.write_line(line)
 
 
 def _profile_notes(profile: Profile) -> list[str]:

@@ -45,6 +45,19 @@ class CheckResult:
     def failed(self) -> bool:
         return self.outcome in FAILED_OUTCOMES and not self.waived
 
+    def finding(self) -> tuple[str, str]:
+        """The message split into what was found and the next step, without the `ID target: ` it starts with.
+
+        >>> CheckResult(..., id="BK-01", target="backups", message="BK-01 backups: measured 49 h; expected <= 26 h. "
+        ...             "Next: run the backup").finding()
+        ('measured 49 h; expected <= 26 h', 'run the backup')
+
+        Reports show each once; a message without "Next:" keeps the catalog's next step.
+        """
+        text = self.message.removeprefix(f"{self.id} {self.target}: ")
+        found, sep, step = text.rpartition(". Next: ")
+        return (found, step.strip()) if sep else (text, self.next_step)
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["name"] = self.name
@@ -65,6 +78,8 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
     # gate rules broken beyond failed checks (a table vanished since the snapshot): each makes the run CRITICAL
     gate_failures: list[str] = field(default_factory=list)
+    # how many checks the run set out to run (collected and selected); more than len(checks) when interrupted
+    planned: int | None = None
 
     @property
     def failed(self) -> list[CheckResult]:
@@ -127,10 +142,11 @@ class RunResult:
         t = self.totals
         word = STATUS_WORD[self.exit_code]
         ran = t["checks"] - t["skipped"]
-        if not self.checks:
+        if not self.complete:
+            done = t["checks"]
+            text = f"run interrupted after {done} of {max(self.planned or 0, done)} checks"
+        elif not self.checks:
             text = "no checks ran"
-        elif not self.complete:
-            text = f"run interrupted after {ran} of {t['checks']} checks"
         elif t["failed"]:
             sev = ", ".join(f"{k}: {v}" for k, v in self.failed_by_severity().items())
             text = f"{t['failed']} of {ran} checks failed ({sev})"
@@ -156,6 +172,7 @@ class RunResult:
             "duration": round(self.duration, 3),
             "constitutional_hash": self.constitutional_hash,
             "complete": self.complete,
+            "planned": self.planned,
             "exit_code": self.exit_code,
             "summary": self.summary_line(),
             "totals": self.totals,
@@ -175,7 +192,7 @@ class RunResult:
             c = {k: v for k, v in c.items() if k != "name"}
             checks.append(CheckResult(**c))
         known = {"run_id", "profile", "gate", "started", "duration", "constitutional_hash", "complete", "notes",
-                 "gate_failures"}
+                 "gate_failures", "planned"}
         extra = {k: v for k, v in d.items() if k not in known | {"checks", "exit_code", "summary", "totals",
                                                                   "failed_by_severity", "compliance_rate",
                                                                   "hosts"}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +31,19 @@ def processes_with_env(marker: str) -> list[int]:
     return found
 
 
+def wait_for_requests(log: Path, offset: int, proc: subprocess.Popen, count: int, timeout: float = 60) -> None:
+    """Until `count` requests beyond `offset` are in a sandbox service's log (the run is measuring it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        with log.open("rb") as f:
+            f.seek(offset)
+            if f.read().count(b"request method=") >= count:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"no {count} requests in {log} within {timeout:g} s")
+
+
 @pytest.mark.parametrize("sig, workers", [(signal.SIGINT, []), (signal.SIGTERM, ["-n", "2"])])
 def test_interrupt_keeps_latest_and_reports_incomplete(healthy_sandbox, tmp_path, sig, workers):
     reports = tmp_path / "reports"
@@ -39,19 +53,22 @@ def test_interrupt_keeps_latest_and_reports_incomplete(healthy_sandbox, tmp_path
     complete_run = os.readlink(reports / "latest")
 
     healthy_sandbox.break_fault("slow:auth")  # 150 ms a request: 300 samples keep the run busy for 45 s
+    auth_log = healthy_sandbox.dir / "var" / "log" / "acgs" / "auth_service.log"
+    seen = auth_log.stat().st_size
     marker = f"ACGS_TEST_RUN_{uuid.uuid4().hex}"
     env = {**os.environ, marker: "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "acgs_verify.cli", "run", "--profile", str(healthy_sandbox.profile_path),
          "--report-dir", str(reports), "--set", "thresholds.latency_samples=300", "--", "-k", "SVC-06", *workers],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4 if workers else 2.5)
-    assert proc.poll() is None, proc.communicate()
+    wait_for_requests(auth_log, seen, proc, 3)  # SVC-06[auth] is sampling: the run is mid-way
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 3, out + err
     assert "Traceback" not in out + err
-    assert out.strip().splitlines()[-1].startswith("ACGS UNKNOWN - run interrupted")
+    last = out.strip().splitlines()[-1]
+    # the run set out to run SVC-06 on 6 services and says so, however many had finished (auth's takes 45 s)
+    assert re.match(r"ACGS UNKNOWN - run interrupted after [0-5] of 6 checks", last), last
     deadline = time.monotonic() + 10
     while processes_with_env(marker) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -60,7 +77,11 @@ def test_interrupt_keeps_latest_and_reports_incomplete(healthy_sandbox, tmp_path
     runs = [p for p in reports.iterdir() if p.is_dir() and p.name != complete_run and not p.is_symlink()]
     (incomplete,) = runs
     summary = json.loads((incomplete / "summary.json").read_text())
-    assert summary["complete"] is False and summary["exit_code"] == 3
+    assert summary["complete"] is False and summary["exit_code"] == 3 and summary["planned"] == 6
+    assert not any("no checks were collected" in n for n in summary["notes"])
+    for name in ("report.md", "report.html"):
+        text = (incomplete / name).read_text()
+        assert "run interrupted after" in text and "Interrupted" in text and "no checks" not in text, name
     assert not list(reports.glob(".partial-*"))
 
 

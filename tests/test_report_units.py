@@ -184,7 +184,8 @@ def test_history_lines_from_concurrent_writers_never_interleave(tmp_path):
 def test_markdown_and_metrics_escape_what_they_must():
     r = run([check(outcome="failed", target='a|b"c@app-1', message="pipe | in it", evidence={"x": "```code```"})])
     md = render_markdown(r)
-    assert "pipe \\| in it" in md and "````\n```code```\n````" in md
+    # a pipe ends a table cell, not a paragraph: escaped in the table only
+    assert "\npipe | in it\n" in md and '| a\\|b"c@app-1 |' in md and "````\n```code```\n````" in md
     prom = render_metrics(r)
     assert 'target="a|b\\"c@app-1"' in prom
 

@@ -67,17 +67,93 @@ def test_html_report_in_headless_chromium_shows_verdict_and_failure_evidence(fau
     print(f"screenshot: {shot}")
 
 
+# Appended to a copy of report.html (which has no script of its own): what a reader at 1280 px would see.
+MEASURE = """<script>
+addEventListener("load", () => {
+  const lines = (el) => {  // how many lines the element's text takes
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+  };
+  const tables = [...document.querySelectorAll("table")].filter((t) => t.rows[0].cells[0].textContent === "ID");
+  const rows = tables.flatMap((t) => [...t.rows].slice(1));
+  const wrapped = rows.flatMap((r) => [r.cells[0], r.cells[r.cells.length - 1]])
+    .filter((c) => lines(c) > 1).map((c) => c.textContent);
+  const ticks = [...document.querySelectorAll("svg.trend text.tick")]
+    .map((t) => [t.textContent, t.getBoundingClientRect().left, t.getBoundingClientRect().right]);
+  const out = document.createElement("pre");
+  out.id = "measure";
+  out.textContent = JSON.stringify({scrollWidth: document.documentElement.scrollWidth, innerWidth,
+    clientWidth: document.documentElement.clientWidth, rows: rows.length, wrapped, ticks});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def measure(html_path: Path, tmp_path: Path, width: int = 1280) -> dict:
+    import html as html_lib
+
+    page = tmp_path / f"measure-{html_path.stem}.html"
+    page.write_text(html_path.read_text().replace("</body>", MEASURE + "</body>"))
+    res = chromium("--dump-dom", f"--window-size={width},900", "--hide-scrollbars", page.as_uri(),
+                   user_data=tmp_path / "profile-measure")
+    assert res.returncode == 0, res.stderr[-2000:]
+    found = re.search(r'<pre id="measure">(.*?)</pre>', res.stdout, re.S)
+    assert found, res.stdout[-2000:]
+    return json.loads(html_lib.unescape(found.group(1)))
+
+
+def long_values_report(run_dir: Path, tmp_path: Path) -> Path:
+    """The run's report with what real environments have and the sandbox has not: a deep path as a target, a
+    token-like value and a long unbroken measurement, each without a space to break at."""
+    from acgs_verify.report.html import write_html
+    from acgs_verify.report.summary import read_summary
+
+    result = read_summary(run_dir / "summary.json")
+    deep = "/srv/acgs/releases/2025-06-01T02-00-00Z-4f1c2a9b/home/acgs/ACGS/config/keys/" + "x" * 60 + ".credentials"
+    for c in result.checks:
+        if c.id == "SEC-02":
+            c.target, c.measured = f"{deep}@app-1", f"mode=0644,owner=acgs,path={deep}"
+        if c.id == "SVC-02" and c.outcome == "failed":
+            c.evidence["health body"] = '{"token":"' + "A" * 400 + '"}'
+    path = tmp_path / "long" / "report.html"
+    write_html(result, path)
+    return path
+
+
+def test_html_report_fits_1280_px_keeps_ids_and_times_on_one_line_and_labels_the_trend(faulted_run, tmp_path):
+    for page in (faulted_run / "report.html", long_values_report(faulted_run, tmp_path)):
+        m = measure(page, tmp_path)
+        # no horizontal scroll: the document is exactly as wide as the window
+        assert m["innerWidth"] == 1280 and m["scrollWidth"] == m["clientWidth"] == 1280, (page, m)
+        assert m["rows"] > 100 and m["wrapped"] == [], (page, m["wrapped"][:10])
+        labels = [t[0] for t in m["ticks"]]
+        assert len(labels) == 2 and len(set(labels)) == 2, m["ticks"]  # the smoke run and this one
+        assert all(re.fullmatch(r"\d\d:\d\d(:\d\d)?", t) for t in labels), labels  # one day: times
+        (_, _, first_right), (_, second_left, _) = sorted(m["ticks"], key=lambda t: t[1])
+        assert first_right < second_left  # readable: the labels do not overlap
+    shot = tmp_path / "report-1280.png"
+    res = chromium(f"--screenshot={shot}", "--window-size=1280,900", faulted_run.joinpath("report.html").as_uri(),
+                   user_data=tmp_path / "profile-shot-1280")
+    assert res.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", res.stderr[-2000:]
+    print(f"screenshot: {shot}")
+
+
 def test_markdown_report_leads_with_verdict_and_failure_evidence(faulted_run):
     md = (faulted_run / "report.md").read_text()
     assert md.startswith("# ACGS CRITICAL:")
     assert f"### P0 SVC-02[{BAD}]" in md and "0badc0ffee15bad0" in md and "**Next step:**" in md
-    assert "| host / target | passed |" in md
+    hosts, others = md.split("## Per host")[1].split("## Other targets")
+    assert "| host | passed |" in hosts and "| app-1 |" in hosts and "| backups |" not in hosts
+    assert "| backups | Backups |" in others and "| primary |" in others
 
 
 def test_metrics_file_parses_with_prometheus_client(faulted_run):
     from prometheus_client.parser import text_string_to_metric_families
 
     families = {f.name: f for f in text_string_to_metric_families((faulted_run / "metrics.prom").read_text())}
+    samples = [(s.name, tuple(sorted(s.labels.items()))) for f in families.values() for s in f.samples]
+    assert len(samples) == len(set(samples))  # node_exporter rejects a file that repeats a series (DB-02: 2 tests)
     success = {(s.labels["id"], s.labels["target"]): s for s in families["acgs_verify_check_success"].samples}
     assert success[("SVC-02", BAD)].value == 0 and success[("SVC-02", BAD)].labels["severity"] == "P0"
     assert success[("SVC-01", BAD)].value == 1

@@ -55,10 +55,23 @@ class Comparison:
         d["gate_failures"] = self.gate_failures()
         return d
 
+    def summary_line(self) -> str:
+        """`ACGS DIFF CRITICAL - r1 -> r2: regression: SVC-06[auth@app-1] passed before, fails now (+2 more) |
+        regressions=3 fixed=0 versions_changed=0`: one line as short as `run`'s, the lines above it say the rest."""
+        failures = self.gate_failures()
+        word = "CRITICAL" if failures else "OK"
+        text = failures[0] if failures else "no regressions, nothing vanished"
+        if len(failures) > 1:
+            text += f" (+{len(failures) - 1} more)"
+        return (f"ACGS DIFF {word} - {self.before_run} -> {self.after_run}: {text} | "
+                f"regressions={len(self.regressions)} fixed={len(self.fixed)} "
+                f"versions_changed={len(self.versions_changed)}")
+
     def lines(self) -> list[str]:
         """The comparison as lines for the terminal and the Markdown report."""
         out = [f"REGRESSION {r['severity']} {r['name']} passed before, {r['after']} now"
-               f"{' (waived)' if r['waived'] else ''}: {r['message']}" for r in self.regressions]
+               f"{' (waived)' if r['waived'] else ''}{': ' + r['message'] if r['message'] else ''}"
+               f"{' (before: ' + str(r['before']) + ')' if r.get('before') else ''}" for r in self.regressions]
         out += [f"VANISHED service {s}" for s in self.vanished_services]
         out += [f"VANISHED table {t}" for t in self.vanished_tables]
         out += [f"VANISHED redis keys {k}" for k in self.vanished_keys]
@@ -84,7 +97,10 @@ def compare(before: dict, after: dict, after_messages: dict[str, str] | None = N
             d.new_checks.append(name)
             continue
         if b["outcome"] == "passed" and a["outcome"] in FAILED:
-            message = (after_messages or {}).get(name) or a.get("measured") or ""
+            # what it measured now, or why it could not (a snapshot keeps each failure's finding)
+            message = (after_messages or {}).get(name) or a.get("message") or a.get("measured") or ""
+            # the lines name the check and the reports its next step: keep what was found
+            message = message.removeprefix(f"{a['id']} {a['target']}: ").rpartition(". Next: ")[0] or message
             d.regressions.append({"name": name, "id": a["id"], "target": a["target"], "severity": a["severity"],
                                   "waived": bool(a.get("waived")), "before": b.get("measured"),
                                   "after": a["outcome"], "message": message})

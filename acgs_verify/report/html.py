@@ -32,12 +32,12 @@ def write_html(result: RunResult, path: Path) -> None:
     atomic_write(path, render_html(result))
 
 
-def trend_svg(points: list[dict], width: int = 640, height: int = 160) -> str:
+def trend_svg(points: list[dict], width: int = 640, height: int = 176) -> str:
     """Compliance rate per run as a line with one dot per run (colored by its exit code), 0-100 % scale."""
     pts = [p for p in points if p.get("compliance_rate") is not None]
     if not pts:
         return ""
-    left, right, top, bottom = 44, 12, 10, 24
+    left, right, top, bottom = 44, 12, 10, 40
     w, h = width - left - right, height - top - bottom
     step = w / max(1, len(pts) - 1)
 
@@ -57,8 +57,51 @@ def trend_svg(points: list[dict], width: int = 640, height: int = 160) -> str:
         label = escape(f"{p.get('started', '')} {p.get('gate', '')}: {100 * p['compliance_rate']:.1f} %")
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{COLOR.get(p.get("exit_code"), "#555")}">'
                      f"<title>{label}</title></circle>")
-    first, last = escape(str(pts[0].get("started", ""))[:10]), escape(str(pts[-1].get("started", ""))[:10])
-    parts.append(f'<text x="{left}" y="{height - 6}" font-size="11">{first}</text>')
-    parts.append(f'<text x="{width - right}" y="{height - 6}" font-size="11" text-anchor="end">{last}</text>')
+    ticks, caption = axis_labels([str(p.get("started", "")) for p in pts])
+    for i, text in ticks:
+        x, _ = xy(i, 0)
+        anchor = "start" if i == 0 and len(pts) > 1 else "end" if i == len(pts) - 1 and len(pts) > 1 else "middle"
+        parts.append(f'<line x1="{x:.1f}" y1="{top + h:.1f}" x2="{x:.1f}" y2="{top + h + 4:.1f}" stroke="#999"/>')
+        parts.append(f'<text class="tick" x="{x:.1f}" y="{top + h + 17:.1f}" font-size="11" '
+                     f'text-anchor="{anchor}">{escape(text)}</text>')
+    parts.append(f'<text x="{left + w / 2:.1f}" y="{height - 4}" font-size="11" fill="#555" text-anchor="middle">'
+                 f"{escape(caption)}</text>")
     parts.append("</svg>")
     return "".join(parts)
+
+
+AXIS_TICKS = 5
+
+
+def axis_labels(started: list[str], ticks: int = AXIS_TICKS) -> tuple[list[tuple[int, str]], str]:
+    """Up to `ticks` (run index, label) pairs for the trend's time axis, each label different from the others,
+    and a caption saying what the labels leave out (the day, when all runs are of one day).
+
+    >>> axis_labels(["2025-06-01T02:00:00+00:00", "2025-06-01T02:05:00+00:00"])
+    ([(0, '02:00'), (1, '02:05')], 'run start, UTC, 2025-06-01')
+    """
+    from datetime import UTC, datetime
+
+    n = len(started)
+    picked = sorted({round(k * (n - 1) / (ticks - 1)) for k in range(ticks)}) if n > ticks else list(range(n))
+    times = []
+    for i in picked:
+        try:
+            t = datetime.fromisoformat(started[i])
+            times.append((i, t.astimezone(UTC) if t.tzinfo else t))
+        except ValueError:
+            times.append((i, None))
+    days = {t.date() for _, t in times if t is not None}
+    one_day = len(days) == 1
+    formats = ("%H:%M", "%H:%M:%S") if one_day else ("%Y-%m-%d", "%m-%d %H:%M", "%m-%d %H:%M:%S")
+    for fmt in formats:  # the coarsest that tells the ticks apart
+        labels = [(i, t.strftime(fmt) if t is not None else started[i][:19]) for i, t in times]
+        if len({text for _, text in labels}) == len(labels):
+            break
+    out, seen = [], set()
+    for i, text in labels:  # runs started within the same second: one label for them
+        if text not in seen:
+            seen.add(text)
+            out.append((i, text))
+    caption = f"run start, UTC, {next(iter(days)).isoformat()}" if one_day else "run start, UTC"
+    return out, caption

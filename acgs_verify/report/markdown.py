@@ -2,14 +2,69 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from acgs_verify.report.view import outcome_word, view_of
 from acgs_verify.results import RunResult
 
 
+def _special(text: str, i: int, table: bool, line_start: bool) -> bool:
+    """Would GitHub or GitLab read text[i] as markup (emphasis, a link, an HTML tag, a table cell's end, ...)?"""
+    ch, before, after = text[i], text[i - 1:i], text[i + 1:i + 2]
+    if ch in "*~`":
+        return True
+    if ch == "_":
+        return not (before.isalnum() and after.isalnum())  # snake_case is no emphasis
+    if ch == "\\":
+        return after != "" and not after.isalnum() and not after.isspace()  # only before punctuation it escapes
+    if ch == "<":
+        return after.isalpha() or after in ("/", "!", "?")  # a tag or an autolink, not `<= 26 h`
+    if ch == "]":
+        return after in ("(", "[", ":")  # would close a link: `[x](y)`, `[x][y]`, `[x]: y`
+    if ch == "|":
+        return table
+    return i == 0 and line_start and ch in "#>+-["
+
+
+def _escape(text: str, table: bool, line_start: bool = False) -> str:
+    return "".join("\\" + ch if _special(text, i, table, line_start) else ch for i, ch in enumerate(text))
+
+
+def _code(text, table: bool = False) -> str:
+    """`text` as a code span GitHub and GitLab show as typed: a backtick fence longer than any backtick run in
+    it (padded with a space when it starts or ends with one), no backslash escapes inside but the `\\|` a table
+    cell needs (GFM reads it as `|` there)."""
+    text = " ".join(str(text).split())
+    ticks = "`"
+    while ticks in text:
+        ticks += "`"
+    pad = " " if text[:1] == "`" or text[-1:] == "`" else ""
+    return f"{ticks}{pad}{text.replace('|', chr(92) + '|') if table else text}{pad}{ticks}"
+
+
+def _inline(text, table: bool = False) -> str:
+    """Plain text (a message, a next step) as one line of Markdown that renders as typed: the code spans it has
+    stay code spans, everything else is escaped (`<unit>` is not an HTML tag, `*.log` not emphasis)."""
+    text = " ".join(str(text or "").split())
+    runs = [(m.start(), m.end()) for m in re.finditer(r"`+", text)]
+    out, pos, k = [], 0, 0
+    while k < len(runs):
+        start, end = runs[k]
+        closing = next((j for j in range(k + 1, len(runs)) if runs[j][1] - runs[j][0] == end - start), None)
+        if closing is None:  # no run as long to close it: literal backticks
+            k += 1
+            continue
+        out.append(_escape(text[pos:start], table, pos == 0))
+        inner = text[end:runs[closing][0]]
+        out.append(text[start:end] + (inner.replace("|", "\\|") if table else inner) + text[start:end])
+        pos, k = runs[closing][1], closing + 1
+    out.append(_escape(text[pos:], table, pos == 0))
+    return "".join(out)
+
+
 def _cell(text) -> str:
-    return " ".join(str(text or "").split()).replace("|", "\\|")
+    return _inline(text, table=True)
 
 
 def _fence(text: str) -> str:
@@ -22,46 +77,67 @@ def _fence(text: str) -> str:
 def render_markdown(result: RunResult) -> str:
     v = view_of(result)
     rate = f", compliance {100 * result.compliance_rate:.1f} %" if result.compliance_rate is not None else ""
-    out = [f"# ACGS {v.verdict}: {v.headline}", "",
-           f"profile `{result.profile}`, gate `{result.gate}`, run `{result.run_id}`, started {result.started}, "
-           f"{result.duration:.1f} s{rate}", ""]
+    out = [f"# ACGS {v.verdict}: {_inline(v.headline)}", "",
+           f"profile {_code(result.profile)}, gate {_code(result.gate)}, run {_code(result.run_id)}, "
+           f"started {result.started}, {result.duration:.1f} s{rate}", ""]
+    if v.interrupted:
+        out += [f"**{_inline(v.interrupted)}**", ""]
     if result.gate_failures:
-        out += ["## Gate closed", ""] + [f"- **{_cell(g)}**" for g in result.gate_failures] + [""]
+        out += ["## Gate closed", ""] + [f"- **{_inline(g)}**" for g in result.gate_failures] + [""]
     out += [f"## Failures ({len(v.failures)})", ""]
     if not v.failures:
         out += ["No check failed.", ""]
-    for c in v.failures:
+    for card in v.cards:
+        c = card.check
         tries = f" ({c.attempts} attempts)" if c.attempts > 1 else ""
-        out += [f"### {c.severity} {c.name}: {c.title}{tries}", "", _cell(c.message), "",
-                f"**Next step:** {_cell(c.next_step)}", ""]
+        out += [f"### {c.severity} {_inline(c.name)}: {_inline(c.title)}{tries}", ""]
+        if card.why:
+            out += [_inline(card.why), ""]
+        if card.measured is not None:
+            expected = f"; **expected:** {_inline(card.expected)}" if card.expected else ""
+            out += [f"**Measured:** {_inline(card.measured)}{expected}", ""]
+        out += [f"**Next step:** {_inline(card.next_step)}", ""]
         for name, text in c.evidence.items():
-            out += [f"<details><summary>Evidence: {_cell(name)}</summary>", "", _fence(text), "", "</details>", ""]
+            out += [f"<details><summary>Evidence: {_inline(name)}</summary>", "", _fence(text), "", "</details>", ""]
     comp = v.comparison
     if comp:
         out += ["## Compared with the pre-maintenance snapshot", "",
-                f"snapshot `{comp['snapshot']}` (run `{comp['before_run']}`, started {comp['before_started']})", ""]
-        out += [f"- **REGRESSION** {r['severity']} `{r['name']}`{' (waived)' if r['waived'] else ''}: passed before, "
-                f"{r['after']} now: {_cell(r['message'])}" for r in comp["regressions"]]
-        out += [f"- **service vanished**: `{s}`" for s in comp["vanished_services"]]
-        out += [f"- **table vanished**: `{t}`" for t in comp["vanished_tables"]]
-        out += [f"- **Redis keys vanished**: `{k}`" for k in comp["vanished_keys"]]
-        out += [f"- version changed: `{x['service']}` {x['before']} -> {x['after']}" for x in comp["versions_changed"]]
-        out += [f"- fixed: `{name}`" for name in comp["fixed"]]
+                f"snapshot {_code(comp['snapshot'])} (run {_code(comp['before_run'])}, started "
+                f"{comp['before_started']})", ""]
+        out += [f"- **REGRESSION** {r['severity']} {_code(r['name'])}{' (waived)' if r['waived'] else ''}: passed "
+                f"before, {r['after']} now{': ' + _inline(r['message']) if r['message'] else ''}"
+                for r in comp["regressions"]]
+        out += [f"- **service vanished**: {_code(s)}" for s in comp["vanished_services"]]
+        out += [f"- **table vanished**: {_code(t)}" for t in comp["vanished_tables"]]
+        out += [f"- **Redis keys vanished**: {_code(k)}" for k in comp["vanished_keys"]]
+        out += [f"- version changed: {_code(x['service'])} {_inline(x['before'])} -> {_inline(x['after'])}"
+                for x in comp["versions_changed"]]
+        out += [f"- fixed: {_code(name)}" for name in comp["fixed"]]
         if not (comp["regressions"] or comp["vanished_services"] or comp["vanished_tables"]):
             out += ["- no regressions, nothing vanished"]
         out += [""]
     if v.waived:
         out += [f"## Waived failures ({len(v.waived)})", "",
                 "| check | reason | owner | expires |", "|---|---|---|---|"]
-        out += [f"| `{c.name}` | {_cell(c.waived['reason'])} | {_cell(c.waived['owner'])} | {c.waived['expires']} |"
-                for c in v.waived] + [""]
+        out += [f"| {_code(c.name, table=True)} | {_cell(c.waived['reason'])} | {_cell(c.waived['owner'])} | "
+                f"{c.waived['expires']} |" for c in v.waived] + [""]
     if v.warnings:
-        out += ["## Warnings", ""] + [f"- {c.severity} `{c.name}`: {_cell(c.warning)}" for c in v.warnings] + [""]
+        out += ["## Warnings", ""] + [f"- {c.severity} {_code(c.name)}: {_inline(c.warning)}" for c in v.warnings]
+        out += [""]
     if result.notes:
-        out += ["## Notes", ""] + [f"- {_cell(n)}" for n in result.notes] + [""]
-    out += ["## Per host", "", "| host / target | passed | failed | waived | skipped |", "|---|---|---|---|---|"]
-    out += [f"| {h.host} | {h.counts['passed']} | {h.counts['failed'] + h.counts['error']} | {h.counts['waived']} "
-            f"| {h.counts['skipped']} |" for h in v.hosts] + [""]
+        out += ["## Notes", ""] + [f"- {_inline(n)}" for n in result.notes] + [""]
+    out += ["## Per host", ""]
+    if v.hosts:
+        out += ["| host | passed | failed | waived | skipped |", "|---|---|---|---|---|"]
+        out += [f"| {_cell(h.host)} | {h.counts['passed']} | {h.counts['failed'] + h.counts['error']} | "
+                f"{h.counts['waived']} | {h.counts['skipped']} |" for h in v.hosts] + [""]
+    else:
+        out += ["No check ran on a host.", ""]
+    if v.others:
+        out += ["## Other targets", "", "| target | checked by | passed | failed | waived | skipped |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| {_cell(h.host)} | {_cell(h.kind)} | {h.counts['passed']} | {h.counts['failed'] + h.counts['error']}"
+                f" | {h.counts['waived']} | {h.counts['skipped']} |" for h in v.others] + [""]
     for s in v.sections:
         out += [f"## {s.title}", "", "| ID | sev | target | outcome | measured |", "|---|---|---|---|---|"]
         out += [f"| {c.id} | {c.severity} | {_cell(c.target)} | {outcome_word(c)} | "

@@ -5,8 +5,8 @@
     acgs_verify_run_duration_seconds{...} 1.8
     acgs_verify_last_run_timestamp_seconds{...} 1.7e9
 
-A skipped check has no sample (it measured nothing); a waived failure is 0 and also counted in
-acgs_verify_checks{outcome="waived"}.
+One sample per (id, target), the worst of its tests. A skipped check has no sample (it measured nothing); a
+waived failure is 0 and also counted in acgs_verify_checks{outcome="waived"}.
 """
 
 from __future__ import annotations
@@ -26,15 +26,27 @@ def _labels(**kv: str) -> str:
     return "{" + ",".join(f'{k}="{_label(v)}"' for k, v in kv.items()) + "}"
 
 
+def check_success(result: RunResult) -> dict[tuple[str, str], tuple[str, int]]:
+    """One sample per (id, target): node_exporter rejects a file that repeats a series, and one runbook ID may be
+    more than one test on a target (DB-02: the process, then its port). The worst outcome wins: 0 when any of
+    them failed, 1 when all that ran passed; none when all were skipped."""
+    out: dict[tuple[str, str], tuple[str, int]] = {}
+    for c in result.checks:
+        if c.outcome == "skipped":
+            continue
+        key = (c.id, c.target)
+        success = 1 if c.outcome == "passed" else 0
+        out[key] = (c.severity, min(success, out[key][1]) if key in out else success)
+    return out
+
+
 def render_metrics(result: RunResult) -> str:
     run = _labels(profile=result.profile, gate=result.gate)
     out = ["# HELP acgs_verify_check_success 1 when the runbook check passed, 0 when it failed (waived or not).",
            "# TYPE acgs_verify_check_success gauge"]
-    for c in result.checks:
-        if c.outcome == "skipped":
-            continue
-        labels = _labels(id=c.id, target=c.target, severity=c.severity, profile=result.profile, gate=result.gate)
-        out.append(f"acgs_verify_check_success{labels} {1 if c.outcome == 'passed' else 0}")
+    for (check_id, target), (severity, success) in check_success(result).items():
+        labels = _labels(id=check_id, target=target, severity=severity, profile=result.profile, gate=result.gate)
+        out.append(f"acgs_verify_check_success{labels} {success}")
     out += ["# HELP acgs_verify_checks Checks of the run by outcome.", "# TYPE acgs_verify_checks gauge"]
     counts: dict[str, int] = {"passed": 0, "failed": 0, "error": 0, "skipped": 0, "waived": 0}
     for c in result.checks:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from acgs_verify.results import RunResult
+from acgs_verify.results import FAILED_OUTCOMES, RunResult
 
 SNAPSHOT_FILE = "snapshot.json"
 SNAPSHOT_FORMAT = 1
@@ -32,7 +32,8 @@ def snapshot_of(result: RunResult) -> dict:
         "constitutional_hash": result.constitutional_hash,
         "checks": {
             c.name: {"id": c.id, "target": c.target, "severity": c.severity, "outcome": c.outcome,
-                     "waived": bool(c.waived), "measured": c.measured, "expected": c.expected, "value": c.value}
+                     "waived": bool(c.waived), "measured": c.measured, "expected": c.expected, "value": c.value,
+                     "message": c.finding()[0] if c.outcome in FAILED_OUTCOMES else ""}
             for c in result.checks
         },
         "services": service_versions(result),

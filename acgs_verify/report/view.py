@@ -31,6 +31,33 @@ class HostRow:
     host: str
     counts: dict[str, int]
     failed: list[str] = field(default_factory=list)
+    kind: str = ""  # for a target on no host (a file, the backups, a database): the sections that checked it
+
+
+@dataclass
+class Card:
+    """A failure as the reports show it: each thing said once.
+
+    `why` is the finding when it is more than the measurement (`could not measure: ...`, `no answer from ...`);
+    `measured`/`expected` are shown when the finding does not already say them.
+    """
+
+    check: CheckResult
+    why: str
+    measured: str | None
+    expected: str | None
+    next_step: str
+
+
+def card_of(c: CheckResult) -> Card:
+    found, next_step = c.finding()
+    measured, expected = c.measured, c.expected
+    said = f"measured {measured}; expected {expected}"
+    if measured is not None and found.endswith(said):  # check.that's own wording: show it as fields
+        found = found[: -len(said)].rstrip(": ")
+    elif measured is not None and str(measured) in found:
+        measured = expected = None  # the finding quotes it already
+    return Card(c, found, measured, expected, next_step)
 
 
 @dataclass
@@ -42,9 +69,12 @@ class View:
     waived: list[CheckResult]
     warnings: list[CheckResult]
     sections: list[Section]
-    hosts: list[HostRow]
+    hosts: list[HostRow]  # the profile's hosts
     comparison: dict | None
     trend: list[dict]
+    cards: list[Card] = field(default_factory=list)  # the failures, as cards
+    others: list[HostRow] = field(default_factory=list)  # targets on no host: files, backups, databases, Redis
+    interrupted: str | None = None  # what an interrupted run did not do
 
 
 def outcome_word(c: CheckResult) -> str:
@@ -66,10 +96,17 @@ def view_of(result: RunResult) -> View:
     sections = [Section(key, title, [c for c in result.checks if c.section == key])
                 for key, title in SECTIONS.items()]
     hosts: dict[str, list[CheckResult]] = {}
+    others: dict[str, list[CheckResult]] = {}
     for c in result.checks:
-        # a database or Redis target runs on no host of the profile: it gets a row of its own
-        hosts.setdefault(c.host or c.target, []).append(c)
+        # a database, Redis, file or backup target runs on no host of the profile: a row in a table of its own
+        (hosts.setdefault(c.host, []) if c.host else others.setdefault(c.target, [])).append(c)
     headline = result.summary_line().split(" - ", 1)[-1].split(" | ", 1)[0]
+    interrupted = None
+    if not result.complete:
+        done = len(result.checks)
+        left = max((result.planned or done) - done, 0)
+        interrupted = (f"Interrupted: {done} of {done + left} checks ran; the other {left} did not run and are not in "
+                       "this report." if left else f"Interrupted: {done} checks ran before the run was stopped.")
     return View(
         result=result,
         verdict=STATUS_WORD[result.exit_code],
@@ -81,4 +118,13 @@ def view_of(result: RunResult) -> View:
         hosts=[HostRow(h, _counts(cs), [c.name for c in cs if c.failed]) for h, cs in sorted(hosts.items())],
         comparison=result.extra.get("comparison"),
         trend=list(result.extra.get("trend") or []),
+        cards=[card_of(c) for c in failures],
+        others=[HostRow(t, _counts(cs), [c.name for c in cs if c.failed], _kind(cs))
+                for t, cs in sorted(others.items())],
+        interrupted=interrupted,
     )
+
+
+def _kind(checks: list[CheckResult]) -> str:
+    titles = dict.fromkeys(SECTIONS.get(c.section, c.section) for c in checks)
+    return ", ".join(titles)
