@@ -38,8 +38,9 @@ HIGHEST_PORT = max(s.port for s in SERVICES.values())
 # The sandbox's host is the machine it runs on: a laptop or a shared runner whose CPU and load belong to
 # everything else on it (a build, a browser, other sandboxes). SYS-01/SYS-02 measure and report them there;
 # they fail only on a machine this loaded (a load of 64, every CPU busy). Tests that need those two to fail
-# lower them with --set (tests/test_run_hosts.py).
-SHARED_MACHINE_THRESHOLDS = {"load_1m_max": 64, "cpu_percent_max": 100}
+# lower them with --set (tests/test_run_hosts.py). The sandbox's Redis shares those cores too: a PING's p99 of
+# 5-8 ms there is the machine, not the cache (redis-slow holds the server for 50 ms at a time and still trips 25).
+SHARED_MACHINE_THRESHOLDS = {"load_1m_max": 64, "cpu_percent_max": 100, "redis_latency_p99_ms_max": 25}
 
 
 def default_components() -> list[Component]:
