@@ -271,8 +271,9 @@ def cmd_run(args) -> int:
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{profile.name}-{args.gate}-{secrets.token_hex(2)}"
     # SIGTERM from here on is a Ctrl-C: whenever it comes, the partial directory is finished or removed
     with _sigterm_interrupts():
-        partial = rundir.start(report_dir, run_id)
+        partial = rundir.partial_of(report_dir, run_id)
         try:
+            rundir.start(report_dir, run_id)
             return _run_into(args, profile, gate_plan, report_dir, partial, run_id, started)
         except BaseException:
             rundir.discard(partial)  # interrupted outside pytest, or a bug: never leave .partial-* behind

@@ -43,10 +43,14 @@ def usable_report_dir(report_dir: Path, option: str = "--report-dir") -> Path:
     return Path(report_dir)
 
 
+def partial_of(report_dir: Path, run_id: str) -> Path:
+    return report_dir / f".partial-{run_id}"
+
+
 def start(report_dir: Path, run_id: str) -> Path:
     """Make REPORT_DIR/.partial-<run id>, owned by this process (after removing the partial runs of dead ones)."""
     clean_stale(report_dir)
-    partial = report_dir / f".partial-{run_id}"
+    partial = partial_of(report_dir, run_id)
     try:
         partial.mkdir(parents=True, exist_ok=False)
         (partial / OWNER_FILE).write_text(f"{os.getpid()}@{socket.gethostname()}\n")
