@@ -330,7 +330,9 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
         print(line)
     print(f"reports: {run_dir}/ (report.html, report.md, summary.json, junit.xml, metrics.prom, allure-results/)"
           + ("" if result.complete else " [incomplete]"))
-    print(result.summary_line())
+    from acgs_verify.gates import last_line
+
+    print(last_line(result))
     return result.exit_code
 
 
