@@ -293,7 +293,7 @@ def _check_options(args) -> None:
             raise UsageError(str(exc)) from None
     if args.waivers is not None:
         load_waivers(args.waivers)  # a bad file stops the run here: one line, exit 3
-    rundir.usable_report_dir(args.report_dir)
+    rundir.usable_report_dir(args.report_dir, create=False)  # created once the profile is known to be good
 
 
 def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id: str, started: float) -> int:

@@ -25,8 +25,10 @@ class ReportDirError(Exception):
     """--report-dir cannot be used, or the reports could not be written; str() is the one line a user sees."""
 
 
-def usable_report_dir(report_dir: Path, option: str = "--report-dir") -> Path:
-    """Create report_dir if needed and prove it takes a directory; else ReportDirError naming the option."""
+def usable_report_dir(report_dir: Path, option: str = "--report-dir", create: bool = True) -> Path:
+    """Create report_dir if needed and prove it takes a directory; else ReportDirError naming the option.
+
+    create=False checks the same without creating anything (the nearest existing parent must be writable)."""
     shown = f"{option} {report_dir}"
     resolved = Path(report_dir).expanduser().absolute()
     for pseudo in map(Path, PSEUDO_FILESYSTEMS):
@@ -34,6 +36,13 @@ def usable_report_dir(report_dir: Path, option: str = "--report-dir") -> Path:
             raise ReportDirError(f"{shown}: is under {pseudo}, a kernel filesystem, not a place for reports")
     if resolved.exists() and not resolved.is_dir():
         raise ReportDirError(f"{shown}: not a directory")
+    if not create:
+        existing = next(p for p in (resolved, *resolved.parents) if p.exists())
+        if not existing.is_dir():
+            raise ReportDirError(f"{shown}: {existing} is not a directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ReportDirError(f"{shown}: {existing} is not writable by this user (or on a read-only filesystem)")
+        return Path(report_dir)
     try:
         resolved.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
