@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import secrets
 import signal
@@ -29,7 +30,52 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would exit 2, which a gate reads as "P0/P1 failed"
-        raise UsageError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("acgs-verify").strip()  # main() prints the one "acgs-verify: error:"
+        raise UsageError(f"{command}: {message}" if command else message)
+
+
+# the most a number on the command line may be: past these a value is a typo, and nan or inf never ends a wait
+MAX_WAIT_SECONDS = 24 * 3600
+MAX_WORKERS = 512
+
+
+def number(option: str, low: float, high: float, kind: type = float):
+    """An argparse type: a finite number in [low, high], else one line naming the option."""
+
+    def parse(text: str):
+        try:
+            value = float(text) if kind is float else int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} {text!r}: not a number") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{option} {text!r}: must be a number from {low:g} to {high:g}")
+        return value
+
+    parse.__name__ = option  # argparse names the type in its own messages
+    return parse
+
+
+# options that name no help themselves (a subcommand's shared ones) get this
+DEFAULT_HELP = {
+    "--profile": "profile name or path (default: sandbox)",
+    "--json": "print JSON instead of a table",
+    "--markdown": "print Markdown instead of a table",
+    "--report-dir": "where runs write their reports (default: reports)",
+}
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """plural(1, "process") -> '1 process'; plural(2, "process") -> '2 processes'."""
+    return f"{n} {word if n == 1 else many or (word + 'es' if word.endswith(('s', 'x', 'ch', 'sh')) else word + 's')}"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("acgs-verify")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def checks_dir() -> Path:
@@ -44,7 +90,19 @@ def build_parser() -> _Parser:
 
     p = _Parser(prog="acgs-verify", description="The ACGS operational runbook as checks.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p.add_argument("--version", action="version", version=f"acgs-verify {_version()}",
+                   help="print the version and exit")
+    # --debug after the subcommand too (`acgs-verify run --debug`); SUPPRESS keeps a value given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND",
+                           help="run | report | diff | catalog | sandbox")
+    add_parser = sub.add_parser
+
+    def add_with_common(name: str, **kw):
+        return add_parser(name, parents=[common], **kw)
+
+    sub.add_parser = add_with_common  # type: ignore[method-assign]
 
     run = sub.add_parser("run", help="run the checks against a profile")
     run.add_argument("--profile", default="sandbox", help="profile name or path (default: sandbox)")
@@ -52,7 +110,8 @@ def build_parser() -> _Parser:
                      help=f"one of {', '.join(GATES)} (default: compliance, every check)")
     run.add_argument("--set", action="append", default=[], metavar="dotted.key=VALUE",
                      help="override a profile field for this run (repeatable)")
-    run.add_argument("--report-dir", default="reports", type=Path, help="where runs write reports")
+    run.add_argument("--report-dir", default="reports", type=Path,
+                     help="where runs write reports: REPORT_DIR/<run id>/ and REPORT_DIR/latest (default: reports)")
     _add_gate_options(run)
     run.add_argument("--workers", default="auto", metavar="N|auto",
                      help=f"parallel worker processes (default auto: none below {AUTO_WORKERS_MIN_HOSTS} hosts or "
@@ -75,30 +134,47 @@ def build_parser() -> _Parser:
                      help="print the catalog as docs/checks.md: every ID with its evidence rule and next step")
 
     sb = sub.add_parser("sandbox", help="a local ACGS-like stack to run against")
-    sb.add_argument("action", choices=["up", "down", "status", "break", "heal", "faults"])
+    sb.add_argument("action", choices=["up", "down", "status", "break", "heal", "faults"],
+                    help="up: start it and print its profile; down; status; break/heal FAULT; faults: list them")
     sb.add_argument("fault", nargs="?", help="FAULT[:NAME] for break and heal")
-    sb.add_argument("--dir", type=Path, default=Path(os.environ.get("ACGS_SANDBOX_DIR", ".sandbox")))
-    sb.add_argument("--port-offset", type=int, default=int(os.environ.get("ACGS_SANDBOX_PORT_OFFSET", 10000)),
+    sb.add_argument("--dir", type=Path, default=Path(os.environ.get("ACGS_SANDBOX_DIR", ".sandbox")),
+                    help="the sandbox's directory: its data, logs and state (default: $ACGS_SANDBOX_DIR or .sandbox)")
+    sb.add_argument("--port-offset", type=number("--port-offset", 0, 65535 - 443, int),
+                    default=os.environ.get("ACGS_SANDBOX_PORT_OFFSET", "10000"),
                     help="sandbox port = production port + offset (default 10000)")
+    for parser in [p, *sub.choices.values()]:
+        for action in parser._actions:
+            if action.help is None:
+                action.help = next((DEFAULT_HELP[o] for o in action.option_strings if o in DEFAULT_HELP), None)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in argv
+    debug = "--debug" in argv[: argv.index("--")] if "--" in argv else "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
         handler = {"run": cmd_run, "catalog": cmd_catalog, "sandbox": cmd_sandbox, "report": cmd_report,
                    "diff": cmd_diff}[args.command]
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # `acgs-verify catalog --json | head`: the reader had enough; that is not an error
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (UsageError, GateError, WaiverError) as exc:
+        if debug:
+            raise
         print(f"acgs-verify: error: {exc}", file=sys.stderr)
         return EXIT_UNKNOWN
     except Exception as exc:
         from acgs_verify.profile import ProfileError
+        from acgs_verify.rundir import ReportDirError
         from acgs_verify.sandbox import SandboxError
 
-        if isinstance(exc, ProfileError | SandboxError) and not debug:
+        if isinstance(exc, ProfileError | SandboxError | ReportDirError) and not debug:
             print(f"acgs-verify: error: {exc}", file=sys.stderr)
             return EXIT_UNKNOWN
         if debug:
@@ -163,8 +239,8 @@ def workers_for(requested: str, hosts: int, cores: int | None = None) -> int:
             n = int(requested)
         except ValueError:
             raise UsageError(f"--workers {requested!r}: a number of workers or 'auto'") from None
-        if n < 0:
-            raise UsageError(f"--workers {n}: must be 0 or more")
+        if not 0 <= n <= MAX_WORKERS:
+            raise UsageError(f"--workers {n}: must be from 0 to {MAX_WORKERS}")
         return n
     cores = cores or os.cpu_count() or 1
     if hosts < AUTO_WORKERS_MIN_HOSTS or cores < AUTO_WORKERS_MIN_CORES:
@@ -180,21 +256,50 @@ def _worker_args(requested: str, pytest_args: list[str], hosts: int) -> list[str
 
 
 def cmd_run(args) -> int:
+    from acgs_verify import rundir
     from acgs_verify.catalog import GATES
     from acgs_verify.profile import load_profile
 
     if args.gate not in GATES:
         raise UsageError(f"unknown gate {args.gate!r}; gates: {', '.join(GATES)}")
     workers_for(args.workers, 0)  # a bad --workers stops here, before anything is written
+    _check_options(args)
     profile = load_profile(args.profile, args.set)  # bad input stops here, before pytest starts
     for text in profile.insecure_settings():
         print(f"acgs-verify: WARNING: {text}", file=sys.stderr)
     gate_plan = _plan_gate(args, profile)
+    report_dir: Path = rundir.usable_report_dir(args.report_dir)
     started = time.time()
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{profile.name}-{args.gate}-{secrets.token_hex(2)}"
-    report_dir: Path = args.report_dir
-    partial = report_dir / f".partial-{run_id}"
-    partial.mkdir(parents=True, exist_ok=False)
+    # SIGTERM from here on is a Ctrl-C: whenever it comes, the partial directory is finished or removed
+    with _sigterm_interrupts():
+        partial = rundir.partial_of(report_dir, run_id)
+        try:
+            rundir.start(report_dir, run_id)
+            return _run_into(args, profile, gate_plan, report_dir, partial, run_id, started)
+        except BaseException:
+            rundir.discard(partial)  # interrupted outside pytest, or a bug: never leave .partial-* behind
+            raise
+
+
+def _check_options(args) -> None:
+    """Options that need no profile, checked before it is loaded (its secrets may not be there yet)."""
+    from acgs_verify import rundir
+    from acgs_verify.probes.logs import parse_since
+    from acgs_verify.waivers import load_waivers
+
+    if args.since and args.since != "snapshot":
+        try:
+            parse_since(args.since)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if args.waivers is not None:
+        load_waivers(args.waivers)  # a bad file stops the run here: one line, exit 3
+    rundir.usable_report_dir(args.report_dir, create=False)  # created once the profile is known to be good
+
+
+def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id: str, started: float) -> int:
+    from acgs_verify import rundir
 
     pytest_args = _pytest_base_args(args.profile, args.set) + [
         "--gate", args.gate, "--acgs-run-id", run_id,
@@ -205,33 +310,31 @@ def cmd_run(args) -> int:
         *_worker_args(args.workers, args.pytest_args, len(profile.hosts)),
         *args.pytest_args,
     ]
-    with _sigterm_interrupts():
-        code, config = _run_pytest(pytest_args)
+    code, config = _run_pytest(pytest_args)
     result = _result_of(config)
     if result is None or code in (3, 4):  # pytest could not start: its own message is already printed
-        _discard(partial)
+        rundir.discard(partial)
         print(f"ACGS UNKNOWN - could not run the checks (pytest exit {code}) | duration={time.time() - started:.1f}s")
         return EXIT_UNKNOWN
     if result.complete and (code == 5 or not result.checks):  # interrupted before the first check: not a filter
         result.notes.append("no checks were collected: check the gate, -k and -m filters")
     if args.wait and result.checks and result.complete:
-        with _sigterm_interrupts():
-            _wait(args, result, pytest_args, partial)
+        _wait(args, result, pytest_args, partial)
     gate_lines = _finish_gate(result, gate_plan, profile, report_dir)
     result.duration = time.time() - started
-    _write_reports(result, partial, report_dir, profile.secret_values(), gate_plan.writes_snapshot)
-    run_dir = report_dir / run_id
-    os.replace(partial, run_dir)
-    if result.complete:  # an interrupted run keeps its report, but latest stays on the last complete run
-        _point_latest(report_dir, run_id)
-        from acgs_verify.report.history import append_history
-
-        append_history(result, report_dir)
+    try:
+        run_dir = rundir.finish(result, partial, report_dir, profile.secret_values(), gate_plan.writes_snapshot)
+    except rundir.ReportDirError as exc:  # the verdict stands, in summary.json; the line says where
+        print(f"acgs-verify: error: {exc}", file=sys.stderr)
+        print(result.summary_line())
+        return result.exit_code
     for line in gate_lines:
         print(line)
     print(f"reports: {run_dir}/ (report.html, report.md, summary.json, junit.xml, metrics.prom, allure-results/)"
           + ("" if result.complete else " [incomplete]"))
-    print(result.summary_line())
+    from acgs_verify.gates import last_line
+
+    print(last_line(result))
     return result.exit_code
 
 
@@ -269,7 +372,7 @@ def _add_gate_options(run: argparse.ArgumentParser) -> None:
                           "directory; default: the latest pre-maintenance snapshot of the same profile)")
     run.add_argument("--waivers", type=Path, default=None, metavar="FILE",
                      help="YAML file of waived failures: id, target (pattern), reason, owner, expires")
-    run.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+    run.add_argument("--wait", type=number("--wait", 0, MAX_WAIT_SECONDS), default=0, metavar="SECONDS",
                      help="re-run failing checks until they pass or SECONDS are up (services restarting)")
     run.add_argument("--since", default=None, metavar="TIME",
                      help="log checks read only lines since TIME: ISO time, a duration (30m, 2h, 1d) or "
@@ -278,12 +381,7 @@ def _add_gate_options(run: argparse.ArgumentParser) -> None:
 
 def _plan_gate(args, profile):
     from acgs_verify import gates
-    from acgs_verify.waivers import load_waivers
 
-    if args.wait < 0:
-        raise UsageError(f"--wait {args.wait:g}: must be 0 or more seconds")
-    if args.waivers is not None:
-        load_waivers(args.waivers)  # a bad file stops the run here: one line, exit 3
     return gates.plan(args.gate, profile.name, args.report_dir, args.snapshot, args.since)
 
 
@@ -326,18 +424,6 @@ def _finish_gate(result, gate_plan, profile, report_dir: Path) -> list[str]:
     lines = gates.finish(result, gate_plan, profile)
     result.extra["trend"] = trend_of(result, report_dir)
     return lines
-
-
-def _write_reports(result, run_dir: Path, report_dir: Path, secrets: list[str], snapshot: bool) -> None:
-    from acgs_verify.report import mask_files, write_all
-
-    # junit.xml was written by pytest's junitxml plugin from raw test reports
-    mask_files([run_dir / "junit.xml"], secrets)
-    write_all(result, run_dir)
-    if snapshot:
-        from acgs_verify.report.snapshot import SNAPSHOT_FILE, write_snapshot
-
-        write_snapshot(result, run_dir / SNAPSHOT_FILE)
 
 
 # ------------------------------------------------------------------------------------ report, diff
@@ -384,20 +470,6 @@ def cmd_diff(args) -> int:
         print(line)
     print(d.summary_line())
     return 2 if d.gate_failures() else 0
-
-
-def _discard(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _point_latest(report_dir: Path, run_id: str) -> None:
-    """Repoint reports/latest in one rename, so it always names a complete run."""
-    tmp = report_dir / f".latest-{run_id}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(run_id)
-    os.replace(tmp, report_dir / "latest")
 
 
 # ------------------------------------------------------------------------------------------- catalog
@@ -468,7 +540,7 @@ def cmd_sandbox(args) -> int:
         return 0
     if args.action == "down":
         stopped = sb.down()
-        print(f"sandbox down ({len(stopped)} processes stopped)")
+        print(f"sandbox down ({plural(len(stopped), 'process')} stopped)")
         return 0
     if args.action == "status":
         status = sb.status()

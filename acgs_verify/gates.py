@@ -32,6 +32,8 @@ class GatePlan:
     snapshot_path: Path | None = None
     snapshot: dict | None = None
     since: str | None = None  # ISO time handed to the plugin's --since
+    # the summary line of the pre-maintenance run compared with, when that run's own gate was closed
+    baseline_closed: str | None = None
 
     @property
     def writes_snapshot(self) -> bool:
@@ -79,6 +81,12 @@ def plan(gate: str, profile_name: str, report_dir: Path, snapshot_arg: Path | No
             raise GateError(f"--snapshot {path}: not a snapshot.json, summary.json or run directory "
                             f"({' '.join(str(exc).split())[:120]})") from None
         p.snapshot_path = Path(path)
+        p.baseline_closed = closed_gate(Path(path))
+        if p.baseline_closed and snapshot_arg is None:
+            run_dir, verdict = Path(path).parent, p.baseline_closed.split(" | ")[0]
+            raise GateError(f"the latest pre-maintenance run of profile {profile_name!r} ({run_dir}) is one whose own "
+                            f"gate was closed ({verdict}): fix what it found and run --gate pre-maintenance again, "
+                            f"or give --snapshot {run_dir} to compare with it anyway")
     if since_arg == "snapshot":
         p.since = p.snapshot["started"]
     elif since_arg:
@@ -87,6 +95,24 @@ def plan(gate: str, profile_name: str, report_dir: Path, snapshot_arg: Path | No
         except ValueError as exc:
             raise GateError(str(exc)) from None
     return p
+
+
+def closed_gate(snapshot_path: Path) -> str | None:
+    """The summary line of the run a snapshot belongs to, if that run's gate was closed (exit 2 or 3); else None.
+
+    >>> closed_gate(Path("reports/20250601T020000Z-production-pre-maintenance-1a2b/snapshot.json"))
+    'ACGS CRITICAL - 1 of 48 checks failed (P1: 1) | passed=47 failed=1 duration=9.1s'
+    """
+    run_dir = snapshot_path if snapshot_path.is_dir() else snapshot_path.parent
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None  # a snapshot.json on its own: nothing says how its run ended
+    if not isinstance(summary, dict) or not isinstance(summary.get("exit_code"), int):
+        return None
+    if summary["exit_code"] >= 2 or summary.get("gate_failures"):
+        return str(summary.get("summary") or f"exit {summary['exit_code']}")
+    return None
 
 
 def wait_for_recovery(result: RunResult, seconds: float, rerun: Callable[[list[str], int], RunResult | None],
@@ -152,8 +178,23 @@ def finish(result: RunResult, p: GatePlan, profile) -> list[str]:
         result.gate_failures.extend(d.gate_failures())
         lines.append(f"---- {p.gate}: compared with snapshot {p.snapshot_path} (pre-maintenance run "
                      f"{d.before_run}, started {d.before_started}) ----")
+        if p.baseline_closed:  # taken only because --snapshot named it: every report says so
+            result.extra["comparison"]["baseline_gate_closed"] = p.baseline_closed
+            note = (f"compared with pre-maintenance run {d.before_run}, whose own gate was closed "
+                    f"({p.baseline_closed.split(' | ')[0]}): what failed then is not a regression now")
+            result.notes.append(note)
+            lines.append(f"WARNING {note}")
         lines.extend(d.lines() or ["no regressions, nothing vanished"])
     return lines
+
+
+def last_line(result: RunResult) -> str:
+    """The run's summary line, saying when the comparison's baseline had a closed gate of its own."""
+    line = result.summary_line()
+    if (result.extra.get("comparison") or {}).get("baseline_gate_closed"):
+        text, sep, perf = line.partition(" | ")
+        line = f"{text}; the baseline's own gate was closed{sep}{perf}"
+    return line
 
 
 def merge_junit(main: Path, retry: Path) -> None:

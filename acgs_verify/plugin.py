@@ -6,8 +6,10 @@ service instance (`SVC-01[auth@app-1]`), one that takes `database` once per data
 
 from __future__ import annotations
 
+import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,8 @@ from acgs_verify.targets import TARGET_KINDS, host_of
 
 PROFILE_KEY = pytest.StashKey[Profile]()
 COLLECTOR_KEY = pytest.StashKey["ResultCollector"]()
+# plain `pytest checks --report-dir DIR`: where this run is being written (acgs-verify run keeps its own)
+PLAIN_RUN_KEY = pytest.StashKey[dict]()
 DEFAULT_PROFILE = "sandbox"
 
 
@@ -28,7 +32,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"environment profile, by name or path (default: {DEFAULT_PROFILE})")
     group.addoption("--set", dest="acgs_set", action="append", default=[], metavar="dotted.key=VALUE",
                     help="override one profile field for this run, e.g. thresholds.db_long_query_seconds=60")
-    group.addoption("--gate", dest="acgs_gate", default=None, choices=sorted(GATES),
+    # checked in pytest_cmdline_main rather than by `choices`, so a bad gate is exit 3 as with acgs-verify run
+    group.addoption("--gate", dest="acgs_gate", default=None,
                     help="run the checks of one gate: " + ", ".join(GATES))
     group.addoption("--acgs-run-id", dest="acgs_run_id", default=None, help="(set by acgs-verify run)")
     group.addoption("--acgs-no-secrets", dest="acgs_no_secrets", action="store_true",
@@ -37,6 +42,51 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="log checks read only lines written since TIME: ISO time or a duration (30m, 2h, 1d)")
     group.addoption("--waivers", dest="acgs_waivers", default=None, metavar="FILE",
                     help="YAML file of waived failures (ID, target pattern, reason, owner, expires)")
+    group.addoption("--report-dir", dest="acgs_report_dir", default=None, metavar="DIR",
+                    help="write the reports acgs-verify run writes into DIR/<run id>/ (default: none)")
+
+
+def _plain(config: pytest.Config) -> bool:
+    """A run of plain pytest over the checks (acgs-verify run passes --acgs-run-id and finishes the run itself)."""
+    return config.getoption("acgs_run_id") is None and not config.getoption("collectonly")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config):
+    """Bad input stops here with one line and exit 3, as with acgs-verify run (pytest's own usage errors are 4)."""
+    if hasattr(config, "workerinput") or config.getoption("help") or config.getoption("version"):
+        return None
+    from acgs_verify.rundir import ReportDirError
+
+    try:
+        gate = config.getoption("acgs_gate")
+        if gate is not None and gate not in GATES:
+            raise ProfileError(f"unknown gate {gate!r}; gates: {', '.join(GATES)}")
+        report_dir = config.getoption("acgs_report_dir")
+        if config.getoption("acgs_profile") is not None or config.getoption("acgs_set") or report_dir:
+            _load(config)
+        _run_options(config)
+        if report_dir and _plain(config):
+            _start_plain_run(config, Path(report_dir))
+    except (ProfileError, ReportDirError, pytest.UsageError) as exc:
+        print(f"acgs-verify: error: {exc}", file=sys.stderr)
+        return 3
+    return None
+
+
+def _start_plain_run(config: pytest.Config, report_dir: Path) -> None:
+    import secrets
+
+    from acgs_verify import rundir
+
+    rundir.usable_report_dir(report_dir)
+    profile = config.stash[PROFILE_KEY]
+    gate = config.getoption("acgs_gate") or "all"
+    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{profile.name}-{gate}-{secrets.token_hex(2)}"
+    partial = rundir.start(report_dir, run_id)
+    config.stash[PLAIN_RUN_KEY] = {"run_id": run_id, "partial": partial, "report_dir": report_dir}
+    if not config.option.xmlpath:  # junit.xml, as acgs-verify run writes it
+        config.option.xmlpath = str(partial / "junit.xml")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -60,13 +110,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _profile(config: pytest.Config) -> Profile:
+    try:
+        return _load(config)
+    except ProfileError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _load(config: pytest.Config) -> Profile:
     if PROFILE_KEY not in config.stash:
         name = config.getoption("acgs_profile") or DEFAULT_PROFILE
-        try:
-            config.stash[PROFILE_KEY] = load_profile(
-                name, config.getoption("acgs_set"), resolve_secrets=not config.getoption("acgs_no_secrets"))
-        except ProfileError as exc:
-            raise pytest.UsageError(str(exc)) from None
+        config.stash[PROFILE_KEY] = load_profile(
+            name, config.getoption("acgs_set"), resolve_secrets=not config.getoption("acgs_no_secrets"))
     return config.stash[PROFILE_KEY]
 
 
@@ -326,8 +380,10 @@ class ResultCollector:
                 if getattr(res, name):
                     setattr(res, name, mask(str(getattr(res, name)), secrets))
             res.evidence = {k: mask(v, secrets) for k, v in res.evidence.items()}
+        plain_run = self.config.stash.get(PLAIN_RUN_KEY, {})
         self.result = RunResult(
-            run_id=self.config.getoption("acgs_run_id") or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+            run_id=(self.config.getoption("acgs_run_id") or plain_run.get("run_id")
+                    or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")),
             profile=profile.name if profile else "",
             gate=self.config.getoption("acgs_gate") or "all",
             started=datetime.fromtimestamp(self.start, UTC).isoformat(timespec="seconds"),
@@ -339,6 +395,44 @@ class ResultCollector:
             notes=_profile_notes(profile) if profile else [],
         )
         _apply_run_options(self.config, self.result)
+        if self._same_as_run():
+            if exitstatus == 5 or not self.result.checks:
+                self.result.notes.append("no checks were collected: check the gate, -k and -m filters")
+            session.exitstatus = self.result.exit_code  # the contract of acgs-verify run: 0/1/2/3
+
+    def _same_as_run(self) -> bool:
+        """Plain pytest over the checks ends as acgs-verify run does; the suite's own tests are left alone."""
+        return _plain(self.config) and (PROFILE_KEY in self.config.stash or bool(self.by_nodeid))
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """After pytest's own last line: the reports (with --report-dir) and the run's summary line."""
+        plain_run = config.stash.get(PLAIN_RUN_KEY, None)
+        from acgs_verify import rundir
+
+        if self.result is None or not self._same_as_run():
+            if plain_run:
+                rundir.discard(plain_run["partial"])
+            return
+        if plain_run:
+            from acgs_verify.gates import GatePlan, finish
+            from acgs_verify.report.history import trend_of
+
+            profile = config.stash[PROFILE_KEY]
+            plan = GatePlan(config.getoption("acgs_gate") or "compliance")
+            try:
+                if config.getoption("acgs_gate"):
+                    finish(self.result, plan, profile)
+                self.result.extra["trend"] = trend_of(self.result, plain_run["report_dir"])
+                run_dir = rundir.finish(self.result, plain_run["partial"], plain_run["report_dir"],
+                                        profile.secret_values(), plan.writes_snapshot)
+                print(f"reports: {run_dir}/ (report.html, report.md, summary.json, junit.xml, metrics.prom, "
+                      "allure-results/)" + ("" if self.result.complete else " [incomplete]"))
+            except rundir.ReportDirError as exc:
+                print(f"acgs-verify: error: {exc}", file=sys.stderr)
+            except BaseException:
+                rundir.discard(plain_run["partial"])
+                raise
+        print(self.result.summary_line())
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
         from acgs_verify.report.terminal import findings_lines

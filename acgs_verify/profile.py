@@ -10,6 +10,8 @@ A bad profile raises ProfileError, whose str() is one line naming the file, the 
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -23,6 +25,15 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 MAX_PROFILE_BYTES = 1 << 20  # a profile is a page of YAML; anything larger is a mistake or an attack
 MAX_EXPANDED_NODES = 20_000  # bounds alias expansion (billion laughs) before anything walks the data
 MAX_DEPTH = 40
+# No limit, count or duration a profile holds comes near this; past it a number is a typo (1e400 is inf) that
+# would make a timeout that never fires or a date computation that overflows
+MAX_NUMBER = 1e9
+# a duration in these units beyond a century is a typo too (and `now - timedelta(days=1e9)` raises)
+MAX_CENTURY = {"_days": 36_500, "_hours": 876_000, "_minutes": 52_560_000}
+# names that become parts of paths (the run directory is <time>-<profile name>-<gate>-<random>)
+PATH_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+# a profile must name at least one of these, or it would check this machine at the runbook's production paths
+TARGET_FIELDS = ("hosts", "inventory", "services", "databases", "redis", "certificates", "tls_endpoints")
 HASH_RE = r"^[0-9a-f]{16}$"
 
 
@@ -35,6 +46,20 @@ class ProfileError(Exception):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*")
+    @classmethod
+    def _sane_number(cls, v: Any, info: Any) -> Any:  # info: pydantic's ValidationInfo
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return v
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        if abs(v) > MAX_NUMBER:
+            raise ValueError(f"must be at most {MAX_NUMBER:g}")
+        for unit, limit in MAX_CENTURY.items():
+            if (info.field_name or "").endswith(unit) and abs(v) > limit:
+                raise ValueError(f"must be at most {limit:g} (a century)")
+        return v
 
 
 class Thresholds(_Strict):
@@ -452,6 +477,8 @@ def find_profile(name_or_path: str, relative_to: Path | None = None) -> Path:
         p = Path(name_or_path).expanduser()
         if not p.is_absolute() and relative_to is not None:
             p = relative_to / p
+        if p.is_dir():
+            raise ProfileError(f"{p} is a directory, not a profile: give a profile's .yaml file or its name")
         if not p.is_file():
             raise ProfileError(f"profile file not found: {p}")
         return p.resolve()
@@ -461,6 +488,8 @@ def find_profile(name_or_path: str, relative_to: Path | None = None) -> Path:
         p = d / f"{name_or_path}.yaml"
         if p.is_file():
             return p.resolve()
+    if relative_to is None and Path(name_or_path).expanduser().is_dir():
+        raise ProfileError(f"{name_or_path} is a directory, not a profile: give a profile's .yaml file or its name")
     raise ProfileError(
         f"unknown profile {name_or_path!r}; available: {', '.join(available_profiles()) or 'none'}"
     )
@@ -494,6 +523,7 @@ def _read_yaml(path: Path) -> _Located:
         if node is None:
             return _Located({}, {})
         _check_size(node, shown)
+        _check_keys_and_dates(node, shown, loader)
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -503,9 +533,13 @@ def _read_yaml(path: Path) -> _Located:
         raise ProfileError(f"{shown}: YAML error: {str(exc).splitlines()[0]}") from None
     except RecursionError:
         raise ProfileError(f"{shown}: YAML nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # a value YAML's own constructors refuse; the walk names most
+        raise ProfileError(f"{shown}: YAML value cannot be read: {exc}") from None
     finally:
         if loader is not None:
             loader.dispose()
+    if data is None:  # `---` alone, or `~`: as empty as an empty file
+        return _Located({}, {})
     if not isinstance(data, dict):
         raise ProfileError(f"{shown}:1: a profile is a mapping of fields, not {type(data).__name__}")
     where: dict[tuple, tuple[str, int]] = {}
@@ -554,6 +588,42 @@ def _check_size(node: yaml.Node, shown: str) -> None:
         return total
 
     size(node, 0)
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+
+
+def _check_keys_and_dates(node: yaml.Node, shown: str, loader: yaml.SafeLoader) -> None:
+    """A key given twice at any level names both lines (YAML would keep the last one silently), and an impossible
+    date (2025-02-30) names its line and field instead of failing later as "day is out of range"."""
+    seen: set[int] = set()
+
+    def walk(n: yaml.Node, path: tuple) -> None:
+        if id(n) in seen:  # an alias: checked where it was defined
+            return
+        seen.add(id(n))
+        if isinstance(n, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for k, v in n.value:
+                if isinstance(k, yaml.ScalarNode) and k.tag != _MERGE_TAG:
+                    line = k.start_mark.line + 1
+                    if k.value in first:
+                        raise ProfileError(f"{shown}:{line}: {_dotted(path + (k.value,))}: key given twice "
+                                           f"(lines {first[k.value]} and {line}); keep one")
+                    first[k.value] = line
+                walk(v, path + ((k.value if isinstance(k, yaml.ScalarNode) else "?"),))
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                walk(v, path + (i,))
+        elif isinstance(n, yaml.ScalarNode) and n.tag == _TIMESTAMP_TAG:
+            try:
+                loader.construct_yaml_timestamp(n)
+            except (ValueError, OverflowError) as exc:
+                raise ProfileError(f"{shown}:{n.start_mark.line + 1}: {_dotted(path)}: not a real date "
+                                   f"{n.value!r} ({exc})") from None
+
+    walk(node, ())
 
 
 def _record_lines(node, path, shown, where, seen) -> None:
@@ -773,14 +843,28 @@ def load_profile(name_or_path: str, overrides: Iterable[str] = (), resolve_secre
     for text in overrides:
         key, value = parse_override(text)
         set_paths.append((_apply_override(data, key, value, text), text))
-    data.setdefault("name", path.stem)
+    # a file name may hold anything; the profile's name becomes part of a directory name
+    data.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).lstrip(".-") or "profile")
+    if not any(data.get(field) for field in TARGET_FIELDS):
+        raise ProfileError(f"{_shown(path)}: names no target: give hosts (or inventory), services, databases, redis,"
+                           " certificates or tls_endpoints (an empty profile would check this machine at the "
+                           "runbook's production paths)")
     _add_inventory_hosts(data, path, located.where)
     try:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
         raise ProfileError(_validation_line(exc, located.where, set_paths)) from None
+    _check_path_name(profile.name, located.where, set_paths)
     secrets = _resolve_secrets(profile, located.where) if resolve_secrets else {}
     return profile.model_copy(update={"secrets": secrets, "source": str(path)})
+
+
+def _check_path_name(name: str, where: dict, set_paths) -> None:
+    if PATH_NAME_RE.fullmatch(name):
+        return
+    source = next((f"--set {text}" for real, text in set_paths if real == ("name",)), _where(where, ("name",)))
+    raise ProfileError(f"{source}: name {name[:60]!r} becomes part of the run's directory name: use letters, digits,"
+                       " '.', '_' and '-' (not first)")
 
 
 def _add_inventory_hosts(data: dict, profile_path: Path, where: dict) -> None:
@@ -801,12 +885,15 @@ def _add_inventory_hosts(data: dict, profile_path: Path, where: dict) -> None:
 
 
 def _validation_line(exc: ValidationError, where: dict, set_paths) -> str:
-    errors = exc.errors()
+    # an unknown key first: `expire:` also makes `expires` missing, and the typo is what the user must see
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     err = errors[0]
     loc = tuple(err["loc"])
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
-        msg = f"unknown field {loc[-1]!r}"
+        missing = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and tuple(e["loc"][:-1]) == loc[:-1]]
+        close = difflib.get_close_matches(str(loc[-1]), missing, n=1, cutoff=0.6)
+        msg = f"unknown field {loc[-1]!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
     elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict | list):
         shown = err["input"]
         if isinstance(shown, str) and "://" in shown:

@@ -17,7 +17,7 @@ def error_of(*args, **kw) -> str:
 
 
 def test_defaults_follow_the_catalog(write_profile):
-    p = load_profile(str(write_profile("services: []\n")))
+    p = load_profile(str(write_profile("hosts: [{name: a}]\n")))
     assert p.thresholds.db_long_query_seconds == 300
     assert p.thresholds.latency_p99_fail_ms == 100
     assert p.thresholds.backup_max_age_hours == 26
@@ -87,7 +87,7 @@ def test_unknown_key_names_file_line_and_field(write_profile):
 
 
 def test_wrong_type_names_file_line_and_field(write_profile):
-    path = write_profile("thresholds:\n  disk_percent_max: lots\n")
+    path = write_profile("thresholds:\n  disk_percent_max: lots\nhosts: [{name: a}]\n")
     text = error_of(str(path))
     assert "p.yaml:2" in text and "thresholds.disk_percent_max" in text and "'lots'" in text
 
@@ -133,7 +133,7 @@ def test_masking_helpers():
 
 def test_env_interpolation_with_default(write_profile, monkeypatch):
     monkeypatch.delenv("ACGS_TEST_DIR", raising=False)
-    path = str(write_profile("paths: {logs: '${ACGS_TEST_DIR:-/tmp/x}/log'}\n"))
+    path = str(write_profile("hosts: [{name: a}]\npaths: {logs: '${ACGS_TEST_DIR:-/tmp/x}/log'}\n"))
     assert load_profile(path).paths.logs == "/tmp/x/log"
     monkeypatch.setenv("ACGS_TEST_DIR", "/srv")
     assert load_profile(path).paths.logs == "/srv/log"
@@ -152,7 +152,7 @@ def test_alias_bomb_is_refused_quickly(write_profile):
     ("hosts: [{name: a, port: x}]\n", "p.yaml:1: hosts[0].port"),
     ("- just\n- a list\n", "a profile is a mapping"),
     ("services: [{name: a, port: 1}, {name: a, port: 2}]\n", "name 'a' is used twice"),
-    ("constitutional_hash: xyz\n", "constitutional_hash"),
+    ("constitutional_hash: xyz\nhosts: [{name: a}]\n", "constitutional_hash"),
 ])
 def test_more_bad_profiles(write_profile, content, expected):
     assert expected in error_of(str(write_profile(content)))
@@ -173,7 +173,7 @@ def test_cli_bad_input_is_one_line_and_exit_3(args, expected):
 
 
 def test_cli_bad_profile_file_is_one_line_and_exit_3(write_profile):
-    path = write_profile("thresholds:\n  disk_percent_max: [1, 2]\n")
+    path = write_profile("thresholds:\n  disk_percent_max: [1, 2]\nhosts: [{name: a}]\n")
     res = run_cli("run", "--profile", str(path))
     assert res.returncode == 3
     assert "p.yaml:2: thresholds.disk_percent_max" in res.stderr and len(res.stderr.strip().splitlines()) == 1

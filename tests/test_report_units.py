@@ -214,7 +214,7 @@ def test_state_counts_and_names_redis_keys_and_records_nothing_without_sources(t
     from acgs_verify.probes.state import collect_state
     from acgs_verify.profile import load_profile
 
-    assert collect_state(load_profile(str(write_profile("services: []\n")))) == \
+    assert collect_state(load_profile(str(write_profile("hosts: [{name: a}]\n")))) == \
         {"tables": {}, "redis": {}, "errors": []}
     port = _free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",

@@ -35,6 +35,7 @@ _STATUS_ACCESS = re.compile(r"\"[A-Z]+ (?P<path>\S+) HTTP/[\d.]+\"\s+(?P<status>
 _PATH_KV = re.compile(r"\bpath[=:]\s*\"?(\S+?)\"?(?:\s|$)")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+SINCE_CLOCK_SLACK = timedelta(minutes=1)  # a time typed from another machine's clock may run a little ahead
 PROBE_PATHS = ("/health", "/metrics")  # monitoring traffic, not users': left out of error rates
 
 
@@ -138,14 +139,20 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     Raises ValueError with a one-line reason for anything else.
     """
     text = text.strip()
+    now = now or datetime.now(UTC)
     m = _DURATION.match(text)
-    if m:
-        return (now or datetime.now(UTC)) - timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
     try:
-        return _aware(datetime.fromisoformat(text.replace("Z", "+00:00")))
-    except ValueError:
+        if m:
+            return now - timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+        since = _aware(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except (OverflowError, ValueError) as exc:
+        if isinstance(exc, OverflowError) or m:
+            raise ValueError(f"--since {text!r}: reaches back before the year 1") from None
         raise ValueError(f"--since {text!r}: expected an ISO time (2025-06-01T02:00), "
                          "a duration (90s, 30m, 2h, 1d) or 'snapshot'") from None
+    if since > now + SINCE_CLOCK_SLACK:  # a window that opens later holds no line yet: every log check would fail
+        raise ValueError(f"--since {text!r}: is in the future (now {now.astimezone():%Y-%m-%d %H:%M %Z})")
+    return since
 
 
 def within(lines: list[str], since: datetime) -> list[str]:
@@ -229,6 +236,11 @@ class LogReader:
                 self._cache[key] = result.stdout.replace("\0", "").splitlines()
             if self.since is not None:
                 self._cache[key] = within(self._cache[key], self.since)
+        if not self._cache[key] and self.since is not None:
+            # the window is empty, not the log: say so rather than judge "0 of the last 0 lines"
+            shown = self.since.astimezone()
+            when = f"{shown:%H:%M}" if shown.date() == datetime.now().astimezone().date() else f"{shown:%Y-%m-%d %H:%M}"
+            raise ProbeError(f"no lines since {when} in {path} on {host.name}")
         return self._cache[key]
 
     def lines(self, host, path: str, n: int) -> list[str]:
