@@ -100,6 +100,18 @@ def test_an_empty_alerts_log_passes_and_says_it_is_empty(healthy_sandbox, tmp_pa
     assert c["outcome"] == "passed" and "the log is empty" in c["measured"], c
 
 
+def test_no_alert_since_the_window_start_passes_mon01(healthy_sandbox, tmp_path):
+    # --since leaves the alerts log's window empty: no alert raised since then, the healthy case (a service log's
+    # empty window, by contrast, is no evidence and fails its check)
+    quiet = tmp_path / "alerts.log"
+    quiet.write_text("2020-01-01 00:00:00,000 - alerts - CRITICAL - disk full on app-1\n")
+    res, summary = run(healthy_sandbox, tmp_path, "--set", f"paths.alerts_log={quiet}", "--since", "1m",
+                       "--", "-k", "critical_alert")
+    assert res.returncode == 0, res.stdout[-3000:]
+    c = check(summary, "MON-01", "app-1")
+    assert c["outcome"] == "passed" and "no line since" in c["measured"], c
+
+
 def test_svc07_says_so_when_it_falls_back_to_a_json_metrics_body(healthy_sandbox, tmp_path):
     healthy_sandbox.break_fault("metrics-json:auth")
     res, summary = run(healthy_sandbox, tmp_path, "--set", "services.auth.log=null", "--",

@@ -219,7 +219,9 @@ class LogReader:
         self._keep = keep
         self._cache: OrderedDict[tuple, list[str]] = OrderedDict()
 
-    def tail(self, host, path: str, n: int) -> list[str]:
+    def tail(self, host, path: str, n: int, quiet_is_evidence: bool = False) -> list[str]:
+        """The last `n` lines of `path` on `host` (within the --since window). An empty window raises ProbeError
+        unless `quiet_is_evidence`: for an alerts log, no line since then means no alert was raised."""
         key = (host.name, path, n)
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -236,7 +238,7 @@ class LogReader:
                 self._cache[key] = result.stdout.replace("\0", "").splitlines()
             if self.since is not None:
                 self._cache[key] = within(self._cache[key], self.since)
-        if not self._cache[key] and self.since is not None:
+        if not self._cache[key] and self.since is not None and not quiet_is_evidence:
             # the window is empty, not the log: say so rather than judge "0 of the last 0 lines"
             shown = self.since.astimezone()
             when = f"{shown:%H:%M}" if shown.date() == datetime.now().astimezone().date() else f"{shown:%Y-%m-%d %H:%M}"
