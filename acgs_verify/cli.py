@@ -197,7 +197,7 @@ def cmd_run(args) -> int:
     partial.mkdir(parents=True, exist_ok=False)
 
     pytest_args = _pytest_base_args(args.profile, args.set) + [
-        "--gate", args.gate, "--acgs-run-id", run_id,
+        "--gate", args.gate, "--acgs-run-id", run_id, "--acgs-report-dir", str(report_dir),
         "--junitxml", str(partial / "junit.xml"),
         "-q", "--no-header", "--tb=short" if args.debug else "--tb=no", "-rN",
         *RUN_ONLY_ARGS,

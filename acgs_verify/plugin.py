@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +38,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="log checks read only lines written since TIME: ISO time or a duration (30m, 2h, 1d)")
     group.addoption("--waivers", dest="acgs_waivers", default=None, metavar="FILE",
                     help="YAML file of waived failures (ID, target pattern, reason, owner, expires)")
+    group.addoption("--acgs-report-dir", dest="acgs_report_dir", default="reports", metavar="DIR",
+                    help="where earlier runs wrote history.jsonl (SVC-12 baseline, MON-02 availability)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -249,6 +252,15 @@ def backup_reader():
     from acgs_verify.probes.backups import BackupReader
 
     return BackupReader()
+
+
+@pytest.fixture(scope="session")
+def run_history(pytestconfig: pytest.Config, profile: Profile) -> list[dict]:
+    """Earlier complete runs of this profile, oldest first, from REPORT_DIR/history.jsonl (report/history.py's
+    service_history): SVC-12's baseline and MON-02's availability. Read once per run."""
+    from acgs_verify.report.history import service_history
+
+    return service_history(Path(pytestconfig.getoption("acgs_report_dir")), profile.name)
 
 
 @pytest.fixture
