@@ -150,3 +150,30 @@ def test_catalog_lists_the_new_checks_and_the_gates_run_them():
     for gate in ("pre-maintenance", "post-maintenance", "compliance"):
         assert GATES[gate]["ids"] is None  # every check, the new ones included
     assert not set(NEW) & set(GATES["smoke"]["ids"])  # the catalog's smoke gate is "is it up" only
+
+
+def test_no_tables_and_no_view_of_other_sessions_are_not_passes(healthy_sandbox):
+    """DB-11/12 on a database without a user table, DB-13 for a role that sees only its own sessions: ProbeError."""
+    import pytest
+
+    from acgs_verify.check import ProbeError
+    from acgs_verify.probes import postgres
+    from acgs_verify.profile import Thresholds
+    from acgs_verify.sandbox.components.postgres import primary_port
+
+    with sandbox_admin(healthy_sandbox, "postgres") as admin:
+        admin.execute("CREATE ROLE h8_plain LOGIN PASSWORD 'h8-plain-pw'")
+        admin.execute("CREATE DATABASE h8_empty OWNER h8_plain")
+        try:
+            dsn = f"postgresql://h8_plain@127.0.0.1:{primary_port(healthy_sandbox.port_offset)}/h8_empty"
+            pg = postgres.connect(dsn, "h8-plain-pw", Thresholds())
+            try:
+                with pytest.raises(ProbeError, match="no user table"):
+                    postgres.table_sizes(pg)
+                with pytest.raises(ProbeError, match="sees only its own sessions"):
+                    postgres.connections_by_application(pg)
+            finally:
+                pg.conn.close()
+        finally:
+            admin.execute("DROP DATABASE IF EXISTS h8_empty")
+            admin.execute("DROP ROLE IF EXISTS h8_plain")
