@@ -368,9 +368,17 @@ def audit_chain(pg: Pg, table: str, expected_hash: str, max_rows: int) -> dict[s
 # ------------------------------------------------------------- DB-11, DB-12, DB-13 (Database/Application Optimization)
 
 
+# Sizes from pg_class.relpages (as of the last VACUUM/ANALYZE), not pg_total_relation_size(): that one takes a lock
+# on the table, and a table someone holds ACCESS EXCLUSIVE (DB-05's case) would time these checks out.
+_BLOCK = "current_setting('block_size')::bigint"
+_TOTAL_PAGES = ("(c.relpages::bigint + coalesce((SELECT sum(ic.relpages) FROM pg_index x JOIN pg_class ic"
+                " ON ic.oid = x.indexrelid WHERE x.indrelid = c.oid), 0)::bigint + coalesce((SELECT t.relpages"
+                " FROM pg_class t WHERE t.oid = c.reltoastrelid), 0)::bigint)")
+
+
 def table_sizes(pg: Pg) -> list[dict[str, Any]]:
     """Every user table with its live and dead tuples and sizes, largest first (DB-11/DB-12): the runbook's
-    bloat query, pg_total_relation_size per table, joined with pg_stat_user_tables.
+    bloat query (sizes from pg_class, without a lock), joined with pg_stat_user_tables.
 
     -> [{'table': 'public.audit_logs', 'live': 3000, 'dead': 12, 'dead_percent': 0.4, 'size': '1208 kB',
          'table_size': '896 kB', 'seq_scan': 4, 'idx_scan': 120, 'autovacuum': True}]
@@ -379,11 +387,11 @@ def table_sizes(pg: Pg) -> list[dict[str, Any]]:
     rows = pg.rows(
         "SELECT s.schemaname || '.' || s.relname AS table, s.n_live_tup::bigint AS live, s.n_dead_tup::bigint AS dead,"
         " round(100.0 * s.n_dead_tup / nullif(s.n_live_tup + s.n_dead_tup, 0), 1)::float AS dead_percent,"
-        " pg_size_pretty(pg_total_relation_size(s.relid)) AS size, pg_size_pretty(pg_relation_size(s.relid))"
+        f" pg_size_pretty({_TOTAL_PAGES} * {_BLOCK}) AS size, pg_size_pretty(c.relpages::bigint * {_BLOCK})"
         " AS table_size, s.seq_scan::bigint AS seq_scan, s.idx_scan::bigint AS idx_scan,"
         " coalesce(c.reloptions, '{}') @> ARRAY['autovacuum_enabled=false'] IS NOT TRUE AS autovacuum"
         " FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
-        " ORDER BY pg_total_relation_size(s.relid) DESC")
+        f" ORDER BY {_TOTAL_PAGES} DESC")
     if not rows:
         raise ProbeError(f"{pg.label}: pg_stat_user_tables shows no user table to this role")
     return rows
@@ -397,11 +405,11 @@ def unused_indexes(pg: Pg, min_rows: int) -> list[dict[str, Any]]:
     """
     return pg.rows(
         "SELECT i.schemaname || '.' || i.indexrelname AS index, i.schemaname || '.' || i.relname AS table,"
-        " pg_size_pretty(pg_relation_size(i.indexrelid)) AS size"
+        f" pg_size_pretty(ic.relpages::bigint * {_BLOCK}) AS size"
         " FROM pg_stat_user_indexes i JOIN pg_index x ON x.indexrelid = i.indexrelid"
-        " JOIN pg_stat_user_tables t ON t.relid = i.relid"
+        " JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_stat_user_tables t ON t.relid = i.relid"
         " WHERE i.idx_scan = 0 AND NOT x.indisunique AND NOT x.indisprimary"
-        " AND t.n_live_tup >= %(n)s ORDER BY pg_relation_size(i.indexrelid) DESC LIMIT 20", {"n": min_rows})
+        " AND t.n_live_tup >= %(n)s ORDER BY ic.relpages DESC LIMIT 20", {"n": min_rows})
 
 
 def idle_in_transaction(pg: Pg, seconds: float) -> list[dict[str, Any]]:
