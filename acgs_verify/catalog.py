@@ -187,6 +187,33 @@ _ENTRIES = [
     # Monitoring
     _e("MON-01", "monitoring", "P2", "no unresolved critical alert", "tail -f /var/log/acgs/alerts.log",
        "Incident Detection: acknowledge and work the alert", "each host"),
+    # Added from the runbook's remaining steps (Application/Database Optimization, High Latency, Key Metrics)
+    _e("SVC-11", "services", "P2", "memory of the service's processes",
+       "ps aux | grep uvicorn | awk '{print $2, $4, $11}' | sort -k2 -nr",
+       "Application Optimization: find what the service holds (caches, leaks); restart it in a quiet window "
+       "(sudo systemctl restart <unit>)", "each service on each app host"),
+    _e("SVC-12", "services", "P1", "latency not degraded against the baseline",
+       "python scripts/latency_check.py (Incident Classification P1: performance degradation >500% of baseline)",
+       "High Latency: compare with the last good run; check database (pg_stat_statements), Redis "
+       "(--latency-history), load (/proc/loadavg) and the latest deploy", "each service"),
+    _e("DB-11", "database", "P3", "table bloat (dead tuples) below limit",
+       "SELECT schemaname, tablename, pg_size_pretty(pg_total_relation_size(...)) FROM pg_tables ...",
+       "Database Optimization: VACUUM (ANALYZE) the table; check that autovacuum runs on it", "each database"),
+    _e("DB-12", "database", "P3", "indexes used, large tables not read by sequential scans",
+       "SELECT schemaname, tablename, attname, n_distinct, correlation FROM pg_stats ...",
+       "Database Optimization: drop indexes nothing uses; add an index for the queries that scan large tables",
+       "each database"),
+    _e("DB-13", "database", "P2", "connection pools: no session idle in transaction, pools within size",
+       "python scripts/connection_pool_stats.py",
+       "Application Optimization: find the application holding the open transaction (pg_stat_activity); "
+       "pg_terminate_backend(pid) if it is stuck; check the pool's size and leaks", "each database"),
+    _e("SYS-06", "system", "P2", "network latency to the host", "ping -c 10 localhost",
+       "High Latency: check the network path (mtr, interface errors: ip -s link) and the host's load",
+       "each host"),
+    _e("MON-02", "monitoring", "P2", "service availability over the window",
+       "Key Metrics: service availability > 99.9 %",
+       "Incident Response: read the failed runs' SVC-01 messages in reports/history.jsonl and their reports; "
+       "work the outages' causes", "each service"),
 ]
 
 CATALOG: dict[str, CatalogEntry] = {e.id: e for e in _ENTRIES}
@@ -299,4 +326,20 @@ EVIDENCE: dict[str, str] = {
               "logs or an unreadable log is a failure, never '0 breach indicators in 0 lines'",
     "MON-01": "the alerts log read (its lines in the window); skipped, with the reason, where the profile "
               "says there is no alerts log (paths.alerts_log: null)",
+    "SVC-11": "the processes that own the service's listening port (ss -p), and their children, each with its "
+              "RSS and %MEM from ps; a port whose owner cannot be seen (permissions) is a failure",
+    "SVC-12": "this run's p99 from SVC-06's samples (every sample answered) and at least baseline_runs earlier "
+              "runs of the profile in history.jsonl whose SVC-06 passed for the service; fewer skip, saying how "
+              "many there are",
+    "DB-11": "pg_stat_user_tables read with at least one user table visible, with its live and dead tuple "
+             "counts and its size (the runbook's size query)",
+    "DB-12": "pg_stat_user_tables and pg_stat_user_indexes read with at least one user table visible; findings "
+             "only warn",
+    "DB-13": "pg_stat_activity read by a role that can see other sessions (superuser or pg_read_all_stats), "
+             "with at least one other client session's row; a role that sees only its own cannot judge pools",
+    "SYS-06": "N round trips from the checker to every endpoint of the host (its ssh port, its services' "
+              "ports): TCP connect time (ICMP echo where the checker may send it); an endpoint that does "
+              "not answer at all is a failure",
+    "MON-02": "at least availability_min_runs runs of the profile within the window in history.jsonl that "
+              "recorded the service's SVC-01 outcome; fewer skip, saying how many there are",
 }

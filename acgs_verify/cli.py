@@ -302,7 +302,7 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
     from acgs_verify import rundir
 
     pytest_args = _pytest_base_args(args.profile, args.set) + [
-        "--gate", args.gate, "--acgs-run-id", run_id,
+        "--gate", args.gate, "--acgs-run-id", run_id, "--report-dir", str(report_dir),
         "--junitxml", str(partial / "junit.xml"),
         "-q", "--no-header", "--tb=short" if args.debug else "--tb=no", "-rN",
         *RUN_ONLY_ARGS,

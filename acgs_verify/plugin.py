@@ -305,6 +305,17 @@ def backup_reader():
     return BackupReader()
 
 
+@pytest.fixture(scope="session")
+def run_history(pytestconfig: pytest.Config, profile: Profile) -> list[dict]:
+    """Earlier complete runs of this profile, oldest first, from REPORT_DIR/history.jsonl (report/history.py's
+    service_history): SVC-12's baseline and MON-02's availability. Read once per run."""
+    from acgs_verify.report.history import service_history
+
+    report_dir = pytestconfig.getoption("acgs_report_dir")
+    # plain pytest without --report-dir keeps no history: SVC-12 and MON-02 then skip, saying they found no runs
+    return service_history(Path(report_dir), profile.name) if report_dir else []
+
+
 @pytest.fixture
 def check(request: pytest.FixtureRequest) -> Check:
     target = _target_of(request.node)

@@ -100,6 +100,19 @@ class Thresholds(_Strict):
     app_key_max_age_days: float = Field(31, gt=0)
     db_credential_max_age_days: float = Field(92, gt=0)
     alert_window_minutes: float = Field(15, gt=0)
+    service_rss_mb_max: float = Field(1024, gt=0)
+    service_mem_percent_max: float = Field(25, gt=0, le=100)
+    baseline_runs: int = Field(5, ge=1)
+    baseline_factor_max: float = Field(5, gt=1)
+    db_dead_tuple_percent_max: float = Field(20, ge=0, le=100)
+    db_bloat_min_rows: int = Field(10_000, ge=0)
+    db_idle_in_transaction_seconds_max: float = Field(60, ge=0)
+    network_samples: int = Field(10, ge=1, le=1000)
+    network_p99_fail_ms: float = Field(10, gt=0)
+    network_p99_warn_ms: float = Field(2, gt=0)
+    availability_percent_min: float = Field(99.9, ge=0, le=100)
+    availability_window_days: float = Field(30, gt=0)
+    availability_min_runs: int = Field(20, ge=1)
     # not in the catalog's table, but every probe needs one: how long a host or socket gets to answer
     connect_timeout_seconds: float = Field(3, gt=0)
     # not in the catalog either: the statement_timeout of every database session the checks open, so no
@@ -221,6 +234,9 @@ class Database(_SecretRef):
     compliance_window_hours: float = Field(24, gt=0)
     # CC-05 walks the hash chain of the most recent rows, newest first, up to this many
     audit_chain_rows: int = Field(100_000, ge=2)
+    # DB-13: the pool size of each application that connects (pg_stat_activity.application_name -> most
+    # connections it may hold, e.g. {acgs-auth-service: 20}); applications not named here are counted, not judged
+    pools: dict[str, int] = {}
     # credential (DSN + secret) allowed to CREATE DATABASE, for the opt-in restore drill only
     admin_dsn: str | None = None
     admin_password_env: str | None = None

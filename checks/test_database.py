@@ -144,3 +144,56 @@ def test_audit_log_retention(database, pg, thresholds, check):
     n, oldest = postgres.rows_older_than(pg.get(database.database), table, days)
     check.that(n == 0, measured=f"{n} {table} rows older than {days:g} days" + (f" (oldest {oldest})" if n else ""),
                expected=f"none older than {days:g} days", value=n)
+
+
+@runbook("DB-11")
+def test_table_bloat(database, pg, thresholds, check):
+    """SELECT schemaname, tablename, pg_size_pretty(pg_total_relation_size(...)) FROM pg_tables ...  (Analyze bloat)"""
+    tables = postgres.table_sizes(pg.get(database.database))
+    check.evidence("table sizes (the runbook's bloat query)", tables[:20])
+    floor, limit = thresholds.db_bloat_min_rows, thresholds.db_dead_tuple_percent_max
+    big = [t for t in tables if t["live"] + t["dead"] >= floor]
+    bloated = [t for t in big if (t["dead_percent"] or 0) >= limit]
+    shown = "; ".join(f"{t['table']} {t['dead_percent']:g} % dead ({t['dead']} of {t['live'] + t['dead']} rows, "
+                      f"{t['size']}{'' if t['autovacuum'] else ', autovacuum off'})" for t in bloated[:3])
+    check.that(not bloated, measured=f"{len(bloated)} of {len(big)} tables over {floor} rows (of {len(tables)} user "
+               f"tables) with >= {limit:g} % dead tuples" + (f": {shown}" if shown else ""),
+               expected=f"< {limit:g} % dead in tables over {floor} rows", value=[t["table"] for t in bloated])
+
+
+@runbook("DB-12")
+def test_index_usage(database, pg, thresholds, check):
+    """SELECT schemaname, tablename, attname, n_distinct, correlation FROM pg_stats ...  (Check index usage; warns)"""
+    db, floor = pg.get(database.database), thresholds.db_bloat_min_rows
+    tables = postgres.table_sizes(db)
+    unused = postgres.unused_indexes(db, floor)
+    scanned = [t for t in tables if t["live"] >= floor and t["seq_scan"] > (t["idx_scan"] or 0)]
+    check.measured(f"{len(unused)} unused indexes and {len(scanned)} tables read mostly by sequential scans among "
+                   f"{len(tables)} user tables (tables over {floor} rows)", expected="warns only",
+                   value={"unused_indexes": [i["index"] for i in unused], "seq_scanned": [t["table"] for t in scanned]})
+    findings = [f"index {i['index']} on {i['table']} ({i['size']}) never scanned" for i in unused[:3]]
+    findings += [f"{t['table']} ({t['live']} rows) {t['seq_scan']} sequential vs {t['idx_scan'] or 0} index scans"
+                 for t in scanned[:3]]
+    if findings:
+        check.warn("; ".join(findings))
+
+
+@runbook("DB-13")
+def test_connection_pools(database, pg, thresholds, check):
+    """python scripts/connection_pool_stats.py  (idle in transaction; connections per application vs pool size)"""
+    db, limit = pg.get(database.database), thresholds.db_idle_in_transaction_seconds_max
+    by_app = postgres.connections_by_application(db)  # refuses a role that cannot see other sessions
+    idle = postgres.idle_in_transaction(db, limit)
+    over = {app: (n, database.database.pools[app]) for app, n in by_app.items()
+            if app in database.database.pools and n > database.database.pools[app]}
+    if idle:
+        check.evidence("sessions idle in transaction", idle)
+    problems = [f"pid {s['pid']} ({s['application'] or 'no application_name'}) idle in transaction "
+                f"{s['seconds']:g} s" for s in idle[:3]]
+    problems += [f"{app} holds {n} connections, pool size {size}" for app, (n, size) in over.items()]
+    pools = ", ".join(f"{a or '(none)'} {n}" + (f"/{database.database.pools[a]}" if a in database.database.pools
+                                                 else "") for a, n in by_app.items()) or "none but acgs-verify"
+    check.that(not problems, measured=f"{len(idle)} sessions idle in transaction > {limit:g} s; connections per "
+               f"application: {pools}" + (f" ({'; '.join(problems)})" if problems else ""),
+               expected=f"0 idle in transaction > {limit:g} s and each application within its pool size",
+               value={"idle_in_transaction": [s["pid"] for s in idle], "connections": by_app})

@@ -1,5 +1,7 @@
 """Monitoring: runbook 'Monitoring and Alerting' and 'Incident Detection'."""
 
+from datetime import UTC, datetime, timedelta
+
 from acgs_verify.check import runbook
 from acgs_verify.probes.logs import unresolved_critical_alerts
 
@@ -24,3 +26,19 @@ def test_no_unresolved_critical_alert(node, logs, profile, thresholds, check):
     read = f"{len(lines)} lines read" if lines else empty
     check.that(not alerts, measured=f"{len(alerts)} unresolved CRITICAL alerts in the last {window:g} min of "
                f"{path} ({read})" + (f": {shown}" if alerts else ""), expected=f"0 in {window:g} min")
+
+
+@runbook("MON-02")
+def test_service_availability(service, run_history, thresholds, check):
+    """Key Metrics: "Service availability: >99.9%"  (share of runs in the window whose SVC-01 passed)"""
+    days, need, target = (thresholds.availability_window_days, thresholds.availability_min_runs,
+                          thresholds.availability_percent_min)
+    since = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="seconds")
+    ups = [r["services"][service.id]["up"] for r in run_history
+           if str(r["started"]) >= since and "up" in r["services"].get(service.id, {})]
+    if len(ups) < need:
+        check.skip(f"{len(ups)} runs in the last {days:g} days recorded SVC-01 for {service.id} in history.jsonl; "
+                   f"availability needs {need}")
+    percent = 100 * sum(ups) / len(ups)
+    check.that(percent >= target, measured=f"{percent:.2f} % available: SVC-01 passed in {sum(ups)} of {len(ups)} "
+               f"runs in the last {days:g} days", expected=f">= {target:g} %", value=round(percent, 3))

@@ -1,8 +1,10 @@
 """Service health: runbook 'Incident Response' (Initial Assessment, Service Outage, High Latency)."""
 
+import statistics
+
 from acgs_verify.check import ProbeError, runbook
 from acgs_verify.probes import host as hostfacts
-from acgs_verify.probes import metrics
+from acgs_verify.probes import metrics, system
 from acgs_verify.probes.logs import request_statuses
 
 HEALTHY = ("healthy", "ok")
@@ -159,3 +161,44 @@ def test_metrics_endpoint_is_scrapeable(service, http, thresholds, check):
     check.measured(f"{len(found.samples)} samples in {found.families} metric families ({names}), {reply.describe()}"
                    + (", first 1 MiB only" if found.partial else ""), expected="Prometheus text, >= 1 sample",
                    value=len(found.samples))
+
+
+@runbook("SVC-11")
+def test_service_memory(service, hosts, thresholds, check):
+    """ps aux | grep uvicorn | awk '{print $2, $4, $11}' | sort -k2 -nr  (the processes that own the port)"""
+    owners = hosts.fact(service.host, "port owners", system.port_owners)
+    if service.service.port not in owners:
+        check.skip(f"nothing listens on TCP {service.service.port} (SVC-04 says so): no process to measure")
+    procs = system.service_memory(owners, hosts.fact(service.host, "process memory", system.process_table),
+                                  service.service.port)
+    rss_mb, pmem = sum(p.rss_kib for p in procs) / 1024, sum(p.mem_percent for p in procs)
+    check.evidence("processes (pid %mem rss_kib command)",
+                   "\n".join(f"{p.pid} {p.mem_percent:g} {p.rss_kib} {p.command[:120]}" for p in procs))
+    rss_max, pmem_max = thresholds.service_rss_mb_max, thresholds.service_mem_percent_max
+    check.that(rss_mb < rss_max and pmem < pmem_max,
+               measured=f"RSS {rss_mb:.0f} MB, {pmem:.1f} %MEM in {len(procs)} processes (pids "
+                        f"{', '.join(str(p.pid) for p in procs[:5])}) owning port {service.service.port}",
+               expected=f"RSS < {rss_max:g} MB and %MEM < {pmem_max:g}",
+               value={"rss_mb": round(rss_mb, 1), "mem_percent": round(pmem, 2)})
+
+
+@runbook("SVC-12")
+def test_latency_not_degraded_against_baseline(service, http, run_history, thresholds, check):
+    """Incident Classification P1: "Performance degradation >500% of baseline" (SVC-06's p99 against past runs)"""
+    lat = http.measured_latency(service.url(service.service.health_path))
+    if lat is None or lat.failures or not lat.samples_ms:
+        check.skip("SVC-06 took no complete latency sample of this service in this run: no p99 to compare")
+    n, factor_max = thresholds.baseline_runs, thresholds.baseline_factor_max
+    past = [r["services"][service.id]["p99_ms"] for r in run_history
+            if r["services"].get(service.id, {}).get("fast") and "p99_ms" in r["services"][service.id]][-n:]
+    if len(past) < n:
+        check.skip(f"{len(past)} earlier runs with a passing SVC-06 for {service.id} in history.jsonl; the "
+                   f"baseline needs {n}")
+    baseline = max(statistics.median(past), 0.001)
+    factor = lat.p99 / baseline
+    # a multiple of a sub-millisecond baseline that stays within the latency target is noise, not an incident
+    within_target = lat.p99 <= thresholds.latency_p99_warn_ms
+    check.that(factor < factor_max or within_target,
+               measured=f"p99 {lat.p99:.1f} ms is {factor:.1f}x the baseline {baseline:.1f} ms (median p99 of the "
+                        f"last {n} passing runs)", expected=f"< {factor_max:g}x baseline",
+               value={"p99_ms": round(lat.p99, 2), "baseline_ms": round(baseline, 2), "factor": round(factor, 2)})

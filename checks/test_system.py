@@ -6,6 +6,7 @@ Limits are inclusive, as the runbook's alerts are: "CPU utilization (alert: >80%
 
 from acgs_verify.check import runbook
 from acgs_verify.probes import system
+from acgs_verify.probes.http import Latency
 
 
 def _snapshot(hosts, host) -> system.Snapshot:
@@ -63,3 +64,34 @@ def test_no_recent_oom_kills(node, hosts, profile, thresholds, check):
         check.evidence("OOM kills", "\n".join(kills[-20:]))
     check.that(not kills, measured=f"{len(kills)} 'Killed process' lines in the last {n} lines of "
                f"{source or 'dmesg'}" + (f", latest: {kills[-1][-160:]}" if kills else ""), expected="0")
+
+
+def _endpoints(profile, host) -> list[tuple[str, int]]:
+    """What the checker reaches on a host: its ssh port (remote backends) and its services' ports."""
+    ports = [] if host.backend == "local" else [host.port or 22]
+    ports += [s.port for s in profile.services if s.role in host.roles]
+    return [(host.address, p) for p in dict.fromkeys(ports)]
+
+
+@runbook("SYS-06")
+def test_network_latency(node, profile, thresholds, check):
+    """ping -c 10 localhost  (TCP connect time to the host's ssh and service ports; ICMP echo where permitted)"""
+    endpoints, n = _endpoints(profile, node.host), thresholds.network_samples
+    if not endpoints:
+        check.skip(f"no TCP endpoint to time on {node.host.name}: a local host with no services")
+    no_icmp = system.icmp_unavailable() if ":" not in node.host.address else "ICMP echo is IPv4 only here"
+    timeout = thresholds.connect_timeout_seconds
+    rtts = {f"{a}:{p}": system.tcp_connect_ms(a, p, n, timeout) for a, p in endpoints}
+    if no_icmp is None:
+        rtts[f"ICMP {node.host.address}"] = system.icmp_echo_ms(node.host.address, n, timeout)
+    failed = [f for _, fails in rtts.values() for f in fails]
+    if failed:
+        check.fail(f"no answer: {'; '.join(failed[:3])}")
+    p99 = {name: Latency(times, []).p99 for name, (times, _) in rtts.items()}
+    worst = max(p99, key=p99.get)
+    fail_ms, warn_ms = thresholds.network_p99_fail_ms, thresholds.network_p99_warn_ms
+    how = "TCP connect" + ("" if no_icmp else " and ICMP echo") + f" x{n}" + (f"; {no_icmp}" if no_icmp else "")
+    check.that(p99[worst] < fail_ms, measured=f"p99 {p99[worst]:.2f} ms to {worst} (worst of {len(p99)}: {how})",
+               expected=f"p99 < {fail_ms:g} ms", value={k: round(v, 3) for k, v in p99.items()})
+    if p99[worst] > warn_ms:
+        check.warn(f"p99 {p99[worst]:.2f} ms to {worst} is above the {warn_ms:g} ms target")

@@ -148,7 +148,20 @@ def test_services_that_answer_nothing_do_not_pass(nothing_there):
         ("SVC-08", "gone@app-1"): ("failed", "connection refused"),
         ("SVC-09", "empty@app-1"): ("failed", "body is not JSON"),
         ("SVC-09", "gone@app-1"): ("failed", "connection refused"),
+        ("SVC-11", "gone@app-1"): ("skipped", "nothing listens on TCP"),
+        ("SVC-12", "gone@app-1"): ("skipped", "SVC-06 took no complete latency sample"),
+        ("SVC-12", "empty@app-1"): ("skipped", "0 earlier runs with a passing SVC-06"),
+        ("MON-02", "gone@app-1"): ("skipped", "0 runs in the last 30 days recorded SVC-01"),
     }) == []
+
+
+def test_a_port_whose_owner_cannot_be_seen_is_not_a_memory_pass():
+    """ss lists the socket but not its process (another user's, without root): SVC-11 cannot say what it uses."""
+    procs = {1: system.Proc(1, 0, 1000, 0.1, "init")}
+    with pytest.raises(ProbeError, match="not which process owns it"):
+        system.service_memory({8016: set()}, procs, 8016)
+    with pytest.raises(ProbeError, match="nothing listens on TCP 8016"):
+        system.service_memory({}, procs, 8016)
 
 
 def test_empty_or_missing_service_logs_do_not_pass_the_hash_checks(nothing_there):

@@ -19,7 +19,7 @@ DB, HOST_DB, ENV, CACHE = "primary", "primary@app-1", "sandbox", "cache"
 
 # fault -> (the (ID, target) pairs that must fail, --set arguments, seconds to let the fault age)
 FAULTS: dict[str, tuple[set, list[str], float]] = {
-    "db-down": ({(f"DB-{i:02d}", DB) for i in range(1, 11) if i != 2} | {("DB-02", HOST_DB), ("CC-04", ENV),
+    "db-down": ({(f"DB-{i:02d}", DB) for i in range(1, 14) if i != 2} | {("DB-02", HOST_DB), ("CC-04", ENV),
                                                                        ("CC-05", DB)}, [], 0),
     # stopped, while another PostgreSQL with the primary's port on its command line runs on the host
     "db-down-decoy": ({(f"DB-{i:02d}", DB) for i in range(1, 11) if i != 2} | {("DB-02", HOST_DB), ("CC-04", ENV),

@@ -81,6 +81,7 @@ class HttpProbe:
         self._verify = verify
         self._client = None
         self._cache: dict[str, Reply] = {}
+        self._latencies: dict[str, Latency] = {}  # SVC-06's samples, which SVC-12 judges again
 
     @property
     def client(self):
@@ -152,7 +153,13 @@ class HttpProbe:
                 # one sample without an answer decides the check: waiting out N more timeouts would not
                 result.failures.append(r.describe())
                 break
+        self._latencies[url] = result
         return result
+
+    def measured_latency(self, url: str) -> Latency | None:
+        """The samples latency() took of `url` in this run (SVC-06's), or None: SVC-12 judges them again rather
+        than measuring a second time."""
+        return self._latencies.get(url)
 
     def forget(self) -> None:
         self._cache.clear()

@@ -483,3 +483,90 @@ def audit_chain(pg: Pg, table: str, expected_hash: str, max_rows: int) -> dict[s
             "SELECT id, constitutional_hash FROM recent WHERE constitutional_hash IS DISTINCT FROM %(h)s"
             " ORDER BY ts, id LIMIT 1"), params)[0]
     return out
+
+
+# ------------------------------------------------------------- DB-11, DB-12, DB-13 (Database/Application Optimization)
+
+
+# Sizes from pg_class.relpages (as of the last VACUUM/ANALYZE), not pg_total_relation_size(): that one takes a lock
+# on the table, and a table someone holds ACCESS EXCLUSIVE (DB-05's case) would time these checks out.
+_BLOCK = "current_setting('block_size')::bigint"
+_TOTAL_PAGES = ("(c.relpages::bigint + coalesce((SELECT sum(ic.relpages) FROM pg_index x JOIN pg_class ic"
+                " ON ic.oid = x.indexrelid WHERE x.indrelid = c.oid), 0)::bigint + coalesce((SELECT t.relpages"
+                " FROM pg_class t WHERE t.oid = c.reltoastrelid), 0)::bigint)")
+
+
+def table_sizes(pg: Pg) -> list[dict[str, Any]]:
+    """Every user table with its live and dead tuples and sizes, largest first (DB-11/DB-12): the runbook's
+    bloat query (sizes from pg_class, without a lock), joined with pg_stat_user_tables.
+
+    -> [{'table': 'public.audit_logs', 'live': 3000, 'dead': 12, 'dead_percent': 0.4, 'size': '1208 kB',
+         'table_size': '896 kB', 'seq_scan': 4, 'idx_scan': 120, 'autovacuum': True}]
+    ProbeError when the role sees no user table at all: "no bloat" over nothing is not a pass.
+    """
+    rows = pg.rows(
+        "SELECT s.schemaname || '.' || s.relname AS table, s.n_live_tup::bigint AS live, s.n_dead_tup::bigint AS dead,"
+        " round(100.0 * s.n_dead_tup / nullif(s.n_live_tup + s.n_dead_tup, 0), 1)::float AS dead_percent,"
+        f" pg_size_pretty({_TOTAL_PAGES} * {_BLOCK}) AS size, pg_size_pretty(c.relpages::bigint * {_BLOCK})"
+        " AS table_size, s.seq_scan::bigint AS seq_scan, s.idx_scan::bigint AS idx_scan,"
+        " coalesce(c.reloptions, '{}') @> ARRAY['autovacuum_enabled=false'] IS NOT TRUE AS autovacuum"
+        " FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
+        f" ORDER BY {_TOTAL_PAGES} DESC")
+    if not rows:
+        raise ProbeError(f"{pg.label}: pg_stat_user_tables shows no user table to this role")
+    return rows
+
+
+def unused_indexes(pg: Pg, min_rows: int) -> list[dict[str, Any]]:
+    """Indexes never scanned since the statistics were reset, on tables of at least `min_rows` rows, leaving out
+    those that enforce a constraint (primary key, unique): the runbook's 'Check index usage' (DB-12).
+
+    -> [{'index': 'public.ix_scans_note', 'table': 'public.scans', 'size': '448 kB'}]
+    """
+    return pg.rows(
+        "SELECT i.schemaname || '.' || i.indexrelname AS index, i.schemaname || '.' || i.relname AS table,"
+        f" pg_size_pretty(ic.relpages::bigint * {_BLOCK}) AS size"
+        " FROM pg_stat_user_indexes i JOIN pg_index x ON x.indexrelid = i.indexrelid"
+        " JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_stat_user_tables t ON t.relid = i.relid"
+        " WHERE i.idx_scan = 0 AND NOT x.indisunique AND NOT x.indisprimary"
+        " AND t.n_live_tup >= %(n)s ORDER BY ic.relpages DESC LIMIT 20", {"n": min_rows})
+
+
+def idle_in_transaction(pg: Pg, seconds: float) -> list[dict[str, Any]]:
+    """Sessions `idle in transaction` for longer than `seconds`, longest first (DB-13), other than our own.
+
+    -> [{'pid': 4242, 'application': 'billing', 'user': 'acgs', 'seconds': 75.2, 'query': 'SELECT 1'}]
+    """
+    rows = pg.rows(
+        "SELECT pid, application_name AS application, usename AS user,"
+        " extract(epoch FROM now() - state_change)::float AS seconds, query FROM pg_stat_activity"
+        " WHERE state IN ('idle in transaction', 'idle in transaction (aborted)')"
+        f" AND now() - state_change > make_interval(secs => %(s)s) AND {_NOT_ME}"
+        " ORDER BY state_change LIMIT 20", {"s": seconds, "app": APPLICATION_NAME})
+    for r in rows:
+        r["seconds"] = round(r["seconds"], 1)
+        r["query"] = _truncate(r["query"])
+    return rows
+
+
+def sees_other_sessions(pg: Pg) -> bool:
+    """Whether this role may read other sessions' state and query in pg_stat_activity (superuser or a member of
+    pg_read_all_stats); without it their rows show `<insufficient privilege>` and nothing can be judged."""
+    return bool(pg.value("SELECT rolsuper OR pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER')"
+                         " FROM pg_roles WHERE rolname = current_user"))
+
+
+def connections_by_application(pg: Pg) -> dict[str, int]:
+    """Client sessions per application_name, other than acgs-verify's (DB-13, connection_pool_stats.py).
+
+    -> {'acgs-auth-service': 12, '': 3}
+    ProbeError when the role may not see other sessions (sees_other_sessions): a count of its own would say
+    nothing about any pool.
+    """
+    if not sees_other_sessions(pg):
+        raise ProbeError(f"{pg.label}: this role sees only its own sessions in pg_stat_activity "
+                         "(grant pg_read_all_stats to judge connection pools)")
+    rows = pg.rows("SELECT coalesce(application_name, '') AS app, count(*) AS n FROM pg_stat_activity"
+                   f" WHERE backend_type = 'client backend' AND {_NOT_ME} GROUP BY 1 ORDER BY 2 DESC",
+                   {"app": APPLICATION_NAME})
+    return {r["app"]: int(r["n"]) for r in rows}

@@ -11,6 +11,7 @@ Disk(mount='/', filesystem='/dev/sda1', size_kib=102687672, used_kib=40960000, p
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -129,3 +130,139 @@ def oom_kills(node, kernel_log: str | None, n: int) -> list[str]:
         raise ProbeError(f"{kernel_log or 'dmesg'} holds no lines: no kernel messages to look for OOM kills in"
                          + hint)
     return lines
+
+
+# ------------------------------------------------------------------------------ SVC-11: memory per service
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    rss_kib: int
+    mem_percent: float
+    command: str
+
+
+def port_owners(node) -> dict[int, set[int]]:
+    """Listening TCP port -> PIDs of the processes holding its socket: `ss -Htlnp` (the runbook's netstat -tlnp).
+
+    >>> port_owners(node)
+    {18016: {4242}, 15432: {4301}}
+    A port whose owner ss cannot name (another user's process, without root) maps to an empty set.
+    """
+    out = node.check_output("ss -Htlnp")
+    owners: dict[int, set[int]] = {}
+    for line in out.splitlines():
+        cols = line.split()
+        if len(cols) < 4:
+            continue
+        port = cols[3].rsplit(":", 1)[-1]
+        if port.isdigit():
+            owners.setdefault(int(port), set()).update(int(p) for p in re.findall(r"pid=(\d+)", line))
+    return owners
+
+
+def process_table(node) -> dict[int, Proc]:
+    """Every process with its parent, RSS and %MEM: `ps -ww -eo pid=,ppid=,rss=,pmem=,args=`."""
+    procs: dict[int, Proc] = {}
+    for line in node.check_output("ps -ww -eo pid=,ppid=,rss=,pmem=,args=").splitlines():
+        cols = line.split(None, 4)
+        if len(cols) >= 4 and cols[0].isdigit() and cols[1].isdigit() and cols[2].isdigit():
+            procs[int(cols[0])] = Proc(int(cols[0]), int(cols[1]), int(cols[2]), float(cols[3]),
+                                       cols[4] if len(cols) > 4 else "")
+    if not procs:
+        raise ProbeError("ps listed no process")
+    return procs
+
+
+def service_memory(owners: dict[int, set[int]], procs: dict[int, Proc], port: int) -> list[Proc]:
+    """The processes that own `port` and all their descendants (uvicorn --workers, gunicorn's children), biggest
+    RSS first. ProbeError when nothing listens on the port or ss could not say who owns it."""
+    if port not in owners:
+        raise ProbeError(f"nothing listens on TCP {port} (ss -Htlnp): no service process to measure")
+    roots = {p for p in owners[port] if p in procs}
+    if not roots:
+        raise ProbeError(f"ss shows TCP {port} listening but not which process owns it (run the checks as root "
+                         "or as the service's user to see the owner)")
+    children: dict[int, list[int]] = {}
+    for p in procs.values():
+        children.setdefault(p.ppid, []).append(p.pid)
+    seen, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in seen:
+            seen.add(pid)
+            todo.extend(children.get(pid, []))
+    return sorted((procs[p] for p in seen), key=lambda p: p.rss_kib, reverse=True)
+
+
+# ------------------------------------------------------------------------------------ SYS-06: network latency
+
+
+def tcp_connect_ms(address: str, port: int, samples: int, timeout: float) -> tuple[list[float], list[str]]:
+    """(round trips in ms, failures) of `samples` TCP connects from this machine to address:port.
+
+    A refused connection is a round trip too (the peer's RST came back), so a stopped service does not read as
+    network latency; a connect that times out or cannot be routed is a failure, and ends the sampling.
+    >>> tcp_connect_ms("127.0.0.1", 18016, 10, 3)
+    ([0.08, 0.05, ...], [])
+    """
+    import socket
+    import time
+
+    times, failures = [], []
+    for _ in range(samples):
+        start = time.perf_counter()
+        try:
+            with socket.create_connection((address, port), timeout=timeout):
+                pass
+        except ConnectionRefusedError:
+            pass
+        except OSError as exc:
+            failures.append(f"{address}:{port}: {exc.strerror or type(exc).__name__}")
+            break
+        times.append((time.perf_counter() - start) * 1000)
+    return times, failures
+
+
+def icmp_unavailable() -> str | None:
+    """Why this process may not send ICMP echo (unprivileged ping sockets, net.ipv4.ping_group_range), or None."""
+    import socket
+
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP).close()
+    except OSError as exc:
+        try:
+            with open("/proc/sys/net/ipv4/ping_group_range") as f:
+                groups = " ".join(f.read().split())
+        except OSError:
+            groups = "unknown"
+        return f"ICMP echo not permitted here ({exc.strerror}; net.ipv4.ping_group_range {groups})"
+    return None
+
+
+def icmp_echo_ms(address: str, samples: int, timeout: float) -> tuple[list[float], list[str]]:
+    """(round trips in ms, failures) of `samples` ICMP echoes to an IPv4 address over an unprivileged ping socket
+    (what `ping -c N` measures); call only where icmp_unavailable() is None."""
+    import socket
+    import struct
+    import time
+
+    times, failures = [], []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP) as s:
+        s.settimeout(timeout)
+        for seq in range(samples):
+            packet = struct.pack("!BBHHH", 8, 0, 0, 0, seq) + b"acgs-verify"  # the kernel fills id and checksum
+            start = time.perf_counter()
+            try:
+                s.sendto(packet, (address, 0))
+                while True:
+                    reply = s.recv(1024)
+                    if len(reply) >= 8 and reply[0] == 0 and struct.unpack("!H", reply[6:8])[0] == seq:
+                        break
+            except OSError as exc:
+                failures.append(f"ICMP {address}: {exc.strerror or 'no echo reply within the timeout'}")
+                break
+            times.append((time.perf_counter() - start) * 1000)
+    return times, failures

@@ -4,6 +4,7 @@
     python -m acgs_verify.sandbox.holders lock              # one session holding a lock, one blocked on it
     python -m acgs_verify.sandbox.holders idle N            # N idle sessions
     python -m acgs_verify.sandbox.holders redis-slow        # DEBUG SLEEP, again and again
+    python -m acgs_verify.sandbox.holders idle-in-transaction  # one session idle in an open transaction
 
 Connection details come from the environment (ACGS_HOLDER_DSN, PGPASSWORD / ACGS_HOLDER_REDIS_URL,
 ACGS_HOLDER_REDIS_PASSWORD), never from the command line, where `ps` would show a password. Every
@@ -46,6 +47,12 @@ def idle(n: int) -> None:
     del sessions
 
 
+def idle_in_transaction() -> None:
+    session = _pg("db-idle-in-transaction", autocommit=False)
+    session.execute("SELECT 1 /* acgs-sandbox: db-idle-in-transaction */")  # BEGIN, and nothing ever ends it
+    time.sleep(FOREVER)
+
+
 def redis_slow() -> None:
     import redis
 
@@ -71,6 +78,8 @@ def main(argv: list[str]) -> int:
         idle(int(argv[1]))
     elif kind == "redis-slow":
         redis_slow()
+    elif kind == "idle-in-transaction":
+        idle_in_transaction()
     else:
         print(__doc__, file=sys.stderr)
         return 2

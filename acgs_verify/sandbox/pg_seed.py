@@ -399,3 +399,39 @@ HEAL: dict[str, Callable] = {
 }
 # faults that each rewrite every audit row's hashes: one at a time, so each heal puts back what it found
 RESHAPE_AUDIT = ("field-audit", "audit-tenant-break")
+
+
+# ------------------------------------------------- DB-11 / DB-12 faults: tables of their own, dropped on heal
+
+BLOAT_TABLE, SCANS_TABLE = "sandbox_bloat", "sandbox_scans"
+FAULT_ROWS = 20_000  # over the default db_bloat_min_rows (10 000)
+
+
+def _bloat(conn, replica) -> None:
+    """db-bloat: a table of FAULT_ROWS rows, 60 % of them deleted, autovacuum off on it, so the dead tuples stay."""
+    conn.execute(f"CREATE TABLE {BLOAT_TABLE} (id int PRIMARY KEY, note text) WITH (autovacuum_enabled = false)")
+    conn.execute(f"INSERT INTO {BLOAT_TABLE} SELECT g, md5(g::text) FROM generate_series(1, %s) g", (FAULT_ROWS,))
+    conn.execute(f"DELETE FROM {BLOAT_TABLE} WHERE id % 5 < 3")
+    conn.execute("SELECT pg_stat_force_next_flush()")  # the counts first, so ANALYZE's are not added to them
+    conn.execute(f"ANALYZE {BLOAT_TABLE}")  # fresh statistics: DB-09 stays passing, only DB-11 sees the fault
+    conn.execute("SELECT pg_stat_force_next_flush()")
+
+
+def _unused_index(conn, replica) -> None:
+    """db-unused-index: a large table with an index nothing uses, read only by sequential scans."""
+    conn.execute(f"CREATE TABLE {SCANS_TABLE} (id int, note text)")
+    conn.execute(f"INSERT INTO {SCANS_TABLE} SELECT g, md5(g::text) FROM generate_series(1, %s) g", (FAULT_ROWS,))
+    conn.execute(f"CREATE INDEX {SCANS_TABLE}_note_idx ON {SCANS_TABLE} (note)")
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    conn.execute(f"ANALYZE {SCANS_TABLE}")
+    for _ in range(5):
+        conn.execute(f"SELECT count(*) FROM {SCANS_TABLE} WHERE id > 0")  # no index on id: a sequential scan
+    conn.execute("SELECT pg_stat_force_next_flush()")
+
+
+def _drop(table: str) -> Callable:
+    return lambda conn, replica, undo: conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+BREAK.update({"db-bloat": _bloat, "db-unused-index": _unused_index})
+HEAL.update({"db-bloat": _drop(BLOAT_TABLE), "db-unused-index": _drop(SCANS_TABLE)})

@@ -28,6 +28,7 @@ OTHER_LOG_HASH = "3f2a9c1b7e4d6a05"  # what `log-hash-mismatch` writes to the lo
 VERSION = "4.0.0"
 SLOW_SECONDS = 0.15
 FAULTS_FILE = "faults.json"
+MEMORY_FAULT_BYTES = 256 << 20  # service-memory: far above a healthy service's ~40 MB RSS
 LOG_SUBDIR = "var/log/acgs"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MAX_ENDPOINT_LABELS = 200  # /api/v1/<anything> must not grow the metrics without bound
@@ -214,6 +215,7 @@ class ServiceApp:
         self.faults = _FaultFile(sandbox_dir / FAULTS_FILE, spec.name)
         self.log = _make_logger(spec, log_path(sandbox_dir, spec))
         self._mismatch_logged = False
+        self._ballast: bytes | None = None  # the service-memory fault's allocation
 
     # -- logging helpers
     def _info(self, message: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -236,6 +238,10 @@ class ServiceApp:
         if "log-hash-mismatch" in faults and not self._mismatch_logged:
             self._log_mismatch()
         self._mismatch_logged = "log-hash-mismatch" in faults
+        # service-memory: a cache that grew (or a leak) holds MEMORY_FAULT_BYTES, every page written so it counts
+        # in RSS, until the fault is healed
+        if ("service-memory" in faults) != (self._ballast is not None):
+            self._ballast = b"\x01" * MEMORY_FAULT_BYTES if "service-memory" in faults else None
 
     def _log_mismatch(self) -> None:
         self._info(f"Policy evaluated under Constitutional Hash: {OTHER_LOG_HASH}", logging.WARNING,

@@ -97,7 +97,9 @@ class Postgres(Component):
                    "db-stale-stats", "db-replica-lag", "audit-old-rows", "audit-chain-break", "audit-wrong-hash",
                    "low-compliance",
                    # the layouts and permissions of a real deployment (issue 11)
-                   "field-audit", "audit-tenant-break", "audit-rls-hidden")
+                   "field-audit", "audit-tenant-break", "audit-rls-hidden",
+                   # the runbook's remaining steps (issue 13)
+                   "db-bloat", "db-unused-index", "db-idle-in-transaction")
 
     # ---------------------------------------------------------------------------------- lifecycle
     def up(self, ctx: Context) -> None:
@@ -186,7 +188,7 @@ class Postgres(Component):
                 self._stop(ctx, "primary")
             if fault == "db-down-decoy":
                 self._start_decoy(ctx)
-        elif fault in ("db-long-query", "db-lock", "db-saturation"):
+        elif fault in ("db-long-query", "db-lock", "db-saturation", "db-idle-in-transaction"):
             self._hold(ctx, fault)
         elif fault == "db-slow-statements":
             with self._connect(ctx, ROLE, self._password(ctx), DATABASE) as conn:
@@ -212,7 +214,7 @@ class Postgres(Component):
                 with self._admin(ctx) as conn:
                     pg_seed.settle_statistics(conn, statements=False)
                 self._wait_streaming(ctx)
-        elif fault in ("db-long-query", "db-lock", "db-saturation"):
+        elif fault in ("db-long-query", "db-lock", "db-saturation", "db-idle-in-transaction"):
             self._release(ctx, fault)
         elif fault == "db-slow-statements":
             with self._admin(ctx) as conn:
@@ -226,7 +228,8 @@ class Postgres(Component):
 
     def _hold(self, ctx: Context, fault: str) -> None:
         args = {"db-long-query": ["long-query"], "db-lock": ["lock"],
-                "db-saturation": ["idle", str(math.ceil(MAX_CONNECTIONS * SATURATION_PERCENT / 100))]}[fault]
+                "db-saturation": ["idle", str(math.ceil(MAX_CONNECTIONS * SATURATION_PERCENT / 100))],
+                "db-idle-in-transaction": ["idle-in-transaction"]}[fault]
         port = primary_port(ctx.port_offset)
         record = spawn_holder(ctx, fault, args, ACGS_HOLDER_DSN=f"postgresql://{ROLE}@127.0.0.1:{port}/{DATABASE}",
                               PGPASSWORD=self._password(ctx))
@@ -238,7 +241,9 @@ class Postgres(Component):
                  "db-lock": "SELECT count(*) >= 1 FROM pg_stat_activity WHERE application_name = %(a)s || '-blocked'"
                             " AND cardinality(pg_blocking_pids(pid)) > 0",
                  "db-saturation": f"SELECT count(*) >= {args[-1]} FROM pg_stat_activity"
-                                  " WHERE application_name = %(a)s"}[fault]
+                                  " WHERE application_name = %(a)s",
+                 "db-idle-in-transaction": "SELECT count(*) >= 1 FROM pg_stat_activity WHERE application_name = %(a)s"
+                                           " AND state = 'idle in transaction'"}[fault]
         deadline = time.monotonic() + 20
         with self._admin(ctx) as conn:
             while not conn.execute(ready, {"a": APP_PREFIX + fault}).fetchone()[0]:

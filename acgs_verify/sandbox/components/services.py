@@ -57,7 +57,7 @@ class Services(Component):
     name = "services"
     fault_names = ("service-down", "service-unhealthy", "wrong-hash", "slow", "errors",
                    "log-hash-mismatch", "log-no-banner", "process-gone", "service-down-decoy", "metrics-json",
-                   "metrics-json-string")
+                   "metrics-json-string", "service-memory")
 
     def targets(self) -> list[str]:
         return list(SERVICES)
@@ -166,6 +166,8 @@ class Services(Component):
             self._seed(ctx, spec, 5)  # the service notices on its next request and logs the other hash
         elif fault in ("log-no-banner", "process-gone"):
             self._restart(ctx, spec)
+        elif fault == "service-memory":
+            self._seed(ctx, spec, 1)  # the service allocates on its next request: now, before any run
 
     def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
         faults = ctx.state.setdefault("faults", {}).get(target, [])
@@ -184,6 +186,8 @@ class Services(Component):
                     self._start(ctx, spec)
             elif fault in _RESTART_ON_HEAL:
                 self._restart(ctx, spec)
+            elif fault == "service-memory":
+                self._seed(ctx, spec, 1)  # and frees the allocation on its next request
         except SandboxError:
             # not healed: keep it listed, so status stays true and `heal` can simply be retried
             faults.append(fault)
