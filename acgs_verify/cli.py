@@ -80,6 +80,10 @@ def build_parser() -> _Parser:
     sb.add_argument("--dir", type=Path, default=Path(os.environ.get("ACGS_SANDBOX_DIR", ".sandbox")))
     sb.add_argument("--port-offset", type=int, default=int(os.environ.get("ACGS_SANDBOX_PORT_OFFSET", 10000)),
                     help="sandbox port = production port + offset (default 10000)")
+    disc = sub.add_parser("discover", help="write a commented profile from what runs on a host")
+    from acgs_verify.discover import add_arguments as _discover_arguments
+
+    _discover_arguments(disc)
     return p
 
 
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         handler = {"run": cmd_run, "catalog": cmd_catalog, "sandbox": cmd_sandbox, "report": cmd_report,
-                   "diff": cmd_diff}[args.command]
+                   "diff": cmd_diff, "discover": cmd_discover}[args.command]
         return handler(args)
     except (UsageError, GateError, WaiverError) as exc:
         print(f"acgs-verify: error: {exc}", file=sys.stderr)
@@ -109,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("acgs-verify: interrupted", file=sys.stderr)
         return EXIT_UNKNOWN
+
+
+def cmd_discover(args) -> int:
+    from acgs_verify.discover import run
+
+    return run(args)
 
 
 # ----------------------------------------------------------------------------------------------- run
