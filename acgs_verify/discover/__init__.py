@@ -95,7 +95,8 @@ def run(args) -> int:
         tmp = out.with_name(f".{out.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         try:
-            load_profile(str(tmp), resolve_secrets=False)  # what discover writes must load; a bug here is not the user's problem to find
+            # what discover writes must load: a bug here is not the user's to find later
+            load_profile(str(tmp), resolve_secrets=False)
         except ProfileError as exc:
             tmp.unlink()
             print(f"acgs-verify: internal error: the discovered profile does not load: {exc}", file=sys.stderr)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import ssl
-import socket
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +21,27 @@ from pathlib import PurePosixPath
 from urllib.parse import urlsplit, urlunsplit
 
 from acgs_verify.check import ProbeError
+from acgs_verify.discover.facts import (
+    HTTP_TIMEOUT,
+    _anchored,
+    _app_of,
+    _bracket,
+    _common_dir,
+    _connect_address,
+    _dashed,
+    _esc,
+    _flag,
+    _json_field,
+    _module_name,
+    _pg_scheme,
+    _port_token,
+    _program,
+    _prune,
+    _served_cert,
+    _server_kind,
+    _stem_matches,
+    _without_password,
+)
 from acgs_verify.probes.host import HostPool, Proc, _roots, port_owners
 from acgs_verify.profile import HASH_RE, Host
 
@@ -32,13 +51,10 @@ RUNBOOK_PORTS = {8016: "auth", 8002: "constitutional-ai", 8003: "policy-governan
 PG_PORT, REDIS_PORT, HTTPS_PORT = 5432, 6379, 443
 LOG_DIR, APP_ROOT, BACKUPS, CERT_DIR = "/var/log/acgs", "/home/acgs/ACGS", "/var/backups/acgs", "/etc/ssl/acgs"
 HEALTH_PATHS = {"ready_path": "/health/ready", "live_path": "/health/live", "metrics_path": "/metrics"}
-SERVERS = ("uvicorn", "gunicorn", "hypercorn")
-HTTP_TIMEOUT = 2.0
 DATED = re.compile(r"^\d{8}(_\d{6})?$|^\d{4}-\d{2}-\d{2}(T\d{6})?$")
 HASH = re.compile(HASH_RE.strip("^$"))
 DB_VARS = re.compile(r"(^|_)(DATABASE_URL|DATABASE_URI|DB_URL|POSTGRES_DSN|POSTGRES_URL|PG_DSN)$")
 REDIS_VARS = re.compile(r"(^|_)(REDIS_URL|REDIS_DSN|CACHE_URL)$")
-SKIP_DIRS = ("venv", ".venv", ".git", "node_modules", "__pycache__")
 
 
 @dataclass
@@ -210,7 +226,7 @@ class _Finder:
         else:
             ev.append(f"/health: HTTP {s.health['status'] or 'no answer'}, no constitutional hash; kept for the "
                       "runbook port")
-        for key, (path, st) in s.paths.items():
+        for key, (path, _status) in s.paths.items():
             data[key] = path
         if s.paths:
             ev.append("answers " + ", ".join(f"{p} ({st})" for p, st in s.paths.values()))
@@ -255,10 +271,7 @@ class _Finder:
         if len(parts) == 1:
             return None, "TODO process: the command line names neither an app nor the port"
         pattern = " .*".join(parts) + "( |$)"
-        if s.port_token is None:
-            parts_note = "; its command line does not name the port"
-        else:
-            parts_note = ""
+        parts_note = "; its command line does not name the port" if s.port_token is None else ""
         rx = re.compile(pattern)
         matching = _roots([p for p in self.facts.procs if rx.search(p.args)])
         if [p.pid for p in matching] == [s.proc.pid]:
@@ -283,7 +296,7 @@ class _Finder:
         if units:
             out["unit"] = units[-1]
         else:
-            out["unit_why"] = "no systemd unit in /proc/%d/cgroup" % pid if rc == 0 else "cgroup not readable"
+            out["unit_why"] = f"no systemd unit in /proc/{pid}/cgroup" if rc == 0 else "cgroup not readable"
         env = self._environ(pid)
         out["env"] = env
         return out
@@ -582,7 +595,8 @@ class _Finder:
             stem, name = PurePosixPath(f).stem, PurePosixPath(f).name
             if f.endswith(".key") or "credentials" in name:
                 key: dict = {"name": stem, "path": f, "kind": "db" if "credentials" in name or "db" in stem else "app"}
-                for record in (f"{PurePosixPath(f).parent}/{stem}.rotated", f"{PurePosixPath(f).parent}/{stem}.rotation"):
+                folder = PurePosixPath(f).parent
+                for record in (f"{folder}/{stem}.rotated", f"{folder}/{stem}.rotation"):
                     if self.node.file(record).is_file:
                         key["rotation_record"] = record
                 keys.append(key)
@@ -612,7 +626,7 @@ class _Finder:
 
 # ------------------------------------------------------------------------------------------- helpers
 
-_HTTP = None
+_HTTP = None  # one HTTP client for every health GET of a run
 
 
 def _http():
@@ -632,101 +646,6 @@ def _host_data(host: Host) -> dict:
     return data
 
 
-def _esc(text: str) -> str:
-    """re.escape, without the backslashes it puts before `-`, ` ` and `=` (harmless there, but hard to read)."""
-    return re.escape(text).replace("\\-", "-").replace("\\ ", " ").replace("\\=", "=")
-
-
-def _argv(args: str) -> list[str]:
-    try:
-        return shlex.split(args)
-    except ValueError:
-        return args.split()
-
-
-def _program(args: str) -> str:
-    argv = _argv(args)
-    return PurePosixPath(argv[0]).name if argv else ""
-
-
-def _server_kind(args: str) -> str | None:
-    """uvicorn/gunicorn/hypercorn, run as a script, `python -m NAME`, or a gunicorn master's title."""
-    argv = _argv(args)
-    for i, a in enumerate(argv[:4]):
-        name = PurePosixPath(a).name.rstrip(":")
-        if name in SERVERS:
-            return name
-        if a == "-m" and i + 1 < len(argv) and argv[i + 1] in SERVERS:
-            return argv[i + 1]
-    return None
-
-
-def _app_of(args: str) -> str | None:
-    """The app the server runs: its `module:attribute` argument."""
-    for a in _argv(args)[1:]:
-        if not a.startswith("-") and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.()]*", a):
-            return a
-    m = re.search(r"\[([\w.]+:[\w.]+)\]", args)  # gunicorn: master [app:app]
-    return m.group(1) if m else None
-
-
-def _port_token(args: str, port: int) -> str | None:
-    """The part of a command line that names `port`: `--port 8016`, `--port=8016`, `-p 8016`, `--bind 0.0.0.0:8016`."""
-    argv = _argv(args)
-    for i, a in enumerate(argv):
-        if a in ("--port", "-p", "--bind", "-b") and i + 1 < len(argv):
-            value = argv[i + 1]
-            if value == str(port) or value.endswith(f":{port}"):
-                return f"{a} {value}"
-        elif "=" in a and a.split("=", 1)[0] in ("--port", "--bind"):
-            if a.endswith(f"={port}") or a.endswith(f":{port}"):
-                return a
-    return None
-
-
-def _flag(args: str, flag: str) -> str | None:
-    argv = _argv(args)
-    return next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == flag), None)
-
-
-def _anchored(args: str, port: int) -> str | None:
-    """A pattern for a server that is not Python: its program, its data directory and its port where named."""
-    program = _program(args)
-    if not program:
-        return None
-    parts = [f"(^|/){_esc(program)}"]
-    data_dir = _flag(args, "-D")
-    if data_dir:
-        parts.append("-D " + _esc(data_dir))
-    token = _port_token(args, port)
-    if token:
-        parts.append(_esc(token))
-    return " .*".join(parts) + "( |$)"
-
-
-def _connect_address(addresses) -> str:
-    for a in addresses:
-        a = a.strip("[]")
-        if a in ("0.0.0.0", "*", "::", ""):
-            return "127.0.0.1"
-        return a.split("%")[0]
-    return "127.0.0.1"
-
-
-def _bracket(address: str) -> str:
-    return f"[{address}]" if ":" in address else address
-
-
-def _json_field(body: str, key: str) -> str:
-    import json
-
-    try:
-        value = json.loads(body).get(key)
-    except (ValueError, AttributeError):
-        return ""
-    return value if isinstance(value, str) else ""
-
-
 def _name_of(s: _Server, runbook: dict[int, str]) -> tuple[str, str]:
     field_ = _json_field(s.health.get("body", ""), "service")
     if field_:
@@ -735,65 +654,6 @@ def _name_of(s: _Server, runbook: dict[int, str]) -> tuple[str, str]:
         return runbook[s.port], f"the runbook's port table ({s.port})"
     name = _module_name(s.app)
     return name or f"port-{s.port}", f"the app module ({s.app})" if name else "its port"
-
-
-def _module_name(app: str | None) -> str | None:
-    if not app:
-        return None
-    module, _, attr = app.partition(":")
-    last = module.rsplit(".", 1)[-1]
-    base = attr if last in ("main", "app", "server", "asgi", "wsgi", "service_app") else last
-    return _dashed(re.sub(r"[_-]service$", "", base.split("(")[0])) or None
-
-
-def _dashed(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.-]+", "-", text.replace("_", "-")).strip("-").lower()
-
-
-def _stem_matches(stem: str, name: str) -> bool:
-    return bool(name) and stem.replace("_", "-").removesuffix("-service") == name
-
-
-def _common_dir(paths: list[str]) -> str:
-    import posixpath
-
-    return posixpath.commonpath(paths) if paths else ""
-
-
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = (f"{user}@" if user else "") + _bracket(host) + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _pg_scheme(dsn: str) -> str:
-    """postgresql+asyncpg://... (SQLAlchemy) is a postgresql:// URL to psycopg."""
-    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", dsn)
-
-
-def _short(args: str) -> str:
-    return args if len(args) <= 100 else args[:97] + "..."
-
-
-def _prune() -> str:
-    names = " -o ".join(f"-name {shlex.quote(n)}" for n in SKIP_DIRS)
-    return f"\\( {names} \\) -prune -o"
-
-
-def _served_cert(address: str, port: int) -> bytes | None:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    try:
-        with socket.create_connection((address, port), timeout=HTTP_TIMEOUT) as raw:
-            with ctx.wrap_socket(raw, server_hostname=address) as tls:
-                return tls.getpeercert(binary_form=True)
-    except (OSError, ssl.SSLError):
-        return None
 
 
 __all__ = ["Discovery", "Item", "ProbeError", "find"]
