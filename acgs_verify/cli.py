@@ -142,6 +142,10 @@ def build_parser() -> _Parser:
     sb.add_argument("--port-offset", type=number("--port-offset", 0, 65535 - 443, int),
                     default=os.environ.get("ACGS_SANDBOX_PORT_OFFSET", "10000"),
                     help="sandbox port = production port + offset (default 10000)")
+    disc = sub.add_parser("discover", help="write a commented profile from what runs on a host")
+    from acgs_verify.discover import add_arguments as _discover_arguments
+
+    _discover_arguments(disc)
     for parser in [p, *sub.choices.values()]:
         for action in parser._actions:
             if action.help is None:
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         handler = {"run": cmd_run, "catalog": cmd_catalog, "sandbox": cmd_sandbox, "report": cmd_report,
-                   "diff": cmd_diff}[args.command]
+                   "diff": cmd_diff, "discover": cmd_discover}[args.command]
         code = handler(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
         return code
@@ -185,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("acgs-verify: interrupted", file=sys.stderr)
         return EXIT_UNKNOWN
+
+
+def cmd_discover(args) -> int:
+    from acgs_verify.discover import run
+
+    return run(args)
 
 
 # ----------------------------------------------------------------------------------------------- run

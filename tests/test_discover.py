@@ -1,0 +1,232 @@
+"""`acgs-verify discover` against a real sandbox on a shared host (other sandboxes, the machine's own PostgreSQL and
+Redis beside it), a plain uvicorn service that is not ACGS, and secrets planted in process environments.
+
+The sandbox is started with DATABASE_URL and REDIS_URL (passwords inside) in its services' environment, as the real
+services carry them; discover must write those DSNs without the password and never show a secret anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from acgs_verify.discover.writer import MARK
+from acgs_verify.profile import load_profile
+from tests.conftest import REPO, SHARED_MACHINE, free_port_offset, run_cli
+
+SERVICES = {"auth": 8016, "constitutional-ai": 8002, "policy-governance": 8003, "governance-synthesis": 8004,
+            "formal-verification": 8005, "evolutionary-computation": 8010}
+PLAIN_APP = '''
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b'{"status": "ok", "service": "inventory"}'})
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """A sandbox whose services carry DSNs with passwords, plus a plain uvicorn service; always taken down."""
+    work = tmp_path_factory.mktemp("discover")
+    offset = free_port_offset()
+    planted = "planted-" + secrets.token_hex(12)
+    db_pw, redis_pw = "db" + secrets.token_hex(10), "rd" + secrets.token_hex(10)
+    env = {"ACGS_SANDBOX_DB_PASSWORD": db_pw, "ACGS_SANDBOX_REDIS_PASSWORD": redis_pw, "ACGS_PLANTED": planted,
+           "DATABASE_URL": f"postgresql+asyncpg://acgs:{db_pw}@127.0.0.1:{5432 + offset}/acgs_production",
+           "REDIS_URL": f"redis://:{redis_pw}@127.0.0.1:{6379 + offset}/0"}
+    sb_dir = work / "sb"
+    (work / "plainapp.py").write_text(PLAIN_APP)
+    plain_port = _free_port()
+    plain = None
+    try:
+        up = run_cli("sandbox", "up", "--dir", str(sb_dir), "--port-offset", str(offset), env=env)
+        assert up.returncode == 0, up.stderr
+        plain = subprocess.Popen([sys.executable, "-m", "uvicorn", "plainapp:app", "--host", "127.0.0.1", "--port",
+                                  str(plain_port), "--log-level", "warning"], cwd=work,
+                                 env={**os.environ, "ACGS_PLANTED": planted, "DATABASE_URL": env["DATABASE_URL"]},
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(plain_port, time.monotonic() + 15)
+        yield {"dir": sb_dir, "offset": offset, "work": work, "plain_port": plain_port,
+               "secrets": [planted, db_pw, redis_pw],
+               "run_env": {"ACGS_DB_PASSWORD": db_pw, "ACGS_REDIS_PASSWORD": redis_pw},
+               "profile": yaml.safe_load((sb_dir / "profile.yaml").read_text())}
+    finally:
+        if plain is not None:
+            plain.terminate()
+            plain.wait(10)
+        run_cli("sandbox", "down", "--dir", str(sb_dir))
+
+
+def _no_secret(stack, *texts: str) -> None:
+    for text in texts:
+        for secret in stack["secrets"]:
+            assert secret not in text
+
+
+def _discover(stack, out: Path, *extra: str):
+    return run_cli("discover", "--port-offset", str(stack["offset"]), "-o", str(out), *extra, timeout=120)
+
+
+def _owner_pid(port: int) -> int:
+    out = subprocess.run(["ss", "-Htlnp", f"sport = :{port}"], capture_output=True, text=True).stdout
+    return int(re.search(r"pid=(\d+)", out).group(1))
+
+
+def _ids(report_dir: Path) -> set[str]:
+    summary = json.loads((report_dir / "latest" / "summary.json").read_text())
+    assert summary["totals"]["failed"] == 0, [c["name"] + ": " + c["message"] for c in summary["checks"]
+                                              if c["outcome"] == "failed"]
+    return {c["id"] for c in summary["checks"] if "ops-1" not in c["target"]}
+
+
+def test_discovered_profile_finds_the_sandbox_and_runs_clean_with_the_same_coverage(stack, tmp_path):
+    out = tmp_path / "discovered.yaml"
+    res = _discover(stack, out, "--name", "app-1")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("discovered 6 services, 1 database, 1 cache, "
+                                                                  "backups, 1 certificate"), res.stderr
+    text = out.read_text()
+    profile = load_profile(str(out), resolve_secrets=False)
+    off, sb = stack["offset"], stack["profile"]
+    assert {s.name: s.port for s in profile.services} == {n: p + off for n, p in SERVICES.items()}
+    ps = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout.splitlines()
+    for s in profile.services:  # each pattern matches its port's owner and no other process on this shared host
+        matching = [int(line.split()[0]) for line in ps if re.search(s.process, line.split(None, 1)[1])]
+        assert matching == [_owner_pid(s.port)], (s.name, s.process)
+    (db,) = profile.databases
+    assert db.dsn == f"postgresql://acgs@127.0.0.1:{5432 + off}/acgs_production" and db.password_env == \
+        "ACGS_DB_PASSWORD"
+    assert db.replicas == [f"postgresql://acgs@127.0.0.1:{5433 + off}/acgs_production"]
+    assert "DATABASE_URL in the environment of pid" in text and "password removed" in text
+    assert [r.url for r in profile.redis] == [f"redis://127.0.0.1:{6379 + off}/0"]
+    for key in ("logs", "app_root", "backups", "policies", "alerts_log"):
+        assert getattr(profile.paths, key) == sb["paths"][key], key
+    assert profile.certificates == sb["certificates"] and profile.tls_endpoints == sb["tls_endpoints"]
+    assert profile.tls.ca_file == sb["tls"]["ca_file"]
+    assert sorted(profile.security.secret_files) == sorted(sb["security"]["secret_files"])
+    # the plain service: there, commented out, not checked
+    assert re.search(rf"^  #   port: {stack['plain_port']}$", text, re.M)
+    assert stack["plain_port"] not in {s.port for s in profile.services}
+    _no_secret(stack, text, res.stdout, res.stderr)
+
+    env = {**stack["run_env"]}
+    ran = run_cli("run", "--profile", str(out), "--report-dir", str(tmp_path / "r1"), *SHARED_MACHINE, env=env)
+    assert ran.returncode == 0, ran.stdout[-2000:]
+    base = run_cli("run", "--profile", str(stack["dir"] / "profile.yaml"), "--report-dir", str(tmp_path / "r2"),
+                   *SHARED_MACHINE)
+    assert base.returncode in (0, 1), base.stdout[-2000:]
+    assert _ids(tmp_path / "r2") <= _ids(tmp_path / "r1")
+    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "r1").rglob("*") if p.is_file())
+    _no_secret(stack, ran.stdout, ran.stderr, logs)
+
+
+def test_merge_adds_what_is_new_and_keeps_every_line_the_user_wrote(stack, tmp_path):
+    off = stack["offset"]
+    user = tmp_path / "mine.yaml"
+    user.write_text(f"""# my profile: hand-written
+hosts:
+  - {{name: app-1, address: 127.0.0.1, backend: local}}   # this box
+
+services:
+  # auth, as I wrote it
+  - name: auth
+    port: {8016 + off}
+    process: 'uvicorn .*service_app:auth .*--port {8016 + off}( |$)'
+
+paths:
+  logs: {stack['dir']}/var/log/acgs   # mine
+thresholds: {{db_long_query_seconds: 60}}
+""")
+    before = user.read_text()
+    out = tmp_path / "merged.yaml"
+    res = _discover(stack, out, "--name", "app-1", "--merge", str(user))
+    assert res.returncode == 0, res.stderr
+    merged = out.read_text()
+    kept = iter(merged.splitlines())
+    assert all(line in kept for line in before.splitlines()), merged  # every user line, in order
+    assert MARK in merged and user.read_text() == before
+    profile = load_profile(str(out), resolve_secrets=False)
+    assert [s.name for s in profile.services][0] == "auth"
+    assert profile.services[0].process == f"uvicorn .*service_app:auth .*--port {8016 + off}( |$)"
+    assert {s.name for s in profile.services} == set(SERVICES) and len(profile.hosts) == 1
+    assert profile.paths.backups == stack["profile"]["paths"]["backups"]
+    assert profile.thresholds.db_long_query_seconds == 60 and len(profile.databases) == 1
+    # merging again adds nothing new
+    again = _discover(stack, tmp_path / "again.yaml", "--name", "app-1", "--merge", str(out))
+    assert again.returncode == 0 and "0 new" in again.stderr, again.stderr
+    # an existing file is never overwritten without --force
+    refused = _discover(stack, out, "--name", "app-1")
+    assert refused.returncode == 3 and "--force" in refused.stderr and out.read_text() == merged
+    _no_secret(stack, merged, res.stderr, again.stderr)
+
+
+def test_discover_over_ssh_reads_the_second_host(stack, tmp_path):
+    ops = next((h for h in stack["profile"]["hosts"] if h["name"] == "ops-1"), None)
+    if ops is None:
+        pytest.skip("sshd is not installed: the sandbox has no second host")
+    out = tmp_path / "ops.yaml"
+    res = _discover(stack, out, "--host", ops["address"], "--backend", "ssh", "--port", str(ops["port"]),
+                    "--identity-file", ops["identity_file"], "--known-hosts", ops["known_hosts"], "--name", "ops-1")
+    assert res.returncode == 0, res.stderr
+    profile = load_profile(str(out), resolve_secrets=False)
+    (host,) = profile.hosts
+    assert (host.name, host.address, host.backend, host.port, host.identity_file, host.known_hosts) == (
+        "ops-1", ops["address"], "ssh", ops["port"], ops["identity_file"], ops["known_hosts"])
+    assert {s.name for s in profile.services} == set(SERVICES)
+    assert profile.paths.backups == stack["profile"]["paths"]["backups"]
+    _no_secret(stack, out.read_text(), res.stdout, res.stderr)
+    down = run_cli("discover", "--host", ops["address"], "--backend", "ssh", "--port", str(_free_port()),
+                   "--identity-file", ops["identity_file"], "--known-hosts", ops["known_hosts"])
+    assert down.returncode == 3 and down.stderr.count("\n") == 1 and "unreachable" in down.stderr, down.stderr
+    assert down.stdout == ""
+
+
+SYSTEM_PYTHON = "/usr/bin/python3.11"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser") or not Path(SYSTEM_PYTHON).is_file(),
+                    reason="needs root, runuser and /usr/bin/python3.11 to run discover as nobody")
+def test_as_nobody_environments_cannot_be_read_and_say_so(stack, tmp_path):
+    """`nobody` may not read root's /proc/PID/environ, cwd or fd (nor see who owns root's sockets): discover still
+    finds the services by their command lines and health answers, names what it could not read, and leaks nothing."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", "LANG": "C.UTF-8",
+           "PYTHONPATH": os.pathsep.join([sysconfig.get_paths()["purelib"], str(REPO)])}
+    res = subprocess.run(["runuser", "-u", "nobody", "--", SYSTEM_PYTHON, "-m", "acgs_verify.cli", "discover",
+                          "--port-offset", str(stack["offset"]), "--name", "app-1"],
+                         capture_output=True, text=True, env=env, cwd="/tmp", timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "nobody.yaml"
+    out.write_text(res.stdout)
+    profile = load_profile(str(out), resolve_secrets=False)
+    assert {s.name for s in profile.services} == set(SERVICES)
+    assert "not readable by nobody" in res.stdout and "hidden from nobody" in res.stdout
+    assert "DATABASE_URL" not in res.stdout
+    _no_secret(stack, res.stdout, res.stderr)
