@@ -124,15 +124,16 @@ class Host(_Strict):
     `mounts` are the filesystems SYS-04 checks with df.
     """
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    address: str = "127.0.0.1"
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # the host half of target ids (auth@app-1)
+    address: str = "127.0.0.1"  # where ssh/paramiko connect; a name or an IP address
     backend: Literal["local", "ssh", "paramiko", "ansible"] = "local"
+    # what runs here: each service, database and cache is checked on the hosts that have its `role`
     roles: list[str] = ["app", "db", "cache"]
-    user: str | None = None
-    port: int | None = Field(None, ge=1, le=65535)
-    identity_file: str | None = None
-    known_hosts: str | None = None
-    ssh_config: str | None = None
+    user: str | None = None  # the login user; None: ssh's default (ssh_config, then the local user)
+    port: int | None = Field(None, ge=1, le=65535)  # the ssh port; None: ssh's default (22 or ssh_config's)
+    identity_file: str | None = None  # the private key; None: the ssh agent
+    known_hosts: str | None = None  # None: ~/.ssh/known_hosts
+    ssh_config: str | None = None  # an ssh_config file read after the fields above (ProxyJump ...)
     # host keys are checked unless a profile says otherwise, and then the run prints a warning
     strict_host_key_checking: bool = True
     # the passphrase of identity_file, for the paramiko backend (OpenSSH in batch mode takes one only from an
@@ -158,22 +159,23 @@ class Host(_Strict):
 class Service(_Strict):
     """An ACGS service, on every host with its `role`."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    role: str = "app"
-    port: int = Field(ge=1, le=65535)
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # the service half of target ids (auth@app-1)
+    role: str = "app"  # checked on every host whose roles include this
+    port: int = Field(ge=1, le=65535)  # the port it listens on (SVC-04), which its process must own (SVC-03)
     scheme: Literal["http", "https"] = "http"
-    health_path: str = "/health"
-    ready_path: str | None = None
-    live_path: str | None = None
-    metrics_path: str | None = None
+    health_path: str = "/health"  # SVC-01, SVC-02, SVC-06, SVC-08
+    ready_path: str | None = None  # SVC-09 asks it when set
+    live_path: str | None = None  # SVC-09 asks it when set
+    metrics_path: str | None = None  # SVC-10 reads it as Prometheus text; SVC-07 falls back to it for error rates
     # a gauge on metrics_path holding the compliance rate (0..1) of recent governance decisions, e.g.
     # acgs_constitutional_compliance; CC-04 reads it where it is named
     compliance_metric: str | None = None
     # regex over the full command line (ps -eo args) of the process that owns `port`: it confirms the owner, and
     # counts alone only where the owner is hidden from the checker (then SVC-03 says so and warns)
     process: str | None = None
-    unit: str | None = None
-    log: str | None = None
+    unit: str | None = None  # the systemd unit SVC-05 checks where the host runs systemd; None: SVC-05 skips
+    log: str | None = None  # the service's log: SVC-07 counts 5xx request lines in its tail
+    # accepted for the record but read by no check: probes/logs.py recognises each line as JSON or plain by itself
     log_format: Literal["auto", "plain", "json"] = "auto"
 
     @field_validator("process")
@@ -208,9 +210,9 @@ class Database(_SecretRef):
     text only if that role may (superuser or a member of pg_read_all_stats).
     """
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    role: str = "db"
-    dsn: str
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # the database half of target ids (primary@db-1)
+    role: str = "db"  # the hosts with this role run its server (DB-02 looks for it there)
+    dsn: str  # postgresql://USER@HOST:PORT/DBNAME, without a password
     # DB-02: the systemd unit (checked where the host runs systemd) and a regex over the command line (ps -eo args)
     # of the server that owns the DSN's port on the database's host; None leaves that half out
     unit: str | None = "postgresql"
@@ -258,9 +260,9 @@ class Redis(_SecretRef):
     """A Redis server. The URL carries no password: see password_env / password_file. Checks send read
     commands only (PING, INFO, GET)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    role: str = "cache"
-    url: str
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # the cache half of target ids
+    role: str = "cache"  # the hosts with this role run it
+    url: str  # redis://HOST:PORT/DB or rediss://, without a password
     # CC-06: the key that must hold the constitutional hash; None: this cache holds none
     hash_key: str | None = "acgs:constitutional_hash"
 
@@ -295,18 +297,23 @@ class Paths(_Strict):
 
 
 class Key(_Strict):
+    """A key or credential SEC-05 ages, on every host with role app."""
+
     name: str
-    path: str
+    path: str  # its file; without a rotation_record, its mtime is when it was last rotated (SEC-02 stats it too)
+    # app: thresholds.app_key_max_age_days applies; db: thresholds.db_credential_max_age_days
     kind: Literal["app", "db"] = "app"
     rotation_record: str | None = None  # a file whose content is an ISO timestamp of the last rotation
 
 
 class Security(_Strict):
-    secret_files: list[str] = []
-    secret_owner: str | None = None
-    secret_max_mode: str = Field("0640", pattern=r"^0?[0-7]{3}$")
-    allowed_users: list[str] = []
-    keys: list[Key] = []
+    """What SEC-02, SEC-04 and SEC-05 compare with."""
+
+    secret_files: list[str] = []  # SEC-02: files that must be private (config/production.env ...)
+    secret_owner: str | None = None  # SEC-02: their owner; None: any owner
+    secret_max_mode: str = Field("0640", pattern=r"^0?[0-7]{3}$")  # SEC-02: the most permissive mode allowed
+    allowed_users: list[str] = []  # SEC-04: every account in paths.passwd must be here; empty: SEC-04 skips
+    keys: list[Key] = []  # SEC-05
 
 
 class Backups(_Strict):
@@ -339,7 +346,7 @@ class Tls(_Strict):
     """TLS-02 verifies each of `tls_endpoints` against the system CAs, or against ca_file when set
     (also used by the HTTP probes for https services)."""
 
-    ca_file: str | None = None
+    ca_file: str | None = None  # a PEM bundle of the CAs to trust; None: the system's
     # off only on purpose: the run prints a warning line when a profile turns it off (TLS-02 always verifies)
     verify: bool = True
 
@@ -391,17 +398,19 @@ class Policies(_Strict):
 class Profile(_Strict):
     """An environment: what to check, where, and the limits. See docs/design.md for an example."""
 
+    # part of the run directory's name and of every report; left out: the file's name (sandbox.yaml -> sandbox)
     name: str = ""
-    description: str = ""
+    description: str = ""  # for the people who read the profile; no check reads it
+    # the hash every service, database, cache and policy must name (SVC-02, SVC-08, CC-01..CC-06)
     constitutional_hash: str = Field("cdd01ef066bc6cf2", pattern=HASH_RE)
     # an Ansible inventory (any format; a path relative to the profile file): its hosts join `hosts` with
     # backend ansible and their groups as roles; without `hosts:` in the profile they are the only hosts
     inventory: str | None = None
-    hosts: list[Host] = [Host(name="localhost")]
+    hosts: list[Host] = [Host(name="localhost")]  # where host checks run; the default is this machine
     services: list[Service] = []
     databases: list[Database] = []
     redis: list[Redis] = []
-    paths: Paths = Paths()
+    paths: Paths = Paths()  # the files and directories the checks read, the same on every host
     # TLS-01: PEM files (a leaf, optionally followed by its chain), read on the machine acgs-verify runs on
     certificates: list[str] = []
     # TLS-02: live endpoints as https://HOST[:PORT] (port 443 when left out)
@@ -410,7 +419,7 @@ class Profile(_Strict):
     security: Security = Security()
     backups: Backups = Backups()
     policies: Policies = Policies()
-    thresholds: Thresholds = Thresholds()
+    thresholds: Thresholds = Thresholds()  # every limit a check compares with, by name
     # resolved secrets by "databases[0]" style owner; filled by load_profile, never from YAML
     secrets: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
     source: str = Field("", exclude=True)
