@@ -118,8 +118,6 @@ def find_profile(name_or_path: str, relative_to: Path | None = None) -> Path:
     )
 
 
-
-
 def _merge(base: Located, over: Located) -> Located:
     """Maps merge key by key; lists and scalars replace (docs/design.md)."""
 
