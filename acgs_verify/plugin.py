@@ -15,7 +15,8 @@ import pytest
 
 from acgs_verify.catalog import CATALOG, GATES, SECTIONS, SEVERITIES
 from acgs_verify.check import Check, ProbeError
-from acgs_verify.profile import Profile, ProfileError, load_profile, mask
+from acgs_verify.profile import Profile, ProfileError, load_profile
+from acgs_verify.redact import mask
 from acgs_verify.results import CheckResult, RunResult
 from acgs_verify.targets import TARGET_KINDS, host_of
 
