@@ -170,6 +170,12 @@ class HttpProbe:
             self._client = None
 
 
+def service_url(scheme: str, address: str, port: int, path: str) -> str:
+    """`service_url("http", "::1", 8016, "/health")` -> 'http://[::1]:8016/health' (an IPv6 address in brackets)."""
+    address = f"[{address}]" if ":" in address else address
+    return f"{scheme}://{address}:{port}{path}"
+
+
 def _reason(exc: Exception) -> str:
     text = str(exc) or type(exc).__name__
     cause = exc.__cause__ or exc.__context__
