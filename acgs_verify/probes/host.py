@@ -7,7 +7,7 @@ function with the same arguments gets one measurement per host per run.
 [(4242, 'python -m uvicorn ... service_app:auth ...'), ...]
 >>> port_owners(pool, host).listeners[18016].owners[0].pid, uses_systemd(pool, host)
 (4242, False)
->>> pool.measure_later(host, "system", read_system)  # starts now in a thread; measure() of the same waits for it
+>>> pool.measure_later(host, "system", read_snapshot, host.mounts)  # now, in a thread; measure() of it waits
 >>> pool.close()                           # ends the ssh control masters this pool started
 
 A `read_*` function is the measurement itself, on a testinfra host (`conn`): `read_processes(conn)`.
