@@ -19,10 +19,9 @@ from typing import Any
 import pytest
 
 from acgs_verify.catalog import entry
+from acgs_verify.probes.errors import ProbeError
 
-
-class ProbeError(Exception):
-    """A probe could not measure: the one-line reason (connection refused, timed out, ...)."""
+__all__ = ["Check", "ProbeError", "runbook"]  # ProbeError stays importable from here; probes take it from errors
 
 
 def runbook(check_id: str, applies: Callable[[Any], bool] | None = None,
@@ -30,9 +29,10 @@ def runbook(check_id: str, applies: Callable[[Any], bool] | None = None,
     """Tag a check with its catalog ID; severity and section markers come from the catalog.
 
     `applies` filters the targets the check is parametrized over (e.g. only services with a readiness path).
-    `prefetch(request, target)` starts, before the first check of the run, a measurement that mostly waits (a CPU
-    sample's window), for every target at once; it returns a Future, and the run waits for all of them before its
-    first check, so nothing else of the run falls inside those windows.
+    `prefetch(hosts, host)` (a probe's, e.g. `system.prefetch_snapshot`) starts, before the first check of the run,
+    a host measurement that mostly waits (a CPU sample's window), for the host of every target at once; it returns
+    a Future, and the run waits for all of them before its first check, so nothing else of the run falls inside
+    those windows. The check then asks the same probe function and gets that measurement.
     """
     e = entry(check_id)
     marks = [
@@ -89,7 +89,12 @@ class Check:
         if not ok:
             self.fail(f"{why + ': ' if why else ''}measured {_short(measured)}; expected {expected}")
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str | None = None, *, measured: Any = None, expected: str | None = None) -> None:
+        """Fail unconditionally: `check.fail("df /var: no answer")`, or, recording what was measured and expected
+        as `that` does, `check.fail(measured="no backup folder", expected="a backup within 26 h")`."""
+        if measured is not None:
+            self.measured(measured, expected)
+            message = message or f"measured {_short(measured)}; expected {expected}"
         pytest.fail(self.message(message), pytrace=False)
 
     def skip(self, reason: str) -> None:

@@ -282,16 +282,17 @@ def _prefetch(request: pytest.FixtureRequest) -> None:
         mark = item.get_closest_marker("runbook")
         fn = mark.kwargs.get("prefetch") if mark is not None else None
         target = _target_of(item) if fn is not None else None
-        if target is not None and target is not _NO_TARGETS:
-            wanted[(fn, target.id)] = (fn, target)
+        host = host_of(target) if target is not None and target is not _NO_TARGETS else None
+        if host is not None:
+            wanted[(fn, host.name)] = (fn, host)
     if not wanted:
         return
-    hosts = {h.name: h for h in (host_of(t) for _, t in wanted.values()) if h is not None}
-    if hosts:  # handshakes first, all at once, so that no ssh key exchange falls inside another host's window
-        request.getfixturevalue("hosts").connect(list(hosts.values()))
+    pool = request.getfixturevalue("hosts")
+    # handshakes first, all at once, so that no ssh key exchange falls inside another host's window
+    pool.connect(list({h.name: h for _, h in wanted.values()}.values()))
     futures = []
-    for fn, target in wanted.values():
-        future = fn(request, target)
+    for fn, host in wanted.values():
+        future = fn(pool, host)  # a probe's prefetch function, e.g. system.prefetch_snapshot(hosts, host)
         if future is not None:
             futures.append(future)
     if futures:

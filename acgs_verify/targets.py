@@ -12,13 +12,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from acgs_verify.probes.http import service_url
 from acgs_verify.profile import Database, Host, Key, Profile, Redis, Service
 
 
-@dataclass(frozen=True)
-class ServiceTarget:
-    """One service on one host: `auth@app-1`."""
+class _Reads:
+    """A target reads its profile entry's fields as its own: `service.health_path`, `database.dsn`, `cache.url`
+    (not `service.service.health_path`). `_entry` names the field holding that entry."""
 
+    _entry = ""
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # copy, pickle and dataclass machinery: never the profile entry's
+            raise AttributeError(name)
+        return getattr(getattr(self, self._entry), name)
+
+
+@dataclass(frozen=True)
+class ServiceTarget(_Reads):
+    """One service on one host: `auth@app-1`; `service.port`, `service.health_path`, ... are the profile's."""
+
+    _entry = "service"
     service: Service
     host: Host
 
@@ -31,8 +45,7 @@ class ServiceTarget:
         return self.service.name
 
     def url(self, path: str) -> str:
-        address = f"[{self.host.address}]" if ":" in self.host.address else self.host.address
-        return f"{self.service.scheme}://{address}:{self.service.port}{path}"
+        return service_url(self.service.scheme, self.host.address, self.service.port, path)
 
 
 @dataclass(frozen=True)
@@ -81,7 +94,10 @@ class KeyTarget:
 
 
 @dataclass(frozen=True)
-class DatabaseTarget:
+class DatabaseTarget(_Reads):
+    """One database of the profile: `database.dsn`, `database.audit_table`, ...; `pg.get(database)` opens it."""
+
+    _entry = "database"
     database: Database
 
     @property
@@ -90,9 +106,11 @@ class DatabaseTarget:
 
 
 @dataclass(frozen=True)
-class DatabaseHostTarget:
-    """The server behind a database, on the host that runs it: `primary@db-1`."""
+class DatabaseHostTarget(_Reads):
+    """The server behind a database, on the host that runs it: `primary@db-1`; `database_host.dsn` is the
+    database's."""
 
+    _entry = "database"
     database: Database
     host: Host
 
@@ -102,7 +120,10 @@ class DatabaseHostTarget:
 
 
 @dataclass(frozen=True)
-class RedisTarget:
+class RedisTarget(_Reads):
+    """One Redis of the profile: `cache.url`, `cache.hash_key`, ...; `caches.get(cache)` opens it."""
+
+    _entry = "redis"
     redis: Redis
 
     @property

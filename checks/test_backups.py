@@ -20,7 +20,7 @@ def test_recent_backup_exists(backup_location, thresholds, check):
     listing = list_backups(backup_location.root)
     latest, limit, link = listing.latest, thresholds.backup_max_age_hours, listing.link
     if latest is None:
-        check.that(False, measured=listing.nothing(), expected=f"a backup written within {limit:g} h")
+        check.fail(measured=listing.nothing(), expected=f"a backup written within {limit:g} h")
     age = latest.age_hours()
     if link is not None and link.problem is None and link.backup is not latest:
         check.warn(link.describe(latest))

@@ -34,7 +34,7 @@ def test_tls_endpoint_verifies(tls_endpoint, profile, thresholds, check):
     ep = endpoint(tls_endpoint.url, profile.tls.ca_file, thresholds.connect_timeout_seconds)
     trust = f"against {profile.tls.ca_file}" if profile.tls.ca_file else "against the system CAs"
     if not ep.verified:
-        check.that(False, measured=f"{ep.error}; served {ep.leaf.describe()}, names {list(ep.leaf.names)}",
+        check.fail(measured=f"{ep.error}; served {ep.leaf.describe()}, names {list(ep.leaf.names)}",
                    expected=f"a chain that verifies {trust} for {tls_endpoint.id.rsplit(':', 1)[0]}")
     _expiry(check, thresholds, f"verified {trust} ({ep.version}); served {ep.leaf.describe()}",
             ep.leaf.days_left(), expected_prefix="verifies, and ")

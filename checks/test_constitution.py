@@ -10,19 +10,19 @@ from acgs_verify.probes.postgres import audit_chain
 def test_expected_hash_in_recent_log_lines(service_log, logs, profile, thresholds, check):
     """grep "cdd01ef066bc6cf2" /var/log/acgs/*.log | tail -10"""
     n = thresholds.log_tail_lines
-    lines = logs.lines(service_log.host, service_log.service.log, n)  # ProbeError when there is no line
+    lines = logs.lines(service_log.host, service_log.log, n)  # ProbeError when there is no line
     found = lines_with(lines, profile.constitutional_hash)
     if found:
         check.evidence("latest line with the hash", found[-1])
     check.that(bool(found), measured=f"{len(found)} of the last {len(lines)} lines name {profile.constitutional_hash}",
-               expected=f"the hash in the last {n} lines of {service_log.service.log}")
+               expected=f"the hash in the last {n} lines of {service_log.log}")
 
 
 @runbook("CC-02")
 def test_no_log_line_names_another_hash(service_log, logs, profile, thresholds, check):
     """grep -i "constitutional hash" /var/log/acgs/*.log | grep -v cdd01ef066bc6cf2"""
     # 0 mismatches means something only over lines read: an empty log or window fails (ProbeError)
-    lines = logs.lines(service_log.host, service_log.service.log, thresholds.log_tail_lines)
+    lines = logs.lines(service_log.host, service_log.log, thresholds.log_tail_lines)
     others = {h: n for h, n in hash_mentions(lines).items() if h != profile.constitutional_hash}
     if others:
         bad = [line for line in lines if any(h in line.lower() for h in others)]
@@ -47,11 +47,10 @@ def test_compliance_rate_of_recent_decisions(environment, pg, http, thresholds, 
         check.warn(f"compliance {worst:.2f} % is below the {target:g} % target ({shown})")
 
 
-@runbook("CC-05", applies=lambda t: bool(t.database.audit_table))
+@runbook("CC-05", applies=lambda t: bool(t.audit_table))
 def test_audit_hash_chain_unbroken(database, pg, profile, check):
     """python scripts/security_audit.py  (each row's prev_hash is the current_hash of the row before it in its chain)"""
-    db = database.database
-    chain = audit_chain(pg.get(db), db.audit_table, profile.constitutional_hash, db.audit_chain_rows)
+    chain = audit_chain(pg.get(database), database.audit_table, profile.constitutional_hash, database.audit_chain_rows)
     first, by = chain["first_break"], chain["chains"]["by"]
     if first:
         check.evidence("first broken link", first)
@@ -63,15 +62,15 @@ def test_audit_hash_chain_unbroken(database, pg, profile, check):
     chains = f"{chain['chains']['count']} chains by {by}" if by else "1 chain"
     check.that(not chain["breaks"] and not chain["wrong_hash"], value=chain["breaks"] + chain["wrong_hash"],
                measured=f"{chain['breaks']} broken links, {chain['wrong_hash']} rows naming another hash in "
-                        f"{chains} over the newest {chain['rows']} rows of {db.audit_table}{broken}{other}",
+                        f"{chains} over the newest {chain['rows']} rows of {database.audit_table}{broken}{other}",
                expected=f"0 breaks, every row carrying {profile.constitutional_hash}")
 
 
-@runbook("CC-06", applies=lambda t: bool(t.redis.hash_key))
+@runbook("CC-06", applies=lambda t: bool(t.hash_key))
 def test_cache_holds_expected_hash(cache, caches, profile, check):
     """redis-cli get acgs:constitutional_hash"""
-    key = cache.redis.hash_key
-    got = caches.get(cache.redis).get(key)
+    key = cache.hash_key
+    got = caches.get(cache).get(key)
     check.that(got == profile.constitutional_hash, measured=f"{key} = {got!r}",
                expected=f"{key} = {profile.constitutional_hash!r}")
 
@@ -92,7 +91,7 @@ def test_policy_file_validates(policy_file, profile, check):
     fmt = "YAML, JSON or Rego by extension" if profile.policies.format == "auto" else profile.policies.format
     expected = f"parses ({fmt}) and names constitutional hash {profile.constitutional_hash}"
     if policy_file.relative is None:
-        check.that(False, measured=f"no policy file under {policy_file.root}: {policy_file.nothing}",
+        check.fail(measured=f"no policy file under {policy_file.root}: {policy_file.nothing}",
                    expected=f"at least one policy file ({', '.join(profile.policies.include_globs)})")
     found = check_policy(policy_file.path, profile.policies.format, profile.policies.hash_field)
     said = found.problem or f"{found.detail}; {profile.policies.hash_field} {found.hash}"

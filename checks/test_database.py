@@ -11,7 +11,7 @@ from acgs_verify.probes import postgres
 @runbook("DB-01")
 def test_connect_and_select_1(database, pg, thresholds, check):
     """psql -h localhost -U acgs -d acgs_production -c "SELECT 1;" """
-    ms = postgres.select_one(pg.get(database.database))
+    ms = postgres.select_one(pg.get(database))
     limit = thresholds.db_connect_timeout_seconds
     check.that(ms < limit * 1000, measured=f"SELECT 1 answered in {ms:.0f} ms",
                expected=f"an answer within {limit:g} s", value=round(ms, 1))
@@ -20,17 +20,15 @@ def test_connect_and_select_1(database, pg, thresholds, check):
 @runbook("DB-02")
 def test_postgresql_server_is_running(database_host, hosts, check):
     """sudo systemctl status postgresql  (the server is the one that listens on the database's port on its host)"""
-    db, host = database_host.database, database_host.host
+    db, host = database_host, database_host.host  # the database, and the host its server runs on
     _, port = postgres.host_port(db.dsn)
-    facts = hosts.fact(host, "port owners", lambda node: hostfacts.port_owners(node, host.become))
-    seen = hostfacts.identify(facts, port, db.process, "PostgreSQL")
+    seen = hostfacts.identify(hostfacts.port_owners(hosts, host), port, db.process, "PostgreSQL")
     found = [seen.measured]
     if seen.ok and seen.owner:
-        server = hosts.fact(host, f"postgres {seen.owner.pid}",
-                            lambda node: hostfacts.postgres_server(node, seen.owner, host.become))
+        server = hostfacts.postgres_server(hosts, host, seen.owner)
         found.append(f"data directory {server['data_directory']}, {server['version']}")
     if seen.ok is not None and db.unit and hostfacts.uses_systemd(hosts, host):
-        state = hosts.fact(host, f"unit {db.unit}", lambda node: hostfacts.unit_state(node, db.unit))
+        state = hostfacts.unit_state(hosts, host, db.unit)
         found.append(f"{db.unit} is {state}")
         seen = seen if state == "active" else hostfacts.Identity(False, seen.measured, seen.owner, seen.warning)
     if seen.ok is None:
@@ -46,7 +44,7 @@ def test_postgresql_server_is_running(database_host, hosts, check):
 @runbook("DB-03")
 def test_connections_below_limit(database, pg, thresholds, check):
     """psql -c "SELECT count(*) FROM pg_stat_activity;" """
-    used, most, source = postgres.connection_usage(pg.get(database.database))
+    used, most, source = postgres.connection_usage(pg.get(database))
     percent = 100 * used / most
     limit = thresholds.db_connections_max_percent
     check.that(percent < limit, measured=f"{used} of max_connections {most} in use ({percent:.0f} %; {source})",
@@ -58,7 +56,7 @@ def test_no_long_running_queries(database, pg, thresholds, check):
     """SELECT pid, now() - query_start AS duration, query FROM pg_stat_activity
     WHERE (now() - query_start) > interval '5 minutes';"""
     limit = thresholds.db_long_query_seconds
-    slow = postgres.long_running(pg.get(database.database), limit)
+    slow = postgres.long_running(pg.get(database), limit)
     if slow:
         check.evidence("long-running queries", slow)
     shown = "; ".join(f"pid {q['pid']} running {q['seconds']:g} s: {q['query']}" for q in slow[:3]) or "none"
@@ -70,7 +68,7 @@ def test_no_long_running_queries(database, pg, thresholds, check):
 def test_no_blocked_locks(database, pg, thresholds, check):
     """SELECT blocked_locks.pid AS blocked_pid, ... blocking_locks.pid AS blocking_pid ...
     FROM pg_catalog.pg_locks blocked_locks ... WHERE NOT blocked_locks.granted;"""
-    blocked = postgres.blocked_locks(pg.get(database.database))
+    blocked = postgres.blocked_locks(pg.get(database))
     if blocked:
         check.evidence("blocked and blocking sessions", blocked)
     shown = "; ".join(f"pid {b['blocked_pid']} ({b['blocked_query']}) waiting {b['waiting_seconds']:g} s on pid "
@@ -83,7 +81,7 @@ def test_no_blocked_locks(database, pg, thresholds, check):
 @runbook("DB-06")
 def test_no_slow_statements(database, pg, thresholds, check):
     """SELECT query, mean_time, calls FROM pg_stat_statements ORDER BY mean_time DESC LIMIT 10;"""
-    db = pg.get(database.database)
+    db = pg.get(database)
     reason = postgres.statements_unavailable(db)
     if reason:
         check.skip(reason)
@@ -101,7 +99,7 @@ def test_no_slow_statements(database, pg, thresholds, check):
 def test_replication_lag(database, pg, thresholds, check):
     """SELECT client_addr, state, replay_lag FROM pg_stat_replication;  (on each replica: now() -
     pg_last_xact_replay_timestamp() while replay is behind)"""
-    lags = postgres.replication_lags(pg, database.database)
+    lags = postgres.replication_lags(pg, database)
     if lags is None:
         check.skip("no replicas: pg_stat_replication is empty and the profile lists none")
     check.evidence("replication", lags)
@@ -116,7 +114,7 @@ def test_replication_lag(database, pg, thresholds, check):
 @runbook("DB-08")
 def test_buffer_cache_hit_ratio(database, pg, thresholds, check):
     """SELECT sum(blks_hit) / (sum(blks_hit) + sum(blks_read)) FROM pg_stat_database;"""
-    hit, read = postgres.cache_hit(pg.get(database.database))
+    hit, read = postgres.cache_hit(pg.get(database))
     if hit + read == 0:
         check.skip("no block reads since the statistics were reset: no ratio to judge yet")
     ratio = 100 * hit / (hit + read)
@@ -129,19 +127,19 @@ def test_buffer_cache_hit_ratio(database, pg, thresholds, check):
 def test_statistics_are_fresh(database, pg, thresholds, check):
     """SELECT schemaname, relname, last_analyze, last_autoanalyze FROM pg_stat_user_tables;"""
     days = thresholds.db_stats_max_age_days
-    total, stale = postgres.stale_tables(pg.get(database.database), days)
+    total, stale = postgres.stale_tables(pg.get(database), days)
     shown = ", ".join(f"{t['table']} (analyzed {t['last_analyzed']})" for t in stale[:5])
     check.that(not stale, measured=f"{len(stale)} of {total} tables not analyzed in {days:g} days" +
                (f": {shown}" if shown else ""), expected=f"every table analyzed within {days:g} days",
                value=[t["table"] for t in stale])
 
 
-@runbook("DB-10", applies=lambda t: bool(t.database.audit_table))
+@runbook("DB-10", applies=lambda t: bool(t.audit_table))
 def test_audit_log_retention(database, pg, thresholds, check):
     """DELETE FROM audit_logs WHERE created_at < NOW() - INTERVAL '90 days';  (weekly maintenance)"""
     days = thresholds.audit_retention_days
-    table = database.database.audit_table
-    n, oldest = postgres.rows_older_than(pg.get(database.database), table, days)
+    table = database.audit_table
+    n, oldest = postgres.rows_older_than(pg.get(database), table, days)
     check.that(n == 0, measured=f"{n} {table} rows older than {days:g} days" + (f" (oldest {oldest})" if n else ""),
                expected=f"none older than {days:g} days", value=n)
 
@@ -149,7 +147,7 @@ def test_audit_log_retention(database, pg, thresholds, check):
 @runbook("DB-11")
 def test_table_bloat(database, pg, thresholds, check):
     """SELECT schemaname, tablename, pg_size_pretty(pg_total_relation_size(...)) FROM pg_tables ...  (Analyze bloat)"""
-    tables = postgres.table_sizes(pg.get(database.database))
+    tables = postgres.table_sizes(pg.get(database))
     check.evidence("table sizes (the runbook's bloat query)", tables[:20])
     floor, limit = thresholds.db_bloat_min_rows, thresholds.db_dead_tuple_percent_max
     big = [t for t in tables if t["live"] + t["dead"] >= floor]
@@ -164,7 +162,7 @@ def test_table_bloat(database, pg, thresholds, check):
 @runbook("DB-12")
 def test_index_usage(database, pg, thresholds, check):
     """SELECT schemaname, tablename, attname, n_distinct, correlation FROM pg_stats ...  (Check index usage; warns)"""
-    db, floor = pg.get(database.database), thresholds.db_bloat_min_rows
+    db, floor = pg.get(database), thresholds.db_bloat_min_rows
     tables = postgres.table_sizes(db)
     unused = postgres.unused_indexes(db, floor)
     scanned = [t for t in tables if t["live"] >= floor and t["seq_scan"] > (t["idx_scan"] or 0)]
@@ -181,17 +179,17 @@ def test_index_usage(database, pg, thresholds, check):
 @runbook("DB-13")
 def test_connection_pools(database, pg, thresholds, check):
     """python scripts/connection_pool_stats.py  (idle in transaction; connections per application vs pool size)"""
-    db, limit = pg.get(database.database), thresholds.db_idle_in_transaction_seconds_max
+    db, limit = pg.get(database), thresholds.db_idle_in_transaction_seconds_max
     by_app = postgres.connections_by_application(db)  # refuses a role that cannot see other sessions
     idle = postgres.idle_in_transaction(db, limit)
-    over = {app: (n, database.database.pools[app]) for app, n in by_app.items()
-            if app in database.database.pools and n > database.database.pools[app]}
+    over = {app: (n, database.pools[app]) for app, n in by_app.items()
+            if app in database.pools and n > database.pools[app]}
     if idle:
         check.evidence("sessions idle in transaction", idle)
     problems = [f"pid {s['pid']} ({s['application'] or 'no application_name'}) idle in transaction "
                 f"{s['seconds']:g} s" for s in idle[:3]]
     problems += [f"{app} holds {n} connections, pool size {size}" for app, (n, size) in over.items()]
-    pools = ", ".join(f"{a or '(none)'} {n}" + (f"/{database.database.pools[a]}" if a in database.database.pools
+    pools = ", ".join(f"{a or '(none)'} {n}" + (f"/{database.pools[a]}" if a in database.pools
                                                  else "") for a, n in by_app.items()) or "none but acgs-verify"
     check.that(not problems, measured=f"{len(idle)} sessions idle in transaction > {limit:g} s; connections per "
                f"application: {pools}" + (f" ({'; '.join(problems)})" if problems else ""),

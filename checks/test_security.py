@@ -12,20 +12,20 @@ from acgs_verify.probes import security
 
 def _stats(hosts, profile, host) -> dict:
     paths = list(dict.fromkeys([*profile.security.secret_files, *(k.path for k in profile.security.keys)]))
-    return hosts.fact(host, "file stats", lambda node: security.file_stats(node, paths))
+    return security.file_stats(hosts, host, paths)
 
 
 def _security_lines(hosts, profile, thresholds, host) -> list[tuple[str, str]]:
     globs = [profile.paths.security_log] if profile.paths.security_log else [f"{profile.paths.logs}/*.log"]
     n = thresholds.log_tail_lines
-    return hosts.fact(host, "security lines", lambda node: security.security_lines(node, globs, n))
+    return security.security_lines(hosts, host, globs, n)
 
 
 @runbook("SEC-01")
 def test_no_world_writable_files(app_host, hosts, profile, check):
     """find /home/acgs/ACGS -type f -perm /o+w -ls"""
     root = profile.paths.app_root
-    found = hosts.fact(app_host.host, "world-writable", lambda node: security.world_writable(node, root))
+    found = security.world_writable(hosts, app_host.host, root)
     if found.timed_out:
         check.fail(f"find under {root} did not finish in {security.FIND_TIMEOUT_SECONDS} s "
                    f"({found.count} world-writable files so far: {', '.join(found.first) or 'none'})")
@@ -74,7 +74,7 @@ def test_accounts_match_allow_list(node, hosts, profile, check):
     if not allowed:
         check.skip("the profile lists no allowed_users to compare the accounts with")
     passwd = profile.paths.passwd
-    names = hosts.fact(node.host, "accounts", lambda h: security.accounts(h, passwd))
+    names = security.accounts(hosts, node.host, passwd)
     unknown = sorted(set(names) - set(allowed))
     check.that(not unknown, measured=f"{len(names)} accounts in {passwd}; not on the allow-list: "
                f"{', '.join(unknown) or 'none'}", expected="every account on security.allowed_users", value=unknown)
@@ -86,8 +86,7 @@ def test_key_rotated_in_time(key, hosts, profile, thresholds, check):
     k = key.key
     limit = thresholds.app_key_max_age_days if k.kind == "app" else thresholds.db_credential_max_age_days
     if k.rotation_record:
-        text = hosts.fact(key.host, f"record {k.rotation_record}",
-                          lambda node: security.read_small_file(node, k.rotation_record))
+        text = security.small_file(hosts, key.host, k.rotation_record)
         rotated, source = security.rotation_time(text).timestamp(), f"rotation record {k.rotation_record}"
     else:
         st = _stats(hosts, profile, key.host).get(k.path)

@@ -4,7 +4,7 @@ import statistics
 
 from acgs_verify.check import ProbeError, runbook
 from acgs_verify.probes import host as hostfacts
-from acgs_verify.probes import metrics, system
+from acgs_verify.probes import metrics
 from acgs_verify.probes.logs import request_statuses
 
 HEALTHY = ("healthy", "ok")
@@ -14,14 +14,14 @@ HEALTHY = ("healthy", "ok")
 def test_health_endpoint_answers(service, http, thresholds, check):
     """curl -f http://localhost:8016/health  # Auth Service"""
     limit = thresholds.health_timeout_seconds
-    reply = http.get_cached(service.url(service.service.health_path), timeout=limit)
+    reply = http.get_cached(service.url(service.health_path), timeout=limit)
     check.that(reply.ok, measured=reply.describe(), expected=f"2xx within {limit:g} s", value=reply.status)
 
 
 @runbook("SVC-02")
 def test_health_body_is_healthy_with_expected_hash(service, http, thresholds, profile, check):
     """curl -f http://localhost:8016/health  ->  {"status": "healthy", "constitutional_hash": "cdd01ef066bc6cf2"}"""
-    reply = http.get_cached(service.url(service.service.health_path), timeout=thresholds.health_timeout_seconds)
+    reply = http.get_cached(service.url(service.health_path), timeout=thresholds.health_timeout_seconds)
     body, why = reply.json() if reply.error is None else (None, reply.describe())
     if body is None or not isinstance(body, dict):
         check.fail(f"health body unusable: {why or 'not a JSON object'}")
@@ -36,9 +36,8 @@ def test_health_body_is_healthy_with_expected_hash(service, http, thresholds, pr
 @runbook("SVC-03")
 def test_service_process_is_running(service, hosts, check):
     """ps aux | grep uvicorn  (the process is the one that owns the service's port; the pattern must match it)"""
-    port, pattern, host = service.service.port, service.service.process, service.host
-    facts = hosts.fact(host, "port owners", lambda node: hostfacts.port_owners(node, host.become))
-    seen = hostfacts.identify(facts, port, pattern, f"{service.name}")
+    port, pattern = service.port, service.process
+    seen = hostfacts.identify(hostfacts.port_owners(hosts, service.host), port, pattern, f"{service.name}")
     if seen.ok is None:
         check.skip(seen.measured)
     if seen.warning:
@@ -52,9 +51,8 @@ def test_service_process_is_running(service, hosts, check):
 @runbook("SVC-04")
 def test_service_port_is_listening(service, hosts, check):
     """netstat -tlnp | grep :8016"""
-    host = service.host
-    ports = hosts.fact(host, "port owners", lambda node: hostfacts.port_owners(node, host.become)).listeners
-    port = service.service.port
+    ports = hostfacts.port_owners(hosts, service.host).listeners
+    port = service.port
     check.that(port in ports, measured=f"port {port} {'listening' if port in ports else 'not listening'}",
                expected=f"TCP {port} in LISTEN state")
 
@@ -62,12 +60,12 @@ def test_service_port_is_listening(service, hosts, check):
 @runbook("SVC-05")
 def test_systemd_unit_is_active(service, hosts, check):
     """sudo systemctl status acgs-auth-service"""
-    unit = service.service.unit
+    unit = service.unit
     if not unit:
         check.skip("the profile names no systemd unit for this service")
     if not hostfacts.uses_systemd(hosts, service.host):
         check.skip(f"host {service.host.name} does not run systemd (no /run/systemd/system)")
-    state = hosts.fact(service.host, f"unit {unit}", lambda node: hostfacts.unit_state(node, unit))
+    state = hostfacts.unit_state(hosts, service.host, unit)
     check.that(state == "active", measured=f"{unit} is {state}", expected="active")
 
 
@@ -75,7 +73,7 @@ def test_systemd_unit_is_active(service, hosts, check):
 def test_health_latency_p99(service, http, thresholds, check):
     """python scripts/latency_check.py  (P99 latency > 100 ms is 'High Latency'; target < 5 ms)"""
     n = thresholds.latency_samples
-    lat = http.latency(service.url(service.service.health_path), n, timeout=thresholds.health_timeout_seconds)
+    lat = http.latency(service.url(service.health_path), n, timeout=thresholds.health_timeout_seconds)
     if lat.failures:
         check.fail(f"sample {len(lat.samples_ms) + 1} of {n} got no answer: {lat.failures[0]}")
     fail_ms, warn_ms = thresholds.latency_p99_fail_ms, thresholds.latency_p99_warn_ms
@@ -89,7 +87,7 @@ def test_health_latency_p99(service, http, thresholds, check):
 @runbook("SVC-07")
 def test_error_rate_below_limit(service, logs, http, thresholds, check):
     """tail -f /var/log/acgs/auth_service.log  (error rate target < 0.1 %)"""
-    limit, n, log = thresholds.error_rate_max_percent, thresholds.log_tail_lines, service.service.log
+    limit, n, log = thresholds.error_rate_max_percent, thresholds.log_tail_lines, service.log
     errors = total = 0
     seen = [f"no log named for {service.name}"]
     if log:
@@ -97,17 +95,17 @@ def test_error_rate_below_limit(service, logs, http, thresholds, check):
         statuses = request_statuses(lines)
         errors, total, source = sum(1 for s in statuses if s >= 500), len(statuses), "log"
         seen = [f"0 request lines among the last {len(lines)} lines of {log}"]
-    if not total and service.service.metrics_path:
-        reply = http.get(service.url(service.service.metrics_path), timeout=thresholds.health_timeout_seconds)
+    if not total and service.metrics_path:
+        reply = http.get(service.url(service.metrics_path), timeout=thresholds.health_timeout_seconds)
         if not reply.ok:
             check.fail(f"metrics unavailable: {reply.describe()}")
         try:  # the parser SVC-10 uses: JSON on /metrics is said to be JSON here too, not skipped as "no requests"
             samples = metrics.exposition(reply.body, reply.truncated).samples
         except ProbeError as exc:
-            check.fail(f"no request lines in the log and {service.service.metrics_path} gives no error rate: {exc}")
+            check.fail(f"no request lines in the log and {service.metrics_path} gives no error rate: {exc}")
         errors, total = metrics.error_ratio(samples)
         source = "acgs_http_requests_total"
-        seen.append(f"no acgs_http_requests_total requests in {service.service.metrics_path}")
+        seen.append(f"no acgs_http_requests_total requests in {service.metrics_path}")
     if not total:  # an empty window is not a 0 % error rate
         check.skip("; ".join(seen) + ": no request seen to compute an error rate from")
     rate = 100 * errors / total
@@ -118,7 +116,7 @@ def test_error_rate_below_limit(service, logs, http, thresholds, check):
 @runbook("SVC-08")
 def test_constitutional_hash_header(service, http, thresholds, profile, check):
     """curl -sI http://localhost:8016/health | grep X-Constitutional-Hash"""
-    reply = http.get_cached(service.url(service.service.health_path), timeout=thresholds.health_timeout_seconds)
+    reply = http.get_cached(service.url(service.health_path), timeout=thresholds.health_timeout_seconds)
     if reply.error:
         check.fail(reply.describe())
     got = reply.headers.get("x-constitutional-hash")
@@ -126,12 +124,12 @@ def test_constitutional_hash_header(service, http, thresholds, profile, check):
                expected=profile.constitutional_hash)
 
 
-@runbook("SVC-09", applies=lambda t: bool(t.service.ready_path or t.service.live_path))
+@runbook("SVC-09", applies=lambda t: bool(t.ready_path or t.live_path))
 def test_readiness_and_liveness(service, http, thresholds, check):
     """curl -f http://localhost:8016/health/ready; curl -f http://localhost:8016/health/live"""
     limit = thresholds.health_timeout_seconds
     problems, seen = [], []
-    for path, flag in ((service.service.ready_path, "ready"), (service.service.live_path, "alive")):
+    for path, flag in ((service.ready_path, "ready"), (service.live_path, "alive")):
         if not path:
             continue
         reply = http.get(service.url(path), timeout=limit)
@@ -144,19 +142,19 @@ def test_readiness_and_liveness(service, http, thresholds, check):
                why="; ".join(problems) or None)
 
 
-@runbook("SVC-10", applies=lambda t: bool(t.service.metrics_path))
+@runbook("SVC-10", applies=lambda t: bool(t.metrics_path))
 def test_metrics_endpoint_is_scrapeable(service, http, thresholds, check):
     """curl -s http://localhost:8016/metrics  (the service's /metrics as Prometheus scrapes it)
 
     Evidence for a pass: a 2xx body that prometheus_client's text parser reads, with at least one sample.
     JSON (an object, or Prometheus text wrapped in a JSON string) fails with its first 80 bytes."""
-    reply = http.get_cached(service.url(service.service.metrics_path), timeout=thresholds.health_timeout_seconds)
+    reply = http.get_cached(service.url(service.metrics_path), timeout=thresholds.health_timeout_seconds)
     if not reply.ok:
-        check.fail(f"{service.service.metrics_path}: {reply.describe()}; expected 2xx with Prometheus text")
+        check.fail(f"{service.metrics_path}: {reply.describe()}; expected 2xx with Prometheus text")
     try:
         found = metrics.exposition(reply.body, reply.truncated)
     except ProbeError as exc:
-        check.fail(f"{service.service.metrics_path} ({reply.headers.get('content-type', 'no content-type')}): {exc}")
+        check.fail(f"{service.metrics_path} ({reply.headers.get('content-type', 'no content-type')}): {exc}")
     names = ", ".join(found.names[:3]) + (", ..." if len(found.names) > 3 else "")
     check.measured(f"{len(found.samples)} samples in {found.families} metric families ({names}), {reply.describe()}"
                    + (", first 1 MiB only" if found.partial else ""), expected="Prometheus text, >= 1 sample",
@@ -166,18 +164,17 @@ def test_metrics_endpoint_is_scrapeable(service, http, thresholds, check):
 @runbook("SVC-11")
 def test_service_memory(service, hosts, thresholds, check):
     """ps aux | grep uvicorn | awk '{print $2, $4, $11}' | sort -k2 -nr  (the processes that own the port)"""
-    owners = hosts.fact(service.host, "port owners", system.port_owners)
-    if service.service.port not in owners:
-        check.skip(f"nothing listens on TCP {service.service.port} (SVC-04 says so): no process to measure")
-    procs = system.service_memory(owners, hosts.fact(service.host, "process memory", system.process_table),
-                                  service.service.port)
+    owners = hostfacts.port_owners(hosts, service.host)
+    if service.port not in owners.listeners:
+        check.skip(f"nothing listens on TCP {service.port} (SVC-04 says so): no process to measure")
+    procs = hostfacts.service_processes(owners, service.port)
     rss_mb, pmem = sum(p.rss_kib for p in procs) / 1024, sum(p.mem_percent for p in procs)
     check.evidence("processes (pid %mem rss_kib command)",
-                   "\n".join(f"{p.pid} {p.mem_percent:g} {p.rss_kib} {p.command[:120]}" for p in procs))
+                   "\n".join(f"{p.pid} {p.mem_percent:g} {p.rss_kib} {p.args[:120]}" for p in procs))
     rss_max, pmem_max = thresholds.service_rss_mb_max, thresholds.service_mem_percent_max
     check.that(rss_mb < rss_max and pmem < pmem_max,
                measured=f"RSS {rss_mb:.0f} MB, {pmem:.1f} %MEM in {len(procs)} processes (pids "
-                        f"{', '.join(str(p.pid) for p in procs[:5])}) owning port {service.service.port}",
+                        f"{', '.join(str(p.pid) for p in procs[:5])}) owning port {service.port}",
                expected=f"RSS < {rss_max:g} MB and %MEM < {pmem_max:g}",
                value={"rss_mb": round(rss_mb, 1), "mem_percent": round(pmem, 2)})
 
@@ -185,7 +182,7 @@ def test_service_memory(service, hosts, thresholds, check):
 @runbook("SVC-12")
 def test_latency_not_degraded_against_baseline(service, http, run_history, thresholds, check):
     """Incident Classification P1: "Performance degradation >500% of baseline" (SVC-06's p99 against past runs)"""
-    lat = http.measured_latency(service.url(service.service.health_path))
+    lat = http.measured_latency(service.url(service.health_path))
     if lat is None or lat.failures or not lat.samples_ms:
         check.skip("SVC-06 took no complete latency sample of this service in this run: no p99 to compare")
     n, factor_max = thresholds.baseline_runs, thresholds.baseline_factor_max

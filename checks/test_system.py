@@ -9,29 +9,20 @@ from acgs_verify.probes import system
 from acgs_verify.probes.http import Latency
 
 
-def _snapshot(hosts, host) -> system.Snapshot:
-    return hosts.fact(host, "system", lambda node: system.snapshot(node, host.mounts))
-
-
-def _sample_every_host_at_once(request, target):
-    """The CPU window (CPU_SAMPLE_SECONDS) of every host starts before the first check and the run waits for them,
-    so N hosts cost one window and no other probe of this run runs inside it."""
-    host = target.host
-    return request.getfixturevalue("hosts").prefetch(host, "system", lambda node: system.snapshot(node, host.mounts))
-
-
 @runbook("SYS-01")
 def test_load_average(node, hosts, thresholds, check):
     """if [ $(cat /proc/loadavg | cut -d' ' -f1 | cut -d'.' -f1) -gt 8 ]; then echo "High CPU load detected" """
-    snap, limit = _snapshot(hosts, node.host), thresholds.load_1m_max
+    snap, limit = system.snapshot(hosts, node.host), thresholds.load_1m_max
     check.that(snap.load_1m <= limit, measured=f"load {snap.load_1m:g} {snap.load_5m:g} {snap.load_15m:g} "
                "(1, 5, 15 min)", expected=f"1-minute load <= {limit:g}", value=snap.load_1m)
 
 
-@runbook("SYS-02", prefetch=_sample_every_host_at_once)
+# the CPU window (CPU_SAMPLE_SECONDS) of every host starts before the first check and the run waits for them,
+# so N hosts cost one window and no other probe of this run runs inside it
+@runbook("SYS-02", prefetch=system.prefetch_snapshot)
 def test_cpu_utilization(node, hosts, thresholds, check):
     """top  (CPU utilization, alert: >80%)"""
-    snap, limit = _snapshot(hosts, node.host), thresholds.cpu_percent_max
+    snap, limit = system.snapshot(hosts, node.host), thresholds.cpu_percent_max
     check.that(snap.cpu_percent <= limit, measured=f"CPU {snap.cpu_percent:.1f} % busy over "
                f"{system.CPU_SAMPLE_SECONDS:g} s", expected=f"<= {limit:g} %", value=round(snap.cpu_percent, 2))
 
@@ -39,7 +30,7 @@ def test_cpu_utilization(node, hosts, thresholds, check):
 @runbook("SYS-03")
 def test_memory_usage(node, hosts, thresholds, check):
     """MEMORY_USAGE=$(free | grep Mem | awk '{printf("%.0f", $3/$2 * 100.0)}')  (alert: >85%)"""
-    snap, limit = _snapshot(hosts, node.host), thresholds.memory_percent_max
+    snap, limit = system.snapshot(hosts, node.host), thresholds.memory_percent_max
     used_mib = (snap.memory_total_kib - snap.memory_available_kib) // 1024
     check.that(snap.memory_percent <= limit, measured=f"memory {snap.memory_percent:.1f} % used ({used_mib} of "
                f"{snap.memory_total_kib // 1024} MiB)", expected=f"<= {limit:g} %", value=round(snap.memory_percent, 2))
@@ -48,7 +39,7 @@ def test_memory_usage(node, hosts, thresholds, check):
 @runbook("SYS-04")
 def test_disk_usage(mount, hosts, thresholds, check):
     """DISK_USAGE=$(df / | tail -1 | awk '{print $5}' | sed 's/%//')  (alert: >90%)"""
-    disk, limit = _snapshot(hosts, mount.host).disks.get(mount.mount), thresholds.disk_percent_max
+    disk, limit = system.snapshot(hosts, mount.host).disks.get(mount.mount), thresholds.disk_percent_max
     if not isinstance(disk, system.Disk):
         check.fail(f"df {mount.mount}: {disk or 'no answer'}")
     check.that(disk.percent <= limit, measured=f"{disk.mount} ({disk.filesystem}) {disk.percent:.1f} % used, "
@@ -59,7 +50,7 @@ def test_disk_usage(mount, hosts, thresholds, check):
 def test_no_recent_oom_kills(node, hosts, profile, thresholds, check):
     """dmesg | grep -i "killed process" """
     source, n = profile.paths.kernel_log, thresholds.log_tail_lines
-    kills = hosts.fact(node.host, "oom", lambda h: system.oom_kills(h, source, n))
+    kills = system.oom_kills(hosts, node.host, source, n)
     if kills:
         check.evidence("OOM kills", "\n".join(kills[-20:]))
     check.that(not kills, measured=f"{len(kills)} 'Killed process' lines in the last {n} lines of "

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from acgs_verify.check import ProbeError
 from acgs_verify.probes import security, system
-from acgs_verify.probes.host import HostPool, processes
+from acgs_verify.probes.errors import ProbeError
+from acgs_verify.probes.host import HostPool, processes, read_processes
 from acgs_verify.probes.logs import unresolved_critical_alerts
 from acgs_verify.profile import Host, load_profile
 from acgs_verify.results import CheckResult, RunResult
@@ -59,13 +59,13 @@ def _meminfo_total() -> int:
 
 def test_ssh_backend_reads_this_machine_through_one_multiplexed_connection(sshd, pool):
     _, host = sshd
-    snap = pool.fact(host, "system", lambda node: system.snapshot(node, ["/"]))
+    snap = system.snapshot(pool, host)
     assert snap.memory_total_kib == _meminfo_total()  # the same kernel, seen over ssh
     assert abs(snap.load_1m - os.getloadavg()[0]) < 5 and 0 <= snap.cpu_percent <= 100
     disk = snap.disks["/"]
     st = os.statvfs("/")
     assert disk.size_kib == st.f_blocks * st.f_frsize // 1024
-    assert any("sshd" in args for _, args in pool.fact(host, "processes", processes))
+    assert any("sshd" in args for _, args in processes(pool, host))
     config = next(Path(pool._ssh_dir).glob("*.config"))
     check = subprocess.run(["ssh", "-F", str(config), "-O", "check", ADDRESS], capture_output=True, text=True)
     assert check.returncode == 0 and "Master running" in check.stderr  # later commands ride this connection
@@ -118,10 +118,10 @@ def test_unknown_host_key_is_refused_unless_the_profile_turns_checking_off(sshd,
 def test_paramiko_backend_gives_the_same_facts(sshd, pool):
     _, host = sshd
     para = host.model_copy(update={"name": "para", "backend": "paramiko"})
-    a = pool.fact(para, "accounts", lambda node: security.accounts(node, "/etc/passwd"))
-    b = pool.fact(host, "accounts", lambda node: security.accounts(node, "/etc/passwd"))
+    a = security.accounts(pool, para, "/etc/passwd")
+    b = security.accounts(pool, host, "/etc/passwd")
     assert a == b and "root" in a
-    assert pool.fact(para, "system", lambda n: system.snapshot(n, ["/"])).memory_total_kib == _meminfo_total()
+    assert system.snapshot(pool, para).memory_total_kib == _meminfo_total()
 
 
 def test_ansible_inventory_gives_hosts_roles_and_a_working_backend(sshd, tmp_path):
@@ -139,7 +139,7 @@ def test_ansible_inventory_gives_hosts_roles_and_a_working_backend(sshd, tmp_pat
                                                               ["app", "db"])
     p = HostPool(connect_timeout=3, inventory=profile.inventory)
     try:
-        assert p.fact(h, "system", lambda n: system.snapshot(n, ["/"])).memory_total_kib == _meminfo_total()
+        assert system.snapshot(p, h).memory_total_kib == _meminfo_total()
         assert p.get(h).check_output("echo $HOME").endswith("/ssh/home")
     finally:
         p.close()
@@ -194,12 +194,12 @@ def test_a_host_that_never_answers_costs_one_connect_timeout(tmp_path):
         try:
             start = time.monotonic()
             with pytest.raises(ProbeError, match="host unreachable: .*[Tt]imed out"):
-                p.fact(host, "system", lambda n: system.snapshot(n, ["/"]))
+                system.snapshot(p, host)
             first = time.monotonic() - start
             start = time.monotonic()
             for name in ("accounts", "processes", "system"):
                 with pytest.raises(ProbeError, match="host unreachable"):
-                    p.fact(host, name, processes)
+                    p.fact(host, name, read_processes)
             assert time.monotonic() - start < 0.5 < first < 15
         finally:
             p.close()
@@ -209,8 +209,8 @@ def test_a_host_that_never_answers_costs_one_connect_timeout(tmp_path):
 
 
 def test_snapshot_on_the_local_backend_matches_proc(pool):
-    local = Host(name="here")
-    snap = pool.fact(local, "system", lambda n: system.snapshot(n, ["/", "/no/such/mount"]))
+    local = Host(name="here", mounts=["/", "/no/such/mount"])
+    snap = system.snapshot(pool, local)
     assert snap.memory_total_kib == _meminfo_total()
     assert isinstance(snap.disks["/"], system.Disk)
     assert "No such file" in snap.disks["/no/such/mount"]
@@ -230,42 +230,43 @@ def test_parse_snapshot_computes_cpu_memory_and_disk():
 def test_oom_kills_are_found_in_a_kernel_log_and_a_missing_log_says_so(pool, tmp_path):
     log = tmp_path / "kern.log"
     log.write_text("Jan 1 kernel: [1.0] ok\nJan 1 kernel: [2.0] Out of memory: Killed process 42 (python3)\n")
-    node = pool.get(Host(name="here"))
-    assert system.oom_kills(node, str(log), 100) == ["Jan 1 kernel: [2.0] Out of memory: Killed process 42 (python3)"]
-    assert system.oom_kills(node, str(log), 1) == ["Jan 1 kernel: [2.0] Out of memory: Killed process 42 (python3)"]
+    conn = pool.get(Host(name="here"))
+    killed = ["Jan 1 kernel: [2.0] Out of memory: Killed process 42 (python3)"]
+    assert system.read_oom_kills(conn, str(log), 100) == killed
+    assert system.read_oom_kills(conn, str(log), 1) == killed
     with pytest.raises(ProbeError, match="cannot read"):
-        system.oom_kills(node, str(tmp_path / "missing"), 100)
+        system.read_oom_kills(conn, str(tmp_path / "missing"), 100)
 
 
 def test_world_writable_reports_the_first_20_and_the_count(pool, tmp_path):
-    node = pool.get(Host(name="here"))
+    conn = pool.get(Host(name="here"))
     for i in range(25):
         f = tmp_path / f"f{i:02d}"
         f.write_text("x")
         f.chmod(0o666 if i % 5 else 0o644)
-    found = security.world_writable(node, str(tmp_path))
+    found = security.read_world_writable(conn, str(tmp_path))
     assert found.count == 20 and len(found.first) == 20 and not found.timed_out
     for i in range(25, 40):
         (tmp_path / f"g{i}").write_text("x")
         (tmp_path / f"g{i}").chmod(0o646)
-    found = security.world_writable(node, str(tmp_path))
+    found = security.read_world_writable(conn, str(tmp_path))
     assert found.count == 35 and len(found.first) == 20
     with pytest.raises(ProbeError, match="no such directory"):
-        security.world_writable(node, str(tmp_path / "nope"))
+        security.read_world_writable(conn, str(tmp_path / "nope"))
 
 
 def test_file_stats_and_accounts_and_security_lines(pool, tmp_path):
-    node = pool.get(Host(name="here"))
+    conn = pool.get(Host(name="here"))
     secret = tmp_path / "production.env"
     secret.write_text("X=1\n")
     secret.chmod(0o640)
-    stats = security.file_stats(node, [str(secret), str(tmp_path / "missing")])
+    stats = security.read_file_stats(conn, [str(secret), str(tmp_path / "missing")])
     assert stats[str(secret)].mode == 0o640 and stats[str(tmp_path / "missing")] is None
     (tmp_path / "passwd").write_text("root:x:0:0::/root:/bin/bash\nacgs:x:1000:1000::/home/acgs:/bin/sh\n")
-    assert security.accounts(node, str(tmp_path / "passwd")) == ["root", "acgs"]
+    assert security.read_accounts(conn, str(tmp_path / "passwd")) == ["root", "acgs"]
     (tmp_path / "a.log").write_text("ok\nFailed login for admin\nall fine\nSecurity BREACH suspected\n")
     (tmp_path / "b.txt").write_text("unauthorized\n")
-    found = security.security_lines(node, [f"{tmp_path}/*.log"], 100)
+    found = security.read_security_lines(conn, [f"{tmp_path}/*.log"], 100)
     assert found == [(str(tmp_path / "a.log"), "Failed login for admin"),
                      (str(tmp_path / "a.log"), "Security BREACH suspected")]
 

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from acgs_verify.check import ProbeError
+from acgs_verify.probes import host as hostfacts
 from acgs_verify.probes import system
+from acgs_verify.probes.errors import ProbeError
 from tests.conftest import run_cli
 
 HASH = "cdd01ef066bc6cf2"
@@ -157,11 +158,12 @@ def test_services_that_answer_nothing_do_not_pass(nothing_there):
 
 def test_a_port_whose_owner_cannot_be_seen_is_not_a_memory_pass():
     """ss lists the socket but not its process (another user's, without root): SVC-11 cannot say what it uses."""
-    procs = {1: system.Proc(1, 0, 1000, 0.1, "init")}
+    init = hostfacts.Proc(1, 0, "root", "2026-01-01 00:00:00", "init", rss_kib=1000, mem_percent=0.1)
+    hidden = hostfacts.Listener(8016, ("*",), (), "not visible to user nobody (socket of uid 0 root)")
     with pytest.raises(ProbeError, match="not which process owns it"):
-        system.service_memory({8016: set()}, procs, 8016)
+        hostfacts.service_processes(hostfacts.PortOwners("nobody", {8016: hidden}, (init,)), 8016)
     with pytest.raises(ProbeError, match="nothing listens on TCP 8016"):
-        system.service_memory({}, procs, 8016)
+        hostfacts.service_processes(hostfacts.PortOwners("nobody", {}, (init,)), 8016)
 
 
 def test_empty_or_missing_service_logs_do_not_pass_the_hash_checks(nothing_there):

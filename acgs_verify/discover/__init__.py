@@ -55,7 +55,7 @@ def run(args) -> int:
     import os
     import sys
 
-    from acgs_verify.check import ProbeError
+    from acgs_verify.probes.errors import ProbeError
     from acgs_verify.profile import Host, ProfileError, load_profile
 
     out = args.output

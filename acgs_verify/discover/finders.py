@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit, urlunsplit
 
-from acgs_verify.check import ProbeError
 from acgs_verify.discover.facts import (
     HTTP_TIMEOUT,
     _anchored,
@@ -42,6 +41,7 @@ from acgs_verify.discover.facts import (
     _stem_matches,
     _without_password,
 )
+from acgs_verify.probes.errors import ProbeError
 from acgs_verify.probes.host import HostPool, Proc, _roots, port_owners
 from acgs_verify.profile import HASH_RE, Host
 
@@ -106,21 +106,21 @@ def find(host: Host, port_offset: int = 0, connect_timeout: float = 3) -> Discov
     """Everything this module finds on `host`; raises ProbeError('host unreachable: ...')."""
     pool = HostPool(connect_timeout=connect_timeout)
     try:
-        node = pool.get(host)
-        return _Finder(pool, host, node, port_offset).run()
+        conn = pool.get(host)
+        return _Finder(pool, host, conn, port_offset).run()
     finally:
         pool.close()
 
 
 class _Finder:
-    def __init__(self, pool: HostPool, host: Host, node, offset: int):
-        self.pool, self.host, self.node, self.offset = pool, host, node, offset
+    def __init__(self, pool: HostPool, host: Host, conn, offset: int):
+        self.pool, self.host, self.conn, self.offset = pool, host, conn, offset
         self.sudo = "sudo -n " if host.become else ""
         self.found = Discovery(host=Item(_host_data(host)))
 
     # ------------------------------------------------------------------------------------------ driver
     def run(self) -> Discovery:
-        facts = self.pool.fact(self.host, "port owners", lambda n: port_owners(n, self.host.become))
+        facts = port_owners(self.pool, self.host)
         self.facts = facts
         self.found.user = facts.user
         self.envs: dict[int, dict[str, str] | str] = {}
@@ -134,7 +134,7 @@ class _Finder:
         return self.found
 
     def sh(self, command: str, *args: str) -> tuple[int, str]:
-        res = self.node.run(command, *args)
+        res = self.conn.run(command, *args)
         return res.rc, res.stdout
 
     # ---------------------------------------------------------------------------------------- services
@@ -281,7 +281,7 @@ class _Finder:
         return pattern, f"WARNING process pattern also matches {others or 'nothing'}: the port's owner decides"
 
     def _proc_details(self, pid: int) -> dict:
-        return self.pool.fact(self.host, f"proc {pid}", lambda node: self._read_proc(pid))
+        return self.pool.fact(self.host, f"proc {pid}", lambda conn: self._read_proc(pid))
 
     def _read_proc(self, pid: int) -> dict:
         out: dict = {}
@@ -332,7 +332,7 @@ class _Finder:
         base = (s.name or "").replace("-", "_")
         for d in self._log_dirs():
             for candidate in (f"{d}/{base}_service.log", f"{d}/{base}.log"):
-                if self.node.file(candidate).is_file:
+                if self.conn.file(candidate).is_file:
                     return candidate, f"log: {candidate}, named after it ({why})"
         return None, f"TODO log: {why}, and no {base}_service.log under {' or '.join(self._log_dirs())}"
 
@@ -459,13 +459,13 @@ class _Finder:
             self.found.todos.append(f"note: the runbook's layout lies under {prefix} (from the log directory)")
         logs_dir = self.found.paths["logs"].data["value"] if "logs" in self.found.paths else LOG_DIR
         alerts = f"{logs_dir}/alerts.log"
-        if self.node.file(alerts).is_file:
+        if self.conn.file(alerts).is_file:
             self._set_path("alerts_log", alerts, "exists")
         else:
             self._set_path("alerts_log", None, f"TODO: no {alerts}: MON-01 skips until one is named")
         for key, rel, what in (("passwd", "/etc/passwd", "accounts file"), ("kernel_log", "/var/log/kern.log",
                                                                              "kernel log")):
-            if prefix and self.node.file(prefix + rel).is_file:
+            if prefix and self.conn.file(prefix + rel).is_file:
                 self._set_path(key, prefix + rel, f"the {what} under {prefix}")
         self._app_root(services)
         self._backups()
@@ -513,7 +513,7 @@ class _Finder:
         self.found.paths[key] = Item({"value": value}, [why])
 
     def _is_dir(self, path: str) -> bool:
-        return self.node.file(path).is_directory
+        return self.conn.file(path).is_directory
 
     # ------------------------------------------------------------------------------ certificates, TLS
     def _certificates(self, services: list[_Server]) -> None:
@@ -597,7 +597,7 @@ class _Finder:
                 key: dict = {"name": stem, "path": f, "kind": "db" if "credentials" in name or "db" in stem else "app"}
                 folder = PurePosixPath(f).parent
                 for record in (f"{folder}/{stem}.rotated", f"{folder}/{stem}.rotation"):
-                    if self.node.file(record).is_file:
+                    if self.conn.file(record).is_file:
                         key["rotation_record"] = record
                 keys.append(key)
         if keys:

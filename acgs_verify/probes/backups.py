@@ -32,7 +32,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from acgs_verify.check import ProbeError
+from acgs_verify.probes.errors import ProbeError
 from acgs_verify.redact import one_line
 
 READ_CHUNK = 1 << 21  # compressed bytes per read: large reads keep Python's share of the time small

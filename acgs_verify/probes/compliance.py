@@ -10,10 +10,10 @@ decisions gives no rate rather than a made-up one) and each service whose `compl
 
 from __future__ import annotations
 
-from acgs_verify.check import ProbeError
 from acgs_verify.probes import metrics, postgres
+from acgs_verify.probes.errors import ProbeError
+from acgs_verify.probes.http import service_url
 from acgs_verify.profile import Profile
-from acgs_verify.targets import TARGET_KINDS
 
 
 def compliance_rates(profile: Profile, pg, http) -> dict[str, float]:
@@ -25,15 +25,17 @@ def compliance_rates(profile: Profile, pg, http) -> dict[str, float]:
         if total:
             window = f"{db.compliance_window_hours:g} h"
             rates[f"{db.audit_table}@{db.name}: {total} decisions in {window}"] = round(100 * compliant / total, 2)
-    for target in TARGET_KINDS["service"](profile):
-        svc = target.service
+    # every instance of a service, as the `service` targets are (a probe does not import the target layer)
+    for svc, host in ((s, h) for s in profile.services for h in profile.hosts_with_role(s.role)):
         if not (svc.compliance_metric and svc.metrics_path):
             continue
-        reply = http.get(target.url(svc.metrics_path), timeout=profile.thresholds.health_timeout_seconds)
+        where = f"{svc.name}@{host.name}"
+        reply = http.get(service_url(svc.scheme, host.address, svc.port, svc.metrics_path),
+                         timeout=profile.thresholds.health_timeout_seconds)
         if not reply.ok:
-            raise ProbeError(f"{target.id} metrics unavailable: {reply.describe()}")
+            raise ProbeError(f"{where} metrics unavailable: {reply.describe()}")
         value = metrics.value_of(metrics.parse(reply.body.decode("utf-8", "replace")), svc.compliance_metric)
         if value is None:
-            raise ProbeError(f"{target.id} {svc.metrics_path} has no {svc.compliance_metric}")
-        rates[f"{target.id} {svc.compliance_metric}"] = round(100 * value, 2)
+            raise ProbeError(f"{where} {svc.metrics_path} has no {svc.compliance_metric}")
+        rates[f"{where} {svc.compliance_metric}"] = round(100 * value, 2)
     return rates

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from acgs_verify.check import ProbeError
+from acgs_verify.probes.errors import ProbeError
 
 
 def read_capped(path: Path, limit: int) -> bytes:

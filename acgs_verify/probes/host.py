@@ -1,12 +1,16 @@
 """Host facts through testinfra, the same over the local, ssh, paramiko and ansible backends.
 
+A probe function takes the pool and the profile's host, and owns its cache key: every check asking the same
+function with the same arguments gets one measurement per host per run.
 >>> pool = HostPool(connect_timeout=3)
->>> pool.fact(host, "processes", processes)    # raises ProbeError('host unreachable: ...'), found once per host
+>>> processes(pool, host)                  # raises ProbeError('host unreachable: ...'), found once per host
 [(4242, 'python -m uvicorn ... service_app:auth ...'), ...]
->>> pool.fact(host, "listening", listening_ports), pool.fact(host, "systemd", has_systemd)
-({18016, 22}, False)
->>> pool.prefetch(host, "system", read_system)  # starts now in a thread; a later fact() of that name waits for it
->>> pool.close()                                # ends the ssh control masters this pool started
+>>> port_owners(pool, host).listeners[18016].owners[0].pid, uses_systemd(pool, host)
+(4242, False)
+>>> pool.measure_later(host, "system", read_snapshot, host.mounts)  # now, in a thread; measure() of it waits
+>>> pool.close()                           # ends the ssh control masters this pool started
+
+A `read_*` function is the measurement itself, on a testinfra host (`conn`): `read_processes(conn)`.
 
 ssh hosts get a generated ssh_config (one per host, in a private directory): the profile's user, port, key and
 known_hosts for that address, strict host key checking, BatchMode, the connect timeout, and a ControlPath so that
@@ -24,17 +28,19 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from acgs_verify.check import ProbeError
 from acgs_verify.inventory import ensure_ansible_on_path
+from acgs_verify.probes.errors import ProbeError
 from acgs_verify.profile import Host
 from acgs_verify.redact import one_line
 
+T = TypeVar("T")
 PREFETCH_THREADS = 64  # facts started early are mostly waiting (a sleep, a remote command): threads are cheap
 
 
@@ -63,14 +69,14 @@ class HostPool:
                 raise ProbeError(f"host unreachable: {self._unreachable[host.name]}")
             if host.name not in self._hosts:
                 try:
-                    node = self._connect(host)
-                    node.run("true")  # the handshake; later commands reuse the connection
+                    conn = self._connect(host)
+                    conn.run("true")  # the handshake; later commands reuse the connection
                 except ProbeError:
                     raise
                 except Exception as exc:  # testinfra raises backend-specific errors; all mean the same here
                     self._unreachable[host.name] = _reason(exc)
                     raise ProbeError(f"host unreachable: {self._unreachable[host.name]}") from None
-                self._hosts[host.name] = node
+                self._hosts[host.name] = conn
             return self._hosts[host.name]
 
     def fact(self, host: Host, name: str, compute):
@@ -78,7 +84,21 @@ class HostPool:
 
         A host that stops answering half-way is marked unreachable, so its other checks fail at once too.
         """
-        key = (host.name, name)
+        return self._fact((host.name, name), host, name, compute)
+
+    def measure(self, host: Host, label: str, read: Callable[..., T], *args: Any) -> T:
+        """`read(conn, *args)` once per host per run, shared by every caller asking the same: the key is the
+        function's qualified name and its arguments, so two functions never share a result by accident.
+
+        >>> pool.measure(host, "port owners", read_port_owners, host.become)   # label: for error messages
+        """
+        return self._fact(_key(host, read, args), host, label, lambda conn: read(conn, *args))
+
+    def measure_later(self, host: Host, label: str, read: Callable[..., Any], *args: Any) -> Future:
+        """measure(), started now in a thread: a later measure() of the same function and arguments waits for it."""
+        return self._start(_key(host, read, args), host, label, lambda conn: read(conn, *args))
+
+    def _fact(self, key: tuple, host: Host, name: str, compute):
         pending = self._pending.pop(key, None)
         if pending is not None:
             self._facts[key] = pending.result()  # a ProbeError raised in the thread is raised here
@@ -98,7 +118,9 @@ class HostPool:
     def prefetch(self, host: Host, name: str, compute) -> Future:
         """Start reading a fact now, in a thread (one per host at most at a time): facts that wait (the CPU sample's
         window) are then taken for every host at once instead of one host after another."""
-        key = (host.name, name)
+        return self._start((host.name, name), host, name, compute)
+
+    def _start(self, key: tuple, host: Host, name: str, compute) -> Future:
         if key not in self._pending:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=PREFETCH_THREADS, thread_name_prefix="acgs-prefetch")
@@ -106,9 +128,9 @@ class HostPool:
         return self._pending[key]
 
     def _compute(self, host: Host, name: str, compute):
-        node = self.get(host)
+        conn = self.get(host)
         try:
-            return compute(node)
+            return compute(conn)
         except ProbeError:
             raise
         except RuntimeError as exc:  # testinfra's ssh backend: ssh itself failed (exit 255)
@@ -134,8 +156,8 @@ class HostPool:
             with contextlib.suppress(OSError, subprocess.SubprocessError):
                 subprocess.run(["ssh", "-F", config, "-O", "exit", dest], capture_output=True, timeout=5)
         self._masters.clear()
-        for node in self._hosts.values():
-            client = node.backend.__dict__.get("client")  # a paramiko connection, if one was made
+        for conn in self._hosts.values():
+            client = conn.backend.__dict__.get("client")  # a paramiko connection, if one was made
             if client is not None:
                 client.close()
         self._hosts.clear()
@@ -176,7 +198,7 @@ class HostPool:
         import paramiko
         import testinfra
 
-        node = testinfra.get_host(f"paramiko://{_bracket(host.address)}", timeout=self._timeout())
+        conn = testinfra.get_host(f"paramiko://{_bracket(host.address)}", timeout=self._timeout())
         client = paramiko.SSHClient()
         if host.strict_host_key_checking:
             known = Path(host.known_hosts or "~/.ssh/known_hosts").expanduser()
@@ -191,8 +213,8 @@ class HostPool:
                        passphrase=self._passphrases.get(host.name),
                        timeout=t, banner_timeout=t, auth_timeout=t, allow_agent=True, look_for_keys=False)
         # testinfra's own paramiko client accepts any host key (WarningPolicy); this one checks it
-        node.backend.__dict__["client"] = client
-        return node
+        conn.backend.__dict__["client"] = client
+        return conn
 
     def _ansible(self, host: Host):
         import testinfra
@@ -201,12 +223,12 @@ class HostPool:
             raise ProbeError(f"host {host.name}: backend ansible needs the profile's `inventory`")
         ensure_ansible_on_path()
         config = self._ssh_config(host)
-        node = testinfra.get_host(f"ansible://{host.name}", ansible_inventory=self.inventory, ssh_config=config)
-        inner = node.backend.ansible_runner.get_host(host.name, ssh_config=config, ssh_identity_file=None)
+        conn = testinfra.get_host(f"ansible://{host.name}", ansible_inventory=self.inventory, ssh_config=config)
+        inner = conn.backend.ansible_runner.get_host(host.name, ssh_config=config, ssh_identity_file=None)
         if inner is not None and inner.backend.NAME == "ssh":
             inner.backend.timeout = self._timeout()  # testinfra's default is 10 s; the profile's wins
             self._masters.append((config, _bracket(inner.backend.host.name)))
-        return node
+        return conn
 
 
 def ssh_config_text(host: Host, timeout: int, control_dir: Path) -> str:
@@ -236,6 +258,11 @@ def ssh_config_text(host: Host, timeout: int, control_dir: Path) -> str:
     return "\n".join(out) + "\n"
 
 
+def _key(host: Host, read: Callable, args: tuple) -> tuple[str, str, str]:
+    """(host, module.function, arguments): three parts, so never equal to a fact()'s (host, name)."""
+    return host.name, f"{read.__module__}.{read.__qualname__}", repr(args)
+
+
 def _bracket(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
@@ -261,10 +288,15 @@ def _reason(exc: BaseException) -> str:
 # ------------------------------------------------------------------------------------------- facts
 
 
-def processes(node) -> list[tuple[int, str]]:
+def processes(pool: HostPool, host: Host) -> list[tuple[int, str]]:
+    """Every process of `host` as (pid, full command line), read once per run: read_processes."""
+    return pool.measure(host, "processes", read_processes)
+
+
+def read_processes(conn) -> list[tuple[int, str]]:
     """Every process as (pid, full command line): `ps -ww -eo pid=,args=` (-ww: ps cuts lines at 80 columns
     when its output is not a terminal, which would hide the part of the command line a pattern matches)."""
-    out = node.check_output("ps -ww -eo pid=,args=")
+    out = conn.check_output("ps -ww -eo pid=,args=")
     procs = []
     for line in out.splitlines():
         pid, _, args = line.strip().partition(" ")
@@ -278,9 +310,9 @@ def processes_matching(procs: list[tuple[int, str]], pattern: str) -> list[tuple
     return [(pid, args) for pid, args in procs if rx.search(args) and "ps -ww -eo pid=,args=" not in args]
 
 
-def listening_ports(node) -> set[int]:
+def read_listening_ports(conn) -> set[int]:
     """TCP ports in LISTEN state on any address: `ss -Htln` (what the runbook's netstat -tlnp shows)."""
-    out = node.check_output("ss -Htln")
+    out = conn.check_output("ss -Htln")
     ports = set()
     for line in out.splitlines():
         cols = line.split()
@@ -291,37 +323,45 @@ def listening_ports(node) -> set[int]:
     return ports
 
 
-def has_systemd(node) -> bool:
+def read_has_systemd(conn) -> bool:
     """sd_booted(3): the host runs systemd when /run/systemd/system is a directory."""
-    return node.file("/run/systemd/system").is_directory
+    return conn.file("/run/systemd/system").is_directory
 
 
-def unit_state(node, unit: str) -> str:
+def unit_state(pool: HostPool, host: Host, unit: str) -> str:
+    """`systemctl is-active UNIT` on `host`, once per unit per run: active, inactive, failed, activating, unknown..."""
+    return pool.measure(host, f"unit {unit}", read_unit_state, unit)
+
+
+def read_unit_state(conn, unit: str) -> str:
     """`systemctl is-active UNIT`: active, inactive, failed, activating, unknown..."""
-    return node.run("systemctl is-active %s", unit).stdout.strip() or "unknown"
+    return conn.run("systemctl is-active %s", unit).stdout.strip() or "unknown"
 
 
 def uses_systemd(pool: HostPool, host: Host) -> bool:
     """The profile's word if it gives one, else what the host says."""
-    return host.systemd if host.systemd is not None else pool.fact(host, "systemd", has_systemd)
+    return host.systemd if host.systemd is not None else pool.measure(host, "systemd", read_has_systemd)
 
 
 # ------------------------------------------------------------------------------ who owns a port (identity by fact)
 
-PS_TABLE = "LC_ALL=C ps -ww -eo pid=,ppid=,user:32=,lstart=,args="
+# one `ps` per host serves identity (SVC-03, DB-02) and memory (SVC-11): rss and %mem ride along
+PS_TABLE = "LC_ALL=C ps -ww -eo pid=,ppid=,user:32=,rss=,pmem=,lstart=,args="
 _TCP_FILES = ("/proc/net/tcp", "/proc/net/tcp6")
 _SHOWN_ARGS = 120  # a command line in a message: enough to tell two servers apart, short enough for a terminal
 
 
 @dataclass(frozen=True)
 class Proc:
-    """One process: `ps -eo pid,ppid,user,lstart,args`."""
+    """One process: `ps -eo pid,ppid,user,rss,pmem,lstart,args`."""
 
     pid: int
     ppid: int
     user: str
     started: str  # local time of the host, "2026-11-30 17:07:40"
     args: str
+    rss_kib: int = 0
+    mem_percent: float = 0.0
 
     def describe(self, short: bool = False) -> str:
         """`pid 42 (user acgs, ppid 1, started 2026-11-30 17:07:40, `python -m uvicorn ... --port 8016`)`; `short`
@@ -362,30 +402,36 @@ class PortOwners:
     procs: tuple[Proc, ...]
 
 
-def port_owners(node, become: bool = False) -> PortOwners:
+def port_owners(pool: HostPool, host: Host) -> PortOwners:
+    """Who owns each listening TCP port of `host` (through sudo -n when the host says `become`), read once per run:
+    read_port_owners."""
+    return pool.measure(host, "port owners", read_port_owners, host.become)
+
+
+def read_port_owners(conn, become: bool = False) -> PortOwners:
     """Who owns each listening TCP port: `ss -Htlnp` (or, without ss, /proc/net/tcp* inodes joined with the
     /proc/PID/fd socket links), joined with `ps` for user, ppid, start time and command line.
 
-    >>> facts = port_owners(node)                 # node: a testinfra host, any backend
+    >>> facts = read_port_owners(conn)            # conn: a testinfra host, any backend
     >>> facts.listeners[18016].owners[0].args
     'python -m uvicorn --factory acgs_verify.sandbox.service_app:auth ... --port 18016 ...'
 
     An unprivileged checker sees only its own sockets' owners: the others come back with `owners=()` and
     `hidden` naming the user and the socket's uid. With `become`, ss runs through `sudo -n` (never prompts).
     """
-    user = node.run("id -un").stdout.strip() or "?"
+    user = conn.run("id -un").stdout.strip() or "?"
     sudo = "sudo -n " if become else ""
     refused = None
-    res = node.run(f"{sudo}ss -Htlnp")
+    res = conn.run(f"{sudo}ss -Htlnp")
     if become and res.rc != 0 and res.rc != 127:
         refused = " ".join((res.stderr or "").split())[:120] or f"exit {res.rc}"
-        res = node.run("ss -Htlnp")
+        res = conn.run("ss -Htlnp")
     # without ss (a minimal image): the kernel's own tables
-    holders = _ss_holders(res.stdout) if res.rc == 0 else _proc_holders(node, "" if refused else sudo)
-    procs = _process_table(node.check_output(PS_TABLE))
+    holders = _ss_holders(res.stdout) if res.rc == 0 else _proc_holders(conn, "" if refused else sudo)
+    procs = _process_table(conn.check_output(PS_TABLE))
     by_pid = {p.pid: p for p in procs}
-    sockets = _socket_uids(node)  # port -> uids holding a listening socket: visible to anyone
-    names = _user_names(node, {u for uids in sockets.values() for u in uids})
+    sockets = _socket_uids(conn)  # port -> uids holding a listening socket: visible to anyone
+    names = _user_names(conn, {u for uids in sockets.values() for u in uids})
     listeners = {}
     for port, (addresses, pids) in holders.items():
         owners = tuple(by_pid[pid] for pid in sorted(pids) if pid in by_pid)
@@ -399,7 +445,7 @@ def port_owners(node, become: bool = False) -> PortOwners:
                 hidden += (f"; become: sudo -n refused: {refused}" if refused else
                            "; set `become: true` on the host to read it through sudo -n" if not become else "")
         listeners[port] = Listener(port, tuple(sorted(addresses)), owners, hidden)
-    return PortOwners(user, listeners, tuple(p for p in procs if not _is_checker(node, p, procs)))
+    return PortOwners(user, listeners, tuple(p for p in procs if not _is_checker(conn, p, procs)))
 
 
 def _ss_holders(out: str) -> dict[int, tuple[set[str], set[int]]]:
@@ -419,9 +465,9 @@ def _ss_holders(out: str) -> dict[int, tuple[set[str], set[int]]]:
     return found
 
 
-def _tcp_table(node) -> list[tuple[int, int, int]]:
+def _tcp_table(conn) -> list[tuple[int, int, int]]:
     """(port, uid, inode) of every listening socket in /proc/net/tcp and tcp6 (state 0A), readable by anyone."""
-    out = node.run("cat %s %s", *_TCP_FILES).stdout
+    out = conn.run("cat %s %s", *_TCP_FILES).stdout
     rows = []
     for line in out.splitlines():
         cols = line.split()
@@ -430,16 +476,16 @@ def _tcp_table(node) -> list[tuple[int, int, int]]:
     return rows
 
 
-def _socket_uids(node) -> dict[int, set[int]]:
+def _socket_uids(conn) -> dict[int, set[int]]:
     uids: dict[int, set[int]] = {}
-    for port, uid, _ in _tcp_table(node):
+    for port, uid, _ in _tcp_table(conn):
         uids.setdefault(port, set()).add(uid)
     return uids
 
 
-def _proc_holders(node, sudo: str) -> dict[int, tuple[set[str], set[int]]]:
+def _proc_holders(conn, sudo: str) -> dict[int, tuple[set[str], set[int]]]:
     """Without ss: socket inodes of /proc/net/tcp* joined with the socket:[INODE] links under /proc/PID/fd."""
-    links = node.run(f"{sudo}find /proc -mindepth 3 -maxdepth 3 -path '/proc/[0-9]*/fd/*' -lname 'socket:*' "
+    links = conn.run(f"{sudo}find /proc -mindepth 3 -maxdepth 3 -path '/proc/[0-9]*/fd/*' -lname 'socket:*' "
                      "-printf '%h %l\\n'").stdout
     by_inode: dict[int, set[int]] = {}
     for line in links.splitlines():
@@ -447,7 +493,7 @@ def _proc_holders(node, sudo: str) -> dict[int, tuple[set[str], set[int]]]:
         if m:
             by_inode.setdefault(int(m.group(2)), set()).add(int(m.group(1)))
     found: dict[int, tuple[set[str], set[int]]] = {}
-    for port, _, inode in _tcp_table(node):
+    for port, _, inode in _tcp_table(conn):
         entry = found.setdefault(port, (set(), set()))
         entry[0].add("*")
         entry[1].update(by_inode.get(inode, ()))
@@ -457,28 +503,32 @@ def _proc_holders(node, sudo: str) -> dict[int, tuple[set[str], set[int]]]:
 def _process_table(out: str) -> list[Proc]:
     procs = []
     for line in out.splitlines():
-        cols = line.split(None, 8)  # pid ppid user, lstart's five words, args
-        if len(cols) < 9 or not cols[0].isdigit() or not cols[1].isdigit():
+        cols = line.split(None, 10)  # pid ppid user rss pmem, lstart's five words, args
+        if len(cols) < 11 or not cols[0].isdigit() or not cols[1].isdigit() or not cols[3].isdigit():
             continue
         try:
-            started = datetime.strptime(" ".join(cols[3:8]), "%a %b %d %H:%M:%S %Y").strftime("%Y-%m-%d %H:%M:%S")
+            started = datetime.strptime(" ".join(cols[5:10]), "%a %b %d %H:%M:%S %Y").strftime("%Y-%m-%d %H:%M:%S")
         except ValueError:
-            started = " ".join(cols[3:8])
-        if PS_TABLE.split("ps ", 1)[1] not in cols[8]:
-            procs.append(Proc(int(cols[0]), int(cols[1]), cols[2], started, cols[8].strip()))
+            started = " ".join(cols[5:10])
+        try:
+            pmem = float(cols[4])
+        except ValueError:
+            pmem = 0.0
+        if PS_TABLE.split("ps ", 1)[1] not in cols[10]:
+            procs.append(Proc(int(cols[0]), int(cols[1]), cols[2], started, cols[10].strip(), int(cols[3]), pmem))
     return procs
 
 
-def _user_names(node, uids: set[int]) -> dict[int, str]:
+def _user_names(conn, uids: set[int]) -> dict[int, str]:
     if not uids:
         return {}
-    out = node.run("getent passwd " + " ".join(str(u) for u in sorted(uids))).stdout
+    out = conn.run("getent passwd " + " ".join(str(u) for u in sorted(uids))).stdout
     return {int(f[2]): f[0] for f in (line.split(":") for line in out.splitlines()) if len(f) > 2 and f[2].isdigit()}
 
 
-def _is_checker(node, proc: Proc, procs: list[Proc]) -> bool:
+def _is_checker(conn, proc: Proc, procs: list[Proc]) -> bool:
     """The run itself and its parents (whose command line may quote a pattern given with --set) are no evidence."""
-    if getattr(node.backend, "NAME", "") != "local":
+    if getattr(conn.backend, "NAME", "") != "local":
         return False
     by_pid, pid = {p.pid: p for p in procs}, os.getpid()
     while pid > 1:
@@ -505,7 +555,7 @@ class Identity:
 def identify(facts: PortOwners, port: int, pattern: str | None, what: str) -> Identity:
     """The process that owns `port`, and whether the profile's `pattern` matches its command line.
 
-    >>> identify(pool.fact(host, "port owners", port_owners), 18016, r"uvicorn .*auth", "the service")
+    >>> identify(port_owners(pool, host), 18016, r"uvicorn .*auth", "the service")
     Identity(ok=False, measured="port 18016 owned by pid 123 (... `python -m http.server 18016`) which does not
     match /uvicorn .*auth/; 1 other process matches the pattern: pid 99 (...)", ...)
 
@@ -563,11 +613,16 @@ def _others(facts: PortOwners, procs: list[Proc], pattern: str | None, port: int
             f"own{'' if n != 1 else 's'} no socket on port {port}: {shown}{more}")
 
 
-def postgres_server(node, owner: Proc, become: bool = False) -> dict[str, str]:
+def postgres_server(pool: HostPool, host: Host, owner: Proc) -> dict[str, str]:
+    """read_postgres_server of the postmaster `owner` on `host`, once per run."""
+    return pool.measure(host, f"postgres {owner.pid}", read_postgres_server, owner, host.become)
+
+
+def read_postgres_server(conn, owner: Proc, become: bool = False) -> dict[str, str]:
     """The data directory and version of the postmaster `owner`: `-D` from its command line (else /proc/PID/cwd,
     where the postmaster lives), and `BINARY --version` (else PG_VERSION in the data directory).
 
-    >>> postgres_server(node, owner)
+    >>> read_postgres_server(conn, owner)
     {'data_directory': '/var/lib/postgresql/15/main', 'version': 'postgres (PostgreSQL) 15.14'}
 
     What cannot be read says why instead ("unknown: /proc/88/cwd not readable by nobody").
@@ -576,18 +631,44 @@ def postgres_server(node, owner: Proc, become: bool = False) -> dict[str, str]:
     argv = owner.args.split()
     data = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-D"), None)
     if data is None:
-        res = node.run(f"{sudo}readlink /proc/{owner.pid}/cwd")
+        res = conn.run(f"{sudo}readlink /proc/{owner.pid}/cwd")
         data = res.stdout.strip() if res.rc == 0 and res.stdout.strip() else \
             f"unknown (no -D, /proc/{owner.pid}/cwd not readable)"
     binary = argv[0] if argv and argv[0].startswith("/") else None
     if binary is None:
-        res = node.run(f"{sudo}readlink /proc/{owner.pid}/exe")
+        res = conn.run(f"{sudo}readlink /proc/{owner.pid}/exe")
         binary = res.stdout.strip() if res.rc == 0 and res.stdout.strip() else None
     version = None
     if binary:
-        res = node.run("%s --version", binary)
+        res = conn.run("%s --version", binary)
         version = res.stdout.strip() if res.rc == 0 else None
     if version is None and data.startswith("/"):
-        res = node.run(f"{sudo}cat %s", f"{data}/PG_VERSION")
+        res = conn.run(f"{sudo}cat %s", f"{data}/PG_VERSION")
         version = f"PG_VERSION {res.stdout.strip()}" if res.rc == 0 else None
     return {"data_directory": data, "version": version or "unknown (binary and PG_VERSION not readable)"}
+
+
+def service_processes(facts: PortOwners, port: int) -> list[Proc]:
+    """The processes that own `port` and all their descendants (uvicorn --workers, gunicorn's children), biggest
+    RSS first (SVC-11). ProbeError when nothing listens on the port or its owner is hidden from the checker.
+
+    >>> [(p.pid, p.rss_kib, p.mem_percent) for p in service_processes(port_owners(pool, host), 18016)]
+    [(4242, 61440, 0.7), (4250, 52224, 0.6)]
+    """
+    listener = facts.listeners.get(port)
+    if listener is None:
+        raise ProbeError(f"nothing listens on TCP {port} (ss -Htlnp): no service process to measure")
+    if not listener.owners:
+        raise ProbeError(f"ss shows TCP {port} listening but not which process owns it (run the checks as root "
+                         "or as the service's user to see the owner)")
+    children: dict[int, list[Proc]] = {}
+    for p in facts.procs:
+        children.setdefault(p.ppid, []).append(p)
+    seen: dict[int, Proc] = {}
+    todo = list(listener.owners)
+    while todo:
+        proc = todo.pop()
+        if proc.pid not in seen:
+            seen[proc.pid] = proc
+            todo.extend(children.get(proc.pid, []))
+    return sorted(seen.values(), key=lambda p: p.rss_kib, reverse=True)

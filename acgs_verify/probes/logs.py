@@ -20,7 +20,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from acgs_verify.check import ProbeError
+from acgs_verify.probes.errors import ProbeError
 
 BLOCK = 64 * 1024
 MAX_TAIL_BYTES = 32 << 20  # 5000 lines of a sane log are ~1 MB; a log of megabyte lines gets cut here
@@ -231,8 +231,8 @@ class LogReader:
             if host.backend == "local":
                 self._cache[key] = tail_lines(path, n)
             else:
-                node = self._hosts.get(host)
-                result = node.run("tail -n %s -- %s", str(n), path)
+                conn = self._hosts.get(host)
+                result = conn.run("tail -n %s -- %s", str(n), path)
                 if result.rc != 0:
                     raise ProbeError(f"log {path} on {host.name}: {result.stderr.strip()[:200]}")
                 self._cache[key] = result.stdout.replace("\0", "").splitlines()

@@ -23,7 +23,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from acgs_verify.check import ProbeError
+from acgs_verify.probes.errors import ProbeError
 from acgs_verify.profile import Database, Profile
 from acgs_verify.redact import display_url, one_line
 

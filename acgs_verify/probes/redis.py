@@ -20,7 +20,7 @@ import inspect
 import time
 from typing import Any
 
-from acgs_verify.check import ProbeError
+from acgs_verify.probes.errors import ProbeError
 from acgs_verify.probes.http import Latency
 from acgs_verify.profile import Profile, Redis
 from acgs_verify.redact import display_url, one_line

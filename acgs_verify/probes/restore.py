@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from acgs_verify.check import ProbeError
 from acgs_verify.probes.backups import pg_tool, scan_archive
+from acgs_verify.probes.errors import ProbeError
 from acgs_verify.redact import display_url, mask, one_line
 
 PREFIX = "acgs_verify_drill_"

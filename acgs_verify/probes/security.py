@@ -1,12 +1,13 @@
 """Security facts of a host: world-writable files, file modes and ages, accounts, and what the logs say.
 
->>> world_writable(node, "/home/acgs/ACGS")            # find -type f -perm /o+w, bounded in time
+Each is read once per host per run through the pool (`read_*(conn, ...)` is the measurement on a testinfra host):
+>>> world_writable(pool, host, "/home/acgs/ACGS")            # find -type f -perm /o+w, bounded in time
 WorldWritable(count=1, first=['/home/acgs/ACGS/config/policies/p.yaml'], timed_out=False, files=412, ...)
->>> file_stats(node, ["/home/acgs/ACGS/config/production.env"])
+>>> file_stats(pool, host, ["/home/acgs/ACGS/config/production.env"])
 {'/home/acgs/ACGS/config/production.env': FileStat(mode=0o600, owner='acgs', mtime=1736650000)}
->>> accounts(node, "/etc/passwd")
+>>> accounts(pool, host, "/etc/passwd")
 ['root', 'daemon', 'acgs', 'postgres']
->>> security_lines(node, ["/var/log/acgs/*.log"], 5000)   # one grep over the tails of every log
+>>> security_lines(pool, host, ["/var/log/acgs/*.log"], 5000)   # one grep over the tails of every log
 [('/var/log/acgs/auth_service.log', '2025-01-12 ... - WARNING - Failed login for user admin from 10.0.0.9')]
 """
 
@@ -16,8 +17,13 @@ import re
 import shlex
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from acgs_verify.check import ProbeError
+from acgs_verify.probes.errors import ProbeError
+
+if TYPE_CHECKING:
+    from acgs_verify.probes.host import HostPool
+    from acgs_verify.profile import Host
 
 FIND_TIMEOUT_SECONDS = 30  # a runaway tree (millions of files, a hung NFS mount) must not stall the run
 FIRST_PATHS = 20
@@ -37,7 +43,12 @@ class WorldWritable:
     unreadable: tuple[str, ...] = ()  # directories find could not read (first FIRST_PATHS)
 
 
-def world_writable(node, root: str, timeout: int = FIND_TIMEOUT_SECONDS) -> WorldWritable:
+def world_writable(pool: HostPool, host: Host, root: str) -> WorldWritable:
+    """read_world_writable under `root` on `host`, once per run."""
+    return pool.measure(host, "world-writable", read_world_writable, root)
+
+
+def read_world_writable(conn, root: str, timeout: int = FIND_TIMEOUT_SECONDS) -> WorldWritable:
     """find ROOT -type f -perm /o+w: the first FIRST_PATHS paths and how many there are, within `timeout`, with
     how many files were examined and which directories could not be read. ProbeError when ROOT is not a
     directory or cannot be read."""
@@ -50,7 +61,7 @@ def world_writable(node, root: str, timeout: int = FIND_TIMEOUT_SECONDS) -> Worl
            f"2>&3; echo \"@@rc $?\"; }} "
            f"| awk '/^@@rc /{{rc=$2; next}} {{files++}} /^W /{{n++; if (n <= {FIRST_PATHS}) print substr($0, 3)}} "
            f"END {{print \"@@count \" n+0; print \"@@files \" files+0; print \"@@rc \" rc}}'; }} 3>&1")
-    result = node.run(cmd)
+    result = conn.run(cmd)
     if result.rc != 0:
         raise ProbeError(result.stderr.strip()[:200] or f"find under {root} failed (exit {result.rc})")
     first, count, files, rc, unreadable = [], 0, 0, 0, []
@@ -76,13 +87,18 @@ class FileStat:
     mtime: int
 
 
-def file_stats(node, paths: list[str]) -> dict[str, FileStat | None]:
+def file_stats(pool: HostPool, host: Host, paths: list[str]) -> dict[str, FileStat | None]:
+    """read_file_stats of `paths` on `host`, once per run for the same paths."""
+    return pool.measure(host, "file stats", read_file_stats, list(paths))
+
+
+def read_file_stats(conn, paths: list[str]) -> dict[str, FileStat | None]:
     """`stat -c '%a %U %Y'` of every path in one command; None for a path that does not exist."""
     if not paths:
         return {}
     loop = " ".join(shlex.quote(p) for p in paths)
     cmd = f"for f in {loop}; do stat -c '%a %U %Y' -- \"$f\" 2>/dev/null || echo missing; done"
-    lines = node.check_output(cmd).splitlines()
+    lines = conn.check_output(cmd).splitlines()
     if len(lines) != len(paths):
         raise ProbeError(f"stat printed {len(lines)} lines for {len(paths)} files")
     out: dict[str, FileStat | None] = {}
@@ -92,9 +108,14 @@ def file_stats(node, paths: list[str]) -> dict[str, FileStat | None]:
     return out
 
 
-def read_small_file(node, path: str, limit: int = 4096) -> str:
+def small_file(pool: HostPool, host: Host, path: str) -> str:
+    """read_small_file of `path` on `host`, once per run (SEC-05's rotation record)."""
+    return pool.measure(host, f"record {path}", read_small_file, path)
+
+
+def read_small_file(conn, path: str, limit: int = 4096) -> str:
     """The start of a small file (a rotation record): head -c LIMIT."""
-    result = node.run("head -c %s -- %s", str(limit), path)
+    result = conn.run("head -c %s -- %s", str(limit), path)
     if result.rc != 0:
         raise ProbeError(f"cannot read {path}: {result.stderr.strip()[:150]}")
     return result.stdout
@@ -109,10 +130,15 @@ def rotation_time(text: str) -> datetime:
         raise ProbeError(f"rotation record does not start with an ISO 8601 time: {first[:60]!r}") from None
 
 
-def accounts(node, passwd: str) -> list[str]:
+def accounts(pool: HostPool, host: Host, passwd: str) -> list[str]:
+    """read_accounts of the passwd file on `host`, once per run."""
+    return pool.measure(host, "accounts", read_accounts, passwd)
+
+
+def read_accounts(conn, passwd: str) -> list[str]:
     """cut -d: -f1 /etc/passwd; ProbeError when the file cannot be read or names no account (an empty list
     would otherwise pass as "no unknown accounts")."""
-    result = node.run("cut -d: -f1 -- %s", passwd)
+    result = conn.run("cut -d: -f1 -- %s", passwd)
     if result.rc != 0:
         raise ProbeError(f"cannot read {passwd}: {result.stderr.strip()[:150]}")
     names = [name for name in result.stdout.split() if name and not name.startswith("#")]
@@ -121,7 +147,12 @@ def accounts(node, passwd: str) -> list[str]:
     return names
 
 
-def security_lines(node, patterns: list[str], n: int) -> list[tuple[str, str]]:
+def security_lines(pool: HostPool, host: Host, patterns: list[str], n: int) -> list[tuple[str, str]]:
+    """read_security_lines on `host`, once per run: SEC-03 and SEC-06 share one grep."""
+    return pool.measure(host, "security lines", read_security_lines, list(patterns), n)
+
+
+def read_security_lines(conn, patterns: list[str], n: int) -> list[tuple[str, str]]:
     """(log, line) for every line naming a failed login, unauthorized access or a breach, in the last n lines
     of each log the glob patterns name: the runbook's `grep -i "failed login\\|unauthorized\\|breach"`.
 
@@ -135,7 +166,7 @@ def security_lines(node, patterns: list[str], n: int) -> list[tuple[str, str]]:
            f"tail -n {int(n)} -- \"$f\" | awk -v f=\"$f\" '{{n++}} tolower($0) ~ /{_GREP}/ "
            f"{{ if (m++ < {MAX_MATCHES_PER_LOG}) print f \"\\t\" $0 }} "
            f"END {{ print \"@@read\\t\" f \"\\t\" n+0 }}'; done")
-    result = node.run(cmd)
+    result = conn.run(cmd)
     if result.rc != 0:
         raise ProbeError(f"cannot read the logs {' '.join(patterns)}: {result.stderr.strip()[:150]}")
     out, read, unreadable = [], {}, []

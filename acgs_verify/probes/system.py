@@ -1,21 +1,27 @@
 """System resources of a host, read in one remote command: load, CPU, memory, disk, OOM kills.
 
->>> snap = pool.fact(host, "system", lambda node: snapshot(node, host.mounts))
+>>> prefetch_snapshot(pool, host)                  # the CPU window starts now, in a thread (see @runbook prefetch)
+>>> snap = snapshot(pool, host)                      # one command per host per run, shared by SYS-01..SYS-04
 >>> snap.load_1m, round(snap.cpu_percent), round(snap.memory_percent)
 (0.42, 7, 31)
 >>> snap.disks["/"]
 Disk(mount='/', filesystem='/dev/sda1', size_kib=102687672, used_kib=40960000, percent=39.9)
->>> oom_kills(node, "/var/log/kern.log", 5000)      # or None for `dmesg`
+>>> oom_kills(pool, host, "/var/log/kern.log", 5000)      # or None for `dmesg`
 ['Jan 12 03:14:07 app-1 kernel: [12.3] Out of memory: Killed process 4242 (python) ...']
 """
 
 from __future__ import annotations
 
-import re
 import shlex
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from acgs_verify.check import ProbeError
+from acgs_verify.probes.errors import ProbeError
+
+if TYPE_CHECKING:
+    from acgs_verify.probes.host import HostPool
+    from acgs_verify.profile import Host
 
 CPU_SAMPLE_SECONDS = 0.5  # long enough to average a burst, short enough for every host of a run
 _MARK = "@@acgs"
@@ -53,9 +59,19 @@ def snapshot_command(mounts: list[str]) -> str:
             f"head -n 1 /proc/stat; echo {_MARK}; cat /proc/meminfo; {df}")
 
 
-def snapshot(node, mounts: list[str]) -> Snapshot:
+def snapshot(pool: HostPool, host: Host) -> Snapshot:
+    """Load, CPU, memory and the host's mounts, read once per host per run (or waited for, if prefetched)."""
+    return pool.measure(host, "system", read_snapshot, list(host.mounts))
+
+
+def prefetch_snapshot(pool: HostPool, host: Host) -> Future:
+    """Start snapshot() now, in a thread: the CPU windows of every host then run at once (SYS-02's prefetch)."""
+    return pool.measure_later(host, "system", read_snapshot, list(host.mounts))
+
+
+def read_snapshot(conn, mounts: list[str]) -> Snapshot:
     """cat /proc/loadavg; /proc/stat twice over CPU_SAMPLE_SECONDS; /proc/meminfo; df -P per mount."""
-    result = node.run(snapshot_command(mounts))
+    result = conn.run(snapshot_command(mounts))
     if result.rc != 0 and not result.stdout:
         raise ProbeError(f"cannot read /proc: {result.stderr.strip()[:200]}")
     return parse_snapshot(result.stdout, mounts)
@@ -107,7 +123,12 @@ def _disks(blocks: list[str], mounts: list[str]) -> dict[str, Disk | str]:
     return out
 
 
-def oom_kills(node, kernel_log: str | None, n: int) -> list[str]:
+def oom_kills(pool: HostPool, host: Host, kernel_log: str | None, n: int) -> list[str]:
+    """read_oom_kills on `host`, once per run."""
+    return pool.measure(host, "oom", read_oom_kills, kernel_log, n)
+
+
+def read_oom_kills(conn, kernel_log: str | None, n: int) -> list[str]:
     """`dmesg | grep -i "killed process"` over the last n kernel log lines (a kernel log file, or dmesg).
 
     ProbeError when the source cannot be read or holds no line: "0 OOM kills" counts only over lines read.
@@ -119,7 +140,7 @@ def oom_kills(node, kernel_log: str | None, n: int) -> list[str]:
         cmd = f"out=$(dmesg 2>&1) || {{ printf 'dmesg: %s\\n' \"$out\" | head -n 1 >&2; exit 3; }}; " \
               f"printf '%s\\n' \"$out\" | tail -n {int(n)}"
     # awk rather than grep: the same pass counts the lines read
-    result = node.run(f"{{ {cmd}; }} | awk 'NF {{n++}} tolower($0) ~ /killed process/ {{print}} "
+    result = conn.run(f"{{ {cmd}; }} | awk 'NF {{n++}} tolower($0) ~ /killed process/ {{print}} "
                       f"END {{print \"{_MARK} lines \" n+0}}'")
     hint = "" if kernel_log else " (set paths.kernel_log to read a kernel log file instead)"
     if result.stderr.strip():
@@ -130,71 +151,6 @@ def oom_kills(node, kernel_log: str | None, n: int) -> list[str]:
         raise ProbeError(f"{kernel_log or 'dmesg'} holds no lines: no kernel messages to look for OOM kills in"
                          + hint)
     return lines
-
-
-# ------------------------------------------------------------------------------ SVC-11: memory per service
-
-
-@dataclass(frozen=True)
-class Proc:
-    pid: int
-    ppid: int
-    rss_kib: int
-    mem_percent: float
-    command: str
-
-
-def port_owners(node) -> dict[int, set[int]]:
-    """Listening TCP port -> PIDs of the processes holding its socket: `ss -Htlnp` (the runbook's netstat -tlnp).
-
-    >>> port_owners(node)
-    {18016: {4242}, 15432: {4301}}
-    A port whose owner ss cannot name (another user's process, without root) maps to an empty set.
-    """
-    out = node.check_output("ss -Htlnp")
-    owners: dict[int, set[int]] = {}
-    for line in out.splitlines():
-        cols = line.split()
-        if len(cols) < 4:
-            continue
-        port = cols[3].rsplit(":", 1)[-1]
-        if port.isdigit():
-            owners.setdefault(int(port), set()).update(int(p) for p in re.findall(r"pid=(\d+)", line))
-    return owners
-
-
-def process_table(node) -> dict[int, Proc]:
-    """Every process with its parent, RSS and %MEM: `ps -ww -eo pid=,ppid=,rss=,pmem=,args=`."""
-    procs: dict[int, Proc] = {}
-    for line in node.check_output("ps -ww -eo pid=,ppid=,rss=,pmem=,args=").splitlines():
-        cols = line.split(None, 4)
-        if len(cols) >= 4 and cols[0].isdigit() and cols[1].isdigit() and cols[2].isdigit():
-            procs[int(cols[0])] = Proc(int(cols[0]), int(cols[1]), int(cols[2]), float(cols[3]),
-                                       cols[4] if len(cols) > 4 else "")
-    if not procs:
-        raise ProbeError("ps listed no process")
-    return procs
-
-
-def service_memory(owners: dict[int, set[int]], procs: dict[int, Proc], port: int) -> list[Proc]:
-    """The processes that own `port` and all their descendants (uvicorn --workers, gunicorn's children), biggest
-    RSS first. ProbeError when nothing listens on the port or ss could not say who owns it."""
-    if port not in owners:
-        raise ProbeError(f"nothing listens on TCP {port} (ss -Htlnp): no service process to measure")
-    roots = {p for p in owners[port] if p in procs}
-    if not roots:
-        raise ProbeError(f"ss shows TCP {port} listening but not which process owns it (run the checks as root "
-                         "or as the service's user to see the owner)")
-    children: dict[int, list[int]] = {}
-    for p in procs.values():
-        children.setdefault(p.ppid, []).append(p.pid)
-    seen, todo = set(), list(roots)
-    while todo:
-        pid = todo.pop()
-        if pid not in seen:
-            seen.add(pid)
-            todo.extend(children.get(pid, []))
-    return sorted((procs[p] for p in seen), key=lambda p: p.rss_kib, reverse=True)
 
 
 # ------------------------------------------------------------------------------------ SYS-06: network latency

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from acgs_verify.check import ProbeError
+from acgs_verify.probes.errors import ProbeError
 from acgs_verify.probes.files import read_capped
 from acgs_verify.redact import one_line
 
