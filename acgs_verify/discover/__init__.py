@@ -35,14 +35,18 @@ def add_arguments(p) -> None:
     p.add_argument("--name", default=None, help="the host's name in the profile (default: its hostname)")
     p.add_argument("--user", default=None, help="ssh user")
     p.add_argument("--port", type=int, default=None, help="ssh port")
-    p.add_argument("--identity-file", default=None)
-    p.add_argument("--known-hosts", default=None)
-    p.add_argument("--ssh-config", default=None)
-    p.add_argument("--no-strict-host-key-checking", action="store_true")
+    p.add_argument("--identity-file", default=None, metavar="PATH", help="ssh private key (default: the agent)")
+    p.add_argument("--known-hosts", default=None, metavar="PATH",
+                   help="known_hosts to check the host key against (default: ~/.ssh/known_hosts)")
+    p.add_argument("--ssh-config", default=None, metavar="PATH",
+                   help="an ssh_config to include (ProxyJump for bastions)")
+    p.add_argument("--no-strict-host-key-checking", action="store_true",
+                   help="accept an unknown host key (a lab, never production)")
     p.add_argument("--become", action="store_true", help="read other users' sockets and /proc through sudo -n")
     p.add_argument("--port-offset", type=int, default=0, metavar="N",
                    help="the deployment's ports are the runbook's plus N (a sandbox, a second stack on one host)")
-    p.add_argument("--connect-timeout", type=float, default=3.0, metavar="SECONDS")
+    p.add_argument("--connect-timeout", type=float, default=3.0, metavar="SECONDS",
+                   help="give up on the host after this long (default: 3)")
     p.add_argument("-o", "--output", type=Path, default=None, metavar="FILE", help="write here instead of stdout")
     p.add_argument("--force", action="store_true", help="overwrite FILE")
     p.add_argument("--merge", type=Path, default=None, metavar="EXISTING",
