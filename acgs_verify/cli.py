@@ -17,6 +17,7 @@ from pathlib import Path
 
 from acgs_verify import options
 from acgs_verify.gates import GateError
+from acgs_verify.redact import one_line
 from acgs_verify.results import EXIT_UNKNOWN
 from acgs_verify.waivers import WaiverError
 
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_UNKNOWN
         if debug:
             raise
-        print(f"acgs-verify: internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)",
+        print(f"acgs-verify: internal error: {type(exc).__name__}: {one_line(exc)} (run with --debug for a traceback)",
               file=sys.stderr)
         return EXIT_UNKNOWN
     except KeyboardInterrupt:
@@ -433,7 +434,7 @@ def cmd_report(args) -> int:
     try:
         result = read_summary(summary)
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise UsageError(f"{summary}: not a readable summary.json ({' '.join(str(exc).split())[:120]})") from None
+        raise UsageError(f"{summary}: not a readable summary.json ({one_line(exc)})") from None
     written = write_all(result, summary.parent.resolve())
     print(f"reports regenerated in {summary.parent.resolve()}/: {', '.join(p.name for p in written)}")
     print(result.summary_line())
@@ -451,7 +452,7 @@ def cmd_diff(args) -> int:
             snaps.append(read_snapshot(path))
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise UsageError(f"{path}: not a run, summary.json or snapshot.json "
-                             f"({' '.join(str(exc).split())[:120]})") from None
+                             f"({one_line(exc)})") from None
     d = compare(snaps[0], snaps[1])
     for line in d.lines():
         print(line)

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from acgs_verify.catalog import CATALOG
-from acgs_verify.profile import Profile, mask
+from acgs_verify.profile import Profile
+from acgs_verify.redact import mask
 from acgs_verify.report.allure import SEVERITY as ALLURE_SEVERITY  # one mapping for both Allure writers
 from acgs_verify.results import CheckResult, RunResult
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from acgs_verify.catalog import GATES
+from acgs_verify.redact import one_line
 from acgs_verify.results import FAILED_OUTCOMES, RunResult
 
 RETRY_INTERVAL_SECONDS = 2.0
@@ -79,7 +80,7 @@ def plan(gate: str, profile_name: str, report_dir: Path, snapshot_arg: Path | No
             p.snapshot = read_snapshot(Path(path))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise GateError(f"--snapshot {path}: not a snapshot.json, summary.json or run directory "
-                            f"({' '.join(str(exc).split())[:120]})") from None
+                            f"({one_line(exc)})") from None
         p.snapshot_path = Path(path)
         p.baseline_closed = closed_gate(Path(path))
         if p.baseline_closed and snapshot_arg is None:

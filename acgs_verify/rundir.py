@@ -16,6 +16,8 @@ import socket
 import time
 from pathlib import Path
 
+from acgs_verify.redact import one_line
+
 OWNER_FILE = ".owner"  # "pid@host" of the process writing a .partial-* directory
 STALE_UNOWNED_SECONDS = 24 * 3600  # a .partial-* without an owner (an older version wrote it) is stale after this
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
@@ -131,7 +133,7 @@ def finish(result, partial: Path, report_dir: Path, secrets: list[str], snapshot
 
             write_snapshot(result, partial / SNAPSHOT_FILE)
     except Exception as exc:  # a bug in one writer must not lose the run's verdict
-        failure = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        failure = f"{type(exc).__name__}: {one_line(exc)}"
         _save_summary(result, partial)
     (partial / OWNER_FILE).unlink(missing_ok=True)
     try:

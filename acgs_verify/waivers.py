@@ -26,6 +26,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from acgs_verify.catalog import CATALOG
+from acgs_verify.profile.source import SourceError, read_yaml, validation_line
 from acgs_verify.results import FAILED_OUTCOMES, CheckResult
 
 
@@ -72,16 +73,14 @@ class _File(BaseModel):
 
 def load_waivers(path: Path) -> list[Waiver]:
     """Read and validate a waivers file; any problem is one WaiverError line naming the file, line and field."""
-    from acgs_verify.profile import ProfileError, _read_yaml, _validation_line
-
     try:
-        located = _read_yaml(Path(path))
-    except ProfileError as exc:
-        raise WaiverError(str(exc).replace("a profile is a mapping", "a waivers file is a mapping")) from None
+        located = read_yaml(Path(path), kind="waivers file")
+    except SourceError as exc:
+        raise WaiverError(str(exc)) from None
     try:
         return _File.model_validate(located.data).waivers
     except ValidationError as exc:
-        raise WaiverError(_validation_line(exc, located.where, set())) from None
+        raise WaiverError(validation_line(exc, located)) from None
 
 
 def apply_waivers(checks: Iterable[CheckResult], waivers: list[Waiver], today: date) -> list[str]:

@@ -29,7 +29,9 @@ DAILY = ("database.sql.gz", "config.tar.gz", "application.tar.gz", "logs.tar.gz"
 def bk_run(tmp_path: Path, root: Path, *extra: str) -> dict[str, tuple[str, str]]:
     """BK-01..06 against `root`: {check ID: (outcome, message or measured)}."""
     profile = tmp_path / "profile.yaml"
-    profile.write_text(f"name: layouts\npaths:\n  backups: {root}\n")
+    # the host these files are on, named: a profile that names no target is refused (exit 3)
+    profile.write_text(f"name: layouts\nhosts: [{{name: local, address: 127.0.0.1, backend: local}}]\n"
+                       f"paths:\n  backups: {root}\n")
     reports = tmp_path / "reports"
     res = run_cli("run", "--profile", str(profile), "--report-dir", str(reports), *extra, "--", "-k", "BK",
                   timeout=120)

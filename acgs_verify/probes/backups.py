@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from acgs_verify.check import ProbeError
+from acgs_verify.redact import one_line
 
 READ_CHUNK = 1 << 21  # compressed bytes per read: large reads keep Python's share of the time small
 OUT_MAX = 1 << 23  # uncompressed bytes per zlib call: the bound on memory, whatever the ratio (zip bombs)
@@ -306,7 +307,7 @@ def _manifest_files(path: Path) -> tuple[list[str], str | None]:
     except OSError as exc:
         return [], f"{MANIFEST} unreadable ({exc.strerror})"
     except (ValueError, UnicodeDecodeError) as exc:
-        return [], f"{MANIFEST} is not valid JSON ({str(exc)[:80]})"
+        return [], f"{MANIFEST} is not valid JSON ({one_line(exc)})"
     files = data.get("files") if isinstance(data, dict) else None
     if isinstance(files, dict):
         files = list(files)

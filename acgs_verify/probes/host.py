@@ -33,6 +33,7 @@ from typing import Any
 from acgs_verify.check import ProbeError
 from acgs_verify.inventory import ensure_ansible_on_path
 from acgs_verify.profile import Host
+from acgs_verify.redact import one_line
 
 PREFETCH_THREADS = 64  # facts started early are mostly waiting (a sleep, a remote command): threads are cheap
 
@@ -251,10 +252,10 @@ def _reason(exc: BaseException) -> str:
         lines = [x for x in stderr.strip().splitlines() if x.strip() and not x.startswith("Warning: Perm")]
         text = lines[-1] if lines else stderr
     else:
-        text = str(exc) or type(exc).__name__
+        text = one_line(exc)
     if type(exc).__name__ in ("timeout", "TimeoutError") and "timed out" not in text:
         text = f"timed out: {text}"
-    return " ".join(text.split())[:200]
+    return one_line(text)
 
 
 # ------------------------------------------------------------------------------------------- facts

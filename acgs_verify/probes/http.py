@@ -15,6 +15,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from acgs_verify.redact import one_line
+
 MAX_BODY_BYTES = 1 << 20  # a health body is a few hundred bytes; never buffer more than this
 
 # httpx's timeouts apply to each socket operation, so a server that drips a byte a second never trips
@@ -44,7 +46,7 @@ class Reply:
         try:
             return json.loads(self.body), None
         except (ValueError, UnicodeDecodeError) as exc:
-            return None, f"body is not JSON ({str(exc).splitlines()[0][:80]}): {self.body[:80]!r}"
+            return None, f"body is not JSON ({one_line(exc)}): {self.body[:80]!r}"
 
     def describe(self) -> str:
         if self.error:
@@ -171,16 +173,12 @@ class HttpProbe:
 
 
 def _reason(exc: Exception) -> str:
-    text = str(exc) or type(exc).__name__
-    cause = exc.__cause__ or exc.__context__
-    while cause is not None and not str(text).strip():
-        text, cause = str(cause), cause.__cause__
-    text = " ".join(text.split())
+    text = one_line(exc)
     for known in ("Connection refused", "Name or service not known", "Temporary failure in name resolution",
                   "No route to host", "certificate verify failed", "Connection reset"):
         if known.lower() in text.lower():
-            return known.lower() if known != "certificate verify failed" else "TLS: " + text[:200]
-    return text[:200]
+            return known.lower() if known != "certificate verify failed" else "TLS: " + text
+    return text
 
 
 def _clamp(timeout: float | None) -> float | None:

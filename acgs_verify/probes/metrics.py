@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from acgs_verify.check import ProbeError
+from acgs_verify.redact import one_line
 
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -49,8 +50,7 @@ def exposition(body: bytes, truncated: bool = False) -> Exposition:
     try:
         families = list(text_string_to_metric_families(text))
     except Exception as exc:  # the parser raises ValueError, IndexError, ... on malformed lines
-        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
-        raise ProbeError(f"not Prometheus text exposition ({reason}); {head}") from None
+        raise ProbeError(f"not Prometheus text exposition ({one_line(exc)}); {head}") from None
     samples = [(s.name, dict(s.labels), float(s.value)) for f in families for s in f.samples]
     if not samples:
         n = len(families)

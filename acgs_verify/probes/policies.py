@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from acgs_verify.probes.files import read_capped
+from acgs_verify.redact import one_line
 
 MAX_POLICY_BYTES = 4 << 20
 EXTENSIONS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".rego": "rego"}
@@ -153,7 +154,7 @@ def _document(text: str, kind: str, hash_field: str) -> PolicyCheck:
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         return PolicyCheck(kind, f"YAML syntax error{where}: {exc.problem or exc.context}", None)
     except (yaml.YAMLError, RecursionError) as exc:
-        return PolicyCheck(kind, f"YAML error: {str(exc).splitlines()[0][:150]}", None)
+        return PolicyCheck(kind, f"YAML error: {one_line(exc)}", None)
     if not isinstance(data, dict):
         return PolicyCheck(kind, f"a policy is a mapping, not {type(data).__name__}", None)
     meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}

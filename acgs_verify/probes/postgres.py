@@ -24,7 +24,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from acgs_verify.check import ProbeError
-from acgs_verify.profile import Database, Profile, display_url, mask
+from acgs_verify.profile import Database, Profile
+from acgs_verify.redact import display_url, one_line
 
 APPLICATION_NAME = "acgs-verify"
 LOCK_TIMEOUT_MS = 2000  # a check never waits on a lock longer than this: it would rather fail than queue
@@ -126,8 +127,8 @@ def connect(dsn: str, password: str | None, thresholds, secrets: list[str] = ())
 
 
 def _one_line(exc: Exception, secrets) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return mask(text.removeprefix("connection failed: "), secrets).rstrip(".")[:400]
+    # psycopg prefixes every connection error with what the message says anyway
+    return one_line(exc, secrets).removeprefix("connection failed: ").rstrip(".")
 
 
 def _ident(name: str):

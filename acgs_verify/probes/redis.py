@@ -22,7 +22,8 @@ from typing import Any
 
 from acgs_verify.check import ProbeError
 from acgs_verify.probes.http import Latency
-from acgs_verify.profile import Profile, Redis, display_url, mask
+from acgs_verify.profile import Profile, Redis
+from acgs_verify.redact import display_url, one_line
 
 READ_COMMANDS = frozenset({"PING", "INFO", "GET", "EXISTS", "TYPE", "TTL", "DBSIZE", "STRLEN"})
 
@@ -47,8 +48,7 @@ class RedisProbe:
             raise ProbeError(f"cannot reach {self.label}: {self._reason(exc)}") from None
 
     def _reason(self, exc: Exception) -> str:
-        text = mask(" ".join(str(exc).split()) or type(exc).__name__, self._secrets)
-        return f"{type(exc).__name__}: {text}".rstrip(".")[:400]
+        return f"{type(exc).__name__}: {one_line(exc, self._secrets)}".rstrip(".")
 
     def command(self, name: str, *args: Any) -> Any:
         """Send one read command; ProbeError with one line if it fails or is not a read command."""

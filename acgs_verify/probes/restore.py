@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from acgs_verify.check import ProbeError
 from acgs_verify.probes.backups import pg_tool, scan_archive
-from acgs_verify.profile import display_url, mask
+from acgs_verify.redact import display_url, mask, one_line
 
 PREFIX = "acgs_verify_drill_"
 NAME_RE = re.compile(rf"^{PREFIX}(\d{{10}})_\d+_[0-9a-f]{{8}}$")
@@ -175,7 +175,7 @@ def _connect(dsn: str, password: str | None, dbname: str | None, hide: list[str]
                                application_name="acgs-verify-restore-drill", **kwargs)
     except (psycopg.Error, OSError) as exc:
         raise ProbeError(f"cannot connect to {display_url(dsn)} with the drill's admin credential: "
-                         f"{mask(' '.join(str(exc).split()), hide)[:300]}") from None
+                         f"{one_line(exc, hide)}") from None
 
 
 def _dsn_for(dsn: str, dbname: str) -> str:

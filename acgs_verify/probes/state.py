@@ -12,7 +12,8 @@ not compare instead of "everything vanished".
 
 from __future__ import annotations
 
-from acgs_verify.profile import Profile, mask
+from acgs_verify.profile import Profile
+from acgs_verify.redact import one_line
 
 MAX_KEY_NAMES = 1000  # name the keys of a small keyspace; a large one is compared by count only
 
@@ -70,14 +71,11 @@ def collect_state(profile: Profile) -> dict:
             state["tables"][db.name] = table_estimates(db.dsn, profile.secret(f"databases.{db.name}"),
                                                        profile.thresholds)
         except Exception as exc:  # any driver error means the same here: this source is not compared
-            state["errors"].append(mask(f"database {db.name}: could not list tables: {_one_line(exc)}", secrets))
+            state["errors"].append(f"database {db.name}: could not list tables: {one_line(exc, secrets)}")
     for r in profile.redis:
         try:
             state["redis"][r.name] = redis_keys(r.url, profile.secret(f"redis.{r.name}"), timeout)
         except Exception as exc:
-            state["errors"].append(mask(f"redis {r.name}: could not count keys: {_one_line(exc)}", secrets))
+            state["errors"].append(f"redis {r.name}: could not count keys: {one_line(exc, secrets)}")
     return state
 
-
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from acgs_verify.check import ProbeError
 from acgs_verify.probes.files import read_capped
+from acgs_verify.redact import one_line
 
 MAX_PEM_BYTES = 1 << 20
 
@@ -62,7 +63,7 @@ def certificate_file(path: str | Path) -> list[CertInfo]:
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError as exc:
-        raise ProbeError(f"{path}: no readable PEM certificate ({' '.join(str(exc).split())[:120]})") from None
+        raise ProbeError(f"{path}: no readable PEM certificate ({one_line(exc)})") from None
     if not certs:  # nothing read is no evidence of a valid certificate
         raise ProbeError(f"{path}: no PEM certificate in the file")
     return [_info(c) for c in certs]

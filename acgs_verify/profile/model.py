@@ -1,0 +1,469 @@
+"""The profile model: every field a profile may hold, its default and what it means.
+
+>>> Profile.model_validate({"services": [{"name": "auth", "port": 8016}]}).services[0].health_path
+'/health'
+
+This module is what `acgs-verify` users read to write a profile: each field says what it is for and which
+check reads it. Loading (files, extends:, --set, secrets) is in loader.py; this module reads no file.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from acgs_verify.profile.source import SourceError
+
+# No limit, count or duration a profile holds comes near this; past it a number is a typo (1e400 is inf) that
+# would make a timeout that never fires or a date computation that overflows
+MAX_NUMBER = 1e9
+# a duration in these units beyond a century is a typo too (and `now - timedelta(days=1e9)` raises)
+MAX_CENTURY = {"_days": 36_500, "_hours": 876_000, "_minutes": 52_560_000}
+# names that become parts of paths (the run directory is <time>-<profile name>-<gate>-<random>)
+PATH_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+# a profile must name at least one of these, or it would check this machine at the runbook's production paths
+TARGET_FIELDS = ("hosts", "inventory", "services", "databases", "redis", "certificates", "tls_endpoints")
+HASH_RE = r"^[0-9a-f]{16}$"
+
+
+class ProfileError(SourceError):
+    """Bad input in a profile or an override; str() is the one line a user sees."""
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*")
+    @classmethod
+    def _sane_number(cls, v: Any, info: Any) -> Any:  # info: pydantic's ValidationInfo
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return v
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        if abs(v) > MAX_NUMBER:
+            raise ValueError(f"must be at most {MAX_NUMBER:g}")
+        for unit, limit in MAX_CENTURY.items():
+            if (info.field_name or "").endswith(unit) and abs(v) > limit:
+                raise ValueError(f"must be at most {limit:g} (a century)")
+        return v
+
+
+class Thresholds(_Strict):
+    """Named limits (docs/checks.md, 'Threshold keys'); each can be set per profile or with --set."""
+
+    health_timeout_seconds: float = Field(2, gt=0)
+    latency_samples: int = Field(20, ge=1, le=10_000)
+    latency_p99_fail_ms: float = Field(100, gt=0)
+    latency_p99_warn_ms: float = Field(5, gt=0)
+    error_rate_max_percent: float = Field(0.1, ge=0, le=100)
+    db_connect_timeout_seconds: float = Field(5, gt=0)
+    db_connections_max_percent: float = Field(80, gt=0, le=100)
+    db_long_query_seconds: float = Field(300, gt=0)
+    db_blocked_locks_max: int = Field(0, ge=0)
+    db_statement_mean_ms_max: float = Field(100, gt=0)
+    db_replication_lag_seconds_max: float = Field(30, ge=0)
+    db_cache_hit_percent_min: float = Field(99, ge=0, le=100)
+    db_stats_max_age_days: float = Field(7, gt=0)
+    audit_retention_days: float = Field(90, gt=0)
+    redis_timeout_seconds: float = Field(1, gt=0)
+    redis_latency_p99_ms_max: float = Field(5, gt=0)
+    redis_hit_rate_percent_min: float = Field(85, ge=0, le=100)
+    redis_hit_rate_min_lookups: int = Field(1000, ge=0)
+    log_tail_lines: int = Field(5000, ge=1, le=1_000_000)
+    compliance_rate_percent_min: float = Field(95, ge=0, le=100)
+    compliance_rate_percent_target: float = Field(99, ge=0, le=100)
+    load_1m_max: float = Field(8, gt=0)
+    cpu_percent_max: float = Field(80, gt=0, le=100)
+    memory_percent_max: float = Field(85, gt=0, le=100)
+    disk_percent_max: float = Field(90, gt=0, le=100)
+    backup_max_age_hours: float = Field(26, gt=0)
+    backup_retention_days: float = Field(30, gt=0)
+    backup_min_count: int = Field(7, ge=0)
+    backup_min_size_ratio: float = Field(0.5, ge=0, le=1)
+    cert_warn_days: float = Field(30, ge=0)
+    cert_fail_days: float = Field(7, ge=0)
+    failed_logins_max: int = Field(10, ge=0)
+    app_key_max_age_days: float = Field(31, gt=0)
+    db_credential_max_age_days: float = Field(92, gt=0)
+    alert_window_minutes: float = Field(15, gt=0)
+    service_rss_mb_max: float = Field(1024, gt=0)
+    service_mem_percent_max: float = Field(25, gt=0, le=100)
+    baseline_runs: int = Field(5, ge=1)
+    baseline_factor_max: float = Field(5, gt=1)
+    db_dead_tuple_percent_max: float = Field(20, ge=0, le=100)
+    db_bloat_min_rows: int = Field(10_000, ge=0)
+    db_idle_in_transaction_seconds_max: float = Field(60, ge=0)
+    network_samples: int = Field(10, ge=1, le=1000)
+    network_p99_fail_ms: float = Field(10, gt=0)
+    network_p99_warn_ms: float = Field(2, gt=0)
+    availability_percent_min: float = Field(99.9, ge=0, le=100)
+    availability_window_days: float = Field(30, gt=0)
+    availability_min_runs: int = Field(20, ge=1)
+    # not in the catalog's table, but every probe needs one: how long a host or socket gets to answer
+    connect_timeout_seconds: float = Field(3, gt=0)
+    # not in the catalog either: the statement_timeout of every database session the checks open, so no
+    # check's query can run on (or hold a lock) past it
+    db_statement_timeout_seconds: float = Field(15, gt=0)
+
+
+class Host(_Strict):
+    """A machine that checks run on. `backend` picks how testinfra reaches it: `local` (this machine), `ssh`
+    (OpenSSH, one multiplexed connection per host), `paramiko`, or `ansible` (hosts from the profile's
+    `inventory`, connection settings from the inventory's variables).
+
+    ssh and paramiko check the host key against `known_hosts` (default ~/.ssh/known_hosts) unless
+    `strict_host_key_checking` is false. `identity_file` names the key; without one, ssh uses the agent.
+    `ssh_config` is read after the profile's own fields (ProxyJump for bastions goes there; ssh backend only).
+    `mounts` are the filesystems SYS-04 checks with df.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # the host half of target ids (auth@app-1)
+    address: str = "127.0.0.1"  # where ssh/paramiko connect; a name or an IP address
+    backend: Literal["local", "ssh", "paramiko", "ansible"] = "local"
+    # what runs here: each service, database and cache is checked on the hosts that have its `role`
+    roles: list[str] = ["app", "db", "cache"]
+    user: str | None = None  # the login user; None: ssh's default (ssh_config, then the local user)
+    port: int | None = Field(None, ge=1, le=65535)  # the ssh port; None: ssh's default (22 or ssh_config's)
+    identity_file: str | None = None  # the private key; None: the ssh agent
+    known_hosts: str | None = None  # None: ~/.ssh/known_hosts
+    ssh_config: str | None = None  # an ssh_config file read after the fields above (ProxyJump ...)
+    # host keys are checked unless a profile says otherwise, and then the run prints a warning
+    strict_host_key_checking: bool = True
+    # the passphrase of identity_file, for the paramiko backend (OpenSSH in batch mode takes one only from an
+    # agent: load the key with ssh-add instead). Like every secret, named here, never written here.
+    identity_passphrase_env: str | None = None
+    identity_passphrase_file: str | None = None
+
+    @model_validator(mode="after")
+    def _passphrase_needs_paramiko(self):
+        if (self.identity_passphrase_env or self.identity_passphrase_file) and self.backend != "paramiko":
+            raise ValueError(f"an identity passphrase works with backend paramiko, not {self.backend}"
+                             " (for ssh, load the key into ssh-agent)")
+        return self
+    # None: find out from the host (/run/systemd/system); False: the host has no systemd
+    systemd: bool | None = None
+    # run the few host commands that need privileges through `sudo -n` (never prompts): `ss -p` to see which
+    # process owns another user's port (SVC-03, DB-02), a postmaster's cwd and PG_VERSION. Without it an
+    # unprivileged checker says which owner it could not see and falls back, by name, to the process pattern.
+    become: bool = False
+    mounts: list[str] = ["/"]
+
+
+class Service(_Strict):
+    """An ACGS service, on every host with its `role`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # the service half of target ids (auth@app-1)
+    role: str = "app"  # checked on every host whose roles include this
+    port: int = Field(ge=1, le=65535)  # the port it listens on (SVC-04), which its process must own (SVC-03)
+    scheme: Literal["http", "https"] = "http"
+    health_path: str = "/health"  # SVC-01, SVC-02, SVC-06, SVC-08
+    ready_path: str | None = None  # SVC-09 asks it when set
+    live_path: str | None = None  # SVC-09 asks it when set
+    metrics_path: str | None = None  # SVC-10 reads it as Prometheus text; SVC-07 falls back to it for error rates
+    # a gauge on metrics_path holding the compliance rate (0..1) of recent governance decisions, e.g.
+    # acgs_constitutional_compliance; CC-04 reads it where it is named
+    compliance_metric: str | None = None
+    # regex over the full command line (ps -eo args) of the process that owns `port`: it confirms the owner, and
+    # counts alone only where the owner is hidden from the checker (then SVC-03 says so and warns)
+    process: str | None = None
+    unit: str | None = None  # the systemd unit SVC-05 checks where the host runs systemd; None: SVC-05 skips
+    log: str | None = None  # the service's log: SVC-07 counts 5xx request lines in its tail
+    # accepted for the record but read by no check: probes/logs.py recognises each line as JSON or plain by itself
+    log_format: Literal["auto", "plain", "json"] = "auto"
+
+    @field_validator("process")
+    @classmethod
+    def _regex_compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
+
+
+class _SecretRef(_Strict):
+    """Secrets are never in a profile: a field names the environment variable or the file holding one."""
+
+    password_env: str | None = None
+    password_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.password_env and self.password_file:
+            raise ValueError("give password_env or password_file, not both")
+        return self
+
+
+class Database(_SecretRef):
+    """A PostgreSQL database (a primary). The DSN carries no password: see password_env / password_file.
+
+    The checks connect as the DSN's user with a read-only session (default_transaction_read_only,
+    statement_timeout, lock_timeout, application_name=acgs-verify). DB-04/DB-05 see other sessions' query
+    text only if that role may (superuser or a member of pg_read_all_stats).
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # the database half of target ids (primary@db-1)
+    role: str = "db"  # the hosts with this role run its server (DB-02 looks for it there)
+    dsn: str  # postgresql://USER@HOST:PORT/DBNAME, without a password
+    # DB-02: the systemd unit (checked where the host runs systemd) and a regex over the command line (ps -eo args)
+    # of the server that owns the DSN's port on the database's host; None leaves that half out
+    unit: str | None = "postgresql"
+    process: str | None = r"postgres"
+    # streaming replicas of this primary, as DSNs without a password (same role and secret as `dsn`):
+    # DB-07 asks each one how far its replay is behind, besides reading pg_stat_replication on the primary
+    replicas: list[str] = []
+    # the audit table (CC-04, CC-05, DB-10); None: this database holds none
+    audit_table: str | None = "audit_logs"
+    # CC-04: rows of this event_type within compliance_window_hours are governance decisions, and
+    # event_data->>compliance_field says whether each one complied (true/false)
+    decision_event_type: str = "governance_decision"
+    compliance_field: str = Field("compliant", pattern=r"^[A-Za-z0-9_]+$")
+    compliance_window_hours: float = Field(24, gt=0)
+    # CC-05 walks the hash chain of the most recent rows, newest first, up to this many
+    audit_chain_rows: int = Field(100_000, ge=2)
+    # DB-13: the pool size of each application that connects (pg_stat_activity.application_name -> most
+    # connections it may hold, e.g. {acgs-auth-service: 20}); applications not named here are counted, not judged
+    pools: dict[str, int] = {}
+    # credential (DSN + secret) allowed to CREATE DATABASE, for the opt-in restore drill only
+    admin_dsn: str | None = None
+    admin_password_env: str | None = None
+    admin_password_file: str | None = None
+
+    @field_validator("dsn", "admin_dsn")
+    @classmethod
+    def _dsn_has_no_password(cls, v: str | None) -> str | None:
+        return v if v is None else _postgres_url(v)
+
+    @field_validator("replicas")
+    @classmethod
+    def _replica_dsns(cls, v: list[str]) -> list[str]:
+        return [_postgres_url(dsn) for dsn in v]
+
+
+def _postgres_url(v: str) -> str:
+    if not v.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql:// URL")
+    if urlsplit(v).password:
+        raise ValueError("must not contain a password; use password_env or password_file")
+    return v
+
+
+class Redis(_SecretRef):
+    """A Redis server. The URL carries no password: see password_env / password_file. Checks send read
+    commands only (PING, INFO, GET)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # the cache half of target ids
+    role: str = "cache"  # the hosts with this role run it
+    url: str  # redis://HOST:PORT/DB or rediss://, without a password
+    # CC-06: the key that must hold the constitutional hash; None: this cache holds none
+    hash_key: str | None = "acgs:constitutional_hash"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://")):
+            raise ValueError("must be a redis:// or rediss:// URL")
+        if urlsplit(v).password:
+            raise ValueError("must not contain a password; use password_env or password_file")
+        return v
+
+
+class Paths(_Strict):
+    """Paths the runbook hard-codes, with its values as defaults; the same on every host of the profile.
+
+    Optional sources may be set to null where the deployment has none; the checks that read them then skip and
+    say so (never pass): `alerts_log: null` (no component writes an alerts log: MON-01 skips) and
+    `policies: null` (the site keeps no policy files: CC-03 skips). `kernel_log` and `security_log` are null by
+    default, which means "read the fallback" (dmesg; logs/*.log), not "skip". A path that is given must exist:
+    a missing alerts log or policy directory fails its check.
+    """
+
+    logs: str = "/var/log/acgs"  # SEC-03 and SEC-06 read every *.log here (grep ... /var/log/acgs/*.log)
+    alerts_log: str | None = "/var/log/acgs/alerts.log"  # MON-01 (tail -f /var/log/acgs/alerts.log); null: none
+    app_root: str = "/home/acgs/ACGS"  # SEC-01 (find /home/acgs/ACGS -type f -perm /o+w)
+    backups: str = "/var/backups/acgs"
+    policies: str | None = "/home/acgs/ACGS/config/policies"  # CC-03; null: no policy files at this site
+    passwd: str = "/etc/passwd"  # SEC-04 (cut -d: -f1 /etc/passwd)
+    kernel_log: str | None = None  # SYS-05; None: read `dmesg` (which may need root: then name /var/log/kern.log)
+    security_log: str | None = None  # SEC-03/SEC-06 read only this file when set; None: `logs`/*.log
+
+
+class Key(_Strict):
+    """A key or credential SEC-05 ages, on every host with role app."""
+
+    name: str
+    path: str  # its file; without a rotation_record, its mtime is when it was last rotated (SEC-02 stats it too)
+    # app: thresholds.app_key_max_age_days applies; db: thresholds.db_credential_max_age_days
+    kind: Literal["app", "db"] = "app"
+    rotation_record: str | None = None  # a file whose content is an ISO timestamp of the last rotation
+
+
+class Security(_Strict):
+    """What SEC-02, SEC-04 and SEC-05 compare with."""
+
+    secret_files: list[str] = []  # SEC-02: files that must be private (config/production.env ...)
+    secret_owner: str | None = None  # SEC-02: their owner; None: any owner
+    secret_max_mode: str = Field("0640", pattern=r"^0?[0-7]{3}$")  # SEC-02: the most permissive mode allowed
+    allowed_users: list[str] = []  # SEC-04: every account in paths.passwd must be here; empty: SEC-04 skips
+    keys: list[Key] = []  # SEC-05
+
+
+class Backups(_Strict):
+    """The backups under paths.backups: one folder per backup named YYYYMMDD, YYYYMMDD_HHMMSS, YYYY-MM-DD or
+    YYYY-MM-DDTHHMMSS, and a `latest` symlink (followed when it stays inside the root). BK-01..BK-07 read them
+    on the machine acgs-verify runs on."""
+
+    # what each backup folder must hold; None: detected from the newest folder (the runbook's daily set
+    # database.sql.gz, config.tar.gz, application.tar.gz, logs.tar.gz; or ACGS's backup script's database.sql
+    # plus what its manifest.json lists)
+    files: list[str] | None = None
+    # the database dump: `plain` is pg_dump's SQL (gzipped when the name ends in .gz), `custom` is pg_dump -Fc
+    # (BK-04 reads its table of contents and every data block with pg_restore); None: database.sql.gz or
+    # database.sql, whichever the backup holds
+    dump_file: str | None = None
+    dump_format: Literal["plain", "custom"] = "plain"
+    # BK-07, the restore drill: None runs it only in the gates that ask for it (pre-maintenance);
+    # true/false turn it on or off for every run. It needs the database's admin_dsn credential.
+    restore_drill: bool | None = None
+    restore_database: str | None = None  # profile database name the drill restores next to; None: the first
+    restore_tables: list[str] = ["audit_logs", "policies"]  # must have rows in the restored copy
+    # when set, each restore table's row count must be within this percent of the live table's
+    restore_count_tolerance_percent: float | None = Field(None, ge=0, le=100)
+    restore_timeout_seconds: float = Field(600, gt=0)  # the whole drill, restore and checks
+    # where `psql` / `pg_restore` live; None: PATH, then the newest /usr/lib/postgresql/*/bin
+    pg_bindir: str | None = None
+
+
+class Tls(_Strict):
+    """TLS-02 verifies each of `tls_endpoints` against the system CAs, or against ca_file when set
+    (also used by the HTTP probes for https services)."""
+
+    ca_file: str | None = None  # a PEM bundle of the CAs to trust; None: the system's
+    # off only on purpose: the run prints a warning line when a profile turns it off (TLS-02 always verifies)
+    verify: bool = True
+
+
+class Policies(_Strict):
+    """CC-03: every policy file under paths.policies parses as `format` (auto: by extension, .yaml/.yml, .json,
+    .rego) and names the profile's constitutional hash in `hash_field` (top level or under metadata;
+    in Rego a rule `hash_field := "..."`).
+
+    Which files are policy files: those matching one of `include` and none of `exclude` (glob patterns; a
+    pattern without `/` matches the file name at any depth, one with `/` the path below paths.policies; `*`
+    crosses directories; case does not matter). `include` defaults to the extensions of `format` (auto:
+    *.rego, *.json, *.yaml, *.yml). Other files (CLAUDE.md, READMEs, notes) are not validated: CC-03 lists them
+    once, as ignored. Hidden files and directories are never read.
+
+        policies: {include: ["*.rego", "*.yaml"], exclude: ["drafts/*", "*.example.yaml"]}
+    """
+
+    format: Literal["yaml", "json", "rego", "auto"] = "auto"
+    hash_field: str = Field("constitutional_hash", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    include: list[str] | None = None
+    exclude: list[str] = []
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _globs(cls, v: list[str] | None) -> list[str] | None:
+        for pattern in v or ():
+            if not pattern.strip():
+                raise ValueError("an empty glob pattern matches nothing")
+        return v
+
+    @field_validator("include")
+    @classmethod
+    def _include_something(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("an empty include list makes no file a policy file; leave it out for the default "
+                             "(*.rego, *.json, *.yaml, *.yml) or set paths.policies: null")
+        return v
+
+    @property
+    def include_globs(self) -> list[str]:
+        """`include`, or the extensions of `format` when it is not given."""
+        if self.include is not None:
+            return list(self.include)
+        return {"yaml": ["*.yaml", "*.yml"], "json": ["*.json"], "rego": ["*.rego"]}.get(
+            self.format, ["*.rego", "*.json", "*.yaml", "*.yml"])
+
+
+class Profile(_Strict):
+    """An environment: what to check, where, and the limits. See docs/design.md for an example."""
+
+    # part of the run directory's name and of every report; left out: the file's name (sandbox.yaml -> sandbox)
+    name: str = ""
+    description: str = ""  # for the people who read the profile; no check reads it
+    # the hash every service, database, cache and policy must name (SVC-02, SVC-08, CC-01..CC-06)
+    constitutional_hash: str = Field("cdd01ef066bc6cf2", pattern=HASH_RE)
+    # an Ansible inventory (any format; a path relative to the profile file): its hosts join `hosts` with
+    # backend ansible and their groups as roles; without `hosts:` in the profile they are the only hosts
+    inventory: str | None = None
+    hosts: list[Host] = [Host(name="localhost")]  # where host checks run; the default is this machine
+    services: list[Service] = []
+    databases: list[Database] = []
+    redis: list[Redis] = []
+    paths: Paths = Paths()  # the files and directories the checks read, the same on every host
+    # TLS-01: PEM files (a leaf, optionally followed by its chain), read on the machine acgs-verify runs on
+    certificates: list[str] = []
+    # TLS-02: live endpoints as https://HOST[:PORT] (port 443 when left out)
+    tls_endpoints: list[str] = []
+    tls: Tls = Tls()
+    security: Security = Security()
+    backups: Backups = Backups()
+    policies: Policies = Policies()
+    thresholds: Thresholds = Thresholds()  # every limit a check compares with, by name
+    # resolved secrets by "databases[0]" style owner; filled by load_profile, never from YAML
+    secrets: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
+    source: str = Field("", exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        for field in ("hosts", "services", "databases", "redis"):
+            seen: set[str] = set()
+            for item in getattr(self, field):
+                if item.name in seen:
+                    raise ValueError(f"{field}: name {item.name!r} is used twice")
+                seen.add(item.name)
+        return self
+
+    @field_validator("tls_endpoints")
+    @classmethod
+    def _endpoints(cls, v: list[str]) -> list[str]:
+        for url in v:
+            try:
+                parts = urlsplit(url)
+                parts.port  # noqa: B018 (raises on a bad port)
+            except ValueError as exc:
+                raise ValueError(f"{url!r}: {exc}") from None
+            if parts.scheme != "https" or not parts.hostname:
+                raise ValueError(f"{url!r}: must be an https://HOST[:PORT] URL")
+        return v
+
+    def hosts_with_role(self, role: str) -> list[Host]:
+        return [h for h in self.hosts if role in h.roles]
+
+    def secret(self, owner: str) -> str | None:
+        s = self.secrets.get(owner)
+        return s.get_secret_value() if s else None
+
+    def insecure_settings(self) -> list[str]:
+        """Checks this profile has turned off on purpose; each run says so in a warning line."""
+        out = []
+        if not self.tls.verify:
+            out.append("TLS certificates are not verified (profile field tls.verify: false)")
+        for h in self.hosts:
+            if h.backend in ("ssh", "paramiko") and not h.strict_host_key_checking:
+                out.append(f"ssh host keys of {h.name} are not checked (hosts.{h.name}.strict_host_key_checking)")
+        return out
+
+    def secret_values(self) -> list[str]:
+        """Every secret this profile resolved, for masking output."""
+        return [s.get_secret_value() for s in self.secrets.values() if s.get_secret_value()]

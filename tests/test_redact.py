@@ -1,0 +1,64 @@
+"""acgs_verify.redact: the one place an exception becomes the one line a failure message quotes."""
+
+from __future__ import annotations
+
+import pytest
+
+from acgs_verify.redact import ONE_LINE_MAX, display_url, mask, one_line
+
+
+def test_multi_line_exception_becomes_one_line():
+    exc = OSError('connection to server at "127.0.0.1", port 1 failed: Connection refused\n'
+                  "\tIs the server running on that host and accepting TCP/IP connections?\n")
+    assert one_line(exc) == ('connection to server at "127.0.0.1", port 1 failed: Connection refused '
+                             "Is the server running on that host and accepting TCP/IP connections?")
+
+
+def test_long_message_is_cut_at_the_one_limit():
+    text = one_line(ValueError("x" * 5000 + "\n" + "y" * 10))
+    assert text == "x" * ONE_LINE_MAX
+    assert one_line("a\n" * 5000).count("\n") == 0
+
+
+@pytest.mark.parametrize("exc", [TimeoutError(), ValueError(""), OSError(" \n\t ")])
+def test_empty_message_names_the_exception_type(exc):
+    assert one_line(exc) == type(exc).__name__
+
+
+def test_empty_message_falls_back_to_its_cause():
+    try:
+        try:
+            raise ConnectionRefusedError("[Errno 111] Connection refused")
+        except OSError as inner:
+            raise RuntimeError() from inner
+    except RuntimeError as exc:
+        assert one_line(exc) == "[Errno 111] Connection refused"
+
+
+def test_secret_in_the_message_is_masked():
+    exc = RuntimeError("password authentication failed for acgs with s3cr3t-pw\n(s3cr3t-pw rejected)")
+    assert one_line(exc, ["s3cr3t-pw"]) == "password authentication failed for acgs with *** (*** rejected)"
+
+
+def test_secret_cut_at_the_limit_shows_none_of_it():
+    secret = "topsecretvalue"
+    # cut first, the line would end in "topse"; masked first, it ends in "***"
+    assert one_line(ValueError("x" * (ONE_LINE_MAX - 5) + secret), [secret]) == "x" * (ONE_LINE_MAX - 5) + "***"
+
+
+def test_a_text_is_flattened_like_an_exception():
+    assert one_line("ssh: connect to host 10.0.0.5 port 22:\n  Connection timed out\n") == (
+        "ssh: connect to host 10.0.0.5 port 22: Connection timed out")
+
+
+def test_url_with_a_password_is_displayed_without_it():
+    assert display_url("postgresql://acgs:hunter22@db-1:5432/acgs_production") == (
+        "postgresql://acgs:***@db-1:5432/acgs_production")
+    assert display_url("redis://:hunter22@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
+    assert display_url("postgresql://acgs@db-1/acgs") == "postgresql://acgs@db-1/acgs"
+    assert "hunter22" not in display_url("postgresql://acgs:hunter22@[::1/acgs")
+
+
+def test_mask_replaces_longest_secret_first_and_ignores_short_ones():
+    assert mask("abcdef abc", ["abc", "abcdef"]) == "*** ***"
+    assert mask("ab is too short to mask", ["ab", ""]) == "ab is too short to mask"
