@@ -10,13 +10,12 @@ import argparse
 import contextlib
 import math
 import os
-import secrets
 import signal
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
+from acgs_verify import options
 from acgs_verify.gates import GateError
 from acgs_verify.redact import one_line
 from acgs_verify.results import EXIT_UNKNOWN
@@ -58,7 +57,6 @@ def number(option: str, low: float, high: float, kind: type = float):
 
 # options that name no help themselves (a subcommand's shared ones) get this
 DEFAULT_HELP = {
-    "--profile": "profile name or path (default: sandbox)",
     "--json": "print JSON instead of a table",
     "--markdown": "print Markdown instead of a table",
     "--report-dir": "where runs write their reports (default: reports)",
@@ -87,8 +85,6 @@ def checks_dir() -> Path:
 
 
 def build_parser() -> _Parser:
-    from acgs_verify.catalog import GATES
-
     p = _Parser(prog="acgs-verify", description="The ACGS operational runbook as checks.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--version", action="version", version=f"acgs-verify {_version()}",
@@ -106,13 +102,8 @@ def build_parser() -> _Parser:
     sub.add_parser = add_with_common  # type: ignore[method-assign]
 
     run = sub.add_parser("run", help="run the checks against a profile")
-    run.add_argument("--profile", default="sandbox", help="profile name or path (default: sandbox)")
-    run.add_argument("--gate", default="compliance",
-                     help=f"one of {', '.join(GATES)} (default: compliance, every check)")
-    run.add_argument("--set", action="append", default=[], metavar="dotted.key=VALUE",
-                     help="override a profile field for this run (repeatable)")
-    run.add_argument("--report-dir", default="reports", type=Path,
-                     help="where runs write reports: REPORT_DIR/<run id>/ and REPORT_DIR/latest (default: reports)")
+    for option in options.SHARED:  # the same flags, defaults and help as `pytest checks` (plugin.py)
+        run.add_argument(option.flag, **option.kwargs())
     _add_gate_options(run)
     run.add_argument("--workers", default="auto", metavar="N|auto",
                      help=f"parallel worker processes (default auto: none below {AUTO_WORKERS_MIN_HOSTS} hosts or "
@@ -129,7 +120,7 @@ def build_parser() -> _Parser:
     dif.add_argument("--report-dir", default="reports", type=Path)
 
     cat = sub.add_parser("catalog", help="which runbook IDs are covered, and how many tests each expands to")
-    cat.add_argument("--profile", default="sandbox")
+    cat.add_argument("--profile", **options.BY_NAME["profile"].kwargs())
     cat.add_argument("--json", action="store_true")
     cat.add_argument("--markdown", action="store_true",
                      help="print the catalog as docs/checks.md: every ID with its evidence rule and next step")
@@ -201,12 +192,10 @@ def cmd_discover(args) -> int:
 # ----------------------------------------------------------------------------------------------- run
 
 
-def _pytest_base_args(profile_arg: str, sets: list[str]) -> list[str]:
-    args = [str(checks_dir()), "-c", str(PACKAGE_DIR / "pytest-run.ini"), "--rootdir", str(checks_dir().parent),
-            "-p", "acgs_verify.plugin", "-p", "no:cacheprovider", "--profile", profile_arg]
-    for s in sets:
-        args += ["--set", s]
-    return args
+def _pytest_base_args(**shared) -> list[str]:
+    """pytest over the checks with the plugin, handed the shared options (options.py) by name."""
+    return [str(checks_dir()), "-c", str(PACKAGE_DIR / "pytest-run.ini"), "--rootdir", str(checks_dir().parent),
+            "-p", "acgs_verify.plugin", "-p", "no:cacheprovider", *options.pytest_args(shared)]
 
 
 class _Grab:
@@ -268,11 +257,13 @@ def _worker_args(requested: str, pytest_args: list[str], hosts: int) -> list[str
 
 def cmd_run(args) -> int:
     from acgs_verify import rundir
-    from acgs_verify.catalog import GATES
     from acgs_verify.profile import load_profile
 
-    if args.gate not in GATES:
-        raise UsageError(f"unknown gate {args.gate!r}; gates: {', '.join(GATES)}")
+    problem = options.gate_problem(args.gate)
+    if problem:
+        raise UsageError(problem)
+    args.profile = options.profile_name(args.profile)
+    args.report_dir = Path(options.DEFAULT_REPORT_DIR if args.report_dir is None else args.report_dir)
     workers_for(args.workers, 0)  # a bad --workers stops here, before anything is written
     _check_options(args)
     profile = load_profile(args.profile, args.set)  # bad input stops here, before pytest starts
@@ -281,7 +272,7 @@ def cmd_run(args) -> int:
     gate_plan = _plan_gate(args, profile)
     report_dir: Path = rundir.usable_report_dir(args.report_dir)
     started = time.time()
-    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{profile.name}-{args.gate}-{secrets.token_hex(2)}"
+    run_id = rundir.new_run_id(profile.name, args.gate)
     # SIGTERM from here on is a Ctrl-C: whenever it comes, the partial directory is finished or removed
     with _sigterm_interrupts():
         partial = rundir.partial_of(report_dir, run_id)
@@ -312,12 +303,12 @@ def _check_options(args) -> None:
 def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id: str, started: float) -> int:
     from acgs_verify import rundir
 
-    pytest_args = _pytest_base_args(args.profile, args.set) + [
-        "--gate", args.gate, "--acgs-run-id", run_id, "--report-dir", str(report_dir),
-        "--junitxml", str(partial / "junit.xml"),
+    # the shared options as given, but for the log window the gate resolved (--since snapshot: its start)
+    shared = {o.name: getattr(args, o.name) for o in options.SHARED}
+    pytest_args = _pytest_base_args(**{**shared, "report_dir": report_dir, "since": gate_plan.since}) + [
+        "--acgs-run-id", run_id, "--junitxml", str(partial / "junit.xml"),
         "-q", "--no-header", "--tb=short" if args.debug else "--tb=no", "-rN",
         *RUN_ONLY_ARGS,
-        *_gate_pytest_args(args, gate_plan, partial),
         *_worker_args(args.workers, args.pytest_args, len(profile.hosts)),
         *args.pytest_args,
     ]
@@ -368,7 +359,7 @@ def _sigterm_interrupts():
 
 
 def _result_of(config):
-    from acgs_verify.plugin import COLLECTOR_KEY  # after pytest has imported (and assertion-rewritten) it
+    from acgs_verify.collector import COLLECTOR_KEY
 
     collector = config.stash.get(COLLECTOR_KEY, None) if config is not None else None
     return collector.result if collector is not None else None
@@ -381,28 +372,14 @@ def _add_gate_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--snapshot", type=Path, default=None, metavar="PATH",
                      help="post-maintenance/rollback: the snapshot to compare with (snapshot.json or its run "
                           "directory; default: the latest pre-maintenance snapshot of the same profile)")
-    run.add_argument("--waivers", type=Path, default=None, metavar="FILE",
-                     help="YAML file of waived failures: id, target (pattern), reason, owner, expires")
     run.add_argument("--wait", type=number("--wait", 0, MAX_WAIT_SECONDS), default=0, metavar="SECONDS",
                      help="re-run failing checks until they pass or SECONDS are up (services restarting)")
-    run.add_argument("--since", default=None, metavar="TIME",
-                     help="log checks read only lines since TIME: ISO time, a duration (30m, 2h, 1d) or "
-                          "'snapshot' (the pre-maintenance snapshot's start)")
 
 
 def _plan_gate(args, profile):
     from acgs_verify import gates
 
     return gates.plan(args.gate, profile.name, args.report_dir, args.snapshot, args.since)
-
-
-def _gate_pytest_args(args, gate_plan, partial: Path) -> list[str]:
-    extra: list[str] = []  # Allure results are written from the result model after the run (report/allure.py)
-    if gate_plan.since:
-        extra += ["--since", gate_plan.since]
-    if args.waivers is not None:
-        extra += ["--waivers", str(args.waivers)]
-    return extra
 
 
 def _wait(args, result, pytest_args: list[str], partial: Path) -> None:
@@ -510,10 +487,11 @@ def cmd_catalog(args) -> int:
 
         sys.stdout.write(render_markdown(checks_dir()))
         return 0
+    args.profile = options.profile_name(args.profile)
     load_profile(args.profile, resolve_secrets=False)
     os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     counter = _CountItems()
-    pytest_args = _pytest_base_args(args.profile, []) + ["--collect-only", "-q", "--acgs-no-secrets"]
+    pytest_args = _pytest_base_args(profile=args.profile) + ["--collect-only", "-q", "--acgs-no-secrets"]
     with open(os.devnull, "w") as devnull:
         saved, sys.stdout = sys.stdout, devnull
         try:

@@ -1,55 +1,33 @@
-"""pytest plugin: options, the profile, parametrization over its targets, gates, and the result model.
+"""pytest plugin: options, fixtures, parametrization over the profile's targets, markers, and hooks.
 
 The one place where the profile becomes parameters: a check that takes `service` runs once per
 service instance (`SVC-01[auth@app-1]`), one that takes `database` once per database (targets.py).
+What the run's reports turn into the result model is collector.py; the options shared with
+`acgs-verify run` are declared in options.py.
 """
 
 from __future__ import annotations
 
 import sys
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from acgs_verify import options
 from acgs_verify.catalog import CATALOG, GATES, SECTIONS, SEVERITIES
 from acgs_verify.check import Check, ProbeError
+from acgs_verify.collector import PROFILE_KEY, is_plain, register_collectors, run_options, start_plain_run
 from acgs_verify.profile import Profile, ProfileError, load_profile
-from acgs_verify.redact import mask
-from acgs_verify.results import CheckResult, RunResult
 from acgs_verify.targets import TARGET_KINDS, host_of
-
-PROFILE_KEY = pytest.StashKey[Profile]()
-COLLECTOR_KEY = pytest.StashKey["ResultCollector"]()
-# plain `pytest checks --report-dir DIR`: where this run is being written (acgs-verify run keeps its own)
-PLAIN_RUN_KEY = pytest.StashKey[dict]()
-DEFAULT_PROFILE = "sandbox"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("acgs-verify", "ACGS runbook checks")
-    group.addoption("--profile", dest="acgs_profile", default=None,
-                    help=f"environment profile, by name or path (default: {DEFAULT_PROFILE})")
-    group.addoption("--set", dest="acgs_set", action="append", default=[], metavar="dotted.key=VALUE",
-                    help="override one profile field for this run, e.g. thresholds.db_long_query_seconds=60")
-    # checked in pytest_cmdline_main rather than by `choices`, so a bad gate is exit 3 as with acgs-verify run
-    group.addoption("--gate", dest="acgs_gate", default=None,
-                    help="run the checks of one gate: " + ", ".join(GATES))
+    for option in options.SHARED:  # the same flags, defaults and help as `acgs-verify run`
+        group.addoption(option.flag, dest=f"acgs_{option.name}", **option.kwargs())
     group.addoption("--acgs-run-id", dest="acgs_run_id", default=None, help="(set by acgs-verify run)")
     group.addoption("--acgs-no-secrets", dest="acgs_no_secrets", action="store_true",
                     help="do not resolve secrets (for listing checks without running them)")
-    group.addoption("--since", dest="acgs_since", default=None, metavar="TIME",
-                    help="log checks read only lines written since TIME: ISO time or a duration (30m, 2h, 1d)")
-    group.addoption("--waivers", dest="acgs_waivers", default=None, metavar="FILE",
-                    help="YAML file of waived failures (ID, target pattern, reason, owner, expires)")
-    group.addoption("--report-dir", dest="acgs_report_dir", default=None, metavar="DIR",
-                    help="write the reports acgs-verify run writes into DIR/<run id>/ (default: none)")
-
-
-def _plain(config: pytest.Config) -> bool:
-    """A run of plain pytest over the checks (acgs-verify run passes --acgs-run-id and finishes the run itself)."""
-    return config.getoption("acgs_run_id") is None and not config.getoption("collectonly")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -60,34 +38,19 @@ def pytest_cmdline_main(config: pytest.Config):
     from acgs_verify.rundir import ReportDirError
 
     try:
-        gate = config.getoption("acgs_gate")
-        if gate is not None and gate not in GATES:
-            raise ProfileError(f"unknown gate {gate!r}; gates: {', '.join(GATES)}")
+        problem = options.gate_problem(config.getoption("acgs_gate"))
+        if problem:
+            raise ProfileError(problem)
         report_dir = config.getoption("acgs_report_dir")
         if config.getoption("acgs_profile") is not None or config.getoption("acgs_set") or report_dir:
             _load(config)
-        _run_options(config)
-        if report_dir and _plain(config):
-            _start_plain_run(config, Path(report_dir))
+        run_options(config)
+        if report_dir and is_plain(config):
+            start_plain_run(config, Path(report_dir))
     except (ProfileError, ReportDirError, pytest.UsageError) as exc:
         print(f"acgs-verify: error: {exc}", file=sys.stderr)
         return 3
     return None
-
-
-def _start_plain_run(config: pytest.Config, report_dir: Path) -> None:
-    import secrets
-
-    from acgs_verify import rundir
-
-    rundir.usable_report_dir(report_dir)
-    profile = config.stash[PROFILE_KEY]
-    gate = config.getoption("acgs_gate") or "all"
-    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{profile.name}-{gate}-{secrets.token_hex(2)}"
-    partial = rundir.start(report_dir, run_id)
-    config.stash[PLAIN_RUN_KEY] = {"run_id": run_id, "partial": partial, "report_dir": report_dir}
-    if not config.option.xmlpath:  # junit.xml, as acgs-verify run writes it
-        config.option.xmlpath = str(partial / "junit.xml")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -102,12 +65,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): run in the same xdist worker as its group")
     if config.getoption("acgs_profile") is not None or config.getoption("acgs_set"):
         _profile(config)  # fail fast on a bad profile, before collection
-    _run_options(config)  # bad --since / --waivers stop here, before collection
-    config.pluginmanager.register(AllureDetails(config), "acgs-verify-allure")
-    if not hasattr(config, "workerinput"):  # the xdist controller (or a plain run) keeps the results
-        collector = ResultCollector(config)
-        config.stash[COLLECTOR_KEY] = collector
-        config.pluginmanager.register(collector, "acgs-verify-results")
+    run_options(config)  # bad --since / --waivers stop here, before collection
+    register_collectors(config)
 
 
 def _profile(config: pytest.Config) -> Profile:
@@ -119,7 +78,7 @@ def _profile(config: pytest.Config) -> Profile:
 
 def _load(config: pytest.Config) -> Profile:
     if PROFILE_KEY not in config.stash:
-        name = config.getoption("acgs_profile") or DEFAULT_PROFILE
+        name = options.profile_name(config.getoption("acgs_profile"))
         config.stash[PROFILE_KEY] = load_profile(
             name, config.getoption("acgs_set"), resolve_secrets=not config.getoption("acgs_no_secrets"))
     return config.stash[PROFILE_KEY]
@@ -162,8 +121,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the xdist_group marks set here
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]):
-    gate = config.getoption("acgs_gate")
-    wanted = GATES[gate]["ids"] if gate else None
+    wanted = GATES[config.getoption("acgs_gate")]["ids"]  # None: every check
     keep, drop = [], []
     for item in items:
         mark = item.get_closest_marker("runbook")
@@ -248,7 +206,7 @@ def hosts(profile: Profile):
 def logs(hosts, pytestconfig: pytest.Config):
     from acgs_verify.probes.logs import LogReader
 
-    return LogReader(hosts, since=_run_options(pytestconfig)["since"])
+    return LogReader(hosts, since=run_options(pytestconfig).since)
 
 
 @pytest.fixture(scope="session")
@@ -324,9 +282,6 @@ def check(request: pytest.FixtureRequest) -> Check:
     return Check(request.node, target.id if target is not None else "-")
 
 
-# --------------------------------------------------------------------------------------- reporting
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
@@ -340,232 +295,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             report.longrepr = f"{e.id} {tid}: could not measure: {call.excinfo.value}. Next: {e.next_step}"
             report.outcome = "failed"
     return report
-
-
-class ResultCollector:
-    """Builds the RunResult from test reports (which xdist forwards from its workers)."""
-
-    def __init__(self, config: pytest.Config):
-        self.config = config
-        self.start = time.time()
-        self.by_nodeid: dict[str, CheckResult] = {}
-        self.result: RunResult | None = None
-        self.interrupted = False
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        props = dict((k, v) for k, v in report.user_properties if not k.startswith("evidence:"))
-        if "runbook_id" not in props:
-            return
-        res = self.by_nodeid.get(report.nodeid)
-        if res is None:
-            e = CATALOG[props["runbook_id"]]
-            res = CheckResult(nodeid=report.nodeid, id=e.id, section=e.section, severity=e.severity,
-                              title=e.title, target=props.get("target", "-"), next_step=e.next_step,
-                              host=props.get("host"))
-            self.by_nodeid[report.nodeid] = res
-        res.duration += report.duration
-        for key in ("measured", "expected", "value", "warning"):
-            if key in props:
-                setattr(res, key, props[key])
-        for k, v in report.user_properties:
-            if k.startswith("evidence:"):
-                res.evidence[k.split(":", 1)[1]] = v
-        if report.when == "call" or report.outcome != "passed":
-            outcome = report.outcome
-            if report.when != "call" and outcome == "failed":
-                outcome = "error"
-            if res.outcome in ("failed", "error") and outcome in ("passed", "skipped"):
-                return  # teardown passing does not undo a failure
-            res.outcome = outcome
-            if outcome != "passed":
-                res.message = _message(report)
-
-    def pytest_keyboard_interrupt(self, excinfo) -> None:
-        self.interrupted = True
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        profile = self.config.stash.get(PROFILE_KEY, None)
-        secrets = profile.secret_values() if profile else []
-        for res in self.by_nodeid.values():
-            res.message = mask(res.message, secrets)
-            for name in ("measured", "expected", "warning"):  # a probe may quote a DSN or a command line
-                if getattr(res, name):
-                    setattr(res, name, mask(str(getattr(res, name)), secrets))
-            res.evidence = {k: mask(v, secrets) for k, v in res.evidence.items()}
-        plain_run = self.config.stash.get(PLAIN_RUN_KEY, {})
-        self.result = RunResult(
-            run_id=(self.config.getoption("acgs_run_id") or plain_run.get("run_id")
-                    or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")),
-            profile=profile.name if profile else "",
-            gate=self.config.getoption("acgs_gate") or "all",
-            started=datetime.fromtimestamp(self.start, UTC).isoformat(timespec="seconds"),
-            duration=time.time() - self.start,
-            constitutional_hash=profile.constitutional_hash if profile else "",
-            checks=sorted(self.by_nodeid.values(), key=_order),
-            complete=not self.interrupted and exitstatus not in (2, 3, 4),
-            planned=getattr(session, "testscollected", None) or None,  # xdist's controller sets it from its workers
-            notes=_profile_notes(profile) if profile else [],
-        )
-        _apply_run_options(self.config, self.result)
-        if self._same_as_run():
-            if exitstatus == 5 or not self.result.checks:
-                self.result.notes.append("no checks were collected: check the gate, -k and -m filters")
-            session.exitstatus = self.result.exit_code  # the contract of acgs-verify run: 0/1/2/3
-
-    def _same_as_run(self) -> bool:
-        """Plain pytest over the checks ends as acgs-verify run does; the suite's own tests are left alone."""
-        return _plain(self.config) and (PROFILE_KEY in self.config.stash or bool(self.by_nodeid))
-
-    def pytest_unconfigure(self, config: pytest.Config) -> None:
-        """After pytest's own last line: the reports (with --report-dir) and the run's summary line."""
-        plain_run = config.stash.get(PLAIN_RUN_KEY, None)
-        from acgs_verify import rundir
-
-        if self.result is None or not self._same_as_run():
-            if plain_run:
-                rundir.discard(plain_run["partial"])
-            return
-        if plain_run:
-            from acgs_verify.gates import GatePlan, finish
-            from acgs_verify.report.history import trend_of
-
-            profile = config.stash[PROFILE_KEY]
-            plan = GatePlan(config.getoption("acgs_gate") or "compliance")
-            try:
-                if config.getoption("acgs_gate"):
-                    finish(self.result, plan, profile)
-                self.result.extra["trend"] = trend_of(self.result, plain_run["report_dir"])
-                run_dir = rundir.finish(self.result, plain_run["partial"], plain_run["report_dir"],
-                                        profile.secret_values(), plan.writes_snapshot)
-                print(f"reports: {run_dir}/ (report.html, report.md, summary.json, junit.xml, metrics.prom, "
-                      "allure-results/)" + ("" if self.result.complete else " [incomplete]"))
-            except rundir.ReportDirError as exc:
-                print(f"acgs-verify: error: {exc}", file=sys.stderr)
-            except BaseException:
-                rundir.discard(plain_run["partial"])
-                raise
-        print(self.result.summary_line())
-
-    def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
-        from acgs_verify.report.terminal import findings_lines
-
-        lines = findings_lines(self.result) if self.result is not None else []
-        if lines:
-            terminalreporter.section("acgs-verify findings", sep="-")
-            for line in lines:
-                terminalreporter.write_line(line)
-
-
-def _profile_notes(profile: Profile) -> list[str]:
-    return [f"host {h.name}: host key checking is off (strict_host_key_checking: false)"
-            for h in profile.hosts if not h.strict_host_key_checking and h.backend != "local"]
-
-
-def _order(c: CheckResult) -> tuple:
-    ids = list(CATALOG)
-    return (ids.index(c.id) if c.id in ids else len(ids), c.target, c.nodeid)
-
-
-def _message(report: pytest.TestReport) -> str:
-    longrepr = report.longrepr
-    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # a skip: (file, line, reason)
-        reason = str(longrepr[2])
-        return reason.removeprefix("Skipped: ")
-    if isinstance(longrepr, str):
-        return longrepr.strip()
-    crash = getattr(longrepr, "reprcrash", None)
-    if crash is not None:
-        text = " ".join(str(crash.message).split())
-        return text.removeprefix("Failed: ")[:500]
-    text = str(longrepr).strip().splitlines()
-    return text[-1][:500] if text else report.outcome
-
-
-# ---------------------------------------------------------------------------- --since and --waivers
-
-RUN_OPTIONS_KEY = pytest.StashKey[dict]()
-
-
-def _run_options(config: pytest.Config) -> dict:
-    """--since as a datetime and --waivers as Waiver objects, parsed once; bad input is a UsageError line."""
-    if RUN_OPTIONS_KEY not in config.stash:
-        from acgs_verify.probes.logs import parse_since
-        from acgs_verify.waivers import WaiverError, load_waivers
-
-        opts: dict = {"since": None, "waivers": []}
-        since = config.getoption("acgs_since")
-        if since:
-            if since == "snapshot":
-                raise pytest.UsageError("--since snapshot needs acgs-verify run (it finds the snapshot)")
-            try:
-                opts["since"] = parse_since(since)
-            except ValueError as exc:
-                raise pytest.UsageError(str(exc)) from None
-        if config.getoption("acgs_waivers"):
-            try:
-                opts["waivers"] = load_waivers(config.getoption("acgs_waivers"))
-            except WaiverError as exc:
-                raise pytest.UsageError(str(exc)) from None
-        config.stash[RUN_OPTIONS_KEY] = opts
-    return config.stash[RUN_OPTIONS_KEY]
-
-
-def _apply_run_options(config: pytest.Config, result: RunResult) -> None:
-    from acgs_verify.waivers import apply_waivers
-
-    opts = _run_options(config)
-    if opts["since"] is not None:
-        result.extra["log_window_since"] = opts["since"].isoformat(timespec="seconds")
-    if opts["waivers"]:
-        result.notes.extend(apply_waivers(result.checks, opts["waivers"], datetime.now(UTC).date()))
-
-
-# ------------------------------------------------------------------------------------------ Allure
-
-from acgs_verify.report.allure import SEVERITY as ALLURE_SEVERITY  # noqa: E402 -- one mapping for both writers
-
-
-class AllureDetails:
-    """When allure-pytest writes results (--alluredir): severity, epic and feature labels, evidence attached."""
-
-    def __init__(self, config: pytest.Config):
-        self.config = config
-
-    def _active(self) -> bool:
-        return self.config.pluginmanager.has_plugin("allure_listener")
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        if not self._active():
-            return
-        for item in items:
-            mark = item.get_closest_marker("runbook")
-            if mark is None:
-                continue
-            e = CATALOG[mark.args[0]]
-            item.add_marker(pytest.mark.allure_label(ALLURE_SEVERITY[e.severity], label_type="severity"))
-            item.add_marker(pytest.mark.allure_label(e.section_title, label_type="epic"))
-            item.add_marker(pytest.mark.allure_label(f"{e.id} {e.title}", label_type="feature"))
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_call(self, item: pytest.Item):
-        try:
-            return (yield)
-        finally:
-            if self._active():
-                self._attach_evidence(item)
-
-    def _attach_evidence(self, item: pytest.Item) -> None:
-        import allure
-
-        profile = self.config.stash.get(PROFILE_KEY, None)
-        secrets = profile.secret_values() if profile else []
-        props = dict(item.user_properties)
-        if "measured" in props:
-            text = f"measured: {props['measured']}\nexpected: {props.get('expected', '-')}"
-            allure.attach(mask(text, secrets), name="measurement", attachment_type=allure.attachment_type.TEXT)
-        for key, value in item.user_properties:
-            if key.startswith("evidence:"):
-                allure.attach(mask(str(value), secrets), name=key.split(":", 1)[1],
-                              attachment_type=allure.attachment_type.TEXT)

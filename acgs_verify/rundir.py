@@ -54,6 +54,14 @@ def usable_report_dir(report_dir: Path, option: str = "--report-dir", create: bo
     return Path(report_dir)
 
 
+def new_run_id(profile_name: str, gate: str) -> str:
+    """new_run_id("sandbox", "smoke") -> '20250601T020000Z-sandbox-smoke-1a2b' (UTC start, 4 random hex digits)."""
+    import secrets
+    from datetime import UTC, datetime
+
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{profile_name}-{gate}-{secrets.token_hex(2)}"
+
+
 def partial_of(report_dir: Path, run_id: str) -> Path:
     return report_dir / f".partial-{run_id}"
 

@@ -1,0 +1,293 @@
+"""From pytest's test reports to the result model (results.py), and the run's state kept on pytest's config.
+
+    >>> collector = config.stash[COLLECTOR_KEY]      # registered by plugin.py in pytest_configure
+    >>> collector.result                             # RunResult once the session has finished, else None
+    RunResult(run_id='20250601T020000Z-sandbox-smoke-1a2b', ...)
+
+ResultCollector builds the RunResult on the process that sees every report (the xdist controller, or the one
+process of a plain run), and finishes a plain `pytest checks` run as `acgs-verify run` does: its exit code, its
+reports with --report-dir, its last line. AllureDetails adds labels and evidence when allure-pytest writes results.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from acgs_verify.catalog import CATALOG
+from acgs_verify.profile import Profile
+from acgs_verify.redact import mask
+from acgs_verify.report.allure import SEVERITY as ALLURE_SEVERITY  # one mapping for both Allure writers
+from acgs_verify.results import CheckResult, RunResult
+
+PROFILE_KEY = pytest.StashKey[Profile]()
+COLLECTOR_KEY = pytest.StashKey["ResultCollector"]()
+RUN_OPTIONS_KEY = pytest.StashKey["RunOptions"]()
+# plain `pytest checks --report-dir DIR`: where this run is being written (acgs-verify run keeps its own)
+PLAIN_RUN_KEY = pytest.StashKey["PlainRun"]()
+
+
+def is_plain(config: pytest.Config) -> bool:
+    """A run of plain pytest over the checks (acgs-verify run passes --acgs-run-id and finishes the run itself)."""
+    return config.getoption("acgs_run_id") is None and not config.getoption("collectonly")
+
+
+@dataclass
+class RunOptions:
+    since: datetime | None = None
+    waivers: list = field(default_factory=list)
+
+
+def run_options(config: pytest.Config) -> RunOptions:
+    """--since as a datetime and --waivers as Waiver objects, parsed once; bad input is a UsageError line."""
+    if RUN_OPTIONS_KEY not in config.stash:
+        from acgs_verify.probes.logs import parse_since
+        from acgs_verify.waivers import WaiverError, load_waivers
+
+        opts = RunOptions()
+        since = config.getoption("acgs_since")
+        if since:
+            if since == "snapshot":
+                raise pytest.UsageError("--since snapshot needs acgs-verify run (it finds the snapshot)")
+            try:
+                opts.since = parse_since(since)
+            except ValueError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        if config.getoption("acgs_waivers"):
+            try:
+                opts.waivers = load_waivers(config.getoption("acgs_waivers"))
+            except WaiverError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        config.stash[RUN_OPTIONS_KEY] = opts
+    return config.stash[RUN_OPTIONS_KEY]
+
+
+@dataclass
+class PlainRun:
+    run_id: str
+    partial: Path
+    report_dir: Path
+
+
+def start_plain_run(config: pytest.Config, report_dir: Path) -> None:
+    """`pytest checks --report-dir DIR`: the run's .partial-* directory, and junit.xml into it."""
+    from acgs_verify import rundir
+
+    rundir.usable_report_dir(report_dir)
+    run_id = rundir.new_run_id(config.stash[PROFILE_KEY].name, config.getoption("acgs_gate"))
+    config.stash[PLAIN_RUN_KEY] = PlainRun(run_id, rundir.start(report_dir, run_id), report_dir)
+    if not config.option.xmlpath:  # junit.xml, as acgs-verify run writes it
+        config.option.xmlpath = str(config.stash[PLAIN_RUN_KEY].partial / "junit.xml")
+
+
+def register_collectors(config: pytest.Config) -> None:
+    """AllureDetails on every process; the ResultCollector on the one that sees every report (xdist's controller,
+    or the single process of a run without workers), at config.stash[COLLECTOR_KEY]."""
+    config.pluginmanager.register(AllureDetails(config), "acgs-verify-allure")
+    if not hasattr(config, "workerinput"):
+        config.stash[COLLECTOR_KEY] = ResultCollector(config)
+        config.pluginmanager.register(config.stash[COLLECTOR_KEY], "acgs-verify-results")
+
+
+class ResultCollector:
+    """Builds the RunResult from test reports (which xdist forwards from its workers)."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.start = time.time()
+        self.by_nodeid: dict[str, CheckResult] = {}
+        self.result: RunResult | None = None
+        self.interrupted = False
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict((k, v) for k, v in report.user_properties if not k.startswith("evidence:"))
+        if "runbook_id" not in props:
+            return
+        res = self.by_nodeid.get(report.nodeid)
+        if res is None:
+            e = CATALOG[props["runbook_id"]]
+            res = CheckResult(nodeid=report.nodeid, id=e.id, section=e.section, severity=e.severity,
+                              title=e.title, target=props.get("target", "-"), next_step=e.next_step,
+                              host=props.get("host"))
+            self.by_nodeid[report.nodeid] = res
+        res.duration += report.duration
+        for key in ("measured", "expected", "value", "warning"):
+            if key in props:
+                setattr(res, key, props[key])
+        for k, v in report.user_properties:
+            if k.startswith("evidence:"):
+                res.evidence[k.split(":", 1)[1]] = v
+        if report.when == "call" or report.outcome != "passed":
+            outcome = report.outcome
+            if report.when != "call" and outcome == "failed":
+                outcome = "error"
+            if res.outcome in ("failed", "error") and outcome in ("passed", "skipped"):
+                return  # teardown passing does not undo a failure
+            res.outcome = outcome
+            if outcome != "passed":
+                res.message = _message(report)
+
+    def pytest_keyboard_interrupt(self, excinfo) -> None:
+        self.interrupted = True
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        profile = self.config.stash.get(PROFILE_KEY, None)
+        secrets = profile.secret_values() if profile else []
+        for res in self.by_nodeid.values():
+            res.message = mask(res.message, secrets)
+            for name in ("measured", "expected", "warning"):  # a probe may quote a DSN or a command line
+                if getattr(res, name):
+                    setattr(res, name, mask(str(getattr(res, name)), secrets))
+            res.evidence = {k: mask(v, secrets) for k, v in res.evidence.items()}
+        plain_run = self.config.stash.get(PLAIN_RUN_KEY, None)
+        self.result = RunResult(
+            run_id=(self.config.getoption("acgs_run_id") or (plain_run.run_id if plain_run else None)
+                    or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")),
+            profile=profile.name if profile else "",
+            gate=self.config.getoption("acgs_gate"),
+            started=datetime.fromtimestamp(self.start, UTC).isoformat(timespec="seconds"),
+            duration=time.time() - self.start,
+            constitutional_hash=profile.constitutional_hash if profile else "",
+            checks=sorted(self.by_nodeid.values(), key=_order),
+            complete=not self.interrupted and exitstatus not in (2, 3, 4),
+            planned=getattr(session, "testscollected", None) or None,  # xdist's controller sets it from its workers
+            notes=_profile_notes(profile) if profile else [],
+        )
+        _apply_run_options(run_options(self.config), self.result)
+        if self._same_as_run():
+            if exitstatus == 5 or not self.result.checks:
+                self.result.notes.append("no checks were collected: check the gate, -k and -m filters")
+            session.exitstatus = self.result.exit_code  # the contract of acgs-verify run: 0/1/2/3
+
+    def _same_as_run(self) -> bool:
+        """Plain pytest over the checks ends as acgs-verify run does; the suite's own tests are left alone."""
+        return is_plain(self.config) and (PROFILE_KEY in self.config.stash or bool(self.by_nodeid))
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """After pytest's own last line: the reports (with --report-dir) and the run's summary line."""
+        from acgs_verify import rundir
+
+        plain_run = config.stash.get(PLAIN_RUN_KEY, None)
+        if self.result is None or not self._same_as_run():
+            if plain_run:
+                rundir.discard(plain_run.partial)
+            return
+        if plain_run:
+            _finish_plain_run(self.result, config, plain_run)
+        print(self.result.summary_line())
+
+    def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
+        from acgs_verify.report.terminal import findings_lines
+
+        lines = findings_lines(self.result) if self.result is not None else []
+        if lines:
+            terminalreporter.section("acgs-verify findings", sep="-")
+            for line in lines:
+                terminalreporter.write_line(line)
+
+
+def _finish_plain_run(result: RunResult, config: pytest.Config, plain_run: PlainRun) -> None:
+    """The gate's rules, the trend and the reports, as acgs-verify run writes them; one line saying where."""
+    from acgs_verify import rundir
+    from acgs_verify.gates import GatePlan, finish
+    from acgs_verify.report.history import trend_of
+
+    profile = config.stash[PROFILE_KEY]
+    plan = GatePlan(config.getoption("acgs_gate"))
+    try:
+        finish(result, plan, profile)
+        result.extra["trend"] = trend_of(result, plain_run.report_dir)
+        run_dir = rundir.finish(result, plain_run.partial, plain_run.report_dir, profile.secret_values(),
+                                plan.writes_snapshot)
+        print(f"reports: {run_dir}/ (report.html, report.md, summary.json, junit.xml, metrics.prom, "
+              "allure-results/)" + ("" if result.complete else " [incomplete]"))
+    except rundir.ReportDirError as exc:
+        print(f"acgs-verify: error: {exc}", file=sys.stderr)
+    except BaseException:
+        rundir.discard(plain_run.partial)
+        raise
+
+
+def _apply_run_options(opts: RunOptions, result: RunResult) -> None:
+    from acgs_verify.waivers import apply_waivers
+
+    if opts.since is not None:
+        result.extra["log_window_since"] = opts.since.isoformat(timespec="seconds")
+    if opts.waivers:
+        result.notes.extend(apply_waivers(result.checks, opts.waivers, datetime.now(UTC).date()))
+
+
+def _profile_notes(profile: Profile) -> list[str]:
+    return [f"host {h.name}: host key checking is off (strict_host_key_checking: false)"
+            for h in profile.hosts if not h.strict_host_key_checking and h.backend != "local"]
+
+
+def _order(c: CheckResult) -> tuple:
+    ids = list(CATALOG)
+    return (ids.index(c.id) if c.id in ids else len(ids), c.target, c.nodeid)
+
+
+def _message(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # a skip: (file, line, reason)
+        reason = str(longrepr[2])
+        return reason.removeprefix("Skipped: ")
+    if isinstance(longrepr, str):
+        return longrepr.strip()
+    crash = getattr(longrepr, "reprcrash", None)
+    if crash is not None:
+        text = " ".join(str(crash.message).split())
+        return text.removeprefix("Failed: ")[:500]
+    text = str(longrepr).strip().splitlines()
+    return text[-1][:500] if text else report.outcome
+
+
+class AllureDetails:
+    """When allure-pytest writes results (--alluredir): severity, epic and feature labels, evidence attached."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+
+    def _active(self) -> bool:
+        return self.config.pluginmanager.has_plugin("allure_listener")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        if not self._active():
+            return
+        for item in items:
+            mark = item.get_closest_marker("runbook")
+            if mark is None:
+                continue
+            e = CATALOG[mark.args[0]]
+            item.add_marker(pytest.mark.allure_label(ALLURE_SEVERITY[e.severity], label_type="severity"))
+            item.add_marker(pytest.mark.allure_label(e.section_title, label_type="epic"))
+            item.add_marker(pytest.mark.allure_label(f"{e.id} {e.title}", label_type="feature"))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item):
+        try:
+            return (yield)
+        finally:
+            if self._active():
+                self._attach_evidence(item)
+
+    def _attach_evidence(self, item: pytest.Item) -> None:
+        import allure
+
+        profile = self.config.stash.get(PROFILE_KEY, None)
+        secrets = profile.secret_values() if profile else []
+        props = dict(item.user_properties)
+        if "measured" in props:
+            text = f"measured: {props['measured']}\nexpected: {props.get('expected', '-')}"
+            allure.attach(mask(text, secrets), name="measurement", attachment_type=allure.attachment_type.TEXT)
+        for key, value in item.user_properties:
+            if key.startswith("evidence:"):
+                allure.attach(mask(str(value), secrets), name=key.split(":", 1)[1],
+                              attachment_type=allure.attachment_type.TEXT)
