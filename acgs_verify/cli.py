@@ -482,11 +482,11 @@ def cmd_merge(args) -> int:
     first = found[0][1]
     if "/" in first.profile or "/" in first.gate or first.profile.startswith("."):
         raise UsageError(f"{found[0][0]}: profile {first.profile!r} cannot name a run directory")
-    report_dir: Path = rundir.usable_report_dir(args.report_dir)
     try:
         merged = merge_results(found, rundir.new_run_id(first.profile, first.gate))
     except ShardError as exc:
         raise UsageError(str(exc)) from None
+    report_dir: Path = rundir.usable_report_dir(args.report_dir)  # created once the shards are known to fit
     info = merged.extra["merged"]
     junits = [p / "junit.xml" for p, r in sorted(found, key=lambda f: f[1].extra[SHARD_KEY]["index"])]
     partial = rundir.start(report_dir, merged.run_id)
