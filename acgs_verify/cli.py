@@ -336,7 +336,10 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
         print(f"ACGS UNKNOWN - could not run the checks (pytest exit {code}) | duration={time.time() - started:.1f}s")
         return EXIT_UNKNOWN
     if result.complete and (code == 5 or not result.checks):  # interrupted before the first check: not a filter
-        result.notes.append("no checks were collected: check the gate, -k and -m filters")
+        shard = result.extra.get("shard")
+        result.notes.append("no checks were collected: check the gate, -k and -m filters" + (
+            f"; or no host or target of the profile hashes to shard {shard['index']} of {shard['count']}"
+            if shard else ""))
     if args.wait and result.checks and result.complete:
         _wait(args, result, pytest_args, partial)
     gate_lines = _finish_gate(result, gate_plan, profile, report_dir)

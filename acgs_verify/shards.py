@@ -140,7 +140,8 @@ def merge_results(results: list[tuple[Path, RunResult]], run_id: str) -> RunResu
         run_id=run_id, profile=first.profile, gate=first.gate, started=start.isoformat(timespec="seconds"),
         duration=(end - start).total_seconds(), constitutional_hash=first.constitutional_hash, checks=checks,
         complete=all(r.complete for r in parts),
-        notes=list(dict.fromkeys(n for r in parts for n in r.notes)),  # a profile's notes are in every shard
+        # a profile's notes are in every shard; a shard that held nothing is not a filter that went wrong
+        notes=list(dict.fromkeys(n for r in parts for n in r.notes if r.checks or not n.startswith("no checks"))),
         gate_failures=list(dict.fromkeys(g for r in parts for g in r.gate_failures)),
         planned=sum(r.planned or len(r.checks) for r in parts),
     )
@@ -150,8 +151,10 @@ def merge_results(results: list[tuple[Path, RunResult]], run_id: str) -> RunResu
             merged.extra[key] = value
     merged.gate_failures += [f"shard {k} of {count} missing: its hosts and targets were not checked"
                              for k in missing]
-    merged.notes.insert(0, f"merged from shard{'s' if len(parts) > 1 else ''} "
-                           f"{', '.join(map(str, sorted(shards)))} of {count} (run group {group})")
+    merged.notes[:0] = [f"merged from shard{'s' if len(parts) > 1 else ''} "
+                        f"{', '.join(map(str, sorted(shards)))} of {count} (run group {group})"] + [
+        f"shard {k} of {count} held no checks: no host or target of the profile hashes to it"
+        for k, (_, r) in sorted(shards.items()) if not r.checks and r.complete]
     merged.extra[MERGED_KEY] = {"group": group, "count": count, "missing": missing,
                                 "shards": [{"index": k, "run_id": r.run_id, "exit_code": r.exit_code}
                                            for k, (_, r) in sorted(shards.items())]}

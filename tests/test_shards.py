@@ -128,6 +128,21 @@ def test_a_fault_gives_the_same_failures_and_exit_code_sharded(sandbox, tmp_path
     assert codes.count(2) == 1 and set(codes) <= {0, 2}, codes
 
 
+def test_shards_that_hold_nothing_count_as_present(sandbox, tmp_path):
+    # the smoke gate checks 3 things here (app-1's services, the database, the cache): of 5 shards, 2 or more hold
+    # nothing; each says so (exit 3, nothing collected), and the merge is still the unsharded verdict
+    whole_res, whole = run(sandbox, tmp_path / "whole", "--gate", "smoke")
+    shards = run_sharded(sandbox, tmp_path, 5, "smoke-run", "--gate", "smoke")
+    empty = [k for k, (_, s) in shards.items() if not s["checks"]]
+    assert len(empty) >= 2 and all(shards[k][0].returncode == 3 for k in empty)
+    assert "hashes to shard" in shards[empty[0]][1]["notes"][-1]
+    res, merged = merge(*(tmp_path / f"shard-{k}" / "latest" for k in shards), report_dir=tmp_path / "m")
+    assert res.returncode == whole_res.returncode == 0, res.stdout + res.stderr
+    assert outcomes(merged) == outcomes(whole)
+    assert merged["merged"]["missing"] == [] and not any(n.startswith("no checks") for n in merged["notes"])
+    assert f"shard {empty[0]} of 5 held no checks: no host or target of the profile hashes to it" in merged["notes"]
+
+
 # -------------------------------------------------------------------------------- what merge refuses
 
 
