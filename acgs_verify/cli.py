@@ -1,4 +1,4 @@
-"""acgs-verify run | report | diff | sandbox | catalog
+"""acgs-verify run | merge | report | diff | sandbox | catalog | discover
 
 Exit codes (docs/design.md, the same as Nagios): 0 every check passed, 1 only P2/P3 checks failed,
 2 a P0/P1 check failed, 3 could not run (bad profile, bad option, nothing collected).
@@ -93,7 +93,7 @@ def build_parser() -> _Parser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND",
-                           help="run | report | diff | catalog | sandbox")
+                           help="run | merge | report | diff | catalog | sandbox | discover")
     add_parser = sub.add_parser
 
     def add_with_common(name: str, **kw):
@@ -113,6 +113,12 @@ def build_parser() -> _Parser:
     rep = sub.add_parser("report", help="regenerate a run's reports from its summary.json")
     rep.add_argument("run", nargs="?", default="latest", help="run id, run directory or summary.json (default: latest)")
     rep.add_argument("--report-dir", default="reports", type=Path)
+
+    mrg = sub.add_parser("merge", help="join the shards of one run (run --shard K/N) into one run and its reports")
+    mrg.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                     help="each shard's run directory (or its summary.json), e.g. shards/*/latest")
+    mrg.add_argument("--report-dir", default="reports", type=Path,
+                     help="where the merged run is written, with latest and history.jsonl (default: reports)")
 
     dif = sub.add_parser("diff", help="compare two runs as the post-maintenance gate does")
     dif.add_argument("run_a", help="the run before (run id, run directory, summary.json or snapshot.json)")
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         handler = {"run": cmd_run, "catalog": cmd_catalog, "sandbox": cmd_sandbox, "report": cmd_report,
-                   "diff": cmd_diff, "discover": cmd_discover}[args.command]
+                   "diff": cmd_diff, "discover": cmd_discover, "merge": cmd_merge}[args.command]
         code = handler(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
         return code
@@ -262,6 +268,8 @@ def cmd_run(args) -> int:
     problem = options.gate_problem(args.gate)
     if problem:
         raise UsageError(problem)
+    shard = _shard(args)
+    args.run_group = shard.group if shard is not None else None  # pytest is handed the group resolved here
     args.profile = options.profile_name(args.profile)
     args.report_dir = Path(options.DEFAULT_REPORT_DIR if args.report_dir is None else args.report_dir)
     workers_for(args.workers, 0)  # a bad --workers stops here, before anything is written
@@ -282,6 +290,15 @@ def cmd_run(args) -> int:
         except BaseException:
             rundir.discard(partial)  # interrupted outside pytest, or a bug: never leave .partial-* behind
             raise
+
+
+def _shard(args):
+    from acgs_verify.shards import ShardError, resolve
+
+    try:
+        return resolve(args.shard, args.run_group, args.gate)
+    except ShardError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _check_options(args) -> None:
@@ -319,7 +336,10 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
         print(f"ACGS UNKNOWN - could not run the checks (pytest exit {code}) | duration={time.time() - started:.1f}s")
         return EXIT_UNKNOWN
     if result.complete and (code == 5 or not result.checks):  # interrupted before the first check: not a filter
-        result.notes.append("no checks were collected: check the gate, -k and -m filters")
+        shard = result.extra.get("shard")
+        result.notes.append("no checks were collected: check the gate, -k and -m filters" + (
+            f"; or no host or target of the profile hashes to shard {shard['index']} of {shard['count']}"
+            if shard else ""))
     if args.wait and result.checks and result.complete:
         _wait(args, result, pytest_args, partial)
     gate_lines = _finish_gate(result, gate_plan, profile, report_dir)
@@ -439,6 +459,62 @@ def cmd_report(args) -> int:
     print(f"reports regenerated in {summary.parent.resolve()}/: {', '.join(p.name for p in written)}")
     print(result.summary_line())
     return 0
+
+
+def cmd_merge(args) -> int:
+    """The shards of one run as one run directory, its reports, one history line and the exit code of the whole.
+    Shards of another profile, gate or run group are refused (exit 3); a missing shard closes the gate (exit 2)."""
+    from acgs_verify import rundir
+    from acgs_verify.gates import last_line
+    from acgs_verify.report.history import trend_of
+    from acgs_verify.report.summary import read_summary
+    from acgs_verify.shards import SHARD_KEY, ShardError, merge_junit, merge_results
+
+    found, seen = [], set()
+    for arg in args.runs:
+        summary = Path(arg) / "summary.json" if Path(arg).is_dir() else Path(arg)
+        if not summary.is_file():
+            raise UsageError(f"{arg}: no summary.json (give each shard's run directory, e.g. shards/*/latest)")
+        if summary.resolve() in seen:  # shards/1/latest and the run it points at
+            continue
+        seen.add(summary.resolve())
+        try:
+            found.append((summary.parent, read_summary(summary)))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise UsageError(f"{summary}: not a readable summary.json ({one_line(exc)})") from None
+    first = found[0][1]
+    if "/" in first.profile or "/" in first.gate or first.profile.startswith("."):
+        raise UsageError(f"{found[0][0]}: profile {first.profile!r} cannot name a run directory")
+    try:
+        merged = merge_results(found, rundir.new_run_id(first.profile, first.gate))
+    except ShardError as exc:
+        raise UsageError(str(exc)) from None
+    report_dir: Path = rundir.usable_report_dir(args.report_dir)  # created once the shards are known to fit
+    info = merged.extra["merged"]
+    junits = [p / "junit.xml" for p, r in sorted(found, key=lambda f: f[1].extra[SHARD_KEY]["index"])]
+    partial = rundir.start(report_dir, merged.run_id)
+    try:
+        merge_junit(junits, info["missing"], info["count"], partial / "junit.xml")
+        merged.extra["trend"] = trend_of(merged, report_dir)
+        run_dir = rundir.finish(merged, partial, report_dir, [], snapshot=False)  # masked when each shard ran
+    except ShardError as exc:
+        rundir.discard(partial)
+        raise UsageError(str(exc)) from None
+    except rundir.ReportDirError as exc:
+        print(f"acgs-verify: error: {exc}", file=sys.stderr)
+        print(merged.summary_line())
+        return merged.exit_code
+    except BaseException:
+        rundir.discard(partial)
+        raise
+    here = ", ".join(str(s["index"]) for s in info["shards"])
+    print(f"merged shards {here} of {info['count']} (run group {info['group']}): {len(merged.checks)} checks")
+    for k in info["missing"]:
+        print(f"shard {k} of {info['count']} missing: its hosts and targets were not checked")
+    print(f"reports: {run_dir}/ (report.html, report.md, summary.json, junit.xml, metrics.prom, allure-results/)"
+          + ("" if merged.complete else " [incomplete]"))
+    print(last_line(merged))
+    return merged.exit_code
 
 
 def cmd_diff(args) -> int:

@@ -24,6 +24,8 @@ from acgs_verify.profile import Profile
 from acgs_verify.redact import mask
 from acgs_verify.report.allure import SEVERITY as ALLURE_SEVERITY  # one mapping for both Allure writers
 from acgs_verify.results import CheckResult, RunResult
+from acgs_verify.shards import SHARD_KEY, Shard, ShardError
+from acgs_verify.shards import resolve as resolve_shard
 
 PROFILE_KEY = pytest.StashKey[Profile]()
 COLLECTOR_KEY = pytest.StashKey["ResultCollector"]()
@@ -41,10 +43,12 @@ def is_plain(config: pytest.Config) -> bool:
 class RunOptions:
     since: datetime | None = None
     waivers: list = field(default_factory=list)
+    shard: Shard | None = None  # --shard K/N: this run checks only the hosts and targets of shard K
 
 
 def run_options(config: pytest.Config) -> RunOptions:
-    """--since as a datetime and --waivers as Waiver objects, parsed once; bad input is a UsageError line."""
+    """--since as a datetime, --waivers as Waiver objects and --shard as a Shard, parsed once; bad input is a
+    UsageError line."""
     if RUN_OPTIONS_KEY not in config.stash:
         from acgs_verify.probes.logs import parse_since
         from acgs_verify.waivers import WaiverError, load_waivers
@@ -63,6 +67,11 @@ def run_options(config: pytest.Config) -> RunOptions:
                 opts.waivers = load_waivers(config.getoption("acgs_waivers"))
             except WaiverError as exc:
                 raise pytest.UsageError(str(exc)) from None
+        try:
+            opts.shard = resolve_shard(config.getoption("acgs_shard"), config.getoption("acgs_run_group"),
+                                       config.getoption("acgs_gate"))
+        except ShardError as exc:
+            raise pytest.UsageError(str(exc)) from None
         config.stash[RUN_OPTIONS_KEY] = opts
     return config.stash[RUN_OPTIONS_KEY]
 
@@ -217,6 +226,8 @@ def _finish_plain_run(result: RunResult, config: pytest.Config, plain_run: Plain
 def _apply_run_options(opts: RunOptions, result: RunResult) -> None:
     from acgs_verify.waivers import apply_waivers
 
+    if opts.shard is not None:  # merge reads it: which shard of which run this is
+        result.extra[SHARD_KEY] = opts.shard.as_dict()
     if opts.since is not None:
         result.extra["log_window_since"] = opts.since.isoformat(timespec="seconds")
     if opts.waivers:

@@ -1,7 +1,7 @@
 """The options `acgs-verify run` and `pytest checks` share, declared once for both parsers.
 
     >>> [o.flag for o in SHARED]
-    ['--profile', '--set', '--gate', '--since', '--waivers', '--report-dir']
+    ['--profile', '--set', '--gate', '--since', '--waivers', '--report-dir', '--shard', '--run-group']
     >>> pytest_args({"gate": "smoke", "set": ["a.b=1"], "since": None})
     ['--set', 'a.b=1', '--gate', 'smoke']
 
@@ -57,6 +57,12 @@ SHARED: tuple[Option, ...] = (
     Option("--waivers", "YAML file of waived failures: id, target (pattern), reason, owner, expires", metavar="FILE"),
     Option("--report-dir", "write reports into REPORT_DIR/<run id>/ and point REPORT_DIR/latest at it "
            f"(default: {DEFAULT_REPORT_DIR} with acgs-verify run; none with plain pytest)", metavar="REPORT_DIR"),
+    # checked by shards.resolve() in both, for the same one line and exit 3
+    Option("--shard", "run the checks of shard K of N only: hosts (with all their checks) and targets without a "
+           "host, assigned by a hash of their name; join the shards with acgs-verify merge", metavar="K/N"),
+    Option("--run-group", "the id shared by the shards of one run, which merge checks (default: the CI pipeline's, "
+           "from CI_PIPELINE_ID or GITHUB_RUN_ID and GITHUB_RUN_ATTEMPT; needed with --shard elsewhere)",
+           metavar="ID"),
 )
 BY_NAME = {o.name: o for o in SHARED}
 

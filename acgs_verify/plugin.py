@@ -18,6 +18,7 @@ from acgs_verify.catalog import CATALOG, GATES, SECTIONS, SEVERITIES
 from acgs_verify.check import Check, ProbeError
 from acgs_verify.collector import PROFILE_KEY, is_plain, register_collectors, run_options, start_plain_run
 from acgs_verify.profile import Profile, ProfileError, load_profile
+from acgs_verify.shards import key_of
 from acgs_verify.targets import TARGET_KINDS, host_of
 
 
@@ -122,6 +123,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 @pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the xdist_group marks set here
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]):
     wanted = GATES[config.getoption("acgs_gate")]["ids"]  # None: every check
+    shard = run_options(config).shard  # --shard K/N: a host's checks all in one shard (shards.py)
     keep, drop = [], []
     for item in items:
         mark = item.get_closest_marker("runbook")
@@ -132,6 +134,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         target = _target_of(item)
         if (wanted is not None and check_id not in wanted) or target is _NO_TARGETS:
             drop.append(item)  # not in the gate, or the profile has nothing of its kind (no databases, no keys)
+            continue
+        if shard is not None and not shard.owns(key_of(target, check_id)):
+            drop.append(item)  # another shard's host or target
             continue
         e = CATALOG[check_id]
         item.user_properties.extend([

@@ -147,7 +147,8 @@ def finish(result, partial: Path, report_dir: Path, secrets: list[str], snapshot
         _point_latest(report_dir, result.run_id)
         from acgs_verify.report.history import append_history
 
-        append_history(result, report_dir)
+        if "shard" not in result.extra:  # a shard is part of a run: its merge writes the run's one line
+            append_history(result, report_dir)
     return run_dir
 
 
