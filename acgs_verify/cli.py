@@ -20,6 +20,7 @@ from acgs_verify.gates import GateError
 from acgs_verify.redact import one_line
 from acgs_verify.results import EXIT_UNKNOWN
 from acgs_verify.waivers import WaiverError
+from acgs_verify.words import plural
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -63,9 +64,6 @@ DEFAULT_HELP = {
 }
 
 
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """plural(1, "process") -> '1 process'; plural(2, "process") -> '2 processes'."""
-    return f"{n} {word if n == 1 else many or (word + 'es' if word.endswith(('s', 'x', 'ch', 'sh')) else word + 's')}"
 
 
 def _version() -> str:

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.profile import Database, Profile
 from acgs_verify.redact import display_url, one_line
+from acgs_verify.words import plural
 
 APPLICATION_NAME = "acgs-verify"
 LOCK_TIMEOUT_MS = 2000  # a check never waits on a lock longer than this: it would rather fail than queue
@@ -317,7 +318,7 @@ def replication_lags(pool: PgPool, database: Database) -> dict[str, Any] | None:
     # it serves ever older data, however small its lag looks right after the pause
     not_streaming += [f"{dsn} (replay paused)" for dsn, r in asked.items() if r["paused"]]
     if len(standbys) < len(asked):
-        not_streaming.append(f"{len(asked) - len(standbys)} listed replicas missing from pg_stat_replication")
+        not_streaming.append(f"{plural(len(asked) - len(standbys), 'listed replica')} missing from pg_stat_replication")
     return {"lag_seconds": lags, "not_streaming": not_streaming, "pg_stat_replication": standbys, "replicas": asked}
 
 
