@@ -29,6 +29,11 @@ SECTIONS: dict[str, str] = {
 }
 
 
+# A next step names what the profile knows about the target as {fields}; a failure message fills them from its
+# target (check.py: next_step_for), the catalog's own page (docs/checks.md) with these words.
+GENERIC_FIELDS = {"restart": "`sudo systemctl restart <unit>`", "tail": "`tail -f <log>`", "unit": "<unit>"}
+
+
 @dataclass(frozen=True)
 class CatalogEntry:
     id: str
@@ -36,8 +41,18 @@ class CatalogEntry:
     severity: str
     title: str
     runbook: str
-    next_step: str
+    next_step_template: str  # with {restart}, {tail}, {unit} (GENERIC_FIELDS) where the target fills them in
     target: str
+
+    @property
+    def next_step(self) -> str:
+        """The next step in general words, as the catalog page shows it: `sudo systemctl restart <unit>`."""
+        return self.next_step_with(GENERIC_FIELDS)
+
+    def next_step_with(self, fields: dict[str, str]) -> str:
+        """The next step with the target's facts: next_step_with({"restart": "`sudo systemctl restart acgs-auth`",
+        ...}); a field not given keeps its general words."""
+        return self.next_step_template.format_map({**GENERIC_FIELDS, **fields})
 
     @property
     def section_title(self) -> str:
@@ -53,7 +68,7 @@ def _e(id_, section, severity, title, runbook, next_step, target):
     return CatalogEntry(id_, section, severity, title, runbook, next_step, target)
 
 
-_SVC_DOWN = "check `ps aux | grep uvicorn`, then `sudo systemctl restart <unit>` and `tail -f <log>`"
+_SVC_DOWN = "check `ps aux | grep uvicorn`, then {restart} and {tail}"
 _DB_NEXT = "see runbook 'Database Issues'"
 
 _ENTRIES = [
@@ -65,16 +80,16 @@ _ENTRIES = [
        "Service Outage / Constitutional Compliance Failure: check the service log and its deployed config",
        "each service"),
     _e("SVC-03", "services", "P0", "service process is running", "ps aux | grep uvicorn",
-       "Service Outage: sudo systemctl restart <unit>, then tail -f <log>", "each service on each app host"),
+       "Service Outage: {restart}, then {tail}", "each service on each app host"),
     _e("SVC-04", "services", "P0", "service port is listening", "netstat -tlnp | grep :PORT",
-       "Service Outage: sudo systemctl restart <unit>, then tail -f <log>", "each service on each app host"),
+       "Service Outage: {restart}, then {tail}", "each service on each app host"),
     _e("SVC-05", "services", "P1", "systemd unit is active", "systemctl status <unit>",
-       "Service Outage: sudo systemctl restart <unit>; journalctl -u <unit>", "each service on systemd hosts"),
+       "Service Outage: {restart}; `journalctl -u {unit}`", "each service on systemd hosts"),
     _e("SVC-06", "services", "P1", "health latency p99 within target", "python scripts/latency_check.py",
        "High Latency: check database (pg_stat_statements), Redis (--latency-history) and load (/proc/loadavg)",
        "each service"),
     _e("SVC-07", "services", "P1", "error rate below limit", "grep ' 5[0-9][0-9] ' <log> / acgs_http_requests_total",
-       "Service Outage: tail -f <log> for the failing requests", "each service"),
+       "Service Outage: {tail} for the failing requests", "each service"),
     _e("SVC-08", "services", "P0", "X-Constitutional-Hash header carries the expected hash",
        "curl -sI http://HOST:PORT/health | grep X-Constitutional-Hash",
        "Constitutional Compliance Failure: redeploy the service with the right constitutional configuration",
@@ -177,7 +192,8 @@ _ENTRIES = [
        "Security: chmod 0600 and chown the file; rotate what it holds if it was exposed", "each secret file"),
     _e("SEC-03", "security", "P1", "failed logins below limit",
        'grep -i "failed login\\|unauthorized" /var/log/acgs/*.log',
-       "Security Incident Response: check the source addresses; sudo ufw deny from <ip>", "each host's logs"),
+       "Security Incident Response: check the source addresses; `sudo ufw deny from` each one that attacks",
+       "each host's logs"),
     _e("SEC-04", "security", "P1", "user accounts match the allow-list", "cut -d: -f1 /etc/passwd | sort",
        "Security Incident Response: find who created the account; lock it", "each host"),
     _e("SEC-05", "security", "P2", "keys rotated in time", "python scripts/rotate_application_keys.py",
@@ -191,7 +207,7 @@ _ENTRIES = [
     _e("SVC-11", "services", "P2", "memory of the service's processes",
        "ps aux | grep uvicorn | awk '{print $2, $4, $11}' | sort -k2 -nr",
        "Application Optimization: find what the service holds (caches, leaks); restart it in a quiet window "
-       "(sudo systemctl restart <unit>)", "each service on each app host"),
+       "({restart})", "each service on each app host"),
     _e("SVC-12", "services", "P1", "latency not degraded against the baseline",
        "python scripts/latency_check.py (Incident Classification P1: performance degradation >500% of baseline)",
        "High Latency: compare with the last good run; check database (pg_stat_statements), Redis "

@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from acgs_verify.catalog import entry
+from acgs_verify.catalog import CatalogEntry, entry
 from acgs_verify.probes.errors import ProbeError
 
-__all__ = ["Check", "ProbeError", "runbook"]  # ProbeError stays importable from here; probes take it from errors
+# ProbeError stays importable from here; probes take it from errors
+__all__ = ["Check", "ProbeError", "next_step_for", "runbook"]
 
 
 def runbook(check_id: str, applies: Callable[[Any], bool] | None = None,
@@ -54,14 +55,57 @@ def _short(value: Any, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def next_step_for(e: CatalogEntry, target: Any = None, systemd: bool | None = None) -> str:
+    """The catalog's next step with what the profile knows of the target: its unit, log and port.
+
+    >>> next_step_for(CATALOG["SVC-03"], auth_at_app_1, systemd=True)
+    'Service Outage: `sudo systemctl restart acgs-auth-service`, then `tail -f /var/log/acgs/auth_service.log`'
+
+    `systemd` is whether the target's host runs systemd (None: not known, the profile's unit is taken at its
+    word); where it does not, or the profile names no unit, the step says what to restart instead.
+    """
+    service, host = getattr(target, "service", None), getattr(target, "host", None)
+    if service is None or host is None:
+        return e.next_step
+    fields = {"tail": f"`tail -f {service.log}`" if service.log else "read the service's log (the profile names none)"}
+    if service.unit and systemd is not False:
+        fields |= {"restart": f"`sudo systemctl restart {service.unit}`", "unit": service.unit}
+    else:
+        why = (f"{host.name} runs no systemd" if service.unit
+               else f"the profile names no systemd unit for {service.name}")
+        fields["restart"] = (f"restart the process that serves port {service.port} the way {host.name} starts it "
+                             f"({why}; SVC-03's evidence in a passing run shows its command line)")
+    return e.next_step_with(fields)
+
+
 class Check:
     """Bound to one test item: records what was measured, and fails with the catalog's next step."""
 
-    def __init__(self, item: pytest.Item, target_id: str):
+    def __init__(self, item: pytest.Item, target_id: str, target: Any = None,
+                 request: pytest.FixtureRequest | None = None):
         mark = item.get_closest_marker("runbook")
         self.entry = entry(mark.args[0])
         self.target_id = target_id
         self._item = item
+        self._target = target
+        self._request = request
+
+    def next_step(self) -> str:
+        """The catalog's next step filled from this check's target (next_step_for)."""
+        return next_step_for(self.entry, self._target, self._systemd())
+
+    def _systemd(self) -> bool | None:
+        host = getattr(self._target, "host", None)
+        if host is None or getattr(self._target, "service", None) is None:
+            return None
+        if host.systemd is not None or self._request is None:
+            return host.systemd
+        from acgs_verify.probes.host import uses_systemd
+
+        try:  # the host's answer, measured once per run (SVC-05 asks the same); unknown if it cannot be asked
+            return uses_systemd(self._request.getfixturevalue("hosts"), host)
+        except Exception:  # noqa: BLE001 - a next step is advice: an unreachable host leaves it in general words
+            return None
 
     def _record(self, name: str, value: Any) -> None:
         props = self._item.user_properties
@@ -101,4 +145,6 @@ class Check:
         pytest.skip(f"{self.entry.id} {self.target_id}: {reason}")
 
     def message(self, text: str) -> str:
-        return f"{self.entry.id} {self.target_id}: {text}. Next: {self.entry.next_step}"
+        step = self.next_step()
+        self._record("next_step", step)  # the reports' next step (collector.py), as the message says it
+        return f"{self.entry.id} {self.target_id}: {text}. Next: {step}"

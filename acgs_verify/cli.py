@@ -20,6 +20,7 @@ from acgs_verify.gates import GateError
 from acgs_verify.redact import one_line
 from acgs_verify.results import EXIT_UNKNOWN
 from acgs_verify.waivers import WaiverError
+from acgs_verify.words import plural
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -63,9 +64,6 @@ DEFAULT_HELP = {
 }
 
 
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """plural(1, "process") -> '1 process'; plural(2, "process") -> '2 processes'."""
-    return f"{n} {word if n == 1 else many or (word + 'es' if word.endswith(('s', 'x', 'ch', 'sh')) else word + 's')}"
 
 
 def _version() -> str:
@@ -621,10 +619,23 @@ def cmd_sandbox(args) -> int:
     if args.action == "break":
         sb.break_fault(args.fault)
         print(f"fault on: {args.fault}")
+        shows = _FAULT_SHOWN_BY.get(args.fault.split(":", 1)[0])
+        if shows:
+            why, pytest_args = shows
+            print(f"{why}: acgs-verify run --profile {sb.profile_path} {pytest_args}")
         return 0
     sb.heal_fault(args.fault)
     print(f"fault healed: {args.fault}")
     return 0
+
+
+# faults that a plain run of the sandbox's profile does not show at once: why, and the run that shows it
+_FAULT_SHOWN_BY = {
+    "restore-broken": ("BK-07 restores the dump only in the pre-maintenance gate (elsewhere it is opt-in)",
+                       "--gate pre-maintenance -- -k BK-07"),
+    "db-long-query": ("DB-04 fails once the statement has run 2 s (the sandbox's thresholds.db_long_query_seconds)",
+                      "-- -k DB-04"),
+}
 
 
 def _print_status(status: dict) -> None:

@@ -125,7 +125,7 @@ class ResultCollector:
                               host=props.get("host"))
             self.by_nodeid[report.nodeid] = res
         res.duration += report.duration
-        for key in ("measured", "expected", "value", "warning"):
+        for key in ("measured", "expected", "value", "warning", "next_step"):  # next_step: filled from the target
             if key in props:
                 setattr(res, key, props[key])
         for k, v in report.user_properties:

@@ -15,7 +15,7 @@ import pytest
 
 from acgs_verify import options
 from acgs_verify.catalog import CATALOG, GATES, SECTIONS, SEVERITIES
-from acgs_verify.check import Check, ProbeError
+from acgs_verify.check import Check, ProbeError, next_step_for
 from acgs_verify.collector import PROFILE_KEY, is_plain, register_collectors, run_options, start_plain_run
 from acgs_verify.profile import Profile, ProfileError, load_profile
 from acgs_verify.shards import key_of
@@ -284,7 +284,7 @@ def run_history(pytestconfig: pytest.Config, profile: Profile) -> list[dict]:
 @pytest.fixture
 def check(request: pytest.FixtureRequest) -> Check:
     target = _target_of(request.node)
-    return Check(request.node, target.id if target is not None else "-")
+    return Check(request.node, target.id if target is not None else "-", target=target, request=request)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -297,6 +297,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             target = _target_of(item)
             e = CATALOG[mark.args[0]]
             tid = target.id if target is not None else "-"
-            report.longrepr = f"{e.id} {tid}: could not measure: {call.excinfo.value}. Next: {e.next_step}"
+            bound = item.funcargs.get("check")
+            step = bound.next_step() if isinstance(bound, Check) else next_step_for(e, target)
+            report.user_properties.append(("next_step", step))
+            report.longrepr = f"{e.id} {tid}: could not measure: {call.excinfo.value}. Next: {step}"
             report.outcome = "failed"
     return report

@@ -2,6 +2,7 @@
 
 from acgs_verify.check import runbook
 from acgs_verify.probes.redis import hit_rate
+from acgs_verify.words import plural
 
 MIN_PINGS = 100
 
@@ -39,5 +40,6 @@ def test_keyspace_hit_rate(cache, caches, thresholds, check):
         check.skip(f"only {lookups} lookups since the statistics were reset; the rate means something from {least}")
     rate = 100 * hits / lookups
     limit = thresholds.redis_hit_rate_percent_min
-    check.that(rate >= limit, measured=f"{rate:.1f} % ({hits} hits, {misses} misses)", expected=f">= {limit:g} %",
+    check.that(rate >= limit, measured=f"{rate:.1f} % ({plural(hits, 'hit')}, {plural(misses, 'miss')})",
+               expected=f">= {limit:g} %",
                value=round(rate, 2))

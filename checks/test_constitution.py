@@ -4,6 +4,7 @@ from acgs_verify.check import runbook
 from acgs_verify.probes.compliance import compliance_rates
 from acgs_verify.probes.logs import hash_mentions, lines_with
 from acgs_verify.probes.postgres import audit_chain
+from acgs_verify.words import plural
 
 
 @runbook("CC-01")
@@ -14,7 +15,8 @@ def test_expected_hash_in_recent_log_lines(service_log, logs, profile, threshold
     found = lines_with(lines, profile.constitutional_hash)
     if found:
         check.evidence("latest line with the hash", found[-1])
-    check.that(bool(found), measured=f"{len(found)} of the last {len(lines)} lines name {profile.constitutional_hash}",
+    check.that(bool(found),
+               measured=f"{len(found)} of the last {plural(len(lines), 'line')} name {profile.constitutional_hash}",
                expected=f"the hash in the last {n} lines of {service_log.log}")
 
 
@@ -28,7 +30,7 @@ def test_no_log_line_names_another_hash(service_log, logs, profile, thresholds, 
         bad = [line for line in lines if any(h in line.lower() for h in others)]
         check.evidence("lines naming another hash", "\n".join(bad[-20:]))
     shown = ", ".join(f"{h} ({n} lines)" for h, n in sorted(others.items())) or "none"
-    check.that(not others, measured=f"other hashes named in the last {len(lines)} lines: {shown}",
+    check.that(not others, measured=f"other hashes named in the last {plural(len(lines), 'line')}: {shown}",
                expected=f"every named hash is {profile.constitutional_hash}", value=sorted(others))
 
 
@@ -59,10 +61,11 @@ def test_audit_hash_chain_unbroken(database, pg, profile, check):
         + ("which names no row" if first["kind"] == "names no row" else f"as do rows {first['ids'][:-1]}: a fork"))
     wrong = chain["first_wrong_hash"]
     other = f"; first row with another hash: id {wrong['id']} ({wrong['constitutional_hash']})" if wrong else ""
-    chains = f"{chain['chains']['count']} chains by {by}" if by else "1 chain"
+    chains = f"{plural(chain['chains']['count'], 'chain')} by {by}" if by else "1 chain"
     check.that(not chain["breaks"] and not chain["wrong_hash"], value=chain["breaks"] + chain["wrong_hash"],
-               measured=f"{chain['breaks']} broken links, {chain['wrong_hash']} rows naming another hash in "
-                        f"{chains} over the newest {chain['rows']} rows of {database.audit_table}{broken}{other}",
+               measured=f"{plural(chain['breaks'], 'broken link')}, {plural(chain['wrong_hash'], 'row')} naming "
+                        f"another hash in {chains} over the newest {plural(chain['rows'], 'row')} of "
+                        f"{database.audit_table}{broken}{other}",
                expected=f"0 breaks, every row carrying {profile.constitutional_hash}")
 
 

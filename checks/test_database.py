@@ -6,6 +6,7 @@ Every session is read-only (acgs_verify.probes.postgres); `pg.get(database)` reu
 from acgs_verify.check import runbook
 from acgs_verify.probes import host as hostfacts
 from acgs_verify.probes import postgres
+from acgs_verify.words import plural
 
 
 @runbook("DB-01")
@@ -60,7 +61,7 @@ def test_no_long_running_queries(database, pg, thresholds, check):
     if slow:
         check.evidence("long-running queries", slow)
     shown = "; ".join(f"pid {q['pid']} running {q['seconds']:g} s: {q['query']}" for q in slow[:3]) or "none"
-    check.that(not slow, measured=f"{len(slow)} queries running longer than {limit:g} s ({shown})",
+    check.that(not slow, measured=f"{plural(len(slow), 'query', 'queries')} running longer than {limit:g} s ({shown})",
                expected=f"none running longer than {limit:g} s", value=[q["pid"] for q in slow])
 
 
@@ -74,7 +75,8 @@ def test_no_blocked_locks(database, pg, thresholds, check):
     shown = "; ".join(f"pid {b['blocked_pid']} ({b['blocked_query']}) waiting {b['waiting_seconds']:g} s on pid "
                       f"{b['blocking_pid']} ({b['blocking_state']}: {b['blocking_query']})" for b in blocked[:3])
     most = thresholds.db_blocked_locks_max
-    check.that(len(blocked) <= most, measured=f"{len(blocked)} blocked sessions" + (f": {shown}" if shown else ""),
+    check.that(len(blocked) <= most,
+               measured=f"{plural(len(blocked), 'blocked session')}" + (f": {shown}" if shown else ""),
                expected=f"at most {most} blocked", value=[(b["blocked_pid"], b["blocking_pid"]) for b in blocked])
 
 
@@ -90,7 +92,7 @@ def test_no_slow_statements(database, pg, thresholds, check):
     if slow:
         check.evidence("slowest statements", slow)
     shown = "; ".join(f"{s['mean_ms']:g} ms mean over {s['calls']} calls: {s['query']}" for s in slow[:3])
-    check.that(not slow, measured=f"{len(slow)} statements with a mean above {limit:g} ms" +
+    check.that(not slow, measured=f"{plural(len(slow), 'statement')} with a mean above {limit:g} ms" +
                (f" ({shown})" if shown else ""), expected=f"every mean < {limit:g} ms",
                value=[s["mean_ms"] for s in slow])
 
@@ -119,7 +121,8 @@ def test_buffer_cache_hit_ratio(database, pg, thresholds, check):
         check.skip("no block reads since the statistics were reset: no ratio to judge yet")
     ratio = 100 * hit / (hit + read)
     limit = thresholds.db_cache_hit_percent_min
-    check.that(ratio >= limit, measured=f"{ratio:.2f} % ({hit} hits, {read} reads)", expected=f">= {limit:g} %",
+    check.that(ratio >= limit, measured=f"{ratio:.2f} % ({plural(hit, 'hit')}, {plural(read, 'read')})",
+               expected=f">= {limit:g} %",
                value=round(ratio, 2))
 
 
@@ -129,7 +132,7 @@ def test_statistics_are_fresh(database, pg, thresholds, check):
     days = thresholds.db_stats_max_age_days
     total, stale = postgres.stale_tables(pg.get(database), days)
     shown = ", ".join(f"{t['table']} (analyzed {t['last_analyzed']})" for t in stale[:5])
-    check.that(not stale, measured=f"{len(stale)} of {total} tables not analyzed in {days:g} days" +
+    check.that(not stale, measured=f"{len(stale)} of {plural(total, 'table')} not analyzed in {days:g} days" +
                (f": {shown}" if shown else ""), expected=f"every table analyzed within {days:g} days",
                value=[t["table"] for t in stale])
 
@@ -140,7 +143,8 @@ def test_audit_log_retention(database, pg, thresholds, check):
     days = thresholds.audit_retention_days
     table = database.audit_table
     n, oldest = postgres.rows_older_than(pg.get(database), table, days)
-    check.that(n == 0, measured=f"{n} {table} rows older than {days:g} days" + (f" (oldest {oldest})" if n else ""),
+    check.that(n == 0, measured=f"{plural(n, table + ' row')} older than {days:g} days"
+               + (f" (oldest {oldest})" if n else ""),
                expected=f"none older than {days:g} days", value=n)
 
 
@@ -154,7 +158,8 @@ def test_table_bloat(database, pg, thresholds, check):
     bloated = [t for t in big if (t["dead_percent"] or 0) >= limit]
     shown = "; ".join(f"{t['table']} {t['dead_percent']:g} % dead ({t['dead']} of {t['live'] + t['dead']} rows, "
                       f"{t['size']}{'' if t['autovacuum'] else ', autovacuum off'})" for t in bloated[:3])
-    check.that(not bloated, measured=f"{len(bloated)} of {len(big)} tables over {floor} rows (of {len(tables)} user "
+    check.that(not bloated, measured=f"{len(bloated)} of {plural(len(big), 'table')} over {floor} rows "
+               f"(of {len(tables)} user "
                f"tables) with >= {limit:g} % dead tuples" + (f": {shown}" if shown else ""),
                expected=f"< {limit:g} % dead in tables over {floor} rows", value=[t["table"] for t in bloated])
 
@@ -166,8 +171,9 @@ def test_index_usage(database, pg, thresholds, check):
     tables = postgres.table_sizes(db)
     unused = postgres.unused_indexes(db, floor)
     scanned = [t for t in tables if t["live"] >= floor and t["seq_scan"] > (t["idx_scan"] or 0)]
-    check.measured(f"{len(unused)} unused indexes and {len(scanned)} tables read mostly by sequential scans among "
-                   f"{len(tables)} user tables (tables over {floor} rows)", expected="warns only",
+    check.measured(f"{plural(len(unused), 'unused index', 'unused indexes')} and {plural(len(scanned), 'table')} "
+                   "read mostly by sequential scans among "
+                   f"{plural(len(tables), 'user table')} (tables over {floor} rows)", expected="warns only",
                    value={"unused_indexes": [i["index"] for i in unused], "seq_scanned": [t["table"] for t in scanned]})
     findings = [f"index {i['index']} on {i['table']} ({i['size']}) never scanned" for i in unused[:3]]
     findings += [f"{t['table']} ({t['live']} rows) {t['seq_scan']} sequential vs {t['idx_scan'] or 0} index scans"
@@ -191,7 +197,7 @@ def test_connection_pools(database, pg, thresholds, check):
     problems += [f"{app} holds {n} connections, pool size {size}" for app, (n, size) in over.items()]
     pools = ", ".join(f"{a or '(none)'} {n}" + (f"/{database.pools[a]}" if a in database.pools
                                                  else "") for a, n in by_app.items()) or "none but acgs-verify"
-    check.that(not problems, measured=f"{len(idle)} sessions idle in transaction > {limit:g} s; connections per "
-               f"application: {pools}" + (f" ({'; '.join(problems)})" if problems else ""),
+    check.that(not problems, measured=f"{plural(len(idle), 'session')} idle in transaction > {limit:g} s; "
+               f"connections per application: {pools}" + (f" ({'; '.join(problems)})" if problems else ""),
                expected=f"0 idle in transaction > {limit:g} s and each application within its pool size",
                value={"idle_in_transaction": [s["pid"] for s in idle], "connections": by_app})

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from acgs_verify.check import runbook
 from acgs_verify.probes.logs import unresolved_critical_alerts
+from acgs_verify.words import excerpt, plural
 
 
 @runbook("MON-01")
@@ -21,9 +22,9 @@ def test_no_unresolved_critical_alert(node, logs, profile, thresholds, check):
     alerts = unresolved_critical_alerts(lines, window)
     if alerts:
         check.evidence("unresolved critical alerts", "\n".join(a.line for a in alerts[-20:]))
-    shown = "; ".join(a.line[-160:] for a in alerts[-3:])
+    shown = "; ".join(excerpt(a.line, 200) for a in alerts[-3:])
     empty = f"no line since {logs.since:%Y-%m-%d %H:%M}" if logs.since else "the log is empty: no alert written yet"
-    read = f"{len(lines)} lines read" if lines else empty
+    read = f"{plural(len(lines), 'line')} read" if lines else empty
     check.that(not alerts, measured=f"{len(alerts)} unresolved CRITICAL alerts in the last {window:g} min of "
                f"{path} ({read})" + (f": {shown}" if alerts else ""), expected=f"0 in {window:g} min")
 
@@ -37,7 +38,8 @@ def test_service_availability(service, run_history, thresholds, check):
     ups = [r["services"][service.id]["up"] for r in run_history
            if str(r["started"]) >= since and "up" in r["services"].get(service.id, {})]
     if len(ups) < need:
-        check.skip(f"{len(ups)} runs in the last {days:g} days recorded SVC-01 for {service.id} in history.jsonl; "
+        check.skip(f"{plural(len(ups), 'run')} in the last {days:g} days recorded SVC-01 for {service.id} in "
+                   "history.jsonl; "
                    f"availability needs {need}")
     percent = 100 * sum(ups) / len(ups)
     check.that(percent >= target, measured=f"{percent:.2f} % available: SVC-01 passed in {sum(ups)} of {len(ups)} "

@@ -8,6 +8,7 @@ import time
 
 from acgs_verify.check import runbook
 from acgs_verify.probes import security
+from acgs_verify.words import excerpt, plural
 
 
 def _stats(hosts, profile, host) -> dict:
@@ -33,11 +34,12 @@ def test_no_world_writable_files(app_host, hosts, profile, check):
         why = "; ".join(found.unreadable[:3]) or "the tree holds no file"
         check.fail(f"no file under {root} could be examined ({why}): nothing to judge; is paths.app_root right?")
     if found.unreadable:  # the weaker evidence, by name: what could be seen is judged, what could not is said
-        check.warn(f"{len(found.unreadable)} directories under {root} could not be read: {found.unreadable[0]}")
+        check.warn(f"{plural(len(found.unreadable), 'directory', 'directories')} under {root} could not be "
+                   f"read: {found.unreadable[0]}")
     if found.first:
         check.evidence("world-writable files", "\n".join(found.first))
     more = f" (first {len(found.first)})" if found.count > len(found.first) else ""
-    check.that(found.count == 0, measured=f"{found.count} world-writable of {found.files} files under {root}"
+    check.that(found.count == 0, measured=f"{found.count} world-writable of {plural(found.files, 'file')} under {root}"
                + (f"{more}: {', '.join(found.first)}" if found.count else ""), expected="0",
                value={"count": found.count, "first": found.first})
 
@@ -76,7 +78,7 @@ def test_accounts_match_allow_list(node, hosts, profile, check):
     passwd = profile.paths.passwd
     names = security.accounts(hosts, node.host, passwd)
     unknown = sorted(set(names) - set(allowed))
-    check.that(not unknown, measured=f"{len(names)} accounts in {passwd}; not on the allow-list: "
+    check.that(not unknown, measured=f"{plural(len(names), 'account')} in {passwd}; not on the allow-list: "
                f"{', '.join(unknown) or 'none'}", expected="every account on security.allowed_users", value=unknown)
 
 
@@ -104,6 +106,6 @@ def test_no_breach_indicators(node, hosts, profile, thresholds, check):
     lines = [x for x in _security_lines(hosts, profile, thresholds, node.host) if security.BREACH.search(x[1])]
     if lines:
         check.evidence("breach indicators", "\n".join(f"{log}: {text}" for log, text in lines[-50:]))
-    latest = f", latest: {lines[-1][0]}: {lines[-1][1][-160:]}" if lines else ""
-    check.that(not lines, measured=f"{len(lines)} lines naming a breach or intrusion{latest}", expected="0",
+    latest = f", latest: {lines[-1][0]}: {excerpt(lines[-1][1], 200)}" if lines else ""
+    check.that(not lines, measured=f"{plural(len(lines), 'line')} naming a breach or intrusion{latest}", expected="0",
                value=len(lines))

@@ -6,6 +6,7 @@ from acgs_verify.check import ProbeError, runbook
 from acgs_verify.probes import host as hostfacts
 from acgs_verify.probes import metrics
 from acgs_verify.probes.logs import request_statuses
+from acgs_verify.words import plural
 
 HEALTHY = ("healthy", "ok")
 
@@ -94,7 +95,7 @@ def test_error_rate_below_limit(service, logs, http, thresholds, check):
         lines = logs.tail(service.host, log, n)  # an unreadable log fails here (ProbeError)
         statuses = request_statuses(lines)
         errors, total, source = sum(1 for s in statuses if s >= 500), len(statuses), "log"
-        seen = [f"0 request lines among the last {len(lines)} lines of {log}"]
+        seen = [f"0 request lines among the last {plural(len(lines), 'line')} of {log}"]
     if not total and service.metrics_path:
         reply = http.get(service.url(service.metrics_path), timeout=thresholds.health_timeout_seconds)
         if not reply.ok:
@@ -156,7 +157,8 @@ def test_metrics_endpoint_is_scrapeable(service, http, thresholds, check):
     except ProbeError as exc:
         check.fail(f"{service.metrics_path} ({reply.headers.get('content-type', 'no content-type')}): {exc}")
     names = ", ".join(found.names[:3]) + (", ..." if len(found.names) > 3 else "")
-    check.measured(f"{len(found.samples)} samples in {found.families} metric families ({names}), {reply.describe()}"
+    check.measured(f"{plural(len(found.samples), 'sample')} in "
+                   f"{plural(found.families, 'metric family', 'metric families')} ({names}), {reply.describe()}"
                    + (", first 1 MiB only" if found.partial else ""), expected="Prometheus text, >= 1 sample",
                    value=len(found.samples))
 
@@ -173,7 +175,7 @@ def test_service_memory(service, hosts, thresholds, check):
                    "\n".join(f"{p.pid} {p.mem_percent:g} {p.rss_kib} {p.args[:120]}" for p in procs))
     rss_max, pmem_max = thresholds.service_rss_mb_max, thresholds.service_mem_percent_max
     check.that(rss_mb < rss_max and pmem < pmem_max,
-               measured=f"RSS {rss_mb:.0f} MB, {pmem:.1f} %MEM in {len(procs)} processes (pids "
+               measured=f"RSS {rss_mb:.0f} MB, {pmem:.1f} %MEM in {plural(len(procs), 'process')} (pids "
                         f"{', '.join(str(p.pid) for p in procs[:5])}) owning port {service.port}",
                expected=f"RSS < {rss_max:g} MB and %MEM < {pmem_max:g}",
                value={"rss_mb": round(rss_mb, 1), "mem_percent": round(pmem, 2)})
@@ -189,7 +191,7 @@ def test_latency_not_degraded_against_baseline(service, http, run_history, thres
     past = [r["services"][service.id]["p99_ms"] for r in run_history
             if r["services"].get(service.id, {}).get("fast") and "p99_ms" in r["services"][service.id]][-n:]
     if len(past) < n:
-        check.skip(f"{len(past)} earlier runs with a passing SVC-06 for {service.id} in history.jsonl; the "
+        check.skip(f"{plural(len(past), 'earlier run')} with a passing SVC-06 for {service.id} in history.jsonl; the "
                    f"baseline needs {n}")
     baseline = max(statistics.median(past), 0.001)
     factor = lat.p99 / baseline

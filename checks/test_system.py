@@ -7,6 +7,7 @@ Limits are inclusive, as the runbook's alerts are: "CPU utilization (alert: >80%
 from acgs_verify.check import runbook
 from acgs_verify.probes import system
 from acgs_verify.probes.http import Latency
+from acgs_verify.words import excerpt, plural
 
 
 @runbook("SYS-01")
@@ -53,8 +54,9 @@ def test_no_recent_oom_kills(node, hosts, profile, thresholds, check):
     kills = system.oom_kills(hosts, node.host, source, n)
     if kills:
         check.evidence("OOM kills", "\n".join(kills[-20:]))
-    check.that(not kills, measured=f"{len(kills)} 'Killed process' lines in the last {n} lines of "
-               f"{source or 'dmesg'}" + (f", latest: {kills[-1][-160:]}" if kills else ""), expected="0")
+    check.that(not kills, measured=f"{plural(len(kills), repr('Killed process') + ' line')} in the last "
+               f"{plural(n, 'line')} of "
+               f"{source or 'dmesg'}" + (f", latest: {excerpt(kills[-1], 200)}" if kills else ""), expected="0")
 
 
 def _endpoints(profile, host) -> list[tuple[str, int]]:

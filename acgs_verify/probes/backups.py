@@ -34,6 +34,7 @@ from pathlib import Path
 
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.redact import one_line
+from acgs_verify.words import plural
 
 READ_CHUNK = 1 << 21  # compressed bytes per read: large reads keep Python's share of the time small
 OUT_MAX = 1 << 23  # uncompressed bytes per zlib call: the bound on memory, whatever the ratio (zip bombs)
@@ -722,7 +723,8 @@ def custom_dump_status(path: Path, pg_restore: str, timeout: float) -> tuple[boo
     full = _run([pg_restore, "--file", os.devnull, str(path)], timeout)
     if full.returncode != 0:
         return False, f"{len(entries)} TOC entries, but the data does not read to the end: {_last_line(full.stderr)}"
-    return True, f"table of contents with {len(entries)} entries ({data} TABLE DATA), every block read"
+    return True, (f"table of contents with {plural(len(entries), 'entry', 'entries')} ({data} TABLE DATA), "
+                  "every block read")
 
 
 def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:

@@ -14,6 +14,7 @@ from acgs_verify.probes import metrics, postgres
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.probes.http import service_url
 from acgs_verify.profile import Profile
+from acgs_verify.words import plural
 
 
 def compliance_rates(profile: Profile, pg, http) -> dict[str, float]:
@@ -24,7 +25,8 @@ def compliance_rates(profile: Profile, pg, http) -> dict[str, float]:
         compliant, total = postgres.decision_compliance(pg.get(db), db)
         if total:
             window = f"{db.compliance_window_hours:g} h"
-            rates[f"{db.audit_table}@{db.name}: {total} decisions in {window}"] = round(100 * compliant / total, 2)
+            where = f"{db.audit_table}@{db.name}: {plural(total, 'decision')} in {window}"
+            rates[where] = round(100 * compliant / total, 2)
     # every instance of a service, as the `service` targets are (a probe does not import the target layer)
     for svc, host in ((s, h) for s in profile.services for h in profile.hosts_with_role(s.role)):
         if not (svc.compliance_metric and svc.metrics_path):

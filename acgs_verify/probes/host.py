@@ -39,6 +39,7 @@ from acgs_verify.inventory import ensure_ansible_on_path
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.profile import Host
 from acgs_verify.redact import one_line
+from acgs_verify.words import plural
 
 T = TypeVar("T")
 PREFETCH_THREADS = 64  # facts started early are mostly waiting (a sleep, a remote command): threads are cheap
@@ -587,7 +588,8 @@ def identify(facts: PortOwners, port: int, pattern: str | None, what: str) -> Id
                f"the port listening and /{pattern}/ matching a process")
     shown = "; ".join(p.describe(short=True) for p in matching[:2])
     return Identity(True, f"port {port} listening, owner not verified: {listener.hidden}; weaker evidence: "
-                          f"{len(matching)} process{'es' if len(matching) != 1 else ''} match /{pattern}/: {shown}",
+                          f"{plural(len(matching), 'process')} {'matches' if len(matching) == 1 else 'match'} "
+                          f"/{pattern}/: {shown}",
                     warning=warning, pids=tuple(p.pid for p in matching))
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from acgs_verify.probes.files import read_capped
 from acgs_verify.redact import one_line
+from acgs_verify.words import plural
 
 MAX_POLICY_BYTES = 4 << 20
 EXTENSIONS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".rego": "rego"}
@@ -64,13 +65,13 @@ class PolicyScan:
             return "the directory holds no file at all"
         shown = ", ".join(self.ignored[:10]) + (f" and {len(self.ignored) - 10} more" if len(self.ignored) > 10
                                                  else "")
-        return f"{len(self.ignored)} files, none matching {', '.join(include)}: {shown}"
+        return f"{plural(len(self.ignored), 'file')}, none matching {', '.join(include)}: {shown}"
 
 
 def describe_ignored(root: str, ignored: list[str] | tuple[str, ...]) -> str:
     """'2 files under /srv/policies are not policy files and were not validated: CLAUDE.md, README.md'"""
     shown = ", ".join(ignored[:10]) + (f" and {len(ignored) - 10} more" if len(ignored) > 10 else "")
-    return f"{len(ignored)} files under {root} are not policy files and were not validated: {shown}"
+    return f"{plural(len(ignored), 'file')} under {root} are not policy files and were not validated: {shown}"
 
 
 def matches(relative: str, patterns: Iterable[str]) -> bool:
@@ -161,7 +162,7 @@ def _document(text: str, kind: str, hash_field: str) -> PolicyCheck:
     found = data.get(hash_field, meta.get(hash_field))
     name = data.get("name") or meta.get("name") or data.get("id") or ""
     rules = data.get("rules")
-    detail = f"{name or 'policy'}{f', {len(rules)} rules' if isinstance(rules, list) else ''}"
+    detail = (name or "policy") + (f", {plural(len(rules), 'rule')}" if isinstance(rules, list) else "")
     if found is None:
         return PolicyCheck(kind, f"no {hash_field} field (top level or metadata)", None, detail)
     return PolicyCheck(kind, None, str(found), detail)
@@ -218,7 +219,7 @@ def _rego(text: str, hash_field: str) -> PolicyCheck:
             return PolicyCheck("rego", f"Rego: a second package statement at line {n}", None)
     rules = sum(1 for n, s in statements[1:] if depth_at.get(n, 0) == 0 and not s.startswith("import"))
     m = re.search(rf"(?m)^\s*{re.escape(hash_field)}\s*:?=\s*\"([^\"]*)\"", text)
-    detail = f"package {package}, {rules} rules"
+    detail = f"package {package}, {plural(rules, 'rule')}"
     if m is None:
         return PolicyCheck("rego", f"no `{hash_field} := \"...\"` rule", None, detail)
     return PolicyCheck("rego", None, m.group(1), detail)

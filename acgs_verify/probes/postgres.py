@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.profile import Database, Profile
 from acgs_verify.redact import display_url, one_line
+from acgs_verify.words import plural
 
 APPLICATION_NAME = "acgs-verify"
 LOCK_TIMEOUT_MS = 2000  # a check never waits on a lock longer than this: it would rather fail than queue
@@ -188,7 +189,10 @@ _NOT_ME = "application_name IS DISTINCT FROM %(app)s AND pid <> pg_backend_pid()
 
 def long_running(pg: Pg, seconds: float) -> list[dict[str, Any]]:
     """Active statements running longer than `seconds`, longest first (DB-04), other than our own. ProbeError
-    when the role may not see other sessions' state: an empty list would then mean nothing."""
+    when the role may not see other sessions' state: an empty list would then mean nothing.
+
+    A statement waiting on a lock is not counted: it is DB-05's finding (any blocked lock fails it), whose next
+    step ends the blocker; cancelling the waiter, as DB-04's next step says, would be the wrong act."""
     hidden = hidden_sessions(pg)
     if hidden:
         role = pg.value("SELECT current_user")
@@ -200,6 +204,7 @@ def long_running(pg: Pg, seconds: float) -> list[dict[str, Any]]:
         " extract(epoch FROM now() - query_start)::float AS seconds, query"
         " FROM pg_stat_activity"
         " WHERE state = 'active' AND backend_type = 'client backend' AND query_start IS NOT NULL"
+        " AND wait_event_type IS DISTINCT FROM 'Lock'"
         f" AND now() - query_start > make_interval(secs => %(s)s) AND {_NOT_ME}"
         " ORDER BY query_start LIMIT 20", {"s": seconds, "app": APPLICATION_NAME})
     for r in rows:
@@ -309,8 +314,11 @@ def replication_lags(pool: PgPool, database: Database) -> dict[str, Any] | None:
     lags = {f"{s['name']}@{s['address']} ({s['state']})": s["replay_lag_seconds"] or 0.0 for s in standbys}
     lags.update({dsn + (" (replay paused)" if r["paused"] else ""): r["lag_seconds"] for dsn, r in asked.items()})
     not_streaming = [s["name"] for s in standbys if s["state"] != "streaming"]
+    # a replica whose replay is paused still receives WAL (pg_stat_replication says streaming) but applies none:
+    # it serves ever older data, however small its lag looks right after the pause
+    not_streaming += [f"{dsn} (replay paused)" for dsn, r in asked.items() if r["paused"]]
     if len(standbys) < len(asked):
-        not_streaming.append(f"{len(asked) - len(standbys)} listed replicas missing from pg_stat_replication")
+        not_streaming.append(f"{plural(len(asked) - len(standbys), 'listed replica')} missing from pg_stat_replication")
     return {"lag_seconds": lags, "not_streaming": not_streaming, "pg_stat_replication": standbys, "replicas": asked}
 
 

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from acgs_verify.probes.errors import ProbeError
+from acgs_verify.words import plural
 
 if TYPE_CHECKING:
     from acgs_verify.probes.host import HostPool
@@ -100,7 +101,7 @@ def read_file_stats(conn, paths: list[str]) -> dict[str, FileStat | None]:
     cmd = f"for f in {loop}; do stat -c '%a %U %Y' -- \"$f\" 2>/dev/null || echo missing; done"
     lines = conn.check_output(cmd).splitlines()
     if len(lines) != len(paths):
-        raise ProbeError(f"stat printed {len(lines)} lines for {len(paths)} files")
+        raise ProbeError(f"stat printed {plural(len(lines), 'line')} for {plural(len(paths), 'file')}")
     out: dict[str, FileStat | None] = {}
     for path, line in zip(paths, lines, strict=True):
         cols = line.split()

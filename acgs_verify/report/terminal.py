@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 
 from acgs_verify.results import CheckResult, RunResult
+from acgs_verify.words import plural
 
 HOST_UNREACHABLE = "could not measure: host unreachable: "
 COULD_NOT_MEASURE = "could not measure: "
@@ -38,7 +39,7 @@ def _names(items: list[str], limit: int = 3) -> str:
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
+    return plural(n, word)
 
 
 def findings_lines(result: RunResult) -> list[str]:

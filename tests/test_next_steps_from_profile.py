@@ -1,0 +1,75 @@
+"""A failure's next step names what the profile knows: the service's unit, log and port, never `<unit>`.
+
+The catalog's next steps are templates ({restart}, {tail}, {unit}); check.py fills them from the target where the
+message is built, and the reports take the same words. Where the host runs no systemd, or the profile names no
+unit, the step says what to restart instead.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from acgs_verify.catalog import CATALOG
+from tests.conftest import run_cli
+
+SERVICE_CHECKS = ("SVC-01", "SVC-03", "SVC-04")
+
+
+def _run(sandbox, tmp_path, *sets: str) -> dict[tuple[str, str], dict]:
+    reports = tmp_path / "reports"
+    res = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(reports),
+                  *[a for s in sets for a in ("--set", s)], "--", "-k", " or ".join(SERVICE_CHECKS))
+    assert res.returncode == 2, res.stdout[-3000:] + res.stderr
+    summary = json.loads((reports / "latest" / "summary.json").read_text())
+    return {(c["id"], c["target"]): c for c in summary["checks"]}, (reports / "latest" / "report.md").read_text()
+
+
+def _auth(sandbox) -> dict:
+    import yaml
+
+    profile = yaml.safe_load(sandbox.profile_path.read_text())
+    return next(s for s in profile["services"] if s["name"] == "auth")
+
+
+@pytest.fixture
+def auth_down(healthy_sandbox):
+    healthy_sandbox.break_fault("service-down:auth")
+    return healthy_sandbox
+
+
+def _failures(checks: dict) -> list[dict]:
+    found = [checks[(cid, "auth@app-1")] for cid in SERVICE_CHECKS]
+    assert all(c["outcome"] == "failed" for c in found), found
+    return found
+
+
+def test_a_stopped_service_on_a_systemd_host_names_its_unit_and_log(auth_down, tmp_path):
+    auth = _auth(auth_down)
+    checks, markdown = _run(auth_down, tmp_path, "hosts.app-1.systemd=true")
+    for c in _failures(checks):
+        for text in (c["message"], c["next_step"]):
+            assert f"`sudo systemctl restart {auth['unit']}`" in text, text
+            assert f"`tail -f {auth['log']}`" in text, text
+            assert not re.search(r"[<>]", text.split(". Next: ")[-1]), text
+    assert "<unit>" not in markdown and "<log>" not in markdown
+
+
+def test_a_stopped_service_without_systemd_says_what_to_restart_instead(auth_down, tmp_path):
+    """The sandbox's host runs no systemd (its profile names the units all the same)."""
+    auth = _auth(auth_down)
+    checks, markdown = _run(auth_down, tmp_path)
+    for c in _failures(checks):
+        step = c["message"].split(". Next: ")[-1]
+        assert "systemctl" not in step and "runs no systemd" in step, step
+        assert f"port {auth['port']}" in step and f"`tail -f {auth['log']}`" in step, step
+        assert not re.search(r"[<>]", step), step
+        assert c["next_step"] == step
+    assert "<unit>" not in markdown and "<log>" not in markdown
+
+
+def test_the_catalog_page_keeps_the_general_words():
+    assert CATALOG["SVC-03"].next_step == "Service Outage: `sudo systemctl restart <unit>`, then `tail -f <log>`"
+    assert all("{" not in e.next_step for e in CATALOG.values())
