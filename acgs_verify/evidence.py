@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import math
 import os
 import posixpath
 import shlex
@@ -239,7 +240,8 @@ def preserve(profile: Profile, evidence_dir: Path, run_id: str, pool=None) -> di
 
 
 def _mb(n: int) -> str:
-    return f"{n / MB:g} MB"
+    """A cap as the profile gave it (max_file_mb: 0.001 is 1048 bytes): '0.001 MB'."""
+    return f"{math.ceil(n / MB * 1e6) / 1e6:g} MB"
 
 
 def _write_manifest(evidence_dir: Path, run_id: str, profile: Profile, started: str, file_cap: int, total_cap: int,
