@@ -149,3 +149,29 @@ def test_regenerated_reports_keep_it(runs, tmp_path):
     res = run_cli("report", str(copy))
     assert res.returncode == 0, res.stdout + res.stderr
     assert P0_LINE in (copy / "report.md").read_text().replace("\\", "")
+
+
+# ------------------------------------------------------------- the compliance report: MON-02 beside its target
+
+
+def test_compliance_report_shows_each_services_availability_beside_the_target(sandbox, tmp_path):
+    """Two real runs of the compliance gate: the first has no history (MON-02 skips, and the report says why), the
+    second reads the first's SVC-01 outcomes from history.jsonl and shows 100.00 % beside >= 99.9 %."""
+    reports = tmp_path / "r"
+    args = ("run", "--profile", str(sandbox.profile_path), "--report-dir", str(reports), *SHARED_MACHINE,
+            "--set", "thresholds.availability_min_runs=1")
+    first = run_cli(*args)
+    assert first.returncode in (0, 1), first.stdout + first.stderr
+    md = (reports / "latest" / "report.md").read_text().replace("\\", "")
+    assert "## Availability (MON-02), target 99.9 % over 30 days" in md
+    assert "| auth@app-1 | - | >= 99.9 % | skipped | 0 runs in the last 30 days recorded SVC-01 for auth@app-1" in md
+    second = run_cli(*args)
+    assert second.returncode in (0, 1), second.stdout + second.stderr
+    run_dir = (reports / "latest").resolve()
+    md = (run_dir / "report.md").read_text().replace("\\", "")
+    assert "| auth@app-1 | 100.00 % | >= 99.9 % | passed | 100.00 % available: SVC-01 passed in 1 of 1 runs" in md
+    dom = chromium("--dump-dom", (run_dir / "report.html").as_uri(), user_data=tmp_path / "chromium")
+    html = " ".join(dom.stdout.split())
+    assert 'id="availability"' in html and "target 99.9&nbsp;% over 30 days" in html
+    assert ('<td class="nowrap">auth@app-1</td><td class="nowrap">100.00&nbsp;%</td>'
+            '<td class="nowrap">≥ 99.9&nbsp;%</td><td class="passed">passed</td>') in html
