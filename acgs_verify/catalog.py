@@ -243,6 +243,9 @@ GATES: dict[str, dict] = {
     "post-maintenance": {"ids": None, "snapshot": "compare"},
     "rollback": {"ids": None, "snapshot": "compare"},
     "compliance": {"ids": None},
+    # Security Incident Response: the checks of step 3 and 4, and "Preserve evidence" (acgs_verify/evidence.py)
+    "security-incident": {"ids": ("SEC-01", "SEC-02", "SEC-03", "SEC-04", "SEC-05", "SEC-06", "CC-01", "CC-02",
+                                  "CC-05", "SYS-05"), "evidence": True},
 }
 
 

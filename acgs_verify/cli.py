@@ -340,7 +340,7 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
             if shard else ""))
     if args.wait and result.checks and result.complete:
         _wait(args, result, pytest_args, partial)
-    gate_lines = _finish_gate(result, gate_plan, profile, report_dir)
+    gate_lines = _finish_gate(result, gate_plan, profile, report_dir, partial)
     result.duration = time.time() - started
     try:
         run_dir = rundir.finish(result, partial, report_dir, profile.secret_values(), gate_plan.writes_snapshot)
@@ -352,8 +352,11 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
         print(line)
     print(f"reports: {run_dir}/ (report.html, report.md, summary.json, junit.xml, metrics.prom, allure-results/)"
           + ("" if result.complete else " [incomplete]"))
+    from acgs_verify.escalation import escalation_line
     from acgs_verify.gates import last_line
 
+    if escalation_line(result):  # just above the summary line, which stays the last
+        print(escalation_line(result))
     print(last_line(result))
     return result.exit_code
 
@@ -423,11 +426,11 @@ def _wait(args, result, pytest_args: list[str], partial: Path) -> None:
     gates.wait_for_recovery(result, args.wait, rerun)
 
 
-def _finish_gate(result, gate_plan, profile, report_dir: Path) -> list[str]:
+def _finish_gate(result, gate_plan, profile, report_dir: Path, partial: Path) -> list[str]:
     from acgs_verify import gates
     from acgs_verify.report.history import trend_of
 
-    lines = gates.finish(result, gate_plan, profile)
+    lines = gates.finish(result, gate_plan, profile, partial)
     result.extra["trend"] = trend_of(result, report_dir)
     return lines
 

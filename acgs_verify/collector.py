@@ -189,6 +189,7 @@ class ResultCollector:
             return
         if plain_run:
             _finish_plain_run(self.result, config, plain_run)
+        _print_escalation(self.result, config.stash.get(PROFILE_KEY, None))
         print(self.result.summary_line())
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
@@ -210,7 +211,7 @@ def _finish_plain_run(result: RunResult, config: pytest.Config, plain_run: Plain
     profile = config.stash[PROFILE_KEY]
     plan = GatePlan(config.getoption("acgs_gate"))
     try:
-        finish(result, plan, profile)
+        finish(result, plan, profile, plain_run.partial)
         result.extra["trend"] = trend_of(result, plain_run.report_dir)
         run_dir = rundir.finish(result, plain_run.partial, plain_run.report_dir, profile.secret_values(),
                                 plan.writes_snapshot)
@@ -221,6 +222,17 @@ def _finish_plain_run(result: RunResult, config: pytest.Config, plain_run: Plain
     except BaseException:
         rundir.discard(plain_run.partial)
         raise
+
+
+def _print_escalation(result: RunResult, profile: Profile | None) -> None:
+    """The escalation line, just above the summary line (computed here when no run directory was written)."""
+    from acgs_verify.escalation import escalation_line, escalation_of
+
+    if "escalation" not in result.extra and profile is not None:
+        result.extra["escalation"] = escalation_of(result, profile.escalation)
+    line = escalation_line(result)
+    if line:
+        print(line)
 
 
 def _apply_run_options(opts: RunOptions, result: RunResult) -> None:

@@ -150,8 +150,10 @@ def wait_for_recovery(result: RunResult, seconds: float, rerun: Callable[[list[s
                             f"{len(still)} still failing")
 
 
-def finish(result: RunResult, p: GatePlan, profile) -> list[str]:
-    """The gate's own rules, after the checks ran. Returns lines for the terminal (regressions first)."""
+def finish(result: RunResult, p: GatePlan, profile, run_dir: Path | None = None) -> list[str]:
+    """The gate's own rules, after the checks ran, and what every report says of the run (escalation, the
+    availability target), or the evidence copied into `run_dir` (the run's directory being written).
+    Returns lines for the terminal (regressions first)."""
     from acgs_verify.report.diff import compare
     from acgs_verify.report.snapshot import snapshot_of
 
@@ -186,7 +188,41 @@ def finish(result: RunResult, p: GatePlan, profile) -> list[str]:
             result.notes.append(note)
             lines.append(f"WARNING {note}")
         lines.extend(d.lines() or ["no regressions, nothing vanished"])
+    if GATES[p.gate].get("evidence"):
+        lines.extend(_preserve_evidence(result, profile, run_dir))
+    _describe(result, profile)
     return lines
+
+
+def _describe(result: RunResult, profile) -> None:
+    """What the reports print beside the checks, from the profile: who to notify for the highest failed severity,
+    and MON-02's target and window (the compliance report shows each service's availability beside them)."""
+    from acgs_verify.escalation import escalation_of
+
+    result.extra["escalation"] = escalation_of(result, profile.escalation)
+    t = profile.thresholds
+    result.extra["availability"] = {"target_percent": t.availability_percent_min,
+                                    "window_days": t.availability_window_days, "min_runs": t.availability_min_runs}
+
+
+def _preserve_evidence(result: RunResult, profile, run_dir: Path | None) -> list[str]:
+    from acgs_verify.evidence import EVIDENCE_DIR, preserve
+
+    if run_dir is None:
+        result.notes.append("evidence: not copied, this run writes no run directory (give --report-dir)")
+        return []
+    ev = preserve(profile, run_dir / EVIDENCE_DIR, result.run_id)
+    result.extra["evidence"] = ev
+    hosts = ", ".join(ev["hosts"]) or "no host"
+    note = (f"evidence: {ev['files']} log files ({ev['bytes']} bytes) from {hosts} copied at {ev['copied_at']} into "
+            f"{EVIDENCE_DIR}/ (SHA256SUMS, MANIFEST)")
+    if ev["cut"]:
+        note += f"; {len(ev['cut'])} cut to their tail: {ev['cut'][0]}" + (" ..." if len(ev["cut"]) > 1 else "")
+    result.notes.append(note)
+    result.notes.extend(f"evidence not copied: {x}" for x in ev["not_copied"])
+    if not ev["files"]:
+        result.gate_failures.append("evidence: no log could be copied from any host (see the notes)")
+    return [note]
 
 
 def last_line(result: RunResult) -> str:

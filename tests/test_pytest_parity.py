@@ -69,7 +69,8 @@ def test_same_exit_code_last_line_and_reports_as_run(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["exit_code"] == 2 and [c["id"] for c in summary["checks"]] == ["TLS-01"]
     out = with_reports.stdout.strip().splitlines()
-    assert out[-2].startswith(f"reports: {reports / run_dir.name}/") and out[-1].startswith("ACGS CRITICAL")
+    assert out[-3].startswith(f"reports: {reports / run_dir.name}/") and out[-1].startswith("ACGS CRITICAL")
+    assert out[-2] == "ESCALATION P1: notify Level 1 on-call engineer within 1 hour"  # as acgs-verify run says it
     assert not list(reports.glob(".partial-*"))
 
 

@@ -395,6 +395,65 @@ class Policies(_Strict):
             self.format, ["*.rego", "*.json", "*.yaml", "*.yml"])
 
 
+RESPONSE_MINUTES = {"P0": 15.0, "P1": 60.0, "P2": 240.0, "P3": 1440.0}  # runbook, Incident Classification
+
+
+class EscalationLevel(_Strict):
+    """One level of the runbook's Escalation Matrix. Contacts are data the reports print; the suite sends nothing.
+
+        {name: Level 1, who: on-call engineer, after_minutes: 0, contacts: [oncall@example.com]}
+    """
+
+    name: str = Field(min_length=1)  # how the reports name it: "Level 1"
+    who: str = Field(min_length=1)  # the people it reaches: "on-call engineer"
+    after_minutes: float = Field(0, ge=0)  # when an unresolved incident reaches this level
+    contacts: list[str] = []  # e-mail addresses, pager or phone numbers, printed beside the level
+
+
+class Escalation(_Strict):
+    """Who to notify, and by when, for the highest severity that failed (runbook: Incident Classification,
+    Escalation Matrix). Every report says it; the defaults are the runbook's, without its phone numbers.
+
+        escalation: {levels: [{name: Level 1, who: on-call engineer, contacts: [+1-555-0123]}, ...]}
+    """
+
+    # the response time of each severity, in minutes: P0 <15 min, P1 <1 h, P2 <4 h, P3 <24 h; a severity left
+    # out keeps the runbook's
+    response_minutes: dict[Literal["P0", "P1", "P2", "P3"], float] = dict(RESPONSE_MINUTES)
+    # the level notified first for each severity (a level's name); a severity not named here: the first level
+    notify: dict[Literal["P0", "P1", "P2", "P3"], str] = {}
+    levels: list[EscalationLevel] = [
+        EscalationLevel(name="Level 1", who="on-call engineer", after_minutes=0),
+        EscalationLevel(name="Level 2", who="technical lead and engineering manager", after_minutes=15),
+        EscalationLevel(name="Level 3", who="CTO and security team (if security-related)", after_minutes=60),
+    ]
+
+    @field_validator("response_minutes")
+    @classmethod
+    def _every_severity(cls, v: dict) -> dict:
+        if any(m <= 0 for m in v.values()):
+            raise ValueError("response times must be more than 0 minutes")
+        return {**RESPONSE_MINUTES, **v}
+
+    @model_validator(mode="after")
+    def _levels_named(self):
+        if not self.levels:
+            raise ValueError("levels: name at least one level to notify")
+        names = [lv.name for lv in self.levels]
+        for severity, level in self.notify.items():
+            if level not in names:
+                raise ValueError(f"notify.{severity}: {level!r} is not one of the levels ({', '.join(names)})")
+        return self
+
+
+class Evidence(_Strict):
+    """What `--gate security-incident` copies into the run's evidence/ directory (acgs_verify/evidence.py): the
+    logs its checks read, each cut to its last max_file_mb, and no more than max_total_mb in all."""
+
+    max_file_mb: float = Field(50, gt=0)
+    max_total_mb: float = Field(500, gt=0)
+
+
 class Profile(_Strict):
     """An environment: what to check, where, and the limits. See docs/design.md for an example."""
 
@@ -420,6 +479,8 @@ class Profile(_Strict):
     backups: Backups = Backups()
     policies: Policies = Policies()
     thresholds: Thresholds = Thresholds()  # every limit a check compares with, by name
+    escalation: Escalation = Escalation()  # who to notify, by when: every report says it for a failed run
+    evidence: Evidence = Evidence()  # size caps of the security-incident gate's copy of the logs
     # resolved secrets by "databases[0]" style owner; filled by load_profile, never from YAML
     secrets: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
     source: str = Field("", exclude=True)

@@ -82,6 +82,10 @@ def render_markdown(result: RunResult) -> str:
            f"started {result.started}, {result.duration:.1f} s{rate}", ""]
     if v.interrupted:
         out += [f"**{_inline(v.interrupted)}**", ""]
+    if v.escalation:
+        then = v.escalation.get("then_line")
+        out += ["## Escalation", "", f"**{_inline(v.escalation['line'])}**", ""]
+        out += [f"If unresolved: {_inline(then)}", ""] if then else []
     if result.gate_failures:
         out += ["## Gate closed", ""] + [f"- **{_inline(g)}**" for g in result.gate_failures] + [""]
     out += [f"## Failures ({len(v.failures)})", ""]
@@ -124,6 +128,12 @@ def render_markdown(result: RunResult) -> str:
     if v.warnings:
         out += ["## Warnings", ""] + [f"- {c.severity} {_code(c.name)}: {_inline(c.warning)}" for c in v.warnings]
         out += [""]
+    if v.availability:
+        t = v.availability_target
+        out += [f"## Availability (MON-02), target {t['target_percent']:g} % over {t['window_days']:g} days", "",
+                "| service | availability | target | outcome | measured |", "|---|---|---|---|---|"]
+        out += [f"| {_cell(a.target)} | {'-' if a.percent is None else f'{a.percent:.2f} %'} | "
+                f">= {t['target_percent']:g} % | {a.outcome} | {_cell(a.detail)} |" for a in v.availability] + [""]
     if result.notes:
         out += ["## Notes", ""] + [f"- {_inline(n)}" for n in result.notes] + [""]
     out += ["## Per host", ""]

@@ -61,6 +61,33 @@ def card_of(c: CheckResult) -> Card:
 
 
 @dataclass
+class AvailabilityRow:
+    """MON-02 for one service: its availability over the window, or why it was not measured (too few runs)."""
+
+    target: str
+    percent: float | None
+    outcome: str
+    detail: str  # what MON-02 measured, or the reason it skipped
+
+
+AVAILABILITY_TARGET_PERCENT = 99.9  # runbook, Key Metrics; the run's own target is in result.extra["availability"]
+
+
+def availability_of(result: RunResult) -> tuple[list[AvailabilityRow], dict]:
+    """MON-02's rows, and the target and window they are judged against."""
+    rows = []
+    for c in result.checks:
+        if c.id != "MON-02":
+            continue
+        percent = c.value if isinstance(c.value, int | float) and c.outcome != "skipped" else None
+        detail = c.measured if c.measured and c.outcome != "skipped" else c.finding()[0]
+        rows.append(AvailabilityRow(c.target, percent, outcome_word(c), detail or ""))
+    target = {"target_percent": AVAILABILITY_TARGET_PERCENT, "window_days": 30, **(result.extra.get("availability")
+                                                                                  or {})}
+    return rows, target
+
+
+@dataclass
 class View:
     result: RunResult
     verdict: str
@@ -75,6 +102,9 @@ class View:
     cards: list[Card] = field(default_factory=list)  # the failures, as cards
     others: list[HostRow] = field(default_factory=list)  # targets on no host: files, backups, databases, Redis
     interrupted: str | None = None  # what an interrupted run did not do
+    escalation: dict | None = None  # who to notify, by when (escalation.py), when the run says
+    availability: list[AvailabilityRow] = field(default_factory=list)  # MON-02 per service
+    availability_target: dict = field(default_factory=dict)  # {target_percent, window_days, ...}
 
 
 def outcome_word(c: CheckResult) -> str:
@@ -122,6 +152,9 @@ def view_of(result: RunResult) -> View:
         others=[HostRow(t, _counts(cs), [c.name for c in cs if c.failed], _kind(cs))
                 for t, cs in sorted(others.items())],
         interrupted=interrupted,
+        escalation=result.extra.get("escalation") if isinstance(result.extra.get("escalation"), dict) else None,
+        availability=availability_of(result)[0],
+        availability_target=availability_of(result)[1],
     )
 
 
