@@ -149,6 +149,7 @@ def merge_results(results: list[tuple[Path, RunResult]], run_id: str) -> RunResu
     for key, value in first.extra.items():
         if key not in (SHARD_KEY, "trend", "wait") and all(r.extra.get(key) == value for r in parts):
             merged.extra[key] = value
+    _escalate(merged, parts)
     merged.gate_failures += [f"shard {k} of {count} missing: its hosts and targets were not checked"
                              for k in missing]
     merged.notes[:0] = [f"merged from shard{'s' if len(parts) > 1 else ''} "
@@ -159,6 +160,20 @@ def merge_results(results: list[tuple[Path, RunResult]], run_id: str) -> RunResu
                                 "shards": [{"index": k, "run_id": r.run_id, "exit_code": r.exit_code}
                                            for k, (_, r) in sorted(shards.items())]}
     return merged
+
+
+def _escalate(merged: RunResult, parts: list[RunResult]) -> None:
+    """Who to notify for the whole run: the most severe of the shards' answers (each worked it out from the profile's
+    escalation section), counting the whole run's failures of that severity."""
+    from acgs_verify.escalation import SEVERITY_ORDER
+
+    answers = [r.extra["escalation"] for r in parts if isinstance(r.extra.get("escalation"), dict)]
+    failing = [a for a in answers if a.get("severity") in SEVERITY_ORDER]
+    if failing:
+        top = min(failing, key=lambda a: SEVERITY_ORDER.index(a["severity"]))
+        merged.extra["escalation"] = {**top, "failed": sum(1 for c in merged.failed if c.severity == top["severity"])}
+    elif answers:
+        merged.extra["escalation"] = answers[0]
 
 
 def _time(iso: str) -> datetime:

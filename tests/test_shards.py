@@ -123,6 +123,8 @@ def test_a_fault_gives_the_same_failures_and_exit_code_sharded(sandbox, tmp_path
     assert merged_res.returncode == 2, merged_res.stdout + merged_res.stderr
     assert outcomes(merged) == outcomes(whole)
     assert merged["summary"].startswith("ACGS CRITICAL - 1 of ")
+    # who to notify is the whole run's answer, not dropped because the shards disagreed
+    assert merged["escalation"] == whole["escalation"] and merged["escalation"]["severity"] == "P1"
     # the shard that holds the cache failed; the others passed: the verdict is the whole's, not the last shard's
     codes = [r.returncode for r, _ in shards.values()]
     assert codes.count(2) == 1 and set(codes) <= {0, 2}, codes
