@@ -110,7 +110,7 @@ class Backups(Component):
     # ------------------------------------------------------------------------------------- faults
     def refuse(self, ctx: Context, fault: str, target: str) -> str | None:
         if fault == FIELD:
-            active = self.active_faults(ctx)
+            active = self.active_faults(ctx)  # field-backups itself is listed once made
             return f"{FIELD} replaces the backups: heal {', '.join(active)} first" if active else None
         latest = self._dated(ctx)[-1]
         needs = {"backup-missing": target, "backup-truncated": "application.tar.gz",
@@ -154,7 +154,7 @@ class Backups(Component):
 
     def heal(self, ctx: Context, fault: str, target: str) -> None:
         if fault == FIELD:
-            for other in self.active_faults(ctx):  # they changed the field folders
+            for other in [f for f in self.active_faults(ctx) if f != FIELD]:  # they changed the field folders
                 self.heal_fault(ctx, *(other.split(":", 1) + [""])[:2])
             self._field_off(ctx)
             ctx.save()
@@ -179,8 +179,7 @@ class Backups(Component):
 
     # --------------------------------------------------------------------------------- the field layout
     def _dump_name(self, ctx: Context) -> str:
-        # the field folders' own flag, not the fault list: healing field-backups first heals the faults made in
-        # its folders, after field-backups itself has left the list
+        # the field folders' own flag, not the fault list: field-backups is listed only once its folders are made
         return "database.sql" if ctx.state.get("field_link") or ctx.state.get("making_field") else "database.sql.gz"
 
     def _aside(self, ctx: Context) -> Path:

@@ -86,23 +86,28 @@ class Component(ABC):
         why = self.refuse(ctx, fault, target)
         if why:
             raise SandboxError(why)
-        # listed first: a process the fault restarts reads its faults from the state (services' faults.json)
-        self.list_fault(ctx, spec, True)
-        try:
-            self.break_(ctx, fault, target)
-        except BaseException:
-            self.list_fault(ctx, spec, False)
-            raise
+        self._apply(ctx, spec, True, lambda: self.break_(ctx, fault, target))
 
     def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
         spec = fault_spec(fault, target)
-        if spec not in self.active_faults(ctx):
+        if spec in self.active_faults(ctx):
+            self._apply(ctx, spec, False, lambda: self.heal(ctx, fault, target))
+
+    # True: a fault is listed (or unlisted) before break_/heal run, because what they start reads the list
+    # (services' processes read DIR/faults.json); False: once they have succeeded, so that a command killed
+    # half-way never leaves a fault listed that was not made.
+    list_first = False
+
+    def _apply(self, ctx: Context, spec: str, on: bool, action: Callable[[], None]) -> None:
+        if not self.list_first:
+            action()
+            self.list_fault(ctx, spec, on)
             return
-        self.list_fault(ctx, spec, False)  # heal sees the state it puts back: the fault is off the list
+        self.list_fault(ctx, spec, on)
         try:
-            self.heal(ctx, fault, target)
+            action()
         except BaseException:
-            self.list_fault(ctx, spec, True)
+            self.list_fault(ctx, spec, not on)
             raise
 
     def refuse(self, ctx: Context, fault: str, target: str) -> str | None:

@@ -193,7 +193,7 @@ class Postgres(Component):
             self._stop(ctx, "decoy")
             shutil.rmtree(self._data(ctx, "decoy"), ignore_errors=True)
         if fault in _DOWN:
-            if not set(_DOWN) & set(self.active_faults(ctx)):  # the other one keeps it down
+            if not (set(_DOWN) - {fault}) & set(self.active_faults(ctx)):  # the other one keeps it down
                 self._start(ctx, "primary")
                 with self._admin(ctx) as conn:
                     pg_seed.settle_statistics(conn, statements=False)

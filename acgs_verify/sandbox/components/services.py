@@ -138,7 +138,10 @@ class Services(Component):
         return {"services": services, "paths": {"logs": str(ctx.dir / service_app.LOG_SUBDIR)}}
 
     # ------------------------------------------------------------------------------------- faults
-    # The state keeps them per service ({name: [fault, ...]}), the shape of DIR/faults.json that the services read.
+    # The state keeps them per service ({name: [fault, ...]}), the shape of DIR/faults.json that the services read;
+    # a service (re)started by break or heal must find its faults there already.
+    list_first = True
+
     def active_faults(self, ctx: Context) -> list[str]:
         return [f"{f}:{name}" for name in SERVICES for f in self._faults(ctx, name)]
 

@@ -78,8 +78,7 @@ class Tls(Component):
     def break_(self, ctx: Context, fault: str, target: str) -> None:
         # one certificate is served at a time: a new fault replaces the one before it
         self._issue(ctx, fault)
-        ctx.state["faults"] = [fault]
-        ctx.save()
+        self.clear_faults(ctx)
 
     def heal(self, ctx: Context, fault: str, target: str) -> None:
         self._issue(ctx, None)
