@@ -116,9 +116,13 @@ class Sandbox:
             "components": {c.name: c.status(self._ctx(c, state)) for c in self.components},
         }
 
+    def secret_file(self, name: str) -> Path:
+        """Where a secret lives, e.g. sb.secret_file("db") -> DIR/secrets/db.password (names: SECRET_FILES)."""
+        return secret_path(self.dir, name)
+
     def secret(self, name: str) -> str:
         """A password the sandbox made, e.g. sb.secret("pg-admin") (names: constants.SECRET_FILES)."""
-        path = secret_path(self.dir, name)
+        path = self.secret_file(name)
         try:
             return path.read_text(encoding="utf-8").strip()
         except OSError as exc:
