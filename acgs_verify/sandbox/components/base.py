@@ -129,6 +129,14 @@ class Component(ABC):
             faults.remove(spec)
         ctx.save()
 
+    def stop_process(self, ctx: Context, label: str, key: str = "process") -> list[str]:
+        """Stop the process recorded in the state under `key` and forget it: ['LABEL (pid N)'] if it was running."""
+        record = ctx.state.get(key)
+        stopped = [f"{label} (pid {record['pid']})"] if stop(record) else []
+        ctx.state[key] = None
+        ctx.save()
+        return stopped
+
     def clear_faults(self, ctx: Context) -> None:
         ctx.state["faults"] = []
         ctx.save()

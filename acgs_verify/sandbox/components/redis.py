@@ -70,12 +70,8 @@ class Redis(Component):
             raise
 
     def down(self, ctx: Context) -> list[str]:
-        stopped: list[str] = []
-        for key in ("holder", "process"):
-            record = ctx.state.get(key)
-            if stop(record):
-                stopped.append(f"redis {'server' if key == 'process' else 'redis-slow holder'} (pid {record['pid']})")
-        ctx.state.update(process=None, holder=None)
+        stopped = self.stop_process(ctx, "redis redis-slow holder", "holder")
+        stopped += self.stop_process(ctx, "redis server")
         self.clear_faults(ctx)
         return stopped
 

@@ -69,9 +69,7 @@ class Sshd(Component):
         self._start(ctx, binary)
 
     def down(self, ctx: Context) -> list[str]:
-        record = ctx.state.get("process")
-        stopped = [f"sshd (pid {record['pid']})"] if stop(record) else []
-        ctx.state["process"] = None
+        stopped = self.stop_process(ctx, "sshd")
         self.clear_faults(ctx)
         return stopped
 

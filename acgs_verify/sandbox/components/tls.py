@@ -60,9 +60,7 @@ class Tls(Component):
             raise
 
     def down(self, ctx: Context) -> list[str]:
-        record = ctx.state.get("process")
-        stopped = [f"tls endpoint (pid {record['pid']})"] if stop(record) else []
-        ctx.state["process"] = None
+        stopped = self.stop_process(ctx, "tls endpoint")
         self.clear_faults(ctx)
         return stopped
 
