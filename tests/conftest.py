@@ -92,6 +92,6 @@ def sandbox_admin(sandbox, dbname: str = "acgs_production"):
 
     from acgs_verify.sandbox.components.postgres import primary_port
 
-    password = (sandbox.dir / "secrets" / "pg-admin.password").read_text().strip()
+    password = sandbox.secret("pg-admin")
     return psycopg.connect(host="127.0.0.1", port=primary_port(sandbox.port_offset), user="postgres",
                            password=password, dbname=dbname, autocommit=True, connect_timeout=5)

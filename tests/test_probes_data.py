@@ -351,6 +351,6 @@ def test_an_unreachable_database_is_tried_once(sandbox, black_hole):
 
 def test_sandbox_files_hold_no_password_in_the_profile(sandbox):
     text = Path(sandbox.profile_path).read_text()
-    secret_file = sandbox.dir / "secrets" / "db.password"
+    secret_file = sandbox.secret_file("db")
     assert secret_file.read_text().strip() not in text
     assert oct(secret_file.stat().st_mode & 0o777) == "0o600"

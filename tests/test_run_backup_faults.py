@@ -210,7 +210,7 @@ def _restore_pristine(sandbox, path: Path) -> None:
 def _write_dump(sandbox, path: Path, *pg_dump_args: str) -> None:
     """A real pg_dump of the sandbox database with extra options, as the latest backup's dump."""
     mtime = path.stat().st_mtime
-    password = (sandbox.dir / "secrets/db.password").read_text().strip()
+    password = sandbox.secret("db")
     out = subprocess.run([str(Path(find_bindir()) / "pg_dump"), "-h", "127.0.0.1", "-p",
                           str(primary_port(sandbox.port_offset)), "-U", ROLE, *pg_dump_args, DATABASE],
                          capture_output=True, check=True, env={**os.environ, "PGPASSWORD": password}, timeout=60)
@@ -250,7 +250,7 @@ def test_drill_is_opt_in_and_needs_its_credential(healthy_sandbox, tmp_path):
 
 
 def test_restore_password_appears_in_no_report(healthy_sandbox, tmp_path):
-    secret = (healthy_sandbox.dir / "secrets/restore.password").read_text().strip()
+    secret = healthy_sandbox.secret("restore")
     healthy_sandbox.break_fault("restore-broken")
     res, _ = run(healthy_sandbox, tmp_path, *DRILL)
     written = "".join(p.read_text(errors="replace") for p in (tmp_path / "reports").rglob("*") if p.is_file())

@@ -121,7 +121,7 @@ def _redis_state(sandbox) -> dict:
 
     from acgs_verify.sandbox.components.redis import redis_port
 
-    password = (sandbox.dir / "secrets" / "redis.password").read_text().strip()
+    password = sandbox.secret("redis")
     client = redis.Redis(host="127.0.0.1", port=redis_port(sandbox.port_offset), password=password,
                          decode_responses=True)
     try:
@@ -146,7 +146,7 @@ def test_a_full_run_leaves_the_servers_unchanged(healthy_sandbox, tmp_path):
 
 
 def test_passwords_appear_nowhere_a_run_prints_or_writes(healthy_sandbox, tmp_path):
-    real = [(healthy_sandbox.dir / "secrets" / f).read_text().strip() for f in ("db.password", "redis.password")]
+    real = [healthy_sandbox.secret(name) for name in ("db", "redis")]
     wrong = "Wr0ng-but-secret-pass"
     (tmp_path / "wrong.password").write_text(wrong + "\n")
     report_dir = tmp_path / "reports"

@@ -46,8 +46,8 @@ def test_servers_run_on_their_offset_ports_and_postgres_never_as_root(sandbox):
     assert procs["redis"]["port"] == redis_port(sandbox.port_offset)
     for name in ("postgres primary", "postgres replica"):
         assert _uid(procs[name]["pid"]) != 0 or os.geteuid() != 0
-    for name in ("db.password", "redis.password", "pg-admin.password"):
-        assert oct((sandbox.dir / "secrets" / name).stat().st_mode & 0o777) == "0o600"
+    for name in ("db", "redis", "pg-admin"):
+        assert oct(sandbox.secret_file(name).stat().st_mode & 0o777) == "0o600"
 
 
 def test_the_cluster_is_what_the_real_system_has(sandbox):

@@ -25,9 +25,8 @@ def distinctive_passwords(healthy_sandbox):
     """The sandbox's acgs role and Redis take the distinctive passwords for the test, and get theirs back after."""
     import redis
 
-    secrets_dir = healthy_sandbox.dir / "secrets"
-    old_db = (secrets_dir / "db.password").read_text().strip()
-    old_redis = (secrets_dir / "redis.password").read_text().strip()
+    old_db = healthy_sandbox.secret("db")
+    old_redis = healthy_sandbox.secret("redis")
     prof = yaml.safe_load(healthy_sandbox.profile_path.read_text())
     url = prof["redis"][0]["url"]
     with sandbox_admin(healthy_sandbox) as admin:

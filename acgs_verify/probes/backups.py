@@ -32,6 +32,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from acgs_verify import pgbin
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.redact import one_line
 from acgs_verify.words import plural
@@ -743,22 +744,10 @@ def _last_line(text: str) -> str:
 
 def pg_tool(name: str, bindir: str | None = None) -> str:
     """The path of a PostgreSQL client tool (psql, pg_restore): bindir, PATH, then the newest Debian install."""
-    import glob
-    import shutil
-
-    if bindir:
-        candidate = Path(bindir) / name
-        if candidate.is_file():
-            return str(candidate)
-        raise ProbeError(f"{name} not found in backups.pg_bindir {bindir}")
-    found = shutil.which(name)
-    if found:
-        return found
-    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: [int(x) for x in re.findall(r"\d+", p)],
-                    reverse=True):
-        if Path(d, name).is_file():
-            return str(Path(d, name))
-    raise ProbeError(f"{name} not found (install postgresql-client, or set backups.pg_bindir)")
+    try:
+        return pgbin.tool(name, bindir)
+    except LookupError as exc:
+        raise ProbeError(str(exc)) from None
 
 
 class BackupReader:

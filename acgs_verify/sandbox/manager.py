@@ -31,7 +31,8 @@ from acgs_verify.sandbox.components.redis import Redis
 from acgs_verify.sandbox.components.services import Services
 from acgs_verify.sandbox.components.sshd import Sshd
 from acgs_verify.sandbox.components.tls import Tls
-from acgs_verify.sandbox.service_app import CONSTITUTIONAL_HASH, SERVICES
+from acgs_verify.sandbox.constants import CONSTITUTIONAL_HASH, secret_path
+from acgs_verify.sandbox.service_app import SERVICES
 
 STATE_VERSION = 1
 HIGHEST_PORT = max(s.port for s in SERVICES.values())
@@ -117,6 +118,18 @@ class Sandbox:
             "faults": self._active_faults(state),
             "components": {c.name: c.status(self._ctx(c, state)) for c in self.components},
         }
+
+    def secret_file(self, name: str) -> Path:
+        """Where a secret lives, e.g. sb.secret_file("db") -> DIR/secrets/db.password (names: SECRET_FILES)."""
+        return secret_path(self.dir, name)
+
+    def secret(self, name: str) -> str:
+        """A password the sandbox made, e.g. sb.secret("pg-admin") (names: constants.SECRET_FILES)."""
+        path = self.secret_file(name)
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SandboxError(f"cannot read the sandbox secret {name!r} ({path}): {exc.strerror}") from None
 
     def faults(self) -> list[str]:
         return self._active_faults(self._load())

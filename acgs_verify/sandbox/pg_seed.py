@@ -20,12 +20,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from acgs_verify.sandbox.service_app import CONSTITUTIONAL_HASH
+from acgs_verify.sandbox.constants import CONSTITUTIONAL_HASH, OTHER_HASH
 
 AUDIT_ROWS = 3000
 RECENT_ROWS = 600  # within the last day: the compliance window's decisions
 POLICIES = 40
-OTHER_HASH = "badc0ffee0ddf00d"
 GENESIS = "0" * 64
 EVENT_TYPES = ("governance_decision", "policy_evaluation", "governance_decision", "constitutional_validation",
                "auth_login", "governance_decision", "policy_update")

@@ -22,14 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-CONSTITUTIONAL_HASH = "cdd01ef066bc6cf2"
+from acgs_verify.sandbox.constants import CONSTITUTIONAL_HASH, LOG_DIR
+
 WRONG_HASH = "0badc0ffee15bad0"  # what `wrong-hash` serves instead
 OTHER_LOG_HASH = "3f2a9c1b7e4d6a05"  # what `log-hash-mismatch` writes to the log
 VERSION = "4.0.0"
 SLOW_SECONDS = 0.15
 FAULTS_FILE = "faults.json"
 MEMORY_FAULT_BYTES = 256 << 20  # service-memory: far above a healthy service's ~40 MB RSS
-LOG_SUBDIR = "var/log/acgs"
+LOG_SUBDIR = LOG_DIR
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MAX_ENDPOINT_LABELS = 200  # /api/v1/<anything> must not grow the metrics without bound
 

@@ -15,7 +15,7 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-HASH = "cdd01ef066bc6cf2"
+from acgs_verify.sandbox.constants import CONSTITUTIONAL_HASH as HASH
 
 
 class HealthHandler(BaseHTTPRequestHandler):

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from acgs_verify.sandbox.components.base import Component, Context, atomic_write
+from acgs_verify.sandbox.constants import APP_ROOT, LOG_DIR
 
-APP_ROOT = "home/acgs/ACGS"
 PASSWD = "etc/passwd"
 KERNEL_LOG = "var/log/kern.log"
-SECURITY_LOG = "var/log/acgs/security.log"
-ALERTS_LOG = "var/log/acgs/alerts.log"
+SECURITY_LOG = f"{LOG_DIR}/security.log"
+ALERTS_LOG = f"{LOG_DIR}/alerts.log"
 APP_KEY_AGE_DAYS = 5  # rotated monthly: well inside the 31 days SEC-05 allows
 DB_ROTATED_DAYS = 20  # rotated quarterly: inside 92 days
 STALE_DAYS = 60
@@ -41,8 +41,7 @@ class AppTree(Component):
 
     # ---------------------------------------------------------------------------------- lifecycle
     def up(self, ctx: Context) -> None:
-        ctx.state["faults"] = []
-        ctx.save()
+        self.clear_faults(ctx)
         root = ctx.dir / APP_ROOT
         files = {
             "README.md": "# ACGS\nAI Constitutional Governance System\n",
@@ -58,17 +57,11 @@ class AppTree(Component):
         _write(root / "config/keys/db.credentials", "acgs:sandbox-not-a-real-password\n", 0o600)
         for rel in ("world-writable", "secret-readable", "unknown-user", "oom-kill", "failed-logins",
                     "critical-alert", "stale-key"):
-            self._heal(ctx, rel)
+            self.heal(ctx, rel, "")
         _write(ctx.dir / SECURITY_LOG, _security_log(), 0o644)
 
-    def down(self, ctx: Context) -> list[str]:
-        ctx.state["faults"] = []
-        ctx.save()
-        return []  # files only: nothing runs
-
     def status(self, ctx: Context) -> list[dict[str, Any]]:
-        return [{"name": "app tree", "pid": None, "port": None, "state": "files in " + str(ctx.dir / APP_ROOT),
-                 "faults": list(ctx.state.get("faults", []))}]
+        return [self.row(ctx, "app tree", "files in " + str(ctx.dir / APP_ROOT))]
 
     def profile_fragment(self, ctx: Context) -> dict[str, Any]:
         root = ctx.dir / APP_ROOT
@@ -87,10 +80,7 @@ class AppTree(Component):
         }
 
     # ------------------------------------------------------------------------------------- faults
-    def active_faults(self, ctx: Context) -> list[str]:
-        return list(ctx.state.get("faults", []))
-
-    def break_fault(self, ctx: Context, fault: str, target: str) -> None:
+    def break_(self, ctx: Context, fault: str, target: str) -> None:
         root, now = ctx.dir / APP_ROOT, datetime.now()
         if fault == "world-writable":
             os.chmod(root / "services/core/constitutional-ai/app/main.py", 0o666)
@@ -117,17 +107,9 @@ class AppTree(Component):
             _age(root / "config/keys/app.key", STALE_DAYS)
         elif fault == "no-alerts-log":  # a deployment where no component writes an alerts log
             (ctx.dir / ALERTS_LOG).unlink(missing_ok=True)
-        if fault not in ctx.state.setdefault("faults", []):
-            ctx.state["faults"].append(fault)
-        ctx.save()
 
-    def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
-        self._heal(ctx, fault)
-        if fault in ctx.state.get("faults", []):
-            ctx.state["faults"].remove(fault)
-        ctx.save()
-
-    def _heal(self, ctx: Context, fault: str) -> None:
+    def heal(self, ctx: Context, fault: str, target: str) -> None:
+        """Write the fault's file as `up` does (up calls it for each file)."""
         root = ctx.dir / APP_ROOT
         if fault == "world-writable":
             os.chmod(root / "services/core/constitutional-ai/app/main.py", 0o644)

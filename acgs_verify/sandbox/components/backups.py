@@ -41,11 +41,18 @@ from pathlib import Path
 from typing import Any
 
 from acgs_verify.sandbox.components.base import Component, Context, SandboxError
-from acgs_verify.sandbox.components.postgres import DATABASE, ROLE, find_bindir, primary_port
+from acgs_verify.sandbox.components.postgres import find_bindir, primary_port
+from acgs_verify.sandbox.constants import (
+    APP_ROOT,
+    BACKUP_ROOT,
+    CONSTITUTIONAL_HASH,
+    DATABASE,
+    LOG_DIR,
+    ROLE,
+    RUN_DIR,
+    secret_path,
+)
 
-BACKUP_ROOT = "var/backups/acgs"
-APP_ROOT = "home/acgs/ACGS"
-LOG_DIR = "var/log/acgs"
 DAYS = 10  # BK-05 wants >= 7 kept; backup-stale hides two and still leaves 8
 FILES = ("database.sql.gz", "config.tar.gz", "application.tar.gz", "logs.tar.gz")
 OLD_DAYS = 45
@@ -92,40 +99,32 @@ class Backups(Component):
             self._make(ctx, now - 3600 - k * 86400)
         ctx.save()
 
-    def down(self, ctx: Context) -> list[str]:
-        ctx.state["faults"] = []
-        ctx.save()
-        return []  # files only: nothing runs
-
     def status(self, ctx: Context) -> list[dict[str, Any]]:
         root = self._root(ctx)
         n = len(self._dated(ctx)) if root.is_dir() else 0
-        return [{"name": "backups", "pid": None, "port": None, "state": f"{n} dated backups in {root}",
-                 "faults": list(ctx.state.get("faults", []))}]
+        return [self.row(ctx, "backups", f"{n} dated backups in {root}")]
 
     def profile_fragment(self, ctx: Context) -> dict[str, Any]:
         return {"paths": {"backups": str(self._root(ctx))}}
 
     # ------------------------------------------------------------------------------------- faults
-    def active_faults(self, ctx: Context) -> list[str]:
-        return list(ctx.state.get("faults", []))
-
-    def break_fault(self, ctx: Context, fault: str, target: str) -> None:
-        spec = f"{fault}:{target}" if target else fault
-        if spec in ctx.state.setdefault("faults", []):
-            return
+    def refuse(self, ctx: Context, fault: str, target: str) -> str | None:
         if fault == FIELD:
-            if ctx.state["faults"]:
-                raise SandboxError(f"{FIELD} replaces the backups: heal {', '.join(ctx.state['faults'])} first")
-            self._field_on(ctx)
-            ctx.state["faults"].append(spec)
-            ctx.save()
-            return
+            active = self.active_faults(ctx)  # field-backups itself is listed once made
+            return f"{FIELD} replaces the backups: heal {', '.join(active)} first" if active else None
         latest = self._dated(ctx)[-1]
         needs = {"backup-missing": target, "backup-truncated": "application.tar.gz",
                  "backup-corrupt": "logs.tar.gz"}.get(fault)
         if needs and not (latest / needs).is_file():
-            raise SandboxError(f"{fault}: the latest backup {latest.name} holds no {needs} (layout {FIELD}?)")
+            return f"{fault}: the latest backup {latest.name} holds no {needs} (layout {FIELD}?)"
+        return None
+
+    def break_(self, ctx: Context, fault: str, target: str) -> None:
+        if fault == FIELD:
+            self._field_on(ctx)
+            ctx.save()
+            return
+        latest = self._dated(ctx)[-1]
         if fault == "backup-stale":
             for d in self._dated(ctx)[-2:]:
                 self._hide(ctx, d)
@@ -151,18 +150,13 @@ class Backups(Component):
             ctx.state["old"] = self._make(ctx, time.time() - OLD_DAYS * 86400).name
         self._touch(ctx, latest)
         self._relink(ctx)
-        ctx.state["faults"].append(spec)
         ctx.save()
 
-    def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
-        spec = f"{fault}:{target}" if target else fault
-        if spec not in ctx.state.get("faults", []):
-            return
+    def heal(self, ctx: Context, fault: str, target: str) -> None:
         if fault == FIELD:
-            for other in [f for f in ctx.state["faults"] if f != spec]:  # they changed the field folders
+            for other in [f for f in self.active_faults(ctx) if f != FIELD]:  # they changed the field folders
                 self.heal_fault(ctx, *(other.split(":", 1) + [""])[:2])
             self._field_off(ctx)
-            ctx.state["faults"].remove(spec)
             ctx.save()
             return
         hidden = self._hidden(ctx)
@@ -181,18 +175,15 @@ class Backups(Component):
         for d in self._dated(ctx):
             self._touch(ctx, d)
         self._relink(ctx)
-        ctx.state["faults"].remove(spec)
         ctx.save()
 
     # --------------------------------------------------------------------------------- the field layout
-    def _field(self, ctx: Context) -> bool:
-        return FIELD in ctx.state.get("faults", [])
-
     def _dump_name(self, ctx: Context) -> str:
-        return "database.sql" if self._field(ctx) or ctx.state.get("making_field") else "database.sql.gz"
+        # the field folders' own flag, not the fault list: field-backups is listed only once its folders are made
+        return "database.sql" if ctx.state.get("field_link") or ctx.state.get("making_field") else "database.sql.gz"
 
     def _aside(self, ctx: Context) -> Path:
-        return ctx.dir / "run" / "backups-default"
+        return ctx.dir / RUN_DIR / "backups-default"
 
     def _field_on(self, ctx: Context) -> None:
         """The default folders set aside; DAYS field folders written from the same pristine dump, plain."""
@@ -243,10 +234,10 @@ class Backups(Component):
         return ctx.dir / BACKUP_ROOT
 
     def _pristine(self, ctx: Context) -> Path:
-        return ctx.dir / "run" / "backups"
+        return ctx.dir / RUN_DIR / "backups"
 
     def _hidden(self, ctx: Context) -> Path:
-        return ctx.dir / "run" / "backups-hidden"
+        return ctx.dir / RUN_DIR / "backups-hidden"
 
     def _dated(self, ctx: Context) -> list[Path]:
         return sorted(p for p in self._root(ctx).iterdir()
@@ -264,7 +255,7 @@ class Backups(Component):
             (d / "nginx.production.conf").write_text(NGINX_CONF)
             (d / "manifest.json").write_text(json.dumps({
                 "backup_id": d.name, "timestamp": when.isoformat(timespec="seconds"),
-                "constitutional_hash": "cdd01ef066bc6cf2", "files": list(FIELD_FILES[:2])}, indent=2) + "\n")
+                "constitutional_hash": CONSTITUTIONAL_HASH, "files": list(FIELD_FILES[:2])}, indent=2) + "\n")
         else:
             for name in FILES:
                 shutil.copyfile(self._pristine(ctx) / name, d / name)
@@ -287,7 +278,7 @@ class Backups(Component):
 
     def _dump(self, ctx: Context, out: Path) -> None:
         """pg_dump | gzip > out, as daily_backup.sh does, against the sandbox PostgreSQL as acgs."""
-        password = (ctx.dir / "secrets" / "db.password").read_text().strip()
+        password = secret_path(ctx.dir, "db").read_text().strip()
         env = {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"}
         argv = [str(Path(find_bindir()) / "pg_dump"), "-h", "127.0.0.1", "-p", str(primary_port(ctx.port_offset)),
                 "-U", ROLE, DATABASE]

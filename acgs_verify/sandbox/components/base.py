@@ -1,4 +1,4 @@
-"""What every sandbox component (services now; PostgreSQL, Redis, backups, ... later) provides.
+"""What every sandbox component provides, and the helpers they share (processes, polling, files, ports).
 
 A component owns its slice of DIR/state.json (`ctx.state`), its processes and files under DIR, its faults,
 and the part of the generated profile that describes it. The manager only sequences components.
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from acgs_verify.sandbox.constants import RUN_DIR
+
 
 class SandboxError(Exception):
     """A sandbox operation failed; str() is the one line a user sees."""
@@ -32,6 +34,16 @@ class Context:
 
 
 class Component(ABC):
+    """One part of the stack. A subclass says what it runs (up/status/profile_fragment) and what each fault does
+    (`break_` and `heal`); the bookkeeping is here, the same for every component:
+
+    - the active faults are a list of specs (`fault` or `fault:target`) in the state slice's "faults";
+    - breaking an active fault and healing an inactive one change nothing;
+    - `refuse()` turns a fault down before anything is touched, with one line (SandboxError);
+    - a failed break or heal leaves the list as it was: a fault whose heal failed stays listed, so status stays
+      true and `heal` can simply be retried.
+    """
+
     name: str
     fault_names: tuple[str, ...] = ()
 
@@ -48,26 +60,128 @@ class Component(ABC):
     def up(self, ctx: Context) -> None:
         """Start everything; on failure undo what was started and raise SandboxError."""
 
-    @abstractmethod
     def down(self, ctx: Context) -> list[str]:
-        """Stop exactly what up() started, clear faults; returns one line per thing stopped."""
+        """Stop exactly what up() started, clear faults; returns one line per thing stopped.
+        This one is for components made of files only: nothing runs, so nothing is stopped."""
+        self.clear_faults(ctx)
+        return []
 
     @abstractmethod
     def status(self, ctx: Context) -> list[dict[str, Any]]:
-        """One dict per process: name, pid, port, state."""
+        """One dict per process: name, pid, port, state (and faults; see row())."""
 
     @abstractmethod
     def profile_fragment(self, ctx: Context) -> dict[str, Any]:
         """Top-level profile keys this component contributes (lists are concatenated, maps merged)."""
 
+    # --------------------------------------------------------------------------------- fault bookkeeping
     def active_faults(self, ctx: Context) -> list[str]:
-        return []
+        """The specs now broken, e.g. ['db-lock', 'backup-missing:config.tar.gz']."""
+        return list(ctx.state.get("faults", []))
 
     def break_fault(self, ctx: Context, fault: str, target: str) -> None:
-        raise SandboxError(f"{self.name} has no fault {fault!r}")
+        spec = fault_spec(fault, target)
+        if spec in self.active_faults(ctx):
+            return
+        why = self.refuse(ctx, fault, target)
+        if why:
+            raise SandboxError(why)
+        self._apply(ctx, spec, True, lambda: self.break_(ctx, fault, target))
 
     def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
+        spec = fault_spec(fault, target)
+        if spec in self.active_faults(ctx):
+            self._apply(ctx, spec, False, lambda: self.heal(ctx, fault, target))
+
+    # True: a fault is listed (or unlisted) before break_/heal run, because what they start reads the list
+    # (services' processes read DIR/faults.json); False: once they have succeeded, so that a command killed
+    # half-way never leaves a fault listed that was not made.
+    list_first = False
+
+    def _apply(self, ctx: Context, spec: str, on: bool, action: Callable[[], None]) -> None:
+        if not self.list_first:
+            action()
+            self.list_fault(ctx, spec, on)
+            return
+        self.list_fault(ctx, spec, on)
+        try:
+            action()
+        except BaseException:
+            self.list_fault(ctx, spec, not on)
+            raise
+
+    def refuse(self, ctx: Context, fault: str, target: str) -> str | None:
+        """Why `fault` cannot be broken now (one line), or None."""
+        return None
+
+    def break_(self, ctx: Context, fault: str, target: str) -> None:
         raise SandboxError(f"{self.name} has no fault {fault!r}")
+
+    def heal(self, ctx: Context, fault: str, target: str) -> None:
+        raise SandboxError(f"{self.name} has no fault {fault!r}")
+
+    def list_fault(self, ctx: Context, spec: str, on: bool) -> None:
+        """Add `spec` to the active faults (on) or remove it, and save the state."""
+        faults = ctx.state.setdefault("faults", [])
+        if on:
+            faults.append(spec)
+        elif spec in faults:
+            faults.remove(spec)
+        ctx.save()
+
+    def stop_process(self, ctx: Context, label: str, key: str = "process") -> list[str]:
+        """Stop the process recorded in the state under `key` and forget it: ['LABEL (pid N)'] if it was running."""
+        record = ctx.state.get(key)
+        stopped = [f"{label} (pid {record['pid']})"] if stop(record) else []
+        ctx.state[key] = None
+        ctx.save()
+        return stopped
+
+    def clear_faults(self, ctx: Context) -> None:
+        ctx.state["faults"] = []
+        ctx.save()
+
+    # -------------------------------------------------------------------------------------- status rows
+    def row(self, ctx: Context, name: str, state: str, pid: int | None = None, port: int | None = None,
+            faults: list[str] | None = None) -> dict[str, Any]:
+        """One status row: {"name", "pid", "port", "state", "faults"} (faults: this component's, unless given)."""
+        return {"name": name, "pid": pid, "port": port, "state": state,
+                "faults": self.active_faults(ctx) if faults is None else faults}
+
+    def process_row(self, ctx: Context, name: str, record: dict[str, Any] | None, port: int | None,
+                    dead: str = "down") -> dict[str, Any]:
+        """The row of one process: running, stopped (never started, or stopped by a fault) or `dead`."""
+        state = "running" if is_alive(record) else ("stopped" if record is None else dead)
+        return self.row(ctx, name, state, record["pid"] if record else None, port)
+
+
+def fault_spec(fault: str, target: str) -> str:
+    """'slow', 'auth' -> 'slow:auth'; a fault without a target is its name."""
+    return f"{fault}:{target}" if target else fault
+
+
+def poll(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> bool:
+    """Call predicate until it returns something true (True) or `timeout` seconds have passed (False).
+    It is called at least once, and once more at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+
+
+def wait_until(what: str | Callable[[], str], predicate: Callable[[], Any], timeout: float,
+               interval: float = 0.05) -> None:
+    """Wait for a state: poll(predicate) and, at the deadline, SandboxError(what) (a callable `what` is asked
+    then, so the line can hold the last answer or a log's tail). A predicate raises SandboxError to give up
+    early, e.g. when the process it waits for has died.
+
+    >>> wait_until(lambda: f"sshd did not start: {tail(err)}", lambda: _banner(address, port), 10)
+    """
+    if not poll(predicate, timeout, interval):
+        raise SandboxError(what() if callable(what) else what)
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -106,6 +220,14 @@ def spawn(argv: list[str], env: dict[str, str], stdout: Path, stderr: Path) -> d
         setsid=True,
     )
     return {"pid": pid, "argv": argv, "start_ticks": _start_ticks(pid)}
+
+
+def start(what: str, argv: list[str], env: dict[str, str], run: Path, name: str) -> dict[str, Any]:
+    """spawn() with its output in RUN/NAME.out and .err; SandboxError('cannot start WHAT: why: program')."""
+    try:
+        return spawn(argv, env, run / f"{name}.out", run / f"{name}.err")
+    except OSError as exc:
+        raise SandboxError(f"cannot start {what}: {exc.strerror}: {exc.filename or argv[0]}") from None
 
 
 def _proc_stat(pid: int) -> list[str] | None:
@@ -160,9 +282,7 @@ def stop(record: dict[str, Any] | None, grace: float = 5.0) -> bool:
             break
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and is_alive(record):
-            time.sleep(0.02)
+        poll(lambda: not is_alive(record), wait, 0.02)
     _reap(pid)  # it may have turned zombie after is_alive's own reap: a stopped child leaves no /proc entry
     return True
 
@@ -196,12 +316,8 @@ def python_env(ctx: Context, **extra: str) -> dict[str, str]:
 
 def spawn_holder(ctx: Context, name: str, args: list[str], **env: str) -> dict[str, Any]:
     """Start `python -m acgs_verify.sandbox.holders ARGS`, the process that keeps a fault in place."""
-    run = ctx.dir / "run"
-    try:
-        return spawn([ctx.python, "-m", "acgs_verify.sandbox.holders", *args], python_env(ctx, **env),
-                     run / f"{name}.out", run / f"{name}.err")
-    except OSError as exc:
-        raise SandboxError(f"cannot start the {name} holder: {exc.strerror}: {ctx.python}") from None
+    return start(f"the {name} holder", [ctx.python, "-m", "acgs_verify.sandbox.holders", *args],
+                 python_env(ctx, **env), ctx.dir / RUN_DIR, name)
 
 
 def write_secret(path: Path, value: str) -> None:

@@ -15,10 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from acgs_verify.sandbox.components.base import Component, Context, atomic_write
-from acgs_verify.sandbox.service_app import CONSTITUTIONAL_HASH
+from acgs_verify.sandbox.constants import CONSTITUTIONAL_HASH, OTHER_HASH, POLICY_DIR
 
-POLICY_DIR = "home/acgs/ACGS/config/policies"
-OTHER_HASH = "badc0ffee0ddf00d"
 INVALID_FILE = "decision_rules.yaml"
 WRONG_HASH_FILE = "data_access.rego"
 
@@ -154,30 +152,20 @@ class Policies(Component):
     fault_names = ("policy-invalid", "policy-wrong-hash", "policy-notes")
 
     def up(self, ctx: Context) -> None:
-        ctx.state["faults"] = []
-        ctx.save()
+        self.clear_faults(ctx)
         # the directory is this component's alone: a file left by an earlier sandbox in the same dir would be
         # checked by CC-03 as if it were part of the shipped set
         shutil.rmtree(self._dir(ctx), ignore_errors=True)
         for name in POLICIES:
             self._write(ctx, name, POLICIES[name])
 
-    def down(self, ctx: Context) -> list[str]:
-        ctx.state["faults"] = []
-        ctx.save()
-        return []  # files only: nothing runs
-
     def status(self, ctx: Context) -> list[dict[str, Any]]:
-        return [{"name": "policies", "pid": None, "port": None, "state": f"{len(POLICIES)} files in {self._dir(ctx)}",
-                 "faults": list(ctx.state.get("faults", []))}]
+        return [self.row(ctx, "policies", f"{len(POLICIES)} files in {self._dir(ctx)}")]
 
     def profile_fragment(self, ctx: Context) -> dict[str, Any]:
         return {"paths": {"policies": str(self._dir(ctx))}, "policies": {"format": "auto"}}
 
-    def active_faults(self, ctx: Context) -> list[str]:
-        return list(ctx.state.get("faults", []))
-
-    def break_fault(self, ctx: Context, fault: str, target: str) -> None:
+    def break_(self, ctx: Context, fault: str, target: str) -> None:
         if fault == "policy-notes":
             for name, text in NOTES.items():
                 self._write(ctx, name, text)
@@ -185,20 +173,14 @@ class Policies(Component):
             self._write(ctx, INVALID_FILE, POLICIES[INVALID_FILE].replace("impact: high}", "impact: high"))
         else:
             self._write(ctx, WRONG_HASH_FILE, POLICIES[WRONG_HASH_FILE].replace(H, OTHER_HASH))
-        if fault not in ctx.state.setdefault("faults", []):
-            ctx.state["faults"].append(fault)
-        ctx.save()
 
-    def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
+    def heal(self, ctx: Context, fault: str, target: str) -> None:
         if fault == "policy-notes":
             for name in NOTES:
                 (self._dir(ctx) / name).unlink(missing_ok=True)
         else:
             name = INVALID_FILE if fault == "policy-invalid" else WRONG_HASH_FILE
             self._write(ctx, name, POLICIES[name])
-        if fault in ctx.state.get("faults", []):
-            ctx.state["faults"].remove(fault)
-        ctx.save()
 
     def _dir(self, ctx: Context) -> Path:
         return ctx.dir / POLICY_DIR

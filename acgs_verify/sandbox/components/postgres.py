@@ -20,20 +20,18 @@ listen_addresses=`), so the profile's pattern and `postgres` both match it, but 
 from __future__ import annotations
 
 import contextlib
-import glob
 import math
 import os
 import pwd
-import re
 import secrets
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from acgs_verify import pgbin
 from acgs_verify.sandbox import pg_seed
 from acgs_verify.sandbox.components.base import (
     Component,
@@ -45,27 +43,35 @@ from acgs_verify.sandbox.components.base import (
     spawn_holder,
     stop,
     tail,
+    wait_until,
     write_secret,
+)
+from acgs_verify.sandbox.constants import (
+    ADMIN,
+    DATABASE,
+    DB_PASSWORD_ENV,
+    PRIMARY_PORT,
+    REPLICA_PORT,
+    RESTORE_ROLE,
+    ROLE,
+    RUN_DIR,
+    secret_path,
 )
 from acgs_verify.sandbox.holders import APP_PREFIX
 
-DATABASE = "acgs_production"
-ROLE = "acgs"
-ADMIN = "postgres"
-RESTORE_ROLE = "acgs_restore"  # the restore drill's own credential (BK-07): it may create databases
 MAX_CONNECTIONS = 30
 SATURATION_PERCENT = 80  # the default db_connections_max_percent: db-saturation fills the server up to it
 START_TIMEOUT = 30
-PASSWORD_ENV = "ACGS_SANDBOX_DB_PASSWORD"
 _DOWN = ("db-down", "db-down-decoy")  # faults that keep the primary stopped
+_HELD = ("db-long-query", "db-lock", "db-saturation", "db-idle-in-transaction")  # sessions a holder process keeps
 
 
 def primary_port(offset: int) -> int:
-    return 5432 + offset
+    return PRIMARY_PORT + offset
 
 
 def replica_port(offset: int) -> int:
-    return 5433 + offset
+    return REPLICA_PORT + offset
 
 
 def process_pattern(port: int) -> str:
@@ -75,20 +81,10 @@ def process_pattern(port: int) -> str:
 
 def find_bindir() -> str:
     """Where initdb and friends live: pg_config's bindir if it has them, else the newest Debian install."""
-    candidates = []
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, timeout=10)
-        candidates.append(out.stdout.strip())
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"),
-                      key=lambda p: [int(x) for x in re.findall(r"\d+", p)], reverse=True)
-    candidates += versions
-    if shutil.which("initdb"):
-        candidates.append(str(Path(shutil.which("initdb")).parent))
-    for bindir in candidates:
-        if bindir and all(Path(bindir, tool).is_file() for tool in ("initdb", "pg_ctl", "pg_basebackup")):
-            return bindir
-    raise SandboxError("PostgreSQL server binaries not found (initdb, pg_ctl, pg_basebackup); "
-                       "install them: apt-get install postgresql")
+    try:
+        return pgbin.server_bindir()
+    except LookupError as exc:
+        raise SandboxError(str(exc)) from None
 
 
 class Postgres(Component):
@@ -110,7 +106,7 @@ class Postgres(Component):
         ctx.state["root"] = str(self._make_root(ctx))
         ctx.save()
         try:
-            write_secret(self._password_file(ctx), os.environ.get(PASSWORD_ENV) or secrets.token_urlsafe(18))
+            write_secret(self._password_file(ctx), os.environ.get(DB_PASSWORD_ENV) or secrets.token_urlsafe(18))
             write_secret(self._admin_file(ctx), secrets.token_urlsafe(18))
             write_secret(self._restore_file(ctx), secrets.token_urlsafe(18))
             self._initdb(ctx)
@@ -130,7 +126,7 @@ class Postgres(Component):
             raise
 
     def down(self, ctx: Context) -> list[str]:
-        stopped = []
+        stopped: list[str] = []
         for name, record in sorted(ctx.state.get("holders", {}).items()):
             if stop(record):
                 stopped.append(f"{name} holder (pid {record['pid']})")
@@ -145,18 +141,14 @@ class Postgres(Component):
             shutil.rmtree(root, ignore_errors=True)
             with contextlib.suppress(OSError):
                 (ctx.dir / "postgres").unlink()
-        ctx.state.update(processes={}, holders={}, faults=[], undo={}, root=None)
-        ctx.save()
+        ctx.state.update(processes={}, holders={}, undo={}, root=None)
+        self.clear_faults(ctx)
         return stopped
 
     def status(self, ctx: Context) -> list[dict[str, Any]]:
-        out = []
-        for name, port in (("primary", primary_port(ctx.port_offset)), ("replica", replica_port(ctx.port_offset))):
-            record = ctx.state.get("processes", {}).get(name)
-            state = "running" if is_alive(record) else ("stopped" if record is None else "down")
-            out.append({"name": f"postgres {name}", "pid": record["pid"] if record else None, "port": port,
-                        "state": state, "faults": list(ctx.state.get("faults", []))})
-        return out
+        return [self.process_row(ctx, f"postgres {name}", ctx.state.get("processes", {}).get(name), port)
+                for name, port in (("primary", primary_port(ctx.port_offset)),
+                                   ("replica", replica_port(ctx.port_offset)))]
 
     def profile_fragment(self, ctx: Context) -> dict[str, Any]:
         port, rport = primary_port(ctx.port_offset), replica_port(ctx.port_offset)
@@ -173,22 +165,17 @@ class Postgres(Component):
         }]}
 
     # ------------------------------------------------------------------------------------- faults
-    def active_faults(self, ctx: Context) -> list[str]:
-        return list(ctx.state.get("faults", []))
+    def refuse(self, ctx: Context, fault: str, target: str) -> str | None:
+        clash = [f for f in self.active_faults(ctx) if f in pg_seed.RESHAPE_AUDIT and fault in pg_seed.RESHAPE_AUDIT]
+        return f"{fault} and {clash[0]} both rewrite every audit row's hashes: heal {clash[0]} first" if clash else None
 
-    def break_fault(self, ctx: Context, fault: str, target: str) -> None:
-        if fault in ctx.state.setdefault("faults", []):
-            return
-        undo: Any = None
-        clash = [f for f in ctx.state["faults"] if f in pg_seed.RESHAPE_AUDIT and fault in pg_seed.RESHAPE_AUDIT]
-        if clash:
-            raise SandboxError(f"{fault} and {clash[0]} both rewrite every audit row's hashes: heal {clash[0]} first")
+    def break_(self, ctx: Context, fault: str, target: str) -> None:
         if fault in _DOWN:
             if self._running(ctx, "primary"):
                 self._stop(ctx, "primary")
             if fault == "db-down-decoy":
                 self._start_decoy(ctx)
-        elif fault in ("db-long-query", "db-lock", "db-saturation", "db-idle-in-transaction"):
+        elif fault in _HELD:
             self._hold(ctx, fault)
         elif fault == "db-slow-statements":
             with self._connect(ctx, ROLE, self._password(ctx), DATABASE) as conn:
@@ -197,24 +184,21 @@ class Postgres(Component):
         else:
             with self._admin(ctx) as conn:
                 undo = pg_seed.BREAK[fault](conn, self._replica_admin(ctx))
-        ctx.state["faults"].append(fault)
-        if undo is not None:
-            ctx.state.setdefault("undo", {})[fault] = undo
-        ctx.save()
+            if undo is not None:
+                ctx.state.setdefault("undo", {})[fault] = undo
+                ctx.save()
 
-    def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
-        if fault not in ctx.state.get("faults", []):
-            return
+    def heal(self, ctx: Context, fault: str, target: str) -> None:
         if fault == "db-down-decoy":
             self._stop(ctx, "decoy")
             shutil.rmtree(self._data(ctx, "decoy"), ignore_errors=True)
         if fault in _DOWN:
-            if not (set(_DOWN) - {fault}) & set(ctx.state["faults"]):  # the other one keeps it down
+            if not (set(_DOWN) - {fault}) & set(self.active_faults(ctx)):  # the other one keeps it down
                 self._start(ctx, "primary")
                 with self._admin(ctx) as conn:
                     pg_seed.settle_statistics(conn, statements=False)
                 self._wait_streaming(ctx)
-        elif fault in ("db-long-query", "db-lock", "db-saturation", "db-idle-in-transaction"):
+        elif fault in _HELD:
             self._release(ctx, fault)
         elif fault == "db-slow-statements":
             with self._admin(ctx) as conn:
@@ -222,7 +206,6 @@ class Postgres(Component):
         else:
             with self._admin(ctx) as conn:
                 pg_seed.HEAL[fault](conn, self._replica_admin(ctx), ctx.state.get("undo", {}).get(fault))
-        ctx.state["faults"].remove(fault)
         ctx.state.get("undo", {}).pop(fault, None)
         ctx.save()
 
@@ -244,14 +227,21 @@ class Postgres(Component):
                                   " WHERE application_name = %(a)s",
                  "db-idle-in-transaction": "SELECT count(*) >= 1 FROM pg_stat_activity WHERE application_name = %(a)s"
                                            " AND state = 'idle in transaction'"}[fault]
-        deadline = time.monotonic() + 20
         with self._admin(ctx) as conn:
-            while not conn.execute(ready, {"a": APP_PREFIX + fault}).fetchone()[0]:
-                if not is_alive(record) or time.monotonic() > deadline:
-                    err = tail(ctx.dir / "run" / f"{fault}.err")
-                    self._release(ctx, fault)
-                    raise SandboxError(f"{fault}: the holder did not get its sessions in place: {err}")
-                time.sleep(0.1)
+            def in_place() -> bool:
+                if not is_alive(record):
+                    raise SandboxError(gave_up())
+                return bool(conn.execute(ready, {"a": APP_PREFIX + fault}).fetchone()[0])
+
+            def gave_up() -> str:
+                err = tail(ctx.dir / RUN_DIR / f"{fault}.err")
+                return f"{fault}: the holder did not get its sessions in place: {err}"
+
+            try:
+                wait_until(gave_up, in_place, 20, interval=0.1)
+            except SandboxError:
+                self._release(ctx, fault)
+                raise
 
     def _release(self, ctx: Context, fault: str) -> None:
         if ctx.state.get("processes", {}).get("primary") and is_alive(ctx.state["processes"]["primary"]):
@@ -383,27 +373,26 @@ class Postgres(Component):
             f.write("wal_receiver_status_interval = 1s\nhot_standby_feedback = on\n")
 
     def _wait_streaming(self, ctx: Context, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
         with self._admin(ctx, "postgres") as conn:
-            while True:
-                lag = conn.execute("SELECT state, extract(epoch FROM replay_lag)::float FROM pg_stat_replication"
-                                   ).fetchall()
-                if lag and lag[0][0] == "streaming" and (lag[0][1] or 0) < 1:
-                    return
-                if time.monotonic() > deadline:
-                    raise SandboxError(f"the replica is not streaming after {timeout:.0f} s (pg_stat_replication: "
-                                       f"{lag}); see {Path(ctx.state['root']) / 'replica.log'}")
-                time.sleep(0.2)
+            lag: list = []
+
+            def streaming() -> bool:
+                lag[:] = conn.execute("SELECT state, extract(epoch FROM replay_lag)::float FROM pg_stat_replication"
+                                      ).fetchall()
+                return bool(lag) and lag[0][0] == "streaming" and (lag[0][1] or 0) < 1
+
+            wait_until(lambda: f"the replica is not streaming after {timeout:.0f} s (pg_stat_replication: {lag}); "
+                               f"see {Path(ctx.state['root']) / 'replica.log'}", streaming, timeout, interval=0.2)
 
     # ------------------------------------------------------------------------------------ sessions
     def _password_file(self, ctx: Context) -> Path:
-        return ctx.dir / "secrets" / "db.password"
+        return secret_path(ctx.dir, "db")
 
     def _admin_file(self, ctx: Context) -> Path:
-        return ctx.dir / "secrets" / "pg-admin.password"
+        return secret_path(ctx.dir, "pg-admin")
 
     def _restore_file(self, ctx: Context) -> Path:
-        return ctx.dir / "secrets" / "restore.password"
+        return secret_path(ctx.dir, "restore")
 
     def _secret(self, path: Path) -> str:
         return path.read_text().strip()

@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 from acgs_verify.sandbox.components.base import (
@@ -23,25 +24,31 @@ from acgs_verify.sandbox.components.base import (
     adopt,
     claim_port,
     is_alive,
-    spawn,
     spawn_holder,
+    start,
     stop,
     tail,
+    wait_until,
     write_secret,
 )
-from acgs_verify.sandbox.service_app import CONSTITUTIONAL_HASH
+from acgs_verify.sandbox.constants import (
+    CONSTITUTIONAL_HASH,
+    OTHER_HASH,
+    REDIS_PASSWORD_ENV,
+    REDIS_PORT,
+    RUN_DIR,
+    secret_path,
+)
 
 HASH_KEY = "acgs:constitutional_hash"
-OTHER_HASH = "badc0ffee0ddf00d"
 CACHED_KEYS = 300
 SEED_HITS, SEED_MISSES = 1900, 100  # 95 %: above the 85 % threshold, with more than its 1000 lookups
 LOW_HIT_MISSES = 4000  # redis-low-hit-rate: ~32 % afterwards
-PASSWORD_ENV = "ACGS_SANDBOX_REDIS_PASSWORD"
 START_TIMEOUT = 10.0
 
 
 def redis_port(offset: int) -> int:
-    return 6379 + offset
+    return REDIS_PORT + offset
 
 
 class Redis(Component):
@@ -55,7 +62,7 @@ class Redis(Component):
             raise SandboxError("redis-server not found; install it: apt-get install redis-server")
         claim_port(port, "Redis", ctx.port_offset)
         ctx.state.update(process=None, holder=None, faults=[], server=server)
-        write_secret(self._password_file(ctx), os.environ.get(PASSWORD_ENV) or secrets.token_urlsafe(18))
+        write_secret(self._password_file(ctx), os.environ.get(REDIS_PASSWORD_ENV) or secrets.token_urlsafe(18))
         try:
             self._start(ctx)
         except BaseException:
@@ -63,32 +70,20 @@ class Redis(Component):
             raise
 
     def down(self, ctx: Context) -> list[str]:
-        stopped = []
-        for key in ("holder", "process"):
-            record = ctx.state.get(key)
-            if stop(record):
-                stopped.append(f"redis {'server' if key == 'process' else 'redis-slow holder'} (pid {record['pid']})")
-        ctx.state.update(process=None, holder=None, faults=[])
-        ctx.save()
+        stopped = self.stop_process(ctx, "redis redis-slow holder", "holder")
+        stopped += self.stop_process(ctx, "redis server")
+        self.clear_faults(ctx)
         return stopped
 
     def status(self, ctx: Context) -> list[dict[str, Any]]:
-        record = ctx.state.get("process")
-        state = "running" if is_alive(record) else ("stopped" if record is None else "down")
-        return [{"name": "redis", "pid": record["pid"] if record else None, "port": redis_port(ctx.port_offset),
-                 "state": state, "faults": list(ctx.state.get("faults", []))}]
+        return [self.process_row(ctx, "redis", ctx.state.get("process"), redis_port(ctx.port_offset))]
 
     def profile_fragment(self, ctx: Context) -> dict[str, Any]:
         return {"redis": [{"name": "cache", "url": f"redis://127.0.0.1:{redis_port(ctx.port_offset)}/0",
                            "password_file": str(self._password_file(ctx)), "hash_key": HASH_KEY}]}
 
     # ------------------------------------------------------------------------------------- faults
-    def active_faults(self, ctx: Context) -> list[str]:
-        return list(ctx.state.get("faults", []))
-
-    def break_fault(self, ctx: Context, fault: str, target: str) -> None:
-        if fault in ctx.state.setdefault("faults", []):
-            return
+    def break_(self, ctx: Context, fault: str, target: str) -> None:
         if fault == "redis-down":
             stop(ctx.state.get("process"))
             ctx.state["process"] = None
@@ -97,15 +92,17 @@ class Redis(Component):
         elif fault == "redis-slow":
             ctx.state["holder"] = spawn_holder(ctx, fault, ["redis-slow"], ACGS_HOLDER_REDIS_URL=self._url(ctx),
                                                ACGS_HOLDER_REDIS_PASSWORD=self._password(ctx))
-            self._wait_slow(ctx)
+            ctx.save()
+            try:
+                self._wait_slow(ctx)
+            except BaseException:
+                stop(ctx.state.get("holder"))
+                raise
         elif fault == "redis-low-hit-rate":
             self._lookups(ctx, hits=0, misses=LOW_HIT_MISSES)
-        ctx.state["faults"].append(fault)
         ctx.save()
 
-    def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
-        if fault not in ctx.state.get("faults", []):
-            return
+    def heal(self, ctx: Context, fault: str, target: str) -> None:
         if fault == "redis-down":
             self._start(ctx)
         elif fault == "redis-wrong-hash":
@@ -116,12 +113,11 @@ class Redis(Component):
         elif fault == "redis-low-hit-rate":
             self._client(ctx).config_resetstat()
             self._lookups(ctx, SEED_HITS, SEED_MISSES)
-        ctx.state["faults"].remove(fault)
         ctx.save()
 
     # ------------------------------------------------------------------------------------ helpers
-    def _password_file(self, ctx: Context):
-        return ctx.dir / "secrets" / "redis.password"
+    def _password_file(self, ctx: Context) -> Path:
+        return secret_path(ctx.dir, "redis")
 
     def _password(self, ctx: Context) -> str:
         return self._password_file(ctx).read_text().strip()
@@ -145,24 +141,27 @@ class Redis(Component):
             f"requirepass {self._password(ctx)}",
             "enable-debug-command local",  # redis-slow sends DEBUG SLEEP from 127.0.0.1
             'logfile ""']))
-        run = ctx.dir / "run"
-        try:
-            record = spawn([ctx.state["server"], str(conf)], dict(os.environ), run / "redis.out", run / "redis.err")
-        except OSError as exc:
-            raise SandboxError(f"cannot start redis-server: {exc.strerror}") from None
+        run = ctx.dir / RUN_DIR
+        record = start("redis-server", [ctx.state["server"], str(conf)], dict(os.environ), run, "redis")
         ctx.state["process"] = record
         ctx.save()
         client = self._client(ctx)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
+        last = ["no answer"]
+
+        def pong() -> bool:
             try:
-                client.ping()
-                break
+                return bool(client.ping())
             except Exception as exc:  # any answer but PONG, until the deadline: the reason is in the log
-                if not is_alive(record) or time.monotonic() > deadline:
-                    raise SandboxError(f"redis-server did not answer on port {redis_port(ctx.port_offset)}: "
-                                       f"{type(exc).__name__}; log: {tail(run / 'redis.out')}") from None
-                time.sleep(0.05)
+                last[0] = type(exc).__name__
+                if not is_alive(record):
+                    raise SandboxError(gave_up()) from None
+                return False
+
+        def gave_up() -> str:
+            return (f"redis-server did not answer on port {redis_port(ctx.port_offset)}: {last[0]}; "
+                    f"log: {tail(run / 'redis.out')}")
+
+        wait_until(gave_up, pong, START_TIMEOUT)
         # redis-server retitles itself ("redis-server 127.0.0.1:PORT"): remember it as it now reads
         ctx.state["process"] = adopt(record["pid"])
         ctx.save()
@@ -191,10 +190,11 @@ class Redis(Component):
 
     def _wait_slow(self, ctx: Context) -> None:
         client = self._client(ctx)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def slow() -> bool:
             started = time.monotonic()
             client.ping()
-            if time.monotonic() - started > 0.01:
-                return
-        raise SandboxError(f"redis-slow: the server still answers at once; see {ctx.dir / 'run' / 'redis-slow.err'}")
+            return time.monotonic() - started > 0.01
+
+        wait_until(f"redis-slow: the server still answers at once; see {ctx.dir / RUN_DIR / 'redis-slow.err'}",
+                   slow, 10, interval=0)

@@ -28,10 +28,12 @@ from acgs_verify.sandbox.components.base import (
     claim_port,
     is_alive,
     python_env,
-    spawn,
+    start,
     stop,
     tail,
+    wait_until,
 )
+from acgs_verify.sandbox.constants import RUN_DIR
 from acgs_verify.sandbox.service_app import SERVICES, ServiceSpec
 
 READY_TIMEOUT = 15.0
@@ -80,9 +82,9 @@ class Services(Component):
             # start all six before waiting for any: they boot in parallel
             for spec in SERVICES.values():
                 self._spawn(ctx, spec)
-            deadline = time.monotonic() + READY_TIMEOUT
+            deadline = time.monotonic() + READY_TIMEOUT  # one budget for the six: they boot side by side
             for spec in SERVICES.values():
-                self._wait_ready(ctx, spec, deadline)
+                self._wait_ready(ctx, spec, max(0.0, deadline - time.monotonic()))
         except BaseException:
             self.down(ctx)
             raise
@@ -90,7 +92,7 @@ class Services(Component):
             self._seed(ctx, spec)
 
     def down(self, ctx: Context) -> list[str]:
-        stopped = []
+        stopped: list[str] = []
         for name, record in sorted(ctx.state.get("processes", {}).items()):
             if stop(record):
                 stopped.append(f"{name} (pid {record['pid']})")
@@ -100,8 +102,7 @@ class Services(Component):
                 stopped.append(f"{name} decoy (pid {record['pid']})")
         ctx.state["processes"] = {}
         ctx.state["decoys"] = {}
-        ctx.state["faults"] = {}
-        ctx.save()
+        self.clear_faults(ctx)
         (ctx.dir / service_app.FAULTS_FILE).unlink(missing_ok=True)
         return stopped
 
@@ -111,18 +112,10 @@ class Services(Component):
             record = ctx.state.get("processes", {}).get(name)
             faults = self._faults(ctx, name)
             if set(_DOWN) & set(faults):
-                state = "down (fault)"
-            elif record is None:
-                state = "stopped"
-            else:
-                state = "running" if is_alive(record) else "crashed"
-            out.append({
-                "name": name,
-                "pid": record["pid"] if record and state != "down (fault)" else None,
-                "port": self._port(ctx, spec),
-                "state": state,
-                "faults": faults,
-            })
+                out.append(self.row(ctx, name, "down (fault)", None, self._port(ctx, spec), faults))
+                continue
+            out.append({**self.process_row(ctx, name, record, self._port(ctx, spec), dead="crashed"),
+                        "faults": faults})
         return out
 
     def profile_fragment(self, ctx: Context) -> dict[str, Any]:
@@ -145,16 +138,28 @@ class Services(Component):
         return {"services": services, "paths": {"logs": str(ctx.dir / service_app.LOG_SUBDIR)}}
 
     # ------------------------------------------------------------------------------------- faults
+    # The state keeps them per service ({name: [fault, ...]}), the shape of DIR/faults.json that the services read;
+    # a service (re)started by break or heal must find its faults there already.
+    list_first = True
+
     def active_faults(self, ctx: Context) -> list[str]:
         return [f"{f}:{name}" for name in SERVICES for f in self._faults(ctx, name)]
 
-    def break_fault(self, ctx: Context, fault: str, target: str) -> None:
-        faults = ctx.state.setdefault("faults", {}).setdefault(target, [])
-        if fault in faults:
-            return
-        faults.append(fault)
+    def list_fault(self, ctx: Context, spec: str, on: bool) -> None:
+        fault, _, name = spec.partition(":")
+        faults = ctx.state.setdefault("faults", {}).setdefault(name, [])
+        if on:
+            faults.append(fault)
+        elif fault in faults:
+            faults.remove(fault)
         ctx.save()
         self._write_fault_file(ctx)
+
+    def clear_faults(self, ctx: Context) -> None:
+        ctx.state["faults"] = {}
+        ctx.save()
+
+    def break_(self, ctx: Context, fault: str, target: str) -> None:
         spec = SERVICES[target]
         if fault in _DOWN:
             self._stop(ctx, spec)
@@ -169,31 +174,18 @@ class Services(Component):
         elif fault == "service-memory":
             self._seed(ctx, spec, 1)  # the service allocates on its next request: now, before any run
 
-    def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
-        faults = ctx.state.setdefault("faults", {}).get(target, [])
-        if fault not in faults:
-            return
-        faults.remove(fault)
-        ctx.save()
-        self._write_fault_file(ctx)
+    def heal(self, ctx: Context, fault: str, target: str) -> None:
         spec = SERVICES[target]
-        try:
-            if fault == "service-down-decoy":
-                stop(ctx.state.setdefault("decoys", {}).pop(spec.name, None))
-                ctx.save()
-            if fault in _DOWN:
-                if not set(_DOWN) & set(self._faults(ctx, spec.name)):
-                    self._start(ctx, spec)
-            elif fault in _RESTART_ON_HEAL:
-                self._restart(ctx, spec)
-            elif fault == "service-memory":
-                self._seed(ctx, spec, 1)  # and frees the allocation on its next request
-        except SandboxError:
-            # not healed: keep it listed, so status stays true and `heal` can simply be retried
-            faults.append(fault)
+        if fault == "service-down-decoy":
+            stop(ctx.state.setdefault("decoys", {}).pop(spec.name, None))
             ctx.save()
-            self._write_fault_file(ctx)
-            raise
+        if fault in _DOWN:
+            if not set(_DOWN) & set(self._faults(ctx, spec.name)):
+                self._start(ctx, spec)
+        elif fault in _RESTART_ON_HEAL:
+            self._restart(ctx, spec)
+        elif fault == "service-memory":
+            self._seed(ctx, spec, 1)  # and frees the allocation on its next request
 
     # ------------------------------------------------------------------------------------ helpers
     def _faults(self, ctx: Context, name: str) -> list[str]:
@@ -203,7 +195,7 @@ class Services(Component):
         return spec.port + ctx.port_offset
 
     def _pid_file(self, ctx: Context, name: str) -> Path:
-        return ctx.dir / "run" / f"{name}.pid"
+        return ctx.dir / RUN_DIR / f"{name}.pid"
 
     def _write_fault_file(self, ctx: Context) -> None:
         atomic_write(ctx.dir / service_app.FAULTS_FILE, json.dumps(ctx.state.get("faults", {}), indent=1))
@@ -219,40 +211,33 @@ class Services(Component):
                 "--log-level", "warning", "--no-access-log"]
 
     def _spawn(self, ctx: Context, spec: ServiceSpec) -> None:
-        env = python_env(ctx)
-        run = ctx.dir / "run"
-        try:
-            record = spawn(self._argv(ctx, spec), env, run / f"{spec.name}.out", run / f"{spec.name}.err")
-        except OSError as exc:
-            what = exc.filename or ctx.python
-            raise SandboxError(f"cannot start {spec.name}: {exc.strerror}: {what}") from None
+        record = start(spec.name, self._argv(ctx, spec), python_env(ctx), ctx.dir / RUN_DIR, spec.name)
         ctx.state.setdefault("processes", {})[spec.name] = record
         ctx.save()
         atomic_write(self._pid_file(ctx, spec.name), f"{record['pid']}\n")
 
-    def _wait_ready(self, ctx: Context, spec: ServiceSpec, deadline: float) -> None:
+    def _wait_ready(self, ctx: Context, spec: ServiceSpec, timeout: float) -> None:
         record = ctx.state["processes"][spec.name]
         url = f"http://127.0.0.1:{self._port(ctx, spec)}/health"
+        err = ctx.dir / RUN_DIR / f"{spec.name}.err"
         # an unhealthy-by-fault service answers 503 on purpose; it is still up
         ok = (200, 503) if "service-unhealthy" in self._faults(ctx, spec.name) else (200,)
-        last = "no answer"
+        last = ["no answer"]
+
+        def healthy() -> bool:
+            if not is_alive(record):
+                raise SandboxError(f"{spec.name} exited during start-up: {tail(err)}")
+            try:
+                r = client.get(url)
+            except httpx.HTTPError as exc:
+                last[0] = type(exc).__name__
+                return False
+            last[0] = f"HTTP {r.status_code}"
+            return r.status_code in ok
+
         with httpx.Client(timeout=1.0) as client:
-            while True:
-                if not is_alive(record):
-                    err = tail(ctx.dir / "run" / f"{spec.name}.err")
-                    raise SandboxError(f"{spec.name} exited during start-up: {err}")
-                try:
-                    r = client.get(url)
-                    if r.status_code in ok:
-                        return
-                    last = f"HTTP {r.status_code}"
-                except httpx.HTTPError as exc:
-                    last = type(exc).__name__
-                if time.monotonic() > deadline:
-                    err = tail(ctx.dir / "run" / f"{spec.name}.err")
-                    raise SandboxError(f"{spec.name} not healthy on {url} after {READY_TIMEOUT:.0f} s "
-                                       f"({last}); stderr: {err}")
-                time.sleep(0.05)
+            wait_until(lambda: f"{spec.name} not healthy on {url} after {READY_TIMEOUT:.0f} s ({last[0]}); "
+                               f"stderr: {tail(err)}", healthy, timeout)
 
     def _seed(self, ctx: Context, spec: ServiceSpec, n: int = SEED_REQUESTS) -> None:
         """Real user traffic, so logs and metrics hold real request lines."""
@@ -269,7 +254,7 @@ class Services(Component):
     def _start(self, ctx: Context, spec: ServiceSpec) -> None:
         claim_port(self._port(ctx, spec), spec.name, ctx.port_offset)
         self._spawn(ctx, spec)
-        self._wait_ready(ctx, spec, time.monotonic() + READY_TIMEOUT)
+        self._wait_ready(ctx, spec, READY_TIMEOUT)
         self._seed(ctx, spec)
 
     def _stop(self, ctx: Context, spec: ServiceSpec) -> None:
@@ -293,11 +278,7 @@ class Services(Component):
         argv = [ctx.python, "-c", "import time; time.sleep(10**9)  # acgs-sandbox decoy", "uvicorn", "--factory",
                 f"acgs_verify.sandbox.service_app:{spec.factory}", "--host", "127.0.0.1",
                 "--port", str(self._port(ctx, spec))]
-        run = ctx.dir / "run"
-        try:
-            record = spawn(argv, python_env(ctx), run / f"{spec.name}-decoy.out", run / f"{spec.name}-decoy.err")
-        except OSError as exc:
-            raise SandboxError(f"cannot start the {spec.name} decoy: {exc.strerror}: {ctx.python}") from None
+        record = start(f"the {spec.name} decoy", argv, python_env(ctx), ctx.dir / RUN_DIR, f"{spec.name}-decoy")
         ctx.state.setdefault("decoys", {})[spec.name] = record
         ctx.save()
 

@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,15 @@ from acgs_verify.sandbox.components.base import (
     atomic_write,
     claim_port,
     is_alive,
-    spawn,
+    start,
     stop,
     tail,
+    wait_until,
 )
+from acgs_verify.sandbox.constants import RUN_DIR, SSH_PORT
 
 ADDRESS = "127.0.0.2"
 HOST_NAME = "ops-1"
-SSH_PORT = 22
 READY_TIMEOUT = 10.0
 
 
@@ -49,7 +49,7 @@ class Sshd(Component):
         self.address, self.host_name, self.roles = address, host_name, list(roles)
 
     def up(self, ctx: Context) -> None:
-        ctx.state["faults"] = []
+        self.clear_faults(ctx)
         binary = sshd_binary()
         if binary is None:
             ctx.state["process"] = None
@@ -69,23 +69,17 @@ class Sshd(Component):
         self._start(ctx, binary)
 
     def down(self, ctx: Context) -> list[str]:
-        record = ctx.state.get("process")
-        stopped = [f"sshd (pid {record['pid']})"] if stop(record) else []
-        ctx.state["process"] = None
-        ctx.state["faults"] = []
-        ctx.save()
+        stopped = self.stop_process(ctx, "sshd")
+        self.clear_faults(ctx)
         return stopped
 
     def status(self, ctx: Context) -> list[dict[str, Any]]:
         if sshd_binary() is None:
             return [{"name": "sshd", "pid": None, "port": None, "state": "not installed (no remote host)"}]
-        record = ctx.state.get("process")
-        if "host-down" in ctx.state.get("faults", []):
-            state = "down (fault)"
-        else:
-            state = "stopped" if record is None else ("running" if is_alive(record) else "crashed")
-        return [{"name": f"sshd {self.host_name}", "pid": record["pid"] if record else None,
-                 "port": self._port(ctx), "state": state, "faults": self.active_faults(ctx)}]
+        name, record = f"sshd {self.host_name}", ctx.state.get("process")
+        if "host-down" in self.active_faults(ctx):
+            return [self.row(ctx, name, "down (fault)", record["pid"] if record else None, self._port(ctx))]
+        return [self.process_row(ctx, name, record, self._port(ctx), dead="crashed")]
 
     def profile_fragment(self, ctx: Context) -> dict[str, Any]:
         if sshd_binary() is None:
@@ -96,27 +90,18 @@ class Sshd(Component):
                            "port": self._port(ctx), "identity_file": str(d / "id_ed25519"),
                            "known_hosts": str(d / "known_hosts")}]}
 
-    def active_faults(self, ctx: Context) -> list[str]:
-        return list(ctx.state.get("faults", []))
+    def refuse(self, ctx: Context, fault: str, target: str) -> str | None:
+        return None if sshd_binary() else "host-down needs sshd (openssh-server), which is not installed"
 
-    def break_fault(self, ctx: Context, fault: str, target: str) -> None:
-        if sshd_binary() is None:
-            raise SandboxError("host-down needs sshd (openssh-server), which is not installed")
-        if fault in ctx.state.setdefault("faults", []):
-            return
-        ctx.state["faults"].append(fault)
+    def break_(self, ctx: Context, fault: str, target: str) -> None:
         stop(ctx.state.get("process"))
         ctx.state["process"] = None
         ctx.save()
 
-    def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
-        if fault not in ctx.state.get("faults", []):
-            return
+    def heal(self, ctx: Context, fault: str, target: str) -> None:
         binary = sshd_binary()
         assert binary is not None
         self._start(ctx, binary)
-        ctx.state["faults"].remove(fault)
-        ctx.save()
 
     # ------------------------------------------------------------------------------------ helpers
     def _dir(self, ctx: Context) -> Path:
@@ -143,23 +128,26 @@ class Sshd(Component):
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd refuses to start without it
         claim_port(self._port(ctx), "sshd", ctx.port_offset, self.address)
-        run = ctx.dir / "run"
-        try:
-            record = spawn([binary, "-D", "-e", "-f", str(self._dir(ctx) / "sshd_config")], dict(os.environ),
-                           run / "sshd.out", run / "sshd.err")
-        except OSError as exc:
-            raise SandboxError(f"cannot start sshd: {exc.strerror}: {binary}") from None
+        run = ctx.dir / RUN_DIR
+        record = start("sshd", [binary, "-D", "-e", "-f", str(self._dir(ctx) / "sshd_config")], dict(os.environ),
+                       run, "sshd")
         record["title"] = "sshd: " + " ".join(record["argv"])  # what sshd -D calls itself once it listens
         ctx.state["process"] = record
         ctx.save()
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not _banner(self.address, self._port(ctx)):
-            if not is_alive(record) or time.monotonic() > deadline:
-                stop(record)
-                ctx.state["process"] = None
-                ctx.save()
-                raise SandboxError(f"sshd did not start on {self.address}:{self._port(ctx)}: {tail(run / 'sshd.err')}")
-            time.sleep(0.05)
+        gave_up = f"sshd did not start on {self.address}:{self._port(ctx)}"
+
+        def listening() -> bool:
+            if not is_alive(record):
+                raise SandboxError(f"{gave_up}: {tail(run / 'sshd.err')}")
+            return _banner(self.address, self._port(ctx))
+
+        try:
+            wait_until(lambda: f"{gave_up}: {tail(run / 'sshd.err')}", listening, READY_TIMEOUT)
+        except SandboxError:
+            stop(record)
+            ctx.state["process"] = None
+            ctx.save()
+            raise
 
 
 def _keygen(path: Path) -> None:

@@ -11,7 +11,6 @@ State slice: {"process": spawn record, "faults": [...]}.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,16 @@ from acgs_verify.sandbox.components.base import (
     SandboxError,
     claim_port,
     is_alive,
+    poll,
     port_free,
     python_env,
-    spawn,
+    start,
     stop,
     tail,
+    wait_until,
 )
+from acgs_verify.sandbox.constants import RUN_DIR, SSL_DIR, TLS_PORT, secret_path
 
-SSL_DIR = "etc/ssl/acgs"
 NAMES = ["127.0.0.1", "localhost", "acgs.internal"]
 GOOD_DAYS = 90
 EXPIRING_DAYS = 5  # under the default cert_fail_days of 7
@@ -37,7 +38,7 @@ READY_TIMEOUT = 10.0
 
 
 def tls_port(offset: int) -> int:
-    return 443 + offset
+    return TLS_PORT + offset
 
 
 class Tls(Component):
@@ -48,9 +49,10 @@ class Tls(Component):
         port = tls_port(ctx.port_offset)
         claim_port(port, "TLS endpoint", ctx.port_offset)
         ctx.state.update(process=None, faults=[])
+        ctx.save()
         ca, ca_key = certs.make_ca("ACGS Sandbox Internal CA")
         certs.write_pem(self._ssl(ctx) / "ca.pem", ca)
-        certs.write_key(ctx.dir / "secrets" / "ca.key", ca_key)
+        certs.write_key(secret_path(ctx.dir, "ca"), ca_key)
         try:
             self._issue(ctx, None)
         except BaseException:
@@ -58,17 +60,12 @@ class Tls(Component):
             raise
 
     def down(self, ctx: Context) -> list[str]:
-        record = ctx.state.get("process")
-        stopped = [f"tls endpoint (pid {record['pid']})"] if stop(record) else []
-        ctx.state.update(process=None, faults=[])
-        ctx.save()
+        stopped = self.stop_process(ctx, "tls endpoint")
+        self.clear_faults(ctx)
         return stopped
 
     def status(self, ctx: Context) -> list[dict[str, Any]]:
-        record = ctx.state.get("process")
-        return [{"name": "tls endpoint", "pid": record["pid"] if record else None, "port": tls_port(ctx.port_offset),
-                 "state": "running" if is_alive(record) else ("stopped" if record is None else "down"),
-                 "faults": list(ctx.state.get("faults", []))}]
+        return [self.process_row(ctx, "tls endpoint", ctx.state.get("process"), tls_port(ctx.port_offset))]
 
     def profile_fragment(self, ctx: Context) -> dict[str, Any]:
         ssl_dir = self._ssl(ctx)
@@ -76,21 +73,13 @@ class Tls(Component):
                 "tls_endpoints": [f"https://127.0.0.1:{tls_port(ctx.port_offset)}"],
                 "tls": {"ca_file": str(ssl_dir / "ca.pem")}}
 
-    def active_faults(self, ctx: Context) -> list[str]:
-        return list(ctx.state.get("faults", []))
-
-    def break_fault(self, ctx: Context, fault: str, target: str) -> None:
+    def break_(self, ctx: Context, fault: str, target: str) -> None:
         # one certificate is served at a time: a new fault replaces the one before it
         self._issue(ctx, fault)
-        ctx.state["faults"] = [fault]
-        ctx.save()
+        self.clear_faults(ctx)
 
-    def heal_fault(self, ctx: Context, fault: str, target: str) -> None:
-        if fault not in ctx.state.get("faults", []):
-            return
+    def heal(self, ctx: Context, fault: str, target: str) -> None:
         self._issue(ctx, None)
-        ctx.state["faults"] = []
-        ctx.save()
 
     # ---------------------------------------------------------------------------------------- helpers
     def _ssl(self, ctx: Context) -> Path:
@@ -98,7 +87,7 @@ class Tls(Component):
 
     def _issue(self, ctx: Context, fault: str | None) -> None:
         ssl_dir = self._ssl(ctx)
-        ca, ca_key = certs.load(ssl_dir / "ca.pem", ctx.dir / "secrets" / "ca.key")
+        ca, ca_key = certs.load(ssl_dir / "ca.pem", secret_path(ctx.dir, "ca"))
         names, days, back = NAMES, GOOD_DAYS, 1.0
         if fault == "cert-expiring":
             days = EXPIRING_DAYS
@@ -116,18 +105,18 @@ class Tls(Component):
     def _restart(self, ctx: Context) -> None:
         stop(ctx.state.get("process"))
         ssl_dir, port = self._ssl(ctx), tls_port(ctx.port_offset)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not port_free(port) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        run = ctx.dir / "run"
-        try:
-            record = spawn([ctx.python, "-m", "acgs_verify.sandbox.tls_server", str(ssl_dir / "cert.pem"),
-                            str(ssl_dir / "key.pem"), str(port)], python_env(ctx), run / "tls.out", run / "tls.err")
-        except OSError as exc:
-            raise SandboxError(f"cannot start the TLS endpoint: {exc.strerror}: {ctx.python}") from None
+        poll(lambda: port_free(port), READY_TIMEOUT)  # the old endpoint's socket, on its way out
+        run = ctx.dir / RUN_DIR
+        record = start("the TLS endpoint", [ctx.python, "-m", "acgs_verify.sandbox.tls_server",
+                                            str(ssl_dir / "cert.pem"), str(ssl_dir / "key.pem"), str(port)],
+                       python_env(ctx), run, "tls")
         ctx.state["process"] = record
         ctx.save()
-        while (run / "tls.out").read_text().find("listening") < 0:
-            if not is_alive(record) or time.monotonic() > deadline:
-                raise SandboxError(f"the TLS endpoint did not start on port {port}: {tail(run / 'tls.err')}")
-            time.sleep(0.05)
+        gave_up = f"the TLS endpoint did not start on port {port}"
+
+        def listening() -> bool:
+            if not is_alive(record):
+                raise SandboxError(f"{gave_up}: {tail(run / 'tls.err')}")
+            return "listening" in (run / "tls.out").read_text()
+
+        wait_until(lambda: f"{gave_up}: {tail(run / 'tls.err')}", listening, READY_TIMEOUT)

@@ -1,0 +1,76 @@
+"""One fault semantics in every sandbox component (acgs_verify/sandbox/components/base.py):
+a fault whose heal failed stays listed, breaking an active fault and healing an inactive one change nothing, and a
+refusal is one SandboxError line. The heals fail for real: something else holds the port the server must come back on.
+"""
+
+from __future__ import annotations
+
+import socket
+from contextlib import contextmanager
+
+import pytest
+
+from acgs_verify.sandbox import SandboxError
+from acgs_verify.sandbox.components.redis import redis_port
+from acgs_verify.sandbox.components.sshd import ADDRESS, sshd_binary
+from acgs_verify.sandbox.constants import SSH_PORT
+from acgs_verify.sandbox.service_app import SERVICES
+
+
+@contextmanager
+def occupied(port: int, address: str = "127.0.0.1"):
+    """A real listener on address:port for the duration: whatever must start there cannot."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the stopped server's TIME_WAIT is no obstacle
+        s.bind((address, port))
+        s.listen()
+        yield
+
+
+def _heal_fails_then_works(sandbox, spec: str, port: int, address: str = "127.0.0.1") -> None:
+    sandbox.break_fault(spec)
+    with occupied(port, address), pytest.raises(SandboxError) as failed:
+        sandbox.heal_fault(spec)
+    assert "\n" not in str(failed.value)
+    assert spec in sandbox.faults(), f"{spec} healed in vain, yet no longer listed"
+    sandbox.heal_fault(spec)  # the port is free again: a plain retry heals it
+    assert spec not in sandbox.faults()
+
+
+def test_failed_heal_stays_listed_services(healthy_sandbox):
+    port = SERVICES["auth"].port + healthy_sandbox.port_offset
+    _heal_fails_then_works(healthy_sandbox, "service-down:auth", port)
+    status = {row["name"]: row for row in healthy_sandbox.status()["components"]["services"]}
+    assert status["auth"]["state"] == "running"
+
+
+def test_failed_heal_stays_listed_redis(healthy_sandbox):
+    _heal_fails_then_works(healthy_sandbox, "redis-down", redis_port(healthy_sandbox.port_offset))
+    assert healthy_sandbox.status()["components"]["redis"][0]["state"] == "running"
+
+
+@pytest.mark.skipif(sshd_binary() is None, reason="sshd (openssh-server) is not installed")
+def test_failed_heal_stays_listed_sshd(healthy_sandbox):
+    _heal_fails_then_works(healthy_sandbox, "host-down", SSH_PORT + healthy_sandbox.port_offset, ADDRESS)
+
+
+def test_break_active_and_heal_inactive_change_nothing(healthy_sandbox):
+    passwd = healthy_sandbox.dir / "etc" / "passwd"
+    healthy_sandbox.break_fault("unknown-user")
+    once = passwd.read_text()
+    healthy_sandbox.break_fault("unknown-user")  # already on: not a second account
+    assert passwd.read_text() == once and once.count("\nmallory:x:") == 1
+    assert healthy_sandbox.faults().count("unknown-user") == 1
+    healthy_sandbox.heal_fault("unknown-user")
+    healed = passwd.read_text()
+    assert "mallory" not in healed
+    healthy_sandbox.heal_fault("unknown-user")  # already off
+    assert passwd.read_text() == healed and healthy_sandbox.faults() == []
+
+
+def test_refusal_is_one_line_and_changes_nothing(healthy_sandbox):
+    healthy_sandbox.break_fault("backup-stale")
+    with pytest.raises(SandboxError) as refused:
+        healthy_sandbox.break_fault("field-backups")
+    assert str(refused.value) == "field-backups replaces the backups: heal backup-stale first"
+    assert healthy_sandbox.faults() == ["backup-stale"]
