@@ -166,7 +166,7 @@ def test_metrics_endpoint_is_scrapeable(service, http, thresholds, check):
 @runbook("SVC-11")
 def test_service_memory(service, hosts, thresholds, check):
     """ps aux | grep uvicorn | awk '{print $2, $4, $11}' | sort -k2 -nr  (the processes that own the port)"""
-    owners = hosts.fact(service.host, "port owners", system.port_owners)
+    owners = hosts.fact(service.host, "port owner pids", system.port_owners)
     if service.service.port not in owners:
         check.skip(f"nothing listens on TCP {service.service.port} (SVC-04 says so): no process to measure")
     procs = system.service_memory(owners, hosts.fact(service.host, "process memory", system.process_table),

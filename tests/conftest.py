@@ -54,14 +54,38 @@ def ports_free(ports) -> bool:
 PRODUCTION_PORTS = (8016, 8002, 8003, 8004, 8005, 8010, 5432, 6379, 443, 22)
 
 
+# Offsets claimed by this process: the lock files stay locked until the process ends (every sandbox it started is
+# down by then), so two test runs on one machine (two clones, or xdist workers) never pick the same offset.
+OFFSET_LOCKS = Path("/tmp/acgs-verify-test-offsets")
+_held_offsets: dict[int, object] = {}
+
+
 def free_port_offset(low: int = 20000, high: int = 50000) -> int:
-    """A port offset at which every sandbox port is free (sandbox port = production port + offset)."""
+    """A port offset at which every sandbox port is free (sandbox port = production port + offset), held by this
+    process: `free_port_offset()` -> 31200, and no other process on the machine gets 31200 while this one runs."""
+    import contextlib
+    import fcntl
+    import os
     import random
 
+    OFFSET_LOCKS.mkdir(exist_ok=True)
+    with contextlib.suppress(OSError):  # whoever made it first, every user's runs share it
+        OFFSET_LOCKS.chmod(0o1777)
     for _ in range(200):
         offset = random.randrange(low, high, 100)
+        if offset in _held_offsets:
+            continue
+        # claim first, then look: between a look and a claim another run could take the same ports
+        fd = os.open(OFFSET_LOCKS / f"{offset}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
         if ports_free([p + offset for p in PRODUCTION_PORTS] + [p + offset + 1 for p in (5432, 6379)]):
+            _held_offsets[offset] = fd
             return offset
+        os.close(fd)  # closing the descriptor drops the lock
     raise RuntimeError("no free port offset found")
 
 

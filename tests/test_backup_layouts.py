@@ -1,6 +1,6 @@
 """The backup layouts real systems use, on real files in tmp dirs, read by whole runs of the BK checks.
 
-Each run is `acgs-verify run` on a profile that names only the backup root (no services, no databases): the
+Each run is `acgs-verify run` on a profile that names this machine and the backup root (no services, no databases): the
 checks read the files the way they read /var/backups/acgs. First what "saw nothing" must never pass; then
 the layouts (dated folder names, a `latest` symlink, plain or gzipped dumps, the two file sets) detected.
 """
@@ -29,7 +29,8 @@ DAILY = ("database.sql.gz", "config.tar.gz", "application.tar.gz", "logs.tar.gz"
 def bk_run(tmp_path: Path, root: Path, *extra: str) -> dict[str, tuple[str, str]]:
     """BK-01..06 against `root`: {check ID: (outcome, message or measured)}."""
     profile = tmp_path / "profile.yaml"
-    profile.write_text(f"name: layouts\npaths:\n  backups: {root}\n")
+    # the backups live on this machine: a local host is the target the profile names
+    profile.write_text(f"name: layouts\nhosts: [{{name: here, roles: [db]}}]\npaths:\n  backups: {root}\n")
     reports = tmp_path / "reports"
     res = run_cli("run", "--profile", str(profile), "--report-dir", str(reports), *extra, "--", "-k", "BK",
                   timeout=120)
