@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 # sandbox's to control, so end-to-end runs that are not about SYS-01/SYS-02 lift those two limits.
 # tests/test_run_hosts.py checks SYS-01..04 with limits the machine certainly exceeds or stays under.
 # SYS-06's loopback round trips are scheduling delays of that same shared machine (p99 of 7 ms seen under load):
-# lifted too; tests/test_run_runbook_rest.py shows SYS-06 failing over its threshold.
+# lifted too; tests/test_run_resources_and_baselines.py shows SYS-06 failing over its threshold.
 SHARED_MACHINE = ("--set", "thresholds.cpu_percent_max=100", "--set", "thresholds.load_1m_max=1000",
                   "--set", "thresholds.network_p99_fail_ms=1000")
 
