@@ -60,14 +60,26 @@ OFFSET_LOCKS = Path("/tmp/acgs-verify-test-offsets")
 _held_offsets: dict[int, object] = {}
 
 
-def free_port_offset(low: int = 20000, high: int = 50000) -> int:
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port_offset(low: int = 11000, high: int | None = None) -> int:
     """A port offset at which every sandbox port is free (sandbox port = production port + offset), held by this
-    process: `free_port_offset()` -> 31200, and no other process on the machine gets 31200 while this one runs."""
+    process: `free_port_offset()` -> 21200, and no other process on the machine gets 21200 while this one runs.
+
+    Every sandbox port stays below the kernel's ephemeral range: a port in it can be handed to any process's
+    outgoing connection between our look and the server's bind."""
     import contextlib
     import fcntl
     import os
     import random
 
+    if high is None:
+        high = _ephemeral_low() - max(PRODUCTION_PORTS)
     OFFSET_LOCKS.mkdir(exist_ok=True)
     with contextlib.suppress(OSError):  # whoever made it first, every user's runs share it
         OFFSET_LOCKS.chmod(0o1777)
