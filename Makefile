@@ -40,8 +40,12 @@ demo: $(STAMP)
 	esac
 
 # The suite's own tests: real PostgreSQL, Redis, HTTP, sshd and TLS servers on loopback, started by the fixtures.
+# TEST_WORKERS xdist workers, each with its own session sandbox on its own port offset; --dist loadscope keeps a
+# module's tests (and its module-scoped servers) on one worker. TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest tests -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests -q -p no:cacheprovider -m "not slow" \
+	  $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope) $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider -m slow $(PYTEST_ARGS)

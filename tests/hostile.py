@@ -94,3 +94,16 @@ class HostileServer:
             with contextlib.suppress(OSError):
                 c.close()
         self._sock.close()
+
+
+def accepted(listener: socket.socket) -> int:
+    """How many connections wait in `listener`'s accept queue: on a listener that never accepts (a host or server
+    that completes the TCP handshake and never answers), the number of times a client tried to connect."""
+    listener.setblocking(False)
+    count = 0
+    while True:
+        try:
+            listener.accept()[0].close()
+        except BlockingIOError:
+            return count
+        count += 1

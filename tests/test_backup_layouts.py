@@ -1,6 +1,6 @@
 """The backup layouts real systems use, on real files in tmp dirs, read by whole runs of the BK checks.
 
-Each run is `acgs-verify run` on a profile that names only the backup root (no services, no databases): the
+Each run is `acgs-verify run` on a profile that names this machine and the backup root (no services, no databases): the
 checks read the files the way they read /var/backups/acgs. First what "saw nothing" must never pass; then
 the layouts (dated folder names, a `latest` symlink, plain or gzipped dumps, the two file sets) detected.
 """

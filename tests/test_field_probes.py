@@ -82,13 +82,14 @@ def test_policy_globs_are_profile_fields_with_the_extensions_as_default():
 
 
 def test_optional_paths_may_be_null_also_from_the_command_line(write_profile):
-    path = write_profile("paths: {alerts_log: null}\n")
+    path = write_profile("hosts: [{name: a}]\npaths: {alerts_log: null}\n")
     assert load_profile(str(path)).paths.alerts_log is None
-    p = load_profile(str(write_profile("{}\n")), overrides=["paths.alerts_log=null", "paths.policies=null"])
+    p = load_profile(str(write_profile("hosts: [{name: a}]\n")), overrides=["paths.alerts_log=null",
+                                                                            "paths.policies=null"])
     assert p.paths.alerts_log is None and p.paths.policies is None
     assert Profile().paths.alerts_log == "/var/log/acgs/alerts.log"
     with pytest.raises(ProfileError, match="paths.app_root"):  # not optional: SEC-01 has nothing to fall back on
-        load_profile(str(write_profile("{}\n")), overrides=["paths.app_root=null"])
+        load_profile(str(write_profile("hosts: [{name: a}]\n")), overrides=["paths.app_root=null"])
 
 
 def test_prometheus_text_parses_with_its_samples():

@@ -7,10 +7,10 @@ resolver refuses without sending a query.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 import threading
-import time
 from pathlib import Path
 
 import psycopg
@@ -22,6 +22,8 @@ from acgs_verify.probes.postgres import PgPool
 from acgs_verify.probes.redis import READ_COMMANDS, RedisPool, RedisProbe, hit_rate
 from acgs_verify.profile import load_profile
 from tests.conftest import sandbox_admin
+from tests.hostile import accepted
+from tests.waiting import wait_for
 
 
 def _profile(sandbox, *overrides: str):
@@ -76,10 +78,8 @@ def test_statement_timeout_ends_a_query_as_a_probe_error(sandbox):
     pool = PgPool(_profile(sandbox, "thresholds.db_statement_timeout_seconds=0.3"))
     try:
         db = pool.get(pool.profile.databases[0])
-        started = time.monotonic()
         with pytest.raises(ProbeError, match="statement timeout"):
-            db.value("SELECT pg_sleep(5)")
-        assert time.monotonic() - started < 3
+            db.value("SELECT pg_sleep(60)")  # ended by the server at 0.3 s, or this test would take a minute
     finally:
         pool.close()
 
@@ -93,22 +93,32 @@ def test_one_session_per_database_reused(pool):
     assert first.conn.closed
 
 
+def _until_cancelled(conn, query: str) -> None:
+    """`query` on `conn` in a thread, until the test cancels it."""
+    with contextlib.suppress(psycopg.errors.QueryCanceled):
+        conn.execute(query)
+
+
 def test_own_sessions_never_count_as_long_running_or_blocked(sandbox, db, pool):
     """Another acgs-verify session in pg_sleep is left out; the same query under another name is not."""
     password = pool.profile.secret("databases.primary")
     ours = postgres.connect(pool.profile.databases[0].dsn, password, pool.profile.thresholds)
     theirs = psycopg.connect(pool.profile.databases[0].dsn, password=password, autocommit=True,
                              application_name="someone-else")
-    threads = [threading.Thread(target=c.execute, args=("SELECT pg_sleep(1.5)",)) for c in (ours.conn, theirs)]
+    threads = [threading.Thread(target=_until_cancelled, args=(c, "SELECT pg_sleep(60)")) for c in (ours.conn, theirs)]
     try:
         for t in threads:
             t.start()
-        time.sleep(0.8)
+        wait_for("both sessions in pg_sleep for over 0.3 s", lambda: db.value(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'"
+            " AND now() - query_start > interval '0.3 s'") == 2, 30)
         found = postgres.long_running(db, 0.3)
-        assert [r["query"] for r in found] == ["SELECT pg_sleep(1.5)"]
+        assert [r["query"] for r in found] == ["SELECT pg_sleep(60)"]
         assert found[0]["pid"] != db.value("SELECT pg_backend_pid()") and found[0]["seconds"] >= 0.3
         assert postgres.blocked_locks(db) == []
     finally:
+        for c in (ours.conn, theirs):
+            c.cancel()
         for t in threads:
             t.join()
         ours.conn.close()
@@ -228,9 +238,8 @@ def test_a_role_without_pg_read_all_stats_is_told_what_it_cannot_see(healthy_san
         sleeper.start()
         try:
             monitor = postgres.connect(dsn, "monitor-pw", pool.profile.thresholds)
-            time.sleep(0.5)
             try:
-                assert postgres.hidden_sessions(monitor) > 0
+                wait_for("a session hidden from the monitor", lambda: postgres.hidden_sessions(monitor), 10)
                 with pytest.raises(ProbeError, match=r"role acgs_h3_monitor cannot see the state .*pg_read_all_stats"):
                     postgres.long_running(monitor, 0.3)
                 used, _, source = postgres.connection_usage(monitor)
@@ -283,44 +292,42 @@ def _assert_one_clean_line(exc: ProbeError, *secrets: str) -> str:
 def _pg_connect(sandbox, dsn: str, password: str | None = None, timeout: float = 2):
     profile = _profile(sandbox, f"thresholds.db_connect_timeout_seconds={timeout}")
     real = profile.secret("databases.primary")
-    started = time.monotonic()
     with pytest.raises(ProbeError) as exc:
         postgres.connect(dsn, real if password is None else password, profile.thresholds, [real])
-    return exc.value, time.monotonic() - started, real
+    return exc.value, real
 
 
 def test_wrong_password_is_one_line_without_the_password(sandbox):
     dsn = _profile(sandbox).databases[0].dsn
-    exc, took, real = _pg_connect(sandbox, dsn, password="not-the-Pa55word")
+    exc, real = _pg_connect(sandbox, dsn, password="not-the-Pa55word")
     text = _assert_one_clean_line(exc, "not-the-Pa55word", real)
-    assert "password authentication failed" in text and took < 5
+    assert "password authentication failed" in text
 
 
 def test_unknown_database_is_one_line(sandbox):
     dsn = _profile(sandbox).databases[0].dsn.rsplit("/", 1)[0] + "/no_such_db"
-    exc, took, real = _pg_connect(sandbox, dsn)
-    assert 'database "no_such_db" does not exist' in _assert_one_clean_line(exc, real) and took < 5
+    exc, real = _pg_connect(sandbox, dsn)
+    assert 'database "no_such_db" does not exist' in _assert_one_clean_line(exc, real)
 
 
 def test_refused_connection_is_one_line_at_once(sandbox, black_hole):
     with socket.socket() as s:  # a port bound by nobody: find one, then let it go
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    exc, took, real = _pg_connect(sandbox, f"postgresql://acgs@127.0.0.1:{port}/acgs_production")
-    assert "Connection refused" in _assert_one_clean_line(exc, real) and took < 2
+    exc, real = _pg_connect(sandbox, f"postgresql://acgs@127.0.0.1:{port}/acgs_production")
+    assert "Connection refused" in _assert_one_clean_line(exc, real)
 
 
 def test_silent_server_fails_within_the_connect_timeout(sandbox, black_hole):
-    exc, took, real = _pg_connect(sandbox, f"postgresql://acgs@127.0.0.1:{black_hole}/acgs_production", timeout=2)
+    exc, real = _pg_connect(sandbox, f"postgresql://acgs@127.0.0.1:{black_hole}/acgs_production", timeout=2)
     assert "timeout" in _assert_one_clean_line(exc, real).lower()
-    assert 1.5 <= took < 6
 
 
 def test_dns_failure_is_one_line_and_sends_no_query(sandbox):
     # a 70-character label is refused by the resolver library itself: no packet leaves this machine
     host = "a" * 70 + ".invalid"
-    exc, took, real = _pg_connect(sandbox, f"postgresql://acgs@{host}:5432/acgs_production")
-    assert "label" in _assert_one_clean_line(exc, real) and took < 2
+    exc, real = _pg_connect(sandbox, f"postgresql://acgs@{host}:5432/acgs_production")
+    assert "label" in _assert_one_clean_line(exc, real)
     with pytest.raises(ProbeError, match="cannot reach"):
         RedisProbe(f"redis://{host}:6379/0", None, timeout=1)
 
@@ -331,22 +338,23 @@ def test_redis_wrong_password_and_silent_server(sandbox, black_hole):
         RedisProbe(url, "not-the-Pa55word", timeout=1, secrets=["not-the-Pa55word"])
     text = _assert_one_clean_line(exc.value, "not-the-Pa55word")
     assert "cannot reach" in text and ("invalid" in text.lower() or "WRONGPASS" in text)
-    started = time.monotonic()
     with pytest.raises(ProbeError, match="[Tt]imeout"):
         RedisProbe(f"redis://127.0.0.1:{black_hole}/0", "x", timeout=1)
-    assert time.monotonic() - started < 4
 
 
-def test_an_unreachable_database_is_tried_once(sandbox, black_hole):
-    profile = _profile(sandbox, f"databases.primary.dsn=postgresql://acgs@127.0.0.1:{black_hole}/acgs_production",
-                       "thresholds.db_connect_timeout_seconds=2")
-    pool = PgPool(profile)
-    with pytest.raises(ProbeError):
-        pool.get(profile.databases[0])
-    started = time.monotonic()
-    with pytest.raises(ProbeError, match="timeout"):
-        pool.get(profile.databases[0])
-    assert time.monotonic() - started < 0.5
+def test_an_unreachable_database_is_tried_once(sandbox):
+    with socket.socket() as hole:  # completes the handshake and never answers; its accept queue counts attempts
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        port = hole.getsockname()[1]
+        profile = _profile(sandbox, f"databases.primary.dsn=postgresql://acgs@127.0.0.1:{port}/acgs_production",
+                           "thresholds.db_connect_timeout_seconds=1")
+        pool = PgPool(profile)
+        with pytest.raises(ProbeError, match="timeout"):
+            pool.get(profile.databases[0])
+        with pytest.raises(ProbeError, match="timeout"):
+            pool.get(profile.databases[0])  # the first reason again, without a second connection
+        assert accepted(hole) == 1
 
 
 def test_sandbox_files_hold_no_password_in_the_profile(sandbox):

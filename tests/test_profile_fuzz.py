@@ -1,10 +1,9 @@
 """Profiles that misbehave, generated: whatever the mutation, the result is a valid profile or one
-ProfileError line, never another exception, and within a second."""
+ProfileError line, never another exception and never a hang (how fast is `make bench`'s business)."""
 
 from __future__ import annotations
 
 import copy
-import time
 
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -77,13 +76,11 @@ raw_breakage = st.one_of(
 def _assert_one_line_or_valid(tmp_path, content: bytes) -> None:
     path = tmp_path / "fuzz.yaml"
     path.write_bytes(content)
-    start = time.perf_counter()
     try:
         load_profile(str(path))
     except ProfileError as exc:
         text = str(exc)
         assert text and "\n" not in text and "Traceback" not in text
-    assert time.perf_counter() - start < 1.0
 
 
 @settings(max_examples=200, deadline=None, derandomize=True,
@@ -109,9 +106,8 @@ def test_billion_laughs_and_a_huge_file_through_the_cli(tmp_path):
              "latin1.yaml": "description: caf\xe9\n".encode("latin-1")}
     for name, content in cases.items():
         (tmp_path / name).write_bytes(content)
-        start = time.monotonic()
-        res = run_cli("run", "--profile", str(tmp_path / name), "--report-dir", str(tmp_path / "r"))
+        # a bomb that expanded would not end: the timeout fails the test rather than hang it
+        res = run_cli("run", "--profile", str(tmp_path / name), "--report-dir", str(tmp_path / "r"), timeout=120)
         assert res.returncode == 3, (name, res.stdout, res.stderr)
         assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr, res.stderr
         assert name in res.stderr
-        assert time.monotonic() - start < 5  # interpreter start included; the load itself is milliseconds

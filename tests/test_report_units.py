@@ -1,4 +1,4 @@
-"""Snapshot, diff, waivers, log windows, history, masking and the writers, over hand-built results."""
+"""Snapshot, diff, waivers, log windows, history, masking and the writers (Allure too), over hand-built results."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from acgs_verify.probes.logs import parse_since, within
-from acgs_verify.report import mask_files
+from acgs_verify.report import allure, mask_files
 from acgs_verify.report.diff import compare
 from acgs_verify.report.history import append_history, read_history
 from acgs_verify.report.markdown import render_markdown
@@ -242,3 +242,27 @@ def test_state_counts_and_names_redis_keys_and_records_nothing_without_sources(t
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_allure_results_written_from_the_result_model(tmp_path):
+    checks = [
+        CheckResult(nodeid="checks/test_services.py::test_health_endpoint_answers[auth@app-1]", id="SVC-01",
+                    section="services", severity="P0", title="health endpoint answers 2xx", target="auth@app-1",
+                    outcome="failed", message="SVC-01 auth@app-1: measured HTTP 503", measured="HTTP 503",
+                    expected="2xx", evidence={"health body": '{"status": "unhealthy"}'}, duration=0.01, host="app-1"),
+        CheckResult(nodeid="checks/test_system.py::test_load_average[app-1]", id="SYS-01", section="system",
+                    severity="P2", title="load", target="app-1", outcome="error", message="fixture broke"),
+    ]
+    result = RunResult(run_id="r1", profile="sandbox", gate="smoke", started="2025-01-01T00:00:00+00:00",
+                       duration=1.0, constitutional_hash="cdd01ef066bc6cf2", checks=checks)
+    allure.write_results(result, tmp_path)
+    allure.write_results(result, tmp_path)  # `acgs-verify report` again: the same files, not twice as many
+    docs = {d["name"]: d for d in (json.loads(p.read_text()) for p in tmp_path.glob("*-result.json"))}
+    assert len(docs) == 2 and len(list(tmp_path.glob("*-attachment.txt"))) == 2
+    svc = docs["test_health_endpoint_answers[auth@app-1]"]
+    assert svc["status"] == "failed" and svc["statusDetails"]["message"].startswith("SVC-01 auth@app-1")
+    labels = {(x["name"], x["value"]) for x in svc["labels"]}
+    assert {("severity", "blocker"), ("epic", "Service health"), ("host", "app-1")} <= labels
+    (body,) = [a for a in svc["attachments"] if a["name"] == "health body"]
+    assert "unhealthy" in (tmp_path / body["source"]).read_text()
+    assert docs["test_load_average[app-1]"]["status"] == "broken"

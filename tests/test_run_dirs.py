@@ -1,5 +1,6 @@
 """A run's directory: never a `.partial-*` left behind after Ctrl-C, SIGTERM or a killed run, and a report writer
-that fails still leaves summary.json where the error line says (issue 14, item 3)."""
+that fails still leaves summary.json where the error line says (issue 14, item 3), and two runs at once
+that each keep their own."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
+from tests.waiting import wait_for
 
 # a local host: its checks take a few seconds (a CPU sample's window), and need nothing started
 PROFILE = "hosts: [{name: here, roles: [app]}]\ncertificates: [/nonexistent/cert.pem]\n"
@@ -27,14 +28,12 @@ def start_run(tmp_path: Path, reports: Path, *extra: str, code: str | None = Non
 
 
 def wait_for_partial(reports: Path, proc: subprocess.Popen, timeout: float = 30) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def partial() -> list[Path]:
         found = list(reports.glob(".partial-*")) if reports.exists() else []
-        if found:
-            return found[0]
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.01)
-    raise AssertionError("no .partial-* directory appeared")
+        assert found or proc.poll() is None, proc.communicate()
+        return found
+
+    return wait_for("a .partial-* directory", partial, timeout, 0.01)[0]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -79,3 +78,22 @@ def test_a_failing_report_writer_still_leaves_summary_json_where_it_says(tmp_pat
     assert summary["exit_code"] == 2 and summary["checks"]
     assert out.strip().splitlines()[-1].startswith("ACGS CRITICAL")
     assert not list(reports.glob(".partial-*"))
+
+
+def test_two_runs_at_once_do_not_collide(healthy_sandbox, tmp_path):
+    """Both complete, each with its own directory and reports; `latest` names one; history has both lines."""
+    reports = tmp_path / "reports"
+    cmd = [sys.executable, "-m", "acgs_verify.cli", "run", "--profile", str(healthy_sandbox.profile_path),
+           "--gate", "smoke", "--report-dir", str(reports)]
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    runs = sorted(p for p in reports.iterdir() if p.is_dir() and not p.is_symlink())
+    assert len(runs) == 2 and not list(reports.glob(".partial-*")) and not list(reports.glob(".latest-*"))
+    for d in runs:
+        assert json.loads((d / "summary.json").read_text())["complete"] is True
+        names = {f.name for f in d.iterdir()}
+        assert {"summary.json", "junit.xml", "report.html", "report.md", "metrics.prom", "allure-results"} <= names
+    assert (reports / "latest").resolve() in [d.resolve() for d in runs]
+    lines = (reports / "history.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["run_id"] for x in lines) == sorted(d.name for d in runs)

@@ -92,9 +92,9 @@ def test_failure_message_says_target_measured_expected_and_next_step(healthy_san
     _, summary = run(healthy_sandbox, tmp_path, "--", "-k", "latency")
     (c,) = [c for c in summary["checks"] if c["outcome"] == "failed"]
     assert c["id"] == "SVC-06" and c["target"] == "auth@app-1"
-    assert "auth@app-1" in c["message"] and "p99" in c["message"] and "expected p99 < 100 ms" in c["message"]
+    assert "auth@app-1" in c["message"] and "p99" in c["message"] and "expected p99 < 149 ms" in c["message"]
     assert "Next: High Latency" in c["message"]
-    assert c["value"]["p99_ms"] >= 100
+    assert c["value"]["p99_ms"] >= 150  # the fault's delay (SHARED_MACHINE sets the limit just under it)
 
 
 def test_thresholds_can_be_set_for_one_run(healthy_sandbox, tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from acgs_verify.sandbox.components.postgres import Postgres, primary_port, repl
 from acgs_verify.sandbox.components.redis import Redis, redis_port
 from acgs_verify.sandbox.pg_seed import GENESIS, audit_rows, chain_hash
 from tests.conftest import free_port_offset, sandbox_admin
+from tests.waiting import wait_for
 
 
 def _uid(pid: int) -> int:
@@ -124,10 +124,7 @@ def test_heal_ends_every_session_a_fault_opened(healthy_sandbox):
             healthy_sandbox.break_fault(fault)
             assert sessions() >= 1
             healthy_sandbox.heal_fault(fault)
-            deadline = time.monotonic() + 5
-            while sessions() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert sessions() == 0, fault
+            wait_for(f"no session of {fault} left after heal", lambda: sessions() == 0, 10, 0.1)
 
 
 def test_up_refuses_a_taken_postgres_port_and_leaves_nothing_running(tmp_path):

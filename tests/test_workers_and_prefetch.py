@@ -1,8 +1,8 @@
-"""What the speed-ups of issue 7 must not change: worker choice, facts started early, Allure results from the model."""
+"""How a run spreads its work: how many xdist workers it starts, and host facts started early (prefetched) that are
+computed once, shared, and fail the checks that read them when they fail."""
 
 from __future__ import annotations
 
-import json
 import threading
 
 import pytest
@@ -11,8 +11,6 @@ from acgs_verify.check import ProbeError
 from acgs_verify.cli import AUTO_WORKERS_MIN_CORES, AUTO_WORKERS_MIN_HOSTS, UsageError, _worker_args, workers_for
 from acgs_verify.probes.host import HostPool
 from acgs_verify.profile import Host
-from acgs_verify.report.allure import write_results
-from acgs_verify.results import CheckResult, RunResult
 
 
 def test_auto_workers_none_for_one_host_or_few_cores():
@@ -84,26 +82,3 @@ def test_unreachable_host_found_once_by_connect():
     finally:
         pool.close()
 
-
-def test_allure_results_written_from_the_result_model(tmp_path):
-    checks = [
-        CheckResult(nodeid="checks/test_services.py::test_health_endpoint_answers[auth@app-1]", id="SVC-01",
-                    section="services", severity="P0", title="health endpoint answers 2xx", target="auth@app-1",
-                    outcome="failed", message="SVC-01 auth@app-1: measured HTTP 503", measured="HTTP 503",
-                    expected="2xx", evidence={"health body": '{"status": "unhealthy"}'}, duration=0.01, host="app-1"),
-        CheckResult(nodeid="checks/test_system.py::test_load_average[app-1]", id="SYS-01", section="system",
-                    severity="P2", title="load", target="app-1", outcome="error", message="fixture broke"),
-    ]
-    result = RunResult(run_id="r1", profile="sandbox", gate="smoke", started="2025-01-01T00:00:00+00:00",
-                       duration=1.0, constitutional_hash="cdd01ef066bc6cf2", checks=checks)
-    write_results(result, tmp_path)
-    write_results(result, tmp_path)  # `acgs-verify report` again: the same files, not twice as many
-    docs = {d["name"]: d for d in (json.loads(p.read_text()) for p in tmp_path.glob("*-result.json"))}
-    assert len(docs) == 2 and len(list(tmp_path.glob("*-attachment.txt"))) == 2
-    svc = docs["test_health_endpoint_answers[auth@app-1]"]
-    assert svc["status"] == "failed" and svc["statusDetails"]["message"].startswith("SVC-01 auth@app-1")
-    labels = {(x["name"], x["value"]) for x in svc["labels"]}
-    assert {("severity", "blocker"), ("epic", "Service health"), ("host", "app-1")} <= labels
-    (body,) = [a for a in svc["attachments"] if a["name"] == "health body"]
-    assert "unhealthy" in (tmp_path / body["source"]).read_text()
-    assert docs["test_load_average[app-1]"]["status"] == "broken"
