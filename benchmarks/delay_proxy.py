@@ -28,7 +28,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 CHUNK = 64 * 1024
@@ -56,33 +55,39 @@ class Proxy:
             return
         self.open += 1
         try:
+            # upstream only once the client speaks (an ssh client sends its banner at once): a bare connect and
+            # close (SYS-06's samples) is answered by this machine's kernel, as a real host's kernel would, without
+            # making the one sshd fork a session for it
+            first = await asyncio.wait_for(reader.read(CHUNK), timeout=30)
+            if not first:
+                self.open -= 1
+                writer.close()
+                return
+            self._count(where, "sessions")
             up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(*self.upstream), timeout=10)
         except (TimeoutError, OSError):
             self.open -= 1
             writer.close()
             return
         try:
-            await asyncio.gather(self._pipe(reader, up_writer, lambda: self._count(where, "sessions")),
-                                 self._pipe(up_reader, writer, None))
+            await asyncio.gather(self._pipe(reader, up_writer, first), self._pipe(up_reader, writer, b""))
         finally:
             self.open -= 1
             for w in (writer, up_writer):
                 w.close()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    on_first: Callable[[], None] | None) -> None:
-        """Copy reader to writer, each chunk written half an RTT after it was read; EOF is delayed the same.
-        `on_first` is called when the first byte arrives (a session, not a bare connect)."""
+                    first: bytes) -> None:
+        """Copy reader to writer (after `first`, already read), each chunk written half an RTT after it was read;
+        EOF is delayed the same."""
         queue: asyncio.Queue = asyncio.Queue(maxsize=QUEUED_CHUNKS)
 
         async def read() -> None:
-            nonlocal on_first
             try:
+                if first:
+                    await queue.put((time.monotonic() + self.half, first))
                 while True:
                     data = await reader.read(CHUNK)
-                    if data and on_first is not None:
-                        on_first()
-                        on_first = None
                     await queue.put((time.monotonic() + self.half, data))
                     if not data:
                         return

@@ -42,6 +42,9 @@ from acgs_verify.redact import one_line
 
 T = TypeVar("T")
 PREFETCH_THREADS = 64  # facts started early are mostly waiting (a sleep, a remote command): threads are cheap
+# commands in flight on one host at once: each is a session multiplexed on its one ssh connection, and sshd's
+# MaxSessions (10 by default) refuses more; the test loop's own command needs one too
+SESSIONS_PER_HOST = 4
 
 
 class HostPool:
@@ -62,6 +65,10 @@ class HostPool:
         self._executor: ThreadPoolExecutor | None = None
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        self._sessions: dict[str, threading.Semaphore] = {}
+        # what the checks asked of the first host of each kind, in order: read ahead for the next hosts of that kind
+        self._plans: dict[tuple, list[tuple[str, Callable[..., Any], tuple]]] = {}
+        self._plan_owner: dict[tuple, str] = {}
 
     def get(self, host: Host):
         with self._lock_of(host):  # prefetch threads and the test loop connect a host once between them
@@ -92,11 +99,51 @@ class HostPool:
 
         >>> pool.measure(host, "port owners", read_port_owners, host.become)   # label: for error messages
         """
+        self._learn(host, label, read, args)
         return self._fact(_key(host, read, args), host, label, lambda conn: read(conn, *args))
 
     def measure_later(self, host: Host, label: str, read: Callable[..., Any], *args: Any) -> Future:
         """measure(), started now in a thread: a later measure() of the same function and arguments waits for it."""
         return self._start(_key(host, read, args), host, label, lambda conn: read(conn, *args))
+
+    def _learn(self, host: Host, label: str, read: Callable[..., Any], args: tuple) -> None:
+        """Record read(conn, *args) in the plan of `host`'s kind while `host` is the first of its kind measured."""
+        kind = _kind(host)
+        owner = self._plan_owner.setdefault(kind, host.name)
+        if owner == host.name:
+            plan = self._plans.setdefault(kind, [])
+            if all(r is not read or a != args for _, r, a in plan):
+                plan.append((label, read, args))
+
+    def read_ahead(self, hosts: list[Host]) -> int:
+        """Start now, in threads, for each of `hosts` (in order), what the checks asked of the first host of its
+        kind (same backend and roles): the same functions with the same arguments. Returns how many were started.
+
+        >>> pool.read_ahead(profile.hosts[5:21])   # while host 5's checks run, hosts 6..20 are being read
+        84
+
+        Only a measurement with exactly the same function and arguments is ever returned to a check (the cache key
+        is both), so a host whose checks ask something else costs one unused read, never a wrong answer. A host
+        already found unreachable is skipped; one not yet connected connects in its thread, with its timeout.
+        """
+        started = 0
+        for host in hosts:
+            if host.name in self._unreachable:
+                continue
+            for label, read, args in self._plans.get(_kind(host), ()):
+                key = _key(host, read, args)
+                if key not in self._facts and key not in self._pending:
+                    self._start(key, host, label, lambda conn, read=read, args=args: read(conn, *args))
+                    started += 1
+        return started
+
+    def release(self, host: Host) -> None:
+        """Drop what was measured on `host` (its checks are done): memory stays bounded by the hosts in flight,
+        not the fleet. A later ask measures again."""
+        for key in [k for k in self._facts if k[0] == host.name]:
+            del self._facts[key]
+        for key in [k for k in self._pending if k[0] == host.name and self._pending[k].done()]:
+            del self._pending[key]
 
     def _fact(self, key: tuple, host: Host, name: str, compute):
         pending = self._pending.pop(key, None)
@@ -121,6 +168,10 @@ class HostPool:
         return self._start((host.name, name), host, name, compute)
 
     def _start(self, key: tuple, host: Host, name: str, compute) -> Future:
+        if key in self._facts:  # already measured: a future that holds it
+            done: Future = Future()
+            done.set_result(self._facts[key])
+            return done
         if key not in self._pending:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=PREFETCH_THREADS, thread_name_prefix="acgs-prefetch")
@@ -129,8 +180,11 @@ class HostPool:
 
     def _compute(self, host: Host, name: str, compute):
         conn = self.get(host)
+        with self._locks_lock:
+            sessions = self._sessions.setdefault(host.name, threading.Semaphore(SESSIONS_PER_HOST))
         try:
-            return compute(conn)
+            with sessions:
+                return compute(conn)
         except ProbeError:
             raise
         except RuntimeError as exc:  # testinfra's ssh backend: ssh itself failed (exit 255)
@@ -256,6 +310,11 @@ def ssh_config_text(host: Host, timeout: int, control_dir: Path) -> str:
     if known:
         out.append(known)
     return "\n".join(out) + "\n"
+
+
+def _kind(host: Host) -> tuple:
+    """Hosts the same checks run on with the same arguments, as far as the profile tells: backend, roles, mounts."""
+    return host.backend, tuple(host.roles), tuple(host.mounts), host.become
 
 
 def _key(host: Host, read: Callable, args: tuple) -> tuple[str, str, str]:
