@@ -11,7 +11,8 @@ simulated RTT.
 
 It counts, per listening address, the connections accepted and the sessions among them (connections on which the
 client sent at least one byte: an ssh login; a bare connect-and-close, as SYS-06's samples, is not one), and writes
-them to --stats as JSON whenever they change and at exit.
+them to --stats as JSON whenever they change and at exit, with the time of the first session and of the last
+close. A --silent address takes connections and never answers: a host that is down behind a live address.
 
 Bounded: at most --max-connections at once (more are closed at once), at most 64 chunks of 64 KiB queued per
 direction (the reader waits when the writer lags), and it stops by itself after --max-seconds, when its parent
@@ -43,8 +44,31 @@ class Proxy:
         self._dirty = True
 
     def _count(self, where: str, what: str) -> None:
-        self.counts.setdefault(where, {"accepted": 0, "sessions": 0})[what] += 1
+        entry = self.counts.setdefault(where, {"accepted": 0, "sessions": 0})
+        entry[what] += 1
+        if what == "sessions":
+            entry.setdefault("first_session_at", time.time())
         self._dirty = True
+
+    def _closed(self, where: str) -> None:
+        self.counts[where]["last_closed_at"] = time.time()
+        self._dirty = True
+
+    async def silent(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A host that is down but whose address still takes the TCP handshake: nothing ever answers, so a
+        client waits for its own timeout (the worst case of a host being down)."""
+        where = "{}:{}".format(*writer.get_extra_info("sockname")[:2])
+        self._count(where, "accepted")
+        try:
+            if await asyncio.wait_for(reader.read(CHUNK), timeout=60):
+                self._count(where, "sessions")
+                while await asyncio.wait_for(reader.read(CHUNK), timeout=60):
+                    pass
+        except (TimeoutError, OSError):
+            pass
+        finally:
+            self._closed(where)
+            writer.close()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port = writer.get_extra_info("sockname")[:2]
@@ -73,6 +97,7 @@ class Proxy:
             await asyncio.gather(self._pipe(reader, up_writer, first), self._pipe(up_reader, writer, b""))
         finally:
             self.open -= 1
+            self._closed(where)
             for w in (writer, up_writer):
                 w.close()
 
@@ -132,6 +157,9 @@ async def serve(args: argparse.Namespace) -> None:
     for listen in args.listen:
         host, _, port = listen.rpartition(":")
         servers.append(await asyncio.start_server(proxy.handle, host, int(port), backlog=512))
+    for listen in args.silent or ():
+        host, _, port = listen.rpartition(":")
+        servers.append(await asyncio.start_server(proxy.silent, host, int(port), backlog=512))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -153,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--upstream", required=True, help="HOST:PORT every connection is forwarded to")
     ap.add_argument("--listen", action="append", required=True, help="HOST:PORT to listen on (repeatable)")
+    ap.add_argument("--silent", action="append", help="HOST:PORT that accepts and never answers (a down host)")
     ap.add_argument("--rtt-ms", type=float, default=20.0, help="round trip added (default 20 ms)")
     ap.add_argument("--max-connections", type=int, default=2000)
     ap.add_argument("--max-seconds", type=float, default=1800, help="stop by itself after this long")

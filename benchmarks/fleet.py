@@ -47,14 +47,17 @@ def _free_port(addresses: list[str]) -> int:
 
 
 class Fleet:
-    def __init__(self, base_profile: Path, work: Path, hosts: int, rtt_ms: float = 20.0, max_seconds: float = 3600):
+    def __init__(self, base_profile: Path, work: Path, hosts: int, rtt_ms: float = 20.0, max_seconds: float = 3600,
+                 silent: int = 0):
         data = yaml.safe_load(base_profile.read_text())
         ssh = [h for h in data.get("hosts", []) if h.get("backend") == "ssh"]
         if not ssh:
             raise RuntimeError("the sandbox has no ssh host (is sshd installed?): no fleet to simulate")
         self.base, self.ssh_host, self.work = data, ssh[0], work
         self.addresses = [fleet_address(i) for i in range(hosts)]
-        self.port = _free_port(self.addresses)
+        # down hosts: addresses that take the TCP handshake and never answer (see delay_proxy --silent)
+        self.silent_addresses = [fleet_address(hosts + i) for i in range(silent)]
+        self.port = _free_port(self.addresses + self.silent_addresses)
         key = Path(self.ssh_host["known_hosts"]).read_text().split()[1:3]
         self.known_hosts = work / "fleet_known_hosts"
         self.known_hosts.write_text("".join(f"[{a}]:{self.port} {' '.join(key)}\n" for a in self.addresses))
@@ -66,6 +69,8 @@ class Fleet:
                "--max-seconds", str(max_seconds)]
         for a in self.addresses:
             cmd += ["--listen", f"{a}:{self.port}"]
+        for a in self.silent_addresses:
+            cmd += ["--silent", f"{a}:{self.port}"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 15
         while not ready.exists():
@@ -80,6 +85,10 @@ class Fleet:
         return {"name": f"fleet-{i + 1}", "address": self.addresses[i], "backend": "ssh", "port": self.port,
                 "roles": list(self.ssh_host.get("roles", [])), "identity_file": self.ssh_host["identity_file"],
                 "known_hosts": str(self.known_hosts), **extra}
+
+    def silent_host(self, i: int, **extra) -> dict:
+        """The i-th down host (0-based), `fleet-down-{i+1}`: same key and user, an address that never answers."""
+        return {**self.host(0), "name": f"fleet-down-{i + 1}", "address": self.silent_addresses[i], **extra}
 
     def profile(self, n: int, extra_hosts: list[dict] | None = None) -> Path:
         """The sandbox profile with fleet-1..fleet-n as its only hosts (plus `extra_hosts`)."""
