@@ -184,7 +184,7 @@ def series(name: str, runs: int, make_cmd, env: dict, rss: bool = True, timing_d
 
 
 # --------------------------------------------------------------------------------- the bash script's env
-def runbook_env(profile_path: Path) -> dict[str, str]:
+def runbook_env(profile_path: Path, history: Path | None = None) -> dict[str, str]:
     """What runbook.sh reads: the profile's ports, paths, passwords and limits as ACGS_* variables."""
     p = load_profile(str(profile_path))
     t = p.thresholds
@@ -225,7 +225,9 @@ def runbook_env(profile_path: Path) -> dict[str, str]:
             SEP.join([f"{s.name}@{h.name}", f"{s.scheme}://{h.address}:{s.port}{s.metrics_path}", s.compliance_metric])
             for s in p.services if s.compliance_metric and s.metrics_path for h in p.hosts_with_role(s.role)),
         "ACGS_DATABASES": "\n".join(SEP.join([d.name, d.dsn, p.secret(f"databases.{d.name}") or "",
-                                              d.audit_table or "", " ".join(d.replicas)]) for d in p.databases),
+                                              d.audit_table or "", " ".join(d.replicas),
+                                              ",".join(f"{a}:{n}" for a, n in d.pools.items())])
+                                     for d in p.databases),
         "ACGS_DB_PROCESSES": "\n".join(SEP.join([d.name, h.name, d.process]) for d in p.databases if d.process
                                        for h in p.hosts_with_role(d.role)),
         "ACGS_AUDIT_ROWS": str(p.databases[0].audit_chain_rows if p.databases else 0),
@@ -238,10 +240,22 @@ def runbook_env(profile_path: Path) -> dict[str, str]:
     env["ACGS_CA_FILE"] = p.tls.ca_file or ""
     env["ACGS_CERT_FAIL_DAYS"] = str(int(getattr(t, "cert_fail_days", 7)))
     env["ACGS_BACKUP_DIR"] = p.paths.backups if Path(p.paths.backups).is_dir() else ""
-    env["ACGS_BACKUP_FILES"] = " ".join(p.backups.files)
+    env["ACGS_BACKUP_FILES"] = " ".join(p.backups.files or [])  # none named: every file of the latest backup
     env["ACGS_BACKUP_HOURS"] = str(int(getattr(t, "backup_max_age_hours", 26)))
     env["ACGS_BACKUP_RETENTION"] = str(int(getattr(t, "backup_retention_days", 30)))
     env["ACGS_POLICY_DIR"] = p.paths.policies if Path(p.paths.policies).is_dir() else ""
+    # issue 13's checks: SVC-10..12, SYS-06, DB-11..13, MON-02
+    env.update({
+        "ACGS_SVC_RSS_MAX": str(t.service_rss_mb_max), "ACGS_SVC_PMEM_MAX": str(t.service_mem_percent_max),
+        "ACGS_BASELINE_RUNS": str(t.baseline_runs), "ACGS_BASELINE_FACTOR": str(t.baseline_factor_max),
+        "ACGS_P99_WARN_MS": str(t.latency_p99_warn_ms), "ACGS_NET_SAMPLES": str(t.network_samples),
+        "ACGS_NET_FAIL_MS": str(t.network_p99_fail_ms), "ACGS_DB_BLOAT_ROWS": str(t.db_bloat_min_rows),
+        "ACGS_DB_DEAD_MAX": str(t.db_dead_tuple_percent_max),
+        "ACGS_DB_IDLE_TX": str(t.db_idle_in_transaction_seconds_max),
+        "ACGS_AVAIL_DAYS": str(t.availability_window_days), "ACGS_AVAIL_RUNS": str(t.availability_min_runs),
+        "ACGS_AVAIL_MIN": str(t.availability_percent_min), "ACGS_PROFILE_NAME": p.name,
+        "ACGS_HISTORY": str(history) if history else "",
+    })
     return env
 
 
@@ -374,7 +388,7 @@ def measure(profile: Path, work: Path, runs: int, quick: bool) -> dict:
     out: dict = {}
 
     print("a. whole catalog vs runbook.sh", flush=True)
-    bash_env = {**env, **runbook_env(profile)}
+    bash_env = {**env, **runbook_env(profile, reports / "history.jsonl")}
     out["bash"] = series("runbook.sh", runs, lambda: ["bash", str(REPO / "benchmarks" / "runbook.sh")], bash_env,
                          rss=False)
     out["catalog"] = series("catalog", runs, lambda: [*ACGS, "run", "--profile", str(profile), "--report-dir",
