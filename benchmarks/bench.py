@@ -363,7 +363,9 @@ def main() -> int:
     results["machine"] = machine()
     results["bench_seconds"] = round(time.time() - started, 1)
     results["runs"] = runs
-    (REPO / "benchmarks" / "last-run.json").write_text(json.dumps(strip(results), indent=1, default=str) + "\n")
+    # a fleet-only run keeps the local scenarios' figures of the last full run
+    name = "last-run-fleet.json" if args.only == "fleet" else "last-run.json"
+    (REPO / "benchmarks" / name).write_text(json.dumps(strip(results), indent=1, default=str) + "\n")
     out = REPO / "BENCHMARKS.md"
     if "catalog" in results:
         text = render(results)
@@ -376,7 +378,7 @@ def main() -> int:
         if not args.no_write:
             write_section(out, text, FLEET_START, FLEET_END)
     if not args.no_write:
-        print("bench: figures written to BENCHMARKS.md and benchmarks/last-run.json")
+        print(f"bench: figures written to BENCHMARKS.md and benchmarks/{name}")
     return 0
 
 
