@@ -330,7 +330,8 @@ def _cpu_model() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5, help="measured runs per figure, after one warm-up (default 5)")
-    ap.add_argument("--quick", action="store_true", help="2 runs, hosts 1 and 10 only (a smoke test of the bench)")
+    ap.add_argument("--quick", action="store_true",
+                    help="2 runs, hosts 1 and 10 only, also in the fleet (a smoke test of the bench)")
     ap.add_argument("--no-write", action="store_true", help="print the figures; leave BENCHMARKS.md alone")
     ap.add_argument("--only", choices=("all", "local", "fleet"), default="all",
                     help="local: scenarios a-e; fleet: f (default all)")
@@ -339,6 +340,8 @@ def main() -> int:
     args = ap.parse_args()
     try:
         fleet_counts = sorted({int(x) for x in args.fleet.split(",") if x.strip()})
+        if args.quick and args.fleet == FLEET_COUNTS:
+            fleet_counts = [1, 10]
     except ValueError:
         print(f"bench: --fleet takes numbers separated by commas, not {args.fleet!r}", file=sys.stderr)
         return 3
