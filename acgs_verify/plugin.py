@@ -160,6 +160,33 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 _NO_TARGETS = object()
+POOL_KEY = pytest.StashKey()  # the run's HostPool, once a check asked for it
+_AHEAD_KEY = pytest.StashKey()  # (the host whose checks run now, the hosts in item order)
+READ_AHEAD_HOSTS = 16  # hosts being read while one host's checks run: bounds threads and memory, not the fleet
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem) -> None:
+    """When the test loop reaches a host's first check: drop what the previous host's checks measured, and start
+    reading the next READ_AHEAD_HOSTS hosts (HostPool.read_ahead), so a fleet's round trips are in flight together
+    instead of one host after another. In an xdist worker only the hosts it was given are known: no read-ahead."""
+    host = dict(item.user_properties).get("host")
+    current, order = item.config.stash.get(_AHEAD_KEY, (None, None))
+    if host == current:
+        return None
+    if order is None:
+        order = list(dict.fromkeys(h for it in item.session.items if (h := dict(it.user_properties).get("host"))))
+    item.config.stash[_AHEAD_KEY] = (host, order)
+    pool = item.config.stash.get(POOL_KEY, None)
+    if pool is None or PROFILE_KEY not in item.config.stash:
+        return None
+    by_name = {h.name: h for h in item.config.stash[PROFILE_KEY].hosts}
+    if current in by_name:
+        pool.release(by_name[current])
+    if host in by_name and not hasattr(item.config, "workerinput"):
+        i = order.index(host)
+        pool.read_ahead([by_name[n] for n in order[i : i + 1 + READ_AHEAD_HOSTS] if n in by_name])
+    return None
 
 
 def _target_of(item: pytest.Item):
@@ -197,13 +224,15 @@ def http(profile: Profile):
 
 
 @pytest.fixture(scope="session")
-def hosts(profile: Profile):
+def hosts(profile: Profile, pytestconfig: pytest.Config):
     from acgs_verify.probes.host import HostPool
 
     passphrases = {h.name: profile.secret(f"hosts.{h.name}") for h in profile.hosts}
     pool = HostPool(connect_timeout=profile.thresholds.connect_timeout_seconds, inventory=profile.inventory,
                     passphrases=passphrases)
+    pytestconfig.stash[POOL_KEY] = pool  # for the read-ahead in pytest_runtest_protocol
     yield pool
+    del pytestconfig.stash[POOL_KEY]
     pool.close()  # ends the ssh control masters; nothing outlives the run
 
 

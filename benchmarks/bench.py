@@ -7,13 +7,19 @@ Measures, each as the median of --runs runs after one warm-up run (BENCHMARKS.md
   b. `acgs-verify run --gate smoke`, command to exit, and its start-up share;
   c. per-check overhead (on-CPU time per test item; benchmarks/timing_plugin.py);
   d. the same profile for 1, 10 and 50 hosts, without workers and with one worker per core;
-  e. peak RSS of every acgs-verify process.
+  e. peak RSS of every acgs-verify process;
+  f. a fleet: N ssh hosts (N = --fleet, default 1,10,50,200), each its own address and ControlMaster connection,
+     all reaching the sandbox's sshd through benchmarks/delay_proxy.py with --rtt-ms of round trip (default 20):
+     wall time, the checker's own on-CPU seconds per host, connections per host (counted by the proxy), peak RSS.
 and writes the figures between the bench markers of BENCHMARKS.md (and benchmarks/last-run.json).
+
+    .venv/bin/python benchmarks/bench.py --only fleet --fleet 1,10,50 --runs 3   # the fleet alone
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -40,6 +46,9 @@ HOST_COUNTS = (1, 10, 50)
 TARGETS = {"catalog_ratio": 1.0, "smoke_seconds": 1.0, "overhead_ms": 2.0, "scaling_ratio": 5.0, "rss_mb": 150}
 SEP = "\x1f"  # runbook.sh splits the ACGS_* records on this: process patterns hold "|"
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
+FLEET_START, FLEET_END = "<!-- fleet:start -->", "<!-- fleet:end -->"
+FLEET_COUNTS = "1,10,50,200"
+FLEET_TARGETS = {"ratio_50": 3.0, "rss_mb": 150, "sessions_per_host": 1}
 
 
 def load() -> str:
@@ -86,8 +95,43 @@ class PeakRss:
         return self.peak_kib
 
 
+def _subreaper() -> None:
+    """Become the parent of orphaned descendants (the ssh ControlMasters daemonize when ControlPersist is set):
+    their CPU time then reaches this process when it reaps them, instead of init's."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _children() -> set[int]:
+    kids: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            kids.update(int(k) for k in (task / "children").read_text().split())
+    return kids
+
+
+def _reap_orphans(before: set[int], timeout: float = 10.0) -> float:
+    """Wait for the run's orphaned descendants (children adopted by this subreaper, not in `before`) to exit;
+    their user+system CPU seconds."""
+    cpu, deadline = 0.0, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = _children() - before
+        if not left:
+            break
+        for pid in left:
+            with contextlib.suppress(ChildProcessError):
+                got, _, usage = os.wait4(pid, os.WNOHANG)
+                if got:
+                    cpu += usage.ru_utime + usage.ru_stime
+        time.sleep(0.02)
+    return cpu
+
+
 def timed(cmd: list[str], env: dict, rss: bool = False) -> dict:
-    """Run cmd; wall time command to exit, exit code, last line, and (rss) peak RSS per process."""
+    """Run cmd; wall time command to exit, exit code, last line, (rss) peak RSS per process, and the on-CPU
+    seconds of the run and every process below it (orphans included: see _subreaper)."""
+    before = _children()
     out = tempfile.TemporaryFile()  # noqa: SIM115 -- read back after the child exits, closed with the function
     t0 = time.time()
     start = time.perf_counter()
@@ -98,20 +142,23 @@ def timed(cmd: list[str], env: dict, rss: bool = False) -> dict:
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     peaks = poller.stop() if poller else {}
+    cpu = usage.ru_utime + usage.ru_stime + _reap_orphans(before)
     if rss:
         peaks[proc.pid] = max(peaks.get(proc.pid, 0), usage.ru_maxrss)
     out.seek(0)
     text = out.read().decode("utf-8", "replace").strip().splitlines()
     return {"wall": wall, "t0": t0, "end": t0 + wall, "rc": proc.returncode, "last": text[-1] if text else "",
-            "peak_rss_kib": peaks, "main_pid": proc.pid, "output": text}
+            "peak_rss_kib": peaks, "main_pid": proc.pid, "output": text, "cpu": cpu}
 
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def series(name: str, runs: int, make_cmd, env: dict, rss: bool = True, timing_dir: Path | None = None) -> dict:
-    """One warm-up run, then `runs` measured runs; each run's timing-plugin output read back when asked."""
+def series(name: str, runs: int, make_cmd, env: dict, rss: bool = True, timing_dir: Path | None = None,
+           around=None) -> dict:
+    """One warm-up run, then `runs` measured runs; each run's timing-plugin output read back when asked;
+    `around()` is called before each run and returns a function called after it, whose dict joins the run's."""
     results = []
     for i in range(runs + 1):
         run_env = dict(env)
@@ -120,8 +167,12 @@ def series(name: str, runs: int, make_cmd, env: dict, rss: bool = True, timing_d
             d.mkdir(parents=True, exist_ok=True)
             run_env["ACGS_BENCH_OUT"] = str(d)
         before = load()
+        after_run = around() if around is not None else None
         r = timed(make_cmd(), run_env, rss=rss)
         r["load"] = before
+        r["load_after"] = load()
+        if after_run is not None:
+            r.update(after_run())
         if timing_dir is not None:
             r["processes"] = [json.loads(p.read_text()) for p in sorted(Path(run_env["ACGS_BENCH_OUT"]).glob("*.json"))]
         if i > 0:
@@ -133,7 +184,7 @@ def series(name: str, runs: int, make_cmd, env: dict, rss: bool = True, timing_d
 
 
 # --------------------------------------------------------------------------------- the bash script's env
-def runbook_env(profile_path: Path) -> dict[str, str]:
+def runbook_env(profile_path: Path, history: Path | None = None) -> dict[str, str]:
     """What runbook.sh reads: the profile's ports, paths, passwords and limits as ACGS_* variables."""
     p = load_profile(str(profile_path))
     t = p.thresholds
@@ -174,7 +225,9 @@ def runbook_env(profile_path: Path) -> dict[str, str]:
             SEP.join([f"{s.name}@{h.name}", f"{s.scheme}://{h.address}:{s.port}{s.metrics_path}", s.compliance_metric])
             for s in p.services if s.compliance_metric and s.metrics_path for h in p.hosts_with_role(s.role)),
         "ACGS_DATABASES": "\n".join(SEP.join([d.name, d.dsn, p.secret(f"databases.{d.name}") or "",
-                                              d.audit_table or "", " ".join(d.replicas)]) for d in p.databases),
+                                              d.audit_table or "", " ".join(d.replicas),
+                                              ",".join(f"{a}:{n}" for a, n in d.pools.items())])
+                                     for d in p.databases),
         "ACGS_DB_PROCESSES": "\n".join(SEP.join([d.name, h.name, d.process]) for d in p.databases if d.process
                                        for h in p.hosts_with_role(d.role)),
         "ACGS_AUDIT_ROWS": str(p.databases[0].audit_chain_rows if p.databases else 0),
@@ -187,10 +240,22 @@ def runbook_env(profile_path: Path) -> dict[str, str]:
     env["ACGS_CA_FILE"] = p.tls.ca_file or ""
     env["ACGS_CERT_FAIL_DAYS"] = str(int(getattr(t, "cert_fail_days", 7)))
     env["ACGS_BACKUP_DIR"] = p.paths.backups if Path(p.paths.backups).is_dir() else ""
-    env["ACGS_BACKUP_FILES"] = " ".join(p.backups.files)
+    env["ACGS_BACKUP_FILES"] = " ".join(p.backups.files or [])  # none named: every file of the latest backup
     env["ACGS_BACKUP_HOURS"] = str(int(getattr(t, "backup_max_age_hours", 26)))
     env["ACGS_BACKUP_RETENTION"] = str(int(getattr(t, "backup_retention_days", 30)))
     env["ACGS_POLICY_DIR"] = p.paths.policies if Path(p.paths.policies).is_dir() else ""
+    # issue 13's checks: SVC-10..12, SYS-06, DB-11..13, MON-02
+    env.update({
+        "ACGS_SVC_RSS_MAX": str(t.service_rss_mb_max), "ACGS_SVC_PMEM_MAX": str(t.service_mem_percent_max),
+        "ACGS_BASELINE_RUNS": str(t.baseline_runs), "ACGS_BASELINE_FACTOR": str(t.baseline_factor_max),
+        "ACGS_P99_WARN_MS": str(t.latency_p99_warn_ms), "ACGS_NET_SAMPLES": str(t.network_samples),
+        "ACGS_NET_FAIL_MS": str(t.network_p99_fail_ms), "ACGS_DB_BLOAT_ROWS": str(t.db_bloat_min_rows),
+        "ACGS_DB_DEAD_MAX": str(t.db_dead_tuple_percent_max),
+        "ACGS_DB_IDLE_TX": str(t.db_idle_in_transaction_seconds_max),
+        "ACGS_AVAIL_DAYS": str(t.availability_window_days), "ACGS_AVAIL_RUNS": str(t.availability_min_runs),
+        "ACGS_AVAIL_MIN": str(t.availability_percent_min), "ACGS_PROFILE_NAME": p.name,
+        "ACGS_HISTORY": str(history) if history else "",
+    })
     return env
 
 
@@ -265,9 +330,21 @@ def _cpu_model() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5, help="measured runs per figure, after one warm-up (default 5)")
-    ap.add_argument("--quick", action="store_true", help="2 runs, hosts 1 and 10 only (a smoke test of the bench)")
+    ap.add_argument("--quick", action="store_true",
+                    help="2 runs, hosts 1 and 10 only, also in the fleet (a smoke test of the bench)")
     ap.add_argument("--no-write", action="store_true", help="print the figures; leave BENCHMARKS.md alone")
+    ap.add_argument("--only", choices=("all", "local", "fleet"), default="all",
+                    help="local: scenarios a-e; fleet: f (default all)")
+    ap.add_argument("--fleet", default=FLEET_COUNTS, help=f"fleet sizes, comma-separated (default {FLEET_COUNTS})")
+    ap.add_argument("--rtt-ms", type=float, default=20.0, help="the fleet's round trip (default 20 ms)")
     args = ap.parse_args()
+    try:
+        fleet_counts = sorted({int(x) for x in args.fleet.split(",") if x.strip()})
+        if args.quick and args.fleet == FLEET_COUNTS:
+            fleet_counts = [1, 10]
+    except ValueError:
+        print(f"bench: --fleet takes numbers separated by commas, not {args.fleet!r}", file=sys.stderr)
+        return 3
     runs = 2 if args.quick else args.runs
     if shutil.which("psql") is None or shutil.which("redis-cli") is None or shutil.which("curl") is None:
         print("bench: needs curl, psql and redis-cli (apt-get install curl postgresql-client redis-tools)",
@@ -279,19 +356,32 @@ def main() -> int:
     try:
         print(f"bench: sandbox in {sb.dir} (port offset {sb.port_offset}); load {load()}", flush=True)
         profile = sb.up()
-        results = measure(profile, work, runs, args.quick)
+        _subreaper()
+        results = measure(profile, work, runs, args.quick) if args.only != "fleet" else {}
+        if args.only != "local" and fleet_counts:
+            results["fleet"] = measure_fleet(profile, work, runs, fleet_counts, args.rtt_ms)
     finally:
         sb.down()
         shutil.rmtree(work, ignore_errors=True)
     results["machine"] = machine()
     results["bench_seconds"] = round(time.time() - started, 1)
     results["runs"] = runs
-    (REPO / "benchmarks" / "last-run.json").write_text(json.dumps(strip(results), indent=1, default=str) + "\n")
-    text = render(results)
-    print(text)
+    # a fleet-only run keeps the local scenarios' figures of the last full run
+    name = "last-run-fleet.json" if args.only == "fleet" else "last-run.json"
+    (REPO / "benchmarks" / name).write_text(json.dumps(strip(results), indent=1, default=str) + "\n")
+    out = REPO / "BENCHMARKS.md"
+    if "catalog" in results:
+        text = render(results)
+        print(text)
+        if not args.no_write:
+            write_section(out, text)
+    if "fleet" in results:
+        text = render_fleet(results["fleet"], results["machine"], results["bench_seconds"], runs)
+        print(text)
+        if not args.no_write:
+            write_section(out, text, FLEET_START, FLEET_END)
     if not args.no_write:
-        write_section(REPO / "BENCHMARKS.md", text)
-        print("bench: figures written to BENCHMARKS.md and benchmarks/last-run.json")
+        print(f"bench: figures written to BENCHMARKS.md and benchmarks/{name}")
     return 0
 
 
@@ -303,7 +393,7 @@ def measure(profile: Path, work: Path, runs: int, quick: bool) -> dict:
     out: dict = {}
 
     print("a. whole catalog vs runbook.sh", flush=True)
-    bash_env = {**env, **runbook_env(profile)}
+    bash_env = {**env, **runbook_env(profile, reports / "history.jsonl")}
     out["bash"] = series("runbook.sh", runs, lambda: ["bash", str(REPO / "benchmarks" / "runbook.sh")], bash_env,
                          rss=False)
     out["catalog"] = series("catalog", runs, lambda: [*ACGS, "run", "--profile", str(profile), "--report-dir",
@@ -327,13 +417,91 @@ def measure(profile: Path, work: Path, runs: int, quick: bool) -> dict:
     return out
 
 
+def measure_fleet(profile: Path, work: Path, runs: int, counts: list[int], rtt_ms: float) -> dict:
+    """f. N ssh hosts behind the delay proxy: wall time, checker CPU per host, connections per host, peak RSS."""
+    from benchmarks.fleet import Fleet
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    reports = work / "reports-fleet"
+    print(f"f. fleet of ssh hosts, {rtt_ms:g} ms round trip", flush=True)
+    fleet = Fleet(profile, work, max(counts), rtt_ms)
+    out: dict = {"rtt_ms": rtt_ms, "sizes": {}}
+    try:
+        for n in counts:
+            path = fleet.profile(n)
+            addresses = [f"{a}:{fleet.port}" for a in fleet.addresses[:n]]
+
+            def around(addresses=addresses):
+                start = fleet.counts()
+
+                def after() -> dict:
+                    time.sleep(0.3)  # the proxy writes its counts every 0.1 s
+                    end = fleet.counts()
+
+                    def diff(a: str, what: str) -> int:
+                        return end.get(a, {}).get(what, 0) - start.get(a, {}).get(what, 0)
+                    return {"sessions": [diff(a, "sessions") for a in addresses],
+                            "accepted": [diff(a, "accepted") for a in addresses]}
+                return after
+
+            s = series(f"fleet {n} hosts", runs, lambda path=path: [
+                *ACGS, "run", "--profile", str(path), "--report-dir", str(reports)], env, around=around)
+            s["cpu_per_host"] = median([r["cpu"] / n for r in s["runs"]])
+            out["sizes"][str(n)] = s
+    finally:
+        fleet.close()
+    return out
+
+
+def render_fleet(f: dict, m: dict, bench_seconds: float, runs: int) -> str:
+    sizes = f["sizes"]
+    lines = [
+        f"Measured by `make bench` (fleet scenario; {runs} runs per size after one warm-up; medians; the bench took "
+        f"{bench_seconds:.0f} s in all). Machine: {m['cores']} cores ({m['cpu']}), shared with other agents' runs "
+        f"while measured: load (`uptime`, 1/5/15 min) before the first and after the last run of each size is in the "
+        f"table. Every host: `backend: ssh`, its own address and ControlMaster, through benchmarks/delay_proxy.py "
+        f"adding {f['rtt_ms']:g} ms of round trip to the sandbox's sshd.",
+        "",
+        "| hosts | wall (median) | runs (s) | x one host | checker on-CPU per host | ssh sessions per host "
+        "(max) | TCP connects per host (max) | peak RSS (largest process) | exit codes | load before - after |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    one = sizes.get("1", {}).get("median")
+    for n, s in sizes.items():
+        runs_ = s["runs"]
+        ratio = f"{s['median'] / one:.1f} x" if one else "-"
+        sess = max((x for r in runs_ for x in r["sessions"]), default=0)
+        acc = max((x for r in runs_ for x in r["accepted"]), default=0)
+        lines.append(
+            f"| {n} | {s['median']:.2f} s | {' '.join(f'{w:.2f}' for w in s['walls'])} | {ratio} | "
+            f"{s['cpu_per_host'] * 1000:.0f} ms | {sess} | {acc} | {peak_rss_mb(runs_):.0f} MB | "
+            f"{' '.join(str(r['rc']) for r in runs_)} | {runs_[0]['load']} - {runs_[-1]['load_after']} |")
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    if one and "50" in sizes:
+        r50 = sizes["50"]["median"] / one
+        lines.append(f"| 50 hosts <= {FLEET_TARGETS['ratio_50']:g} x one host | **{r50:.1f} x** | "
+                     f"{_met(r50 <= FLEET_TARGETS['ratio_50'])} |")
+    big = max(sizes, key=int)
+    rss = peak_rss_mb(sizes[big]["runs"])
+    lines.append(f"| {big} hosts: peak RSS < {FLEET_TARGETS['rss_mb']} MB per process | **{rss:.0f} MB** | "
+                 f"{_met(rss < FLEET_TARGETS['rss_mb'])} |")
+    sess = max((x for s in sizes.values() for r in s["runs"] for x in r["sessions"]), default=0)
+    lines.append(f"| one connection (ssh session) per host | **{sess}** at most | {_met(sess == 1)} |")
+    lines += ["", "TCP connects beyond the one session are SYS-06's samples (connect and close, no byte sent)."]
+    return "\n".join(lines)
+
+
 def strip(results: dict) -> dict:
     """last-run.json without per-item lists and outputs (they run to megabytes)."""
     def clean(s):
         if isinstance(s, dict) and "runs" in s and isinstance(s["runs"], list):
             return {**s, "runs": [{k: v for k, v in r.items() if k not in ("processes", "output")} for r in s["runs"]]}
         return s
-    return {k: ({kk: clean(vv) for kk, vv in v.items()} if k == "scaling" else clean(v)) for k, v in results.items()}
+    out = {k: ({kk: clean(vv) for kk, vv in v.items()} if k == "scaling" else clean(v)) for k, v in results.items()
+           if k != "fleet"}
+    if "fleet" in results:
+        out["fleet"] = {**results["fleet"], "sizes": {n: clean(v) for n, v in results["fleet"]["sizes"].items()}}
+    return out
 
 
 def render(r: dict) -> str:
@@ -395,13 +563,13 @@ def _loads(s: dict) -> str:
     return f"{s['loads'][0]} - {s['loads'][-1]}" if s["loads"] else ""
 
 
-def write_section(path: Path, text: str) -> None:
-    doc = path.read_text() if path.exists() else f"# Benchmarks\n\n{MARK_START}\n{MARK_END}\n"
-    if MARK_START not in doc:
-        doc += f"\n{MARK_START}\n{MARK_END}\n"
-    head, rest = doc.split(MARK_START, 1)
-    _, tail = rest.split(MARK_END, 1)
-    path.write_text(f"{head}{MARK_START}\n{text}\n{MARK_END}{tail}")
+def write_section(path: Path, text: str, start: str = MARK_START, end: str = MARK_END) -> None:
+    doc = path.read_text() if path.exists() else f"# Benchmarks\n\n{start}\n{end}\n"
+    if start not in doc:
+        doc += f"\n{start}\n{end}\n"
+    head, rest = doc.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{text}\n{end}{tail}")
 
 
 if __name__ == "__main__":

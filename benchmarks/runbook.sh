@@ -17,7 +17,9 @@ TAIL=$ACGS_TAIL
 PASS=0
 FAIL=0
 
-verdict() {  # verdict ID TARGET OK(0/1) WHAT
+SKIP=0
+verdict() {  # verdict ID TARGET OK(0/1/S) WHAT; S: not judged (too little history), as acgs-verify's skips
+  if [ "$3" = S ]; then SKIP=$((SKIP + 1)); echo "SKIP $1 $2 $4"; return; fi
   if [ "$3" = 0 ]; then PASS=$((PASS + 1)); echo "PASS $1 $2 $4"; else FAIL=$((FAIL + 1)); echo "FAIL $1 $2 $4"; fi
 }
 ok() { "$@" >/dev/null 2>&1 && echo 0 || echo 1; }
@@ -30,11 +32,23 @@ host_checks() {
   local ps_out ss_out
   ps_out=$(ps -ww -eo pid=,args=)                    # ps aux | grep uvicorn
   ss_out=$(ss -Htln)                                  # netstat -tlnp | grep :8016
+  local ssp_out psm_out
+  ssp_out=$(ss -Htlnp 2>/dev/null)                    # netstat -tlnp: which pid owns each port (SVC-11)
+  psm_out=$(ps -eo pid=,ppid=,rss=,pmem=)             # ps aux's %MEM and RSS columns (SVC-11)
   if [[ ",$roles," == *",app,"* ]]; then
     while IFS=$'\x1f' read -r svc role port scheme health ready live metrics log process unit metric; do
       [ -n "$svc" ] && [[ ",$roles," == *",$role,"* ]] || continue
       echo "SVC-03|$svc@$name|$(printf '%s\n' "$ps_out" | grep -v 'ps -ww' | grep -Eq -- "$process" && echo 0 || echo 1)|ps"
       echo "SVC-04|$svc@$name|$(printf '%s\n' "$ss_out" | awk '{print $4}' | grep -Eq ":$port\$" && echo 0 || echo 1)|ss"
+      # SVC-11: ps aux | grep uvicorn | awk '{print $2, $4, $11}' | sort -k2 -nr  (the port's owners and their children)
+      local owners mem
+      owners=$(printf '%s\n' "$ssp_out" | awk -v p=":$port" '$4 ~ p"$"' | grep -oE 'pid=[0-9]+' | cut -d= -f2 | sort -u | tr '\n' ' ')
+      mem=$(printf '%s\n' "$psm_out" | awk -v roots="$owners" '
+          BEGIN { n = split(roots, r, " "); for (i = 1; i <= n; i++) keep[r[i]] = 1 }
+          { pid[NR] = $1; ppid[NR] = $2; rss[NR] = $3; pm[NR] = $4 }
+          END { grew = 1; while (grew) { grew = 0; for (i = 1; i <= NR; i++) if (!(pid[i] in keep) && (ppid[i] in keep)) { keep[pid[i]] = 1; grew = 1 } }
+                for (i = 1; i <= NR; i++) if (pid[i] in keep) { s += rss[i]; m += pm[i] }; printf "%d %.1f", s / 1024, m }')
+      echo "SVC-11|$svc@$name|$([ -n "$owners" ] && awk -v r="${mem% *}" -v m="${mem#* }" -v R="$ACGS_SVC_RSS_MAX" -v M="$ACGS_SVC_PMEM_MAX" 'BEGIN{print (r < R && m < M) ? 0 : 1}' || echo 1)|rss ${mem% *} MB ${mem#* }%"
       if [ -n "$unit" ] && [ -d /run/systemd/system ]; then                 # systemctl status acgs-auth-service
         echo "SVC-05|$svc@$name|$(systemctl is-active --quiet "$unit" && echo 0 || echo 1)|systemctl"
       fi
@@ -131,6 +145,7 @@ run_host() {  # run host_checks on a host: directly for a local one, in one ssh 
 
 # ------------------------------------------------------------------------------- Initial Assessment, Outage
 # curl -f http://localhost:8016/health (one `curl -i` serves SVC-01, SVC-02 and SVC-08)
+P99S=""
 while IFS=$'\x1f' read -r svc role port scheme health ready live metrics log process unit metric; do
   [ -n "$svc" ] || continue
   while IFS=$'\x1f' read -r hname address hroles; do
@@ -148,6 +163,12 @@ while IFS=$'\x1f' read -r svc role port scheme health ready live metrics log pro
     for _ in $(seq "$N"); do urls+=("$base$health"); done
     p99=$(curl -s -o /dev/null -m "$ACGS_HEALTH_TIMEOUT" -w '%{time_total}\n' "${urls[@]}" | sort -n | tail -n 1)
     verdict SVC-06 "$svc@$hname" "$(awk -v p="$p99" -v m="$ACGS_P99_FAIL_MS" 'BEGIN{print (p * 1000 < m) ? 0 : 1}')" "p99 ${p99}s"
+    P99S+="$svc@$hname $(awk -v p="$p99" 'BEGIN{print p * 1000}') $(awk -v p="$p99" -v m="$ACGS_P99_FAIL_MS" 'BEGIN{print (p * 1000 < m) ? 1 : 0}')"$'\n'
+    if [ -n "$metrics" ]; then                         # curl -s http://localhost:8016/metrics (SVC-10: Prometheus text)
+      m=$(curl -s -m "$ACGS_HEALTH_TIMEOUT" "$base$metrics")
+      verdict SVC-10 "$svc@$hname" "$(printf '%s' "$m" | head -c 1 | grep -q '[{"]' && echo 1 || { printf '%s\n' "$m" \
+        | grep -Eq '^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? +[-+0-9.eE]+|^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? +(NaN|[+-]Inf)' && echo 0 || echo 1; })" metrics
+    fi
     if [ -n "$ready$live" ]; then                      # curl -f .../health/ready; curl -f .../health/live
       r=0
       [ -z "$ready" ] || curl -sf -m "$ACGS_HEALTH_TIMEOUT" "$base$ready" | grep -q '"ready": \?true' || r=1
@@ -156,6 +177,74 @@ while IFS=$'\x1f' read -r svc role port scheme health ready live metrics log pro
     fi
   done <<< "$ACGS_SERVICE_HOSTS"
 done <<< "$ACGS_SERVICES"
+
+# SVC-12 (this run's p99 against the median of the last N passing runs) and MON-02 (share of runs in the window
+# whose health check passed): the run history acgs-verify keeps, read as a person would with a short script
+if [ -n "${ACGS_HISTORY:-}" ]; then
+  while IFS='|' read -r id target res what; do
+    [ -n "$id" ] && verdict "$id" "$target" "$res" "$what"
+  done < <(printf '%s' "$P99S" | "$ACGS_PYTHON" -c '
+import json, statistics, sys
+from datetime import datetime, timedelta, timezone
+path, profile, n, factor, warn, days, need, target, services = sys.argv[1:10]
+runs = []
+try:
+    for line in open(path):
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(e, dict) and e.get("profile") == profile and isinstance(e.get("services"), dict):
+            runs.append(e)
+except FileNotFoundError:
+    pass
+now = {k: float(v) for k, v, _ in (line.split() for line in sys.stdin if line.strip())}
+since = (datetime.now(timezone.utc) - timedelta(days=float(days))).isoformat(timespec="seconds")
+for sid in services.split():
+    past = [r["services"][sid]["p99_ms"] for r in runs if r["services"].get(sid, {}).get("fast")
+            and "p99_ms" in r["services"][sid]][-int(n):]
+    if sid not in now or len(past) < int(n):
+        print(f"SVC-12|{sid}|S|{len(past)} runs")
+    else:
+        base = max(statistics.median(past), 0.001)
+        ok = now[sid] / base < float(factor) or now[sid] <= float(warn)
+        print(f"SVC-12|{sid}|{0 if ok else 1}|{now[sid] / base:.1f}x")
+    ups = [r["services"][sid]["up"] for r in runs if str(r.get("started")) >= since and "up" in r["services"].get(sid, {})]
+    if len(ups) < int(need):
+        print(f"MON-02|{sid}|S|{len(ups)} runs")
+    else:
+        print(f"MON-02|{sid}|{0 if 100 * sum(ups) / len(ups) >= float(target) else 1}|{100 * sum(ups) / len(ups):.2f} %")
+' "$ACGS_HISTORY" "$ACGS_PROFILE_NAME" "$ACGS_BASELINE_RUNS" "$ACGS_BASELINE_FACTOR" "$ACGS_P99_WARN_MS" \
+    "$ACGS_AVAIL_DAYS" "$ACGS_AVAIL_RUNS" "$ACGS_AVAIL_MIN" "$(printf '%s' "$P99S" | awk '{print $1}')")
+fi
+
+# SYS-06: ping -c 10 HOST (ICMP where this user may send it; TCP connect time to the host's ssh and service ports)
+icmp_ok=1
+read -r glo ghi < /proc/sys/net/ipv4/ping_group_range 2>/dev/null || glo=1 ghi=0
+for g in $(id -G); do [ "$g" -ge "$glo" ] && [ "$g" -le "$ghi" ] && icmp_ok=0; done
+command -v ping >/dev/null || icmp_ok=1
+while IFS=$'\x1f' read -r name address backend port identity known user roles mounts; do
+  [ -n "$name" ] || continue
+  ports=""
+  [ "$backend" = local ] || ports="${port:-22}"
+  while IFS=$'\x1f' read -r svc role sport rest; do
+    [ -n "$svc" ] && [[ ",$roles," == *",$role,"* ]] && ports="$ports $sport"
+  done <<< "$ACGS_SERVICES"
+  [ -n "${ports// /}" ] || continue                  # a local host without services: acgs-verify skips it too
+  worst=0 failed=0
+  for p in $(printf '%s\n' $ports | awk '!seen[$0]++'); do
+    for _ in $(seq "$ACGS_NET_SAMPLES"); do
+      t0=$EPOCHREALTIME
+      { exec 3<>"/dev/tcp/$address/$p"; } 2>/dev/null && exec 3>&-
+      t=$(( ( ${EPOCHREALTIME/./} - ${t0/./} ) ))
+      [ "$t" -gt "$worst" ] && worst=$t
+    done
+  done
+  if [ "$icmp_ok" = 0 ]; then
+    ping -q -c "$ACGS_NET_SAMPLES" -i 0.2 -W "$ACGS_CONNECT_TIMEOUT" "$address" >/dev/null 2>&1 || failed=1
+  fi
+  verdict SYS-06 "$name" "$(awk -v w="$worst" -v m="$ACGS_NET_FAIL_MS" -v f="$failed" 'BEGIN{print (f == 0 && w / 1000 < m) ? 0 : 1}')" "worst ${worst} us"
+done <<< "$ACGS_HOST_LINES"
 
 # Host checks (ps, netstat, systemctl, logs, top, free, df, dmesg, find, passwd, alerts), host by host
 while IFS=$'\x1f' read -r name address backend port identity known user roles mounts; do
@@ -167,7 +256,7 @@ done <<< "$ACGS_HOST_LINES"
 
 # ------------------------------------------------------------------------------------------------ Database
 q() { PGPASSWORD=$1 PGCONNECT_TIMEOUT=$ACGS_DB_TIMEOUT psql "$2" -X -A -t -q -v ON_ERROR_STOP=1 -c "$3" 2>&1; }
-while IFS=$'\x1f' read -r db dsn password audit replicas; do
+while IFS=$'\x1f' read -r db dsn password audit replicas pools; do
   [ -n "$db" ] || continue
   verdict DB-01 "$db" "$([ "$(q "$password" "$dsn" 'SELECT 1;')" = 1 ] && echo 0 || echo 1)" "SELECT 1"
   verdict DB-03 "$db" "$(q "$password" "$dsn" "SELECT count(*) * 100 < $ACGS_DB_CONN_MAX * current_setting('max_connections')::int FROM pg_stat_activity WHERE backend_type = 'client backend';" | grep -q t && echo 0 || echo 1)" connections
@@ -182,6 +271,19 @@ while IFS=$'\x1f' read -r db dsn password audit replicas; do
   verdict DB-07 "$db" "$([ "$lag" = 0 ] && echo 0 || echo 1)" replication
   verdict DB-08 "$db" "$(q "$password" "$dsn" "SELECT blks_hit + blks_read = 0 OR 100.0 * blks_hit / (blks_hit + blks_read) >= $ACGS_DB_HIT_MIN FROM pg_stat_database WHERE datname = current_database();" | grep -q t && echo 0 || echo 1)" "cache hit"
   verdict DB-09 "$db" "$([ "$(q "$password" "$dsn" "SELECT count(*) FROM pg_stat_user_tables WHERE greatest(last_analyze, last_autoanalyze) IS NULL OR greatest(last_analyze, last_autoanalyze) < now() - interval '$ACGS_DB_STATS_DAYS days';")" = 0 ] && echo 0 || echo 1)" stats
+  # DB-11: the runbook's bloat query (sizes), and the dead-tuple share of tables over the size floor
+  q "$password" "$dsn" "SELECT schemaname, relname, pg_size_pretty(pg_total_relation_size(relid)) FROM pg_stat_user_tables ORDER BY pg_total_relation_size(relid) DESC;" >/dev/null
+  verdict DB-11 "$db" "$([ "$(q "$password" "$dsn" "SELECT count(*) FROM pg_stat_user_tables WHERE n_live_tup + n_dead_tup >= $ACGS_DB_BLOAT_ROWS AND 100.0 * n_dead_tup / nullif(n_live_tup + n_dead_tup, 0) >= $ACGS_DB_DEAD_MAX;")" = 0 ] && echo 0 || echo 1)" bloat
+  # DB-12 (warns only): indexes never scanned, large tables read mostly by sequential scans
+  unused=$(q "$password" "$dsn" "SELECT count(*) FROM pg_stat_user_indexes i JOIN pg_index x ON x.indexrelid = i.indexrelid JOIN pg_stat_user_tables t ON t.relid = i.relid WHERE i.idx_scan = 0 AND NOT x.indisunique AND NOT x.indisprimary AND t.n_live_tup >= $ACGS_DB_BLOAT_ROWS;")
+  seqs=$(q "$password" "$dsn" "SELECT count(*) FROM pg_stat_user_tables WHERE n_live_tup >= $ACGS_DB_BLOAT_ROWS AND seq_scan > coalesce(idx_scan, 0);")
+  verdict DB-12 "$db" 0 "unused indexes $unused, seq-scanned tables $seqs (warns only)"
+  # DB-13: python scripts/connection_pool_stats.py (idle in transaction; connections per application vs pool size)
+  idle=$(q "$password" "$dsn" "SELECT count(*) FROM pg_stat_activity WHERE state IN ('idle in transaction', 'idle in transaction (aborted)') AND now() - state_change > interval '$ACGS_DB_IDLE_TX seconds';")
+  over=$(q "$password" "$dsn" "SELECT coalesce(application_name, '') || '=' || count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() GROUP BY application_name;" \
+    | awk -F= -v pools="$pools" 'BEGIN { n = split(pools, a, ","); for (i = 1; i <= n; i++) { split(a[i], kv, ":"); size[kv[1]] = kv[2] } }
+        ($1 in size) && $2 + 0 > size[$1] + 0 { over++ } END { print over + 0 }')
+  verdict DB-13 "$db" "$([ "$idle" = 0 ] && [ "$over" = 0 ] && echo 0 || echo 1)" "idle in transaction $idle, pools over $over"
   if [ -n "$audit" ]; then
     verdict DB-10 "$db" "$([ "$(q "$password" "$dsn" "SELECT count(*) FROM $audit WHERE created_at < NOW() - INTERVAL '$ACGS_AUDIT_DAYS days';")" = 0 ] && echo 0 || echo 1)" retention
     # python scripts/compliance_report.py (CC-04; with the compliance metric below)
@@ -224,7 +326,7 @@ if [ -n "${ACGS_BACKUP_DIR:-}" ] && [ -d "$ACGS_BACKUP_DIR" ]; then
   latest=$(ls -1d "$ACGS_BACKUP_DIR"/[0-9]*/ 2>/dev/null | sort | tail -n 1)
   verdict BK-01 backups "$([ -n "$latest" ] && [ -n "$(find "$latest" -maxdepth 0 -mmin -$((ACGS_BACKUP_HOURS * 60)))" ] && echo 0 || echo 1)" "$latest"
   r2=0; r3=0
-  for f in $ACGS_BACKUP_FILES; do                       # ls -la /var/backups/acgs/YYYYMMDD; gzip -t; tar -tzf
+  for f in ${ACGS_BACKUP_FILES:-$(ls -1 "$latest")}; do   # ls -la /var/backups/acgs/YYYYMMDD; gzip -t; tar -tzf
     [ -s "$latest/$f" ] || r2=1
     gzip -t "$latest/$f" 2>/dev/null || r3=1
     case $f in *.tar.gz) tar -tzf "$latest/$f" >/dev/null 2>&1 || r3=1 ;; esac
@@ -265,4 +367,4 @@ EOF
 )
 fi
 
-echo "runbook.sh: $((PASS + FAIL)) checks, $PASS passed, $FAIL failed"
+echo "runbook.sh: $((PASS + FAIL)) checks, $PASS passed, $FAIL failed, $SKIP skipped"

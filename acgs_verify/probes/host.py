@@ -43,6 +43,10 @@ from acgs_verify.words import plural
 
 T = TypeVar("T")
 PREFETCH_THREADS = 64  # facts started early are mostly waiting (a sleep, a remote command): threads are cheap
+# commands in flight on one host at once: each is a session multiplexed on its one ssh connection, and sshd's
+# MaxSessions (10 by default) refuses more; the test loop's own command needs one too
+SESSIONS_PER_HOST = 4
+BATCHED_BACKENDS = ("ssh",)  # where a read-ahead's commands ride one remote shell command (see _run_batch)
 
 
 class HostPool:
@@ -63,6 +67,10 @@ class HostPool:
         self._executor: ThreadPoolExecutor | None = None
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        self._sessions: dict[str, threading.Semaphore] = {}
+        # what the checks asked of the first host of each kind, in order: read ahead for the next hosts of that kind
+        self._plans: dict[tuple, list[tuple[str, Callable[..., Any], tuple, list]]] = {}
+        self._plan_owner: dict[tuple, str] = {}
 
     def get(self, host: Host):
         with self._lock_of(host):  # prefetch threads and the test loop connect a host once between them
@@ -93,11 +101,104 @@ class HostPool:
 
         >>> pool.measure(host, "port owners", read_port_owners, host.become)   # label: for error messages
         """
-        return self._fact(_key(host, read, args), host, label, lambda conn: read(conn, *args))
+        commands = self._learn(host, label, read, args)
+        if commands is None:
+            return self._fact(_key(host, read, args), host, label, lambda conn: read(conn, *args))
+
+        def recorded(conn):  # the first host of its kind: note the commands, for the others' batch
+            rec = _Recorder(conn)
+            try:
+                return read(rec, *args)
+            finally:
+                commands[:] = rec.commands
+        return self._fact(_key(host, read, args), host, label, recorded)
 
     def measure_later(self, host: Host, label: str, read: Callable[..., Any], *args: Any) -> Future:
         """measure(), started now in a thread: a later measure() of the same function and arguments waits for it."""
         return self._start(_key(host, read, args), host, label, lambda conn: read(conn, *args))
+
+    def _learn(self, host: Host, label: str, read: Callable[..., Any], args: tuple) -> list | None:
+        """Record read(conn, *args) in the plan of `host`'s kind while `host` is the first of its kind measured;
+        the list its commands are to be noted in (None when nothing is to be noted)."""
+        kind = _kind(host)
+        owner = self._plan_owner.setdefault(kind, host.name)
+        if owner != host.name:
+            return None
+        plan = self._plans.setdefault(kind, [])
+        if any(r is read and a == args for _, r, a, _ in plan):
+            return None
+        commands: list[tuple[str, tuple]] = []
+        plan.append((label, read, args, commands))
+        return commands
+
+    def read_ahead(self, hosts: list[Host]) -> int:
+        """Start now, in threads, for each of `hosts` (in order), what the checks asked of the first host of its
+        kind (same backend, roles, mounts): the same functions with the same arguments, their commands batched
+        into one remote command per host. Returns how many measurements were started.
+
+        >>> pool.read_ahead(profile.hosts[5:21])   # while host 5's checks run, hosts 6..20 are being read
+        80
+
+        Only a measurement with exactly the same function and arguments is ever returned to a check (the cache key
+        is both), so a host whose checks ask something else costs one unused read, never a wrong answer; a batched
+        command that failed or wrote to stderr is run again on its own, so its reason is the one it gives alone.
+        A host already found unreachable is skipped, and so is a local host; one not yet connected connects in its
+        thread, with its timeout.
+        """
+        started = 0
+        for host in hosts:
+            # a local host's reads run on the checker's own cores, with no round trip to overlap: reading ahead
+            # would only hold more in memory (+26 MB at 50 local hosts, BENCHMARKS.md)
+            if host.name in self._unreachable or host.backend == "local":
+                continue
+            batch = []
+            for label, read, args, commands in self._plans.get(_kind(host), ()):
+                key = _key(host, read, args)
+                if key in self._facts or key in self._pending:
+                    continue
+                started += 1
+                if commands and host.backend in BATCHED_BACKENDS:
+                    future: Future = Future()
+                    self._pending[key] = future
+                    batch.append((label, read, args, commands, future))
+                else:  # commands not noted (its first read was started early) or a backend without a shell
+                    self._start(key, host, label, lambda conn, read=read, args=args: read(conn, *args))
+            if batch:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="acgs-prefetch")
+                self._executor.submit(self._batch, host, batch)
+        return started
+
+    def _batch(self, host: Host, batch: list) -> None:
+        """One remote command for every command `batch`'s reads ran on the plan's first host, then each read
+        against those outputs (commands it runs that the batch did not hold go to the host as usual)."""
+        outputs: dict[str, Any] = {}
+        try:
+            conn = self.get(host)
+            wanted = list(dict.fromkeys(conn.backend.get_command(c, *a) for *_, commands, _ in batch
+                                        for c, a in commands))
+            with self._session(host):
+                outputs = _run_batch(conn, wanted)
+        except ProbeError as exc:
+            for *_, future in batch:
+                future.set_exception(exc)
+            return
+        except Exception:  # noqa: BLE001 -- the batch is an optimisation: each read then runs on its own
+            outputs = {}
+        for label, read, args, _, future in batch:
+            try:
+                future.set_result(self._compute(host, label, lambda c, read=read, args=args: read(
+                    _Replay(c, outputs), *args)))
+            except BaseException as exc:  # noqa: BLE001 -- raised to the check that reads it, as measure() would
+                future.set_exception(exc)
+
+    def release(self, host: Host) -> None:
+        """Drop what was measured on `host` (its checks are done): memory stays bounded by the hosts in flight,
+        not the fleet. A later ask measures again."""
+        for key in [k for k in self._facts if k[0] == host.name]:
+            del self._facts[key]
+        for key in [k for k in self._pending if k[0] == host.name and self._pending[k].done()]:
+            del self._pending[key]
 
     def _fact(self, key: tuple, host: Host, name: str, compute):
         pending = self._pending.pop(key, None)
@@ -122,6 +223,10 @@ class HostPool:
         return self._start((host.name, name), host, name, compute)
 
     def _start(self, key: tuple, host: Host, name: str, compute) -> Future:
+        if key in self._facts:  # already measured: a future that holds it
+            done: Future = Future()
+            done.set_result(self._facts[key])
+            return done
         if key not in self._pending:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=PREFETCH_THREADS, thread_name_prefix="acgs-prefetch")
@@ -131,7 +236,8 @@ class HostPool:
     def _compute(self, host: Host, name: str, compute):
         conn = self.get(host)
         try:
-            return compute(conn)
+            with self._session(host):
+                return compute(conn)
         except ProbeError:
             raise
         except RuntimeError as exc:  # testinfra's ssh backend: ssh itself failed (exit 255)
@@ -139,6 +245,10 @@ class HostPool:
             raise ProbeError(f"host unreachable: {self._unreachable[host.name]}") from None
         except Exception as exc:
             raise ProbeError(f"{name} on {host.name}: {_reason(exc)}") from None
+
+    def _session(self, host: Host) -> threading.Semaphore:
+        with self._locks_lock:
+            return self._sessions.setdefault(host.name, threading.Semaphore(SESSIONS_PER_HOST))
 
     def _lock_of(self, host: Host) -> threading.Lock:
         with self._locks_lock:
@@ -257,6 +367,82 @@ def ssh_config_text(host: Host, timeout: int, control_dir: Path) -> str:
     if known:
         out.append(known)
     return "\n".join(out) + "\n"
+
+
+class _Recorder:
+    """A testinfra host that runs commands as usual and notes each (command, args): the plan's first host."""
+
+    def __init__(self, conn):
+        self._conn, self.commands = conn, []
+
+    def run(self, command: str, *args: Any, **kwargs: Any):
+        self.commands.append((command, args))
+        return self._conn.run(command, *args, **kwargs)
+
+    def check_output(self, command: str, *args: Any, **kwargs: Any) -> str:
+        self.commands.append((command, args))
+        return self._conn.check_output(command, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._conn, name)
+
+
+class _Replay:
+    """A testinfra host whose commands are answered from a batch's outputs when the batch holds them (exit 0,
+    nothing on stderr), and run on the host otherwise."""
+
+    def __init__(self, conn, outputs: dict[str, Any]):
+        self._conn, self._outputs = conn, outputs
+
+    def run(self, command: str, *args: Any, **kwargs: Any):
+        found = self._outputs.get(self._conn.backend.get_command(command, *args))
+        return found if found is not None else self._conn.run(command, *args, **kwargs)
+
+    def check_output(self, command: str, *args: Any, **kwargs: Any) -> str:
+        res = self.run(command, *args, **kwargs)
+        if res.rc != 0:  # as testinfra's run_expect([0], ...)
+            raise AssertionError(f"Unexpected exit code {res.rc} for {res}")
+        return res.stdout.rstrip("\r\n")
+
+    def __getattr__(self, name: str):
+        return getattr(self._conn, name)
+
+
+def _run_batch(conn, commands: list[str]) -> dict[str, Any]:
+    """Run `commands` in one remote shell command; {command: its result} for those that exited 0 with nothing on
+    stderr (the others are left out, to be run alone). Each command's stdout goes to the shell's stdout between
+    marker lines holding a random token, its stderr into a variable whose length is reported: POSIX sh, nothing
+    written on the host.
+
+    >>> _run_batch(conn, ["id -un", "cut -d: -f1 -- /etc/passwd"])
+    {'id -un': CommandResult(rc=0, stdout='acgs\n'), 'cut -d: -f1 -- /etc/passwd': CommandResult(...)}
+    """
+    import secrets
+
+    token = f"@@acgs-{secrets.token_hex(16)}"
+    parts = ["exec 3>&1"]
+    for i, cmd in enumerate(commands):
+        parts.append(f"printf '\\n%s begin {i}\\n' {token}; __e=$( {{ {cmd}\n}} 2>&1 >&3 3>&- ); __r=$?; "
+                     f"printf '\\n%s end {i} %s %s\\n' {token} \"$__r\" \"${{#__e}}\"")
+    res = conn.run("\n".join(parts))
+    out: dict[str, Any] = {}
+    raw = res.stdout_bytes
+    for i, cmd in enumerate(commands):
+        begin = f"\n{token} begin {i}\n".encode()
+        end = re.compile(rb"\n" + token.encode() + rb" end " + str(i).encode() + rb" (\d+) (\d+)\n")
+        b = raw.find(begin)
+        m = end.search(raw, b + len(begin)) if b >= 0 else None
+        if m is None:
+            continue
+        rc, stderr_len = int(m.group(1)), int(m.group(2))
+        if rc == 0 and stderr_len == 0:
+            out[cmd] = conn.backend.result(0, cmd.encode(), raw[b + len(begin): m.start()], b"")
+    return out
+
+
+def _kind(host: Host) -> tuple:
+    """Hosts the same checks run on with the same arguments, as far as the profile tells: backend, roles, mounts."""
+    return host.backend, tuple(host.roles), tuple(host.mounts), host.become
 
 
 def _key(host: Host, read: Callable, args: tuple) -> tuple[str, str, str]:

@@ -206,6 +206,14 @@ def request_statuses(lines: list[str]) -> list[int]:
 KEEP_TAILS = 8
 
 
+def read_tail(conn, path: str, n: int) -> list[str]:
+    """The last `n` lines of `path` on a remote host: `tail -n N -- PATH`; ProbeError with tail's reason."""
+    result = conn.run("tail -n %s -- %s", str(n), path)
+    if result.rc != 0:
+        raise ProbeError(f"log {path}: {result.stderr.strip()[:200]}")
+    return result.stdout.replace("\0", "").splitlines()
+
+
 class LogReader:
     """Reads log tails on a target's host once per run: CC-01, CC-02 and SVC-07 share one read.
 
@@ -231,11 +239,11 @@ class LogReader:
             if host.backend == "local":
                 self._cache[key] = tail_lines(path, n)
             else:
-                conn = self._hosts.get(host)
-                result = conn.run("tail -n %s -- %s", str(n), path)
-                if result.rc != 0:
-                    raise ProbeError(f"log {path} on {host.name}: {result.stderr.strip()[:200]}")
-                self._cache[key] = result.stdout.replace("\0", "").splitlines()
+                # through the pool: a fleet's next hosts then have their tails read ahead (HostPool.read_ahead)
+                try:
+                    self._cache[key] = self._hosts.measure(host, f"log {path}", read_tail, path, n)
+                except ProbeError as exc:
+                    raise ProbeError(str(exc).replace(f"log {path}:", f"log {path} on {host.name}:", 1)) from None
             if self.since is not None:
                 self._cache[key] = within(self._cache[key], self.since)
         if not self._cache[key] and self.since is not None and not quiet_is_evidence:
