@@ -32,6 +32,18 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
                           env=full_env, cwd=cwd or REPO, timeout=timeout)
 
 
+def profile_error(*args, **kw) -> str:
+    """The ProfileError load_profile(*args, **kw) raises, as its text, after asserting it is one line without a
+    traceback: profile_error("p.yaml") -> "p.yaml:1: hosts[0].port: ..."."""
+    from acgs_verify.profile import ProfileError, load_profile
+
+    with pytest.raises(ProfileError) as exc:
+        load_profile(*args, **kw)
+    text = str(exc.value)
+    assert "\n" not in text and "Traceback" not in text
+    return text
+
+
 @pytest.fixture
 def write_profile(tmp_path):
     def write(text: str, name: str = "p.yaml") -> Path:

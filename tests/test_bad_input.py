@@ -11,17 +11,9 @@ import pytest
 
 from acgs_verify.profile import ProfileError, load_profile
 from acgs_verify.waivers import WaiverError, load_waivers
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, profile_error, run_cli
 
 ONE_TARGET = "services: [{name: auth, port: 8016}]\n"
-
-
-def error_of(*args, **kw) -> str:
-    with pytest.raises(ProfileError) as exc:
-        load_profile(*args, **kw)
-    text = str(exc.value)
-    assert "\n" not in text and "Traceback" not in text
-    return text
 
 
 def one_error_line(res) -> str:
@@ -39,7 +31,7 @@ def one_error_line(res) -> str:
 @pytest.mark.parametrize("content", ["", "{}\n", "# production, truncated\n# more comments\n", "---\n",
                                      "thresholds: {db_long_query_seconds: 60}\n", "hosts: []\n"])
 def test_profile_that_names_no_target_is_refused(write_profile, content):
-    text = error_of(str(write_profile(content)))
+    text = profile_error(str(write_profile(content)))
     assert "p.yaml" in text and "names no target" in text
 
 
@@ -63,7 +55,7 @@ def test_a_profile_naming_only_hosts_or_only_a_database_is_fine(write_profile):
      2, 4),
 ])
 def test_a_key_given_twice_names_both_lines(write_profile, content, first, second):
-    text = error_of(str(write_profile(content)))
+    text = profile_error(str(write_profile(content)))
     assert "given twice" in text and f"lines {first} and {second}" in text and "p.yaml" in text
 
 
@@ -81,13 +73,13 @@ def test_yaml_merge_keys_are_not_duplicates(write_profile):
                                       "thresholds.backup_max_age_hours=1e300", "thresholds.audit_retention_days=1e9",
                                       "services.auth.port=1e400"])
 def test_non_finite_or_absurd_set_is_refused(write_profile, override):
-    text = error_of(str(write_profile(ONE_TARGET)), [override])
+    text = profile_error(str(write_profile(ONE_TARGET)), [override])
     assert f"--set {override}" in text
 
 
 @pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "1.0e+400", "1e400", "1.0e+300"])
 def test_non_finite_or_absurd_numbers_in_a_profile_name_the_line(write_profile, value):
-    text = error_of(str(write_profile(f"{ONE_TARGET}thresholds:\n  db_long_query_seconds: {value}\n")))
+    text = profile_error(str(write_profile(f"{ONE_TARGET}thresholds:\n  db_long_query_seconds: {value}\n")))
     assert "p.yaml:3" in text and "thresholds.db_long_query_seconds" in text
 
 
@@ -114,7 +106,7 @@ def test_absurd_sandbox_port_offset_is_exit_3(tmp_path):
 
 @pytest.mark.parametrize("name", ["a/b", "../../x", "..", ".hidden", "a b"])
 def test_a_profile_name_that_would_be_a_path_is_refused_up_front(write_profile, tmp_path, name):
-    text = error_of(str(write_profile(ONE_TARGET)), [f"name={name}"])
+    text = profile_error(str(write_profile(ONE_TARGET)), [f"name={name}"])
     assert "--set name=" in text
     line = one_error_line(run_cli("run", "--profile", str(write_profile(ONE_TARGET)), "--set", f"name={name}",
                                   "--report-dir", str(tmp_path / "r")))
@@ -182,7 +174,7 @@ def test_impossible_dates_in_a_waivers_file_name_file_line_and_field(tmp_path, d
 
 
 def test_impossible_date_in_a_profile_names_file_line_and_field(write_profile):
-    text = error_of(str(write_profile(f"{ONE_TARGET}description: 2025-02-30\n")))
+    text = profile_error(str(write_profile(f"{ONE_TARGET}description: 2025-02-30\n")))
     assert "p.yaml:2" in text and "description" in text and "2025-02-30" in text
 
 

@@ -46,29 +46,28 @@ def test_misbehaving_servers_fail_clearly_and_in_time(tmp_path):
     assert max(before, peak_kb) < 400_000, peak_kb  # KiB: the 1 GiB body was never buffered
 
 
-def test_redis_answering_garbage_is_one_clear_failure(tmp_path):
-    with HostileServer("garbage") as port:
+def _one_check_against(tmp_path, mode: str, profile_text: str, check_id: str) -> dict:
+    """Run only `check_id` with the profile `profile_text` (its `{port}` filled with the HostileServer in `mode`);
+    assert the run failed (exit 2) without a traceback and return the one check's result, already failed."""
+    with HostileServer(mode) as port:
         profile = tmp_path / "p.yaml"
-        profile.write_text(f"hosts: [{{name: h}}]\nredis: [{{name: junk, url: 'redis://127.0.0.1:{port}/0'}}]\n"
-                           "thresholds: {redis_timeout_seconds: 1}\n")
-        res = run_cli("run", "--profile", str(profile), "--report-dir", str(tmp_path / "r"), "--", "-k", "RD-01",
+        profile.write_text(profile_text.replace("{port}", str(port)))
+        res = run_cli("run", "--profile", str(profile), "--report-dir", str(tmp_path / "r"), "--", "-k", check_id,
                       timeout=120)
     assert res.returncode == 2, res.stdout + res.stderr
     assert "Traceback" not in res.stdout + res.stderr
     (c,) = json.loads((tmp_path / "r" / "latest" / "summary.json").read_text())["checks"]
-    assert c["id"] == "RD-01" and c["outcome"] == "failed"
+    assert c["id"] == check_id and c["outcome"] == "failed"
+    return c
+
+
+def test_redis_answering_garbage_is_one_clear_failure(tmp_path):
+    c = _one_check_against(tmp_path, "garbage", "hosts: [{name: h}]\nredis: [{name: junk, url: "
+                           "'redis://127.0.0.1:{port}/0'}]\nthresholds: {redis_timeout_seconds: 1}\n", "RD-01")
     assert "junk" in c["message"] and len(c["message"].splitlines()) == 1, c["message"]
 
 
 def test_tls_endpoint_whose_handshake_stalls_fails_within_the_timeout(tmp_path):
-    with HostileServer("hang") as port:
-        profile = tmp_path / "p.yaml"
-        profile.write_text(f"hosts: [{{name: h}}]\ntls_endpoints: ['https://127.0.0.1:{port}']\n"
-                           "thresholds: {connect_timeout_seconds: 1.5}\n")
-        res = run_cli("run", "--profile", str(profile), "--report-dir", str(tmp_path / "r"), "--", "-k", "TLS-02",
-                      timeout=120)
-    assert res.returncode == 2, res.stdout + res.stderr
-    assert "Traceback" not in res.stdout + res.stderr
-    (c,) = json.loads((tmp_path / "r" / "latest" / "summary.json").read_text())["checks"]
-    assert c["id"] == "TLS-02" and c["outcome"] == "failed"
+    c = _one_check_against(tmp_path, "hang", "hosts: [{name: h}]\ntls_endpoints: ['https://127.0.0.1:{port}']\n"
+                           "thresholds: {connect_timeout_seconds: 1.5}\n", "TLS-02")
     assert "timed out" in c["message"].lower(), c["message"]

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from acgs_verify.profile import ProfileError, display_url, load_profile, mask
-from tests.conftest import run_cli
-
-
-def error_of(*args, **kw) -> str:
-    with pytest.raises(ProfileError) as exc:
-        load_profile(*args, **kw)
-    text = str(exc.value)
-    assert "\n" not in text and "Traceback" not in text
-    return text
+from acgs_verify.profile import display_url, load_profile, mask
+from tests.conftest import profile_error, run_cli
 
 
 def test_defaults_follow_the_catalog(write_profile):
@@ -59,7 +51,8 @@ def test_set_overrides_are_type_checked(write_profile):
     assert p.thresholds.db_long_query_seconds == 60
     assert p.services[0].port == 9000
     assert p.backups.restore_drill is True
-    assert "--set thresholds.db_long_query_seconds=soon" in error_of(path, ["thresholds.db_long_query_seconds=soon"])
+    assert "--set thresholds.db_long_query_seconds=soon" in profile_error(path,
+                                                                         ["thresholds.db_long_query_seconds=soon"])
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -71,41 +64,41 @@ def test_set_overrides_are_type_checked(write_profile):
 ])
 def test_malformed_set(write_profile, override, expected):
     path = str(write_profile("services: [{name: auth, port: 8016}]\n"))
-    assert expected in error_of(path, [override])
+    assert expected in profile_error(path, [override])
 
 
 def test_yaml_syntax_error_names_file_and_line(write_profile):
     path = write_profile("services:\n  - {name: auth, port: 8016\nthresholds: {}\n")
-    text = error_of(str(path))
+    text = profile_error(str(path))
     assert "p.yaml:3" in text and "YAML syntax error" in text
 
 
 def test_unknown_key_names_file_line_and_field(write_profile):
     path = write_profile("services:\n  - name: auth\n    port: 8016\n    helth_path: /health\n")
-    text = error_of(str(path))
+    text = profile_error(str(path))
     assert "p.yaml:4" in text and "services[0].helth_path" in text and "unknown field" in text
 
 
 def test_wrong_type_names_file_line_and_field(write_profile):
     path = write_profile("thresholds:\n  disk_percent_max: lots\nhosts: [{name: a}]\n")
-    text = error_of(str(path))
+    text = profile_error(str(path))
     assert "p.yaml:2" in text and "thresholds.disk_percent_max" in text and "'lots'" in text
 
 
 def test_missing_extends(write_profile):
     path = write_profile("extends: no-such-profile\n")
-    text = error_of(str(path))
+    text = profile_error(str(path))
     assert "p.yaml:1: extends: unknown profile 'no-such-profile'" in text and "production" in text
 
 
 def test_cyclic_extends(write_profile):
     write_profile("extends: b.yaml\n", "a.yaml")
     b = write_profile("extends: a.yaml\n", "b.yaml")
-    assert "extends cycle" in error_of(str(b))
+    assert "extends cycle" in profile_error(str(b))
 
 
 def test_unknown_profile_lists_the_ones_that_exist():
-    text = error_of("prodution")
+    text = profile_error("prodution")
     assert "unknown profile 'prodution'" in text and "production" in text and "staging" in text
 
 
@@ -113,7 +106,7 @@ def test_secret_env_unset_names_the_variable(write_profile, monkeypatch):
     monkeypatch.delenv("NO_SUCH_SECRET_VAR", raising=False)
     path = write_profile(
         "databases:\n  - {name: db, dsn: 'postgresql://acgs@h/acgs', password_env: NO_SUCH_SECRET_VAR}\n")
-    text = error_of(str(path))
+    text = profile_error(str(path))
     assert "p.yaml:2" in text and "NO_SUCH_SECRET_VAR is not set" in text
 
 
@@ -122,7 +115,7 @@ def test_secret_from_file_and_never_in_the_dsn(write_profile, tmp_path):
     ok = write_profile(f"databases: [{{name: db, dsn: 'postgresql://acgs@h/acgs', password_file: {tmp_path}/pw}}]\n")
     assert load_profile(str(ok)).secret("databases.db") == "s3cret-Value"
     bad = write_profile("databases: [{name: db, dsn: 'postgresql://acgs:hunter2@h/acgs'}]\n", "bad.yaml")
-    text = error_of(str(bad))
+    text = profile_error(str(bad))
     assert "must not contain a password" in text and "hunter2" not in text
 
 
@@ -145,7 +138,7 @@ def test_alias_bomb_is_refused_quickly(write_profile):
         prev = chr(ord("a") + i - 1)
         cur = chr(ord("a") + i)
         lines.append(f"{cur}: &{cur} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]")
-    assert "expands to more than" in error_of(str(write_profile("\n".join(lines) + "\n")))
+    assert "expands to more than" in profile_error(str(write_profile("\n".join(lines) + "\n")))
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -155,7 +148,7 @@ def test_alias_bomb_is_refused_quickly(write_profile):
     ("constitutional_hash: xyz\nhosts: [{name: a}]\n", "constitutional_hash"),
 ])
 def test_more_bad_profiles(write_profile, content, expected):
-    assert expected in error_of(str(write_profile(content)))
+    assert expected in profile_error(str(write_profile(content)))
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -381,9 +381,7 @@ class _Finder:
                     ports = re.findall(r"port=(\d+)", out)
                     replicas[port] = int(ports[-1]) if ports else -1
         env_ports = {urlsplit(d[0]).port or PG_PORT: d for d in dsns}
-        primary = next((s for s in servers if s[0] in env_ports), None) or \
-            next((s for s in servers if s[0] == PG_PORT + self.offset), None) or \
-            (servers[0] if len(servers) == 1 else None)
+        primary = _chosen(servers, env_ports, PG_PORT + self.offset)
         if primary is None:
             self.found.todos.append("databases: no PostgreSQL listens here" if not servers else
                                     f"databases: {len(servers)} PostgreSQL servers listen (ports "
@@ -423,9 +421,7 @@ class _Finder:
         servers = self._listeners_of("redis-server")
         urls = [u for u in self._service_env_urls(services, REDIS_VARS) if u[0].startswith("redis")]
         env_ports = {urlsplit(u[0]).port or REDIS_PORT: u for u in urls}
-        pick = next((s for s in servers if s[0] in env_ports), None) or \
-            next((s for s in servers if s[0] == REDIS_PORT + self.offset), None) or \
-            (servers[0] if len(servers) == 1 else None)
+        pick = _chosen(servers, env_ports, REDIS_PORT + self.offset)
         if pick is None:
             self.found.todos.append("redis: no Redis listens here" if not servers else
                                     f"redis: {len(servers)} Redis servers listen and no service names one")
@@ -636,6 +632,15 @@ def _http():
 
         _HTTP = HttpProbe(verify=False)
     return _HTTP
+
+
+def _chosen(servers: list[tuple[int, Proc | None, str]], env_ports: dict[int, tuple], default_port: int
+            ) -> tuple[int, Proc | None, str] | None:
+    """Of the (port, proc, address) listeners: the one a service's environment names, else the one on the default
+    port, else the only one; None leaves the choice to the user. _chosen(servers, {}, 5432) -> (5432, proc, addr)"""
+    return next((s for s in servers if s[0] in env_ports), None) or \
+        next((s for s in servers if s[0] == default_port), None) or \
+        (servers[0] if len(servers) == 1 else None)
 
 
 def _host_data(host: Host) -> dict:

@@ -187,6 +187,16 @@ def connection_usage(pg: Pg) -> tuple[int, int, str]:
 _NOT_ME = "application_name IS DISTINCT FROM %(app)s AND pid <> pg_backend_pid()"
 
 
+def _sessions_over(pg: Pg, query: str, seconds: float) -> list[dict[str, Any]]:
+    """Rows of a pg_stat_activity `query` taking `seconds` as %(s)s and excluding us (_NOT_ME), with `seconds`
+    rounded to 0.1 and `query` cut to QUERY_TEXT_MAX: what DB-04 and DB-13 list."""
+    rows = pg.rows(query, {"s": seconds, "app": APPLICATION_NAME})
+    for r in rows:
+        r["seconds"] = round(r["seconds"], 1)
+        r["query"] = _truncate(r["query"])
+    return rows
+
+
 def long_running(pg: Pg, seconds: float) -> list[dict[str, Any]]:
     """Active statements running longer than `seconds`, longest first (DB-04), other than our own. ProbeError
     when the role may not see other sessions' state: an empty list would then mean nothing.
@@ -199,18 +209,14 @@ def long_running(pg: Pg, seconds: float) -> list[dict[str, Any]]:
         raise ProbeError(f"role {role} cannot see the state or start of {hidden} sessions in pg_stat_activity "
                          f"(not superuser, not in pg_read_all_stats or pg_monitor); cannot tell whether any runs "
                          f"longer than {seconds:g} s")
-    rows = pg.rows(
+    return _sessions_over(pg, (
         "SELECT pid, usename AS user, datname AS database, state,"
         " extract(epoch FROM now() - query_start)::float AS seconds, query"
         " FROM pg_stat_activity"
         " WHERE state = 'active' AND backend_type = 'client backend' AND query_start IS NOT NULL"
         " AND wait_event_type IS DISTINCT FROM 'Lock'"
         f" AND now() - query_start > make_interval(secs => %(s)s) AND {_NOT_ME}"
-        " ORDER BY query_start LIMIT 20", {"s": seconds, "app": APPLICATION_NAME})
-    for r in rows:
-        r["seconds"] = round(r["seconds"], 1)
-        r["query"] = _truncate(r["query"])
-    return rows
+        " ORDER BY query_start LIMIT 20"), seconds)
 
 
 def blocked_locks(pg: Pg) -> list[dict[str, Any]]:
@@ -546,16 +552,12 @@ def idle_in_transaction(pg: Pg, seconds: float) -> list[dict[str, Any]]:
 
     -> [{'pid': 4242, 'application': 'billing', 'user': 'acgs', 'seconds': 75.2, 'query': 'SELECT 1'}]
     """
-    rows = pg.rows(
+    return _sessions_over(pg, (
         "SELECT pid, application_name AS application, usename AS user,"
         " extract(epoch FROM now() - state_change)::float AS seconds, query FROM pg_stat_activity"
         " WHERE state IN ('idle in transaction', 'idle in transaction (aborted)')"
         f" AND now() - state_change > make_interval(secs => %(s)s) AND {_NOT_ME}"
-        " ORDER BY state_change LIMIT 20", {"s": seconds, "app": APPLICATION_NAME})
-    for r in rows:
-        r["seconds"] = round(r["seconds"], 1)
-        r["query"] = _truncate(r["query"])
-    return rows
+        " ORDER BY state_change LIMIT 20"), seconds)
 
 
 def sees_other_sessions(pg: Pg) -> bool:

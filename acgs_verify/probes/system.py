@@ -13,6 +13,7 @@ Disk(mount='/', filesystem='/dev/sda1', size_kib=102687672, used_kib=40960000, p
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -165,18 +166,30 @@ def tcp_connect_ms(address: str, port: int, samples: int, timeout: float) -> tup
     ([0.08, 0.05, ...], [])
     """
     import socket
-    import time
 
-    times, failures = [], []
-    for _ in range(samples):
-        start = time.perf_counter()
+    def connect(_seq: int) -> None:
         try:
             with socket.create_connection((address, port), timeout=timeout):
                 pass
         except ConnectionRefusedError:
             pass
+
+    return _round_trips(samples, connect, lambda exc: f"{address}:{port}: {exc.strerror or type(exc).__name__}")
+
+
+def _round_trips(samples: int, once: Callable[[int], None], failure: Callable[[OSError], str]
+                 ) -> tuple[list[float], list[str]]:
+    """(ms each of `samples` calls once(0), once(1), ... took, [failure(exc)] of the first that raised OSError):
+    sampling ends at the first failure, as one unanswered sample already decides SYS-06."""
+    import time
+
+    times, failures = [], []
+    for seq in range(samples):
+        start = time.perf_counter()
+        try:
+            once(seq)
         except OSError as exc:
-            failures.append(f"{address}:{port}: {exc.strerror or type(exc).__name__}")
+            failures.append(failure(exc))
             break
         times.append((time.perf_counter() - start) * 1000)
     return times, failures
@@ -203,22 +216,17 @@ def icmp_echo_ms(address: str, samples: int, timeout: float) -> tuple[list[float
     (what `ping -c N` measures); call only where icmp_unavailable() is None."""
     import socket
     import struct
-    import time
 
-    times, failures = [], []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP) as s:
         s.settimeout(timeout)
-        for seq in range(samples):
+
+        def echo(seq: int) -> None:
             packet = struct.pack("!BBHHH", 8, 0, 0, 0, seq) + b"acgs-verify"  # the kernel fills id and checksum
-            start = time.perf_counter()
-            try:
-                s.sendto(packet, (address, 0))
-                while True:
-                    reply = s.recv(1024)
-                    if len(reply) >= 8 and reply[0] == 0 and struct.unpack("!H", reply[6:8])[0] == seq:
-                        break
-            except OSError as exc:
-                failures.append(f"ICMP {address}: {exc.strerror or 'no echo reply within the timeout'}")
-                break
-            times.append((time.perf_counter() - start) * 1000)
-    return times, failures
+            s.sendto(packet, (address, 0))
+            while True:
+                reply = s.recv(1024)
+                if len(reply) >= 8 and reply[0] == 0 and struct.unpack("!H", reply[6:8])[0] == seq:
+                    return
+
+        return _round_trips(samples, echo,
+                            lambda exc: f"ICMP {address}: {exc.strerror or 'no echo reply within the timeout'}")

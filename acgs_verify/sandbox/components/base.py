@@ -184,6 +184,20 @@ def wait_until(what: str | Callable[[], str], predicate: Callable[[], Any], time
         raise SandboxError(what() if callable(what) else what)
 
 
+def wait_ready(record: dict[str, Any], err: Path, gave_up: str, ready: Callable[[], Any], timeout: float) -> None:
+    """Wait until ready() for the process `record` just started; SandboxError "<gave_up>: <tail of err>" as soon
+    as it dies, or at the deadline.
+
+    >>> wait_ready(record, run / "tls.err", "the TLS endpoint did not start on port 18443", up, 10)
+    """
+    def alive_and_ready() -> Any:
+        if not is_alive(record):
+            raise SandboxError(f"{gave_up}: {tail(err)}")
+        return ready()
+
+    wait_until(lambda: f"{gave_up}: {tail(err)}", alive_and_ready, timeout)
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Readers (services polling faults.json, a concurrent `status`) never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,11 +21,9 @@ from acgs_verify.sandbox.components.base import (
     SandboxError,
     atomic_write,
     claim_port,
-    is_alive,
     start,
     stop,
-    tail,
-    wait_until,
+    wait_ready,
 )
 from acgs_verify.sandbox.constants import RUN_DIR, SSH_PORT
 
@@ -135,14 +133,9 @@ class Sshd(Component):
         ctx.state["process"] = record
         ctx.save()
         gave_up = f"sshd did not start on {self.address}:{self._port(ctx)}"
-
-        def listening() -> bool:
-            if not is_alive(record):
-                raise SandboxError(f"{gave_up}: {tail(run / 'sshd.err')}")
-            return _banner(self.address, self._port(ctx))
-
         try:
-            wait_until(lambda: f"{gave_up}: {tail(run / 'sshd.err')}", listening, READY_TIMEOUT)
+            wait_ready(record, run / "sshd.err", gave_up, lambda: _banner(self.address, self._port(ctx)),
+                       READY_TIMEOUT)
         except SandboxError:
             stop(record)
             ctx.state["process"] = None

@@ -18,16 +18,13 @@ from acgs_verify.sandbox import certs
 from acgs_verify.sandbox.components.base import (
     Component,
     Context,
-    SandboxError,
     claim_port,
-    is_alive,
     poll,
     port_free,
     python_env,
     start,
     stop,
-    tail,
-    wait_until,
+    wait_ready,
 )
 from acgs_verify.sandbox.constants import RUN_DIR, SSL_DIR, TLS_PORT, secret_path
 
@@ -112,11 +109,5 @@ class Tls(Component):
                        python_env(ctx), run, "tls")
         ctx.state["process"] = record
         ctx.save()
-        gave_up = f"the TLS endpoint did not start on port {port}"
-
-        def listening() -> bool:
-            if not is_alive(record):
-                raise SandboxError(f"{gave_up}: {tail(run / 'tls.err')}")
-            return "listening" in (run / "tls.out").read_text()
-
-        wait_until(lambda: f"{gave_up}: {tail(run / 'tls.err')}", listening, READY_TIMEOUT)
+        wait_ready(record, run / "tls.err", f"the TLS endpoint did not start on port {port}",
+                   lambda: "listening" in (run / "tls.out").read_text(), READY_TIMEOUT)
