@@ -8,11 +8,13 @@ import json
 import re
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, SHARED_MACHINE, run_cli
+from tests.waiting import wait_for
 
 FAULT = "wrong-hash:governance-synthesis"  # SVC-02 and SVC-08 fail; SVC-02 attaches the health body as evidence
 BAD = "governance-synthesis@app-1"
@@ -24,6 +26,11 @@ def faulted_run(sandbox, tmp_path_factory):
     ok = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(reports), "--gate", "smoke",
                  *SHARED_MACHINE)
     assert ok.returncode == 0, ok.stdout
+    # runs are named and plotted to the second: the trend's two points need two seconds (a fast machine runs
+    # the smoke gate in under one)
+    smoke_started = json.loads((reports / "latest" / "summary.json").read_text())["started"]
+    wait_for("a second later than the smoke run's start",
+             lambda: datetime.now(UTC).isoformat(timespec="seconds") > smoke_started, timeout=5)
     sandbox.break_fault(FAULT)
     try:
         res = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(reports), *SHARED_MACHINE)
