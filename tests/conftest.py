@@ -54,13 +54,13 @@ def write_profile(tmp_path):
     return write
 
 
-def ports_free(ports) -> bool:
+def ports_free(ports, address: str = "127.0.0.1") -> bool:
     import socket
 
     for port in ports:
         with socket.socket() as s:
             try:
-                s.bind(("127.0.0.1", port))
+                s.bind((address, port))
             except OSError:
                 return False
     return True
@@ -109,7 +109,9 @@ def free_port_offset(low: int = 11000, high: int | None = None) -> int:
         except OSError:
             os.close(fd)
             continue
-        if ports_free([p + offset for p in PRODUCTION_PORTS] + [p + offset + 1 for p in (5432, 6379)]):
+        # the sandbox's second host listens on 127.0.0.2 (sshd): a sandbox left behind by a killed run holds it there
+        if ports_free([p + offset for p in PRODUCTION_PORTS] + [p + offset + 1 for p in (5432, 6379)]) and \
+                ports_free([22 + offset], "127.0.0.2"):
             _held_offsets[offset] = fd
             return offset
         os.close(fd)  # closing the descriptor drops the lock
