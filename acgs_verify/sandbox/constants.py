@@ -58,3 +58,7 @@ def secret_path(sandbox_dir: Path, name: str) -> Path:
         return Path(sandbox_dir) / SECRETS_DIR / SECRET_FILES[name]
     except KeyError:
         raise KeyError(f"no sandbox secret {name!r}; known: {', '.join(SECRET_FILES)}") from None
+
+# how long a started server (a service, sshd, the TLS endpoint) may take to answer: an upper bound, waited out only
+# when something is wrong; a Python start on a loaded 2-core machine has taken over 10 s
+READY_TIMEOUT = 30.0

@@ -33,10 +33,9 @@ from acgs_verify.sandbox.components.base import (
     tail,
     wait_until,
 )
-from acgs_verify.sandbox.constants import RUN_DIR
+from acgs_verify.sandbox.constants import READY_TIMEOUT, RUN_DIR
 from acgs_verify.sandbox.service_app import SERVICES, ServiceSpec
 
-READY_TIMEOUT = 15.0
 SEED_REQUESTS = 40
 SEED_PATHS = ("/api/v1/policies", "/api/v1/principles", "/api/v1/decisions", "/api/v1/evaluate",
               "/api/v1/status")

@@ -25,11 +25,10 @@ from acgs_verify.sandbox.components.base import (
     stop,
     wait_ready,
 )
-from acgs_verify.sandbox.constants import RUN_DIR, SSH_PORT
+from acgs_verify.sandbox.constants import READY_TIMEOUT, RUN_DIR, SSH_PORT
 
 ADDRESS = "127.0.0.2"
 HOST_NAME = "ops-1"
-READY_TIMEOUT = 10.0
 
 
 def sshd_binary() -> str | None:

@@ -26,12 +26,11 @@ from acgs_verify.sandbox.components.base import (
     stop,
     wait_ready,
 )
-from acgs_verify.sandbox.constants import RUN_DIR, SSL_DIR, TLS_PORT, secret_path
+from acgs_verify.sandbox.constants import READY_TIMEOUT, RUN_DIR, SSL_DIR, TLS_PORT, secret_path
 
 NAMES = ["127.0.0.1", "localhost", "acgs.internal"]
 GOOD_DAYS = 90
 EXPIRING_DAYS = 5  # under the default cert_fail_days of 7
-READY_TIMEOUT = 10.0
 
 
 def tls_port(offset: int) -> int:
