@@ -791,7 +791,10 @@ def _others(facts: PortOwners, procs: list[Proc], pattern: str | None, port: int
     if not procs:
         return f"; no process matches /{pattern}/"
     ports = {pid: lis.port for lis in facts.listeners.values() for pid in (o.pid for o in lis.owners)}
-    procs = sorted(procs, key=lambda p: p.pid in ports)  # first those that listen nowhere: the likely impostors
+    # first those that listen nowhere, the likely impostors, and of those the parents (a postmaster, not its
+    # checkpointer): where several servers run on one host, the ones worth naming fit in the message
+    matched = {p.pid for p in procs}
+    procs = sorted(procs, key=lambda p: (p.pid in ports, p.ppid in matched))
     shown = "; ".join(p.describe(short=True) + (f" listening on {ports[p.pid]}" if p.pid in ports else "")
                       for p in procs[:2])
     more = f" (and {len(procs) - 2} more)" if len(procs) > 2 else ""
