@@ -297,7 +297,9 @@ def stop(record: dict[str, Any] | None, grace: float = 5.0) -> bool:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
         poll(lambda: not is_alive(record), wait, 0.02)
-    _reap(pid)  # it may have turned zombie after is_alive's own reap: a stopped child leaves no /proc entry
+    # "not alive" already holds while it exits (its cmdline reads empty then); wait until it is gone, reaping it if
+    # it is our child, so a stopped process leaves no /proc entry behind
+    poll(lambda: _reap(pid) or _proc_stat(pid) is None, 2.0, 0.02)
     return True
 
 
