@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 # SYS-06's loopback round trips are scheduling delays of that same shared machine (p99 of 7 ms seen under load):
 # lifted too; tests/test_run_resources_and_baselines.py shows SYS-06 failing over its threshold.
 # HTTP and Redis latency likewise (p99 of 137 ms seen at a load of 18), up to just under the delay of the sandbox's
-# `slow` (150 ms a request) and `redis-slow` (DEBUG SLEEP 50 ms) faults, which still fail however idle the machine is.
+# `slow` (150 ms a request) and `redis-slow` (DEBUG SLEEP 200 ms) faults, which still fail however idle the machine is.
 SHARED_MACHINE = ("--set", "thresholds.cpu_percent_max=100", "--set", "thresholds.load_1m_max=1000",
                   "--set", "thresholds.network_p99_fail_ms=1000", "--set", "thresholds.latency_p99_fail_ms=149",
                   "--set", "thresholds.redis_latency_p99_ms_max=40")

@@ -60,7 +60,7 @@ def redis_slow() -> None:
         client = redis.Redis.from_url(os.environ["ACGS_HOLDER_REDIS_URL"],
                                       password=os.environ.get("ACGS_HOLDER_REDIS_PASSWORD"), socket_timeout=5)
         while True:
-            client.execute_command("DEBUG", "SLEEP", "0.05")  # the server does nothing else for 50 ms
+            client.execute_command("DEBUG", "SLEEP", "0.2")  # the server does nothing else for 200 ms
 
     # two connections take turns, so the server is asleep nearly all the time, not just now and then
     for _ in range(2):

@@ -34,6 +34,7 @@ from acgs_verify.sandbox.components.base import (
 from acgs_verify.sandbox.constants import (
     CONSTITUTIONAL_HASH,
     OTHER_HASH,
+    READY_TIMEOUT,
     REDIS_PASSWORD_ENV,
     REDIS_PORT,
     RUN_DIR,
@@ -44,7 +45,6 @@ HASH_KEY = "acgs:constitutional_hash"
 CACHED_KEYS = 300
 SEED_HITS, SEED_MISSES = 1900, 100  # 95 %: above the 85 % threshold, with more than its 1000 lookups
 LOW_HIT_MISSES = 4000  # redis-low-hit-rate: ~32 % afterwards
-START_TIMEOUT = 10.0
 
 
 def redis_port(offset: int) -> int:
@@ -143,6 +143,9 @@ class Redis(Component):
             'logfile ""']))
         run = ctx.dir / RUN_DIR
         record = start("redis-server", [ctx.state["server"], str(conf)], dict(os.environ), run, "redis")
+        # redis-server retitles itself ("redis-server 127.0.0.1:PORT") once it runs: without the title, a server
+        # that answered too late for the wait below would read as not ours, and no stop() would ever end it
+        record["title"] = ctx.state["server"]
         ctx.state["process"] = record
         ctx.save()
         client = self._client(ctx)
@@ -161,7 +164,7 @@ class Redis(Component):
             return (f"redis-server did not answer on port {redis_port(ctx.port_offset)}: {last[0]}; "
                     f"log: {tail(run / 'redis.out')}")
 
-        wait_until(gave_up, pong, START_TIMEOUT)
+        wait_until(gave_up, pong, READY_TIMEOUT)
         # redis-server retitles itself ("redis-server 127.0.0.1:PORT"): remember it as it now reads
         ctx.state["process"] = adopt(record["pid"])
         ctx.save()
