@@ -23,7 +23,7 @@ from acgs_verify.catalog import CATALOG
 from acgs_verify.profile import Profile
 from acgs_verify.redact import mask
 from acgs_verify.report.allure import SEVERITY as ALLURE_SEVERITY  # one mapping for both Allure writers
-from acgs_verify.results import CheckResult, RunResult
+from acgs_verify.results import CheckResult, RunResult, in_catalog_order
 from acgs_verify.shards import SHARD_KEY, Shard, ShardError
 from acgs_verify.shards import resolve as resolve_shard
 
@@ -163,7 +163,7 @@ class ResultCollector:
             started=datetime.fromtimestamp(self.start, UTC).isoformat(timespec="seconds"),
             duration=time.time() - self.start,
             constitutional_hash=profile.constitutional_hash if profile else "",
-            checks=sorted(self.by_nodeid.values(), key=_order),
+            checks=in_catalog_order(self.by_nodeid.values()),
             complete=not self.interrupted and exitstatus not in (2, 3, 4),
             planned=getattr(session, "testscollected", None) or None,  # xdist's controller sets it from its workers
             notes=_profile_notes(profile) if profile else [],
@@ -249,11 +249,6 @@ def _apply_run_options(opts: RunOptions, result: RunResult) -> None:
 def _profile_notes(profile: Profile) -> list[str]:
     return [f"host {h.name}: host key checking is off (strict_host_key_checking: false)"
             for h in profile.hosts if not h.strict_host_key_checking and h.backend != "local"]
-
-
-def _order(c: CheckResult) -> tuple:
-    ids = list(CATALOG)
-    return (ids.index(c.id) if c.id in ids else len(ids), c.target, c.nodeid)
 
 
 def _message(report: pytest.TestReport) -> str:

@@ -197,3 +197,12 @@ class RunResult:
                                                                   "failed_by_severity", "compliance_rate",
                                                                   "hosts"}}
         return cls(checks=checks, extra=extra, **{k: d[k] for k in known if k in d})
+
+
+def in_catalog_order(checks) -> list:
+    """Checks as every report lists them, whoever gathered them (a run, or merge joining shards): by catalog ID,
+    then target. `in_catalog_order(run.checks)` -> [SVC-01[auth@app-1], SVC-01[...], SVC-02[...], ...]"""
+    from acgs_verify.catalog import CATALOG
+
+    position = {check_id: i for i, check_id in enumerate(CATALOG)}
+    return sorted(checks, key=lambda c: (position.get(c.id, len(position)), c.target, c.nodeid))

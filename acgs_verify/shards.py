@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from acgs_verify.catalog import CATALOG, GATES
-from acgs_verify.results import RunResult
+from acgs_verify.catalog import GATES
+from acgs_verify.results import RunResult, in_catalog_order
 
 SHARD_KEY = "shard"  # summary.json: {"index": 2, "count": 3, "group": "gitlab-4711"}
 MERGED_KEY = "merged"  # summary.json of a merged run: group, count, the shards' run ids, the missing ones
@@ -133,9 +133,7 @@ def merge_results(results: list[tuple[Path, RunResult]], run_id: str) -> RunResu
     missing = [k for k in range(1, count + 1) if k not in shards]
     start = min(_time(r.started) for r in parts)
     end = max(_time(r.started) + timedelta(seconds=r.duration) for r in parts)
-    ids = list(CATALOG)
-    checks = sorted((c for r in parts for c in r.checks),
-                    key=lambda c: (ids.index(c.id) if c.id in ids else len(ids), c.target, c.nodeid))
+    checks = in_catalog_order(c for r in parts for c in r.checks)
     merged = RunResult(
         run_id=run_id, profile=first.profile, gate=first.gate, started=start.isoformat(timespec="seconds"),
         duration=(end - start).total_seconds(), constitutional_hash=first.constitutional_hash, checks=checks,
