@@ -299,8 +299,16 @@ def stop(record: dict[str, Any] | None, grace: float = 5.0) -> bool:
         poll(lambda: not is_alive(record), wait, 0.02)
     # "not alive" already holds while it exits (its cmdline reads empty then); wait until it is gone, reaping it if
     # it is our child, so a stopped process leaves no /proc entry behind
-    poll(lambda: _reap(pid) or _proc_stat(pid) is None, 2.0, 0.02)
+    poll(lambda: _gone(pid), 2.0, 0.02)
     return True
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited: no /proc entry, or a zombie that only its parent, not us, can reap. (An init that
+    reaps its orphans every 2 s once made each stop of a `sandbox up` process wait those 2 s.)"""
+    _reap(pid)
+    st = _proc_stat(pid)
+    return st is None or (st[0] in ("Z", "X") and int(st[1]) != os.getpid())
 
 
 def tail(path: Path, lines: int = 3, limit: int = 300) -> str:
