@@ -48,7 +48,7 @@ class Component(ABC):
     name: str
     fault_names: tuple[str, ...] = ()
     # (state key, label) of each process the default down() stops, in this order: ("process", "redis server")
-    processes: tuple[tuple[str, str], ...] = ()
+    daemons: tuple[tuple[str, str], ...] = ()
 
     def targets(self) -> list[str]:
         """What a fault spec `FAULT:TARGET` may name for this component's faults."""
@@ -65,8 +65,8 @@ class Component(ABC):
 
     def down(self, ctx: Context) -> list[str]:
         """Stop exactly what up() started, clear faults; returns one line per thing stopped.
-        This one stops the `processes` recorded in the state (none for a component made of files only)."""
-        stopped = [line for key, label in self.processes for line in self.stop_process(ctx, label, key)]
+        This one stops the `daemons` recorded in the state (none for a component made of files only)."""
+        stopped = [line for key, label in self.daemons for line in self.stop_process(ctx, label, key)]
         self.clear_faults(ctx)
         return stopped
 

@@ -54,7 +54,7 @@ def redis_port(offset: int) -> int:
 class Redis(Component):
     name = "redis"
     fault_names = ("redis-down", "redis-wrong-hash", "redis-slow", "redis-low-hit-rate")
-    processes = (("holder", "redis redis-slow holder"), ("process", "redis server"))
+    daemons = (("holder", "redis redis-slow holder"), ("process", "redis server"))
 
     def up(self, ctx: Context) -> None:
         port = redis_port(ctx.port_offset)

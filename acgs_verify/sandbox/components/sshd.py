@@ -41,7 +41,7 @@ def sshd_binary() -> str | None:
 class Sshd(Component):
     name = "sshd"
     fault_names = ("host-down",)
-    processes = (("process", "sshd"),)
+    daemons = (("process", "sshd"),)
 
     def __init__(self, address: str = ADDRESS, host_name: str = HOST_NAME, roles: tuple[str, ...] = ("ops",)):
         self.address, self.host_name, self.roles = address, host_name, list(roles)

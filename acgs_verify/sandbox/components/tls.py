@@ -40,7 +40,7 @@ def tls_port(offset: int) -> int:
 class Tls(Component):
     name = "tls"
     fault_names = ("cert-expiring", "cert-expired", "cert-wrong-name", "cert-untrusted")
-    processes = (("process", "tls endpoint"),)
+    daemons = (("process", "tls endpoint"),)
 
     def up(self, ctx: Context) -> None:
         port = tls_port(ctx.port_offset)
