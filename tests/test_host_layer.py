@@ -15,7 +15,7 @@ import yaml
 
 from acgs_verify.probes import security, system
 from acgs_verify.probes.errors import ProbeError
-from acgs_verify.probes.host import HostPool, processes, read_processes
+from acgs_verify.probes.host import HostPool, port_owners, processes, uses_systemd
 from acgs_verify.probes.logs import unresolved_critical_alerts
 from acgs_verify.profile import Host, load_profile
 from acgs_verify.results import CheckResult, RunResult
@@ -194,9 +194,9 @@ def test_a_host_that_never_answers_costs_one_connect_timeout(tmp_path):
         try:
             with pytest.raises(ProbeError, match="host unreachable: .*[Tt]imed out"):
                 system.snapshot(p, host)
-            for name in ("accounts", "processes", "system"):
+            for probe in (processes, port_owners, uses_systemd):
                 with pytest.raises(ProbeError, match="host unreachable"):
-                    p.fact(host, name, read_processes)
+                    probe(p, host)
             assert accepted(hole) == 1  # one connection tried, so one timeout waited: the others failed at once
         finally:
             p.close()

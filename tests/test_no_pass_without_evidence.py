@@ -136,9 +136,10 @@ security:
     return d, closed_tls, _run(d, text)
 
 
-def test_services_that_answer_nothing_do_not_pass(nothing_there):
-    _, _, results = nothing_there
-    assert _verdicts(results, {
+# what each target of `nothing_there` must say, by what it looks at: (ID, target) -> (outcome, words its message
+# holds); {d} is the profile's directory, {tls} the closed TLS port
+NOTHING_THERE: dict[str, dict[tuple[str, str], tuple[str, str]]] = {
+    "services-that-answer-nothing": {
         ("SVC-01", "gone@app-1"): ("failed", "connection refused"),
         ("SVC-02", "empty@app-1"): ("failed", "body is not JSON"),
         ("SVC-02", "gone@app-1"): ("failed", "connection refused"),
@@ -153,7 +154,48 @@ def test_services_that_answer_nothing_do_not_pass(nothing_there):
         ("SVC-12", "gone@app-1"): ("skipped", "SVC-06 took no complete latency sample"),
         ("SVC-12", "empty@app-1"): ("skipped", "0 earlier runs with a passing SVC-06"),
         ("MON-02", "gone@app-1"): ("skipped", "0 runs in the last 30 days recorded SVC-01"),
-    }) == []
+    },
+    "empty-or-missing-service-logs-for-the-hash-checks": {
+        ("CC-01", "empty@app-1"): ("failed", "empty.log on app-1 holds no line"),
+        ("CC-01", "gone@app-1"): ("failed", "missing.log does not exist"),
+        ("CC-02", "empty@app-1"): ("failed", "empty.log on app-1 holds no line"),
+        ("CC-02", "gone@app-1"): ("failed", "missing.log does not exist"),
+    },
+    "a-redis-with-nothing-to-show": {
+        ("RD-01", "gone"): ("failed", "cannot reach"),
+        ("RD-02", "gone"): ("failed", "cannot reach"),
+        ("RD-03", "gone"): ("failed", "cannot reach"),
+        ("RD-03", "fresh"): ("skipped", "only 0 lookups"),
+        ("CC-06", "fresh"): ("failed", "acgs:constitutional_hash = None"),
+        ("CC-06", "gone"): ("failed", "cannot reach"),
+    },
+    "hosts-with-nothing-to-read": {
+        **{(i, "gone-1"): ("failed", "host unreachable")
+           for i in ("SYS-01", "SYS-02", "SYS-03", "SYS-05", "SEC-03", "SEC-04", "SEC-06")},
+        ("SYS-04", "gone-1:/"): ("failed", "host unreachable"),
+        ("SYS-04", "app-1:{d}/no-such-mount"): ("failed", "no such file or directory"),
+        ("SYS-05", "app-1"): ("failed", "kern.log holds no lines"),
+        ("SEC-01", "app-1"): ("failed", "no such directory"),
+        ("SEC-02", "{d}/missing.env@app-1"): ("failed", "does not exist"),
+        ("SEC-03", "app-1"): ("failed", "no log file matches"),
+        ("SEC-04", "app-1"): ("failed", "names no account"),
+        ("SEC-05", "app@app-1"): ("failed", "missing.key does not exist"),
+        ("SEC-06", "app-1"): ("failed", "no log file matches"),
+    },
+    "no-certificate-and-no-tls-answer": {
+        ("TLS-01", "{d}/empty.pem"): ("failed", "is empty"),
+        ("TLS-01", "{d}/missing.pem"): ("failed", "cannot read"),
+        ("TLS-02", "127.0.0.1:{tls}"): ("failed", "cannot connect"),
+    },
+}
+
+
+@pytest.mark.parametrize("what", NOTHING_THERE)
+def test_targets_with_nothing_to_show_do_not_pass(nothing_there, what):
+    d, closed_tls, results = nothing_there
+    expected = {(check, target.format(d=d, tls=closed_tls)): verdict
+                for (check, target), verdict in NOTHING_THERE[what].items()}
+    assert _verdicts(results, expected) == []
 
 
 def test_a_port_whose_owner_cannot_be_seen_is_not_a_memory_pass():
@@ -164,55 +206,6 @@ def test_a_port_whose_owner_cannot_be_seen_is_not_a_memory_pass():
         hostfacts.service_processes(hostfacts.PortOwners("nobody", {8016: hidden}, (init,)), 8016)
     with pytest.raises(ProbeError, match="nothing listens on TCP 8016"):
         hostfacts.service_processes(hostfacts.PortOwners("nobody", {}, (init,)), 8016)
-
-
-def test_empty_or_missing_service_logs_do_not_pass_the_hash_checks(nothing_there):
-    _, _, results = nothing_there
-    assert _verdicts(results, {
-        ("CC-01", "empty@app-1"): ("failed", "empty.log on app-1 holds no line"),
-        ("CC-01", "gone@app-1"): ("failed", "missing.log does not exist"),
-        ("CC-02", "empty@app-1"): ("failed", "empty.log on app-1 holds no line"),
-        ("CC-02", "gone@app-1"): ("failed", "missing.log does not exist"),
-    }) == []
-
-
-def test_a_redis_with_nothing_to_show_does_not_pass(nothing_there):
-    _, _, results = nothing_there
-    assert _verdicts(results, {
-        ("RD-01", "gone"): ("failed", "cannot reach"),
-        ("RD-02", "gone"): ("failed", "cannot reach"),
-        ("RD-03", "gone"): ("failed", "cannot reach"),
-        ("RD-03", "fresh"): ("skipped", "only 0 lookups"),
-        ("CC-06", "fresh"): ("failed", "acgs:constitutional_hash = None"),
-        ("CC-06", "gone"): ("failed", "cannot reach"),
-    }) == []
-
-
-def test_hosts_with_nothing_to_read_do_not_pass(nothing_there):
-    d, _, results = nothing_there
-    unreachable = {(i, "gone-1"): ("failed", "host unreachable")
-                   for i in ("SYS-01", "SYS-02", "SYS-03", "SYS-05", "SEC-03", "SEC-04", "SEC-06")}
-    assert _verdicts(results, {
-        **unreachable,
-        ("SYS-04", "gone-1:/"): ("failed", "host unreachable"),
-        ("SYS-04", f"app-1:{d}/no-such-mount"): ("failed", "no such file or directory"),
-        ("SYS-05", "app-1"): ("failed", "kern.log holds no lines"),
-        ("SEC-01", "app-1"): ("failed", "no such directory"),
-        ("SEC-02", f"{d}/missing.env@app-1"): ("failed", "does not exist"),
-        ("SEC-03", "app-1"): ("failed", "no log file matches"),
-        ("SEC-04", "app-1"): ("failed", "names no account"),
-        ("SEC-05", "app@app-1"): ("failed", "missing.key does not exist"),
-        ("SEC-06", "app-1"): ("failed", "no log file matches"),
-    }) == []
-
-
-def test_no_certificate_and_no_tls_answer_do_not_pass(nothing_there):
-    d, closed_tls, results = nothing_there
-    assert _verdicts(results, {
-        ("TLS-01", f"{d}/empty.pem"): ("failed", "is empty"),
-        ("TLS-01", f"{d}/missing.pem"): ("failed", "cannot read"),
-        ("TLS-02", f"127.0.0.1:{closed_tls}"): ("failed", "cannot connect"),
-    }) == []
 
 
 def test_empty_files_and_an_empty_log_window_do_not_pass(tmp_path, empty_http):

@@ -65,7 +65,6 @@ def test_one_probe_function_one_measurement_and_two_functions_never_collide():
         assert pool.measure(here, "same label", first, "a") == "first a"  # asked twice, measured once
         assert pool.measure(here, "same label", second, "a") == "second a"  # same label, another function
         assert pool.measure(here, "same label", first, "b") == "first b"  # same function, other arguments
-        assert pool.fact(here, "same label", lambda conn: "fact") == "fact"  # the older API keeps its own keys
         assert pool.measure_later(here, "x", second, "c").result() == pool.measure(here, "x", second, "c")
         assert calls == ["first a", "second a", "first b", "second c"]
     finally:

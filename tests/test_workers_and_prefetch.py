@@ -49,9 +49,9 @@ def test_prefetched_fact_is_computed_once_and_shared(tmp_path):
 
     try:
         pool.connect([host])
-        future = pool.prefetch(host, "uname", uname)
-        assert pool.fact(host, "uname", uname) == future.result() == "Linux"
-        assert pool.fact(host, "uname", uname) == "Linux"
+        future = pool.measure_later(host, "uname", uname)
+        assert pool.measure(host, "uname", uname) == future.result() == "Linux"
+        assert pool.measure(host, "uname", uname) == "Linux"
         assert len(calls) == 1 and calls[0].startswith("acgs-prefetch")
     finally:
         pool.close()
@@ -65,9 +65,9 @@ def test_prefetched_fact_that_fails_fails_the_check_reading_it():
         return node.check_output("exit 3")
 
     try:
-        pool.prefetch(host, "broken", broken)
+        pool.measure_later(host, "broken", broken)
         with pytest.raises(ProbeError, match="broken on here"):
-            pool.fact(host, "broken", broken)
+            pool.measure(host, "broken", broken)
     finally:
         pool.close()
 
@@ -78,7 +78,7 @@ def test_unreachable_host_found_once_by_connect():
     try:
         pool.connect([host])  # does not raise: the host's checks fail with the reason
         with pytest.raises(ProbeError, match="host unreachable"):
-            pool.fact(host, "uname", lambda node: node.check_output("uname"))
+            pool.measure(host, "uname", lambda node: node.check_output("uname"))
     finally:
         pool.close()
 

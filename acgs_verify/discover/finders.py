@@ -281,37 +281,7 @@ class _Finder:
         return pattern, f"WARNING process pattern also matches {others or 'nothing'}: the port's owner decides"
 
     def _proc_details(self, pid: int) -> dict:
-        return self.pool.fact(self.host, f"proc {pid}", lambda conn: self._read_proc(pid))
-
-    def _read_proc(self, pid: int) -> dict:
-        out: dict = {}
-        rc, cwd = self.sh(f"{self.sudo}readlink /proc/{pid}/cwd")
-        if rc == 0 and cwd.strip():
-            out["cwd"] = cwd.strip()
-        rc, fds = self.sh(f"{self.sudo}find /proc/{pid}/fd -mindepth 1 -maxdepth 1 -lname '/*' -printf '%f %l\\n'")
-        out["files"] = {int(f): p for f, _, p in (x.partition(" ") for x in fds.splitlines()) if f.isdigit()} \
-            if rc == 0 else None
-        rc, cgroup = self.sh(f"cat /proc/{pid}/cgroup")
-        units = re.findall(r"/([A-Za-z0-9@_.\\-]+)\.service(?:/|$)", cgroup, re.M) if rc == 0 else []
-        if units:
-            out["unit"] = units[-1]
-        else:
-            out["unit_why"] = f"no systemd unit in /proc/{pid}/cgroup" if rc == 0 else "cgroup not readable"
-        env = self._environ(pid)
-        out["env"] = env
-        return out
-
-    def _environ(self, pid: int) -> dict[str, str] | str:
-        """The process environment, or why it cannot be read; values stay in memory, only names are ever shown."""
-        rc, text = self.sh(f"{self.sudo}cat /proc/{pid}/environ")
-        if rc != 0:
-            return f"environment of pid {pid} not readable by {self.found.user}"
-        env = {}
-        for entry in text.split("\0"):
-            k, sep, v = entry.partition("=")
-            if sep and k:
-                env[k] = v
-        return env
+        return self.pool.measure(self.host, f"proc {pid}", read_proc_details, pid, self.sudo, self.found.user)
 
     def _log_of(self, s: _Server, details: dict) -> tuple[str | None, str]:
         files = details.get("files")
@@ -661,4 +631,34 @@ def _name_of(s: _Server, runbook: dict[int, str]) -> tuple[str, str]:
     return name or f"port-{s.port}", f"the app module ({s.app})" if name else "its port"
 
 
+def read_proc_details(conn, pid: int, sudo: str, user: str) -> dict:
+    """What /proc says of one process: {"cwd", "files": {fd: path} or None, "unit" or "unit_why", "env": {name:
+    value} or why it cannot be read}. `sudo` prefixes the reads that need root ("sudo -n " or ""); `user` is who
+    reads, for that why. Values stay in memory, only names are ever shown."""
+    def sh(command: str) -> tuple[int, str]:
+        res = conn.run(command)
+        return res.rc, res.stdout
+
+    out: dict = {}
+    rc, cwd = sh(f"{sudo}readlink /proc/{pid}/cwd")
+    if rc == 0 and cwd.strip():
+        out["cwd"] = cwd.strip()
+    rc, fds = sh(f"{sudo}find /proc/{pid}/fd -mindepth 1 -maxdepth 1 -lname '/*' -printf '%f %l\\n'")
+    out["files"] = {int(f): p for f, _, p in (x.partition(" ") for x in fds.splitlines()) if f.isdigit()} \
+        if rc == 0 else None
+    rc, cgroup = sh(f"cat /proc/{pid}/cgroup")
+    units = re.findall(r"/([A-Za-z0-9@_.\\-]+)\.service(?:/|$)", cgroup, re.M) if rc == 0 else []
+    if units:
+        out["unit"] = units[-1]
+    else:
+        out["unit_why"] = f"no systemd unit in /proc/{pid}/cgroup" if rc == 0 else "cgroup not readable"
+    rc, text = sh(f"{sudo}cat /proc/{pid}/environ")
+    if rc != 0:
+        out["env"] = f"environment of pid {pid} not readable by {user}"
+    else:
+        out["env"] = {k: v for k, sep, v in (e.partition("=") for e in text.split("\0")) if sep and k}
+    return out
+
+
 __all__ = ["Discovery", "Item", "ProbeError", "find"]
+

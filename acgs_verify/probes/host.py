@@ -60,10 +60,10 @@ class HostPool:
         self._passphrases = passphrases or {}
         self._hosts: dict[str, Any] = {}
         self._unreachable: dict[str, str] = {}
-        self._facts: dict[tuple[str, str], Any] = {}
+        self._facts: dict[tuple[str, str, str], Any] = {}  # _key() -> what was measured
         self._ssh_dir: Path | None = None
         self._masters: list[tuple[str, str]] = []  # (ssh_config, destination) of ssh control masters
-        self._pending: dict[tuple[str, str], Future] = {}
+        self._pending: dict[tuple[str, str, str], Future] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
@@ -88,22 +88,17 @@ class HostPool:
                 self._hosts[host.name] = conn
             return self._hosts[host.name]
 
-    def fact(self, host: Host, name: str, compute):
-        """A host fact read once per run (one `ps`, one `ss`, one read of /proc) shared by every check of that host.
-
-        A host that stops answering half-way is marked unreachable, so its other checks fail at once too.
-        """
-        return self._fact((host.name, name), host, name, compute)
-
     def measure(self, host: Host, label: str, read: Callable[..., T], *args: Any) -> T:
-        """`read(conn, *args)` once per host per run, shared by every caller asking the same: the key is the
-        function's qualified name and its arguments, so two functions never share a result by accident.
+        """`read(conn, *args)` once per host per run (one `ps`, one `ss`, one read of /proc), shared by every caller
+        asking the same: the key is the function's qualified name and its arguments, so two functions never share
+        a result by accident. A host that stops answering half-way is marked unreachable, so its other checks fail
+        at once too.
 
         >>> pool.measure(host, "port owners", read_port_owners, host.become)   # label: for error messages
         """
         commands = self._learn(host, label, read, args)
         if commands is None:
-            return self._fact(_key(host, read, args), host, label, lambda conn: read(conn, *args))
+            return self._once(_key(host, read, args), host, label, lambda conn: read(conn, *args))
 
         def recorded(conn):  # the first host of its kind: note the commands, for the others' batch
             rec = _Recorder(conn)
@@ -111,10 +106,12 @@ class HostPool:
                 return read(rec, *args)
             finally:
                 commands[:] = rec.commands
-        return self._fact(_key(host, read, args), host, label, recorded)
+        return self._once(_key(host, read, args), host, label, recorded)
 
     def measure_later(self, host: Host, label: str, read: Callable[..., Any], *args: Any) -> Future:
-        """measure(), started now in a thread: a later measure() of the same function and arguments waits for it."""
+        """measure(), started now in a thread: a later measure() of the same function and arguments waits for it.
+        Measurements that wait (the CPU sample's window) are then taken for every host at once instead of one host
+        after another."""
         return self._start(_key(host, read, args), host, label, lambda conn: read(conn, *args))
 
     def _learn(self, host: Host, label: str, read: Callable[..., Any], args: tuple) -> list | None:
@@ -164,9 +161,7 @@ class HostPool:
                 else:  # commands not noted (its first read was started early) or a backend without a shell
                     self._start(key, host, label, lambda conn, read=read, args=args: read(conn, *args))
             if batch:
-                if self._executor is None:
-                    self._executor = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="acgs-prefetch")
-                self._executor.submit(self._batch, host, batch)
+                self._threads().submit(self._batch, host, batch)
         return started
 
     def _batch(self, host: Host, batch: list) -> None:
@@ -200,7 +195,7 @@ class HostPool:
         for key in [k for k in self._pending if k[0] == host.name and self._pending[k].done()]:
             del self._pending[key]
 
-    def _fact(self, key: tuple, host: Host, name: str, compute):
+    def _once(self, key: tuple, host: Host, name: str, compute):
         pending = self._pending.pop(key, None)
         if pending is not None:
             self._facts[key] = pending.result()  # a ProbeError raised in the thread is raised here
@@ -211,16 +206,9 @@ class HostPool:
     def connect(self, hosts: list[Host]) -> None:
         """Connect to every host at once (ssh handshakes in parallel); one that cannot be reached is remembered,
         and its checks fail with the reason as before."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=PREFETCH_THREADS, thread_name_prefix="acgs-prefetch")
-        for future in [self._executor.submit(self.get, h) for h in hosts if h.name not in self._hosts]:
+        for future in [self._threads().submit(self.get, h) for h in hosts if h.name not in self._hosts]:
             with contextlib.suppress(ProbeError):
                 future.result()
-
-    def prefetch(self, host: Host, name: str, compute) -> Future:
-        """Start reading a fact now, in a thread (one per host at most at a time): facts that wait (the CPU sample's
-        window) are then taken for every host at once instead of one host after another."""
-        return self._start((host.name, name), host, name, compute)
 
     def _start(self, key: tuple, host: Host, name: str, compute) -> Future:
         if key in self._facts:  # already measured: a future that holds it
@@ -228,10 +216,14 @@ class HostPool:
             done.set_result(self._facts[key])
             return done
         if key not in self._pending:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=PREFETCH_THREADS, thread_name_prefix="acgs-prefetch")
-            self._pending[key] = self._executor.submit(self._compute, host, name, compute)
+            self._pending[key] = self._threads().submit(self._compute, host, name, compute)
         return self._pending[key]
+
+    def _threads(self) -> ThreadPoolExecutor:
+        """The threads that measure ahead of the checks (started on first use; close() ends them)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=PREFETCH_THREADS, thread_name_prefix="acgs-prefetch")
+        return self._executor
 
     def _compute(self, host: Host, name: str, compute):
         conn = self.get(host)
@@ -446,7 +438,7 @@ def _kind(host: Host) -> tuple:
 
 
 def _key(host: Host, read: Callable, args: tuple) -> tuple[str, str, str]:
-    """(host, module.function, arguments): three parts, so never equal to a fact()'s (host, name)."""
+    """(host, module.function, arguments): what one measurement is cached under."""
     return host.name, f"{read.__module__}.{read.__qualname__}", repr(args)
 
 

@@ -116,10 +116,7 @@ def small_file(pool: HostPool, host: Host, path: str) -> str:
 
 def read_small_file(conn, path: str, limit: int = 4096) -> str:
     """The start of a small file (a rotation record): head -c LIMIT."""
-    result = conn.run("head -c %s -- %s", str(limit), path)
-    if result.rc != 0:
-        raise ProbeError(f"cannot read {path}: {result.stderr.strip()[:150]}")
-    return result.stdout
+    return _stdout(conn, f"cannot read {path}", "head -c %s -- %s", str(limit), path)
 
 
 def rotation_time(text: str) -> datetime:
@@ -139,10 +136,8 @@ def accounts(pool: HostPool, host: Host, passwd: str) -> list[str]:
 def read_accounts(conn, passwd: str) -> list[str]:
     """cut -d: -f1 /etc/passwd; ProbeError when the file cannot be read or names no account (an empty list
     would otherwise pass as "no unknown accounts")."""
-    result = conn.run("cut -d: -f1 -- %s", passwd)
-    if result.rc != 0:
-        raise ProbeError(f"cannot read {passwd}: {result.stderr.strip()[:150]}")
-    names = [name for name in result.stdout.split() if name and not name.startswith("#")]
+    text = _stdout(conn, f"cannot read {passwd}", "cut -d: -f1 -- %s", passwd)
+    names = [name for name in text.split() if name and not name.startswith("#")]
     if not names:
         raise ProbeError(f"{passwd} names no account (empty file?): nothing to compare with the allow-list")
     return names
@@ -167,11 +162,8 @@ def read_security_lines(conn, patterns: list[str], n: int) -> list[tuple[str, st
            f"tail -n {int(n)} -- \"$f\" | awk -v f=\"$f\" '{{n++}} tolower($0) ~ /{_GREP}/ "
            f"{{ if (m++ < {MAX_MATCHES_PER_LOG}) print f \"\\t\" $0 }} "
            f"END {{ print \"@@read\\t\" f \"\\t\" n+0 }}'; done")
-    result = conn.run(cmd)
-    if result.rc != 0:
-        raise ProbeError(f"cannot read the logs {' '.join(patterns)}: {result.stderr.strip()[:150]}")
     out, read, unreadable = [], {}, []
-    for line in result.stdout.splitlines():
+    for line in _stdout(conn, f"cannot read the logs {' '.join(patterns)}", cmd).splitlines():
         log, sep, text = line.partition("\t")
         if log == "@@unreadable":
             unreadable.append(text)
@@ -188,6 +180,14 @@ def read_security_lines(conn, patterns: list[str], n: int) -> list[tuple[str, st
     if not sum(read.values()):
         raise ProbeError(f"{len(read)} log(s) matching {' '.join(patterns)} hold no lines: nothing to search")
     return out
+
+
+def _stdout(conn, cannot: str, command: str, *args: str) -> str:
+    """What `command` printed; ProbeError "CANNOT: <its stderr>" when it exits non-zero."""
+    result = conn.run(command, *args)
+    if result.rc != 0:
+        raise ProbeError(f"{cannot}: {result.stderr.strip()[:150]}")
+    return result.stdout
 
 
 def _glob_quote(pattern: str) -> str:

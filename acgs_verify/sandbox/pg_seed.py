@@ -185,16 +185,24 @@ def _ids(conn, query: str, *params) -> list[int]:
     return [r[0] for r in conn.execute(query, params).fetchall()]
 
 
-def _old_rows(conn, replica) -> list[int]:
-    ids = _ids(conn, "SELECT id FROM audit_logs ORDER BY id LIMIT 5")
-    conn.execute("UPDATE audit_logs SET created_at = created_at - interval '120 days',"
-                 " timestamp = timestamp - interval '120 days' WHERE id = ANY(%s)", (ids,))
-    return ids
+def _rows_changed(pick: str, change: str, back: str) -> tuple[Callable, Callable]:
+    """The BREAK and HEAL of a fault that sets `change` on the audit rows `pick` selects (their ids are the undo)
+    and `back` on those same rows again."""
+    def break_(conn, replica) -> list[int]:
+        ids = _ids(conn, pick)
+        conn.execute(f"UPDATE audit_logs SET {change} WHERE id = ANY(%s)", (ids,))
+        return ids
+
+    def heal(conn, replica, ids) -> None:
+        conn.execute(f"UPDATE audit_logs SET {back} WHERE id = ANY(%s)", (ids,))
+
+    return break_, heal
 
 
-def _heal_old_rows(conn, replica, ids) -> None:
-    conn.execute("UPDATE audit_logs SET created_at = created_at + interval '120 days',"
-                 " timestamp = timestamp + interval '120 days' WHERE id = ANY(%s)", (ids,))
+_old_rows, _heal_old_rows = _rows_changed(
+    "SELECT id FROM audit_logs ORDER BY id LIMIT 5",
+    "created_at = created_at - interval '120 days', timestamp = timestamp - interval '120 days'",
+    "created_at = created_at + interval '120 days', timestamp = timestamp + interval '120 days'")
 
 
 def _chain_break(conn, replica) -> dict:
@@ -221,19 +229,13 @@ def _heal_wrong_hash(conn, replica, undo) -> None:
         conn.execute("UPDATE audit_logs SET constitutional_hash = %s WHERE id = %s", (value, row_id))
 
 
-def _low_compliance(conn, replica) -> list[int]:
-    # one recent compliant decision in six turns non-compliant: ~83 % of the window
-    ids = _ids(conn, "SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM audit_logs"
-                     " WHERE event_type = 'governance_decision' AND timestamp > now() - interval '24 hours'"
-                     " AND (event_data->>'compliant')::boolean) d WHERE n %% 6 = 0")
-    conn.execute("UPDATE audit_logs SET event_data = jsonb_set(event_data, '{compliant}', 'false')"
-                 " WHERE id = ANY(%s)", (ids,))
-    return ids
-
-
-def _heal_low_compliance(conn, replica, ids) -> None:
-    conn.execute("UPDATE audit_logs SET event_data = jsonb_set(event_data, '{compliant}', 'true')"
-                 " WHERE id = ANY(%s)", (ids,))
+# one recent compliant decision in six turns non-compliant: ~83 % of the window
+_low_compliance, _heal_low_compliance = _rows_changed(
+    "SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM audit_logs"
+    " WHERE event_type = 'governance_decision' AND timestamp > now() - interval '24 hours'"
+    " AND (event_data->>'compliant')::boolean) d WHERE n %% 6 = 0",
+    "event_data = jsonb_set(event_data, '{compliant}', 'false')",
+    "event_data = jsonb_set(event_data, '{compliant}', 'true')")
 
 
 def _stale_stats(conn, replica) -> None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ class Component(ABC):
 
     name: str
     fault_names: tuple[str, ...] = ()
+    # (state key, label) of each process the default down() stops, in this order: ("process", "redis server")
+    daemons: tuple[tuple[str, str], ...] = ()
 
     def targets(self) -> list[str]:
         """What a fault spec `FAULT:TARGET` may name for this component's faults."""
@@ -58,13 +61,28 @@ class Component(ABC):
 
     @abstractmethod
     def up(self, ctx: Context) -> None:
-        """Start everything; on failure undo what was started and raise SandboxError."""
+        """Start everything; on failure undo what was started (undone_on_failure) and raise SandboxError."""
 
     def down(self, ctx: Context) -> list[str]:
         """Stop exactly what up() started, clear faults; returns one line per thing stopped.
-        This one is for components made of files only: nothing runs, so nothing is stopped."""
+        This one stops the `daemons` recorded in the state (none for a component made of files only)."""
+        stopped = [line for key, label in self.daemons for line in self.stop_process(ctx, label, key)]
         self.clear_faults(ctx)
-        return []
+        return stopped
+
+    @contextlib.contextmanager
+    def undone_on_failure(self, ctx: Context) -> Iterator[None]:
+        """up()'s guard: whatever fails or is interrupted inside it, down() stops what was started, then the error
+        goes on.
+
+        >>> with self.undone_on_failure(ctx):
+        ...     self._start(ctx)
+        """
+        try:
+            yield
+        except BaseException:
+            self.down(ctx)
+            raise
 
     @abstractmethod
     def status(self, ctx: Context) -> list[dict[str, Any]]:
@@ -184,18 +202,28 @@ def wait_until(what: str | Callable[[], str], predicate: Callable[[], Any], time
         raise SandboxError(what() if callable(what) else what)
 
 
+def wait_alive(record: dict[str, Any], what: str | Callable[[], str], predicate: Callable[[], Any], timeout: float,
+               interval: float = 0.05) -> None:
+    """wait_until() for a state that the process `record` brings about: SandboxError(what) at the deadline, or as
+    soon as that process dies.
+
+    >>> wait_alive(record, lambda: f"the lock holder gave up: {tail(err)}", lock_held, 20, interval=0.1)
+    """
+    def alive_and() -> Any:
+        if not is_alive(record):
+            raise SandboxError(what() if callable(what) else what)
+        return predicate()
+
+    wait_until(what, alive_and, timeout, interval)
+
+
 def wait_ready(record: dict[str, Any], err: Path, gave_up: str, ready: Callable[[], Any], timeout: float) -> None:
     """Wait until ready() for the process `record` just started; SandboxError "<gave_up>: <tail of err>" as soon
     as it dies, or at the deadline.
 
     >>> wait_ready(record, run / "tls.err", "the TLS endpoint did not start on port 18443", up, 10)
     """
-    def alive_and_ready() -> Any:
-        if not is_alive(record):
-            raise SandboxError(f"{gave_up}: {tail(err)}")
-        return ready()
-
-    wait_until(lambda: f"{gave_up}: {tail(err)}", alive_and_ready, timeout)
+    wait_alive(record, lambda: f"{gave_up}: {tail(err)}", ready, timeout)
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -351,6 +379,11 @@ def write_secret(path: Path, value: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
     os.chmod(path, 0o600)
+
+
+def write_password(path: Path, env: str | None = None) -> None:
+    """write_secret() of the password in $ENV when it is set, else of a new random one."""
+    write_secret(path, (os.environ.get(env) if env else None) or secrets.token_urlsafe(18))
 
 
 def port_free(port: int, address: str = "127.0.0.1") -> bool:

@@ -23,7 +23,6 @@ import contextlib
 import math
 import os
 import pwd
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -43,8 +42,9 @@ from acgs_verify.sandbox.components.base import (
     spawn_holder,
     stop,
     tail,
+    wait_alive,
     wait_until,
-    write_secret,
+    write_password,
 )
 from acgs_verify.sandbox.constants import (
     ADMIN,
@@ -105,10 +105,10 @@ class Postgres(Component):
         ctx.state.update(processes={}, holders={}, faults=[], undo={}, bindir=find_bindir(), user=_run_as())
         ctx.state["root"] = str(self._make_root(ctx))
         ctx.save()
-        try:
-            write_secret(self._password_file(ctx), os.environ.get(DB_PASSWORD_ENV) or secrets.token_urlsafe(18))
-            write_secret(self._admin_file(ctx), secrets.token_urlsafe(18))
-            write_secret(self._restore_file(ctx), secrets.token_urlsafe(18))
+        with self.undone_on_failure(ctx):
+            write_password(self._password_file(ctx), DB_PASSWORD_ENV)
+            write_password(self._admin_file(ctx))
+            write_password(self._restore_file(ctx))
             self._initdb(ctx)
             self._start(ctx, "primary")
             with self._admin(ctx, "postgres") as conn:
@@ -121,9 +121,6 @@ class Postgres(Component):
             self._basebackup(ctx)
             self._start(ctx, "replica")
             self._wait_streaming(ctx)
-        except BaseException:
-            self.down(ctx)
-            raise
 
     def down(self, ctx: Context) -> list[str]:
         stopped: list[str] = []
@@ -228,17 +225,13 @@ class Postgres(Component):
                  "db-idle-in-transaction": "SELECT count(*) >= 1 FROM pg_stat_activity WHERE application_name = %(a)s"
                                            " AND state = 'idle in transaction'"}[fault]
         with self._admin(ctx) as conn:
-            def in_place() -> bool:
-                if not is_alive(record):
-                    raise SandboxError(gave_up())
-                return bool(conn.execute(ready, {"a": APP_PREFIX + fault}).fetchone()[0])
-
             def gave_up() -> str:
                 err = tail(ctx.dir / RUN_DIR / f"{fault}.err")
                 return f"{fault}: the holder did not get its sessions in place: {err}"
 
             try:
-                wait_until(gave_up, in_place, 20, interval=0.1)
+                wait_alive(record, gave_up, lambda: conn.execute(ready, {"a": APP_PREFIX + fault}).fetchone()[0], 20,
+                           interval=0.1)
             except SandboxError:
                 self._release(ctx, fault)
                 raise

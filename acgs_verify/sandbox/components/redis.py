@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import time
 from pathlib import Path
@@ -23,12 +22,13 @@ from acgs_verify.sandbox.components.base import (
     SandboxError,
     adopt,
     claim_port,
-    is_alive,
     spawn_holder,
     start,
     stop,
     tail,
+    wait_alive,
     wait_until,
+    write_password,
     write_secret,
 )
 from acgs_verify.sandbox.constants import (
@@ -54,6 +54,7 @@ def redis_port(offset: int) -> int:
 class Redis(Component):
     name = "redis"
     fault_names = ("redis-down", "redis-wrong-hash", "redis-slow", "redis-low-hit-rate")
+    daemons = (("holder", "redis redis-slow holder"), ("process", "redis server"))
 
     def up(self, ctx: Context) -> None:
         port = redis_port(ctx.port_offset)
@@ -62,18 +63,9 @@ class Redis(Component):
             raise SandboxError("redis-server not found; install it: apt-get install redis-server")
         claim_port(port, "Redis", ctx.port_offset)
         ctx.state.update(process=None, holder=None, faults=[], server=server)
-        write_secret(self._password_file(ctx), os.environ.get(REDIS_PASSWORD_ENV) or secrets.token_urlsafe(18))
-        try:
+        write_password(self._password_file(ctx), REDIS_PASSWORD_ENV)
+        with self.undone_on_failure(ctx):
             self._start(ctx)
-        except BaseException:
-            self.down(ctx)
-            raise
-
-    def down(self, ctx: Context) -> list[str]:
-        stopped = self.stop_process(ctx, "redis redis-slow holder", "holder")
-        stopped += self.stop_process(ctx, "redis server")
-        self.clear_faults(ctx)
-        return stopped
 
     def status(self, ctx: Context) -> list[dict[str, Any]]:
         return [self.process_row(ctx, "redis", ctx.state.get("process"), redis_port(ctx.port_offset))]
@@ -85,8 +77,7 @@ class Redis(Component):
     # ------------------------------------------------------------------------------------- faults
     def break_(self, ctx: Context, fault: str, target: str) -> None:
         if fault == "redis-down":
-            stop(ctx.state.get("process"))
-            ctx.state["process"] = None
+            self.stop_process(ctx, "redis server")
         elif fault == "redis-wrong-hash":
             self._client(ctx).set(HASH_KEY, OTHER_HASH)
         elif fault == "redis-slow":
@@ -108,8 +99,7 @@ class Redis(Component):
         elif fault == "redis-wrong-hash":
             self._client(ctx).set(HASH_KEY, CONSTITUTIONAL_HASH)
         elif fault == "redis-slow":
-            stop(ctx.state.get("holder"))
-            ctx.state["holder"] = None
+            self.stop_process(ctx, "redis redis-slow holder", "holder")
         elif fault == "redis-low-hit-rate":
             self._client(ctx).config_resetstat()
             self._lookups(ctx, SEED_HITS, SEED_MISSES)
@@ -156,15 +146,13 @@ class Redis(Component):
                 return bool(client.ping())
             except Exception as exc:  # any answer but PONG, until the deadline: the reason is in the log
                 last[0] = type(exc).__name__
-                if not is_alive(record):
-                    raise SandboxError(gave_up()) from None
                 return False
 
         def gave_up() -> str:
             return (f"redis-server did not answer on port {redis_port(ctx.port_offset)}: {last[0]}; "
                     f"log: {tail(run / 'redis.out')}")
 
-        wait_until(gave_up, pong, READY_TIMEOUT)
+        wait_alive(record, gave_up, pong, READY_TIMEOUT)
         # redis-server retitles itself ("redis-server 127.0.0.1:PORT"): remember it as it now reads
         ctx.state["process"] = adopt(record["pid"])
         ctx.save()

@@ -77,16 +77,13 @@ class Services(Component):
         for name, port in ports.items():
             claim_port(port, name, ctx.port_offset)
         self._write_fault_file(ctx)
-        try:
+        with self.undone_on_failure(ctx):
             # start all six before waiting for any: they boot in parallel
             for spec in SERVICES.values():
                 self._spawn(ctx, spec)
             deadline = time.monotonic() + READY_TIMEOUT  # one budget for the six: they boot side by side
             for spec in SERVICES.values():
                 self._wait_ready(ctx, spec, max(0.0, deadline - time.monotonic()))
-        except BaseException:
-            self.down(ctx)
-            raise
         for spec in SERVICES.values():
             self._seed(ctx, spec)
 

@@ -41,6 +41,7 @@ def sshd_binary() -> str | None:
 class Sshd(Component):
     name = "sshd"
     fault_names = ("host-down",)
+    daemons = (("process", "sshd"),)
 
     def __init__(self, address: str = ADDRESS, host_name: str = HOST_NAME, roles: tuple[str, ...] = ("ops",)):
         self.address, self.host_name, self.roles = address, host_name, list(roles)
@@ -65,11 +66,6 @@ class Sshd(Component):
         os.chmod(d / "host_ed25519", 0o600)
         self._start(ctx, binary)
 
-    def down(self, ctx: Context) -> list[str]:
-        stopped = self.stop_process(ctx, "sshd")
-        self.clear_faults(ctx)
-        return stopped
-
     def status(self, ctx: Context) -> list[dict[str, Any]]:
         if sshd_binary() is None:
             return [{"name": "sshd", "pid": None, "port": None, "state": "not installed (no remote host)"}]
@@ -91,9 +87,7 @@ class Sshd(Component):
         return None if sshd_binary() else "host-down needs sshd (openssh-server), which is not installed"
 
     def break_(self, ctx: Context, fault: str, target: str) -> None:
-        stop(ctx.state.get("process"))
-        ctx.state["process"] = None
-        ctx.save()
+        self.stop_process(ctx, "sshd")
 
     def heal(self, ctx: Context, fault: str, target: str) -> None:
         binary = sshd_binary()

@@ -40,6 +40,7 @@ def tls_port(offset: int) -> int:
 class Tls(Component):
     name = "tls"
     fault_names = ("cert-expiring", "cert-expired", "cert-wrong-name", "cert-untrusted")
+    daemons = (("process", "tls endpoint"),)
 
     def up(self, ctx: Context) -> None:
         port = tls_port(ctx.port_offset)
@@ -49,16 +50,8 @@ class Tls(Component):
         ca, ca_key = certs.make_ca("ACGS Sandbox Internal CA")
         certs.write_pem(self._ssl(ctx) / "ca.pem", ca)
         certs.write_key(secret_path(ctx.dir, "ca"), ca_key)
-        try:
+        with self.undone_on_failure(ctx):
             self._issue(ctx, None)
-        except BaseException:
-            self.down(ctx)
-            raise
-
-    def down(self, ctx: Context) -> list[str]:
-        stopped = self.stop_process(ctx, "tls endpoint")
-        self.clear_faults(ctx)
-        return stopped
 
     def status(self, ctx: Context) -> list[dict[str, Any]]:
         return [self.process_row(ctx, "tls endpoint", ctx.state.get("process"), tls_port(ctx.port_offset))]
