@@ -231,7 +231,7 @@ def test_a_dump_missing_a_table_fails_the_drill(healthy_sandbox, tmp_path):
     dump = _latest_dump(healthy_sandbox)
     try:
         _write_dump(healthy_sandbox, dump, "--exclude-table=public.policies")
-        res, summary = run(healthy_sandbox, tmp_path, *DRILL)
+        res, summary = run(healthy_sandbox, tmp_path, *DRILL, *BK)  # only the backup checks read the dump
         assert failed_ids(summary) == {("BK-07", LATEST)}, res.stdout[-3000:]  # complete, intact, same size
         message = next(c["message"] for c in summary["checks"] if c["id"] == "BK-07")
         assert "table policies missing from the restored copy" in message, message
@@ -242,7 +242,8 @@ def test_a_dump_missing_a_table_fails_the_drill(healthy_sandbox, tmp_path):
 
 def test_drill_compares_counts_with_the_live_tables_where_asked(healthy_sandbox, tmp_path):
     healthy_sandbox.break_fault("backup-shrunk")  # a tenth of the audit rows
-    res, summary = run(healthy_sandbox, tmp_path, *DRILL, "--set", "backups.restore_count_tolerance_percent=5")
+    # only the backup checks read the dump (the fault's run of every check: test_each_fault_fails_exactly_its_checks)
+    res, summary = run(healthy_sandbox, tmp_path, *DRILL, "--set", "backups.restore_count_tolerance_percent=5", *BK)
     assert failed_ids(summary) == {("BK-06", LATEST), ("BK-07", LATEST)}, res.stdout[-3000:]
     message = next(c["message"] for c in summary["checks"] if c["id"] == "BK-07")
     assert "audit_logs: 300 rows restored vs 3000 live (90.0 % off, tolerance 5 %)" in message, message
