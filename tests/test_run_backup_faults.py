@@ -21,6 +21,7 @@ import pytest
 
 from acgs_verify.sandbox.components.postgres import DATABASE, ROLE, find_bindir, primary_port
 from tests.conftest import REPO, sandbox_admin
+from tests.fault_runs import FaultBatches
 from tests.test_run_sandbox import failed_ids, run
 
 # every run also loosens SVC-06's latency limit: the machine is shared, and a p99 spike under someone else's load
@@ -92,23 +93,31 @@ def test_healthy_run_restores_the_latest_dump_and_leaves_nothing(healthy_sandbox
     assert drill_databases(healthy_sandbox) == []
 
 
+# one certificate fault (they all fail TLS-02) and one rewrite of the latest dump per batch, with other files of
+# the backups and a policy file; backup-stale first: it hides the newest backups, the next faults change the
+# backup that is latest then (heal goes in reverse)
+BATCHES = FaultBatches([
+    ("backup-stale", "restore-broken", "cert-expiring", "policy-invalid"),
+    ("backup-missing:database.sql.gz", "cert-expired", "policy-wrong-hash", "backup-truncated",
+     "backup-retention-old"),
+    ("dump-incomplete", "cert-wrong-name", "backup-corrupt", "backup-too-few", "backup-missing:config.tar.gz"),
+    ("backup-shrunk", "cert-untrusted", "backup-missing:logs.tar.gz"),
+], FAULTS, expected=lambda fault, sandbox: FAULTS[fault](sandbox))
+
+
 @pytest.mark.parametrize("fault", FAULTS)
 def test_each_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fault):
-    expected = FAULTS[fault](healthy_sandbox)
-    healthy_sandbox.break_fault(fault)
-    res, summary = run(healthy_sandbox, tmp_path, *DRILL)
-    assert failed_ids(summary) == expected, res.stdout[-4000:]
-    blocking = any(c["severity"] in ("P0", "P1") for c in summary["checks"] if c["outcome"] in ("failed", "error"))
-    assert res.returncode == (2 if blocking else 1)
+    batch = BATCHES.run(healthy_sandbox, fault, lambda *args: run(healthy_sandbox, tmp_path, *DRILL, *args))
+    batch.assert_fails_exactly(fault)
     if fault in EVIDENCE:
         check_id, words = EVIDENCE[fault]
-        message = next(c["message"] for c in summary["checks"] if c["id"] == check_id and c["outcome"] == "failed")
+        check = batch.check(check_id, fault)
+        assert check["outcome"] == "failed", check
         for word in words:
-            assert re.search(word, message), message
-        assert "Next:" in message
+            assert re.search(word, check["message"]), check["message"]
+        assert "Next:" in check["message"]
     assert drill_databases(healthy_sandbox) == []
-    healthy_sandbox.heal_fault(fault)
-    assert healthy_sandbox.faults() == []
+    assert healthy_sandbox.faults() == []  # the batch's heal of each fault undid it
 
 
 def test_heal_restores_every_fault(healthy_sandbox, tmp_path):
@@ -222,7 +231,7 @@ def test_a_dump_missing_a_table_fails_the_drill(healthy_sandbox, tmp_path):
     dump = _latest_dump(healthy_sandbox)
     try:
         _write_dump(healthy_sandbox, dump, "--exclude-table=public.policies")
-        res, summary = run(healthy_sandbox, tmp_path, *DRILL)
+        res, summary = run(healthy_sandbox, tmp_path, *DRILL, *BK)  # only the backup checks read the dump
         assert failed_ids(summary) == {("BK-07", LATEST)}, res.stdout[-3000:]  # complete, intact, same size
         message = next(c["message"] for c in summary["checks"] if c["id"] == "BK-07")
         assert "table policies missing from the restored copy" in message, message
@@ -233,7 +242,8 @@ def test_a_dump_missing_a_table_fails_the_drill(healthy_sandbox, tmp_path):
 
 def test_drill_compares_counts_with_the_live_tables_where_asked(healthy_sandbox, tmp_path):
     healthy_sandbox.break_fault("backup-shrunk")  # a tenth of the audit rows
-    res, summary = run(healthy_sandbox, tmp_path, *DRILL, "--set", "backups.restore_count_tolerance_percent=5")
+    # only the backup checks read the dump (the fault's run of every check: test_each_fault_fails_exactly_its_checks)
+    res, summary = run(healthy_sandbox, tmp_path, *DRILL, "--set", "backups.restore_count_tolerance_percent=5", *BK)
     assert failed_ids(summary) == {("BK-06", LATEST), ("BK-07", LATEST)}, res.stdout[-3000:]
     message = next(c["message"] for c in summary["checks"] if c["id"] == "BK-07")
     assert "audit_logs: 300 rows restored vs 3000 live (90.0 % off, tolerance 5 %)" in message, message

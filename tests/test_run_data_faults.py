@@ -13,10 +13,12 @@ import time
 import pytest
 
 from tests.conftest import run_cli, sandbox_admin
+from tests.fault_runs import FaultBatches
 from tests.test_run_sandbox import failed_ids, run
 from tests.waiting import wait_for
 
 DB, HOST_DB, ENV, CACHE = "primary", "primary@app-1", "sandbox", "cache"
+DATA_CHECKS = ("--", "-k", "test_database.py or test_cache.py or CC-04 or CC-05 or CC-06")
 
 # fault -> (the (ID, target) pairs that must fail, --set arguments, seconds to let the fault age)
 FAULTS: dict[str, tuple[set, list[str], float]] = {
@@ -60,7 +62,7 @@ EVIDENCE = {
 
 
 def test_healthy_sandbox_passes_every_data_check(healthy_sandbox, tmp_path):
-    res, summary = run(healthy_sandbox, tmp_path)
+    res, summary = run(healthy_sandbox, tmp_path, *DATA_CHECKS)
     assert res.returncode == 0, res.stdout[-3000:]
     outcomes = {(c["id"], c["target"]): c["outcome"] for c in summary["checks"]}
     data_ids = {f"DB-{i:02d}" for i in range(1, 11)} | {"RD-01", "RD-02", "RD-03", "CC-04", "CC-05", "CC-06"}
@@ -70,22 +72,37 @@ def test_healthy_sandbox_passes_every_data_check(healthy_sandbox, tmp_path):
     assert all(o == "passed" for (cid, _), o in outcomes.items() if cid in data_ids), outcomes
 
 
-@pytest.mark.parametrize("fault", FAULTS)
-def test_each_data_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fault):
-    expected, overrides, age = FAULTS[fault]
-    healthy_sandbox.break_fault(fault)
+def _ready(sandbox, fault: str) -> None:
+    age = FAULTS[fault][2]
     if fault == "db-long-query":  # the fact DB-04 judges: the session has been in its query for over 1 s
-        wait_for("a pg_sleep running for more than 1.2 s", lambda: _long_query_running(healthy_sandbox, age), 30)
+        wait_for("a pg_sleep running for more than 1.2 s", lambda: _long_query_running(sandbox, age), 30)
     else:
         time.sleep(age)  # the replica's replay has been paused for longer than the threshold: ageing is the point
-    res, summary = run(healthy_sandbox, tmp_path, *[a for o in overrides for a in ("--set", o)])
-    assert failed_ids(summary) == expected, res.stdout[-4000:]
-    if not expected:  # a layout that is right: the run passes, on evidence rather than by skipping
-        assert res.returncode == 0, res.stdout[-4000:]
+
+
+# faults on different checks and different tables or servers share a run, each batch with at most one fault of
+# the audit chain (CC-05); the per-tenant layout only with faults that leave CC-04, CC-05 and DB-10 alone (it must
+# pass them); a stopped server, a fault that needs a wait or other thresholds: a run of its own
+BATCHES = FaultBatches([
+    ("db-down",), ("db-down-decoy",), ("redis-down",), ("db-long-query",), ("db-replica-lag",),
+    ("audit-chain-break", "low-compliance", "db-lock", "redis-wrong-hash"),
+    ("audit-wrong-hash", "audit-old-rows", "db-saturation", "redis-slow"),
+    ("audit-tenant-break", "db-slow-statements"),
+    ("audit-rls-hidden", "redis-low-hit-rate"),
+    ("field-audit", "db-stale-stats"),
+], FAULTS, expected=lambda fault, sandbox: FAULTS[fault][0],
+    args=lambda fault: tuple(a for o in FAULTS[fault][1] for a in ("--set", o)), ready=_ready)
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_each_data_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fault):
+    expected = FAULTS[fault][0]
+    batch = BATCHES.run(healthy_sandbox, fault, lambda *args: run(healthy_sandbox, tmp_path, *args))
+    batch.assert_fails_exactly(fault)
+    summary = batch.summary
+    if not expected:  # a layout that is right: it fails nothing, on evidence rather than by skipping
         assert {c["outcome"] for c in summary["checks"] if c["id"] in ("CC-04", "CC-05", "DB-10")} == {"passed"}
         return
-    blocking = any(c["severity"] in ("P0", "P1") for c in summary["checks"] if c["outcome"] in ("failed", "error"))
-    assert res.returncode == (2 if blocking else 1)
     # each failure says its next step (the terminal may fold failures of one cause into one line; the summary
     # keeps each one's message)
     messages = {(c["id"], c["target"]): c["message"] for c in summary["checks"]}
@@ -93,7 +110,7 @@ def test_each_data_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fau
         assert "Next:" in messages[pair], messages[pair]
     if fault in EVIDENCE:
         check_id, words = EVIDENCE[fault]
-        message = next(c["message"] for c in summary["checks"] if c["id"] == check_id)
+        message = batch.check(check_id, fault)["message"]
         for word in words:
             assert word in message, message
 
