@@ -68,7 +68,7 @@ class Sshd(Component):
 
     def status(self, ctx: Context) -> list[dict[str, Any]]:
         if sshd_binary() is None:
-            return [{"name": "sshd", "pid": None, "port": None, "state": "not installed (no remote host)"}]
+            return [self.row(ctx, "sshd", "not installed (no remote host)")]
         name, record = f"sshd {self.host_name}", ctx.state.get("process")
         if "host-down" in self.active_faults(ctx):
             return [self.row(ctx, name, "down (fault)", record["pid"] if record else None, self._port(ctx))]
