@@ -603,7 +603,7 @@ def read_port_owners(conn, become: bool = False) -> PortOwners:
     refused = None
     res = conn.run(f"{sudo}ss -Htlnp")
     if become and res.rc != 0 and res.rc != 127:
-        refused = " ".join((res.stderr or "").split())[:120] or f"exit {res.rc}"
+        refused = one_line(res.stderr or "") or f"exit {res.rc}"
         res = conn.run("ss -Htlnp")
     # without ss (a minimal image): the kernel's own tables
     holders = _ss_holders(res.stdout) if res.rc == 0 else _proc_holders(conn, "" if refused else sudo)

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from acgs_verify.redact import one_line
 from acgs_verify.sandbox.components.base import (
     Component,
     Context,
@@ -140,7 +141,7 @@ def _keygen(path: Path) -> None:
     res = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "acgs-verify sandbox", "-f",
                           str(path)], capture_output=True, text=True, timeout=30)
     if res.returncode != 0:
-        raise SandboxError(f"ssh-keygen failed: {res.stderr.strip()[:200]}")
+        raise SandboxError(f"ssh-keygen failed: {one_line(res.stderr)}")
 
 
 def _banner(address: str, port: int) -> bool:
