@@ -21,7 +21,7 @@ import pytest
 
 from acgs_verify.catalog import CATALOG
 from acgs_verify.profile import Profile
-from acgs_verify.redact import mask
+from acgs_verify.redact import last_line, mask, one_line
 from acgs_verify.report.allure import SEVERITY as ALLURE_SEVERITY  # one mapping for both Allure writers
 from acgs_verify.results import CheckResult, RunResult, in_catalog_order
 from acgs_verify.shards import SHARD_KEY, Shard, ShardError
@@ -32,6 +32,9 @@ COLLECTOR_KEY = pytest.StashKey["ResultCollector"]()
 RUN_OPTIONS_KEY = pytest.StashKey["RunOptions"]()
 # plain `pytest checks --report-dir DIR`: where this run is being written (acgs-verify run keeps its own)
 PLAIN_RUN_KEY = pytest.StashKey["PlainRun"]()
+# the longest message a result keeps: a check's own message lists what it found, so it may run past the error
+# it quotes (ONE_LINE_MAX)
+MESSAGE_MAX = 500
 
 
 def is_plain(config: pytest.Config) -> bool:
@@ -260,10 +263,8 @@ def _message(report: pytest.TestReport) -> str:
         return longrepr.strip()
     crash = getattr(longrepr, "reprcrash", None)
     if crash is not None:
-        text = " ".join(str(crash.message).split())
-        return text.removeprefix("Failed: ")[:500]
-    text = str(longrepr).strip().splitlines()
-    return text[-1][:500] if text else report.outcome
+        return one_line(str(crash.message).removeprefix("Failed: "), limit=MESSAGE_MAX)
+    return last_line(str(longrepr), default=report.outcome, limit=MESSAGE_MAX)
 
 
 class AllureDetails:

@@ -134,14 +134,14 @@ def _remote_files(conn, pattern: str) -> list[tuple[str, int, float]]:
 def _remote_tail(conn, path: str, n: int) -> bytes:
     result = conn.run("tail -c %s -- %s", str(n), path)
     if result.rc != 0:
-        raise ProbeError(f"tail -c {n} {path}: {result.stderr.strip()[:200]}")
+        raise ProbeError(f"tail -c {n} {path}: {one_line(result.stderr)}")
     return result.stdout_bytes
 
 
 def _dmesg(conn) -> bytes:
     result = conn.run("dmesg")
     if result.rc != 0:
-        raise ProbeError(f"dmesg: {result.stderr.strip()[:200] or f'exit {result.rc}'}")
+        raise ProbeError(f"dmesg: {one_line(result.stderr) or f'exit {result.rc}'}")
     return result.stdout_bytes
 
 

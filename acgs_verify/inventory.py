@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from acgs_verify.redact import one_line
+
 INVENTORY_TIMEOUT_SECONDS = 60
 _IGNORED_GROUPS = ("all", "ungrouped")
 _cache: dict[tuple[str, float], list[dict[str, Any]]] = {}  # one parse per file version per process
@@ -58,13 +60,13 @@ def _listing(path: Path) -> dict[str, Any]:
         raise InventoryError(f"ansible-inventory -i {path} took more than {INVENTORY_TIMEOUT_SECONDS} s") from None
     warnings = [x for x in res.stderr.splitlines() if "WARNING" in x or "ERROR" in x]
     if res.returncode != 0:
-        raise InventoryError(f"ansible-inventory -i {path}: {(warnings or [res.stderr.strip()])[-1][:200]}")
+        raise InventoryError(f"ansible-inventory -i {path}: {one_line(warnings[-1] if warnings else res.stderr)}")
     try:
         data = json.loads(res.stdout)
     except ValueError:
         raise InventoryError(f"ansible-inventory -i {path} printed no JSON") from None
     if not any(_members(data, "all")):
-        why = f": {warnings[0][:160]}" if warnings else ""
+        why = f": {one_line(warnings[0])}" if warnings else ""
         raise InventoryError(f"inventory {path} names no hosts{why}")
     return data
 

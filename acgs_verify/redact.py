@@ -7,8 +7,9 @@
 >>> one_line(OSError("connection refused\\n\\tIs the server running?"))
 'connection refused Is the server running?'
 
-A failure message is read at 3 a.m. in a terminal, a JUnit file and a report cell: one_line is the only
-place that turns an exception into the reason a message quotes.
+A failure message is read at 3 a.m. in a terminal, a JUnit file and a report cell: one_line (and last_line,
+for a command's output whose last line is the error) is the only place that turns an exception or a
+command's stderr into the reason a message quotes.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def display_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{userinfo}@{netloc[1]}"))
 
 
-def one_line(exc: BaseException | str, secrets: Iterable[str] = ()) -> str:
-    """An exception (or a text such as a command's stderr) as one masked line of at most ONE_LINE_MAX characters.
+def one_line(exc: BaseException | str, secrets: Iterable[str] = (), limit: int = ONE_LINE_MAX) -> str:
+    """An exception (or a text such as a command's whole stderr) as one masked line of at most `limit` characters.
 
     >>> one_line(ValueError("bad\\n  value"))
     'bad value'
@@ -62,4 +63,17 @@ def one_line(exc: BaseException | str, secrets: Iterable[str] = ()) -> str:
             text, cause = " ".join(str(cause).split()), cause.__cause__ or cause.__context__
         text = text or type(exc).__name__
     # masked before it is cut, so a secret cut in half cannot show its first half
-    return mask(text, secrets)[:ONE_LINE_MAX]
+    return mask(text, secrets)[:limit]
+
+
+def last_line(text: str | None, secrets: Iterable[str] = (), default: str = "", limit: int = ONE_LINE_MAX) -> str:
+    """The last non-blank line of a command's output as one_line: where psql, pg_restore and ansible-inventory
+    put the error itself, after warnings and context lines; `default` when the output holds nothing.
+
+    >>> last_line("WARNING: errors ignored on restore\\npg_restore: error: could not read input file\\n")
+    'pg_restore: error: could not read input file'
+    >>> last_line("", default="(no message)")
+    '(no message)'
+    """
+    lines = [ln for ln in (text or "").splitlines() if ln.strip()]
+    return one_line(lines[-1], secrets, limit) if lines else default

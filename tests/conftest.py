@@ -118,6 +118,15 @@ def free_port_offset(low: int = 11000, high: int | None = None) -> int:
     raise RuntimeError("no free port offset found")
 
 
+@pytest.fixture
+def closed_port():
+    """A loopback port of this test's own, bound but not listening: every connection to it is refused at once."""
+    from tests import servers
+
+    with servers.closed_port() as port:
+        yield port
+
+
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory):
     """One sandbox for the session's end-to-end tests, on free ports, always taken down."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import shlex
-import time
 
 from tests.conftest import run_cli, sandbox_admin
+from tests.waiting import wait_for
 
 
 def _break(sandbox, fault: str):
@@ -37,13 +37,6 @@ def _printed_run(res) -> list[str]:
     return shlex.split(line[line.index("acgs-verify run"):])
 
 
-def _wait_for(what: str, predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_db_long_query_fails_db04_with_the_sandbox_profile(healthy_sandbox, tmp_path):
     res = _break(healthy_sandbox, "db-long-query")
     argv = _printed_run(res)
@@ -54,7 +47,7 @@ def test_db_long_query_fails_db04_with_the_sandbox_profile(healthy_sandbox, tmp_
             return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE "
                                  "'%db-long-query' AND now() - query_start > interval '2.2 seconds'").fetchone()[0]
 
-    _wait_for("the sandbox's long query to run 2 s", older_than_the_threshold)
+    wait_for("the sandbox's long query to run 2 s", older_than_the_threshold, interval=0.1)
     run, checks = _run(argv, tmp_path)
     db04 = checks[("DB-04", "primary")]
     assert db04["outcome"] == "failed" and "pg_sleep" in db04["message"], run.stdout[-2000:]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from acgs_verify.profile import Host, load_profile
 from acgs_verify.results import CheckResult, RunResult
 from tests.conftest import free_port_offset
 from tests.hostile import accepted
+from tests.servers import closed_port, silent_listener
 
 pytestmark = pytest.mark.skipif(shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists(),
                                 reason="needs openssh-server (.ci/run installs it)")
@@ -170,24 +170,19 @@ def test_bastion_from_the_profiles_ssh_config_is_used(sshd, tmp_path):
     p = HostPool(connect_timeout=3)
     try:
         assert p.get(via(host.port)).check_output("echo $SSH_CONNECTION").split()[2] == ADDRESS
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            closed = s.getsockname()[1]
     finally:
         p.close()
     p = HostPool(connect_timeout=3)  # a fresh pool: the first one's control master would be reused
     try:
-        with pytest.raises(ProbeError, match="host unreachable"):
-            p.get(via(closed))
+        with closed_port(ADDRESS) as dead, pytest.raises(ProbeError, match="host unreachable"):
+            p.get(via(dead))
     finally:
         p.close()
 
 
 def test_a_host_that_never_answers_costs_one_connect_timeout(tmp_path):
     """A listener that never speaks SSH: the first check waits the connect timeout, the others fail at once."""
-    with socket.socket() as hole:
-        hole.bind((ADDRESS, 0))
-        hole.listen(16)
+    with silent_listener(ADDRESS) as hole:
         host = Host(name="hole", address=ADDRESS, port=hole.getsockname()[1], backend="ssh",
                     known_hosts=str(tmp_path / "none"))
         p = HostPool(connect_timeout=1)

@@ -9,11 +9,9 @@ reads its checks' verdicts from the run's summary.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import socket
-import subprocess
 import threading
-import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,14 +22,9 @@ from acgs_verify.probes import host as hostfacts
 from acgs_verify.probes import system
 from acgs_verify.probes.errors import ProbeError
 from tests.conftest import run_cli
+from tests.servers import closed_port, redis_server
 
 HASH = "cdd01ef066bc6cf2"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Empty(BaseHTTPRequestHandler):
@@ -59,27 +52,8 @@ def empty_http():
 @pytest.fixture(scope="module")
 def fresh_redis(tmp_path_factory):
     """A redis-server that has served no lookup and holds no key."""
-    import redis
-
-    port = _free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
-    client.close()
-    yield port
-    proc.terminate()
-    proc.wait(timeout=10)
+    with redis_server(tmp_path_factory.mktemp("redis")) as port:
+        yield port
 
 
 def _run(tmp_path: Path, text: str, *extra: str) -> dict[tuple[str, str], dict]:
@@ -111,8 +85,9 @@ def nothing_there(tmp_path_factory, empty_http, fresh_redis):
     for name in ("empty.log", "passwd", "kern.log", "empty.pem", "alerts.log"):
         (d / name).write_text("")
     (d / "logs").mkdir()  # no *.log in it
-    closed, closed_redis, closed_tls, closed_ssh = _free_port(), _free_port(), _free_port(), _free_port()
-    text = f"""
+    with contextlib.ExitStack() as held:  # held while the run looks: nothing else can listen on them
+        closed, closed_redis, closed_tls, closed_ssh = (held.enter_context(closed_port()) for _ in range(4))
+        text = f"""
 name: nothing
 hosts:
   - {{name: app-1, backend: local, roles: [app, cache], mounts: ["{d}/no-such-mount"]}}
@@ -133,7 +108,7 @@ security:
   allowed_users: [root]
   keys: [{{name: app, path: "{d}/missing.key"}}]
 """
-    return d, closed_tls, _run(d, text)
+        return d, closed_tls, _run(d, text)
 
 
 # what each target of `nothing_there` must say, by what it looks at: (ID, target) -> (outcome, words its message

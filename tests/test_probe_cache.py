@@ -71,6 +71,17 @@ def test_one_probe_function_one_measurement_and_two_functions_never_collide():
         pool.close()
 
 
+def test_two_lambdas_of_one_scope_never_share_a_result():
+    reads = [lambda conn: "one", lambda conn: "two"]
+    assert reads[0].__qualname__ == reads[1].__qualname__  # one qualified name, two functions
+    pool, here = HostPool(connect_timeout=3), Host(name="here")
+    try:
+        assert [pool.measure(here, "same label", read) for read in reads] == ["one", "two"]
+        assert [pool.measure_later(here, "later", read).result() for read in reads] == ["one", "two"]
+    finally:
+        pool.close()
+
+
 def test_svc03_svc11_and_db02_share_one_ps_per_host(healthy_sandbox, tmp_path):
     (tmp_path / "count_commands.py").write_text(COUNTER)
     log = tmp_path / "commands.log"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import socket
 import threading
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from acgs_verify.probes.redis import READ_COMMANDS, RedisPool, RedisProbe, hit_r
 from acgs_verify.profile import load_profile
 from tests.conftest import sandbox_admin
 from tests.hostile import accepted
+from tests.servers import silent_listener
 from tests.waiting import wait_for
 
 
@@ -52,9 +52,7 @@ def rcache(sandbox):
 @pytest.fixture
 def black_hole():
     """A loopback port that completes the TCP handshake (the kernel's backlog) and never says a word."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(16)
+    with silent_listener() as s:
         yield s.getsockname()[1]
 
 
@@ -310,11 +308,8 @@ def test_unknown_database_is_one_line(sandbox):
     assert 'database "no_such_db" does not exist' in _assert_one_clean_line(exc, real)
 
 
-def test_refused_connection_is_one_line_at_once(sandbox, black_hole):
-    with socket.socket() as s:  # a port bound by nobody: find one, then let it go
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    exc, real = _pg_connect(sandbox, f"postgresql://acgs@127.0.0.1:{port}/acgs_production")
+def test_refused_connection_is_one_line_at_once(sandbox, closed_port):
+    exc, real = _pg_connect(sandbox, f"postgresql://acgs@127.0.0.1:{closed_port}/acgs_production")
     assert "Connection refused" in _assert_one_clean_line(exc, real)
 
 
@@ -343,9 +338,7 @@ def test_redis_wrong_password_and_silent_server(sandbox, black_hole):
 
 
 def test_an_unreachable_database_is_tried_once(sandbox):
-    with socket.socket() as hole:  # completes the handshake and never answers; its accept queue counts attempts
-        hole.bind(("127.0.0.1", 0))
-        hole.listen(16)
+    with silent_listener() as hole:  # completes the handshake and never answers; its accept queue counts attempts
         port = hole.getsockname()[1]
         profile = _profile(sandbox, f"databases.primary.dsn=postgresql://acgs@127.0.0.1:{port}/acgs_production",
                            "thresholds.db_connect_timeout_seconds=1")

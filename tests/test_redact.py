@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from acgs_verify.redact import ONE_LINE_MAX, display_url, mask, one_line
+from acgs_verify.redact import ONE_LINE_MAX, display_url, last_line, mask, one_line
 
 
 def test_multi_line_exception_becomes_one_line():
@@ -49,6 +49,19 @@ def test_secret_cut_at_the_limit_shows_none_of_it():
 def test_a_text_is_flattened_like_an_exception():
     assert one_line("ssh: connect to host 10.0.0.5 port 22:\n  Connection timed out\n") == (
         "ssh: connect to host 10.0.0.5 port 22: Connection timed out")
+
+
+def test_a_commands_last_line_is_its_error_as_one_line():
+    stderr = "WARNING: errors ignored on restore: 1\n\npg_restore: error: could not read  input file: s3cr3t-pw\n  \n"
+    assert last_line(stderr, ["s3cr3t-pw"]) == "pg_restore: error: could not read input file: ***"
+    assert last_line(" \n", default="(no message)") == "(no message)"
+    assert last_line(None) == ""
+    assert last_line("x" * 5000) == "x" * ONE_LINE_MAX
+
+
+def test_a_longer_limit_is_asked_for_by_name():
+    assert one_line("y" * 5000, limit=500) == "y" * 500
+    assert last_line("a\n" + "z" * 5000, limit=500) == "z" * 500
 
 
 def test_url_with_a_password_is_displayed_without_it():

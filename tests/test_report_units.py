@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -20,6 +19,7 @@ from acgs_verify.report.prometheus import render_metrics
 from acgs_verify.report.snapshot import snapshot_of
 from acgs_verify.results import CheckResult, RunResult
 from acgs_verify.waivers import WaiverError, apply_waivers, load_waivers
+from tests.servers import closed_port, redis_server
 
 
 def check(id_="SVC-06", target="auth@app-1", outcome="passed", severity="P1", **kw) -> CheckResult:
@@ -203,12 +203,6 @@ def test_mask_files_masks_raw_json_and_xml_forms(tmp_path):
 # ------------------------------------------------------------------------------- Redis state seam
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_state_counts_and_names_redis_keys_and_records_nothing_without_sources(tmp_path, write_profile,
                                                                                 monkeypatch):
     from acgs_verify.probes.state import collect_state
@@ -216,32 +210,20 @@ def test_state_counts_and_names_redis_keys_and_records_nothing_without_sources(t
 
     assert collect_state(load_profile(str(write_profile("hosts: [{name: a}]\n")))) == \
         {"tables": {}, "redis": {}, "errors": []}
-    port = _free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--requirepass", "s3cret-pw", "--dir", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        import redis
+    import redis
 
-        client = redis.Redis(host="127.0.0.1", port=port, password="s3cret-pw")
-        for _ in range(100):
-            try:
-                client.mset({"acgs:constitutional_hash": "cdd01ef066bc6cf2", "acgs:x": "1"})
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
+    with redis_server(tmp_path, password="s3cret-pw") as port, closed_port() as gone:
+        with redis.Redis(host="127.0.0.1", port=port, password="s3cret-pw") as client:
+            client.mset({"acgs:constitutional_hash": "cdd01ef066bc6cf2", "acgs:x": "1"})
         monkeypatch.setenv("I6_REDIS_PW", "s3cret-pw")
         profile = load_profile(str(write_profile(
             f"redis:\n  - {{name: cache, url: 'redis://127.0.0.1:{port}/0', password_env: I6_REDIS_PW}}\n"
-            f"  - {{name: gone, url: 'redis://127.0.0.1:{_free_port()}/0', password_env: I6_REDIS_PW}}\n",
+            f"  - {{name: gone, url: 'redis://127.0.0.1:{gone}/0', password_env: I6_REDIS_PW}}\n",
             "r.yaml")))
         state = collect_state(profile)
         assert state["redis"]["cache"] == {"keys": 2, "names": ["acgs:constitutional_hash", "acgs:x"]}
         assert "gone" not in state["redis"] and state["errors"][0].startswith("redis gone: could not count keys")
         assert "s3cret-pw" not in json.dumps(state)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_allure_results_written_from_the_result_model(tmp_path):

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from acgs_verify.sandbox.constants import SECRET_FILES
 from tests.conftest import REPO, SHARED_MACHINE
 
 USER = "nobody"
@@ -56,8 +57,12 @@ def readable_copy(sandbox):
         for d in [copy, *(p for p in copy.rglob("*") if p.is_dir() and not p.is_symlink())]:
             d.chmod(d.stat().st_mode | 0o055)  # pytest's tmp dirs are 0700; the files keep their own modes
         nobody = pwd.getpwnam(USER)
-        for secret in [copy / "secrets", *(copy / "secrets").glob("*.password")]:
-            os.chown(secret, nobody.pw_uid, nobody.pw_gid)  # the monitoring user's own credentials, still 0600
+        # the monitoring user's own credentials, still 0600: the sandbox's passwords (not its CA key), where the
+        # sandbox says they are, in the copy
+        passwords = [copy / path.relative_to(sandbox.dir) for path in map(sandbox.secret_file, SECRET_FILES)
+                     if path.suffix == ".password"]
+        for secret in [passwords[0].parent, *passwords]:
+            os.chown(secret, nobody.pw_uid, nobody.pw_gid)
         data = yaml.safe_load(sandbox.profile_path.read_text().replace(str(sandbox.dir), str(copy)))
         data["hosts"] = [h for h in data["hosts"] if h.get("backend", "local") == "local"]
         (work / "profile.yaml").write_text(yaml.safe_dump(data))

@@ -4,7 +4,6 @@ a gate picks the same checks whichever of the two runs it."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
@@ -51,14 +50,6 @@ def test_the_gate_default_is_a_gate_that_runs_every_check():
 def test_the_cli_hands_its_values_through():
     assert options.pytest_args({"profile": "p", "set": ["a=1", "b=2"], "gate": "smoke", "since": None}) == [
         "--profile", "p", "--set", "a=1", "--set", "b=2", "--gate", "smoke"]
-
-
-@pytest.fixture
-def closed_port():
-    """A loopback port of this test's own, bound but not listening: every connection to it is refused at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        yield s.getsockname()[1]
 
 
 def test_a_gate_selects_the_same_checks_in_pytest_and_in_run(tmp_path, closed_port):

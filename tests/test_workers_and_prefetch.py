@@ -78,7 +78,7 @@ def test_unreachable_host_found_once_by_connect():
     try:
         pool.connect([host])  # does not raise: the host's checks fail with the reason
         with pytest.raises(ProbeError, match="host unreachable"):
-            pool.measure(host, "uname", lambda node: node.check_output("uname"))
+            pool.measure(host, "uname", lambda conn: conn.check_output("uname"))
     finally:
         pool.close()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from acgs_verify.discover.finders import Discovery, Item, find
 from acgs_verify.discover.writer import merge, render, summary_line
+from acgs_verify.redact import last_line
 
 __all__ = ["Discovery", "Item", "discover", "find", "merge", "render", "summary_line"]
 
@@ -83,7 +84,7 @@ def run(args) -> int:
                     identity_file=args.identity_file, known_hosts=args.known_hosts, ssh_config=args.ssh_config,
                     strict_host_key_checking=not args.no_strict_host_key_checking, become=args.become)
     except ValueError as exc:
-        print(f"acgs-verify: error: discover: {str(exc).splitlines()[-1]}", file=sys.stderr)
+        print(f"acgs-verify: error: discover: {last_line(str(exc))}", file=sys.stderr)
         return 3
     try:
         text, summary, found = discover(host, port_offset=args.port_offset, connect_timeout=args.connect_timeout)

@@ -34,9 +34,10 @@ from pathlib import Path
 
 from acgs_verify import pgbin
 from acgs_verify.probes.errors import ProbeError
-from acgs_verify.redact import one_line
+from acgs_verify.redact import last_line, one_line
 from acgs_verify.words import plural
 
+NO_MESSAGE = "(no message)"  # what a tool that failed without a word to stderr is quoted as
 READ_CHUNK = 1 << 21  # compressed bytes per read: large reads keep Python's share of the time small
 OUT_MAX = 1 << 23  # uncompressed bytes per zlib call: the bound on memory, whatever the ratio (zip bombs)
 TAIL_BYTES = 1 << 16  # the end of a dump kept for BK-04
@@ -718,12 +719,13 @@ def custom_dump_status(path: Path, pg_restore: str, timeout: float) -> tuple[boo
         return False, f"not a pg_dump custom-format file (starts {magic!r}, expected b'PGDMP')"
     toc = _run([pg_restore, "--list", str(path)], timeout)
     if toc.returncode != 0:
-        return False, f"table of contents unreadable: {_last_line(toc.stderr)}"
+        return False, f"table of contents unreadable: {last_line(toc.stderr, default=NO_MESSAGE)}"
     entries = [ln for ln in toc.stdout.splitlines() if ln and not ln.startswith(";")]
     data = sum(" TABLE DATA " in ln for ln in entries)
     full = _run([pg_restore, "--file", os.devnull, str(path)], timeout)
     if full.returncode != 0:
-        return False, f"{len(entries)} TOC entries, but the data does not read to the end: {_last_line(full.stderr)}"
+        why = last_line(full.stderr, default=NO_MESSAGE)
+        return False, f"{len(entries)} TOC entries, but the data does not read to the end: {why}"
     return True, (f"table of contents with {plural(len(entries), 'entry', 'entries')} ({data} TABLE DATA), "
                   "every block read")
 
@@ -735,11 +737,6 @@ def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
         raise ProbeError(f"{Path(argv[0]).name} took longer than {timeout:.0f} s") from None
     except OSError as exc:
         raise ProbeError(f"cannot run {argv[0]}: {exc.strerror}") from None
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    return lines[-1][:200] if lines else "(no message)"
 
 
 def pg_tool(name: str, bindir: str | None = None) -> str:

@@ -60,10 +60,10 @@ class HostPool:
         self._passphrases = passphrases or {}
         self._hosts: dict[str, Any] = {}
         self._unreachable: dict[str, str] = {}
-        self._facts: dict[tuple[str, str, str], Any] = {}  # _key() -> what was measured
+        self._facts: dict[tuple[str, Callable, str], Any] = {}  # _key() -> what was measured
         self._ssh_dir: Path | None = None
         self._masters: list[tuple[str, str]] = []  # (ssh_config, destination) of ssh control masters
-        self._pending: dict[tuple[str, str, str], Future] = {}
+        self._pending: dict[tuple[str, Callable, str], Future] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
@@ -90,9 +90,9 @@ class HostPool:
 
     def measure(self, host: Host, label: str, read: Callable[..., T], *args: Any) -> T:
         """`read(conn, *args)` once per host per run (one `ps`, one `ss`, one read of /proc), shared by every caller
-        asking the same: the key is the function's qualified name and its arguments, so two functions never share
-        a result by accident. A host that stops answering half-way is marked unreachable, so its other checks fail
-        at once too.
+        asking the same: the key is the function itself (not its name, which two lambdas of one scope share) and its
+        arguments, so two functions never share a result by accident. A host that stops answering half-way is
+        marked unreachable, so its other checks fail at once too.
 
         >>> pool.measure(host, "port owners", read_port_owners, host.become)   # label: for error messages
         """
@@ -437,9 +437,10 @@ def _kind(host: Host) -> tuple:
     return host.backend, tuple(host.roles), tuple(host.mounts), host.become
 
 
-def _key(host: Host, read: Callable, args: tuple) -> tuple[str, str, str]:
-    """(host, module.function, arguments): what one measurement is cached under."""
-    return host.name, f"{read.__module__}.{read.__qualname__}", repr(args)
+def _key(host: Host, read: Callable, args: tuple) -> tuple[str, Callable, str]:
+    """(host, the function, its arguments): what one measurement is cached under. The function object, not its
+    qualified name, which two lambdas (or two closures) of one scope share."""
+    return host.name, read, repr(args)
 
 
 def _bracket(address: str) -> str:
@@ -603,7 +604,7 @@ def read_port_owners(conn, become: bool = False) -> PortOwners:
     refused = None
     res = conn.run(f"{sudo}ss -Htlnp")
     if become and res.rc != 0 and res.rc != 127:
-        refused = " ".join((res.stderr or "").split())[:120] or f"exit {res.rc}"
+        refused = one_line(res.stderr or "") or f"exit {res.rc}"
         res = conn.run("ss -Htlnp")
     # without ss (a minimal image): the kernel's own tables
     holders = _ss_holders(res.stdout) if res.rc == 0 else _proc_holders(conn, "" if refused else sudo)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from acgs_verify.probes.errors import ProbeError
+from acgs_verify.redact import one_line
 
 BLOCK = 64 * 1024
 MAX_TAIL_BYTES = 32 << 20  # 5000 lines of a sane log are ~1 MB; a log of megabyte lines gets cut here
@@ -210,7 +211,7 @@ def read_tail(conn, path: str, n: int) -> list[str]:
     """The last `n` lines of `path` on a remote host: `tail -n N -- PATH`; ProbeError with tail's reason."""
     result = conn.run("tail -n %s -- %s", str(n), path)
     if result.rc != 0:
-        raise ProbeError(f"log {path}: {result.stderr.strip()[:200]}")
+        raise ProbeError(f"log {path}: {one_line(result.stderr)}")
     return result.stdout.replace("\0", "").splitlines()
 
 

@@ -270,7 +270,7 @@ def _restore(tool: str, dump: Path, dump_format: str, dsn: str, password: str | 
     if code != 0:
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         errors = [ln for ln in lines if "ERROR" in ln or "FATAL" in ln or "error" in ln]
-        return (errors or lines or [f"{Path(tool).name} exited with {code}"])[-1][:400]
+        return one_line((errors or lines or [f"{Path(tool).name} exited with {code}"])[-1])
     return problem
 
 

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from acgs_verify.probes.errors import ProbeError
+from acgs_verify.redact import one_line
 from acgs_verify.words import plural
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ def read_world_writable(conn, root: str, timeout: int = FIND_TIMEOUT_SECONDS) ->
            f"END {{print \"@@count \" n+0; print \"@@files \" files+0; print \"@@rc \" rc}}'; }} 3>&1")
     result = conn.run(cmd)
     if result.rc != 0:
-        raise ProbeError(result.stderr.strip()[:200] or f"find under {root} failed (exit {result.rc})")
+        raise ProbeError(one_line(result.stderr) or f"find under {root} failed (exit {result.rc})")
     first, count, files, rc, unreadable = [], 0, 0, 0, []
     for line in result.stdout.splitlines():
         if line.startswith("@@count "):
@@ -186,7 +187,7 @@ def _stdout(conn, cannot: str, command: str, *args: str) -> str:
     """What `command` printed; ProbeError "CANNOT: <its stderr>" when it exits non-zero."""
     result = conn.run(command, *args)
     if result.rc != 0:
-        raise ProbeError(f"{cannot}: {result.stderr.strip()[:150]}")
+        raise ProbeError(f"{cannot}: {one_line(result.stderr)}")
     return result.stdout
 
 

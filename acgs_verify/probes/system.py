@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from acgs_verify.probes.errors import ProbeError
+from acgs_verify.redact import one_line
 
 if TYPE_CHECKING:
     from acgs_verify.probes.host import HostPool
@@ -74,7 +75,7 @@ def read_snapshot(conn, mounts: list[str]) -> Snapshot:
     """cat /proc/loadavg; /proc/stat twice over CPU_SAMPLE_SECONDS; /proc/meminfo; df -P per mount."""
     result = conn.run(snapshot_command(mounts))
     if result.rc != 0 and not result.stdout:
-        raise ProbeError(f"cannot read /proc: {result.stderr.strip()[:200]}")
+        raise ProbeError(f"cannot read /proc: {one_line(result.stderr)}")
     return parse_snapshot(result.stdout, mounts)
 
 
@@ -120,7 +121,7 @@ def _disks(blocks: list[str], mounts: list[str]) -> dict[str, Disk | str]:
             pct = 100.0 * used / (used + avail) if used + avail else 0.0
             out[mount] = Disk(mount, cols[0], size, used, round(pct, 1))
         else:
-            out[mount] = " ".join(" ".join(lines).split())[:200] or "df printed nothing"
+            out[mount] = one_line(" ".join(lines)) or "df printed nothing"
     return out
 
 
@@ -145,7 +146,7 @@ def read_oom_kills(conn, kernel_log: str | None, n: int) -> list[str]:
                       f"END {{print \"{_MARK} lines \" n+0}}'")
     hint = "" if kernel_log else " (set paths.kernel_log to read a kernel log file instead)"
     if result.stderr.strip():
-        raise ProbeError(result.stderr.strip().splitlines()[0][:200] + hint)
+        raise ProbeError(one_line(result.stderr) + hint)
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     read = int(lines.pop().split()[-1]) if lines and lines[-1].startswith(f"{_MARK} lines ") else 0
     if not read:

@@ -16,11 +16,10 @@ import datetime as dt
 import hashlib
 import json
 import random
-import time
 from collections.abc import Callable
 from typing import Any
 
-from acgs_verify.sandbox.components.base import poll
+from acgs_verify.sandbox.components.base import poll, wait_until
 from acgs_verify.sandbox.constants import CONSTITUTIONAL_HASH, OTHER_HASH
 
 AUDIT_ROWS = 3000
@@ -249,13 +248,7 @@ def _heal_stale_stats(conn, replica, undo) -> None:
 
 
 def _wait(what: str, test: Callable[[], bool], timeout: float = 20) -> None:
-    from acgs_verify.sandbox.components.base import SandboxError
-
-    deadline = time.monotonic() + timeout
-    while not test():
-        if time.monotonic() > deadline:
-            raise SandboxError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
+    wait_until(f"timed out after {timeout:.0f} s waiting for {what}", test, timeout, interval=0.1)
 
 
 def _lsn(conn) -> str:

@@ -28,6 +28,7 @@ WRONG_HASH = "0badc0ffee15bad0"  # what `wrong-hash` serves instead
 OTHER_LOG_HASH = "3f2a9c1b7e4d6a05"  # what `log-hash-mismatch` writes to the log
 VERSION = "4.0.0"
 SLOW_SECONDS = 0.15
+DELAY_HEADER = "x-sandbox-delay-ms"  # on a reply `slow` delayed: the milliseconds it waited, so a test reads a fact
 FAULTS_FILE = "faults.json"
 MEMORY_FAULT_BYTES = 256 << 20  # service-memory: far above a healthy service's ~40 MB RSS
 LOG_SUBDIR = LOG_DIR
@@ -272,7 +273,8 @@ class ServiceApp:
             pass  # drain the request body; nothing here reads it
         faults = self.faults.refresh()
         self._note_faults(faults)
-        if "slow" in faults:
+        delayed = "slow" in faults
+        if delayed:
             await asyncio.sleep(SLOW_SECONDS)
         method, path = scope["method"], scope["path"]
         status, body, ctype = self._route(method, path, faults)
@@ -292,6 +294,7 @@ class ServiceApp:
                 (b"content-type", ctype.encode()),
                 (b"content-length", str(len(body)).encode()),
                 (b"x-constitutional-hash", hash_header.encode()),
+                *([(DELAY_HEADER.encode(), str(round(SLOW_SECONDS * 1000)).encode())] if delayed else []),
             ],
         })
         await send({"type": "http.response.body", "body": body})

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from acgs_verify import pgbin
+from acgs_verify.redact import one_line
 from acgs_verify.sandbox import pg_seed
 from acgs_verify.sandbox.components.base import (
     Component,
@@ -406,7 +407,7 @@ class Postgres(Component):
                                    application_name="acgs-sandbox", options=options)
         except psycopg.Error as exc:
             raise SandboxError(f"cannot connect to the sandbox PostgreSQL as {user}: "
-                               f"{' '.join(str(exc).split())}") from None
+                               f"{one_line(exc, [password])}") from None
         with conn:
             yield conn
 

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from acgs_verify.redact import one_line
 from acgs_verify.sandbox.components.base import (
     Component,
     Context,
@@ -68,7 +69,7 @@ class Sshd(Component):
 
     def status(self, ctx: Context) -> list[dict[str, Any]]:
         if sshd_binary() is None:
-            return [{"name": "sshd", "pid": None, "port": None, "state": "not installed (no remote host)"}]
+            return [self.row(ctx, "sshd", "not installed (no remote host)")]
         name, record = f"sshd {self.host_name}", ctx.state.get("process")
         if "host-down" in self.active_faults(ctx):
             return [self.row(ctx, name, "down (fault)", record["pid"] if record else None, self._port(ctx))]
@@ -140,7 +141,7 @@ def _keygen(path: Path) -> None:
     res = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "acgs-verify sandbox", "-f",
                           str(path)], capture_output=True, text=True, timeout=30)
     if res.returncode != 0:
-        raise SandboxError(f"ssh-keygen failed: {res.stderr.strip()[:200]}")
+        raise SandboxError(f"ssh-keygen failed: {one_line(res.stderr)}")
 
 
 def _banner(address: str, port: int) -> bool:

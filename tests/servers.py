@@ -1,0 +1,92 @@
+"""Ports and throwaway servers of a test's own, safe when two test runs share one machine (two clones, xdist).
+
+A port is never looked up, let go and used later, when another run may have taken it:
+
+    with closed_port() as port:         # bound by this test, listening to nobody: every connect is refused
+    with silent_listener() as hole:     # completes the TCP handshake and never says a word (hostile.accepted)
+    with redis_server(tmp_path) as port:  # a fresh redis-server answering PING, stopped afterwards
+
+Sandboxes take their ports from tests.conftest.free_port_offset(), whose locks hold an offset per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.waiting import wait_for
+
+ADDRESS = "127.0.0.1"
+REDIS_START_TRIES = 5  # a port the kernel handed out can be taken again before redis-server binds it: try another
+
+
+@contextlib.contextmanager
+def closed_port(address: str = ADDRESS) -> Iterator[int]:
+    """A port bound (not listening) until the block ends: nothing else can listen there meanwhile, so a connection
+    to it is refused at once."""
+    with socket.socket() as s:
+        s.bind((address, 0))
+        yield s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def silent_listener(address: str = ADDRESS) -> Iterator[socket.socket]:
+    """A listener that never accepts: the kernel completes the handshake, then nothing is ever said."""
+    with socket.socket() as s:
+        s.bind((address, 0))
+        s.listen(16)
+        yield s
+
+
+@contextlib.contextmanager
+def redis_server(directory: Path, password: str | None = None, timeout: float = 10) -> Iterator[int]:
+    """A redis-server of this test's own on 127.0.0.1 (no persistence, files under `directory`), answering PING
+    when the block starts and stopped when it ends; its port is yielded. It gives up with the server's log."""
+    import redis
+
+    log = directory / "redis-server.log"
+    for _ in range(REDIS_START_TRIES):
+        with closed_port() as port:
+            pass  # the kernel's pick, let go just before redis-server binds it: a lost race ends in a retry
+        argv = ["redis-server", "--port", str(port), "--bind", ADDRESS, "--save", "", "--appendonly", "no",
+                "--dir", str(directory), *(["--requirepass", password] if password else [])]
+        with open(log, "ab") as out:  # what it says, a fatal configuration error included
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        client = redis.Redis(host=ADDRESS, port=port, password=password, socket_timeout=1, retry=None)
+
+        def state(client=client, proc=proc) -> str | None:
+            if proc.poll() is not None:
+                return "exited"
+            with contextlib.suppress(redis.ConnectionError):
+                return "up" if client.ping() else None
+            return None
+
+        try:
+            got = wait_for("redis-server to answer PING", state, timeout)
+        except AssertionError:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"redis-server on port {port} did not answer PING within {timeout:g} s: "
+                                 f"{_tail(log)}") from None
+        finally:
+            client.close()
+        if got == "up":
+            break
+        proc.wait()
+    else:
+        raise AssertionError(f"redis-server did not start in {REDIS_START_TRIES} tries: {_tail(log)}")
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _tail(log: Path) -> str:
+    try:
+        return " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:]) or "its log is empty"
+    except OSError:
+        return f"no log at {log}"
