@@ -148,12 +148,14 @@ def healthy_sandbox(sandbox):
         sandbox.heal_fault(fault)
 
 
-def sandbox_admin(sandbox, dbname: str = "acgs_production"):
-    """A superuser session on the sandbox's primary, for tests that set up or inspect what checks may not touch."""
+def sandbox_admin(sandbox, dbname: str = "acgs_production", replica: bool = False):
+    """A superuser session on the sandbox's primary (or its replica), for tests that set up or inspect what checks
+    may not touch."""
     import psycopg
 
-    from acgs_verify.sandbox.components.postgres import primary_port
+    from acgs_verify.sandbox.components.postgres import primary_port, replica_port
 
     password = sandbox.secret("pg-admin")
-    return psycopg.connect(host="127.0.0.1", port=primary_port(sandbox.port_offset), user="postgres",
+    port = (replica_port if replica else primary_port)(sandbox.port_offset)
+    return psycopg.connect(host="127.0.0.1", port=port, user="postgres",
                            password=password, dbname=dbname, autocommit=True, connect_timeout=5)

@@ -5,6 +5,7 @@ A port is never looked up, let go and used later, when another run may have take
     with closed_port() as port:         # bound by this test, listening to nobody: every connect is refused
     with silent_listener() as hole:     # completes the TCP handshake and never says a word (hostile.accepted)
     with redis_server(tmp_path) as port:  # a fresh redis-server answering PING, stopped afterwards
+    with server("postgres", argv, ready, log) as (port, proc):  # any server of a test's own, started likewise
 
 Sandboxes take their ports from tests.conftest.free_port_offset(), whose locks hold an offset per process.
 """
@@ -14,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tests.waiting import wait_for
 
 ADDRESS = "127.0.0.1"
-REDIS_START_TRIES = 5  # a port the kernel handed out can be taken again before redis-server binds it: try another
+START_TRIES = 5  # a port the kernel handed out can be taken again before the server binds it: try another
 
 
 @contextlib.contextmanager
@@ -42,47 +43,58 @@ def silent_listener(address: str = ADDRESS) -> Iterator[socket.socket]:
 
 
 @contextlib.contextmanager
+def server(name: str, argv: Callable[[int], list[str]], ready: Callable[[int], object], log: Path,
+           timeout: float = 10, **popen) -> Iterator[tuple[int, subprocess.Popen]]:
+    """A server of this test's own on a port the kernel picked: `argv(port)` started (its output appended to
+    `log`, `popen` passed to Popen), waited for until `ready(port)` holds, stopped when the block ends; yields
+    (port, process). A start whose port was taken meanwhile is retried; it gives up with the server's log."""
+    for _ in range(START_TRIES):
+        with closed_port() as port:
+            pass  # the kernel's pick, let go just before the server binds it: a lost race ends in a retry
+        with open(log, "ab") as out:  # what it says, a fatal configuration error included
+            proc = subprocess.Popen(argv(port), stdout=out, stderr=subprocess.STDOUT, **popen)
+
+        def state(port=port, proc=proc) -> str | None:
+            if proc.poll() is not None:
+                return "exited"
+            return "up" if ready(port) else None
+
+        try:
+            got = wait_for(f"{name} to answer", state, timeout)
+        except AssertionError:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"{name} on port {port} did not answer within {timeout:g} s: {_tail(log)}") from None
+        if got == "up":
+            break
+    else:
+        raise AssertionError(f"{name} did not start in {START_TRIES} tries: {_tail(log)}")
+    try:
+        yield port, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
 def redis_server(directory: Path, password: str | None = None, timeout: float = 10) -> Iterator[int]:
     """A redis-server of this test's own on 127.0.0.1 (no persistence, files under `directory`), answering PING
     when the block starts and stopped when it ends; its port is yielded. It gives up with the server's log."""
     import redis
 
-    log = directory / "redis-server.log"
-    for _ in range(REDIS_START_TRIES):
-        with closed_port() as port:
-            pass  # the kernel's pick, let go just before redis-server binds it: a lost race ends in a retry
-        argv = ["redis-server", "--port", str(port), "--bind", ADDRESS, "--save", "", "--appendonly", "no",
+    def argv(port: int) -> list[str]:
+        return ["redis-server", "--port", str(port), "--bind", ADDRESS, "--save", "", "--appendonly", "no",
                 "--dir", str(directory), *(["--requirepass", password] if password else [])]
-        with open(log, "ab") as out:  # what it says, a fatal configuration error included
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        client = redis.Redis(host=ADDRESS, port=port, password=password, socket_timeout=1, retry=None)
 
-        def state(client=client, proc=proc) -> str | None:
-            if proc.poll() is not None:
-                return "exited"
-            with contextlib.suppress(redis.ConnectionError):
-                return "up" if client.ping() else None
-            return None
+    def answers(port: int) -> bool:
+        with contextlib.closing(redis.Redis(host=ADDRESS, port=port, password=password, socket_timeout=1,
+                                            retry=None)) as client, contextlib.suppress(redis.ConnectionError):
+            return bool(client.ping())
+        return False
 
-        try:
-            got = wait_for("redis-server to answer PING", state, timeout)
-        except AssertionError:
-            proc.kill()
-            proc.wait()
-            raise AssertionError(f"redis-server on port {port} did not answer PING within {timeout:g} s: "
-                                 f"{_tail(log)}") from None
-        finally:
-            client.close()
-        if got == "up":
-            break
-        proc.wait()
-    else:
-        raise AssertionError(f"redis-server did not start in {REDIS_START_TRIES} tries: {_tail(log)}")
-    try:
+    with server("redis-server", argv, answers, directory / "redis-server.log", timeout) as (port, _):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def _tail(log: Path) -> str:

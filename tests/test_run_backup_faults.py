@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from acgs_verify.sandbox.components.postgres import DATABASE, ROLE, find_bindir,
 from tests.conftest import REPO, sandbox_admin
 from tests.fault_runs import FaultBatches
 from tests.test_run_sandbox import failed_ids, run
+from tests.waiting import wait_for
 
 # every run also loosens SVC-06's latency limit: the machine is shared, and a p99 spike under someone else's load
 # is not what these tests are about (every other check still runs, and must pass)
@@ -287,10 +287,16 @@ def test_interrupted_drill_leaves_no_scratch_database(healthy_sandbox, tmp_path,
             argv = [sys.executable, "-m", "pytest", "checks", "-p", "no:cacheprovider", "-q", *args, "-k", "BK-07"]
             sig = signal.SIGTERM
         proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 60
-        while not _sleeping_drill(healthy_sandbox):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-2000:]
-            time.sleep(0.2)
+
+        def state() -> str | bool:  # a run that ended before its restore slept fails at once, with what it said
+            return "exited" if proc.poll() is not None else _sleeping_drill(healthy_sandbox)
+
+        try:
+            got = wait_for("the drill's restore in pg_sleep", state, 60, interval=0.2)
+        except AssertionError as exc:
+            proc.kill()
+            raise AssertionError(f"{exc}: {proc.communicate()[0][-2000:]}") from None
+        assert got is True, proc.communicate()[0][-2000:]
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode != 0, out[-2000:]

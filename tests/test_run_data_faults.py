@@ -8,7 +8,6 @@ A full run changes nothing on the servers, and no password appears in anything a
 from __future__ import annotations
 
 import hashlib
-import time
 
 import pytest
 
@@ -20,7 +19,7 @@ from tests.waiting import wait_for
 DB, HOST_DB, ENV, CACHE = "primary", "primary@app-1", "sandbox", "cache"
 DATA_CHECKS = ("--", "-k", "test_database.py or test_cache.py or CC-04 or CC-05 or CC-06")
 
-# fault -> (the (ID, target) pairs that must fail, --set arguments, seconds to let the fault age)
+# fault -> (the (ID, target) pairs that must fail, --set arguments, the age in seconds the fault reaches first)
 FAULTS: dict[str, tuple[set, list[str], float]] = {
     "db-down": ({(f"DB-{i:02d}", DB) for i in range(1, 14) if i != 2} | {("DB-02", HOST_DB), ("CC-04", ENV),
                                                                        ("CC-05", DB)}, [], 0),
@@ -75,9 +74,9 @@ def test_healthy_sandbox_passes_every_data_check(healthy_sandbox, tmp_path):
 def _ready(sandbox, fault: str) -> None:
     age = FAULTS[fault][2]
     if fault == "db-long-query":  # the fact DB-04 judges: the session has been in its query for over 1 s
-        wait_for("a pg_sleep running for more than 1.2 s", lambda: _long_query_running(sandbox, age), 30)
-    else:
-        time.sleep(age)  # the replica's replay has been paused for longer than the threshold: ageing is the point
+        wait_for(f"a pg_sleep running for more than {age:g} s", lambda: _long_query_running(sandbox, age), 30)
+    elif fault == "db-replica-lag":  # the fact DB-07 judges: replay behind what arrived, for over the threshold
+        wait_for(f"the replica's replay behind for more than {age:g} s", lambda: _replay_behind(sandbox, age), 30)
 
 
 # faults on different checks and different tables or servers share a run, each batch with at most one fault of
@@ -120,6 +119,15 @@ def _long_query_running(sandbox, seconds: float) -> bool:
         return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE"
                              " '%%pg_sleep%%' AND now() - query_start > make_interval(secs => %s)"
                              " AND pid <> pg_backend_pid()", [seconds]).fetchone()[0] > 0
+
+
+def _replay_behind(sandbox, seconds: float) -> bool:
+    """Asked of the replica, as DB-07's probe asks it: WAL received and not replayed, the last replayed
+    transaction older than `seconds`."""
+    with sandbox_admin(sandbox, "postgres", replica=True) as replica:
+        return replica.execute("SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) > 0"
+                               " AND now() - pg_last_xact_replay_timestamp() > make_interval(secs => %s)",
+                               [seconds]).fetchone()[0]
 
 
 def _sessions_named(sandbox, application_name: str) -> int:

@@ -4,10 +4,10 @@ SVC-03/04 and DB-02 work over ssh; xdist keeps a host's checks together."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from acgs_verify.pgbin import server_bindir
 from acgs_verify.sandbox.components.sshd import sshd_binary
 from tests.conftest import SHARED_MACHINE, run_cli
 from tests.fault_runs import FaultBatches
 from tests.hostile import accepted
+from tests.servers import server, silent_listener
 
 HAS_SSHD = sshd_binary() is not None
 OPS = "ops-1"
@@ -132,9 +134,7 @@ def test_sys_checks_report_this_machines_numbers(healthy_sandbox, tmp_path):
 @pytest.fixture
 def black_hole():
     """A TCP listener on 127.0.0.4 that never speaks: ssh waits its whole connect timeout."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.4", 0))
-        s.listen(64)
+    with silent_listener("127.0.0.4") as s:
         yield s
 
 
@@ -174,31 +174,35 @@ def test_parallel_workers_give_the_same_results_per_host(healthy_sandbox, tmp_pa
 
 @pytest.fixture(scope="module")
 def postgres():
-    """A real PostgreSQL server on 127.0.0.1 (as the postgres user when run as root), for DB-02."""
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not bins:
+    """A real PostgreSQL server on 127.0.0.1 (as the postgres user when run as root), for DB-02: started as
+    `postgres -D DATADIR` (the process DB-02 looks for) and accepting a session when the tests start."""
+    import psycopg
+
+    try:
+        bindir = Path(server_bindir())
+    except LookupError:
         pytest.skip("needs PostgreSQL (.ci/run installs it)")
-    bindir = bins[-1].parent
     datadir = Path(tempfile.mkdtemp(prefix="acgs-pg-", dir="/tmp"))
     user = "postgres" if os.geteuid() == 0 else None
     if user:
         shutil.chown(datadir, user)
     subprocess.run([str(bindir / "initdb"), "-D", str(datadir), "-A", "trust", "-U", "acgs"], user=user,
                    check=True, capture_output=True, timeout=120)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([str(bindir / "postgres"), "-D", str(datadir), "-p", str(port), "-k", str(datadir),
-                             "-c", "listen_addresses=127.0.0.1"], user=user, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+
+    def argv(port: int) -> list[str]:
+        return [str(bindir / "postgres"), "-D", str(datadir), "-p", str(port), "-k", str(datadir),
+                "-c", "listen_addresses=127.0.0.1"]
+
+    def accepts(port: int) -> bool:
+        with contextlib.suppress(psycopg.OperationalError), psycopg.connect(
+                host="127.0.0.1", port=port, user="acgs", dbname="postgres", connect_timeout=2):
+            return True
+        return False
+
     try:
-        deadline = time.monotonic() + 30
-        while not (datadir / "postmaster.pid").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        yield {"port": port, "datadir": str(datadir), "proc": proc}
+        with server("postgres", argv, accepts, datadir / "server.log", 30, user=user) as (port, proc):
+            yield {"port": port, "datadir": str(datadir), "proc": proc}
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
         shutil.rmtree(datadir, ignore_errors=True)
 
 
