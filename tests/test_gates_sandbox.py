@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from acgs_verify.sandbox.service_app import OTHER_LOG_HASH, SERVICES, log_path
 from tests.conftest import REPO, SHARED_MACHINE, run_cli
@@ -23,11 +26,20 @@ def outcome(summary, check_id: str, target: str) -> dict:
     return next(c for c in summary["checks"] if c["id"] == check_id and c["target"] == target)
 
 
-def test_fault_between_pre_and_post_maintenance_is_a_named_regression(healthy_sandbox, tmp_path):
-    reports = tmp_path / "reports"
-    pre, pre_summary = run(healthy_sandbox, reports, "--gate", "pre-maintenance")
+@pytest.fixture(scope="module")
+def pre_maintenance(sandbox, tmp_path_factory):
+    """A pre-maintenance run of the healthy sandbox: its reports directory (where post-maintenance runs find its
+    snapshot), the run and its summary, and the snapshot.json it wrote."""
+    for fault in sandbox.faults():
+        sandbox.heal_fault(fault)
+    reports = tmp_path_factory.mktemp("maintenance") / "reports"
+    pre, summary = run(sandbox, reports, "--gate", "pre-maintenance")
+    return reports, pre, summary, (reports / "latest" / "snapshot.json").resolve()
+
+
+def test_fault_between_pre_and_post_maintenance_is_a_named_regression(healthy_sandbox, pre_maintenance):
+    reports, pre, pre_summary, snapshot = pre_maintenance
     assert pre.returncode == 0, pre.stdout + pre.stderr
-    snapshot = (reports / "latest" / "snapshot.json").resolve()
     snap = json.loads(snapshot.read_text())
     assert snap["services"]["auth@app-1"] == {"answered": True, "version": "4.0.0"}
     svc06 = snap["checks"]["SVC-06[auth@app-1]"]
@@ -45,8 +57,10 @@ def test_fault_between_pre_and_post_maintenance_is_a_named_regression(healthy_sa
     assert f"compared with snapshot {snapshot}" in unchanged.stdout, unchanged.stdout
     assert "no regressions" in unchanged.stdout
 
+    # the unchanged run above showed no regression across the whole catalog; this one looks where the fault is
+    # (test_run_sandbox shows it fails these two checks and nothing else)
     healthy_sandbox.break_fault("wrong-hash:governance-synthesis")
-    post, summary = run(healthy_sandbox, reports, "--gate", "post-maintenance")
+    post, summary = run(healthy_sandbox, reports, "--gate", "post-maintenance", "--", "-k", "governance")
     assert post.returncode == 2, post.stdout
     regressions = {r["name"] for r in summary["comparison"]["regressions"]}
     assert regressions == {"SVC-02[governance-synthesis@app-1]", "SVC-08[governance-synthesis@app-1]"}
@@ -91,11 +105,15 @@ def waiver_file(tmp_path: Path, expires: str, target: str = "evolutionary-comput
     return path
 
 
+# 5 latency samples, not 20: the slow service's 150 ms a sample fails SVC-06 all the same
+FEW_SAMPLES = ("--set", "thresholds.latency_samples=5")
+
+
 def test_waived_failure_leaves_exit_0_until_it_expires(healthy_sandbox, tmp_path):
     healthy_sandbox.break_fault("slow:evolutionary-computation")
     future = (datetime.now(UTC).date() + timedelta(days=30)).isoformat()
     res, summary = run(healthy_sandbox, tmp_path / "a", "--waivers", str(waiver_file(tmp_path, future)),
-                       "--", "-k", "latency")
+                       *FEW_SAMPLES, "--", "-k", "latency")
     assert res.returncode == 0, res.stdout
     c = outcome(summary, "SVC-06", "evolutionary-computation@app-1")
     assert c["outcome"] == "failed" and c["waived"]["owner"] == "alice"
@@ -108,7 +126,7 @@ def test_waived_failure_leaves_exit_0_until_it_expires(healthy_sandbox, tmp_path
 
     past = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
     res, summary = run(healthy_sandbox, tmp_path / "b", "--waivers", str(waiver_file(tmp_path, past)),
-                       "--", "-k", "latency")
+                       *FEW_SAMPLES, "--", "-k", "latency")
     assert res.returncode == 2, res.stdout
     c = outcome(summary, "SVC-06", "evolutionary-computation@app-1")
     assert c["waived"] is None and f"waiver expired {past}" in c["message"]
@@ -124,20 +142,29 @@ def test_bad_waiver_file_is_one_line_and_exit_3(healthy_sandbox, tmp_path):
 
 def test_wait_reruns_failing_checks_until_the_service_recovers(healthy_sandbox, tmp_path):
     healthy_sandbox.break_fault("service-unhealthy:constitutional-ai")
-    timer = threading.Timer(3.0, healthy_sandbox.heal_fault, ["service-unhealthy:constitutional-ai"])
-    timer.start()
+    reports = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "acgs_verify.cli", "run", "--profile",
+                             str(healthy_sandbox.profile_path), "--report-dir", str(reports), *SHARED_MACHINE,
+                             "--gate", "smoke", "--wait", "60", "--", "-k", "constitutional"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        res, summary = run(healthy_sandbox, tmp_path / "r", "--gate", "smoke", "--wait", "60",
-                           "--", "-k", "constitutional")
+        # the first attempt has failed once its JUnit file is written: the service recovers while the run waits
+        wait_for("the first attempt's junit.xml", lambda: proc.poll() is not None or list(
+            reports.glob(".partial-*/junit.xml")), 60)
+        healthy_sandbox.heal_fault("service-unhealthy:constitutional-ai")
+        out, err = proc.communicate(timeout=120)
     finally:
-        timer.cancel()
-    assert res.returncode == 0, res.stdout
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out + err
+    summary = json.loads((reports / "latest" / "summary.json").read_text())
     c = outcome(summary, "SVC-01", "constitutional-ai@app-1")
     assert c["outcome"] == "passed" and c["attempts"] >= 2
     assert summary["wait"]["attempts"] >= 2 and "SVC-01[constitutional-ai@app-1] after" in \
         " ".join(summary["wait"]["recovered"])
-    assert "waiting: attempt 2" in res.stdout
-    junit = tmp_path / "r" / "latest" / "junit.xml"
+    assert "waiting: attempt 2" in out
+    junit = reports / "latest" / "junit.xml"
     assert "<failure" not in junit.read_text()  # the retried cases carry their last outcome
     import xmlschema
 
@@ -146,7 +173,8 @@ def test_wait_reruns_failing_checks_until_the_service_recovers(healthy_sandbox, 
 
 def test_wait_gives_up_when_time_is_up_and_reports_attempts(healthy_sandbox, tmp_path):
     healthy_sandbox.break_fault("service-unhealthy:constitutional-ai")
-    res, summary = run(healthy_sandbox, tmp_path / "r", "--gate", "smoke", "--wait", "5", "--", "-k", "constitutional")
+    # 3 s: room for one re-run 2 s (gates.RETRY_INTERVAL_SECONDS) after the first attempt, not for a third
+    res, summary = run(healthy_sandbox, tmp_path / "r", "--gate", "smoke", "--wait", "3", "--", "-k", "constitutional")
     assert res.returncode == 2, res.stdout[-2000:]
     c = outcome(summary, "SVC-01", "constitutional-ai@app-1")
     assert c["outcome"] == "failed" and c["attempts"] == summary["wait"]["attempts"] >= 2
@@ -175,10 +203,9 @@ def test_since_restricts_log_checks_to_the_window(healthy_sandbox, tmp_path):
     assert bad.returncode == 3 and "expected an ISO time" in bad.stderr
 
 
-def test_since_snapshot_uses_the_pre_maintenance_start(healthy_sandbox, tmp_path):
-    reports = tmp_path / "reports"
-    run(healthy_sandbox, reports, "--gate", "pre-maintenance", "--", "-k", "SVC-01 or CC")
-    snap = json.loads((reports / "latest" / "snapshot.json").read_text())
+def test_since_snapshot_uses_the_pre_maintenance_start(healthy_sandbox, pre_maintenance):
+    reports, _, _, snapshot = pre_maintenance
+    snap = json.loads(snapshot.read_text())
     res, summary = run(healthy_sandbox, reports, "--gate", "post-maintenance", "--since", "snapshot",
                        "--", "-k", "health_endpoint or hash_in_recent")
     assert summary["log_window_since"] == snap["started"], res.stdout

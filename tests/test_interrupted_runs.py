@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,13 +44,21 @@ def wait_for_requests(log: Path, offset: int, proc: subprocess.Popen, count: int
     wait_for(f"{count} requests in {log}", seen, timeout, 0.1)
 
 
+@pytest.fixture(scope="module")
+def one_complete_run(sandbox, tmp_path_factory):
+    """A reports directory holding one complete run (`latest` points at it), for each test to copy."""
+    reports = tmp_path_factory.mktemp("complete") / "reports"
+    first = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(reports), "--gate", "smoke")
+    assert first.returncode == 0, first.stdout + first.stderr
+    return reports
+
+
 @pytest.mark.parametrize("sig, workers", [(signal.SIGINT, []), (signal.SIGTERM, ["-n", "2"])])
-def test_interrupt_keeps_latest_and_reports_incomplete(healthy_sandbox, tmp_path, sig, workers):
+def test_interrupt_keeps_latest_and_reports_incomplete(healthy_sandbox, one_complete_run, tmp_path, sig, workers):
     reports = tmp_path / "reports"
-    first = run_cli("run", "--profile", str(healthy_sandbox.profile_path), "--report-dir", str(reports),
-                    "--gate", "smoke")
-    assert first.returncode == 0
+    shutil.copytree(one_complete_run, reports, symlinks=True)  # `latest` names the run: relative, still valid
     complete_run = os.readlink(reports / "latest")
+    assert (reports / "latest" / "summary.json").is_file()
 
     healthy_sandbox.break_fault("slow:auth")  # 150 ms a request: 300 samples keep the run busy for 45 s
     auth_log = healthy_sandbox.dir / "var" / "log" / "acgs" / "auth_service.log"

@@ -118,25 +118,33 @@ def test_evidence_copies_are_the_sources_bytes_and_nothing_was_written_on_the_ta
     assert set(after) == set(before)  # no copy was made beside the logs (the runbook's cp -r would)
 
 
-def test_caps_keep_each_files_tail_and_name_the_cap(sandbox, tmp_path):
+def test_caps_keep_each_files_tail_and_name_the_cap(sandbox, incident, tmp_path):
+    # a total cap of about half of what the per-file cap lets through, whatever the number of hosts and logs (the
+    # incident run's MANIFEST lists them), so the copy stops at it half-way; thousandths of a MB, as a user writes
+    file_cap = int(0.001 * 1024 * 1024)
+    through = sum(min(int(r[2]), file_cap) for r in _manifest_rows(incident[1] / "evidence"))
+    thousandths = min(100, int(through / 2 / (0.001 * 1024 * 1024)))
+    assert thousandths >= 1, f"the logs hold {through} bytes within the per-file cap: too few to show a total cap"
+    total_mb = thousandths / 1000
     reports = tmp_path / "r"
     res = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(reports),
                   "--gate", "security-incident", "--set", "evidence.max_file_mb=0.001",
-                  "--set", "evidence.max_total_mb=0.01", *SHARED_MACHINE)
+                  "--set", f"evidence.max_total_mb={total_mb:g}", *SHARED_MACHINE)
     assert res.returncode in (0, 1, 2), res.stdout + res.stderr
     evidence = (reports / "latest").resolve() / "evidence"
     assert _verify(evidence).returncode == 0
     rows = _manifest_rows(evidence)
-    cap = int(0.001 * 1024 * 1024)
     cut = [r for r in rows if r[8] != "complete"]
-    assert cut and all("by the cap per file, 0.001 MB" in r[8] or "by the total cap, 0.01 MB" in r[8] for r in cut)
-    for host, path, size, _, copied, *_ in cut:
+    by_file = "by the cap per file, 0.001 MB"
+    assert cut and all(by_file in r[8] or f"by the total cap, {total_mb:g} MB" in r[8] for r in cut)
+    for host, path, size, _, copied, *_, how in cut:
         data = (evidence / host / path.lstrip("/")).read_bytes()
-        assert len(data) == int(copied) <= cap < int(size)
+        assert len(data) == int(copied) <= file_cap and int(copied) < int(size)
+        assert by_file not in how or file_cap < int(size)
         assert data in Path(path).read_bytes()  # the file's tail at the time of the copy
-    assert sum(int(r[4]) for r in rows) <= int(0.01 * 1024 * 1024)
+    assert sum(int(r[4]) for r in rows) <= int(total_mb * 1024 * 1024)
     manifest = (evidence / "MANIFEST").read_text()
-    assert "the total cap of 0.01 MB was reached" in manifest
+    assert f"the total cap of {total_mb:g} MB was reached" in manifest
     summary = json.loads((reports / "latest" / "summary.json").read_text())
-    assert summary["evidence"]["cut"] and summary["evidence"]["max_file_bytes"] == cap
+    assert summary["evidence"]["cut"] and summary["evidence"]["max_file_bytes"] == file_cap
     assert os.path.isfile(evidence / "SHA256SUMS")
