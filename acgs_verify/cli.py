@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if program:
             # Exit without walking every object the run made once more: at interpreter exit Python runs full
-            # collections over all of them (~0.3 s after a run). Frozen, they are left to the OS, as is the memory.
+            # collections over all of them (0.12-0.48 s after a run). Frozen, they are left to the OS with the memory.
             gc.freeze()
 
 
@@ -236,8 +236,8 @@ def _run_pytest(args: list[str], plugins: list | None = None, freeze: bool = Fal
 
     freeze: when the process ends with this run. What was imported and collected lives until the end (~100k
     objects: modules, the profile model's schemas, pytest's items), and every full collection of the cyclic garbage
-    collector walked it all again (0.2 s in the reports, measured; BENCHMARKS.md): gc.freeze() takes it out of the
-    collector's sight. Garbage made during the run is collected as before."""
+    collector walked it all again (up to 0.2 s while the reports were written; BENCHMARKS.md): gc.freeze() takes
+    it out of the collector's sight. Garbage made during the run is collected as before."""
     import pytest
 
     # only the plugins a run needs: autoloading every installed pytest plugin costs ~0.3 s per run
