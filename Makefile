@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@# bytecode for the editable install, as a wheel install has it (start-up time; PYTHONDONTWRITEBYTECODE may be set)
 	$(BIN)/python -m compileall -q acgs_verify checks >/dev/null
+	$(BIN)/python -c "from acgs_verify.report.html import compile_template; compile_template()"
 	@touch $@
 
 # Start the sandbox, run every check against it, show where the reports are, stop the sandbox.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import math
 import os
 import signal
@@ -19,7 +20,6 @@ from acgs_verify import options
 from acgs_verify.gates import GateError
 from acgs_verify.redact import one_line
 from acgs_verify.results import EXIT_UNKNOWN
-from acgs_verify.waivers import WaiverError
 from acgs_verify.words import plural
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -150,10 +150,22 @@ def build_parser() -> _Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """The command line; argv None: the process's own (sys.argv), and the process ends when main returns."""
+    program = argv is None
+    try:
+        return _main(sys.argv[1:] if program else argv, program)
+    finally:
+        if program:
+            # Exit without walking every object the run made once more: at interpreter exit Python runs full
+            # collections over all of them (0.12-0.48 s after a run). Frozen, they are left to the OS with the memory.
+            gc.freeze()
+
+
+def _main(argv: list[str], program: bool) -> int:
     debug = "--debug" in argv[: argv.index("--")] if "--" in argv else "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
+        args.program = program
         handler = {"run": cmd_run, "catalog": cmd_catalog, "sandbox": cmd_sandbox, "report": cmd_report,
                    "diff": cmd_diff, "discover": cmd_discover, "merge": cmd_merge}[args.command]
         code = handler(args)
@@ -164,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (UsageError, GateError, WaiverError) as exc:
+    except (UsageError, GateError) as exc:
         if debug:
             raise
         print(f"acgs-verify: error: {exc}", file=sys.stderr)
@@ -173,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         from acgs_verify.profile import ProfileError
         from acgs_verify.rundir import ReportDirError
         from acgs_verify.sandbox import SandboxError
+        from acgs_verify.waivers import WaiverError
 
-        if isinstance(exc, ProfileError | SandboxError | ReportDirError) and not debug:
+        if isinstance(exc, ProfileError | SandboxError | ReportDirError | WaiverError) and not debug:
             print(f"acgs-verify: error: {exc}", file=sys.stderr)
             return EXIT_UNKNOWN
         if debug:
@@ -207,19 +220,34 @@ class _Grab:
 
     config = None
 
+    def __init__(self, freeze: bool = False):
+        self.freeze = freeze
+
     def pytest_configure(self, config):
         self.config = config
 
+    def pytest_collection_finish(self, session):
+        if self.freeze:
+            gc.freeze()  # the checks' modules and pytest's items live until the end too (see _run_pytest)
 
-def _run_pytest(args: list[str]):
+
+def _run_pytest(args: list[str], plugins: list | None = None, freeze: bool = False):
+    """pytest.main(args, plugins) in this process.
+
+    freeze: when the process ends with this run. What was imported and collected lives until the end (~100k
+    objects: modules, the profile model's schemas, pytest's items), and every full collection of the cyclic garbage
+    collector walked it all again (up to 0.2 s while the reports were written; BENCHMARKS.md): gc.freeze() takes
+    it out of the collector's sight. Garbage made during the run is collected as before."""
     import pytest
 
     # only the plugins a run needs: autoloading every installed pytest plugin costs ~0.3 s per run
     os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     if any(a == "-n" or a.startswith(("-n", "--numprocesses")) for a in args):
         args = ["-p", "xdist.plugin", *args]
-    grab = _Grab()
-    code = pytest.main(args, plugins=[grab])
+    grab = _Grab(freeze)
+    if freeze:
+        gc.freeze()
+    code = pytest.main(args, plugins=[grab, *(plugins or [])])
     return code, grab.config
 
 
@@ -303,7 +331,6 @@ def _check_options(args) -> None:
     """Options that need no profile, checked before it is loaded (its secrets may not be there yet)."""
     from acgs_verify import rundir
     from acgs_verify.probes.logs import parse_since
-    from acgs_verify.waivers import load_waivers
 
     if args.since and args.since != "snapshot":
         try:
@@ -311,6 +338,8 @@ def _check_options(args) -> None:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     if args.waivers is not None:
+        from acgs_verify.waivers import load_waivers
+
         load_waivers(args.waivers)  # a bad file stops the run here: one line, exit 3
     rundir.usable_report_dir(args.report_dir, create=False)  # created once the profile is known to be good
 
@@ -327,7 +356,10 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
         *_worker_args(args.workers, args.pytest_args, len(profile.hosts)),
         *args.pytest_args,
     ]
-    code, config = _run_pytest(pytest_args)
+    from acgs_verify.plugin import Loaded
+
+    # the profile loaded above goes to the plugin, which would read and validate it again
+    code, config = _run_pytest(pytest_args, [Loaded(profile, args.profile, args.set)], freeze=args.program)
     result = _result_of(config)
     if result is None or code in (3, 4):  # pytest could not start: its own message is already printed
         rundir.discard(partial)
@@ -423,6 +455,7 @@ def _wait(args, result, pytest_args: list[str], partial: Path) -> None:
             junit.unlink()
         return res
 
+    gc.unfreeze()  # the first run's pytest session is garbage now: let the collector see it again
     gates.wait_for_recovery(result, args.wait, rerun)
 
 

@@ -54,7 +54,6 @@ def run_options(config: pytest.Config) -> RunOptions:
     UsageError line."""
     if RUN_OPTIONS_KEY not in config.stash:
         from acgs_verify.probes.logs import parse_since
-        from acgs_verify.waivers import WaiverError, load_waivers
 
         opts = RunOptions()
         since = config.getoption("acgs_since")
@@ -66,6 +65,8 @@ def run_options(config: pytest.Config) -> RunOptions:
             except ValueError as exc:
                 raise pytest.UsageError(str(exc)) from None
         if config.getoption("acgs_waivers"):
+            from acgs_verify.waivers import WaiverError, load_waivers
+
             try:
                 opts.waivers = load_waivers(config.getoption("acgs_waivers"))
             except WaiverError as exc:
@@ -239,13 +240,13 @@ def _print_escalation(result: RunResult, profile: Profile | None) -> None:
 
 
 def _apply_run_options(opts: RunOptions, result: RunResult) -> None:
-    from acgs_verify.waivers import apply_waivers
-
     if opts.shard is not None:  # merge reads it: which shard of which run this is
         result.extra[SHARD_KEY] = opts.shard.as_dict()
     if opts.since is not None:
         result.extra["log_window_since"] = opts.since.isoformat(timespec="seconds")
     if opts.waivers:
+        from acgs_verify.waivers import apply_waivers
+
         result.notes.extend(apply_waivers(result.checks, opts.waivers, datetime.now(UTC).date()))
 
 

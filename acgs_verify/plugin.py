@@ -85,6 +85,24 @@ def _load(config: pytest.Config) -> Profile:
     return config.stash[PROFILE_KEY]
 
 
+class Loaded:
+    """The profile `acgs-verify run` loaded, handed to its pytest run (`pytest.main(args, plugins=[Loaded(...)])`):
+    the plugin then does not read, validate and resolve it a second time. Taken only when the run's --profile and
+    --set are the ones it was loaded with, secrets resolved."""
+
+    def __init__(self, profile: Profile, name: str, overrides: list[str]):
+        self.profile, self.name, self.overrides = profile, options.profile_name(name), list(overrides or [])
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_cmdline_parse(self, pluginmanager: pytest.PytestPluginManager, args: list[str]):
+        config = yield
+        if (hasattr(config.option, "acgs_profile") and not config.getoption("acgs_no_secrets")
+                and options.profile_name(config.getoption("acgs_profile")) == self.name
+                and list(config.getoption("acgs_set") or []) == self.overrides):
+            config.stash[PROFILE_KEY] = self.profile
+        return config
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     if PROFILE_KEY not in config.stash:
         return []
@@ -267,7 +285,7 @@ def caches(profile: Profile):
 def _prefetch(request: pytest.FixtureRequest) -> None:
     """Measurements that mostly wait (each host's CPU window), started for every target at once and waited for
     before the first check: N hosts cost one window, not N (the `prefetch` of @runbook)."""
-    from concurrent.futures import wait
+    from concurrent.futures import ThreadPoolExecutor, wait
 
     wanted: dict = {}
     for item in request.session.items:
@@ -280,8 +298,12 @@ def _prefetch(request: pytest.FixtureRequest) -> None:
     if not wanted:
         return
     pool = request.getfixturevalue("hosts")
-    # handshakes first, all at once, so that no ssh key exchange falls inside another host's window
-    pool.connect(list({h.name: h for _, h in wanted.values()}.values()))
+    # handshakes first, all at once, so that no ssh key exchange falls inside another host's window; meanwhile
+    # this thread imports what the run's first checks would otherwise import after the windows
+    with ThreadPoolExecutor(1, thread_name_prefix="acgs-connect") as one:
+        connecting = one.submit(pool.connect, list({h.name: h for _, h in wanted.values()}.values()))
+        _import_ahead(request.session.items)
+        connecting.result()
     futures = []
     for fn, host in wanted.values():
         future = fn(pool, host)  # a probe's prefetch function, e.g. system.prefetch_snapshot(hosts, host)
@@ -289,6 +311,21 @@ def _prefetch(request: pytest.FixtureRequest) -> None:
             futures.append(future)
     if futures:
         wait(futures)  # errors stay in their futures: the checks that read them fail with their own message
+
+
+# What the session fixtures' probes import on first use (lazily, so that a run without such checks does not pay):
+# ~0.2 s in all, which _prefetch spends while the ssh handshakes run instead of in the first checks after the windows.
+AHEAD_IMPORTS = {"http": ("httpx",), "pg": ("psycopg",), "caches": ("redis",)}
+
+
+def _import_ahead(items: list[pytest.Item]) -> None:
+    import contextlib
+    import importlib
+
+    used = set().union(*(item.fixturenames for item in items)) if items else set()
+    for name in (m for fixture, modules in AHEAD_IMPORTS.items() if fixture in used for m in modules):
+        with contextlib.suppress(Exception):  # a module that fails to import fails again in its probe, as before
+            importlib.import_module(name)
 
 
 @pytest.fixture(scope="session")

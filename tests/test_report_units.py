@@ -248,3 +248,31 @@ def test_allure_results_written_from_the_result_model(tmp_path):
     (body,) = [a for a in svc["attachments"] if a["name"] == "health body"]
     assert "unhealthy" in (tmp_path / body["source"]).read_text()
     assert docs["test_load_average[app-1]"]["status"] == "broken"
+
+
+def test_html_template_compiled_once_beside_it_and_never_served_stale(tmp_path, monkeypatch):
+    """report.html's template is compiled into a bytecode cache beside it (`make env`) and loaded from there: the
+    same page as compiling it afresh. A changed template is compiled again, never served from the cache."""
+    import shutil
+
+    import jinja2
+
+    from acgs_verify.report import html
+
+    templates = tmp_path / "templates"
+    shutil.copytree(html.TEMPLATES, templates, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(html, "TEMPLATES", templates)
+    result = run([check(), check("DB-01", "primary", "failed", "P0", message="server down")])
+    fresh = html.render_html(result)
+    html.compile_template()
+    assert len(list((templates / "__pycache__").glob("*.cache"))) == 1
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("compiled although the cache holds this source")
+
+    with monkeypatch.context() as m:
+        m.setattr(jinja2.Environment, "compile", no_compiling)
+        assert html.render_html(result) == fresh
+    path = templates / html.TEMPLATE
+    path.write_text(path.read_text(encoding="utf-8").replace("</body>", "<p>changed</p></body>"), encoding="utf-8")
+    assert "<p>changed</p>" in html.render_html(result)

@@ -12,16 +12,33 @@ names `password_env` instead. `finders` reads the host, `writer` turns findings 
 
 from __future__ import annotations
 
-from acgs_verify.discover.finders import Discovery, Item, find
-from acgs_verify.discover.writer import merge, render, summary_line
+from typing import TYPE_CHECKING
+
 from acgs_verify.redact import last_line
 
+if TYPE_CHECKING:
+    from acgs_verify.discover.finders import Discovery
+
 __all__ = ["Discovery", "Item", "discover", "find", "merge", "render", "summary_line"]
+# imported on first use: the CLI reads add_arguments at every start, `acgs-verify run` included
+_LAZY = {"Discovery": "finders", "Item": "finders", "find": "finders",
+         "merge": "writer", "render": "writer", "summary_line": "writer"}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
 
 
 def discover(host, port_offset: int = 0, connect_timeout: float = 3) -> tuple[str, str, Discovery]:
     """(profile text, one-line summary, findings) for `host` (a profile.Host); raises ProbeError when the host
     cannot be reached."""
+    from acgs_verify.discover.finders import find
+    from acgs_verify.discover.writer import render, summary_line
+
     found = find(host, port_offset=port_offset, connect_timeout=connect_timeout)
     return render(found), summary_line(found), found
 
@@ -60,6 +77,7 @@ def run(args) -> int:
     import os
     import sys
 
+    from acgs_verify.discover.writer import merge
     from acgs_verify.probes.errors import ProbeError
     from acgs_verify.profile import Host, ProfileError, load_profile
 
