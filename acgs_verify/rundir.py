@@ -10,6 +10,7 @@ dies before that (SIGKILL, power) leaves its `.partial-*`; the next run removes 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -19,6 +20,8 @@ from pathlib import Path
 from acgs_verify.redact import one_line
 
 OWNER_FILE = ".owner"  # "pid@host" of the process writing a .partial-* directory
+STARTING = ".starting-"  # REPORT_DIR/.starting-<run id>: a .partial-* being made, renamed at once
+STALE_STARTING_SECONDS = 60
 STALE_UNOWNED_SECONDS = 24 * 3600  # a .partial-* without an owner (an older version wrote it) is stale after this
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 
@@ -70,9 +73,13 @@ def start(report_dir: Path, run_id: str) -> Path:
     """Make REPORT_DIR/.partial-<run id>, owned by this process (after removing the partial runs of dead ones)."""
     clean_stale(report_dir)
     partial = partial_of(report_dir, run_id)
+    staging = report_dir / f"{STARTING}{run_id}"
     try:
-        partial.mkdir(parents=True, exist_ok=False)
-        (partial / OWNER_FILE).write_text(f"{os.getpid()}@{socket.gethostname()}\n")
+        # the partial appears with its owner already inside: a run killed between mkdir and the owner's write (seen
+        # under load) would otherwise leave a partial that looks unowned, kept for STALE_UNOWNED_SECONDS
+        staging.mkdir(parents=True, exist_ok=False)
+        (staging / OWNER_FILE).write_text(f"{os.getpid()}@{socket.gethostname()}\n")
+        os.rename(staging, partial)
     except OSError as exc:
         raise ReportDirError(f"--report-dir {report_dir}: cannot write a run directory: {exc.strerror or exc}") \
             from None
@@ -83,6 +90,13 @@ def clean_stale(report_dir: Path) -> list[Path]:
     """Remove the .partial-* directories whose writer is gone (killed before it could clean up)."""
     removed = []
     host = socket.gethostname()
+    for staging in Path(report_dir).glob(f"{STARTING}*"):
+        # a run holds its staging directory for the moment between mkdir and rename: an old one's run was killed
+        with contextlib.suppress(OSError):
+            if staging.is_dir() and not staging.is_symlink() and \
+                    time.time() - staging.stat().st_mtime > STALE_STARTING_SECONDS:
+                shutil.rmtree(staging, ignore_errors=True)
+                removed.append(staging)
     for partial in Path(report_dir).glob(".partial-*"):
         if not partial.is_dir() or partial.is_symlink():
             continue

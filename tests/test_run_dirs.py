@@ -97,3 +97,23 @@ def test_two_runs_at_once_do_not_collide(healthy_sandbox, tmp_path):
     assert (reports / "latest").resolve() in [d.resolve() for d in runs]
     lines = (reports / "history.jsonl").read_text().splitlines()
     assert sorted(json.loads(x)["run_id"] for x in lines) == sorted(d.name for d in runs)
+
+
+def test_a_run_killed_while_making_its_partial_leaves_nothing_the_next_run_keeps(tmp_path):
+    """The partial appears with its owner inside (made as .starting-*, renamed): one killed between the two steps
+    leaves only a .starting-* directory, which the next run removes once it is older than any start takes."""
+    import os
+    import time
+
+    from acgs_verify import rundir
+
+    partial = rundir.start(tmp_path, "20261130T000000Z-here-compliance-0001")
+    assert (partial / rundir.OWNER_FILE).read_text().startswith(f"{os.getpid()}@")
+    assert not list(tmp_path.glob(f"{rundir.STARTING}*"))
+    old, new = tmp_path / f"{rundir.STARTING}a", tmp_path / f"{rundir.STARTING}b"
+    old.mkdir()
+    new.mkdir()
+    past = time.time() - rundir.STALE_STARTING_SECONDS - 1
+    os.utime(old, (past, past))
+    assert rundir.clean_stale(tmp_path) == [old]
+    assert new.is_dir() and partial.is_dir()  # one being made now, and a live run's partial, are left alone
