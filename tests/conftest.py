@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# A shell starts a background job (`make test &`, nohup) with SIGINT ignored, every child inherits that, and a
+# Python that starts with SIGINT ignored never turns Ctrl-C into KeyboardInterrupt: the tests that interrupt a
+# run with SIGINT would see it run on. Each test process takes SIGINT back, so the runs it starts can be interrupted.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # The machine running the suite is shared (other test runs, other sandboxes): its CPU and load are not the
