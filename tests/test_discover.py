@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ import yaml
 from acgs_verify.discover.writer import MARK
 from acgs_verify.profile import load_profile
 from tests.conftest import REPO, SHARED_MACHINE, free_port_offset, run_cli
+from tests.servers import closed_port, server
 
 SERVICES = {"auth": 8016, "constitutional-ai": 8002, "policy-governance": 8003, "governance-synthesis": 8004,
             "formal-verification": 8005, "evolutionary-computation": 8010}
@@ -37,19 +37,9 @@ async def app(scope, receive, send):
 '''
 
 
-def _free_port() -> int:
+def _listens(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture(scope="module")
@@ -64,24 +54,22 @@ def stack(tmp_path_factory):
            "REDIS_URL": f"redis://:{redis_pw}@127.0.0.1:{6379 + offset}/0"}
     sb_dir = work / "sb"
     (work / "plainapp.py").write_text(PLAIN_APP)
-    plain_port = _free_port()
-    plain = None
+
+    def plain_app(port: int) -> list[str]:
+        return [sys.executable, "-m", "uvicorn", "plainapp:app", "--host", "127.0.0.1", "--port", str(port),
+                "--log-level", "warning"]
+
     try:
         up = run_cli("sandbox", "up", "--dir", str(sb_dir), "--port-offset", str(offset), env=env)
         assert up.returncode == 0, up.stderr
-        plain = subprocess.Popen([sys.executable, "-m", "uvicorn", "plainapp:app", "--host", "127.0.0.1", "--port",
-                                  str(plain_port), "--log-level", "warning"], cwd=work,
-                                 env={**os.environ, "ACGS_PLANTED": planted, "DATABASE_URL": env["DATABASE_URL"]},
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(plain_port, time.monotonic() + 15)
-        yield {"dir": sb_dir, "offset": offset, "work": work, "plain_port": plain_port,
-               "secrets": [planted, db_pw, redis_pw],
-               "run_env": {"ACGS_DB_PASSWORD": db_pw, "ACGS_REDIS_PASSWORD": redis_pw},
-               "profile": yaml.safe_load((sb_dir / "profile.yaml").read_text())}
+        plain_env = {**os.environ, "ACGS_PLANTED": planted, "DATABASE_URL": env["DATABASE_URL"]}
+        with server("the plain uvicorn service", plain_app, _listens, work / "plainapp.log", timeout=15, cwd=work,
+                    env=plain_env) as (plain_port, _):
+            yield {"dir": sb_dir, "offset": offset, "work": work, "plain_port": plain_port,
+                   "secrets": [planted, db_pw, redis_pw],
+                   "run_env": {"ACGS_DB_PASSWORD": db_pw, "ACGS_REDIS_PASSWORD": redis_pw},
+                   "profile": yaml.safe_load((sb_dir / "profile.yaml").read_text())}
     finally:
-        if plain is not None:
-            plain.terminate()
-            plain.wait(10)
         run_cli("sandbox", "down", "--dir", str(sb_dir))
 
 
@@ -203,8 +191,9 @@ def test_discover_over_ssh_reads_the_second_host(stack, tmp_path):
     assert {s.name for s in profile.services} == set(SERVICES)
     assert profile.paths.backups == stack["profile"]["paths"]["backups"]
     _no_secret(stack, out.read_text(), res.stdout, res.stderr)
-    down = run_cli("discover", "--host", ops["address"], "--backend", "ssh", "--port", str(_free_port()),
-                   "--identity-file", ops["identity_file"], "--known-hosts", ops["known_hosts"])
+    with closed_port(ops["address"]) as refused:
+        down = run_cli("discover", "--host", ops["address"], "--backend", "ssh", "--port", str(refused),
+                       "--identity-file", ops["identity_file"], "--known-hosts", ops["known_hosts"])
     assert down.returncode == 3 and down.stderr.count("\n") == 1 and "unreachable" in down.stderr, down.stderr
     assert down.stdout == ""
 
