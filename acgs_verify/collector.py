@@ -23,7 +23,7 @@ from acgs_verify.catalog import CATALOG
 from acgs_verify.profile import Profile
 from acgs_verify.redact import last_line, mask, one_line
 from acgs_verify.report.allure import SEVERITY as ALLURE_SEVERITY  # one mapping for both Allure writers
-from acgs_verify.results import CheckResult, RunResult, in_catalog_order
+from acgs_verify.results import CheckResult, RunResult, in_catalog_order, shortened
 from acgs_verify.shards import SHARD_KEY, Shard, ShardError
 from acgs_verify.shards import resolve as resolve_shard
 
@@ -264,8 +264,8 @@ def _message(report: pytest.TestReport) -> str:
         return longrepr.strip()
     crash = getattr(longrepr, "reprcrash", None)
     if crash is not None:
-        return one_line(str(crash.message).removeprefix("Failed: "), limit=MESSAGE_MAX)
-    return last_line(str(longrepr), default=report.outcome, limit=MESSAGE_MAX)
+        return shortened(one_line(str(crash.message).removeprefix("Failed: "), limit=4 * MESSAGE_MAX), MESSAGE_MAX)
+    return shortened(last_line(str(longrepr), default=report.outcome, limit=4 * MESSAGE_MAX), MESSAGE_MAX)
 
 
 class AllureDetails:

@@ -64,6 +64,22 @@ class CheckResult:
         return d
 
 
+def shortened(message: str, limit: int) -> str:
+    """message cut to `limit` characters, from what was found rather than from its next step, which is the part
+    read at 3 a.m. (a path in `tail -f PATH` cut in half is worse than no step at all).
+
+    >>> shortened("SVC-03 auth: " + "x" * 50 + ". Next: `tail -f /var/log/acgs/auth.log`", 70)
+    'SVC-03 auth: xxxxxxxxxxxxxxx... Next: `tail -f /var/log/acgs/auth.log`'
+    """
+    if len(message) <= limit:
+        return message
+    found, sep, step = message.rpartition(". Next: ")
+    room = limit - len("... Next: ") - len(step)
+    if sep and room >= min(80, limit // 4):
+        return f"{found[:room]}... Next: {step}"
+    return message[: limit - 3] + "..."
+
+
 @dataclass
 class RunResult:
     run_id: str

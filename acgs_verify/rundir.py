@@ -24,6 +24,7 @@ STARTING = ".starting-"  # REPORT_DIR/.starting-<run id>: a .partial-* being mad
 STALE_STARTING_SECONDS = 60
 STALE_UNOWNED_SECONDS = 24 * 3600  # a .partial-* without an owner (an older version wrote it) is stale after this
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
+FILE_TMPFS = (Path("/dev/shm"),)  # under /dev but a tmpfs made to hold files (CI scratch, RAM-backed report dirs)
 
 
 class ReportDirError(Exception):
@@ -36,8 +37,11 @@ def usable_report_dir(report_dir: Path, option: str = "--report-dir", create: bo
     create=False checks the same without creating anything (the nearest existing parent must be writable)."""
     shown = f"{option} {report_dir}"
     resolved = Path(report_dir).expanduser().absolute()
+    normal = Path(os.path.normpath(resolved))
     for pseudo in map(Path, PSEUDO_FILESYSTEMS):
-        if resolved == pseudo or pseudo in resolved.parents:
+        if any(normal == tmpfs or tmpfs in normal.parents for tmpfs in FILE_TMPFS):
+            break
+        if normal == pseudo or pseudo in normal.parents:
             raise ReportDirError(f"{shown}: is under {pseudo}, a kernel filesystem, not a place for reports")
     if resolved.exists() and not resolved.is_dir():
         raise ReportDirError(f"{shown}: not a directory")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -209,6 +210,16 @@ def test_report_dir_read_only_names_the_option(tmp_path):
 def test_report_dir_under_sys_names_the_option():
     line = one_error_line(run_cli("run", "--profile", "sandbox", "--report-dir", "/sys/acgs-reports"))
     assert "--report-dir /sys/acgs-reports" in line
+
+
+@pytest.mark.parametrize("under_dev", ["/dev", "/dev/acgs-reports", "/dev/shm/../null"])
+def test_report_dir_under_dev_is_refused_but_dev_shm_is_a_tmpfs_for_files(under_dev):
+    from acgs_verify.rundir import ReportDirError, usable_report_dir
+
+    with pytest.raises(ReportDirError, match="under /dev, a kernel filesystem"):
+        usable_report_dir(Path(under_dev), create=False)
+    if os.access("/dev/shm", os.W_OK):
+        assert usable_report_dir(Path("/dev/shm/acgs-reports"), create=False) == Path("/dev/shm/acgs-reports")
 
 
 # -------------------------------------------------------------------------------------- 8: closed pipe

@@ -73,3 +73,20 @@ def test_a_stopped_service_without_systemd_says_what_to_restart_instead(auth_dow
 def test_the_catalog_page_keeps_the_general_words():
     assert CATALOG["SVC-03"].next_step == "Service Outage: `sudo systemctl restart <unit>`, then `tail -f <log>`"
     assert all("{" not in e.next_step for e in CATALOG.values())
+
+
+def test_a_message_too_long_to_keep_is_cut_in_what_was_found_never_in_its_next_step():
+    from acgs_verify.collector import MESSAGE_MAX
+    from acgs_verify.results import CheckResult, shortened
+
+    log = "/srv/" + "deep/" * 40 + "auth_service.log"  # a real tree can be this deep; the step names it whole
+    step = f"Service Outage: `sudo systemctl restart acgs-auth`, then `tail -f {log}`"
+    message = shortened("SVC-03 app-1/auth: " + "no answer on 127.0.0.1:8016; " * 30 + f"checked. Next: {step}",
+                        MESSAGE_MAX)
+    assert len(message) == MESSAGE_MAX and message.endswith(f"... Next: {step}"), message
+    found, next_step = CheckResult(nodeid="", id="SVC-03", section="", severity="P0", title="", target="app-1/auth",
+                                   outcome="failed", message=message).finding()
+    assert next_step == step and found.startswith("no answer on 127.0.0.1:8016;"), found
+    # a step that leaves the finding no room is cut like any other text
+    crowded = "x" * 100 + ". Next: " + "y" * 900
+    assert shortened(crowded, MESSAGE_MAX) == crowded[: MESSAGE_MAX - 3] + "..."
