@@ -74,3 +74,18 @@ def test_refusal_is_one_line_and_changes_nothing(healthy_sandbox):
         healthy_sandbox.break_fault("field-backups")
     assert str(refused.value) == "field-backups replaces the backups: heal backup-stale first"
     assert healthy_sandbox.faults() == ["backup-stale"]
+
+
+@pytest.mark.parametrize("code, ended", [("import sys; print('bind: in use', file=sys.stderr); sys.exit(3)", "exit 3"),
+                                         ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+                                          "killed by SIGKILL")])
+def test_a_process_that_dies_while_starting_says_how_it_ended(tmp_path, code, ended):
+    import sys
+
+    from acgs_verify.sandbox.components.base import start, wait_ready
+
+    record = start("the probe server", [sys.executable, "-c", code], {}, tmp_path, "probe")
+    with pytest.raises(SandboxError) as caught:
+        wait_ready(record, tmp_path / "probe.err", "the probe server did not start", lambda: False, 30)
+    assert str(caught.value).startswith(f"the probe server did not start ({ended}): "), caught.value
+    assert ("bind: in use" in str(caught.value)) == (ended == "exit 3")

@@ -223,7 +223,7 @@ def wait_ready(record: dict[str, Any], err: Path, gave_up: str, ready: Callable[
 
     >>> wait_ready(record, run / "tls.err", "the TLS endpoint did not start on port 18443", up, 10)
     """
-    wait_alive(record, lambda: f"{gave_up}: {tail(err)}", ready, timeout)
+    wait_alive(record, lambda: f"{gave_up}{ended(record)}: {tail(err)}", ready, timeout)
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -285,11 +285,20 @@ def _start_ticks(pid: int) -> int | None:
     return int(st[19]) if st else None
 
 
-def _reap(pid: int) -> None:
+def _reap(pid: int, record: dict[str, Any] | None = None) -> None:
     # When the caller itself started the process (tests, one long `up`), a dead child stays a zombie
-    # until waited for; this only ever waits for our own children.
+    # until waited for; this only ever waits for our own children. How it ended goes into its record, for the
+    # line that says it died.
     with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+        reaped, status = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid and record is not None:
+            code = os.waitstatus_to_exitcode(status)
+            record["ended"] = f"exit {code}" if code >= 0 else f"killed by {signal.Signals(-code).name}"
+
+
+def ended(record: dict[str, Any] | None) -> str:
+    """' (exit 1)' or ' (killed by SIGKILL)' once a process this one started has been reaped; else ''."""
+    return f" ({record['ended']})" if record and record.get("ended") else ""
 
 
 def is_alive(record: dict[str, Any] | None) -> bool:
@@ -297,7 +306,7 @@ def is_alive(record: dict[str, Any] | None) -> bool:
     if not record:
         return False
     pid = int(record["pid"])
-    _reap(pid)
+    _reap(pid, record)
     st = _proc_stat(pid)
     if st is None or st[0] in ("Z", "X"):
         return False
