@@ -323,29 +323,35 @@ def is_alive(record: dict[str, Any] | None) -> bool:
 
 
 def stop(record: dict[str, Any] | None, grace: float = 5.0) -> bool:
-    """SIGTERM, then SIGKILL after `grace` seconds. Returns True if it was running."""
-    if not is_alive(record):
+    """SIGTERM, then SIGKILL after `grace` seconds; returns once the process has left, its ports and files
+    released. Returns True if it was running."""
+    if not record:
         return False
-    assert record is not None
     pid = int(record["pid"])
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+    running = is_alive(record)
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)) if running else ():
         if not is_alive(record):  # re-verified before every signal
             break
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
         poll(lambda: not is_alive(record), wait, 0.02)
-    # "not alive" already holds while it exits (its cmdline reads empty then); wait until it is gone, reaping it if
-    # it is our child, so a stopped process leaves no /proc entry behind
-    poll(lambda: _gone(pid), 2.0, 0.02)
-    return True
+    # "not alive" already holds while it exits (its cmdline reads empty once its memory is gone, before its
+    # sockets close): also for one that died on its own (a kill -9), wait until it has left, reaping it if it is
+    # our child, so the next start finds its port free and no /proc entry is left behind
+    poll(lambda: _gone(record), 2.0, 0.02)
+    return running
 
 
-def _gone(pid: int) -> bool:
-    """The process has exited: no /proc entry, or a zombie that only its parent, not us, can reap. (An init that
-    reaps its orphans every 2 s once made each stop of a `sandbox up` process wait those 2 s.)"""
-    _reap(pid)
+def _gone(record: dict[str, Any]) -> bool:
+    """The process has left: no /proc entry, another process under its pid, or a zombie that only its parent,
+    not us, can reap. (An init that reaps its orphans every 2 s once made each stop of a `sandbox up` process
+    wait those 2 s.)"""
+    pid = int(record["pid"])
+    _reap(pid, record)
     st = _proc_stat(pid)
-    return st is None or (st[0] in ("Z", "X") and int(st[1]) != os.getpid())
+    if st is None or (record.get("start_ticks") is not None and int(st[19]) != record["start_ticks"]):
+        return True
+    return st[0] in ("Z", "X") and int(st[1]) != os.getpid()
 
 
 def tail(path: Path, lines: int = 3, limit: int = 300) -> str:
