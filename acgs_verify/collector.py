@@ -33,8 +33,8 @@ RUN_OPTIONS_KEY = pytest.StashKey["RunOptions"]()
 # plain `pytest checks --report-dir DIR`: where this run is being written (acgs-verify run keeps its own)
 PLAIN_RUN_KEY = pytest.StashKey["PlainRun"]()
 # the longest message a result keeps: a check's own message lists what it found, so it may run past the error
-# it quotes (ONE_LINE_MAX)
-MESSAGE_MAX = 500
+# it quotes (ONE_LINE_MAX); a port owner's command line and a deep log path in its next step take 600 together
+MESSAGE_MAX = 1000
 
 
 def is_plain(config: pytest.Config) -> bool:

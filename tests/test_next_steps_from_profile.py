@@ -81,12 +81,12 @@ def test_a_message_too_long_to_keep_is_cut_in_what_was_found_never_in_its_next_s
 
     log = "/srv/" + "deep/" * 40 + "auth_service.log"  # a real tree can be this deep; the step names it whole
     step = f"Service Outage: `sudo systemctl restart acgs-auth`, then `tail -f {log}`"
-    message = shortened("SVC-03 app-1/auth: " + "no answer on 127.0.0.1:8016; " * 30 + f"checked. Next: {step}",
+    message = shortened("SVC-03 app-1/auth: " + "no answer on 127.0.0.1:8016; " * 40 + f"checked. Next: {step}",
                         MESSAGE_MAX)
     assert len(message) == MESSAGE_MAX and message.endswith(f"... Next: {step}"), message
     found, next_step = CheckResult(nodeid="", id="SVC-03", section="", severity="P0", title="", target="app-1/auth",
                                    outcome="failed", message=message).finding()
     assert next_step == step and found.startswith("no answer on 127.0.0.1:8016;"), found
     # a step that leaves the finding no room is cut like any other text
-    crowded = "x" * 100 + ". Next: " + "y" * 900
+    crowded = "x" * 100 + ". Next: " + "y" * MESSAGE_MAX
     assert shortened(crowded, MESSAGE_MAX) == crowded[: MESSAGE_MAX - 3] + "..."
