@@ -89,3 +89,22 @@ def test_a_process_that_dies_while_starting_says_how_it_ended(tmp_path, code, en
         wait_ready(record, tmp_path / "probe.err", "the probe server did not start", lambda: False, 30)
     assert str(caught.value).startswith(f"the probe server did not start ({ended}): "), caught.value
     assert ("bind: in use" in str(caught.value)) == (ended == "exit 3")
+
+
+def test_a_process_is_alive_from_the_moment_it_is_started(tmp_path):
+    """posix_spawn returns before the child's argv is laid out; a live process must never read as dead then."""
+    import sys
+
+    from acgs_verify.sandbox.components.base import is_alive, start, stop
+
+    records, alive = [], []
+    try:
+        for i in range(40):
+            records.append(start("a sleeper", [sys.executable, "-c", "import time; time.sleep(30)"], {}, tmp_path,
+                                 f"s{i}"))
+            alive.append(is_alive(records[-1]))
+        assert all(alive), f"{alive.count(False)} of 40 read as dead right after they were started"
+    finally:
+        for r in records:
+            stop(r, grace=0)
+    assert not any(is_alive(r) for r in records)

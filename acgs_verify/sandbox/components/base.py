@@ -261,7 +261,19 @@ def spawn(argv: list[str], env: dict[str, str], stdout: Path, stderr: Path) -> d
         ],
         setsid=True,
     )
+    # posix_spawn returns as soon as the child has begun its exec, before the kernel has laid out its new
+    # argv: until then /proc/PID/cmdline reads empty and is_alive() would call the live process dead (seen in
+    # 259 of 300 reads made at once, and as "sshd did not start: (no output)" under load)
+    poll(lambda: _cmdline(pid) != b"" or (_proc_stat(pid) or ["Z"])[0] in ("Z", "X"), 5.0, 0.001)
     return {"pid": pid, "argv": argv, "start_ticks": _start_ticks(pid)}
+
+
+def _cmdline(pid: int) -> bytes | None:
+    """/proc/PID/cmdline; None once the process is gone (b"" while it starts its exec or exits)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
 
 
 def start(what: str, argv: list[str], env: dict[str, str], run: Path, name: str) -> dict[str, Any]:
@@ -312,9 +324,8 @@ def is_alive(record: dict[str, Any] | None) -> bool:
         return False
     if record.get("start_ticks") is not None and int(st[19]) != record["start_ticks"]:
         return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+    cmdline = _cmdline(pid)
+    if cmdline is None:
         return False
     if cmdline.rstrip(b"\0").split(b"\0") == [a.encode() for a in record["argv"]]:
         return True
