@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from acgs_verify.sandbox import service_app
 from tests.conftest import REPO, run_cli
 from tests.waiting import wait_for
 
@@ -53,29 +54,33 @@ def one_complete_run(sandbox, tmp_path_factory):
     return reports
 
 
-@pytest.mark.parametrize("sig, workers", [(signal.SIGINT, []), (signal.SIGTERM, ["-n", "2"])])
-def test_interrupt_keeps_latest_and_reports_incomplete(healthy_sandbox, one_complete_run, tmp_path, sig, workers):
+# Each case slows its own service: the run interrupted before leaves requests in flight, which the slowed
+# service logs when they end, after the next case has started counting.
+@pytest.mark.parametrize("sig, workers, slowed", [(signal.SIGINT, [], "auth"),
+                                                  (signal.SIGTERM, ["-n", "2"], "constitutional-ai")])
+def test_interrupt_keeps_latest_and_reports_incomplete(healthy_sandbox, one_complete_run, tmp_path, sig, workers,
+                                                       slowed):
     reports = tmp_path / "reports"
     shutil.copytree(one_complete_run, reports, symlinks=True)  # `latest` names the run: relative, still valid
     complete_run = os.readlink(reports / "latest")
     assert (reports / "latest" / "summary.json").is_file()
 
-    healthy_sandbox.break_fault("slow:auth")  # 150 ms a request: 300 samples keep the run busy for 45 s
-    auth_log = healthy_sandbox.dir / "var" / "log" / "acgs" / "auth_service.log"
-    seen = auth_log.stat().st_size
+    healthy_sandbox.break_fault(f"slow:{slowed}")  # 150 ms a request: 300 samples keep the run busy for 45 s
+    log = service_app.log_path(healthy_sandbox.dir, service_app.SERVICES[slowed])
+    seen = log.stat().st_size
     marker = f"ACGS_TEST_RUN_{uuid.uuid4().hex}"
     env = {**os.environ, marker: "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "acgs_verify.cli", "run", "--profile", str(healthy_sandbox.profile_path),
          "--report-dir", str(reports), "--set", "thresholds.latency_samples=300", "--", "-k", "SVC-06", *workers],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_requests(auth_log, seen, proc, 3)  # SVC-06[auth] is sampling: the run is mid-way
+    wait_for_requests(log, seen, proc, 3)  # SVC-06 is sampling the slowed service: the run is mid-way
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 3, out + err
     assert "Traceback" not in out + err
     last = out.strip().splitlines()[-1]
-    # the run set out to run SVC-06 on 6 services and says so, however many had finished (auth's takes 45 s)
+    # the run set out to run SVC-06 on 6 services and says so, however many had finished (the slowed one takes 45 s)
     assert re.match(r"ACGS UNKNOWN - run interrupted after [0-5] of 6 checks", last), last
     wait_for("no child process of the run left", lambda: not processes_with_env(marker), 10)
     assert os.readlink(reports / "latest") == complete_run
