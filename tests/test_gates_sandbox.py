@@ -112,8 +112,9 @@ FEW_SAMPLES = ("--set", "thresholds.latency_samples=5")
 def test_waived_failure_leaves_exit_0_until_it_expires(healthy_sandbox, tmp_path):
     healthy_sandbox.break_fault("slow:evolutionary-computation")
     future = (datetime.now(UTC).date() + timedelta(days=30)).isoformat()
+    # only the slowed service: on a loaded machine a healthy one's p99 of 5 samples can pass 149 ms too
     res, summary = run(healthy_sandbox, tmp_path / "a", "--waivers", str(waiver_file(tmp_path, future)),
-                       *FEW_SAMPLES, "--", "-k", "latency")
+                       *FEW_SAMPLES, "--", "-k", "latency and evolutionary")
     assert res.returncode == 0, res.stdout
     c = outcome(summary, "SVC-06", "evolutionary-computation@app-1")
     assert c["outcome"] == "failed" and c["waived"]["owner"] == "alice"
@@ -126,7 +127,7 @@ def test_waived_failure_leaves_exit_0_until_it_expires(healthy_sandbox, tmp_path
 
     past = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
     res, summary = run(healthy_sandbox, tmp_path / "b", "--waivers", str(waiver_file(tmp_path, past)),
-                       *FEW_SAMPLES, "--", "-k", "latency")
+                       *FEW_SAMPLES, "--", "-k", "latency and evolutionary")
     assert res.returncode == 2, res.stdout
     c = outcome(summary, "SVC-06", "evolutionary-computation@app-1")
     assert c["waived"] is None and f"waiver expired {past}" in c["message"]
