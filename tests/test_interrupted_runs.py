@@ -3,6 +3,7 @@ report marked incomplete, keeps `latest` on the last complete run, and exits 3."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -33,16 +34,37 @@ def processes_with_env(marker: str) -> list[int]:
     return found
 
 
-def wait_for_requests(log: Path, offset: int, proc: subprocess.Popen, count: int, timeout: float = 60) -> None:
-    """Until `count` requests beyond `offset` are in a sandbox service's log (the run is measuring it)."""
+def connected_to(pids: list[int], port: int) -> bool:
+    """One of these processes holds an established TCP connection to port (on this host)."""
+    sockets = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if link.startswith("socket:["):
+                        sockets.add(link[len("socket:["):-1])
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()  # sl local remote state ... inode
+        if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[3] == "01" and fields[9] in sockets:
+            return True
+    return False
 
-    def seen() -> bool:
+
+def wait_until_measuring(proc: subprocess.Popen, marker: str, port: int, log: Path, offset: int,
+                         timeout: float = 60) -> None:
+    """Until the run (its own processes: `discover` elsewhere on this host asks every service too) is connected to
+    the service on `port` and 3 requests have been logged since `offset`: it has collected and is sampling."""
+
+    def measuring() -> bool:
         assert proc.poll() is None, proc.communicate()
+        if not connected_to(processes_with_env(marker), port):
+            return False
         with log.open("rb") as f:
             f.seek(offset)
-            return f.read().count(b"request method=") >= count
+            return f.read().count(b"request method=") >= 3
 
-    wait_for(f"{count} requests in {log}", seen, timeout, 0.1)
+    wait_for(f"the run measuring the service on port {port}", measuring, timeout, 0.05)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +77,7 @@ def one_complete_run(sandbox, tmp_path_factory):
 
 
 # Each case slows its own service: the run interrupted before leaves requests in flight, which the slowed
-# service logs when they end, after the next case has started counting.
+# service logs when they end.
 @pytest.mark.parametrize("sig, workers, slowed", [(signal.SIGINT, [], "auth"),
                                                   (signal.SIGTERM, ["-n", "2"], "constitutional-ai")])
 def test_interrupt_keeps_latest_and_reports_incomplete(healthy_sandbox, one_complete_run, tmp_path, sig, workers,
@@ -74,7 +96,8 @@ def test_interrupt_keeps_latest_and_reports_incomplete(healthy_sandbox, one_comp
         [sys.executable, "-m", "acgs_verify.cli", "run", "--profile", str(healthy_sandbox.profile_path),
          "--report-dir", str(reports), "--set", "thresholds.latency_samples=300", "--", "-k", "SVC-06", *workers],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_requests(log, seen, proc, 3)  # SVC-06 is sampling the slowed service: the run is mid-way
+    port = service_app.SERVICES[slowed].port + healthy_sandbox.port_offset
+    wait_until_measuring(proc, marker, port, log, seen)  # SVC-06 is sampling the slowed service: mid-way
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 3, out + err
