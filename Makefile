@@ -46,9 +46,11 @@ demo: $(STAMP)
 # One worker more than there are cores: a worker spends about a third of its time waiting for the servers and
 # runs it started (2 cores: 2 workers kept them 60% busy, 3 workers 78%).
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
-# Scratch (tmp_path, the session sandboxes) on tmpfs where /dev/shm takes files: on a VM's disk, creating the
-# 100,000 files of one test took from 3 to 50 s of kernel time, on tmpfs under 1 s. TEST_TMPDIR= keeps $$TMPDIR.
-TEST_TMPDIR ?= $(shell test -d /dev/shm && test -w /dev/shm && echo /dev/shm)
+# Scratch (tmp_path, the session sandboxes) on tmpfs where /dev/shm takes files and has room (a run peaks near
+# 1 GiB; a container's default 64 MiB /dev/shm does not): on a VM's disk, creating the 100,000 files of one test
+# took from 3 to 50 s of kernel time, on tmpfs under 1 s. TEST_TMPDIR= keeps $$TMPDIR.
+TEST_TMPDIR ?= $(shell test -d /dev/shm && test -w /dev/shm && \
+  [ "$$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 {print $$4}')" -ge 3145728 ] 2>/dev/null && echo /dev/shm)
 test: $(STAMP)
 	$(if $(TEST_TMPDIR),TMPDIR=$(TEST_TMPDIR)) $(BIN)/python -m pytest tests -q -p no:cacheprovider -m "not slow" \
 	  $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope) $(PYTEST_ARGS)
