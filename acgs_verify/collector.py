@@ -116,6 +116,7 @@ class ResultCollector:
         self.by_nodeid: dict[str, CheckResult] = {}
         self.result: RunResult | None = None
         self.interrupted = False
+        self._secret_values: list[str] | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict((k, v) for k, v in report.user_properties if not k.startswith("evidence:"))
@@ -143,7 +144,14 @@ class ResultCollector:
                 return  # teardown passing does not undo a failure
             res.outcome = outcome
             if outcome != "passed":
-                res.message = _message(report)
+                res.message = _message(report, self._secrets())
+
+    def _secrets(self) -> list[str]:
+        # masked before a message is cut, so a secret cut in half cannot show its first half
+        if self._secret_values is None:
+            profile = self.config.stash.get(PROFILE_KEY, None)
+            self._secret_values = profile.secret_values() if profile else []
+        return self._secret_values
 
     def pytest_keyboard_interrupt(self, excinfo) -> None:
         self.interrupted = True
@@ -255,7 +263,7 @@ def _profile_notes(profile: Profile) -> list[str]:
             for h in profile.hosts if not h.strict_host_key_checking and h.backend != "local"]
 
 
-def _message(report: pytest.TestReport) -> str:
+def _message(report: pytest.TestReport, secrets: list[str]) -> str:
     longrepr = report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3:  # a skip: (file, line, reason)
         reason = str(longrepr[2])
@@ -264,8 +272,10 @@ def _message(report: pytest.TestReport) -> str:
         return longrepr.strip()
     crash = getattr(longrepr, "reprcrash", None)
     if crash is not None:
-        return shortened(one_line(str(crash.message).removeprefix("Failed: "), limit=4 * MESSAGE_MAX), MESSAGE_MAX)
-    return shortened(last_line(str(longrepr), default=report.outcome, limit=4 * MESSAGE_MAX), MESSAGE_MAX)
+        text = one_line(str(crash.message).removeprefix("Failed: "), secrets, limit=4 * MESSAGE_MAX)
+    else:
+        text = last_line(str(longrepr), secrets, default=report.outcome, limit=4 * MESSAGE_MAX)
+    return shortened(text, MESSAGE_MAX)
 
 
 class AllureDetails:

@@ -75,3 +75,15 @@ def test_url_with_a_password_is_displayed_without_it():
 def test_mask_replaces_longest_secret_first_and_ignores_short_ones():
     assert mask("abcdef abc", ["abc", "abcdef"]) == "*** ***"
     assert mask("ab is too short to mask", ["ab", ""]) == "ab is too short to mask"
+
+
+def test_a_check_message_is_masked_before_it_is_cut():
+    """A secret that straddles the length a result keeps must not leave its first half behind."""
+    from types import SimpleNamespace as NS
+
+    from acgs_verify.collector import MESSAGE_MAX, _message
+
+    secret = "s3cret-" + "k" * 20
+    text = "y" * (MESSAGE_MAX - 10) + secret + " and more"
+    message = _message(NS(longrepr=NS(reprcrash=NS(message=text)), outcome="failed"), [secret])
+    assert "s3cret" not in message and len(message) <= MESSAGE_MAX, message[-40:]
