@@ -159,7 +159,7 @@ class ResultCollector:
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         profile = self.config.stash.get(PROFILE_KEY, None)
-        secrets = profile.secret_values() if profile else []
+        secrets = self._secrets()
         for res in self.by_nodeid.values():
             res.message = mask(res.message, secrets)
             for name in ("measured", "expected", "warning"):  # a probe may quote a DSN or a command line

@@ -38,11 +38,9 @@ def usable_report_dir(report_dir: Path, option: str = "--report-dir", create: bo
     shown = f"{option} {report_dir}"
     resolved = Path(report_dir).expanduser().absolute()
     normal = Path(os.path.normpath(resolved))
-    for pseudo in map(Path, PSEUDO_FILESYSTEMS):
-        if any(normal == tmpfs or tmpfs in normal.parents for tmpfs in FILE_TMPFS):
-            break
-        if normal == pseudo or pseudo in normal.parents:
-            raise ReportDirError(f"{shown}: is under {pseudo}, a kernel filesystem, not a place for reports")
+    under = [p for p in map(Path, PSEUDO_FILESYSTEMS) if normal == p or p in normal.parents]
+    if under and not any(normal == t or t in normal.parents for t in FILE_TMPFS):
+        raise ReportDirError(f"{shown}: is under {under[0]}, a kernel filesystem, not a place for reports")
     if resolved.exists() and not resolved.is_dir():
         raise ReportDirError(f"{shown}: not a directory")
     if not create:

@@ -661,4 +661,3 @@ def read_proc_details(conn, pid: int, sudo: str, user: str) -> dict:
 
 
 __all__ = ["Discovery", "Item", "ProbeError", "find"]
-

@@ -264,7 +264,7 @@ def spawn(argv: list[str], env: dict[str, str], stdout: Path, stderr: Path) -> d
     # posix_spawn returns as soon as the child has begun its exec, before the kernel has laid out its new
     # argv: until then /proc/PID/cmdline reads empty and is_alive() would call the live process dead (seen in
     # 259 of 300 reads made at once, and as "sshd did not start: (no output)" under load)
-    poll(lambda: _cmdline(pid) != b"" or (_proc_stat(pid) or ["Z"])[0] in ("Z", "X"), 5.0, 0.001)
+    poll(lambda: _cmdline(pid) != b"" or _ended_stat(_proc_stat(pid)), 5.0, 0.001)
     return {"pid": pid, "argv": argv, "start_ticks": _start_ticks(pid)}
 
 
@@ -297,6 +297,22 @@ def _start_ticks(pid: int) -> int | None:
     return int(st[19]) if st else None
 
 
+def _ended_stat(st: list[str] | None) -> bool:
+    """No process, or one that has exited (a zombie)."""
+    return st is None or st[0] in ("Z", "X")
+
+
+def _recorded_stat(record: dict[str, Any]) -> list[str] | None:
+    """/proc/PID/stat of the very process `record` started (reaped first if it is our dead child); None once it is
+    gone or its pid belongs to another process."""
+    pid = int(record["pid"])
+    _reap(pid, record)
+    st = _proc_stat(pid)
+    if st is None or (record.get("start_ticks") is not None and int(st[19]) != record["start_ticks"]):
+        return None
+    return st
+
+
 def _reap(pid: int, record: dict[str, Any] | None = None) -> None:
     # When the caller itself started the process (tests, one long `up`), a dead child stays a zombie
     # until waited for; this only ever waits for our own children. How it ended goes into its record, for the
@@ -318,11 +334,7 @@ def is_alive(record: dict[str, Any] | None) -> bool:
     if not record:
         return False
     pid = int(record["pid"])
-    _reap(pid, record)
-    st = _proc_stat(pid)
-    if st is None or st[0] in ("Z", "X"):
-        return False
-    if record.get("start_ticks") is not None and int(st[19]) != record["start_ticks"]:
+    if _ended_stat(_recorded_stat(record)):
         return False
     cmdline = _cmdline(pid)
     if cmdline is None:
@@ -340,12 +352,13 @@ def stop(record: dict[str, Any] | None, grace: float = 5.0) -> bool:
         return False
     pid = int(record["pid"])
     running = is_alive(record)
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)) if running else ():
-        if not is_alive(record):  # re-verified before every signal
-            break
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        poll(lambda: not is_alive(record), wait, 0.02)
+    if running:
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+            if not is_alive(record):  # re-verified before every signal
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            poll(lambda: not is_alive(record), wait, 0.02)
     # "not alive" already holds while it exits (its cmdline reads empty once its memory is gone, before its
     # sockets close): also for one that died on its own (a kill -9), wait until it has left, reaping it if it is
     # our child, so the next start finds its port free and no /proc entry is left behind
@@ -357,12 +370,8 @@ def _gone(record: dict[str, Any]) -> bool:
     """The process has left: no /proc entry, another process under its pid, or a zombie that only its parent,
     not us, can reap. (An init that reaps its orphans every 2 s once made each stop of a `sandbox up` process
     wait those 2 s.)"""
-    pid = int(record["pid"])
-    _reap(pid, record)
-    st = _proc_stat(pid)
-    if st is None or (record.get("start_ticks") is not None and int(st[19]) != record["start_ticks"]):
-        return True
-    return st[0] in ("Z", "X") and int(st[1]) != os.getpid()
+    st = _recorded_stat(record)
+    return st is None or (_ended_stat(st) and int(st[1]) != os.getpid())
 
 
 def tail(path: Path, lines: int = 3, limit: int = 300) -> str:
