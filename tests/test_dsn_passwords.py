@@ -141,3 +141,10 @@ def test_run_exits_3_with_one_line_and_no_part_of_the_password(tmp_path):
     _assert_withheld(res.stdout + res.stderr, halves)
     written = "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file() and p != profile)
     _assert_withheld(written, halves)
+
+
+def test_a_url_with_a_user_info_in_another_field_is_not_quoted_in_its_error(write_profile):
+    pw, halves = awkward_password("/?#")
+    text = profile_error(str(write_profile(f"services: [{{name: a, port: {json.dumps(f'http://u:{pw}@h')}}}]\n")))
+    assert "p.yaml:1: services[0].port: " in text and "value not shown" in text, text
+    _assert_withheld(text, halves)

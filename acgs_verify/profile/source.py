@@ -238,9 +238,13 @@ def validation_line(exc: ValidationError, located: Located, overridden: Iterable
         pass  # the value itself may be the secret: neither it nor a --set holding it is quoted
     elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict | list):
         shown = err["input"]
-        if isinstance(shown, str) and "://" in shown:
-            shown = display_url(shown)  # a rejected DSN may be rejected precisely for holding a password
-        msg = f"{msg} (got {shown!r})"
+        if isinstance(shown, str) and "://" in shown and "@" in shown.split("://", 1)[1]:
+            # a URL with a user-info, in a field that is not a DSN: its password may be where urlsplit cannot see it
+            msg = f"{msg} (value not shown: it may hold a password)"
+        else:
+            if isinstance(shown, str) and "://" in shown:
+                shown = display_url(shown)
+            msg = f"{msg} (got {shown!r})"
     msg = msg.removeprefix("Value error, ")
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     for real, text in overridden:
