@@ -277,7 +277,9 @@ class _SecretRef(_Strict):
 
 
 class Database(_SecretRef):
-    """A PostgreSQL database (a primary). The DSN carries no password: see password_env / password_file.
+    """A PostgreSQL database (a primary). The DSN carries no password: see password_env / password_file. libpq's
+    own parser reads every DSN here (dsn, replicas, admin_dsn); one holding a password (in its user-info, as
+    ?password=, or once ${VAR} is expanded), or that libpq cannot read, is refused naming its line, never its value.
 
     The checks connect as the DSN's user with a read-only session (default_transaction_read_only,
     statement_timeout, lock_timeout, application_name=acgs-verify). DB-04/DB-05 see other sessions' query
@@ -314,8 +316,9 @@ class Database(_SecretRef):
 
 
 class Redis(_SecretRef):
-    """A Redis server. The URL carries no password: see password_env / password_file. Checks send read
-    commands only (PING, INFO, GET)."""
+    """A Redis server. The URL carries no password: see password_env / password_file (redis-py's URL parser reads
+    it, and a password in its user-info or query is refused like a DSN's). Checks send read commands only (PING,
+    INFO, GET)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # the cache half of target ids
     role: str = "cache"  # the hosts with this role run it
