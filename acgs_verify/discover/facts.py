@@ -164,10 +164,10 @@ def url_without_password(raw: str, kind: str) -> str | None:
         url = _rebuilt(raw.strip(), kind)
         if url is None or any(piece in url for piece in _password_pieces(raw)):
             return None
-        from acgs_verify.profile.model import _postgres_url, _redis_url
+        from acgs_verify.profile.model import checked_postgres_url, checked_redis_url
 
         # what discover writes must be what the loader accepts, read by the same parsers (libpq's, redis-py's)
-        return (_postgres_url if kind == "postgresql" else _redis_url)(url)
+        return (checked_postgres_url if kind == "postgresql" else checked_redis_url)(url)
     except Exception:  # noqa: BLE001 (whatever a parser says about the value may quote it)
         return None
 

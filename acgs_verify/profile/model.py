@@ -57,7 +57,7 @@ def _userinfo_parses(rest: str) -> bool:
     return not _USERINFO_BREAKS.search(rest.split("@", 1)[0])
 
 
-def _postgres_url(v: str) -> str:
+def checked_postgres_url(v: str) -> str:
     """A DSN as libpq itself reads it (psycopg's conninfo_to_dict): a postgresql:// URL without a password in its
     user-info, its query (?password=) or after ${VAR} expansion; no part of `v` is ever put in the error."""
     from psycopg.conninfo import conninfo_to_dict
@@ -83,7 +83,7 @@ def _postgres_url(v: str) -> str:
     return v
 
 
-def _redis_url(v: str) -> str:
+def checked_redis_url(v: str) -> str:
     """A Redis URL as redis-py reads it (redis.connection.parse_url): redis:// or rediss://, without a password in
     its user-info or its query; no part of `v` is ever put in the error."""
     from redis.connection import parse_url
@@ -104,8 +104,8 @@ def _redis_url(v: str) -> str:
     return v
 
 
-PostgresUrl = Annotated[str, AfterValidator(_postgres_url)]
-RedisUrl = Annotated[str, AfterValidator(_redis_url)]
+PostgresUrl = Annotated[str, AfterValidator(checked_postgres_url)]
+RedisUrl = Annotated[str, AfterValidator(checked_redis_url)]
 
 
 # --------------------------------------------------------------------------------------------- model
