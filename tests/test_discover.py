@@ -113,7 +113,7 @@ def test_discovered_profile_finds_the_sandbox_and_runs_clean_with_the_same_cover
     assert db.dsn == f"postgresql://acgs@127.0.0.1:{5432 + off}/acgs_production" and db.password_env == \
         "ACGS_DB_PASSWORD"
     assert db.replicas == [f"postgresql://acgs@127.0.0.1:{5433 + off}/acgs_production"]
-    assert "DATABASE_URL in the environment of pid" in text and "password removed" in text
+    assert "DATABASE_URL in the environment of pid" in text and "no password" in text
     assert [r.url for r in profile.redis] == [f"redis://127.0.0.1:{6379 + off}/0"]
     for key in ("logs", "app_root", "backups", "policies", "alerts_log"):
         assert getattr(profile.paths, key) == sb["paths"][key], key

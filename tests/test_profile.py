@@ -116,7 +116,7 @@ def test_secret_from_file_and_never_in_the_dsn(write_profile, tmp_path):
     assert load_profile(str(ok)).secret("databases.db") == "s3cret-Value"
     bad = write_profile("databases: [{name: db, dsn: 'postgresql://acgs:hunter2@h/acgs'}]\n", "bad.yaml")
     text = profile_error(str(bad))
-    assert "must not contain a password" in text and "hunter2" not in text
+    assert "databases[0].dsn: holds a password; use password_env or password_file" in text and "hunter2" not in text
 
 
 def test_masking_helpers():

@@ -32,14 +32,13 @@ from acgs_verify.discover.facts import (
     _flag,
     _json_field,
     _module_name,
-    _pg_scheme,
     _port_token,
     _program,
     _prune,
     _served_cert,
     _server_kind,
     _stem_matches,
-    _without_password,
+    url_without_password,
 )
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.probes.host import HostPool, Proc, _roots, port_owners
@@ -277,7 +276,9 @@ class _Finder:
         if [p.pid for p in matching] == [s.proc.pid]:
             return pattern, f"process pattern matches pid {s.proc.pid} only, of {len(self.facts.procs)} processes" \
                             + parts_note
-        others = ", ".join(p.describe(short=True) for p in matching if p.pid != s.proc.pid)
+        # another process's command line is its own (it may hold a password): named by pid, user and program only
+        others = ", ".join(f"pid {p.pid} ({p.user}, {_program(p.args)[:40]})" for p in matching
+                           if p.pid != s.proc.pid)
         return pattern, f"WARNING process pattern also matches {others or 'nothing'}: the port's owner decides"
 
     def _proc_details(self, pid: int) -> dict:
@@ -310,8 +311,9 @@ class _Finder:
         return [LOG_DIR]
 
     # -------------------------------------------------------------------------------- databases, redis
-    def _service_env_urls(self, services: list[_Server], names: re.Pattern) -> list[tuple[str, str, int]]:
-        """(url without password, variable, pid) from the services' environments."""
+    def _service_env_urls(self, services: list[_Server], names: re.Pattern, kind: str) -> list[tuple[str, str, int]]:
+        """(url without password, variable, pid) from the services' environments; a value that cannot be read
+        safely is left out with a TODO naming the variable, never quoting the value."""
         out = []
         for s in services:
             env = self._proc_details(s.proc.pid)["env"]
@@ -319,8 +321,14 @@ class _Finder:
                 self.found.todos.append(env + ": the DSNs it may use are not known")
                 continue
             for k, v in sorted(env.items()):
-                if names.search(k):
-                    out.append((_without_password(v), k, s.proc.pid))
+                if not names.search(k):
+                    continue
+                url = url_without_password(v, kind)
+                if url is None:
+                    self.found.todos.append(f"{k} in the environment of pid {s.proc.pid} is not a {kind} URL that "
+                                            "can be written without its password: left out (value not shown)")
+                else:
+                    out.append((url, k, s.proc.pid))
         return out
 
     def _listeners_of(self, program: str) -> list[tuple[int, Proc | None, str]]:
@@ -339,8 +347,7 @@ class _Finder:
 
     def _databases(self, services: list[_Server]) -> None:
         servers = self._listeners_of("postgres")
-        dsns = self._service_env_urls(services, DB_VARS)
-        dsns = [d for d in dsns if d[0].startswith(("postgresql", "postgres"))]
+        dsns = self._service_env_urls(services, DB_VARS, "postgresql")
         replicas: dict[int, int] = {}  # replica port -> primary port
         for port, proc, _ in servers:
             data_dir = _flag(proc.args, "-D") if proc else None
@@ -360,8 +367,8 @@ class _Finder:
         port, proc, address = primary
         if port in env_ports:
             dsn, var, pid = env_ports[port]
-            dsn = _pg_scheme(dsn)
-            ev = [f"{var} in the environment of pid {pid}, password removed"]
+            ev = [f"{var} in the environment of pid {pid}, rebuilt from its user, host, port and database: no "
+                  "password"]
         else:
             dsn = f"postgresql://acgs@{_bracket(address)}:{port}/acgs_production"
             ev = [f"TODO dsn: no service names a database URL; the runbook's role and database (acgs_production) "
@@ -389,7 +396,7 @@ class _Finder:
 
     def _redis(self, services: list[_Server]) -> None:
         servers = self._listeners_of("redis-server")
-        urls = [u for u in self._service_env_urls(services, REDIS_VARS) if u[0].startswith("redis")]
+        urls = self._service_env_urls(services, REDIS_VARS, "redis")
         env_ports = {urlsplit(u[0]).port or REDIS_PORT: u for u in urls}
         pick = _chosen(servers, env_ports, REDIS_PORT + self.offset)
         if pick is None:
@@ -400,7 +407,8 @@ class _Finder:
         ev = [f"pid {proc.pid} ({proc.user}, {_program(proc.args)}) listens on {address}:{port}"]
         if port in env_ports:
             url, var, pid = env_ports[port]
-            ev.append(f"{var} in the environment of pid {pid}, password removed")
+            ev.append(f"{var} in the environment of pid {pid}, rebuilt from its host, port and database: no "
+                      "password")
         else:
             url = f"redis://{_bracket(address)}:{port}/0"
             ev.append("no service names a Redis URL: database 0")

@@ -1,9 +1,13 @@
 """Findings as commented profile YAML, and `--merge`: new entries added to a user's profile, their text untouched.
 
 >>> text = render(found)                   # loads with profile.load_profile; each entry under its evidence
+>>> yaml.safe_load(text) == profile_data(found)   # the profile is exactly the data discover decided on
+True
 >>> merged, added = merge(user_text, found)  # user's lines kept byte for byte; new entries in marked blocks
 
-Values are dumped with yaml.safe_dump (quoting stays PyYAML's business); comments are written around them.
+What a target says (a /health body, a path, a variable's name, a user name) is data: every value is written by
+PyYAML's safe emitter, never spliced into YAML text, and every comment is one line with control characters escaped, so
+nothing a target says can end a comment and add a line of its own.
 """
 
 from __future__ import annotations
@@ -16,27 +20,64 @@ import yaml
 from acgs_verify.discover.finders import Discovery, Item
 
 MARK = "added by acgs-verify discover"
+COMMENT_MAX = 400  # a comment is evidence for a human, not a copy of what a target said
+
+
+class _OneLineDumper(yaml.SafeDumper):
+    """yaml.safe_dump's emitter, with every string that holds a character outside printable ASCII (a line break,
+    an escape sequence, U+2028) written double-quoted with escapes: each scalar stays on its own line."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = None if all(" " <= c <= "~" for c in value) else '"'
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_OneLineDumper.add_representer(str, _represent_str)
 
 
 def _dump(value) -> list[str]:
-    return yaml.safe_dump(value, sort_keys=False, default_flow_style=False, width=1000,
-                          allow_unicode=True).rstrip("\n").splitlines()
+    return yaml.dump(value, Dumper=_OneLineDumper, sort_keys=False, default_flow_style=False, width=1000,
+                     allow_unicode=False).rstrip("\n").splitlines()
+
+
+def escape_text(text: str) -> str:
+    """Text as one line a YAML comment (and a terminal) can hold: line breaks, C0/C1 controls, DEL, and other
+    characters that do not print (bidi overrides, U+2028) become backslash escapes, as in a Python literal."""
+    out = []
+    for ch in str(text):
+        if ch == " " or (ch.isprintable() and ch not in "\x85\u2028\u2029"):
+            out.append(ch)
+        elif ch in "\n\r\t":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[ch])
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    line = "".join(out)
+    return line if len(line) <= COMMENT_MAX else line[: COMMENT_MAX - 3] + "..."
+
+
+def _comment(text: str, indent: str = "") -> str:
+    return f"{indent}# {escape_text(text)}"
 
 
 def _comments(lines: list[str], indent: str) -> list[str]:
-    return [f"{indent}# {line}" for line in lines]
+    return [_comment(line, indent) for line in lines]
 
 
 def _list_item(item: Item, indent: str = "  ") -> list[str]:
     """`- key: value` lines of one entry under its evidence; a candidate is commented out as a whole."""
-    if len(item.data) == 1 and "name" not in item.data:  # a plain value: a certificate path, an endpoint URL
-        lines = [f"{indent}{x}" for x in _dump(list(item.data.values()))]
-    else:
-        body = _dump(item.data)
-        lines = [f"{indent}- {body[0]}"] + [f"{indent}  {x}" for x in body[1:]]
+    lines = [f"{indent}{x}" for x in _dump([_entry(item)])]
     if item.candidate:
         lines = [f"{indent}# {x[len(indent):]}" for x in lines]
     return _comments(item.evidence, indent) + lines
+
+
+def _entry(item: Item):
+    """The value an entry stands for: a plain value (a certificate path, an endpoint URL) or its mapping."""
+    if len(item.data) == 1 and "name" not in item.data:
+        return next(iter(item.data.values()))
+    return item.data
 
 
 def _section(key: str, items: list[Item], candidates: list[Item] = ()) -> list[str]:
@@ -65,18 +106,46 @@ def _host_item(found: Discovery) -> Item:
     return Item(data, found.host.evidence)
 
 
+def _description(found: Discovery) -> str:
+    return f"discovered on {found.host.data['name']} by acgs-verify discover"
+
+
+def profile_data(found: Discovery) -> dict:
+    """What render(found) holds once loaded: the profile discover decided on, as data (candidates, commented out,
+    are not in it)."""
+    data: dict = {"description": _description(found)}
+    if found.constitutional_hash:
+        data["constitutional_hash"] = found.constitutional_hash
+    data["hosts"] = [_entry(_host_item(found))]
+    if found.services or found.candidates:
+        data["services"] = [_entry(i) for i in found.services]
+    data["databases"] = [_entry(i) for i in found.databases]
+    data["redis"] = [_entry(i) for i in found.redis]
+    if found.paths:
+        data["paths"] = {k: i.data["value"] for k, i in found.paths.items()}
+    for key in ("certificates", "tls_endpoints"):
+        if getattr(found, key):
+            data[key] = [_entry(i) for i in getattr(found, key)]
+    if found.tls_ca:
+        data["tls"] = dict(found.tls_ca.data)
+    if found.security:
+        data["security"] = {k: i.data["value"] for k, i in found.security.items()}
+    return data
+
+
 def render(found: Discovery) -> str:
-    """The whole profile as YAML text with evidence comments and TODOs."""
+    """The whole profile as YAML text with evidence comments and TODOs; yaml.safe_load of it is
+    profile_data(found)."""
     h = found.host.data
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    out = [f"# acgs-verify discover: {h['name']} ({h['address']}, backend {h['backend']}), read as "
-           f"{found.user} on {now}.",
+    out = [_comment(f"acgs-verify discover: {h['name']} ({h['address']}, backend {h['backend']}), read as "
+                    f"{found.user} on {now}."),
            "# Each entry carries its evidence as a comment; TODO lines name what could not be found.",
-           "# No secret is written: passwords come from the variables that password_env names.",
-           f"description: discovered on {h['name']} by acgs-verify discover"]
+           "# No secret is written: passwords come from the variables that password_env names."]
+    out += _dump({"description": _description(found)})
     if found.constitutional_hash:
-        out += ["# the constitutional hash the services' /health answers carry",
-                f"constitutional_hash: {found.constitutional_hash}"]
+        out += ["# the constitutional hash the services' /health answers carry"]
+        out += _dump({"constitutional_hash": found.constitutional_hash})
     else:
         out.append("# TODO constitutional_hash: no service answered with one; the runbook's is the default")
     out += [""] + _section("hosts", [_host_item(found)])
@@ -95,8 +164,8 @@ def render(found: Discovery) -> str:
     if found.security:
         out += [""] + _mapping("security", found.security)
     if found.todos:
-        out += ["", "# ---- what discover could not settle"] + [f"# TODO {t}" if not t.startswith(("TODO", "note"))
-                                                                  else f"# {t}" for t in found.todos]
+        out += ["", "# ---- what discover could not settle"] + [
+            _comment(t if t.startswith(("TODO", "note")) else f"TODO {t}") for t in found.todos]
     return "\n".join(out) + "\n"
 
 
@@ -156,7 +225,8 @@ def merge(user_text: str, found: Discovery) -> tuple[str, list[str]]:
             tail += ["# " + x for x in block]
     text = "\n".join(lines) + "\n"
     if tail:
-        text += f"\n# ---- {MARK} ({len(added)} entries new on {found.host.data['name']})\n" + "\n".join(tail) + "\n"
+        text += "\n" + _comment(f"---- {MARK} ({len(added)} entries new on {found.host.data['name']})") + "\n"
+        text += "\n".join(tail) + "\n"
     return text, added
 
 

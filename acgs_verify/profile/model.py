@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from acgs_verify.profile.source import SourceError
+from acgs_verify.profile.source import WITHHELD, SourceError
 
 # No limit, count or duration a profile holds comes near this; past it a number is a typo (1e400 is inf) that
 # would make a timeout that never fires or a date computation that overflows
@@ -32,6 +33,79 @@ HASH_RE = r"^[0-9a-f]{16}$"
 
 class ProfileError(SourceError):
     """Bad input in a profile or an override; str() is the one line a user sees."""
+
+
+# --------------------------------------------------------------------------------------------- DSNs and URLs
+
+# Every problem with a DSN or URL field is a WITHHELD error, whose message never quotes the value (source.py's
+# validation_line leaves out "(got ...)" and a --set's value): the value may be refused precisely because it holds
+# a password, or may hold one where a parser that gave up could not see it.
+_HOLDS_PASSWORD = "holds a password; use password_env or password_file"
+# a user-info with a ':' or one of these before its '@' is a password that a parser may split elsewhere
+# (postgresql://acgs:pa/ss@db: libpq takes "acgs:pa" for a host and "ss@db" for a database name)
+_USERINFO_BREAKS = re.compile(r"[:/?#\[\]\s\"'\\]")
+
+
+def _withheld(message: str) -> PydanticCustomError:
+    return PydanticCustomError(WITHHELD, message)
+
+
+def _userinfo_parses(rest: str) -> bool:
+    """`rest` is a URL after `scheme://`: false when an '@' follows a user-info that is not a plain user name."""
+    if "@" not in rest:
+        return True
+    return not _USERINFO_BREAKS.search(rest.split("@", 1)[0])
+
+
+def checked_postgres_url(v: str) -> str:
+    """A DSN as libpq itself reads it (psycopg's conninfo_to_dict): a postgresql:// URL without a password in its
+    user-info, its query (?password=) or after ${VAR} expansion; no part of `v` is ever put in the error."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    scheme, sep, rest = v.partition("://")
+    wrong_scheme = _withheld("must be a postgresql:// URL (postgresql://USER@HOST:PORT/DBNAME)")
+    if sep and scheme not in ("postgresql", "postgres"):
+        raise wrong_scheme
+    try:
+        params = conninfo_to_dict(v)
+    except Exception:  # noqa: BLE001 (libpq's message, or a decoding error's, quotes the part it could not read)
+        raise _withheld("does not parse as a libpq connection string (value not shown: it may hold a password); "
+                        "write postgresql://USER@HOST:PORT/DBNAME") from None
+    if params.get("password") or params.get("sslpassword"):
+        raise _withheld(_HOLDS_PASSWORD)
+    if not sep:  # key=value conninfo: the rest of the suite reads URLs
+        raise wrong_scheme
+    if not _userinfo_parses(rest):
+        raise _withheld("its user-info does not parse (a password with characters that are not percent-encoded?);"
+                        " write USER@HOST and use password_env or password_file")
+    if not str(params.get("port", "5432")).replace(",", "").isdigit():
+        raise _withheld("its port is not a number")
+    return v
+
+
+def checked_redis_url(v: str) -> str:
+    """A Redis URL as redis-py reads it (redis.connection.parse_url): redis:// or rediss://, without a password in
+    its user-info or its query; no part of `v` is ever put in the error."""
+    from redis.connection import parse_url
+
+    scheme, sep, rest = v.partition("://")
+    if not sep or scheme not in ("redis", "rediss"):
+        raise _withheld("must be a redis:// or rediss:// URL (redis://HOST:PORT/DB)")
+    try:
+        params = parse_url(v)
+    except Exception:  # noqa: BLE001 (redis-py's message quotes the part it could not read, a password's start)
+        raise _withheld("does not parse as a Redis URL (value not shown: it may hold a password); "
+                        "write redis://HOST:PORT/DB") from None
+    if params.get("password"):
+        raise _withheld(_HOLDS_PASSWORD)
+    if not _userinfo_parses(rest):
+        raise _withheld("its user-info does not parse (a password with characters that are not percent-encoded?);"
+                        " write HOST:PORT/DB and use password_env or password_file")
+    return v
+
+
+PostgresUrl = Annotated[str, AfterValidator(checked_postgres_url)]
+RedisUrl = Annotated[str, AfterValidator(checked_redis_url)]
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -203,7 +277,9 @@ class _SecretRef(_Strict):
 
 
 class Database(_SecretRef):
-    """A PostgreSQL database (a primary). The DSN carries no password: see password_env / password_file.
+    """A PostgreSQL database (a primary). The DSN carries no password: see password_env / password_file. libpq's
+    own parser reads every DSN here (dsn, replicas, admin_dsn); one holding a password (in its user-info, as
+    ?password=, or once ${VAR} is expanded), or that libpq cannot read, is refused naming its line, never its value.
 
     The checks connect as the DSN's user with a read-only session (default_transaction_read_only,
     statement_timeout, lock_timeout, application_name=acgs-verify). DB-04/DB-05 see other sessions' query
@@ -212,14 +288,14 @@ class Database(_SecretRef):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # the database half of target ids (primary@db-1)
     role: str = "db"  # the hosts with this role run its server (DB-02 looks for it there)
-    dsn: str  # postgresql://USER@HOST:PORT/DBNAME, without a password
+    dsn: PostgresUrl  # postgresql://USER@HOST:PORT/DBNAME, without a password
     # DB-02: the systemd unit (checked where the host runs systemd) and a regex over the command line (ps -eo args)
     # of the server that owns the DSN's port on the database's host; None leaves that half out
     unit: str | None = "postgresql"
     process: str | None = r"postgres"
     # streaming replicas of this primary, as DSNs without a password (same role and secret as `dsn`):
     # DB-07 asks each one how far its replay is behind, besides reading pg_stat_replication on the primary
-    replicas: list[str] = []
+    replicas: list[PostgresUrl] = []
     # the audit table (CC-04, CC-05, DB-10); None: this database holds none
     audit_table: str | None = "audit_logs"
     # CC-04: rows of this event_type within compliance_window_hours are governance decisions, and
@@ -233,47 +309,22 @@ class Database(_SecretRef):
     # connections it may hold, e.g. {acgs-auth-service: 20}); applications not named here are counted, not judged
     pools: dict[str, int] = {}
     # credential (DSN + secret) allowed to CREATE DATABASE, for the opt-in restore drill only
-    admin_dsn: str | None = None
+    admin_dsn: PostgresUrl | None = None
     admin_password_env: str | None = None
     admin_password_file: str | None = None
 
-    @field_validator("dsn", "admin_dsn")
-    @classmethod
-    def _dsn_has_no_password(cls, v: str | None) -> str | None:
-        return v if v is None else _postgres_url(v)
-
-    @field_validator("replicas")
-    @classmethod
-    def _replica_dsns(cls, v: list[str]) -> list[str]:
-        return [_postgres_url(dsn) for dsn in v]
-
-
-def _postgres_url(v: str) -> str:
-    if not v.startswith(("postgresql://", "postgres://")):
-        raise ValueError("must be a postgresql:// URL")
-    if urlsplit(v).password:
-        raise ValueError("must not contain a password; use password_env or password_file")
-    return v
 
 
 class Redis(_SecretRef):
-    """A Redis server. The URL carries no password: see password_env / password_file. Checks send read
-    commands only (PING, INFO, GET)."""
+    """A Redis server. The URL carries no password: see password_env / password_file (redis-py's URL parser reads
+    it, and a password in its user-info or query is refused like a DSN's). Checks send read commands only (PING,
+    INFO, GET)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # the cache half of target ids
     role: str = "cache"  # the hosts with this role run it
-    url: str  # redis://HOST:PORT/DB or rediss://, without a password
+    url: RedisUrl  # redis://HOST:PORT/DB or rediss://, without a password
     # CC-06: the key that must hold the constitutional hash; None: this cache holds none
     hash_key: str | None = "acgs:constitutional_hash"
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not v.startswith(("redis://", "rediss://")):
-            raise ValueError("must be a redis:// or rediss:// URL")
-        if urlsplit(v).password:
-            raise ValueError("must not contain a password; use password_env or password_file")
-        return v
 
 
 class Paths(_Strict):
@@ -499,6 +550,9 @@ class Profile(_Strict):
     @classmethod
     def _endpoints(cls, v: list[str]) -> list[str]:
         for url in v:
+            if "@" in url or "?" in url:  # a user-info or query may hold a password: refused without quoting it
+                raise _withheld("an endpoint is https://HOST[:PORT], without a user-info or a query (value not "
+                                "shown: it may hold a password)")
             try:
                 parts = urlsplit(url)
                 parts.port  # noqa: B018 (raises on a bad port)

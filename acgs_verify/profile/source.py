@@ -31,6 +31,11 @@ MAX_EXPANDED_NODES = 20_000  # bounds alias expansion (billion laughs) before an
 MAX_DEPTH = 40
 
 
+# the pydantic error type of a value that no message may quote (a DSN or URL that holds, or may hold, a password):
+# validation_line names its file, line and field, never the value, and a --set giving it by its key alone
+WITHHELD = "value_withheld"
+
+
 class SourceError(Exception):
     """A YAML file that cannot be used; str() is the one line a user sees (file:line: field: problem)."""
 
@@ -229,15 +234,23 @@ def validation_line(exc: ValidationError, located: Located, overridden: Iterable
         missing = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and tuple(e["loc"][:-1]) == loc[:-1]]
         close = difflib.get_close_matches(str(loc[-1]), missing, n=1, cutoff=0.6)
         msg = f"unknown field {loc[-1]!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+    elif err["type"] == WITHHELD:
+        pass  # the value itself may be the secret: neither it nor a --set holding it is quoted
     elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict | list):
         shown = err["input"]
-        if isinstance(shown, str) and "://" in shown:
-            shown = display_url(shown)  # a rejected DSN may be rejected precisely for holding a password
-        msg = f"{msg} (got {shown!r})"
+        if isinstance(shown, str) and "://" in shown and "@" in shown.split("://", 1)[1]:
+            # a URL with a user-info, in a field that is not a DSN: its password may be where urlsplit cannot see it
+            msg = f"{msg} (value not shown: it may hold a password)"
+        else:
+            if isinstance(shown, str) and "://" in shown:
+                shown = display_url(shown)
+            msg = f"{msg} (got {shown!r})"
     msg = msg.removeprefix("Value error, ")
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     for real, text in overridden:
         if loc[: len(real)] == real or real[: len(loc)] == loc:
+            if err["type"] == WITHHELD:
+                text = text.split("=", 1)[0].strip() + "=..."
             return f"--set {text}: {dotted(loc)}: {msg}{more}"
     return f"{located.at(loc)}: {msg}{more}"
 
