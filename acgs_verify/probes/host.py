@@ -729,7 +729,7 @@ def _ss_holders(out: str) -> dict[int, tuple[set[str], set[int]]]:
 
 def _tcp_table(conn) -> list[tuple[int, int, int]]:
     """(port, uid, inode) of every listening socket in /proc/net/tcp and tcp6 (state 0A), readable by anyone."""
-    out = conn.run("cat %s %s", *_TCP_FILES).stdout
+    out = conn.run(command("cat", "--", *_TCP_FILES)).stdout
     rows = []
     for line in out.splitlines():
         cols = line.split()
@@ -784,7 +784,7 @@ def _process_table(out: str) -> list[Proc]:
 def _user_names(conn, uids: set[int]) -> dict[int, str]:
     if not uids:
         return {}
-    out = conn.run("getent passwd " + " ".join(str(u) for u in sorted(uids))).stdout
+    out = conn.run(command("getent", "passwd", *sorted(uids))).stdout
     return {int(f[2]): f[0] for f in (line.split(":") for line in out.splitlines()) if len(f) > 2 and f[2].isdigit()}
 
 
@@ -897,19 +897,19 @@ def read_postgres_server(conn, owner: Proc, become: bool = False) -> dict[str, s
     argv = owner.args.split()
     data = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-D"), None)
     if data is None:
-        res = conn.run(f"{sudo}readlink /proc/{owner.pid}/cwd")
+        res = conn.run(sudo + command("readlink", "--", f"/proc/{owner.pid}/cwd"))
         data = res.stdout.strip() if res.rc == 0 and res.stdout.strip() else \
             f"unknown (no -D, /proc/{owner.pid}/cwd not readable)"
     binary = argv[0] if argv and argv[0].startswith("/") else None
     if binary is None:
-        res = conn.run(f"{sudo}readlink /proc/{owner.pid}/exe")
+        res = conn.run(sudo + command("readlink", "--", f"/proc/{owner.pid}/exe"))
         binary = res.stdout.strip() if res.rc == 0 and res.stdout.strip() else None
     version = None
     if binary and _root_owned(conn, binary):
         res = conn.run(command(binary, "--version"))
         version = res.stdout.strip() if res.rc == 0 else None
     if version is None and data.startswith("/"):
-        res = conn.run(f"{sudo}{command('cat', '--', data + '/PG_VERSION')}")
+        res = conn.run(sudo + command("cat", "--", f"{data}/PG_VERSION"))
         version = f"PG_VERSION {res.stdout.strip()}" if res.rc == 0 else None
     return {"data_directory": data, "version": version or "unknown (binary and PG_VERSION not readable)"}
 
