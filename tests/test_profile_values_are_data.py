@@ -286,3 +286,22 @@ def test_a_run_fed_payloads_in_every_field_runs_nothing_and_passes_nothing_that_
     assert {"app-1", "ops-1"} <= targets or ops is None, sorted(targets)
     assert {c["id"] for c in summary["checks"]} >= {"SEC-01", "SYS-05", "SYS-04", "SEC-02", "SEC-05", "SVC-05"}
     assert res.returncode == 2, (res.returncode, res.stdout[-2000:], time.monotonic() - started)
+
+
+def test_a_backup_path_named_like_an_option_is_a_file(tmp_path, monkeypatch):
+    """BK-04 hands a custom-format dump to pg_restore: under a relative backup root of `-fout`, the dump's path
+    was pg_restore's -f option, and pg_restore read its stdin instead of the file."""
+    from acgs_verify.pgbin import server_bindir
+    from acgs_verify.probes.backups import custom_dump_status
+
+    try:
+        pg_restore = str(Path(server_bindir()) / "pg_restore")
+    except LookupError:
+        pytest.skip("needs PostgreSQL (.ci/run installs it)")
+    monkeypatch.chdir(tmp_path)
+    dump = Path("-fout/20261207_000000/database.dump")
+    dump.parent.mkdir(parents=True)
+    dump.write_bytes(b"PGDMP" + b"\x78" * 64)  # the magic, then a header no pg_restore supports
+    complete, why = custom_dump_status(dump, pg_restore, 20)
+    assert not complete and "unsupported version" in why, why  # pg_restore read this file, not stdin
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["-fout"]
