@@ -717,12 +717,13 @@ def custom_dump_status(path: Path, pg_restore: str, timeout: float) -> tuple[boo
         raise ProbeError(f"cannot read {path}: {exc.strerror}") from None
     if magic != b"PGDMP":
         return False, f"not a pg_dump custom-format file (starts {magic!r}, expected b'PGDMP')"
-    toc = _run([pg_restore, "--list", str(path)], timeout)
+    arg = str(path.absolute())  # a relative root of `-f...` would be an option: pg_restore then read stdin
+    toc = _run([pg_restore, "--list", arg], timeout)
     if toc.returncode != 0:
         return False, f"table of contents unreadable: {last_line(toc.stderr, default=NO_MESSAGE)}"
     entries = [ln for ln in toc.stdout.splitlines() if ln and not ln.startswith(";")]
     data = sum(" TABLE DATA " in ln for ln in entries)
-    full = _run([pg_restore, "--file", os.devnull, str(path)], timeout)
+    full = _run([pg_restore, "--file", os.devnull, arg], timeout)
     if full.returncode != 0:
         why = last_line(full.stderr, default=NO_MESSAGE)
         return False, f"{len(entries)} TOC entries, but the data does not read to the end: {why}"

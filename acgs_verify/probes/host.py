@@ -24,6 +24,7 @@ import contextlib
 import math
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -47,6 +48,52 @@ PREFETCH_THREADS = 64  # facts started early are mostly waiting (a sleep, a remo
 # MaxSessions (10 by default) refuses more; the test loop's own command needs one too
 SESSIONS_PER_HOST = 4
 BATCHED_BACKENDS = ("ssh",)  # where a read-ahead's commands ride one remote shell command (see _run_batch)
+
+
+# ------------------------------------------------------------------------------ building a command from values
+# Every value in a remote command comes from a profile or a target (a path, a unit, a file name): it is data. The
+# functions below are the one way a probe puts a value into a command; the code around them is written in this
+# package and holds no value.
+
+# The exit status of a command's own "cannot" message (refuse()): no tool a probe runs exits with it, so a probe
+# tells its message (on stderr) from the tool's output, and never reads the message as a measurement.
+CANNOT = 90
+
+
+def command(*words: str | int) -> str:
+    """One simple command, each word shell-quoted: `command("tail", "-n", 500, "--", path)`.
+
+    >>> command("systemctl", "is-active", "--", "acgs-auth; touch /tmp/x")
+    "systemctl is-active -- 'acgs-auth; touch /tmp/x'"
+    """
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def operand(path: str) -> str:
+    """A path as a file operand: one that is not absolute gets `./`, so that `-x` (or `-`, which tools read as
+    stdin, or find's `(` and `!`) is a file name to every tool, even one that knows no `--` (find)."""
+    return path if not path or path.startswith(("/", "./", "../")) else "./" + path
+
+
+def glob_word(pattern: str) -> str:
+    """A path for the shell with every character quoted but the glob characters `*?[]`: /var/log/acgs/*.log."""
+    pattern = operand(pattern)
+    return "".join(c if c in "*?[]" or c.isalnum() or c in "/._-" else shlex.quote(c) for c in pattern)
+
+
+def refuse(message: str) -> str:
+    """A shell fragment that writes `message` (a value, printf's argument, never its format) as one line on stderr
+    and exits CANNOT: `test -r FILE || REFUSE`. The group ends the whole command only outside a pipeline."""
+    return f"{{ printf '%s\\n' {shlex.quote(message)} >&2; exit {CANNOT}; }}"
+
+
+def refused(result) -> str | None:
+    """Why a command did not measure: its refuse() message, or whatever it wrote on stderr; None when it ran
+    clean. A probe raises on this before it reads stdout."""
+    err = result.stderr or ""
+    if result.rc == CANNOT or err.strip():
+        return one_line(err) or f"exit {result.rc}"
+    return None
 
 
 class HostPool:
@@ -274,6 +321,7 @@ class HostPool:
 
         if host.backend == "local":
             return testinfra.get_host("local://")
+        _check_address(host)
         if host.backend == "ssh":
             config = self._ssh_config(host)
             dest = _bracket(host.address)
@@ -334,17 +382,44 @@ class HostPool:
         return conn
 
 
+# a host name, an IPv4 or an IPv6 address (with a %zone): what ssh is given as its destination, after its options
+_ADDRESS = re.compile(r"^[A-Za-z0-9_.:%\[\]][A-Za-z0-9_.:%\[\]-]*$")
+_USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]*\$?$")
+
+
+def _check_address(host: Host) -> None:
+    """An address that starts with `-` would reach ssh as an option (`-oProxyCommand=...` runs a command here)."""
+    if not _ADDRESS.match(host.address):
+        raise ProbeError(f"host {host.name}: address {host.address!r} is not a host name or IP address")
+    if host.user is not None and not _USER.match(host.user):
+        raise ProbeError(f"host {host.name}: user {host.user!r} is not a user name")
+
+
+def _config_path(host: Host, field: str, path: Path) -> str:
+    """A path as one ssh_config value. ssh_config has no escape for a line break or a double quote: a value with
+    one would end the line and start a directive of its own (ProxyCommand runs a command), so it is refused."""
+    text = str(path)
+    if '"' in text or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ProbeError(f"host {host.name}: {field} holds a line break, control character or double quote, "
+                         "which an ssh_config line cannot hold")
+    return f'"{text}"' if any(c.isspace() or c in "#'\\" for c in text) else text
+
+
 def ssh_config_text(host: Host, timeout: int, control_dir: Path) -> str:
     """The ssh_config one host is reached with. ssh takes the first value it reads for each option: the profile's
-    fields for this address come first, then the profile's own ssh_config (bastions), then the defaults."""
+    fields for this address come first, then the profile's own ssh_config (bastions), then the defaults.
+    ProbeError for a field that would not stay one value on its line (see _check_address, _config_path)."""
+    _check_address(host)
     mine = [f"Host {host.address}"]
     if host.user:
         mine.append(f"  User {host.user}")
     if host.port:
         mine.append(f"  Port {host.port}")
     if host.identity_file:
-        mine += [f"  IdentityFile {_quote(Path(host.identity_file).expanduser())}", "  IdentitiesOnly yes"]
-    known = f"  UserKnownHostsFile {_quote(Path(host.known_hosts).expanduser())}" if host.known_hosts else None
+        mine += [f"  IdentityFile {_config_path(host, 'identity_file', Path(host.identity_file).expanduser())}",
+                 "  IdentitiesOnly yes"]
+    known = (f"  UserKnownHostsFile {_config_path(host, 'known_hosts', Path(host.known_hosts).expanduser())}"
+             if host.known_hosts else None)
     if host.strict_host_key_checking:
         mine += [known] if known else []
         mine.append("  StrictHostKeyChecking yes")
@@ -352,7 +427,7 @@ def ssh_config_text(host: Host, timeout: int, control_dir: Path) -> str:
         mine += ["  StrictHostKeyChecking no", "  UserKnownHostsFile /dev/null"]
     out = ["# generated by acgs-verify for host " + host.name, *mine, "", "Match all"]
     if host.ssh_config:
-        out.append(f"  Include {_quote(Path(host.ssh_config).expanduser().resolve())}")
+        out.append(f"  Include {_config_path(host, 'ssh_config', Path(host.ssh_config).expanduser().resolve())}")
     out += ["", "Host *", "  BatchMode yes", f"  ConnectTimeout {timeout}", "  StrictHostKeyChecking yes",
             "  ServerAliveInterval 5", "  ServerAliveCountMax 3", "  ControlMaster auto",
             f"  ControlPath {control_dir}/%C", "  ControlPersist 60"]
@@ -447,10 +522,6 @@ def _bracket(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
-def _quote(path: Path) -> str:
-    return f'"{path}"' if " " in str(path) else str(path)
-
-
 def _reason(exc: BaseException) -> str:
     """One line from whatever a backend raised: ssh's stderr, paramiko's message, a timeout."""
     arg = exc.args[0] if exc.args else None
@@ -513,9 +584,20 @@ def unit_state(pool: HostPool, host: Host, unit: str) -> str:
     return pool.measure(host, f"unit {unit}", read_unit_state, unit)
 
 
+# what `systemctl is-active` prints (systemd's unit_active_state_to_string): anything else is not a state
+UNIT_STATES = ("active", "reloading", "inactive", "failed", "activating", "deactivating", "maintenance",
+               "refreshing", "unknown")
+
+
 def read_unit_state(conn, unit: str) -> str:
-    """`systemctl is-active UNIT`: active, inactive, failed, activating, unknown..."""
-    return conn.run("systemctl is-active %s", unit).stdout.strip() or "unknown"
+    """`systemctl is-active -- UNIT`: active, inactive, failed, activating, unknown... (`--`: a unit named
+    `--version` is a unit). ProbeError when systemctl prints something that is not a state (its version, help)."""
+    res = conn.run(command("systemctl", "is-active", "--", unit))
+    state = res.stdout.strip() or "unknown"
+    if state not in UNIT_STATES:
+        raise ProbeError(f"systemctl is-active {unit}: not a unit state: {one_line(state)[:80]!r}"
+                         + (f" ({one_line(res.stderr)})" if res.stderr.strip() else ""))
+    return state
 
 
 def uses_systemd(pool: HostPool, host: Host) -> bool:
@@ -647,7 +729,7 @@ def _ss_holders(out: str) -> dict[int, tuple[set[str], set[int]]]:
 
 def _tcp_table(conn) -> list[tuple[int, int, int]]:
     """(port, uid, inode) of every listening socket in /proc/net/tcp and tcp6 (state 0A), readable by anyone."""
-    out = conn.run("cat %s %s", *_TCP_FILES).stdout
+    out = conn.run(command("cat", "--", *_TCP_FILES)).stdout
     rows = []
     for line in out.splitlines():
         cols = line.split()
@@ -702,7 +784,7 @@ def _process_table(out: str) -> list[Proc]:
 def _user_names(conn, uids: set[int]) -> dict[int, str]:
     if not uids:
         return {}
-    out = conn.run("getent passwd " + " ".join(str(u) for u in sorted(uids))).stdout
+    out = conn.run(command("getent", "passwd", *sorted(uids))).stdout
     return {int(f[2]): f[0] for f in (line.split(":") for line in out.splitlines()) if len(f) > 2 and f[2].isdigit()}
 
 
@@ -815,21 +897,29 @@ def read_postgres_server(conn, owner: Proc, become: bool = False) -> dict[str, s
     argv = owner.args.split()
     data = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-D"), None)
     if data is None:
-        res = conn.run(f"{sudo}readlink /proc/{owner.pid}/cwd")
+        res = conn.run(sudo + command("readlink", "--", f"/proc/{owner.pid}/cwd"))
         data = res.stdout.strip() if res.rc == 0 and res.stdout.strip() else \
             f"unknown (no -D, /proc/{owner.pid}/cwd not readable)"
     binary = argv[0] if argv and argv[0].startswith("/") else None
     if binary is None:
-        res = conn.run(f"{sudo}readlink /proc/{owner.pid}/exe")
+        res = conn.run(sudo + command("readlink", "--", f"/proc/{owner.pid}/exe"))
         binary = res.stdout.strip() if res.rc == 0 and res.stdout.strip() else None
     version = None
-    if binary:
-        res = conn.run("%s --version", binary)
+    if binary and _root_owned(conn, binary):
+        res = conn.run(command(binary, "--version"))
         version = res.stdout.strip() if res.rc == 0 else None
     if version is None and data.startswith("/"):
-        res = conn.run(f"{sudo}cat %s", f"{data}/PG_VERSION")
+        res = conn.run(sudo + command("cat", "--", f"{data}/PG_VERSION"))
         version = f"PG_VERSION {res.stdout.strip()}" if res.rc == 0 else None
     return {"data_directory": data, "version": version or "unknown (binary and PG_VERSION not readable)"}
+
+
+def _root_owned(conn, binary: str) -> bool:
+    """The program a port's owner runs is what that process says it is: the checker (root, often) runs it with
+    --version only when root owns it and nobody else may write it, i.e. when it is the system's own."""
+    res = conn.run(command("stat", "-L", "-c", "%u %a", "--", binary))
+    uid, _, mode = res.stdout.strip().partition(" ")
+    return res.rc == 0 and uid == "0" and mode.isdigit() and not int(mode, 8) & 0o022
 
 
 def service_processes(facts: PortOwners, port: int) -> list[Proc]:

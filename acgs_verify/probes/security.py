@@ -14,12 +14,12 @@ WorldWritable(count=1, first=['/home/acgs/ACGS/config/policies/p.yaml'], timed_o
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from acgs_verify.probes.errors import ProbeError
+from acgs_verify.probes.host import command, glob_word, operand, refuse, refused
 from acgs_verify.redact import one_line
 from acgs_verify.words import plural
 
@@ -54,18 +54,20 @@ def read_world_writable(conn, root: str, timeout: int = FIND_TIMEOUT_SECONDS) ->
     """find ROOT -type f -perm /o+w: the first FIRST_PATHS paths and how many there are, within `timeout`, with
     how many files were examined and which directories could not be read. ProbeError when ROOT is not a
     directory or cannot be read."""
-    q = shlex.quote(root)
+    path = operand(root)  # find takes no `--`: a root of `-delete` must be a directory, not an action
     # find's errors go straight out on fd 3 (before awk's END, which waits for find to finish), its findings
     # through awk, which prints the first paths and the counts
-    cmd = (f"test -d {q} || {{ echo 'no such directory: {root}' >&2; exit 3; }}; "
-           f"test -r {q} -a -x {q} || {{ echo 'cannot read directory {root}: permission denied' >&2; exit 3; }}; "
-           f"{{ {{ timeout {int(timeout)} find {q} -type f \\( -perm /o+w -printf 'W %p\\n' -o -printf 'F\\n' \\) "
-           f"2>&3; echo \"@@rc $?\"; }} "
+    cmd = (f"{command('test', '-d', path)} || {refuse(f'no such directory: {root}')}; "
+           f"{{ {command('test', '-r', path)} && {command('test', '-x', path)}; }} || "
+           f"{refuse(f'cannot read directory {root}: permission denied')}; "
+           f"{{ {{ timeout {int(timeout)} {command('find', path)} -type f "
+           f"\\( -perm /o+w -printf 'W %p\\n' -o -printf 'F\\n' \\) 2>&3; echo \"@@rc $?\"; }} "
            f"| awk '/^@@rc /{{rc=$2; next}} {{files++}} /^W /{{n++; if (n <= {FIRST_PATHS}) print substr($0, 3)}} "
            f"END {{print \"@@count \" n+0; print \"@@files \" files+0; print \"@@rc \" rc}}'; }} 3>&1")
     result = conn.run(cmd)
-    if result.rc != 0:
-        raise ProbeError(one_line(result.stderr) or f"find under {root} failed (exit {result.rc})")
+    why = refused(result) or (f"find under {root} failed (exit {result.rc})" if result.rc else None)
+    if why:
+        raise ProbeError(why)
     first, count, files, rc, unreadable = [], 0, 0, 0, []
     for line in result.stdout.splitlines():
         if line.startswith("@@count "):
@@ -98,7 +100,7 @@ def read_file_stats(conn, paths: list[str]) -> dict[str, FileStat | None]:
     """`stat -c '%a %U %Y'` of every path in one command; None for a path that does not exist."""
     if not paths:
         return {}
-    loop = " ".join(shlex.quote(p) for p in paths)
+    loop = command(*(operand(p) for p in paths))
     cmd = f"for f in {loop}; do stat -c '%a %U %Y' -- \"$f\" 2>/dev/null || echo missing; done"
     lines = conn.check_output(cmd).splitlines()
     if len(lines) != len(paths):
@@ -117,7 +119,7 @@ def small_file(pool: HostPool, host: Host, path: str) -> str:
 
 def read_small_file(conn, path: str, limit: int = 4096) -> str:
     """The start of a small file (a rotation record): head -c LIMIT."""
-    return _stdout(conn, f"cannot read {path}", "head -c %s -- %s", str(limit), path)
+    return _stdout(conn, f"cannot read {path}", command("head", "-c", int(limit), "--", operand(path)))
 
 
 def rotation_time(text: str) -> datetime:
@@ -137,7 +139,7 @@ def accounts(pool: HostPool, host: Host, passwd: str) -> list[str]:
 def read_accounts(conn, passwd: str) -> list[str]:
     """cut -d: -f1 /etc/passwd; ProbeError when the file cannot be read or names no account (an empty list
     would otherwise pass as "no unknown accounts")."""
-    text = _stdout(conn, f"cannot read {passwd}", "cut -d: -f1 -- %s", passwd)
+    text = _stdout(conn, f"cannot read {passwd}", command("cut", "-d:", "-f1", "--", operand(passwd)))
     names = [name for name in text.split() if name and not name.startswith("#")]
     if not names:
         raise ProbeError(f"{passwd} names no account (empty file?): nothing to compare with the allow-list")
@@ -156,11 +158,15 @@ def read_security_lines(conn, patterns: list[str], n: int) -> list[tuple[str, st
     "Nothing found" counts only when something was read: ProbeError when no log matches the patterns, when a
     matching log cannot be read, or when the logs hold no line at all (0 indicators in 0 lines is no evidence).
     """
-    globs = " ".join(_glob_quote(p) for p in patterns)
-    # awk rather than grep: the same pass counts the lines read, which is the evidence a "0 found" rests on
+    globs = " ".join(glob_word(p) for p in patterns)
+    # awk rather than grep: the same pass counts the lines read, which is the evidence a "0 found" rests on. A
+    # file name is data too: awk takes it from the environment (-v would read its backslashes as escapes), and a
+    # tab or line break in it becomes `?`, so that no file name can write a line of this output
     cmd = (f"for f in {globs}; do [ -f \"$f\" ] || continue; "
-           f"if [ ! -r \"$f\" ]; then printf '@@unreadable\\t%s\\n' \"$f\"; continue; fi; "
-           f"tail -n {int(n)} -- \"$f\" | awk -v f=\"$f\" '{{n++}} tolower($0) ~ /{_GREP}/ "
+           f"if [ ! -r \"$f\" ]; then printf '@@unreadable\\t'; printf '%s' \"$f\" | tr '\\t\\n' '??'; echo; "
+           f"continue; fi; "
+           f"tail -n {int(n)} -- \"$f\" | ACGS_LOG=\"$f\" awk 'BEGIN {{ f = ENVIRON[\"ACGS_LOG\"]; "
+           f"gsub(/[[:cntrl:]]/, \"?\", f) }} {{n++}} tolower($0) ~ /{_GREP}/ "
            f"{{ if (m++ < {MAX_MATCHES_PER_LOG}) print f \"\\t\" $0 }} "
            f"END {{ print \"@@read\\t\" f \"\\t\" n+0 }}'; done")
     out, read, unreadable = [], {}, []
@@ -183,15 +189,9 @@ def read_security_lines(conn, patterns: list[str], n: int) -> list[tuple[str, st
     return out
 
 
-def _stdout(conn, cannot: str, command: str, *args: str) -> str:
-    """What `command` printed; ProbeError "CANNOT: <its stderr>" when it exits non-zero."""
-    result = conn.run(command, *args)
+def _stdout(conn, cannot: str, cmd: str) -> str:
+    """What `cmd` printed; ProbeError "CANNOT: <its stderr>" when it exits non-zero."""
+    result = conn.run(cmd)
     if result.rc != 0:
         raise ProbeError(f"{cannot}: {one_line(result.stderr)}")
     return result.stdout
-
-
-def _glob_quote(pattern: str) -> str:
-    """Quote a path for the shell but leave its glob characters live: /var/log/acgs/*.log."""
-    return "".join(c if c in "*?[]" else shlex.quote(c) if not c.isalnum() and c not in "/._-" else c
-                   for c in pattern)

@@ -12,13 +12,13 @@ Disk(mount='/', filesystem='/dev/sda1', size_kib=102687672, used_kib=40960000, p
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from acgs_verify.probes.errors import ProbeError
+from acgs_verify.probes.host import CANNOT, command, operand, refuse, refused
 from acgs_verify.redact import one_line
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 CPU_SAMPLE_SECONDS = 0.5  # long enough to average a burst, short enough for every host of a run
 _MARK = "@@acgs"
+DF_FAILED = f"{_MARK}-df-failed"  # not the block marker (`@@acgs df N`), which it must not split
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,10 @@ class Snapshot:
 
 
 def snapshot_command(mounts: list[str]) -> str:
-    df = "".join(f"echo '{_MARK} df' {shlex.quote(m)}; df -P -k -- {shlex.quote(m)} 2>&1; "
-                 for m in mounts)
+    """One command for everything SYS-01..SYS-04 read. A mount is named by its place in `mounts`, never by its
+    value, and a df that fails says so after its output (DF_FAILED): its error text is a reason, never a df line."""
+    df = "".join(f"printf '{_MARK} df %s\\n' {i}; {command('df', '-P', '-k', '--', operand(m))} 2>&1 || "
+                 f"printf '\\n%s\\n' '{DF_FAILED}'; " for i, m in enumerate(mounts))
     return (f"cat /proc/loadavg; echo {_MARK}; head -n 1 /proc/stat; sleep {CPU_SAMPLE_SECONDS}; "
             f"head -n 1 /proc/stat; echo {_MARK}; cat /proc/meminfo; {df}")
 
@@ -114,6 +117,9 @@ def _disks(blocks: list[str], mounts: list[str]) -> dict[str, Disk | str]:
     out: dict[str, Disk | str] = {}
     for mount, block in zip(mounts, blocks, strict=False):
         lines = [x for x in block.splitlines()[1:] if not x.startswith("Filesystem")]
+        if DF_FAILED in lines:  # what df said is why it failed, whatever it looks like
+            out[mount] = one_line(" ".join(x for x in lines if x != DF_FAILED)) or "df failed"
+            continue
         cols = lines[-1].split() if lines else []
         if len(cols) >= 6 and cols[1].isdigit() and cols[2].isdigit():
             size, used, avail = int(cols[1]), int(cols[2]), int(cols[3])
@@ -135,18 +141,21 @@ def read_oom_kills(conn, kernel_log: str | None, n: int) -> list[str]:
 
     ProbeError when the source cannot be read or holds no line: "0 OOM kills" counts only over lines read.
     """
+    # the refusals stand before the pipeline, so that their exit ends the command (CANNOT) rather than a subshell
     if kernel_log:
-        q = shlex.quote(kernel_log)
-        cmd = f"test -r {q} || {{ echo 'cannot read {kernel_log}' >&2; exit 3; }}; tail -n {int(n)} -- {q}"
+        path = operand(kernel_log)
+        cmd = (f"{command('test', '-r', path)} || {refuse(f'cannot read {kernel_log}')}; "
+               f"{command('tail', '-n', int(n), '--', path)}")
     else:
-        cmd = f"out=$(dmesg 2>&1) || {{ printf 'dmesg: %s\\n' \"$out\" | head -n 1 >&2; exit 3; }}; " \
-              f"printf '%s\\n' \"$out\" | tail -n {int(n)}"
+        cmd = (f"out=$(dmesg 2>&1) || {{ printf 'dmesg: %s\\n' \"$out\" | head -n 1 >&2; exit {CANNOT}; }}; "
+               f"printf '%s\\n' \"$out\" | tail -n {int(n)}")
     # awk rather than grep: the same pass counts the lines read
-    result = conn.run(f"{{ {cmd}; }} | awk 'NF {{n++}} tolower($0) ~ /killed process/ {{print}} "
+    result = conn.run(f"{cmd} | awk 'NF {{n++}} tolower($0) ~ /killed process/ {{print}} "
                       f"END {{print \"{_MARK} lines \" n+0}}'")
     hint = "" if kernel_log else " (set paths.kernel_log to read a kernel log file instead)"
-    if result.stderr.strip():
-        raise ProbeError(one_line(result.stderr) + hint)
+    why = refused(result)
+    if why:
+        raise ProbeError(why + hint)
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     read = int(lines.pop().split()[-1]) if lines and lines[-1].startswith(f"{_MARK} lines ") else 0
     if not read:
