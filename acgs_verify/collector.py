@@ -202,13 +202,13 @@ class ResultCollector:
 
     def _settle_interrupted(self) -> None:
         """The checks the run stopped mid-way: interrupted, with a message saying so (and no measurement)."""
-        for nodeid, why in self._crashed.items():
-            res = self.by_nodeid.get(nodeid)
-            if res is not None and res.outcome == INTERRUPTED and not self.interrupted:  # died on its own
-                res.outcome, res.message = "error", f"{res.id} {res.target}: could not measure: {why}"
         for res in self._cut_off():
-            res.message = (f"{res.id} {res.target}: interrupted: the run was stopped (SIGINT/SIGTERM) before this "
-                           "check finished; it has no outcome. Next: run it again")
+            crash = self._crashed.get(res.nodeid)
+            # a worker killed alone (OOM, a timeout) cut its check off too; under Ctrl-C every worker "crashes"
+            why = f"its worker died ({crash})" if crash and not self.interrupted else \
+                "the run was stopped (SIGINT/SIGTERM)"
+            res.message = f"{res.id} {res.target}: interrupted: {why} before this check finished; it has no " \
+                          "outcome. Next: run it again"
             res.measured = res.expected = res.value = None
 
     def _mark_interrupted(self) -> None:

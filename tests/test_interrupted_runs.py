@@ -109,6 +109,23 @@ def assert_cut_off_is_interrupted(run_dir: Path, service: str) -> None:
     assert result["status"] == "unknown" and "interrupted" in result["statusDetails"]["message"]
 
 
+def start_slowed_run(sandbox, reports: Path, slowed: str, workers: list[str]):
+    """`run -k SVC-06` in a session of its own, once it is sampling the slowed service (mid-way through that check):
+    (the process, the marker in its and its workers' environment, the slowed service's port)."""
+    sandbox.break_fault(f"slow:{slowed}")  # 150 ms a request: 300 samples keep the run busy for 45 s
+    log = service_app.log_path(sandbox.dir, service_app.SERVICES[slowed])
+    seen = log.stat().st_size
+    marker = f"ACGS_TEST_RUN_{uuid.uuid4().hex}"
+    env = {**os.environ, marker: "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "acgs_verify.cli", "run", "--profile", str(sandbox.profile_path),
+         "--report-dir", str(reports), "--set", "thresholds.latency_samples=300", "--", "-k", "SVC-06", *workers],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    port = service_app.SERVICES[slowed].port + sandbox.port_offset
+    wait_until_measuring(proc, marker, port, log, seen)
+    return proc, marker, port
+
+
 @pytest.fixture(scope="module")
 def one_complete_run(sandbox, tmp_path_factory):
     """A reports directory holding one complete run (`latest` points at it), for each test to copy."""
@@ -131,17 +148,7 @@ def test_interrupt_keeps_latest_and_reports_incomplete(healthy_sandbox, one_comp
     complete_run = os.readlink(reports / "latest")
     assert (reports / "latest" / "summary.json").is_file()
 
-    healthy_sandbox.break_fault(f"slow:{slowed}")  # 150 ms a request: 300 samples keep the run busy for 45 s
-    log = service_app.log_path(healthy_sandbox.dir, service_app.SERVICES[slowed])
-    seen = log.stat().st_size
-    marker = f"ACGS_TEST_RUN_{uuid.uuid4().hex}"
-    env = {**os.environ, marker: "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "acgs_verify.cli", "run", "--profile", str(healthy_sandbox.profile_path),
-         "--report-dir", str(reports), "--set", "thresholds.latency_samples=300", "--", "-k", "SVC-06", *workers],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    port = service_app.SERVICES[slowed].port + healthy_sandbox.port_offset
-    wait_until_measuring(proc, marker, port, log, seen)  # SVC-06 is sampling the slowed service: mid-way
+    proc, marker, _ = start_slowed_run(healthy_sandbox, reports, slowed, workers)
     if group:
         os.killpg(proc.pid, sig)
     else:
@@ -165,3 +172,24 @@ def test_interrupt_keeps_latest_and_reports_incomplete(healthy_sandbox, one_comp
     assert not list(reports.glob(".partial-*"))
     assert_cut_off_is_interrupted(incomplete, slowed)
 
+
+
+def test_a_worker_killed_mid_check_leaves_that_check_interrupted(healthy_sandbox, tmp_path):
+    """No signal to the run: the xdist worker sampling the slowed service is killed (as the OOM killer or a
+    timeout's kill would). The other checks run on; the one cut off is interrupted and says why, never passed."""
+    reports = tmp_path / "reports"
+    proc, marker, port = start_slowed_run(healthy_sandbox, reports, "governance-synthesis", ["-n", "2"])
+
+    def sampling_worker() -> int | None:
+        found = [pid for pid in processes_with_env(marker) if pid != proc.pid and connected_to([pid], port)]
+        return found[0] if found else None
+
+    os.kill(wait_for("the worker sampling the slowed service", sampling_worker, 30, 0.05), signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, out + err
+    assert re.match(r"ACGS UNKNOWN - run interrupted after 5 of 6 checks \[1 interrupted", out.strip().splitlines()[-1])
+    (run_dir,) = [p for p in reports.iterdir() if p.is_dir() and not p.is_symlink()]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (cut,) = [c for c in summary["checks"] if c["outcome"] != "passed"]
+    assert cut["target"].startswith("governance-synthesis@") and "its worker died" in cut["message"], cut
+    assert_cut_off_is_interrupted(run_dir, "governance-synthesis")
