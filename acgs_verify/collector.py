@@ -219,7 +219,10 @@ class ResultCollector:
             from acgs_verify.report.junit import mark_interrupted
 
             path = Path(os.path.expanduser(os.path.expandvars(xmlpath))).absolute()  # as junitxml resolves it
-            mark_interrupted(path, cut, self.config.getoption("junitprefix", None))
+            try:
+                mark_interrupted(path, cut, self.config.getoption("junitprefix", None))
+            except (OSError, SyntaxError) as exc:  # xml's ParseError is a SyntaxError; the run's verdict stands
+                self.result.notes.append(f"{path}: the interrupted checks could not be marked in it: {one_line(exc)}")
 
     def _same_as_run(self) -> bool:
         """Plain pytest over the checks ends as acgs-verify run does; the suite's own tests are left alone."""
