@@ -11,6 +11,7 @@ reports with --report-dir, its last line. AllureDetails adds labels and evidence
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from acgs_verify.catalog import CATALOG
 from acgs_verify.profile import Profile
 from acgs_verify.redact import last_line, mask, one_line
 from acgs_verify.report.allure import SEVERITY as ALLURE_SEVERITY  # one mapping for both Allure writers
-from acgs_verify.results import CheckResult, RunResult, in_catalog_order, shortened
+from acgs_verify.results import INTERRUPTED, CheckResult, RunResult, in_catalog_order, shortened
 from acgs_verify.shards import SHARD_KEY, Shard, ShardError
 from acgs_verify.shards import resolve as resolve_shard
 
@@ -35,6 +36,9 @@ PLAIN_RUN_KEY = pytest.StashKey["PlainRun"]()
 # the longest message a result keeps: a check's own message lists what it found, so it may run past the error
 # it quotes (ONE_LINE_MAX); a port owner's command line and a deep log path in its next step take 600 together
 MESSAGE_MAX = 1000
+# the `when` of the report xdist makes for the test a worker was running when it died (Ctrl-C reaches the workers
+# too); it carries none of the test's properties
+WORKER_CRASH = "???"
 
 
 def is_plain(config: pytest.Config) -> bool:
@@ -116,18 +120,23 @@ class ResultCollector:
         self.by_nodeid: dict[str, CheckResult] = {}
         self.result: RunResult | None = None
         self.interrupted = False
+        self._crashed: dict[str, str] = {}  # nodeid -> xdist's "worker ... crashed while running ..."
         self._secret_values: list[str] | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == WORKER_CRASH:
+            self._crashed[report.nodeid] = _message(report, self._secrets())
         props = dict((k, v) for k, v in report.user_properties if not k.startswith("evidence:"))
         if "runbook_id" not in props:
             return
         res = self.by_nodeid.get(report.nodeid)
         if res is None:
             e = CATALOG[props["runbook_id"]]
+            # interrupted until its test body's report (or a setup that did not pass) says otherwise: a check whose
+            # body the run stopped sends no report for it, and must not read as passed
             res = CheckResult(nodeid=report.nodeid, id=e.id, section=e.section, severity=e.severity,
                               title=e.title, target=props.get("target", "-"), next_step=e.next_step,
-                              host=props.get("host"))
+                              host=props.get("host"), outcome=INTERRUPTED)
             self.by_nodeid[report.nodeid] = res
         res.duration += report.duration
         for key in ("measured", "expected", "value", "warning", "next_step"):  # next_step: filled from the target
@@ -156,10 +165,11 @@ class ResultCollector:
     def pytest_keyboard_interrupt(self, excinfo) -> None:
         self.interrupted = True
 
-    @pytest.hookimpl(trylast=True)
+    @pytest.hookimpl(trylast=True)  # after junitxml has written junit.xml, which _mark_interrupted corrects
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         profile = self.config.stash.get(PROFILE_KEY, None)
         secrets = self._secrets()
+        self._settle_interrupted()
         for res in self.by_nodeid.values():
             res.message = mask(res.message, secrets)
             for name in ("measured", "expected", "warning"):  # a probe may quote a DSN or a command line
@@ -176,15 +186,43 @@ class ResultCollector:
             duration=time.time() - self.start,
             constitutional_hash=profile.constitutional_hash if profile else "",
             checks=in_catalog_order(self.by_nodeid.values()),
-            complete=not self.interrupted and exitstatus not in (2, 3, 4),
+            complete=not self.interrupted and exitstatus not in (2, 3, 4) and not self._cut_off(),
             planned=getattr(session, "testscollected", None) or None,  # xdist's controller sets it from its workers
             notes=_profile_notes(profile) if profile else [],
         )
         _apply_run_options(run_options(self.config), self.result)
+        self._mark_interrupted()
         if self._same_as_run():
             if exitstatus == 5 or not self.result.checks:
                 self.result.notes.append("no checks were collected: check the gate, -k and -m filters")
             session.exitstatus = self.result.exit_code  # the contract of acgs-verify run: 0/1/2/3
+
+    def _cut_off(self) -> list[CheckResult]:
+        return [res for res in self.by_nodeid.values() if res.outcome == INTERRUPTED]
+
+    def _settle_interrupted(self) -> None:
+        """The checks the run stopped mid-way: interrupted, with a message saying so (and no measurement)."""
+        for res in self._cut_off():
+            crash = self._crashed.get(res.nodeid)
+            # a worker killed alone (OOM, a timeout) cut its check off too; under Ctrl-C every worker "crashes"
+            why = f"its worker died ({crash})" if crash and not self.interrupted else \
+                "the run was stopped (SIGINT/SIGTERM)"
+            res.message = f"{res.id} {res.target}: interrupted: {why} before this check finished; it has no " \
+                          "outcome. Next: run it again"
+            res.measured = res.expected = res.value = None
+
+    def _mark_interrupted(self) -> None:
+        """junit.xml (written by pytest's junitxml plugin) with each interrupted check as an error saying so."""
+        xmlpath = self.config.getoption("xmlpath", None)
+        cut = self._cut_off()
+        if xmlpath and cut:
+            from acgs_verify.report.junit import mark_interrupted
+
+            path = Path(os.path.expanduser(os.path.expandvars(xmlpath))).absolute()  # as junitxml resolves it
+            try:
+                mark_interrupted(path, cut, self.config.getoption("junitprefix", None))
+            except (OSError, SyntaxError) as exc:  # xml's ParseError is a SyntaxError; the run's verdict stands
+                self.result.notes.append(f"{path}: the interrupted checks could not be marked in it: {one_line(exc)}")
 
     def _same_as_run(self) -> bool:
         """Plain pytest over the checks ends as acgs-verify run does; the suite's own tests are left alone."""

@@ -140,6 +140,9 @@ def wait_for_recovery(result: RunResult, seconds: float, rerun: Callable[[list[s
                 fresh[c.nodeid].attempts = c.attempts + 1
                 result.checks[i] = fresh[c.nodeid]
         result.notes.extend(n for n in again.notes if n not in result.notes)
+        if not again.complete:  # stopped mid-way: its interrupted checks make this run incomplete too
+            result.complete = False
+            break
     still = [c for c in result.checks if c.outcome in FAILED_OUTCOMES and not c.waived]
     recovered = [c for c in result.checks if c.attempts > 1 and c.outcome == "passed"]
     result.extra["wait"] = {"seconds": seconds, "attempts": attempt,

@@ -14,6 +14,9 @@ EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_UNKNOWN = 0, 1, 2, 3
 STATUS_WORD = {EXIT_OK: "OK", EXIT_WARNING: "WARNING", EXIT_CRITICAL: "CRITICAL", EXIT_UNKNOWN: "UNKNOWN"}
 BLOCKING = ("P0", "P1")
 FAILED_OUTCOMES = ("failed", "error")
+# a check the run stopped (SIGINT, SIGTERM) after it started and before its test body ended: it has no verdict, so
+# it is neither passed nor failed anywhere (totals, compliance, metrics), and the run it is in cannot be OK
+INTERRUPTED = "interrupted"
 
 
 @dataclass
@@ -24,7 +27,7 @@ class CheckResult:
     severity: str
     title: str
     target: str
-    outcome: str = "passed"  # passed | failed | error | skipped
+    outcome: str = "passed"  # passed | failed | error | skipped | interrupted
     message: str = ""
     measured: str | None = None
     expected: str | None = None
@@ -105,6 +108,16 @@ class RunResult:
         return sum(1 for c in self.checks if c.outcome == outcome and not (c.waived and c.outcome != "passed"))
 
     @property
+    def stopped(self) -> bool:
+        """The run did not go through every check it set out to run, to its end."""
+        return not self.complete or any(c.outcome == INTERRUPTED for c in self.checks)
+
+    @property
+    def not_run(self) -> int:
+        """Checks the run set out to run that never started (it was interrupted first); they are in no list."""
+        return max((self.planned or 0) - len(self.checks), 0) if self.stopped else 0
+
+    @property
     def totals(self) -> dict[str, int]:
         return {
             "checks": len(self.checks),
@@ -113,28 +126,32 @@ class RunResult:
             "skipped": self.count("skipped"),
             "waived": sum(1 for c in self.checks if c.waived and c.outcome in FAILED_OUTCOMES),
             "warnings": sum(1 for c in self.checks if c.warning and c.outcome == "passed"),
+            "interrupted": self.count(INTERRUPTED),
+            "not_run": self.not_run,
         }
 
     @property
     def compliance_rate(self) -> float | None:
-        """Passed share of the checks that ran (skipped ones are not counted either way)."""
-        ran = [c for c in self.checks if c.outcome != "skipped"]
+        """Passed share of the checks that ran to their end (skipped and interrupted ones are not counted either
+        way: they have no verdict)."""
+        ran = [c for c in self.checks if c.outcome not in ("skipped", INTERRUPTED)]
         if not ran:
             return None
         return sum(1 for c in ran if not c.failed) / len(ran)
 
     @property
     def hosts(self) -> dict[str, dict[str, int]]:
-        """Per host (in the order checks name them): how many of its checks passed, failed and were skipped."""
+        """Per host (in the order checks name them): how many of its checks passed, failed, were skipped and were
+        interrupted."""
         out: dict[str, dict[str, int]] = {}
         for c in self.checks:
             if c.host is None:
                 continue
-            h = out.setdefault(c.host, {"checks": 0, "passed": 0, "failed": 0, "skipped": 0})
+            h = out.setdefault(c.host, {"checks": 0, "passed": 0, "failed": 0, "skipped": 0, INTERRUPTED: 0})
             h["checks"] += 1
             if c.failed:
                 h["failed"] += 1
-            elif c.outcome in ("passed", "skipped"):
+            elif c.outcome in ("passed", "skipped", INTERRUPTED):
                 h[c.outcome] += 1
         return out
 
@@ -146,7 +163,7 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        if not self.complete or not self.checks:
+        if self.stopped or not self.checks:
             return EXIT_UNKNOWN
         failed = self.failed
         if self.gate_failures or any(c.severity in BLOCKING for c in failed):
@@ -158,9 +175,9 @@ class RunResult:
         t = self.totals
         word = STATUS_WORD[self.exit_code]
         ran = t["checks"] - t["skipped"]
-        if not self.complete:
-            done = t["checks"]
-            text = f"run interrupted after {done} of {max(self.planned or 0, done)} checks"
+        if self.stopped:
+            done = t["checks"] - t["interrupted"]  # the checks that ran to their end
+            text = f"run interrupted after {done} of {max(self.planned or 0, t['checks'])} checks"
         elif not self.checks:
             text = "no checks ran"
         elif t["failed"]:
@@ -168,7 +185,8 @@ class RunResult:
             text = f"{t['failed']} of {ran} checks failed ({sev})"
         else:
             text = f"{t['passed']} of {ran} checks passed"  # waived failures are not passes
-        extras = [f"{t['skipped']} skipped"] if t["skipped"] else []
+        extras = [f"{t['interrupted']} interrupted"] if t["interrupted"] else []
+        extras += [f"{t['skipped']} skipped"] if t["skipped"] else []
         extras += [f"{t['waived']} waived"] if t["waived"] else []
         extras += [f"{t['warnings']} warning{'' if t['warnings'] == 1 else 's'}"] if t["warnings"] else []
         if extras:
@@ -176,7 +194,10 @@ class RunResult:
         if self.gate_failures:
             more = f" (+{len(self.gate_failures) - 1} more)" if len(self.gate_failures) > 1 else ""
             text += f"; gate closed: {self.gate_failures[0]}{more}"
-        perf = f"passed={t['passed']} failed={t['failed']} skipped={t['skipped']} duration={self.duration:.1f}s"
+        perf = f"passed={t['passed']} failed={t['failed']} skipped={t['skipped']} "
+        if self.stopped:  # a complete run's line keeps the labels it always had
+            perf += f"interrupted={t['interrupted']} not_run={t['not_run']} "
+        perf += f"duration={self.duration:.1f}s"
         return f"ACGS {word} - {text} | {perf}"
 
     def as_dict(self) -> dict:

@@ -1,5 +1,6 @@
 """Interrupted runs: SIGINT or SIGTERM mid-run stops the workers, leaves no child process, writes a
-report marked incomplete, keeps `latest` on the last complete run, and exits 3."""
+report marked incomplete, keeps `latest` on the last complete run, and exits 3; the check it cut off is
+`interrupted` in every file of the run, never passed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import uuid
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,63 @@ def wait_until_measuring(proc: subprocess.Popen, marker: str, port: int, log: Pa
     wait_for(f"the run measuring the service on port {port}", measuring, timeout, 0.05)
 
 
+def assert_cut_off_is_interrupted(run_dir: Path, service: str) -> None:
+    """SVC-06 on `service` (the slowed one, sampling when the signal came) is `interrupted` in every file of the
+    run: never passed, no measurement, no success sample, a named JUnit error, an Allure status that is no pass."""
+    import xmlschema
+    from prometheus_client.parser import text_string_to_metric_families
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (cut,) = [c for c in summary["checks"] if c["id"] == "SVC-06" and c["target"].startswith(f"{service}@")]
+    assert cut["outcome"] == "interrupted" and cut["measured"] is None and "interrupted" in cut["message"], cut
+    name, target = cut["name"], cut["target"]
+    t = summary["totals"]
+    assert t["interrupted"] >= 1 and t["passed"] == sum(c["outcome"] == "passed" for c in summary["checks"])
+    assert t["checks"] + t["not_run"] == summary["planned"]
+    assert f"{t['interrupted']} interrupted" in summary["summary"] and "interrupted=" in summary["summary"]
+
+    rows = [line for line in (run_dir / "report.md").read_text().splitlines() if f"| {target} |" in line]
+    assert rows and all("| interrupted |" in r and "passed" not in r for r in rows), rows
+    html = (run_dir / "report.html").read_text()
+    assert re.search(rf">{re.escape(target)}</td><td class=\"interrupted nowrap\">interrupted<", html)
+    assert name in html.split('id="interrupted"')[1].split("</p>")[0]  # the banner names it
+
+    junit = run_dir / "junit.xml"
+    xmlschema.XMLSchema(str(REPO / "tests" / "data" / "junit-jenkins.xsd")).validate(str(junit))
+    cases = list(ET.parse(junit).iter("testcase"))
+    assert all(tc.get("name") and tc.get("classname") for tc in cases)  # no nameless case, read as a pass
+    (case,) = [tc for tc in cases if tc.get("name", "").endswith(f"[{target}]")]
+    error = case.find("error")
+    assert error is not None and "interrupted" in error.get("message"), ET.tostring(case)
+    assert case.get("classname") == "checks.test_services"
+
+    families = {f.name: f for f in text_string_to_metric_families((run_dir / "metrics.prom").read_text())}
+    assert target not in {s.labels["target"] for s in families["acgs_verify_check_success"].samples}
+    counts = {s.labels["outcome"]: s.value for s in families["acgs_verify_checks"].samples}
+    assert counts["interrupted"] == t["interrupted"]
+
+    allure = [json.loads(p.read_text()) for p in (run_dir / "allure-results").glob("*-result.json")]
+    (result,) = [r for r in allure if r["name"].endswith(f"[{target}]")]
+    assert result["status"] == "unknown" and "interrupted" in result["statusDetails"]["message"]
+
+
+def start_slowed_run(sandbox, reports: Path, slowed: str, workers: list[str]):
+    """`run -k SVC-06` in a session of its own, once it is sampling the slowed service (mid-way through that check):
+    (the process, the marker in its and its workers' environment, the slowed service's port)."""
+    sandbox.break_fault(f"slow:{slowed}")  # 150 ms a request: 300 samples keep the run busy for 45 s
+    log = service_app.log_path(sandbox.dir, service_app.SERVICES[slowed])
+    seen = log.stat().st_size
+    marker = f"ACGS_TEST_RUN_{uuid.uuid4().hex}"
+    env = {**os.environ, marker: "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "acgs_verify.cli", "run", "--profile", str(sandbox.profile_path),
+         "--report-dir", str(reports), "--set", "thresholds.latency_samples=300", "--", "-k", "SVC-06", *workers],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    port = service_app.SERVICES[slowed].port + sandbox.port_offset
+    wait_until_measuring(proc, marker, port, log, seen)
+    return proc, marker, port
+
+
 @pytest.fixture(scope="module")
 def one_complete_run(sandbox, tmp_path_factory):
     """A reports directory holding one complete run (`latest` points at it), for each test to copy."""
@@ -77,28 +136,23 @@ def one_complete_run(sandbox, tmp_path_factory):
 
 
 # Each case slows its own service: the run interrupted before leaves requests in flight, which the slowed
-# service logs when they end.
-@pytest.mark.parametrize("sig, workers, slowed", [(signal.SIGINT, [], "auth"),
-                                                  (signal.SIGTERM, ["-n", "2"], "constitutional-ai")])
+# service logs when they end. `group` is Ctrl-C in a terminal: the signal reaches the workers too, and xdist
+# reports the check each one was running as crashed.
+@pytest.mark.parametrize("sig, workers, slowed, group", [(signal.SIGINT, [], "auth", False),
+                                                         (signal.SIGTERM, ["-n", "2"], "constitutional-ai", False),
+                                                         (signal.SIGINT, ["-n", "2"], "policy-governance", True)])
 def test_interrupt_keeps_latest_and_reports_incomplete(healthy_sandbox, one_complete_run, tmp_path, sig, workers,
-                                                       slowed):
+                                                       slowed, group):
     reports = tmp_path / "reports"
     shutil.copytree(one_complete_run, reports, symlinks=True)  # `latest` names the run: relative, still valid
     complete_run = os.readlink(reports / "latest")
     assert (reports / "latest" / "summary.json").is_file()
 
-    healthy_sandbox.break_fault(f"slow:{slowed}")  # 150 ms a request: 300 samples keep the run busy for 45 s
-    log = service_app.log_path(healthy_sandbox.dir, service_app.SERVICES[slowed])
-    seen = log.stat().st_size
-    marker = f"ACGS_TEST_RUN_{uuid.uuid4().hex}"
-    env = {**os.environ, marker: "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "acgs_verify.cli", "run", "--profile", str(healthy_sandbox.profile_path),
-         "--report-dir", str(reports), "--set", "thresholds.latency_samples=300", "--", "-k", "SVC-06", *workers],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    port = service_app.SERVICES[slowed].port + healthy_sandbox.port_offset
-    wait_until_measuring(proc, marker, port, log, seen)  # SVC-06 is sampling the slowed service: mid-way
-    proc.send_signal(sig)
+    proc, marker, _ = start_slowed_run(healthy_sandbox, reports, slowed, workers)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 3, out + err
     assert "Traceback" not in out + err
@@ -116,4 +170,26 @@ def test_interrupt_keeps_latest_and_reports_incomplete(healthy_sandbox, one_comp
         text = (incomplete / name).read_text()
         assert "run interrupted after" in text and "Interrupted" in text and "no checks" not in text, name
     assert not list(reports.glob(".partial-*"))
+    assert_cut_off_is_interrupted(incomplete, slowed)
 
+
+
+def test_a_worker_killed_mid_check_leaves_that_check_interrupted(healthy_sandbox, tmp_path):
+    """No signal to the run: the xdist worker sampling the slowed service is killed (as the OOM killer or a
+    timeout's kill would). The other checks run on; the one cut off is interrupted and says why, never passed."""
+    reports = tmp_path / "reports"
+    proc, marker, port = start_slowed_run(healthy_sandbox, reports, "governance-synthesis", ["-n", "2"])
+
+    def sampling_worker() -> int | None:
+        found = [pid for pid in processes_with_env(marker) if pid != proc.pid and connected_to([pid], port)]
+        return found[0] if found else None
+
+    os.kill(wait_for("the worker sampling the slowed service", sampling_worker, 30, 0.05), signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, out + err
+    assert re.match(r"ACGS UNKNOWN - run interrupted after 5 of 6 checks \[1 interrupted", out.strip().splitlines()[-1])
+    (run_dir,) = [p for p in reports.iterdir() if p.is_dir() and not p.is_symlink()]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (cut,) = [c for c in summary["checks"] if c["outcome"] != "passed"]
+    assert cut["target"].startswith("governance-synthesis@") and "its worker died" in cut["message"], cut
+    assert_cut_off_is_interrupted(run_dir, "governance-synthesis")

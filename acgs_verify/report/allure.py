@@ -26,11 +26,13 @@ CATEGORIES = [
     {"name": "Threshold exceeded", "matchedStatuses": ["failed"], "messageRegex": "(?s).*measured.*expected.*"},
     {"name": "Suite errors (fixtures, setup)", "matchedStatuses": ["broken"]},
     {"name": "Skipped: not applicable to this environment", "matchedStatuses": ["skipped"]},
+    {"name": "Interrupted: the run was stopped before the check finished", "matchedStatuses": ["unknown"]},
 ]
 
 
 SEVERITY = {"P0": "blocker", "P1": "critical", "P2": "normal", "P3": "minor"}
-STATUS = {"passed": "passed", "failed": "failed", "error": "broken", "skipped": "skipped"}
+# an interrupted check has no verdict: Allure's `unknown`, not `broken` (which reads as a fault of the suite)
+STATUS = {"passed": "passed", "failed": "failed", "error": "broken", "skipped": "skipped", "interrupted": "unknown"}
 
 
 def write_results(result: RunResult, path: Path) -> None:

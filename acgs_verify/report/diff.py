@@ -6,8 +6,9 @@
 >>> d.gate_failures()        # what closes the gate: regressions, vanished services and tables
 ['regression: SVC-06[auth@app-1] passed before, fails now', ...]
 
-A regression is a check that passed in the snapshot and fails now. A service vanished when it answered its
-health check before and does not now (or is no longer in the run); a table when it is gone from its
+A regression is a check that passed in the snapshot and fails now; a check interrupted now (it has no outcome) is
+not run now. A service vanished when it answered its health check before and does not now (or is no longer in the
+run; a health check interrupted now says neither); a table when it is gone from its
 database's list; Redis keys when the snapshot named them and they are gone (or, for a keyspace too large to
 name, the count fell).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 FAILED = ("failed", "error")
+INTERRUPTED = "interrupted"
 
 
 @dataclass
@@ -91,8 +93,12 @@ def compare(before: dict, after: dict, after_messages: dict[str, str] | None = N
     if before.get("profile") and after.get("profile") and before["profile"] != after["profile"]:
         d.notes.append(f"comparing different profiles: {before['profile']} and {after['profile']}")
     b_checks, a_checks = before.get("checks", {}), after.get("checks", {})
+    interrupted_now = []
     for name, a in a_checks.items():
         b = b_checks.get(name)
+        if a["outcome"] == INTERRUPTED:
+            interrupted_now.append(name)
+            continue
         if b is None:
             d.new_checks.append(name)
             continue
@@ -108,13 +114,13 @@ def compare(before: dict, after: dict, after_messages: dict[str, str] | None = N
             d.fixed.append(name)
         elif b["outcome"] in FAILED and a["outcome"] in FAILED:
             d.still_failing.append(name)
-    d.not_run_now = sorted(set(b_checks) - set(a_checks))
+    d.not_run_now = sorted((set(b_checks) - set(a_checks)) | (set(interrupted_now) & set(b_checks)))
     d.regressions.sort(key=lambda r: (r["severity"], r["name"]))
 
     b_svc, a_svc = before.get("services", {}), after.get("services", {})
     for svc, b in sorted(b_svc.items()):
         a = a_svc.get(svc)
-        if b.get("answered") and (a is None or not a.get("answered")):
+        if b.get("answered") and (a is None or a.get("answered") is False):  # None: interrupted, not known
             d.vanished_services.append(svc)
         if a and b.get("version") and a.get("version") and a["version"] != b["version"]:
             d.versions_changed.append({"service": svc, "before": b["version"], "after": a["version"]})

@@ -5,8 +5,9 @@
     acgs_verify_run_duration_seconds{...} 1.8
     acgs_verify_last_run_timestamp_seconds{...} 1.7e9
 
-One sample per (id, target), the worst of its tests. A skipped check has no sample (it measured nothing); a
-waived failure is 0 and also counted in acgs_verify_checks{outcome="waived"}.
+One sample per (id, target), the worst of its tests. A skipped check has no sample (it measured nothing), nor has
+an interrupted one (it never finished), unless another test of the pair failed; a waived failure is 0 and also
+counted in acgs_verify_checks{outcome="waived"}.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from acgs_verify.report.view import outcome_word
-from acgs_verify.results import RunResult
+from acgs_verify.results import INTERRUPTED, RunResult
 
 
 def _label(value: str) -> str:
@@ -29,15 +30,16 @@ def _labels(**kv: str) -> str:
 def check_success(result: RunResult) -> dict[tuple[str, str], tuple[str, int]]:
     """One sample per (id, target): node_exporter rejects a file that repeats a series, and one runbook ID may be
     more than one test on a target (DB-02: the process, then its port). The worst outcome wins: 0 when any of
-    them failed, 1 when all that ran passed; none when all were skipped."""
+    them failed, 1 when all that ran passed; none when all were skipped, or one was interrupted and none failed."""
     out: dict[tuple[str, str], tuple[str, int]] = {}
+    unknown = {(c.id, c.target) for c in result.checks if c.outcome == INTERRUPTED}
     for c in result.checks:
-        if c.outcome == "skipped":
+        if c.outcome in ("skipped", INTERRUPTED):
             continue
         key = (c.id, c.target)
         success = 1 if c.outcome == "passed" else 0
         out[key] = (c.severity, min(success, out[key][1]) if key in out else success)
-    return out
+    return {key: v for key, v in out.items() if key not in unknown or v[1] == 0}
 
 
 def render_metrics(result: RunResult) -> str:
@@ -48,7 +50,7 @@ def render_metrics(result: RunResult) -> str:
         labels = _labels(id=check_id, target=target, severity=severity, profile=result.profile, gate=result.gate)
         out.append(f"acgs_verify_check_success{labels} {success}")
     out += ["# HELP acgs_verify_checks Checks of the run by outcome.", "# TYPE acgs_verify_checks gauge"]
-    counts: dict[str, int] = {"passed": 0, "failed": 0, "error": 0, "skipped": 0, "waived": 0}
+    counts: dict[str, int] = {"passed": 0, "failed": 0, "error": 0, "skipped": 0, "waived": 0, INTERRUPTED: 0}
     for c in result.checks:
         counts[outcome_word(c)] = counts.get(outcome_word(c), 0) + 1
     for outcome, n in counts.items():

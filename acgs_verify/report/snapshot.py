@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from acgs_verify.results import FAILED_OUTCOMES, RunResult
+from acgs_verify.results import FAILED_OUTCOMES, INTERRUPTED, RunResult
 
 SNAPSHOT_FILE = "snapshot.json"
 SNAPSHOT_FORMAT = 1
@@ -49,7 +49,8 @@ def service_versions(result: RunResult) -> dict[str, dict]:
     for c in result.checks:
         if c.id == HEALTH_CHECK:
             services.setdefault(c.target, {"answered": False, "version": None})
-            services[c.target]["answered"] = c.outcome == "passed"
+            # interrupted: whether it answered is not known (None), which diff does not take for vanished
+            services[c.target]["answered"] = None if c.outcome == INTERRUPTED else c.outcome == "passed"
         if c.id == HEALTH_BODY_CHECK and HEALTH_BODY_EVIDENCE in c.evidence:
             try:
                 body = json.loads(c.evidence[HEALTH_BODY_EVIDENCE])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from acgs_verify.catalog import SECTIONS
-from acgs_verify.results import FAILED_OUTCOMES, STATUS_WORD, CheckResult, RunResult
+from acgs_verify.results import FAILED_OUTCOMES, INTERRUPTED, STATUS_WORD, CheckResult, RunResult
 
 SEVERITY_ORDER = {"P0": 0, "P1": 1, "P2": 2, "P3": 3}
 
@@ -114,7 +114,7 @@ def outcome_word(c: CheckResult) -> str:
 
 
 def _counts(checks: list[CheckResult]) -> dict[str, int]:
-    out = {"passed": 0, "failed": 0, "error": 0, "skipped": 0, "waived": 0}
+    out = {"passed": 0, "failed": 0, "error": 0, "skipped": 0, "waived": 0, INTERRUPTED: 0}
     for c in checks:
         out[outcome_word(c)] = out.get(outcome_word(c), 0) + 1
     return out
@@ -131,12 +131,7 @@ def view_of(result: RunResult) -> View:
         # a database, Redis, file or backup target runs on no host of the profile: a row in a table of its own
         (hosts.setdefault(c.host, []) if c.host else others.setdefault(c.target, [])).append(c)
     headline = result.summary_line().split(" - ", 1)[-1].split(" | ", 1)[0]
-    interrupted = None
-    if not result.complete:
-        done = len(result.checks)
-        left = max((result.planned or done) - done, 0)
-        interrupted = (f"Interrupted: {done} of {done + left} checks ran; the other {left} did not run and are not in "
-                       "this report." if left else f"Interrupted: {done} checks ran before the run was stopped.")
+    interrupted = interrupted_text(result)
     return View(
         result=result,
         verdict=STATUS_WORD[result.exit_code],
@@ -156,6 +151,26 @@ def view_of(result: RunResult) -> View:
         availability=availability_of(result)[0],
         availability_target=availability_of(result)[1],
     )
+
+
+def interrupted_text(result: RunResult) -> str | None:
+    """What an interrupted run did not do, or None for a run that did it all:
+    'Interrupted: 4 of 6 checks ran; 1 was stopped before it finished (SVC-06[auth]): interrupted, no outcome;
+    the other 1 did not run and is not in this report.'"""
+    if not result.stopped:
+        return None
+    cut = [c.name for c in result.checks if c.outcome == INTERRUPTED]
+    done, left = len(result.checks) - len(cut), result.not_run
+    if not cut and not left:
+        return f"Interrupted: {done} checks ran before the run was stopped."
+    text = f"Interrupted: {done} of {done + len(cut) + left} checks ran"
+    if cut:
+        names = ", ".join(cut[:5]) + (f" and {len(cut) - 5} more" if len(cut) > 5 else "")
+        text += (f"; {len(cut)} {'was' if len(cut) == 1 else 'were'} stopped before "
+                 f"{'it' if len(cut) == 1 else 'they'} finished ({names}): interrupted, no outcome")
+    if left:
+        text += f"; the other {left} did not run and {'is' if left == 1 else 'are'} not in this report"
+    return text + "."
 
 
 def _kind(checks: list[CheckResult]) -> str:
