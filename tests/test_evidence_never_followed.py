@@ -29,6 +29,8 @@ KEY_SECRET = "KEY-SECRET-91c2d4"
 PW_SECRET = "PW-SECRET-55d1e8"
 SECRETS = (SHADOW_LIKE, ENV_SECRET, KEY_SECRET, PW_SECRET)
 ORDINARY = "2026-12-07 10:00:00,000 - auth - INFO - ordinary line"
+MARKER = "evidence-marker"
+ODD = f"it's $(touch {MARKER}) `touch {MARKER}`; -x.log"
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +76,8 @@ def make_tree(root: Path) -> dict[str, Path]:
     os.link(env, logs / "h.log")  # a hard link: the secret itself under a log's name
     os.link(pw, logs / "p.log")
     os.mkfifo(logs / "f.log")  # opening it to read would block the copy forever
+    # a name chosen to be code: it reaches the host's shell only as a quoted argument, and is copied like any log
+    (logs / ODD).write_text(ORDINARY + "\n")
     return {"root": root, "env": env, "key": key, "pw": pw, "shadow": shadow_like}
 
 
@@ -146,8 +150,9 @@ def test_symlinks_fifos_and_secrets_by_any_name_are_refused_on_local_and_ssh_hos
     hosts = ["here", "remote-1"] if sshd is not None else ["here"]
     assert ev["hosts"] == sorted(hosts)
     for host in hosts:
-        copy = evidence / host / str(t["root"] / "logs" / "ok.log").lstrip("/")
-        assert copy.read_text() == ORDINARY + "\n", host
+        for name in ("ok.log", ODD):
+            copy = evidence / host / str(t["root"] / "logs" / name).lstrip("/")
+            assert copy.read_text() == ORDINARY + "\n", (host, name)
         why = refusal_lines(ev, host)
         root = t["root"]
         assert why["x.log"].startswith(f"a symlink (to {t['shadow']}): evidence never follows one"), why
@@ -161,6 +166,9 @@ def test_symlinks_fifos_and_secrets_by_any_name_are_refused_on_local_and_ssh_hos
         assert not (evidence / host / str(root / "logs" / "x.log").lstrip("/")).exists()
     assert any(line.startswith("host '..': its name cannot be a folder under evidence/") for line in ev["not_copied"])
     assert set(os.listdir(evidence)) == {*hosts, "MANIFEST", "SHA256SUMS"}
+    # where a command on either host would run: here, and the ssh login's home (beside its key)
+    homes = [tmp_path, Path.cwd(), Path.home()] + ([Path(sshd.identity_file).parent / "home"] if sshd else [])
+    assert not [p for p in homes if (p / MARKER).exists()]
     manifest = (evidence / "MANIFEST").read_text()
     assert all(line in manifest for line in ev["refused"])
 
