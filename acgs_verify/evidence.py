@@ -2,7 +2,7 @@
 evidence", `cp -r /var/log/acgs/ /var/log/acgs_incident_<time>/`), made without writing on any target.
 
 >>> preserve(profile, run_dir / "evidence", run_id)
-{'dir': 'evidence', 'copied_at': '2025-06-01T02:00:00Z', 'files': 9, 'bytes': 48213, 'cut': [], 'not_copied': []}
+{'dir': 'evidence', 'copied_at': '2025-06-01T02:00:00Z', 'files': 9, 'bytes': 48213, 'cut': [], 'refused': [], ...}
 
 Which files: what the gate's checks read, from the profile, on every host (sources()):
     SEC-03, SEC-06   paths.security_log, or every paths.logs/*.log
@@ -52,7 +52,7 @@ MANIFEST = "MANIFEST"
 SUMS = "SHA256SUMS"
 DMESG = "dmesg"  # the pseudo path of dmesg's output
 MB = 1024 * 1024
-COMMAND_TIMEOUT_SECONDS = 120  # one file's tail over ssh
+COMMAND_TIMEOUT_SECONDS = 120  # one remote command (a listing, one file's tail): `timeout` ends it on the host
 # never copied, whatever the profile says: no log is one of these, so a log that is one was made to be copied
 SYSTEM_SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-")
 SHOWN_MAX = 200  # of a name a target chose (a symlink's target), in a message
@@ -161,8 +161,17 @@ def _glob_quote(pattern: str) -> str:
 
 
 def _sh(script: str, *args: str) -> str:
-    """`sh -c SCRIPT acgs-evidence ARGS...`, every word quoted: values reach the script as "$1"..., never as code."""
-    return " ".join(shlex.quote(a) for a in ("sh", "-c", script, "acgs-evidence", *args))
+    """`timeout 120 sh -c SCRIPT acgs-evidence ARGS...`, every word quoted: values reach the script as "$1"...,
+    never as code; a read that hangs on the host (a FIFO put in a file's place after the look, a stale NFS
+    mount) ends there."""
+    argv = ("timeout", str(COMMAND_TIMEOUT_SECONDS), "sh", "-c", script, "acgs-evidence", *args)
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def _failed(result) -> str:
+    if result.rc == 124:
+        return f"no answer within {COMMAND_TIMEOUT_SECONDS} s"
+    return last_line(result.stderr, default=f"exit {result.rc}")
 
 
 # ------------------------------------------------------------------------------------------------ this machine
@@ -256,6 +265,8 @@ exec tail -c "$n" <&3"""
 def _remote_files(conn, pattern: str) -> list[str]:
     script = f'for f in {_glob_quote(pattern)}; do if [ -L "$f" ] || [ -e "$f" ]; then printf \'%s\\0\' "$f"; fi; done'
     result = conn.run(_sh(script))
+    if result.rc != 0:
+        raise ProbeError(_failed(result))
     out = []
     for name in result.stdout_bytes.split(b"\0")[:-1]:
         out.append(name.decode("utf-8", errors="surrogateescape"))
@@ -267,7 +278,7 @@ def _remote_secrets(conn, named: list[tuple[str, str]]) -> Secrets:
     result = conn.run(_sh(_REMOTE_SECRETS, *(p for p, _ in named)))
     words = result.stdout_bytes.split(b"\0")
     if result.rc != 0 or len(words) < 2 * len(named):
-        raise ProbeError(f"cannot resolve its secret files: {last_line(result.stderr, default=f'exit {result.rc}')}")
+        raise ProbeError(f"cannot resolve its secret files: {_failed(result)}")
     for k, (path, field_name) in enumerate(named):
         ident, real = (w.decode("utf-8", errors="surrogateescape") for w in words[2 * k:2 * k + 2])
         by = f"{real if real not in ('-', '') else path} ({field_name})"
@@ -282,7 +293,7 @@ def _remote_secrets(conn, named: list[tuple[str, str]]) -> Secrets:
 def _remote_read(conn, path: str, n: int, secrets: Secrets) -> tuple[bytes, int, float]:
     result = conn.run(_sh(_REMOTE_READ, path, str(n), *secrets.ids, *secrets.reals))
     if result.rc != 0:
-        raise ProbeError(f"cannot read it: {last_line(result.stderr, default=f'exit {result.rc}')}")
+        raise ProbeError(f"cannot read it: {_failed(result)}")
     tag, _, rest = result.stdout_bytes.partition(b"\0")
     text = rest.decode("utf-8", errors="replace").rstrip("\n")
     if tag == b"LINK":
