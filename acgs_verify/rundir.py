@@ -168,11 +168,13 @@ def finish(result, partial: Path, report_dir: Path, secrets: list[str], snapshot
     if failure is not None:
         raise ReportDirError(f"writing the reports failed ({failure}); summary.json is in {run_dir}/")
     if result.complete:  # an interrupted run keeps its report, but latest stays on the last complete run
-        _point_latest(report_dir, result.run_id)
         from acgs_verify.report.history import append_history
 
-        if appends:
-            append_history(result, report_dir)
+        try:
+            _point_latest(report_dir, result.run_id)
+        finally:  # a `latest` that cannot be repointed still leaves the run in the history
+            if appends:
+                append_history(result, report_dir)
     return run_dir
 
 

@@ -261,3 +261,4 @@ def test_a_directory_named_latest_is_one_line_and_the_verdict_stands(tmp_path):
     assert len(lines) == 1 and f"{reports / 'latest'}: not repointed" in lines[0], err
     assert out.strip().splitlines()[-1].startswith("ACGS CRITICAL")
     assert (reports / "latest").is_dir() and not (reports / "latest").is_symlink()
+    assert len((reports / "history.jsonl").read_text().splitlines()) == 1  # the run is in the history all the same
