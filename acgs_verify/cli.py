@@ -480,6 +480,7 @@ def _find_run(arg: str, report_dir: Path) -> Path:
 
 
 def cmd_report(args) -> int:
+    from acgs_verify import rundir
     from acgs_verify.report import write_all
     from acgs_verify.report.summary import read_summary
 
@@ -489,8 +490,9 @@ def cmd_report(args) -> int:
         result = read_summary(summary)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise UsageError(f"{summary}: not a readable summary.json ({one_line(exc)})") from None
-    written = write_all(result, summary.parent.resolve())
-    print(f"reports regenerated in {summary.parent.resolve()}/: {', '.join(p.name for p in written)}")
+    run_dir = rundir.run_dir_to_write(args.report_dir, summary.parent)  # never out of the report dir by a link
+    written = write_all(result, run_dir)
+    print(f"reports regenerated in {run_dir}/: {', '.join(p.name for p in written)}")
     print(result.summary_line())
     return 0
 

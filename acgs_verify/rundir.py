@@ -19,6 +19,7 @@ from pathlib import Path
 
 from acgs_verify.redact import one_line
 
+LATEST = "latest"  # REPORT_DIR/latest: a symlink to the last complete run, which the suite keeps
 OWNER_FILE = ".owner"  # "pid@host" of the process writing a .partial-* directory
 STARTING = ".starting-"  # REPORT_DIR/.starting-<run id>: a .partial-* being made, renamed at once
 STALE_STARTING_SECONDS = 60
@@ -141,6 +142,13 @@ def finish(result, partial: Path, report_dir: Path, secrets: list[str], snapshot
 
     run_dir = report_dir / result.run_id
     failure: str | None = None
+    appends = result.complete and "shard" not in result.extra  # a shard is part of a run: its merge writes the line
+    if appends:
+        from acgs_verify.report.history import unsafe
+
+        problem = unsafe(report_dir)  # said in the reports too, which are written before the line would be
+        if problem and problem not in result.notes:
+            result.notes.append(problem)
     try:
         mask_files([partial / "junit.xml"], secrets)  # written by pytest's junitxml plugin from raw reports
         write_all(result, partial)
@@ -160,11 +168,13 @@ def finish(result, partial: Path, report_dir: Path, secrets: list[str], snapshot
     if failure is not None:
         raise ReportDirError(f"writing the reports failed ({failure}); summary.json is in {run_dir}/")
     if result.complete:  # an interrupted run keeps its report, but latest stays on the last complete run
-        _point_latest(report_dir, result.run_id)
         from acgs_verify.report.history import append_history
 
-        if "shard" not in result.extra:  # a shard is part of a run: its merge writes the run's one line
-            append_history(result, report_dir)
+        try:
+            _point_latest(report_dir, result.run_id)
+        finally:  # a `latest` that cannot be repointed still leaves the run in the history
+            if appends:
+                append_history(result, report_dir)
     return run_dir
 
 
@@ -183,8 +193,36 @@ def _save_summary(result, partial: Path) -> None:
 
 
 def _point_latest(report_dir: Path, run_id: str) -> None:
-    """Repoint reports/latest in one rename, so it always names a complete run."""
+    """Repoint reports/latest in one rename, so it always names a complete run. The rename replaces the link
+    itself, wherever it pointed (the suite keeps `latest`); a directory named latest is not ours to replace."""
     tmp = report_dir / f".latest-{run_id}"
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(run_id)
-    os.replace(tmp, report_dir / "latest")
+    try:
+        os.replace(tmp, report_dir / LATEST)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ReportDirError(f"{report_dir / LATEST}: not repointed to {run_id} ({exc.strerror}; it should be the "
+                             "symlink this suite keeps: move it away)") from None
+
+
+def run_dir_to_write(report_dir: Path, named: Path) -> Path:
+    """The directory in which to (re)write a run's reports, `named` as REPORT_DIR/latest, REPORT_DIR/<run id>
+    or any other path: resolved, and where it is named inside REPORT_DIR, shown to be a real run directory there.
+    `latest` may be a symlink (the suite keeps it), to a run in REPORT_DIR only; a run directory may not be one.
+    ReportDirError otherwise, one line: reports are never written through a link out of the report directory.
+
+    >>> run_dir_to_write(Path("reports"), Path("reports/latest"))
+    PosixPath('/srv/acgs/reports/20250601T020000Z-production-compliance-1a2b')
+    """
+    base, named = Path(os.path.abspath(report_dir)), Path(os.path.abspath(named))
+    if named.parent != base:  # a directory the user named by its own path
+        return named.resolve()
+    if named.is_symlink() and named.name != LATEST:
+        raise ReportDirError(f"{named}: a symlink (to {os.readlink(named)}): a run directory is never one, "
+                             "and reports are not written through it")
+    real = named.resolve()
+    if real.parent != base.resolve() or not real.is_dir():
+        raise ReportDirError(f"{named}: points to {real}, not to a run directory in {report_dir}: reports are not "
+                             "written there")
+    return real

@@ -148,3 +148,43 @@ def test_caps_keep_each_files_tail_and_name_the_cap(sandbox, incident, tmp_path)
     summary = json.loads((reports / "latest" / "summary.json").read_text())
     assert summary["evidence"]["cut"] and summary["evidence"]["max_file_bytes"] == file_cap
     assert os.path.isfile(evidence / "SHA256SUMS")
+
+
+def test_planted_links_in_the_sandbox_logs_are_refused_on_app_1_and_ops_1(sandbox, tmp_path):
+    """The attack of issue 21 on the sandbox itself: logs/x.log -> a shadow-like file, logs/y.log -> the profile's
+    secret file (production.env), logs/z.log -> /etc/shadow, on the local host app-1 and the ssh host ops-1: each
+    is one line saying it was refused and why, and no byte of either secret is in any file of the run."""
+    from acgs_verify.profile import load_profile
+
+    profile = load_profile(str(sandbox.profile_path))
+    logs, secret = Path(profile.paths.logs), Path(profile.security.secret_files[0])
+    shadow_like = tmp_path / "shadow"
+    shadow_like.write_text("root:$6$SANDBOX-SHADOW-LIKE-5eed:19000:0:99999:7:::\n")
+    planted = {"x.log": shadow_like, "y.log": secret, "z.log": Path("/etc/shadow")}
+    secrets = [shadow_like.read_bytes().strip(), secret.read_bytes().strip()]
+    try:
+        for name, target in planted.items():
+            (logs / name).symlink_to(target)
+        reports = tmp_path / "r"
+        res = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(reports),
+                      "--gate", "security-incident", *SHARED_MACHINE)
+    finally:
+        for name in planted:
+            (logs / name).unlink(missing_ok=True)
+    assert res.returncode in (0, 1, 2), res.stdout + res.stderr
+    run_dir = (reports / "latest").resolve()
+    notes = json.loads((run_dir / "summary.json").read_text())["notes"]
+    for host in ["app-1", "ops-1"] if HAS_SSHD else ["app-1"]:
+        for name, target in planted.items():
+            line = (f"evidence not copied: {host}:{logs / name}: refused: a symlink (to {target}): evidence never "
+                    "follows one")
+            assert sum(n.startswith(line) for n in notes) == 1, (line, notes)
+    for p in run_dir.rglob("*"):
+        if p.is_file():
+            data = p.read_bytes()
+            assert not any(s in data for s in secrets), p
+    assert not any(s.decode() in res.stdout + res.stderr for s in secrets)
+    evidence = run_dir / "evidence"
+    assert _verify(evidence).returncode == 0
+    for p in [evidence, *evidence.rglob("*")]:
+        assert (p.stat().st_mode & 0o777) == (0o700 if p.is_dir() else 0o600), p
