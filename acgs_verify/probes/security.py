@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from acgs_verify.probes.errors import ProbeError
+from acgs_verify.probes.logs import tail_command
 from acgs_verify.redact import one_line
 from acgs_verify.words import plural
 
@@ -158,9 +159,10 @@ def read_security_lines(conn, patterns: list[str], n: int) -> list[tuple[str, st
     """
     globs = " ".join(_glob_quote(p) for p in patterns)
     # awk rather than grep: the same pass counts the lines read, which is the evidence a "0 found" rests on
+    tail = tail_command('"$f"', n)  # by bytes, then lines: awk never holds a log of one endless line
     cmd = (f"for f in {globs}; do [ -f \"$f\" ] || continue; "
            f"if [ ! -r \"$f\" ]; then printf '@@unreadable\\t%s\\n' \"$f\"; continue; fi; "
-           f"tail -n {int(n)} -- \"$f\" | awk -v f=\"$f\" '{{n++}} tolower($0) ~ /{_GREP}/ "
+           f"{tail} | awk -v f=\"$f\" '{{n++}} tolower($0) ~ /{_GREP}/ "
            f"{{ if (m++ < {MAX_MATCHES_PER_LOG}) print f \"\\t\" $0 }} "
            f"END {{ print \"@@read\\t\" f \"\\t\" n+0 }}'; done")
     out, read, unreadable = [], {}, []

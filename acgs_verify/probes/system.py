@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from acgs_verify.probes.errors import ProbeError
+from acgs_verify.probes.logs import tail_command
 from acgs_verify.redact import one_line
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ def read_oom_kills(conn, kernel_log: str | None, n: int) -> list[str]:
     """
     if kernel_log:
         q = shlex.quote(kernel_log)
-        cmd = f"test -r {q} || {{ echo 'cannot read {kernel_log}' >&2; exit 3; }}; tail -n {int(n)} -- {q}"
+        cmd = f"test -r {q} || {{ echo 'cannot read {kernel_log}' >&2; exit 3; }}; {tail_command(q, n)}"
     else:
         cmd = f"out=$(dmesg 2>&1) || {{ printf 'dmesg: %s\\n' \"$out\" | head -n 1 >&2; exit 3; }}; " \
               f"printf '%s\\n' \"$out\" | tail -n {int(n)}"
