@@ -53,7 +53,7 @@ def read_regular(path: str | Path, limit: int, follow: bool = True) -> bytes:
         if not stat.S_ISREG(st.st_mode):
             raise NotReadable(path, f"{kind_of(st.st_mode)}, not a regular file")
         if st.st_size > limit:
-            raise NotReadable(path, f"larger than {_size(limit)} ({_size(st.st_size)})")
+            raise NotReadable(path, f"larger than {size_text(limit)} ({size_text(st.st_size)})")
         chunks, got = [], 0
         while got <= limit:  # a file that grows while it is read still stops at the cap
             chunk = os.read(fd, limit + 1 - got)
@@ -66,11 +66,12 @@ def read_regular(path: str | Path, limit: int, follow: bool = True) -> bytes:
     finally:
         os.close(fd)
     if got > limit:
-        raise NotReadable(path, f"larger than {_size(limit)} (it grew while it was read)")
+        raise NotReadable(path, f"larger than {size_text(limit)} (it grew while it was read)")
     return b"".join(chunks)
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
+    """1024 -> '1 KiB', 16777216 -> '16 MiB', 50 -> '50 bytes'."""
     for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
         if n >= 1 << shift:
             return f"{n / (1 << shift):.3g} {unit}"

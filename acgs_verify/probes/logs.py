@@ -21,6 +21,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from acgs_verify.probes.bounded import size_text
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.redact import one_line
 
@@ -117,12 +118,12 @@ def tail_lines(path: str, n: int, max_bytes: int = MAX_TAIL_BYTES,
 def last_lines(path: str, data: bytes, n: int, cut: bool) -> list[str]:
     """The last `n` lines of `data`, the end of the log `path`; with `cut` (more of the log lies before `data`)
     the bytes up to the first newline are dropped: they may be the end of a line whose start was not read.
-    ProbeError when no line ends in `data` at all: a log of one endless line has no line to judge."""
+    ProbeError when not one whole line is left: a log of one endless line has no line to judge."""
     if cut:
         start = data.find(b"\n")
-        if start < 0:
-            raise ProbeError(f"log {path}: no line ends in its last {len(data) - 1} bytes (the tail read is capped "
-                             "there): not read")
+        if start < 0 or start == len(data) - 1:
+            raise ProbeError(f"log {path}: its last {size_text(len(data) - 1)} hold no whole line (a log tail is "
+                             "read up to that many bytes): not read")
         data = data[start + 1:]
     return data.replace(b"\0", b"").decode("utf-8", errors="replace").splitlines()[-n:]
 
