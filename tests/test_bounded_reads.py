@@ -27,7 +27,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from acgs_verify.probes.bounded import NotReadable, read_regular
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.probes.logs import MAX_TAIL_BYTES, tail_lines
 from acgs_verify.probes.policies import MAX_POLICY_BYTES, check_policy
@@ -199,6 +198,8 @@ def test_a_ca_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path):
 
 
 def test_small_files_are_read_only_when_regular_and_within_the_cap(tmp_path):
+    from acgs_verify.probes.bounded import NotReadable, read_regular
+
     cert = tmp_path / "cert.pem"
     cert.write_bytes(b"x" * 100)
     named = tmp_path / "named.pem"
@@ -333,3 +334,29 @@ def test_the_maintenance_snapshot_counts_keys_within_the_same_bounds(mode, reaso
         tracemalloc.stop()
     assert how == "raised" and reason in str(what), what
     assert seconds < 10 and peak < 64 << 20, (seconds, peak)
+
+
+def test_a_real_redis_is_read_as_before_through_the_bounded_connection(tmp_path):
+    from acgs_verify.probes.redis import RedisProbe, hit_rate
+    from acgs_verify.probes.state import redis_keys
+    from tests.servers import redis_server
+
+    with redis_server(tmp_path, password="pw with spaces") as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        probe = RedisProbe(url, "pw with spaces", timeout=3)
+        try:
+            assert probe.ping() > 0 and probe.get("acgs:constitutional_hash") is None
+            assert hit_rate(probe.info("stats")) == (0, 1)  # the GET above missed
+            lat = probe.latency(5)
+            assert len(lat.samples_ms) == 5 and not lat.failures
+        finally:
+            probe.close()
+        assert redis_keys(url, "pw with spaces", 3) == {"keys": 0, "names": []}
+        import redis
+
+        with contextlib.closing(redis.Redis(host="127.0.0.1", port=port, password="pw with spaces")) as admin:
+            admin.mset({f"k{i}": "v" for i in range(1200)})  # more than one SCAN page, more than MAX_KEY_NAMES
+            assert redis_keys(url, "pw with spaces", 3) == {"keys": 1200, "names": None}
+            admin.delete(*[f"k{i}" for i in range(600)])
+            assert redis_keys(url, "pw with spaces", 3) == {"keys": 600, "names": sorted(f"k{i}"
+                                                                                        for i in range(600, 1200))}
