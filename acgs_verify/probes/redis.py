@@ -51,6 +51,7 @@ class _BoundedSocket:
         self._sock, self._seconds, self._cap = sock, seconds, cap
         self._timeout = sock.gettimeout()
         self._deadline: float | None = None
+        self._by_deadline = False
         self._read = 0
 
     def arm(self) -> None:
@@ -69,8 +70,15 @@ class _BoundedSocket:
             return
         left = self._deadline - time.monotonic()
         if left <= 0:
-            raise ReplyTooSlow(f"no complete reply within {self._seconds:g} s")
-        self._sock.settimeout(left if self._timeout is None else min(left, self._timeout))
+            raise ReplyTooSlow(f"no complete reply within the {self._seconds:g} s timeout")
+        # which of the two ends this read: the deadline, or a shorter timeout its caller set
+        self._by_deadline = self._timeout is None or left <= self._timeout
+        self._sock.settimeout(left if self._by_deadline else self._timeout)
+
+    def _timed_out(self) -> None:
+        """A read that waited all the time left to the deadline: said as the deadline, not "timeout reading"."""
+        if self._deadline is not None and self._by_deadline:
+            raise ReplyTooSlow(f"no complete reply within the {self._seconds:g} s timeout")
 
     def _after_read(self, n: int) -> None:
         self._read += n
@@ -82,7 +90,7 @@ class _BoundedSocket:
         try:
             data = self._sock.recv(size, *flags)
         except TimeoutError:
-            self._before_read()  # past the deadline: say so rather than "timeout reading"
+            self._timed_out()
             raise
         self._after_read(len(data))
         return data
@@ -92,7 +100,7 @@ class _BoundedSocket:
         try:
             n = self._sock.recv_into(buffer, nbytes, *flags)
         except TimeoutError:
-            self._before_read()
+            self._timed_out()
             raise
         self._after_read(n)
         return n
