@@ -140,6 +140,26 @@ def test_hostile_files_on_the_local_host_are_one_clear_failure_each_in_bounded_t
     assert "a symlink, not followed" in cc03["message"], cc03["message"]
 
 
+def test_the_security_incident_gate_over_a_20_gib_log_without_a_newline_ends_in_bounded_time(tmp_path):
+    # the gate once hung here: SEC-03/06 sent the whole file through `tail -n | awk`, one 20 GiB record
+    (tmp_path / "logs").mkdir()
+    big = _sparse_log_without_newline(tmp_path / "logs" / "api.log", 20 << 30)
+    profile = tmp_path / "p.yaml"
+    profile.write_text(yaml.safe_dump({
+        "hosts": [{"name": "h", "address": "127.0.0.1"}],
+        "services": [{"name": "api", "port": 1, "log": str(big)}],
+        "paths": {"logs": str(big.parent), "kernel_log": str(big), "app_root": str(tmp_path / "logs")},
+        "evidence": {"max_file_mb": 1},
+    }))
+    res = run_measured(tmp_path, "run", "--profile", str(profile), "--gate", "security-incident", "--report-dir",
+                       str(tmp_path / "r"))
+    _assert_bounded(res, 60)
+    by = _checks(tmp_path / "r")
+    for cid in ("SEC-03", "SEC-06", "SYS-05", "CC-01", "CC-02"):
+        (c,) = [c for (i, _), c in by.items() if i == cid]
+        assert c["outcome"] in ("failed", "error"), c  # no line read: nothing to judge, never a pass
+
+
 def test_password_files_that_are_a_fifo_or_dev_zero_are_refused_at_once(tmp_path):
     fifo = tmp_path / "redis.pass"
     os.mkfifo(fifo)
