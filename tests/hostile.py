@@ -51,8 +51,28 @@ def _garbage(conn, stop) -> None:
     stop.wait(60)
 
 
+REDIS_DRIP_INTERVAL = 1.5  # under the socket timeout (3 s): only a deadline for the whole reply ends it
+
+
+def _redis_drip(conn, stop) -> None:
+    """A reply to any Redis command that never ends: a simple string, one byte every REDIS_DRIP_INTERVAL."""
+    conn.sendall(b"+")
+    while not stop.wait(REDIS_DRIP_INTERVAL):
+        conn.sendall(b"P")
+
+
+def _redis_huge(conn, stop) -> None:
+    """A 1 GiB bulk string as the reply to any Redis command, sent as fast as it is read."""
+    conn.sendall(b"$%d\r\n" % (1 << 30))
+    chunk = b"0" * 65536
+    sent = 0
+    while sent < (1 << 30) and not stop.is_set():
+        conn.sendall(chunk)
+        sent += len(chunk)
+
+
 MODES = {"hang": _hang, "drip": _drip, "huge": _huge, "badjson": _badjson, "redirect": _redirect,
-         "garbage": _garbage}
+         "garbage": _garbage, "redis-drip": _redis_drip, "redis-huge": _redis_huge}
 
 
 class HostileServer:

@@ -16,15 +16,20 @@ import json
 import os
 import re
 import stat
+import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from acgs_verify.probes.bounded import size_text
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.redact import one_line
 
 BLOCK = 64 * 1024
-MAX_TAIL_BYTES = 32 << 20  # 5000 lines of a sane log are ~1 MB; a log of megabyte lines gets cut here
+# the bytes a log tail reads, whatever its line count: 5000 lines of a sane log are ~1 MB; a log of long lines gets
+# fewer lines, and one without a newline none (1 GiB of it once took 2.1 GB over ssh, and gawk 9 GB)
+MAX_TAIL_BYTES = 16 << 20
+READ_TIMEOUT_SECONDS = 30  # for those bytes, on a host whose disk or file system hangs
 
 _PLAIN = re.compile(
     r"^(?P<ts>\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?)\s+-\s+(?P<logger>\S+)"
@@ -67,10 +72,13 @@ class LogLine:
         return m.group("path") if m else None
 
 
-def tail_lines(path: str, n: int, max_bytes: int = MAX_TAIL_BYTES) -> list[str]:
-    """The last n lines of a local file, reading backwards block by block (constant memory in the file size).
+def tail_lines(path: str, n: int, max_bytes: int = MAX_TAIL_BYTES,
+               timeout: float = READ_TIMEOUT_SECONDS) -> list[str]:
+    """The last n lines of a local file among its last `max_bytes` bytes, reading backwards block by block
+    (constant memory in the file size); ProbeError if that takes longer than `timeout` seconds.
 
-    Undecodable bytes are replaced and NULs dropped, so a damaged log is still read.
+    Undecodable bytes are replaced and NULs dropped, so a damaged log is still read. A line cut by the byte cap
+    is dropped, so a log of one endless line holds no line rather than a slice of it.
     """
     try:
         # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever
@@ -81,26 +89,43 @@ def tail_lines(path: str, n: int, max_bytes: int = MAX_TAIL_BYTES) -> list[str]:
         raise ProbeError(f"log {path}: permission denied") from None
     except OSError as exc:
         raise ProbeError(f"log {path}: {exc.strerror}") from None
+    deadline = time.monotonic() + timeout
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ProbeError(f"log {path} is not a regular file")
-        end = st.st_size
-        pos, chunks, newlines, read = end, [], 0, 0
-        while pos > 0 and newlines <= n and read < max_bytes:
-            size = min(BLOCK, pos, max_bytes - read)
+        # one byte more than the cap: it tells whether the first line read began at a line start
+        want = max_bytes + 1
+        pos, chunks, newlines, read = st.st_size, [], 0, 0
+        while pos > 0 and newlines <= n and read < want:
+            if time.monotonic() > deadline:
+                raise ProbeError(f"log {path}: its last {read} bytes took longer than {timeout:g} s to read")
+            size = min(BLOCK, pos, want - read)
             pos -= size
             chunk = os.pread(fd, size, pos)
+            if not chunk:  # cut short under us (truncated, rotated): what was read is the tail
+                break
             chunks.append(chunk)
             newlines += chunk.count(b"\n")
-            read += size
+            read += len(chunk)
     finally:
         os.close(fd)
-    data = b"".join(reversed(chunks)).replace(b"\0", b"")
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    if pos > 0 and lines:
-        lines = lines[1:]  # the first one is cut in the middle
-    return lines[-n:]
+    data = b"".join(reversed(chunks))
+    del chunks
+    return last_lines(path, data, n, cut=pos > 0)
+
+
+def last_lines(path: str, data: bytes, n: int, cut: bool) -> list[str]:
+    """The last `n` lines of `data`, the end of the log `path`; with `cut` (more of the log lies before `data`)
+    the bytes up to the first newline are dropped: they may be the end of a line whose start was not read.
+    ProbeError when not one whole line is left: a log of one endless line has no line to judge."""
+    if cut:
+        start = data.find(b"\n")
+        if start < 0 or start == len(data) - 1:
+            raise ProbeError(f"log {path}: its last {size_text(len(data) - 1)} hold no whole line (a log tail is "
+                             "read up to that many bytes): not read")
+        data = data[start + 1:]
+    return data.replace(b"\0", b"").decode("utf-8", errors="replace").splitlines()[-n:]
 
 
 def parse(line: str, timestamp: bool = True) -> LogLine:
@@ -207,12 +232,34 @@ def request_statuses(lines: list[str]) -> list[int]:
 KEEP_TAILS = 8
 
 
-def read_tail(conn, path: str, n: int) -> list[str]:
-    """The last `n` lines of `path` on a remote host: `tail -n N -- PATH`; ProbeError with tail's reason."""
-    result = conn.run("tail -n %s -- %s", str(n), path)
+def read_tail(conn, path: str, n: int, max_bytes: int = MAX_TAIL_BYTES, timeout: float = READ_TIMEOUT_SECONDS
+              ) -> list[str]:
+    """The last `n` lines of `path` on a remote host among its last `max_bytes` bytes:
+    `timeout T tail -c BYTES -- PATH` (tail seeks to the end: it never reads or sends more than BYTES of a log,
+    however long its lines); ProbeError with tail's reason, or when the file is not a regular file."""
+    result = conn.run("if [ -e %s ] && [ ! -f %s ]; then echo 'not a regular file' >&2; exit 3; fi; "
+                      "exec timeout %s tail -c %s -- %s", path, path, str(int(timeout)), str(max_bytes + 1), path)
+    if result.rc == 124:
+        raise ProbeError(f"log {path}: its last {max_bytes} bytes were not read within {int(timeout)} s")
     if result.rc != 0:
         raise ProbeError(f"log {path}: {one_line(result.stderr)}")
-    return result.stdout.replace("\0", "").splitlines()
+    data = result.stdout_bytes
+    return last_lines(path, data, n, cut=len(data) > max_bytes)
+
+
+def tail_command(path: str, n: int, max_bytes: int = MAX_TAIL_BYTES, timeout: float = READ_TIMEOUT_SECONDS) -> str:
+    """A POSIX shell pipeline printing what read_tail returns, for a command that reads a log on its host (through
+    awk): the last `n` complete lines among the last `max_bytes` bytes of the regular file `path`, a shell word
+    already quoted (`'/var/log/kern.log'` or `"$f"`). tail -n alone would send all of a log with no newline, and
+    awk would hold it as one record. A path that is not a regular file is named on stderr, nothing is read.
+
+    >>> conn.run(f"{tail_command(shlex.quote(log), 5000)} | awk ...")
+    """
+    b = int(max_bytes)
+    return (f"if [ -f {path} ]; then timeout {int(timeout)} tail -c {b + 1} -- {path} | "
+            # more than the cap on disk: the first line read may be the end of a longer one
+            f"{{ if [ \"$(stat -L -c %s -- {path})\" -gt {b} ]; then sed 1d; else cat; fi; }} | tail -n {int(n)}; "
+            f"else printf '%s: not a regular file\\n' {path} >&2; fi")
 
 
 class LogReader:

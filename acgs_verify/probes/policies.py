@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from acgs_verify.probes.files import read_capped
+from acgs_verify.probes.bounded import NotReadable, read_regular
 from acgs_verify.redact import one_line
 from acgs_verify.words import plural
 
@@ -127,9 +127,12 @@ def check_policy(path: Path, fmt: str, hash_field: str) -> PolicyCheck:
     if kind is None:
         return PolicyCheck("?", f"not a policy format ({path.suffix or 'no extension'}; expected one of "
                            f"{', '.join(sorted(EXTENSIONS))})", None)
-    raw = read_capped(path, MAX_POLICY_BYTES)
-    if len(raw) > MAX_POLICY_BYTES:
-        return PolicyCheck(kind, f"larger than {MAX_POLICY_BYTES} bytes", None)
+    try:  # found by walking the policies directory: a symlink there is not followed, a FIFO never blocks
+        raw = read_regular(path, MAX_POLICY_BYTES, follow=False)
+    except NotReadable as exc:
+        if exc.reason.startswith("larger than"):
+            return PolicyCheck(kind, exc.reason, None)
+        raise
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.probes.host import command, glob_word, operand, refuse, refused
+from acgs_verify.probes.logs import tail_command
 from acgs_verify.redact import one_line
 from acgs_verify.words import plural
 
@@ -162,10 +163,11 @@ def read_security_lines(conn, patterns: list[str], n: int) -> list[tuple[str, st
     # awk rather than grep: the same pass counts the lines read, which is the evidence a "0 found" rests on. A
     # file name is data too: awk takes it from the environment (-v would read its backslashes as escapes), and a
     # tab or line break in it becomes `?`, so that no file name can write a line of this output
+    tail = tail_command('"$f"', n)  # by bytes, then lines: awk never holds a log of one endless line
     cmd = (f"for f in {globs}; do [ -f \"$f\" ] || continue; "
            f"if [ ! -r \"$f\" ]; then printf '@@unreadable\\t'; printf '%s' \"$f\" | tr '\\t\\n' '??'; echo; "
            f"continue; fi; "
-           f"tail -n {int(n)} -- \"$f\" | ACGS_LOG=\"$f\" awk 'BEGIN {{ f = ENVIRON[\"ACGS_LOG\"]; "
+           f"{tail} | ACGS_LOG=\"$f\" awk 'BEGIN {{ f = ENVIRON[\"ACGS_LOG\"]; "
            f"gsub(/[[:cntrl:]]/, \"?\", f) }} {{n++}} tolower($0) ~ /{_GREP}/ "
            f"{{ if (m++ < {MAX_MATCHES_PER_LOG}) print f \"\\t\" $0 }} "
            f"END {{ print \"@@read\\t\" f \"\\t\" n+0 }}'; done")

@@ -16,6 +16,7 @@ from acgs_verify.profile import Profile
 from acgs_verify.redact import one_line
 
 MAX_KEY_NAMES = 1000  # name the keys of a small keyspace; a large one is compared by count only
+MAX_SCAN_PAGES = 100  # SCAN COUNT 500 walks 1000 keys' table in a handful of pages
 
 TABLES_SQL = """
 SELECT n.nspname || '.' || c.relname AS name,
@@ -42,20 +43,26 @@ def table_estimates(dsn: str, password: str | None, thresholds) -> dict[str, int
 
 def redis_keys(url: str, password: str | None, timeout: float) -> dict:
     """{'keys': DBSIZE, 'names': sorted key names, or None when there are more than MAX_KEY_NAMES}."""
-    import redis
+    from acgs_verify.probes.redis import bounded_client
 
-    client = redis.Redis.from_url(url, password=password, socket_timeout=timeout,
-                                  socket_connect_timeout=timeout, decode_responses=True)
+    # each reply within `timeout` and MAX_REPLY_BYTES (probes/redis.py), and a bounded number of SCAN pages: a
+    # server that answers every SCAN with another cursor and no key would otherwise be asked forever
+    client = bounded_client(url, password, timeout, decode_responses=True)
     try:
         count = int(client.dbsize())
         names: list[str] | None = None
         if count <= MAX_KEY_NAMES:
-            names = []
-            for key in client.scan_iter(count=500):
-                names.append(key)
+            names, cursor = [], None
+            for _ in range(MAX_SCAN_PAGES):
+                cursor, page = client.scan(cursor=cursor or 0, count=500)
+                names.extend(page)
                 if len(names) > MAX_KEY_NAMES:  # the keyspace grew while we read it: compare by count
                     names = None
                     break
+                if not int(cursor):
+                    break
+            else:
+                names = None  # the scan did not end: compare by count
         return {"keys": count, "names": sorted(names) if names is not None else None}
     finally:
         client.close()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.probes.host import CANNOT, command, operand, refuse, refused
+from acgs_verify.probes.logs import tail_command
 from acgs_verify.redact import one_line
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ def read_oom_kills(conn, kernel_log: str | None, n: int) -> list[str]:
     if kernel_log:
         path = operand(kernel_log)
         cmd = (f"{command('test', '-r', path)} || {refuse(f'cannot read {kernel_log}')}; "
-               f"{command('tail', '-n', int(n), '--', path)}")
+               f"{tail_command(command(path), n)}")
     else:
         cmd = (f"out=$(dmesg 2>&1) || {{ printf 'dmesg: %s\\n' \"$out\" | head -n 1 >&2; exit {CANNOT}; }}; "
                f"printf '%s\\n' \"$out\" | tail -n {int(n)}")

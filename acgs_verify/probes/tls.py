@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from acgs_verify.probes.bounded import read_regular
 from acgs_verify.probes.errors import ProbeError
-from acgs_verify.probes.files import read_capped
 from acgs_verify.redact import one_line
 
 MAX_PEM_BYTES = 1 << 20
+MAX_CA_BYTES = 8 << 20  # a CA bundle: the system's is ~200 KiB
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,8 @@ def certificate_file(path: str | Path) -> list[CertInfo]:
     from cryptography import x509
 
     path = Path(path)
-    data = read_capped(path, MAX_PEM_BYTES)
-    if len(data) > MAX_PEM_BYTES:
-        raise ProbeError(f"{path}: larger than {MAX_PEM_BYTES} bytes; not a certificate file")
+    # the profile names the file, so a symlink to it is followed; a FIFO or a device is refused, never read
+    data = read_regular(path, MAX_PEM_BYTES)
     if not data.strip():
         raise ProbeError(f"{path} is empty: no certificate to read an expiry from")
     try:
@@ -93,7 +93,7 @@ def endpoint(url: str, ca_file: str | None, timeout: float) -> Endpoint:
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or 443
     try:
-        ctx = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+        ctx = ssl.create_default_context(cadata=_ca_der(ca_file)) if ca_file else ssl.create_default_context()
     except (OSError, ssl.SSLError) as exc:
         raise ProbeError(f"cannot load the CA file {ca_file}: {exc}") from None
     try:
@@ -115,6 +115,20 @@ def endpoint(url: str, ca_file: str | None, timeout: float) -> Endpoint:
     from cryptography import x509
 
     return Endpoint(url, error is None, error, _info(x509.load_der_x509_certificate(der)), version)
+
+
+def _ca_der(ca_file: str) -> bytes:
+    """The CA file's certificates as DER, read here rather than by OpenSSL, which would open a FIFO and wait for
+    a writer forever, or read a device without end."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    data = read_regular(ca_file, MAX_CA_BYTES)
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise ProbeError(f"cannot load the CA file {ca_file}: no readable PEM certificate ({one_line(exc)})") from None
+    return b"".join(c.public_bytes(Encoding.DER) for c in certs)
 
 
 def _handshake(ctx: ssl.SSLContext, host: str, port: int, timeout: float) -> tuple[bytes, str]:

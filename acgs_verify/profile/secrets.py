@@ -15,8 +15,11 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from acgs_verify.probes.bounded import NotReadable, read_regular
 from acgs_verify.profile.model import Profile, ProfileError
 from acgs_verify.profile.source import Located
+
+MAX_SECRET_FILE_BYTES = 64 << 10  # a password or passphrase file: anything larger is not one
 
 # (list field, owner prefix, env field, file field, what the secret is): every secret a profile may reference
 _SECRET_REFS = (
@@ -44,11 +47,15 @@ def read_secrets(profile: Profile, located: Located) -> dict[str, SecretStr]:
             elif file:
                 p = Path(file).expanduser()
                 try:
-                    out[owner] = SecretStr(p.read_text().strip())
-                except OSError as exc:
+                    # the profile names the file (a symlink to it is followed); a FIFO or /dev/zero is refused
+                    out[owner] = SecretStr(read_regular(p, MAX_SECRET_FILE_BYTES).decode("utf-8").strip())
+                except NotReadable as exc:
                     raise ProfileError(
-                        f"{located.at((field, i, file_field))}: cannot read secret file {p}: {exc.strerror}"
+                        f"{located.at((field, i, file_field))}: cannot read secret file {p}: {exc.reason}"
                     ) from None
+                except UnicodeDecodeError as exc:  # the reason, never the bytes: they may be the secret
+                    raise ProfileError(f"{located.at((field, i, file_field))}: secret file {p} is not UTF-8 "
+                                       f"(byte {exc.start})") from None
     return out
 
 
