@@ -484,8 +484,9 @@ class _Finder:
     def _backups(self) -> None:
         candidates = ([self.prefix + BACKUPS] if self.prefix else []) + [BACKUPS]
         # the folders of the usual backup places, a symlink to a folder included (as `ls -d DIR/*/` lists them)
-        candidates += self.names("find", "-H", "/var/backups", "/backup", "/backups", "/srv/backups", "-mindepth", 1,
-                                 "-maxdepth", 1, "(", "-type", "d", "-o", "-xtype", "d", ")", "-print0")
+        candidates += sorted(self.names("find", "-H", "/var/backups", "/backup", "/backups", "/srv/backups",
+                                        "-mindepth", 1, "-maxdepth", 1, "(", "-type", "d", "-o", "-xtype", "d", ")",
+                                        "-print0"))
         for d in dict.fromkeys(candidates):
             dated = [x for x in self.names("find", "-H", operand(d), "-mindepth", 1, "-maxdepth", 1, "-printf",
                                            "%f\\0") if DATED.fullmatch(x)]

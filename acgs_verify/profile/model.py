@@ -265,6 +265,11 @@ class Host(_Strict):
     `strict_host_key_checking` is false. `identity_file` names the key; without one, ssh uses the agent.
     `ssh_config` is read after the profile's own fields (ProxyJump for bastions goes there; ssh backend only).
     `mounts` are the filesystems SYS-04 checks with df.
+
+    `address` is a host name or an IP address, `user` a login name; neither starts with `-` nor holds white
+    space. `identity_file`, `known_hosts` and `ssh_config` do not start with `-` and hold no control character
+    or `"`. Each reaches ssh as an argument or an ssh_config line, so a profile breaking this is refused when it
+    loads (exit 3), before any host is reached.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # the host half of target ids (auth@app-1)
