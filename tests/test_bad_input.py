@@ -286,3 +286,53 @@ def test_unreadable_profile_path_under_proc_is_one_line():
     line = one_error_line(run_cli("run", "--profile", "/proc/self/does-not-exist.yaml"))
     assert "not found" in line
 
+
+
+# ------------------------------------------------------------ 9: ssh fields that would be options (issue 21)
+
+# (field, value, what the line says): {M} is a marker file that a value run as ssh's option or as a line of the
+# generated ssh_config (ProxyCommand) would create; before, these loaded and were refused only at connect time
+SSH_FIELDS = [
+    ("address", "-oProxyCommand=touch {M}", "must not start with '-'"),
+    ("address", "app-1\n  ProxyCommand touch {M}", "white space or a control character"),
+    ("address", "app-1\x1b]0;title\x07", "white space or a control character"),
+    ("address", "app-1;touch", "not a host name or IP address"),
+    ("address", "10.0.0.5%eth0", "not a host name or IP address"),
+    ("user", "-oProxyCommand=touch {M}", "must not start with '-'"),
+    ("user", "acgs\n  ProxyCommand touch {M}", "white space or a control character"),
+    ("user", "ac gs", "white space or a control character"),
+    ("user", "acgs\"x", "is not a user name"),
+    ("identity_file", "-oProxyCommand=touch", "must not start with '-'"),
+    ("identity_file", "/keys/acgs\n  ProxyCommand touch {M}", "control character"),
+    ("known_hosts", "/ssh/known\r  ProxyCommand touch {M}", "control character"),
+    ("known_hosts", "/ssh/known\u2028x", "control character"),
+    ("ssh_config", "/ssh/config\tx", "control character"),
+    ("ssh_config", '/ssh/con"fig', "double quote"),
+]
+
+
+@pytest.mark.parametrize("field, value, says", SSH_FIELDS, ids=[f"{f} {v!r}" for f, v, _ in SSH_FIELDS])
+def test_an_ssh_field_that_is_not_one_value_is_refused_when_the_profile_loads(write_profile, field, value, says,
+                                                                              tmp_path):
+    import json
+
+    marker = tmp_path / "marker"
+    value = value.replace("{M}", str(marker))
+    # JSON's string escapes are YAML's double-quoted ones: the value reaches the model exactly
+    path = write_profile(f"hosts:\n  - name: app-1\n    backend: ssh\n    {field}: {json.dumps(value)}\n")
+    line = one_error_line(run_cli("run", "--profile", str(path), "--report-dir", str(tmp_path / "r"),
+                                  cwd=tmp_path))
+    assert f"p.yaml:4: hosts[0].{field}: " in line and says in line, line
+    assert not marker.exists() and not (tmp_path / "r").exists()  # refused before any host was touched
+
+
+@pytest.mark.parametrize("field, value", [
+    ("address", "acgs-app-1.internal"), ("address", "10.0.0.5"), ("address", "fe80::1%eth0"),
+    ("address", "[::1]"), ("address", "db_1.corp."), ("user", "acgs"), ("user", "CORP@acgs"), ("user", "host1$"),
+    ("identity_file", "~/.ssh/acgs key"), ("known_hosts", "./-known"), ("ssh_config", "/etc/ssh/ssh_config.d/é"),
+])
+def test_ordinary_ssh_fields_still_load(write_profile, field, value):
+    import json
+
+    path = write_profile(f"hosts:\n  - name: app-1\n    backend: ssh\n    {field}: {json.dumps(value)}\n")
+    assert getattr(load_profile(str(path)).hosts[0], field) == value

@@ -221,10 +221,15 @@ def test_a_port_owners_program_is_run_only_when_root_owns_it(tmp_path, markers):
 ])
 def test_ssh_fields_cannot_add_an_option(field, value, tmp_path, markers, monkeypatch):
     """A host's fields reach ssh as its destination and as lines of the generated ssh_config: an address that
-    starts with `-` was an ssh option, a line break in a field a ProxyCommand of its own, and both ran here."""
+    starts with `-` was an ssh option, a line break in a field a ProxyCommand of its own, and both ran here.
+    The profile refuses them when it loads (tests/test_bad_input.py); the connection refuses them again, for a
+    Host built without that validation."""
     monkeypatch.chdir(markers)  # a ProxyCommand's relative marker lands here
-    host = Host.model_validate({"name": "evil-1", "address": "127.0.0.1", "backend": "ssh", "port": 1,
-                                field: value.replace("{M}", str(markers / "ssh-marker"))})
+    fields = {"name": "evil-1", "address": "127.0.0.1", "backend": "ssh", "port": 1,
+              field: value.replace("{M}", str(markers / "ssh-marker"))}
+    with pytest.raises(ValueError, match=field):
+        Host.model_validate(fields)
+    host = Host.model_construct(**fields)
     pool = HostPool(connect_timeout=2)
     try:
         with pytest.raises(ProbeError) as exc:

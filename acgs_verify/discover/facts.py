@@ -218,9 +218,10 @@ def _password_pieces(raw: str) -> list[str]:
     return [piece for text in found for piece in _PIECES.split(text) if len(piece) >= 4]
 
 
-def _prune() -> str:
-    names = " -o ".join(f"-name {shlex.quote(n)}" for n in SKIP_DIRS)
-    return f"\\( {names} \\) -prune -o"
+def _prune() -> list[str]:
+    """find's words that skip SKIP_DIRS: `( -name venv -o ... ) -prune -o`, for host.command() to quote."""
+    names = [w for n in SKIP_DIRS for w in ("-o", "-name", n)][1:]
+    return ["(", *names, ")", "-prune", "-o"]
 
 
 def _served_cert(address: str, port: int) -> bytes | None:

@@ -12,8 +12,8 @@ that port) is named as such.
 
 from __future__ import annotations
 
+import posixpath
 import re
-import shlex
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,7 +41,7 @@ from acgs_verify.discover.facts import (
     url_without_password,
 )
 from acgs_verify.probes.errors import ProbeError
-from acgs_verify.probes.host import HostPool, Proc, _roots, port_owners
+from acgs_verify.probes.host import HostPool, Proc, _roots, command, operand, port_owners
 from acgs_verify.profile import HASH_RE, Host
 
 # the runbook's 'Initial Assessment' port table
@@ -114,7 +114,7 @@ def find(host: Host, port_offset: int = 0, connect_timeout: float = 3) -> Discov
 class _Finder:
     def __init__(self, pool: HostPool, host: Host, conn, offset: int):
         self.pool, self.host, self.conn, self.offset = pool, host, conn, offset
-        self.sudo = "sudo -n " if host.become else ""
+        self.sudo = ("sudo", "-n") if host.become else ()
         self.found = Discovery(host=Item(_host_data(host)))
 
     # ------------------------------------------------------------------------------------------ driver
@@ -132,9 +132,18 @@ class _Finder:
         self._host(services)
         return self.found
 
-    def sh(self, command: str, *args: str) -> tuple[int, str]:
-        res = self.conn.run(command, *args)
+    def sh(self, *words: str | int, sudo: bool = False) -> tuple[int, str]:
+        """(exit status, stdout) of one command, every word a value (host.command()): the paths and names below
+        come from the host (a process's cwd, an open file, a directory listing), and whoever can create one
+        chooses it. `sudo`: through `sudo -n` where the host has `become`."""
+        res = self.conn.run(command(*(self.sudo if sudo else ()), *words))
         return res.rc, res.stdout
+
+    def names(self, *words: str | int, sudo: bool = False) -> list[str]:
+        """What a `find ... -print0` (or `-printf '...\\0'`) printed, one entry per name, whatever a name holds
+        (a space, a line break, a leading `-`)."""
+        rc, out = self.sh(*words, sudo=sudo)
+        return [n for n in out.split("\0") if n]
 
     # ---------------------------------------------------------------------------------------- services
     def _servers(self) -> list[_Server]:
@@ -205,7 +214,7 @@ class _Finder:
             if reply.status is None:
                 return None, {}, ""
             return reply.status, reply.headers, reply.body[:65536].decode("utf-8", "replace")
-        rc, out = self.sh(f"curl -sS -i -m {HTTP_TIMEOUT:g} --max-filesize 1048576 %s", url)
+        rc, out = self.sh("curl", "-sS", "-i", "-m", f"{HTTP_TIMEOUT:g}", "--max-filesize", 1048576, "--", url)
         if rc != 0 or not out.startswith("HTTP/"):
             return None, {}, ""
         head, _, body = out.replace("\r\n", "\n").partition("\n\n")
@@ -350,11 +359,12 @@ class _Finder:
         dsns = self._service_env_urls(services, DB_VARS, "postgresql")
         replicas: dict[int, int] = {}  # replica port -> primary port
         for port, proc, _ in servers:
-            data_dir = _flag(proc.args, "-D") if proc else None
+            data_dir = self._absolute(proc.pid, _flag(proc.args, "-D")) if proc else None
             if data_dir:
-                rc, _ = self.sh(f"{self.sudo}test -e %s", f"{data_dir}/standby.signal")
+                rc, _ = self.sh("test", "-e", f"{data_dir}/standby.signal", sudo=True)
                 if rc == 0:
-                    rc, out = self.sh(f"{self.sudo}grep -o %s %s", r"port=[0-9]*", f"{data_dir}/postgresql.auto.conf")
+                    rc, out = self.sh("grep", "-o", "-e", r"port=[0-9]*", "--", f"{data_dir}/postgresql.auto.conf",
+                                      sudo=True)
                     ports = re.findall(r"port=(\d+)", out)
                     replicas[port] = int(ports[-1]) if ports else -1
         env_ports = {urlsplit(d[0]).port or PG_PORT: d for d in dsns}
@@ -461,8 +471,8 @@ class _Finder:
                                     f"({', '.join(c for c, _ in candidates if c)})")
             return
         root = self.found.paths["app_root"].data["value"]
-        rc, out = self.sh(f"find %s -maxdepth 4 {_prune()} -type d -name policies -print", root)
-        dirs = sorted(out.split(), key=len)
+        dirs = sorted(self.names("find", operand(root), "-maxdepth", 4, *_prune(), "-type", "d", "-name", "policies",
+                                 "-print0"), key=len)
         if dirs:
             self._set_path("policies", dirs[0], "a policies directory in the application tree")
         else:
@@ -473,11 +483,13 @@ class _Finder:
 
     def _backups(self) -> None:
         candidates = ([self.prefix + BACKUPS] if self.prefix else []) + [BACKUPS]
-        rc, out = self.sh("ls -1d /var/backups/*/ /backup/*/ /backups/*/ /srv/backups/*/")
-        candidates += [d.rstrip("/") for d in out.split()]
+        # the folders of the usual backup places, a symlink to a folder included (as `ls -d DIR/*/` lists them)
+        candidates += sorted(self.names("find", "-H", "/var/backups", "/backup", "/backups", "/srv/backups",
+                                        "-mindepth", 1, "-maxdepth", 1, "(", "-type", "d", "-o", "-xtype", "d", ")",
+                                        "-print0"))
         for d in dict.fromkeys(candidates):
-            rc, out = self.sh("ls -1 %s", d)
-            dated = [x for x in out.split() if DATED.match(x)] if rc == 0 else []
+            dated = [x for x in self.names("find", "-H", operand(d), "-mindepth", 1, "-maxdepth", 1, "-printf",
+                                           "%f\\0") if DATED.fullmatch(x)]
             if dated:
                 self._set_path("backups", d, f"{len(dated)} dated backup folders, newest {max(dated)}")
                 return
@@ -489,6 +501,14 @@ class _Finder:
     def _is_dir(self, path: str) -> bool:
         return self.conn.file(path).is_directory
 
+    def _absolute(self, pid: int, path: str | None) -> str | None:
+        """`path` as process `pid` meant it: a relative one is relative to that process's working directory, not
+        to discover's; None where that directory cannot be read."""
+        if not path or path.startswith("/"):
+            return path or None
+        cwd = self._proc_details(pid).get("cwd")
+        return posixpath.join(cwd, path) if cwd else None
+
     # ------------------------------------------------------------------------------ certificates, TLS
     def _certificates(self, services: list[_Server]) -> None:
         named: dict[str, str] = {}
@@ -496,11 +516,12 @@ class _Finder:
             env = self._proc_details(s.proc.pid)["env"]
             if isinstance(env, dict):
                 for k, v in env.items():
-                    if v.endswith((".pem", ".crt")) and not v.startswith(("/etc/ssl/certs", "/usr/")):
-                        named.setdefault(v, f"{k} of pid {s.proc.pid}")
+                    path = self._absolute(s.proc.pid, v)
+                    if path and v.endswith((".pem", ".crt")) and not path.startswith(("/etc/ssl/certs", "/usr/")):
+                        named.setdefault(path, f"{k} of pid {s.proc.pid}")
         for d in dict.fromkeys(([self.prefix + CERT_DIR] if self.prefix else []) + [CERT_DIR]):
-            rc, out = self.sh("find %s -maxdepth 1 -type f \\( -name '*.pem' -o -name '*.crt' \\) -print", d)
-            for p in sorted(out.split()):
+            for p in sorted(self.names("find", operand(d), "-maxdepth", 1, "-type", "f", "(", "-name", "*.pem", "-o",
+                                       "-name", "*.crt", ")", "-print0")):
                 named.setdefault(p, f"found under {d}")
         leaves: dict[str, bytes] = {}
         for path, why in named.items():
@@ -516,7 +537,7 @@ class _Finder:
         self._tls_endpoints(leaves)
 
     def _first_cert(self, path: str) -> tuple[bytes | None, bool]:
-        rc, text = self.sh(f"{self.sudo}head -c 65536 %s", path)
+        rc, text = self.sh("head", "-c", 65536, "--", operand(path), sudo=True)
         m = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", text, re.S) if rc == 0 else None
         if not m:
             return None, False
@@ -558,9 +579,9 @@ class _Finder:
             self.found.todos.append("security.secret_files: no application tree to look in")
             return
         root = root.data["value"]
-        rc, out = self.sh(f"find %s -maxdepth 5 {_prune()} -type f \\( -name '*.env' -o -name '*.key' "
-                          "-o -name '*secret*' -o -name '*credentials*' \\) -print", root)
-        files = sorted(out.split())
+        files = sorted(self.names("find", operand(root), "-maxdepth", 5, *_prune(), "-type", "f", "(", "-name", "*.env",
+                                  "-o", "-name", "*.key", "-o", "-name", "*secret*", "-o", "-name", "*credentials*",
+                                  ")", "-print0"))
         if files:
             self.found.security["secret_files"] = Item({"value": files}, [f"*.env, *.key, *secret*, *credentials* "
                                                                           f"under {root}"])
@@ -577,7 +598,7 @@ class _Finder:
         if keys:
             self.found.security["keys"] = Item({"value": keys}, ["key files in the application tree (SEC-05 ages)"])
         passwd = self.found.paths["passwd"].data["value"] if "passwd" in self.found.paths else "/etc/passwd"
-        rc, out = self.sh("cut -d: -f1 %s", passwd)
+        rc, out = self.sh("cut", "-d:", "-f1", "--", operand(passwd))
         users = [u for u in out.split() if u]
         if rc == 0 and users:
             self.found.security["allowed_users"] = Item({"value": users}, [
@@ -591,8 +612,9 @@ class _Finder:
                  and i.data["value"]]
         mounts = ["/"]
         if paths:
-            rc, out = self.sh("df -P " + " ".join(shlex.quote(p) for p in paths))
-            mounts += [line.split()[-1] for line in out.splitlines()[1:] if line.split()]
+            rc, out = self.sh("df", "-P", "--", *map(operand, paths))
+            # the mount point is what follows the capacity, spaces and all
+            mounts += [m.group(1) for m in (_DF_ROW.search(line) for line in out.splitlines()[1:]) if m]
         self.found.host.data["mounts"] = list(dict.fromkeys(mounts))
         self.found.host.evidence = [f"read as user {self.found.user} over {self.host.backend}; roles from what "
                                     "was found; mounts: / and those holding the logs, app root and backups"]
@@ -601,6 +623,7 @@ class _Finder:
 # ------------------------------------------------------------------------------------------- helpers
 
 _HTTP = None  # one HTTP client for every health GET of a run
+_DF_ROW = re.compile(r"\s\d+\s+\d+\s+\d+\s+\d+%\s+(/.*)$")  # df -P: ... blocks used available capacity% MOUNT
 
 
 def _http():
@@ -639,28 +662,31 @@ def _name_of(s: _Server, runbook: dict[int, str]) -> tuple[str, str]:
     return name or f"port-{s.port}", f"the app module ({s.app})" if name else "its port"
 
 
-def read_proc_details(conn, pid: int, sudo: str, user: str) -> dict:
+def read_proc_details(conn, pid: int, sudo: tuple[str, ...], user: str) -> dict:
     """What /proc says of one process: {"cwd", "files": {fd: path} or None, "unit" or "unit_why", "env": {name:
-    value} or why it cannot be read}. `sudo` prefixes the reads that need root ("sudo -n " or ""); `user` is who
-    reads, for that why. Values stay in memory, only names are ever shown."""
-    def sh(command: str) -> tuple[int, str]:
-        res = conn.run(command)
+    value} or why it cannot be read}. `sudo` prefixes the reads that need root (("sudo", "-n") or ()); `user` is
+    who reads, for that why. Values stay in memory, only names are ever shown. A directory or file name is kept
+    exactly as it is, line breaks and trailing spaces included: whoever runs the process chose it."""
+    def sh(*words: str | int, root: bool = True) -> tuple[int, str]:
+        res = conn.run(command(*(sudo if root else ()), *words))
         return res.rc, res.stdout
 
     out: dict = {}
-    rc, cwd = sh(f"{sudo}readlink /proc/{pid}/cwd")
-    if rc == 0 and cwd.strip():
-        out["cwd"] = cwd.strip()
-    rc, fds = sh(f"{sudo}find /proc/{pid}/fd -mindepth 1 -maxdepth 1 -lname '/*' -printf '%f %l\\n'")
-    out["files"] = {int(f): p for f, _, p in (x.partition(" ") for x in fds.splitlines()) if f.isdigit()} \
+    rc, cwd = sh("readlink", "--", f"/proc/{int(pid)}/cwd")
+    cwd = cwd.removesuffix("\n")  # readlink's own line break; one in the name itself stays
+    if rc == 0 and cwd.startswith("/"):
+        out["cwd"] = cwd
+    rc, fds = sh("find", f"/proc/{int(pid)}/fd", "-mindepth", 1, "-maxdepth", 1, "-lname", "/*", "-printf",
+                 "%f %l\\0")
+    out["files"] = {int(f): p for f, _, p in (x.partition(" ") for x in fds.split("\0")) if f.isdigit()} \
         if rc == 0 else None
-    rc, cgroup = sh(f"cat /proc/{pid}/cgroup")
+    rc, cgroup = sh("cat", f"/proc/{int(pid)}/cgroup", root=False)
     units = re.findall(r"/([A-Za-z0-9@_.\\-]+)\.service(?:/|$)", cgroup, re.M) if rc == 0 else []
     if units:
         out["unit"] = units[-1]
     else:
         out["unit_why"] = f"no systemd unit in /proc/{pid}/cgroup" if rc == 0 else "cgroup not readable"
-    rc, text = sh(f"{sudo}cat /proc/{pid}/environ")
+    rc, text = sh("cat", f"/proc/{int(pid)}/environ")
     if rc != 0:
         out["env"] = f"environment of pid {pid} not readable by {user}"
     else:

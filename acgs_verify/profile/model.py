@@ -187,6 +187,75 @@ class Thresholds(_Strict):
     db_statement_timeout_seconds: float = Field(15, gt=0)
 
 
+# --------------------------------------------------------------------------------------------- ssh fields
+
+# A host's address and user reach ssh as its destination and as ssh_config lines, its paths as ssh_config lines:
+# a value that starts with `-` is an option there (`-oProxyCommand=...` runs a command), one with a line break
+# ends its line and starts a directive of its own. They are refused when the profile loads, not at the first
+# connection, so a bad profile stops the run (exit 3) before any host is touched.
+_HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
+_ZONE = re.compile(r"[A-Za-z0-9_.-]+")  # an IPv6 zone (fe80::1%eth0): an interface name or number
+_USER_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.@-]*\$?")
+
+
+def _control_or_space(v: str, spaces: bool) -> bool:
+    """True when `v` holds a control character (C0, DEL, C1), a line or paragraph separator, or (with
+    `spaces`) any white space; without it only the plain space is allowed."""
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 or (c.isspace() and (spaces or c != " ")) or
+               not (c.isprintable() or c == " ") for c in v)
+
+
+def checked_address(v: str) -> str:
+    """A host name (RFC 1123 labels, `_` allowed) or an IP literal (IPv6 bracketed or not, with a %zone)."""
+    import ipaddress
+
+    if v.startswith("-"):
+        raise ValueError("must not start with '-' (ssh would read it as an option)")
+    if _control_or_space(v, spaces=True):
+        raise ValueError("holds white space or a control character")
+    literal = v[1:-1] if v.startswith("[") and v.endswith("]") else v
+    ip, _, zone = literal.partition("%")
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        if literal is not v or zone or len(v) > 253 or not _HOST_NAME.fullmatch(v):
+            raise ValueError("is not a host name or IP address") from None
+        return v
+    if zone and not (":" in ip and _ZONE.fullmatch(zone)):
+        raise ValueError("is not a host name or IP address (a %zone follows an IPv6 address only)")
+    return v
+
+
+def checked_user(v: str | None) -> str | None:
+    """A login name: letters, digits, `_ . @ -`, not first `-` or `@`, and a trailing `$` (machine accounts)."""
+    if v is None:
+        return v
+    if v.startswith("-"):
+        raise ValueError("must not start with '-' (ssh would read it as an option)")
+    if _control_or_space(v, spaces=True):
+        raise ValueError("holds white space or a control character")
+    if not _USER_NAME.fullmatch(v):
+        raise ValueError("is not a user name (letters, digits, _ . @ - and a trailing $)")
+    return v
+
+
+def checked_ssh_path(v: str | None) -> str | None:
+    """A path written as one ssh_config value: not `-...`, no control character, no white space but the plain
+    space (which the generated ssh_config quotes), no `"` (which an ssh_config line cannot hold)."""
+    if v is None:
+        return v
+    if v.startswith("-"):
+        raise ValueError("must not start with '-'; write ./-name for a relative path")
+    if _control_or_space(v, spaces=False):
+        raise ValueError("holds a line break, tab or other control character")
+    if '"' in v:
+        raise ValueError("holds a double quote, which an ssh_config line cannot hold")
+    if not v:
+        raise ValueError("is empty; leave it out instead")
+    return v
+
+
 class Host(_Strict):
     """A machine that checks run on. `backend` picks how testinfra reaches it: `local` (this machine), `ssh`
     (OpenSSH, one multiplexed connection per host), `paramiko`, or `ansible` (hosts from the profile's
@@ -196,6 +265,11 @@ class Host(_Strict):
     `strict_host_key_checking` is false. `identity_file` names the key; without one, ssh uses the agent.
     `ssh_config` is read after the profile's own fields (ProxyJump for bastions goes there; ssh backend only).
     `mounts` are the filesystems SYS-04 checks with df.
+
+    `address` is a host name or an IP address, `user` a login name; neither starts with `-` nor holds white
+    space. `identity_file`, `known_hosts` and `ssh_config` do not start with `-` and hold no control character
+    or `"`. Each reaches ssh as an argument or an ssh_config line, so a profile breaking this is refused when it
+    loads (exit 3), before any host is reached.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # the host half of target ids (auth@app-1)
@@ -214,6 +288,21 @@ class Host(_Strict):
     # agent: load the key with ssh-add instead). Like every secret, named here, never written here.
     identity_passphrase_env: str | None = None
     identity_passphrase_file: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address_is_a_destination(cls, v: str) -> str:
+        return checked_address(v)
+
+    @field_validator("user")
+    @classmethod
+    def _user_is_a_name(cls, v: str | None) -> str | None:
+        return checked_user(v)
+
+    @field_validator("identity_file", "known_hosts", "ssh_config")
+    @classmethod
+    def _path_is_one_value(cls, v: str | None) -> str | None:
+        return checked_ssh_path(v)
 
     @model_validator(mode="after")
     def _passphrase_needs_paramiko(self):

@@ -1,0 +1,165 @@
+"""discover reads names a target chose, and they stay data (issue 21, item 1): a real service whose working
+directory is a path of shell payloads (a quote that ends a quoted word, `$(...)`, backticks, a line break, a
+leading `-`), whose log's name holds the same, in an application tree whose policies directory, secret files and
+keys are named likewise. Nothing runs, nothing is deleted, and the profile holds each name exactly.
+
+Before, the names were quoted but read back split at white space (`find ... -print`, `%l\\n`, readlink's output
+stripped): a log whose name held a line break was lost, a secret file `prod\\n-delete.env` became two, one of them
+the relative `-delete.env`, and a policies directory under `a b/` became `b/policies`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from acgs_verify.discover import find
+from acgs_verify.discover.finders import _Finder
+from acgs_verify.discover.writer import render
+from acgs_verify.probes.host import HostPool, port_owners
+from acgs_verify.profile import Host, load_profile
+from tests.conftest import run_cli
+from tests.servers import server
+from tests.test_discover import _listens
+from tests.test_profile_values_are_data import DASH, payloads, ran
+from tests.tlsserver import make_ca_and_cert
+
+HASH = "cdd01ef066bc6cf2"
+APP = f'''
+import json
+BODY = json.dumps({{"status": "ok", "service": "names", "constitutional_hash": "{HASH}"}}).encode()
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    ok = scope["path"] == "/health"
+    await send({{"type": "http.response.start", "status": 200 if ok else 404,
+                "headers": [(b"content-type", b"application/json")]}})
+    await send({{"type": "http.response.body", "body": BODY if ok else b"{{}}"}})
+'''
+
+
+def _bait(directory: Path) -> Path:
+    """A file in a directory named DASH under `directory`: a name that reached find as an action deletes it."""
+    bait = directory / DASH / "bait"
+    bait.parent.mkdir(parents=True, exist_ok=True)
+    bait.write_text("still here\n")
+    return bait
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """The service, its hostile application tree and log, and the bait files a `-delete` would remove."""
+    work = tmp_path_factory.mktemp("names")
+    markers = work / "markers"
+    markers.mkdir()
+    values = payloads(markers)
+    # every payload a component (or, holding '/', several) of the path; the line break's ends the path, so a
+    # stripped readlink output names another directory
+    app = Path(work, values["dash"], values["quote"], values["subshell"], values["backtick"], values["newline"])
+    (app / "config").mkdir(parents=True)
+    (app / "names_app.py").write_text(APP)
+    policies = app / "config" / f"a b\n{DASH}" / "policies"
+    policies.mkdir(parents=True)
+    secrets = [app / "config" / f"prod\n{DASH}.env", app / "config" / f"{values['quote']}.env".replace("/", "_"),
+               app / "config" / "-rf.key", app / "config" / " spaced credentials "]
+    for f in secrets:
+        f.write_text("not read by discover\n")
+    (app / "config" / "-rf.rotated").write_text("2026-12-01\n")
+    log = Path(app, "logs", f"{DASH}\n{values['subshell']}.log")
+    log.parent.mkdir(parents=True)
+    baits = [_bait(app), _bait(app / "config"), _bait(work)]
+    # a certificate its environment names relative to its working directory, by a name that is an option to head
+    _, chain, _ = make_ca_and_cert(work)
+    (app / f"{DASH}.pem").write_bytes(chain.read_bytes())
+
+    def argv(port: int) -> list[str]:
+        return [sys.executable, "-m", "uvicorn", "names_app:app", "--host", "127.0.0.1", "--port", str(port),
+                "--log-level", "warning"]
+
+    with server("the service in a hostile tree", argv, _listens, log, timeout=15, cwd=app,
+                env={"PATH": "/usr/bin:/bin", "HOME": str(work), "ACGS_TLS_CERT": f"{DASH}.pem"}) as (port, proc):
+        yield {"port": port, "pid": proc.pid, "app": app, "log": log, "policies": policies, "work": work,
+               "secrets": sorted(str(f) for f in secrets), "markers": markers, "baits": baits}
+
+
+def _nothing_ran(tree) -> None:
+    assert ran(tree["markers"]) == [], f"payloads ran: {ran(tree['markers'])}"
+    assert all(b.exists() for b in tree["baits"]), f"{DASH} reached find as an action"
+
+
+def test_a_service_in_a_hostile_tree_is_discovered_by_its_exact_names(tree, monkeypatch):
+    monkeypatch.chdir(tree["work"])  # the local backend's commands run here, beside a bait
+    found = find(Host(name="app-1"))
+    _nothing_ran(tree)
+    (mine,) = [s for s in found.services if s.data["port"] == tree["port"]]
+    assert mine.data["log"] == str(tree["log"]), mine.data
+    # the profile written from it holds the log's name as data, and loads
+    out = tree["work"] / "discovered.yaml"
+    out.write_text(render(found))
+    profile = load_profile(str(out), resolve_secrets=False)
+    assert [s.log for s in profile.services if s.port == tree["port"]] == [str(tree["log"])]
+    _nothing_ran(tree)
+
+
+def test_discover_writes_a_hostile_tree_as_data(tree):
+    out = tree["work"] / "cli.yaml"
+    res = run_cli("discover", "--name", "app-1", "-o", str(out), "--force", cwd=tree["work"], timeout=120)
+    assert res.returncode == 0, res.stderr
+    _nothing_ran(tree)
+    (mine,) = [s for s in yaml.safe_load(out.read_text())["services"] if s["port"] == tree["port"]]
+    assert mine["log"] == str(tree["log"])
+
+
+def _found_from_the_one_service(tree, *steps: str):
+    """discover's `steps` (its _Finder's methods) over the one service alone, so that the other stacks on this
+    shared machine do not move the services' common working directory elsewhere."""
+    pool = HostPool(connect_timeout=5)
+    host = Host(name="app-1")
+    try:
+        finder = _Finder(pool, host, pool.get(host), 0)
+        finder.facts = port_owners(pool, host)
+        finder.found.user = finder.facts.user
+        finder.prefix = ""
+        servers = [s for s in finder._servers() if s.port == tree["port"]]
+        assert [s.proc.pid for s in servers] == [tree["pid"]]
+        for step in steps:
+            if step == "_security":  # it reads what _app_root found, not the services
+                finder._security()
+            else:
+                getattr(finder, step)(servers)
+    finally:
+        pool.close()
+    _nothing_ran(tree)
+    return finder
+
+
+def test_an_application_tree_is_read_by_its_exact_names(tree, monkeypatch):
+    monkeypatch.chdir(tree["work"])  # the local backend's commands run here, beside a bait
+    finder = _found_from_the_one_service(tree, "_app_root", "_security", "_host")
+    paths, security = finder.found.paths, finder.found.security
+    assert paths["app_root"].data["value"] == str(tree["app"])
+    assert paths["policies"].data["value"] == str(tree["policies"])
+    assert security["secret_files"].data["value"] == tree["secrets"]
+    keys = {k["path"]: k for k in security["keys"].data["value"]}
+    rf = str(tree["app"] / "config" / "-rf.key")
+    assert keys[rf]["rotation_record"] == str(tree["app"] / "config" / "-rf.rotated"), keys
+    assert set(keys) == {rf, str(tree["app"] / "config" / " spaced credentials ")}
+    mount = os.path.realpath(tree["work"])
+    while not os.path.ismount(mount):
+        mount = os.path.dirname(mount)
+    assert finder.found.host.data["mounts"] == list(dict.fromkeys(["/", mount]))
+
+
+def test_a_relative_path_in_a_services_environment_is_read_where_the_service_reads_it(tree, monkeypatch):
+    """ACGS_TLS_CERT=-delete.pem: the file in the service's working directory, read as a file (not head's
+    option), and written as its absolute path; before, head was handed `-delete.pem` in discover's own
+    directory and the certificate was not found."""
+    monkeypatch.chdir(tree["work"])
+    finder = _found_from_the_one_service(tree, "_certificates")
+    paths = [c.data["path"] for c in finder.found.certificates]
+    assert str(tree["app"] / f"{DASH}.pem") in paths, paths
