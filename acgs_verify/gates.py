@@ -280,11 +280,17 @@ def _preserve_evidence(result: RunResult, profile, run_dir: Path | None) -> list
 
 
 def last_line(result: RunResult) -> str:
-    """The run's summary line, saying when the comparison's baseline had a closed gate of its own."""
+    """The run's summary line, saying when the comparison's baseline had a closed gate of its own, and when the
+    run is one shard of a run."""
     line = result.summary_line()
     if (result.extra.get("comparison") or {}).get("baseline_gate_closed"):
         text, sep, perf = line.partition(" | ")
         line = f"{text}; the baseline's own gate was closed{sep}{perf}"
+    shard = result.extra.get("shard")
+    if isinstance(shard, dict):  # one shard's verdict is not the run's: the line says so, and what gives the run's
+        text, sep, perf = line.partition(" | ")
+        line = (f"{text} [shard {shard.get('index')} of {shard.get('count')} only: `acgs-verify merge` its shards "
+                f"for the run's verdict]{sep}{perf}")
     return line
 
 

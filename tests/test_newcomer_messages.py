@@ -58,3 +58,91 @@ def test_tls02_leads_with_the_days_left(readiness_run):
     (c,) = [c for (cid, _), c in checks.items() if cid == "TLS-02"]
     assert re.match(r"\d+\.\d days left; chain verified against ", c["measured"]), c["measured"]
     assert c["expected"].startswith("more than 7 days left"), c["expected"]
+
+
+# ------------------------------------------------------------------------------------------ the CLI
+
+
+def _run(sandbox, reports, *extra: str):
+    return run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(reports), *SHARED_MACHINE,
+                   *extra)
+
+
+def test_a_filter_that_matches_nothing_exits_3_and_leaves_latest_alone(healthy_sandbox, tmp_path):
+    reports = tmp_path / "reports"
+    first = _run(healthy_sandbox, reports, "--gate", "smoke", "--", "-k", "SVC-01")
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr
+    latest = (reports / "latest").resolve()
+    history = (reports / "history.jsonl").read_text()
+    res = _run(healthy_sandbox, reports, "--gate", "smoke", "--", "-k", "nomatch")
+    assert res.returncode == 3, res.stdout[-2000:] + res.stderr
+    last = res.stdout.strip().splitlines()[-1]
+    assert last.startswith("ACGS UNKNOWN - nothing collected: no check of gate smoke matches the -k and -m filters")
+    assert f"{reports}/latest left as it was" in last
+    # the nightly unit publishes what latest points at: still the run before
+    assert (reports / "latest").resolve() == latest and (reports / "history.jsonl").read_text() == history
+    assert sorted(p.name for p in reports.iterdir()) == sorted([latest.name, "latest", "history.jsonl"])
+
+
+def test_a_bad_pytest_flag_is_one_line_of_ours(healthy_sandbox, tmp_path):
+    res = _run(healthy_sandbox, tmp_path / "reports", "--", "--no-such-flag")
+    assert res.returncode == 3 and res.stdout == "", res.stdout
+    assert res.stderr == "acgs-verify: error: run: pytest arguments after --: unrecognized arguments: " \
+                         "--no-such-flag\n", res.stderr
+    assert not (tmp_path / "reports" / "latest").exists()
+
+
+def test_a_shard_says_it_is_one_and_merge_names_who_to_notify(healthy_sandbox, tmp_path):
+    healthy_sandbox.break_fault("wrong-hash:auth")  # SVC-02 (P0) fails: someone is to be notified
+    shard = _run(healthy_sandbox, tmp_path / "shard", "--gate", "smoke", "--shard", "1/1", "--run-group", "g1")
+    assert shard.returncode == 2, shard.stdout[-2000:] + shard.stderr
+    last = shard.stdout.strip().splitlines()[-1]
+    text, _, perf = last.partition(" | ")
+    assert text.startswith("ACGS CRITICAL") and text.endswith(
+        "[shard 1 of 1 only: `acgs-verify merge` its shards for the run's verdict]"), last
+    assert perf.startswith("passed=")
+    merged = run_cli("merge", str(tmp_path / "shard" / "latest"), "--report-dir", str(tmp_path / "merged"))
+    assert merged.returncode == 2, merged.stdout[-2000:] + merged.stderr
+    lines = merged.stdout.strip().splitlines()
+    assert lines[-2].startswith("ESCALATION P0: notify "), lines[-3:]
+    assert lines[-1].startswith("ACGS CRITICAL") and "shard 1 of 1 only" not in lines[-1]
+
+
+# ------------------------------------------------------------------------------------------ the sandbox
+
+
+def test_every_sandbox_fault_says_what_it_does(tmp_path):
+    from acgs_verify.sandbox import Sandbox
+
+    for component in Sandbox(tmp_path / "sb").components:
+        assert set(component.fault_help) == set(component.fault_names), component.name
+        assert all(text and "\n" not in text for text in component.fault_help.values()), component.name
+    res = run_cli("sandbox", "faults", "--dir", str(tmp_path / "sb"))
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert len(lines) > 100 and all(re.match(r"\S+ {2,}\S", line) for line in lines), lines[:5]
+    assert re.search(r"^slow:auth +every request waits 150 ms \(SVC-06 fails\)$", res.stdout, re.M)
+
+
+def test_heal_all_heals_every_fault_on(healthy_sandbox):
+    healthy_sandbox.break_fault("slow:auth")
+    healthy_sandbox.break_fault("redis-wrong-hash")
+    res = run_cli("sandbox", "heal", "all", "--dir", str(healthy_sandbox.dir))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip() == "faults healed: slow:auth, redis-wrong-hash"
+    assert healthy_sandbox.faults() == []
+    again = run_cli("sandbox", "heal", "all", "--dir", str(healthy_sandbox.dir))
+    assert again.returncode == 0 and again.stdout.strip() == "no fault was on"
+
+
+def test_a_sandbox_without_sshd_says_which_checks_it_leaves_out():
+    """`make demo` ran 117 checks, not the README's 127, and nothing said why: `sandbox up` (whose stderr the demo
+    shows) says so. The status is the one a machine without sshd gives (components/sshd.py)."""
+    from acgs_verify.cli import sandbox_notes
+
+    status = {"up": True, "components": {
+        "services": [{"name": "auth", "state": "running"}],
+        "sshd": [{"name": "sshd", "state": "not installed (no remote host)"}]}}
+    (note,) = sandbox_notes(status)
+    assert note.startswith("sshd is not installed here") and "ops-1" in note and "openssh-server" in note
+    assert sandbox_notes({"up": True, "components": {"sshd": [{"name": "sshd", "state": "running"}]}}) == []

@@ -147,6 +147,27 @@ class Sandbox:
         return [f"{f}:{t}" if t else f for c in self.components for f in c.fault_names
                 for t in (c.fault_targets(f) or [""])]
 
+    def fault_help(self, spec: str) -> str:
+        """One line on what a fault does and which checks then fail: fault_help("slow:auth") -> 'every request
+        waits 150 ms (SVC-06 fails)'."""
+        fault = spec.split(":", 1)[0]
+        return next((c.fault_help.get(fault, "") for c in self.components if fault in c.fault_names), "")
+
+    def heal_all(self) -> list[str]:
+        """Heal every active fault; returns the specs healed. A heal that fails leaves its fault listed (and the
+        others healed), then raises one SandboxError naming each that failed."""
+        healed, failed = [], []
+        for spec in self.faults():
+            try:
+                self.heal_fault(spec)
+                healed.append(spec)
+            except SandboxError as exc:
+                failed.append(f"{spec}: {exc}")
+        if failed:
+            raise SandboxError(f"could not heal {len(failed)} of {len(failed) + len(healed)} faults (healed: "
+                               f"{', '.join(healed) or 'none'}): {'; '.join(failed)}")
+        return healed
+
     # ------------------------------------------------------------------------------------ helpers
     def _fault(self, spec: str, heal: bool) -> None:
         comp, fault, target = self._parse(spec)
