@@ -89,7 +89,8 @@ def _target_fields(target: Any, systemd: bool | None) -> dict[str, str]:
         return _database_fields(database, host, systemd)
     if cache is not None:
         url = urlsplit(cache.url)
-        return {"redis_ping": f"`redis-cli -h {url.hostname} -p {url.port or 6379} ping`"}
+        tls = " --tls" if url.scheme == "rediss" else ""
+        return {"redis_ping": f"`redis-cli{tls} -h {url.hostname} -p {url.port or 6379} ping`"}
     if service is None or host is None:
         return {}
     fields = {"tail": f"`tail -f {service.log}`" if service.log else "read the service's log (the profile names none)",
