@@ -30,8 +30,17 @@ SECTIONS: dict[str, str] = {
 
 
 # A next step names what the profile knows about the target as {fields}; a failure message fills them from its
-# target (check.py: next_step_for), the catalog's own page (docs/checks.md) with these words.
-GENERIC_FIELDS = {"restart": "`sudo systemctl restart <unit>`", "tail": "`tail -f <log>`", "unit": "<unit>"}
+# target and profile (check.py: next_step_for), the catalog's own page (docs/checks.md) with these words. No next
+# step names a port, host, path or unit of its own: the runbook's (localhost:8003, /var/log/acgs, postgresql) are
+# one deployment's, and tests/test_next_steps_from_profile.py renders every step against another profile.
+GENERIC_FIELDS = {
+    "restart": "`sudo systemctl restart <unit>`", "tail": "`tail -f <log>`", "unit": "<unit>",
+    "owner": "`ss -tlnp 'sport = :<port>'`",  # which process owns the service's port
+    "health": "`curl -f` each service's health URL (the profile's hosts, ports and health_path)",
+    "logs": "<paths.logs>", "scripts": "<paths.app_root>/scripts",
+    "db_reach": "`pg_isready -h <host> -p <port>`", "db_status": "`sudo systemctl status <database unit>`",
+    "db_start": "`sudo systemctl start <database unit>`", "redis_ping": "`redis-cli -h <host> -p <port> ping`",
+}
 
 
 @dataclass(frozen=True)
@@ -41,7 +50,7 @@ class CatalogEntry:
     severity: str
     title: str
     runbook: str
-    next_step_template: str  # with {restart}, {tail}, {unit} (GENERIC_FIELDS) where the target fills them in
+    next_step_template: str  # with {restart}, {tail}, ... (GENERIC_FIELDS) where the target and profile fill them in
     target: str
 
     @property
@@ -68,7 +77,7 @@ def _e(id_, section, severity, title, runbook, next_step, target):
     return CatalogEntry(id_, section, severity, title, runbook, next_step, target)
 
 
-_SVC_DOWN = "check `ps aux | grep uvicorn`, then {restart} and {tail}"
+_SVC_DOWN = "check which process owns the port ({owner}), then {restart} and {tail}"
 _DB_NEXT = "see runbook 'Database Issues'"
 
 _ENTRIES = [
@@ -104,9 +113,9 @@ _ENTRIES = [
        "metrics path"),
     # Database
     _e("DB-01", "database", "P0", "connect and SELECT 1", 'psql -h HOST -U acgs -d acgs_production -c "SELECT 1;"',
-       "Database Issues: sudo systemctl status postgresql; check pg_hba.conf and credentials", "each database"),
+       "Database Issues: {db_reach}; {db_status}; check pg_hba.conf and credentials", "each database"),
     _e("DB-02", "database", "P0", "PostgreSQL server is running", "sudo systemctl status postgresql",
-       "Database Issues: sudo systemctl start postgresql; read the PostgreSQL log", "each database host"),
+       "Database Issues: {db_start}; read the PostgreSQL log", "each database host"),
     _e("DB-03", "database", "P1", "connection count below max_connections limit",
        'psql -c "SELECT count(*) FROM pg_stat_activity;"',
        "Database Issues: find idle sessions in pg_stat_activity; check the services' connection pools",
@@ -132,7 +141,7 @@ _ENTRIES = [
        "Database Maintenance: run the weekly audit_logs clean-up", "each database"),
     # Cache
     _e("RD-01", "cache", "P0", "PING answers PONG", "redis-cli ping",
-       "Initial Assessment: check redis-server is running and reachable", "each Redis"),
+       "Initial Assessment: check the Redis server is running and reachable: {redis_ping}", "each Redis"),
     _e("RD-02", "cache", "P2", "command latency p99 within limit", "redis-cli --latency-history",
        "High Latency: check Redis CPU, slowlog and memory", "each Redis"),
     _e("RD-03", "cache", "P3", "keyspace hit rate", "redis-cli info stats | grep keyspace_hits",
@@ -147,10 +156,10 @@ _ENTRIES = [
     _e("CC-03", "constitution", "P1", "policy files validate", "python scripts/validate_constitutional_policies.py",
        "Constitutional Compliance Failure: fix or restore the policy file from backup", "each policy file"),
     _e("CC-04", "constitution", "P0", "compliance rate of recent decisions", "python scripts/compliance_report.py",
-       "Constitutional Compliance Failure: curl -f http://localhost:8003/health and :8005/health; review denials",
+       "Constitutional Compliance Failure: {health}; review denials",
        "each environment"),
     _e("CC-05", "constitution", "P0", "audit hash chain unbroken", "python scripts/security_audit.py",
-       "Security Incident Response: preserve evidence (cp -r /var/log/acgs/ ...), then escalate", "each database"),
+       "Security Incident Response: preserve evidence (`cp -r {logs} ...`), then escalate", "each database"),
     _e("CC-06", "constitution", "P1", "cache holds the expected hash", "redis-cli get acgs:constitutional_hash",
        "Constitutional Compliance Failure: reload the constitution into the cache", "each Redis"),
     # System resources
@@ -159,14 +168,14 @@ _ENTRIES = [
     _e("SYS-02", "system", "P2", "CPU utilization", "top / vmstat 1 5",
        "Root Cause Investigation: find the busy process with top", "each host"),
     _e("SYS-03", "system", "P2", "memory usage", "free -m", "Root Cause Investigation: cat /proc/meminfo; "
-       "ps aux | grep uvicorn | sort by memory", "each host"),
+       "`ps aux --sort=-rss | head`", "each host"),
     _e("SYS-04", "system", "P1", "disk usage of each mount", "df -h",
        "Root Cause Investigation: find what grew (logs, backups) and free space", "each host and mount"),
     _e("SYS-05", "system", "P1", "no recent OOM kills", 'dmesg | grep -i "killed process"',
        "Root Cause Investigation: find which process was killed; check memory limits", "each host"),
     # Backups
     _e("BK-01", "backups", "P1", "a recent backup exists", "ls /var/backups/acgs/YYYYMMDD",
-       "Backup and Recovery: run ./scripts/backup_full_system.sh; check the backup timer", "each backup location"),
+       "Backup and Recovery: run {scripts}/backup_full_system.sh; check the backup timer", "each backup location"),
     _e("BK-02", "backups", "P1", "backup files present and not empty", "ls -l /var/backups/acgs/latest/",
        "Backup and Recovery: re-run the daily backup and read its output", "latest backup"),
     _e("BK-03", "backups", "P1", "every archive reads to its end", "gzip -t; tar -tzf",
@@ -174,7 +183,7 @@ _ENTRIES = [
     _e("BK-04", "backups", "P1", "database dump is complete", "zcat database.sql.gz | tail -1",
        "Backup and Recovery: pg_dump stopped early; check disk space and the dump log", "latest backup"),
     _e("BK-05", "backups", "P3", "backup retention", "find /var/backups/acgs/ -type d -mtime +30",
-       "Backup and Recovery: check the clean-up step of daily_backup.sh", "each backup location"),
+       "Backup and Recovery: check the clean-up step of {scripts}/daily_backup.sh", "each backup location"),
     _e("BK-06", "backups", "P2", "latest dump is not much smaller than the previous", "ls -l */database.sql.gz",
        "Backup and Recovery: compare table counts; data may have been lost", "latest backup"),
     _e("BK-07", "backups", "P1", "restore drill", "gunzip -c database.sql.gz | psql -d scratch",
@@ -197,7 +206,7 @@ _ENTRIES = [
     _e("SEC-04", "security", "P1", "user accounts match the allow-list", "cut -d: -f1 /etc/passwd | sort",
        "Security Incident Response: find who created the account; lock it", "each host"),
     _e("SEC-05", "security", "P2", "keys rotated in time", "python scripts/rotate_application_keys.py",
-       "Key Rotation: python scripts/rotate_application_keys.py / rotate_database_credentials.py", "each key"),
+       "Key Rotation: python {scripts}/rotate_application_keys.py / rotate_database_credentials.py", "each key"),
     _e("SEC-06", "security", "P0", "no breach indicators in logs", 'grep -i "breach" /var/log/acgs/*.log',
        "Security Incident Response: isolate, preserve evidence, notify the security team", "each host's logs"),
     # Monitoring
@@ -228,7 +237,8 @@ _ENTRIES = [
        "each host"),
     _e("MON-02", "monitoring", "P2", "service availability over the window",
        "Key Metrics: service availability > 99.9 %",
-       "Incident Response: read the failed runs' SVC-01 messages in reports/history.jsonl and their reports; "
+       "Incident Response: read the failed runs' SVC-01 messages in history.jsonl in the report directory and "
+       "their reports; "
        "work the outages' causes", "each service"),
 ]
 

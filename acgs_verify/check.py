@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from acgs_verify.catalog import CatalogEntry, entry
 from acgs_verify.probes.errors import ProbeError
+from acgs_verify.probes.http import service_url
 
 # ProbeError stays importable from here; probes take it from errors
 __all__ = ["Check", "ProbeError", "next_step_for", "runbook"]
@@ -55,19 +57,44 @@ def _short(value: Any, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def next_step_for(e: CatalogEntry, target: Any = None, systemd: bool | None = None) -> str:
-    """The catalog's next step with what the profile knows of the target: its unit, log and port.
+def next_step_for(e: CatalogEntry, target: Any = None, systemd: bool | None = None, profile: Any = None) -> str:
+    """The catalog's next step with what the profile knows of the target: its unit, log, port, address and paths.
 
     >>> next_step_for(CATALOG["SVC-03"], auth_at_app_1, systemd=True)
     'Service Outage: `sudo systemctl restart acgs-auth-service`, then `tail -f /var/log/acgs/auth_service.log`'
 
     `systemd` is whether the target's host runs systemd (None: not known, the profile's unit is taken at its
-    word); where it does not, or the profile names no unit, the step says what to restart instead.
+    word); where it does not, or the profile names no unit, the step says what to restart instead. `profile`
+    fills the paths (paths.logs, paths.app_root); a field nothing fills keeps its general words (`<paths.logs>`).
     """
+    return e.next_step_with(_profile_fields(profile or getattr(target, "profile", None))
+                            | _target_fields(target, systemd))
+
+
+def _profile_fields(profile: Any) -> dict[str, str]:
+    if profile is None:
+        return {}
+    fields = {"logs": profile.paths.logs, "scripts": f"{profile.paths.app_root}/scripts"}
+    urls = [f"`curl -f {service_url(s.scheme, h.address, s.port, s.health_path)}`"
+            for s in profile.services for h in profile.hosts_with_role(s.role)]
+    if urls:  # CC-04: the services that make the decisions are the profile's, not the runbook's :8003 and :8005
+        fields["health"] = ", ".join(urls[:3]) + (f" and {len(urls) - 3} more services" if len(urls) > 3 else "")
+    return fields
+
+
+def _target_fields(target: Any, systemd: bool | None) -> dict[str, str]:
     service, host = getattr(target, "service", None), getattr(target, "host", None)
+    database, cache = getattr(target, "database", None), getattr(target, "redis", None)
+    if database is not None:
+        return _database_fields(database, host, systemd)
+    if cache is not None:
+        url = urlsplit(cache.url)
+        tls = " --tls" if url.scheme == "rediss" else ""
+        return {"redis_ping": f"`redis-cli{tls} -h {url.hostname} -p {url.port or 6379} ping`"}
     if service is None or host is None:
-        return e.next_step
-    fields = {"tail": f"`tail -f {service.log}`" if service.log else "read the service's log (the profile names none)"}
+        return {}
+    fields = {"tail": f"`tail -f {service.log}`" if service.log else "read the service's log (the profile names none)",
+              "owner": f"`ss -tlnp 'sport = :{service.port}'`"}
     if service.unit and systemd is not False:
         fields |= {"restart": f"`sudo systemctl restart {service.unit}`", "unit": service.unit}
     else:
@@ -75,7 +102,21 @@ def next_step_for(e: CatalogEntry, target: Any = None, systemd: bool | None = No
                else f"the profile names no systemd unit for {service.name}")
         fields["restart"] = (f"restart the process that serves port {service.port} the way {host.name} starts it "
                              f"({why}; SVC-03's evidence in a passing run shows its command line)")
-    return e.next_step_with(fields)
+    return fields
+
+
+def _database_fields(database: Any, host: Any, systemd: bool | None) -> dict[str, str]:
+    url = urlsplit(database.dsn)
+    where = host.name if host is not None else f"{url.hostname}"
+    fields = {"db_reach": f"`pg_isready -h {url.hostname} -p {url.port or 5432}`"}
+    if database.unit and systemd is not False and getattr(host, "systemd", None) is not False:
+        fields |= {"db_status": f"`sudo systemctl status {database.unit}` on {where}",
+                   "db_start": f"`sudo systemctl start {database.unit}` on {where}"}
+    else:
+        why = "the profile names no unit for it" if not database.unit else f"{where} runs no systemd"
+        server = f"the PostgreSQL server that should listen on port {url.port or 5432} of {where}"
+        fields |= {"db_status": f"check {server} ({why})", "db_start": f"start {server} ({why})"}
+    return fields
 
 
 class Check:
@@ -91,8 +132,16 @@ class Check:
         self._request = request
 
     def next_step(self) -> str:
-        """The catalog's next step filled from this check's target (next_step_for)."""
-        return next_step_for(self.entry, self._target, self._systemd())
+        """The catalog's next step filled from this check's target and the run's profile (next_step_for)."""
+        return next_step_for(self.entry, self._target, self._systemd(), self._profile())
+
+    def _profile(self) -> Any:
+        if self._request is None:
+            return None
+        try:
+            return self._request.getfixturevalue("profile")
+        except Exception:  # noqa: BLE001 - a next step is advice: without the profile it keeps its general words
+            return None
 
     def _systemd(self) -> bool | None:
         host = getattr(self._target, "host", None)

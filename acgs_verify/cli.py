@@ -131,8 +131,9 @@ def build_parser() -> _Parser:
 
     sb = sub.add_parser("sandbox", help="a local ACGS-like stack to run against")
     sb.add_argument("action", choices=["up", "down", "status", "break", "heal", "faults"],
-                    help="up: start it and print its profile; down; status; break/heal FAULT; faults: list them")
-    sb.add_argument("fault", nargs="?", help="FAULT[:NAME] for break and heal")
+                    help="up: start it and print its profile; down; status; break/heal FAULT; faults: list them, "
+                         "with what each does")
+    sb.add_argument("fault", nargs="?", help="FAULT[:NAME] for break and heal; `heal all` heals every fault on")
     sb.add_argument("--dir", type=Path, default=Path(os.environ.get("ACGS_SANDBOX_DIR", ".sandbox")),
                     help="the sandbox's directory: its data, logs and state (default: $ACGS_SANDBOX_DIR or .sandbox)")
     sb.add_argument("--port-offset", type=number("--port-offset", 0, 65535 - 443, int),
@@ -247,8 +248,41 @@ def _run_pytest(args: list[str], plugins: list | None = None, freeze: bool = Fal
     grab = _Grab(freeze)
     if freeze:
         gc.freeze()
-    code = pytest.main(args, plugins=[grab, *(plugins or [])])
+    held = _HeldUntilConfigured(sys.stderr, grab)
+    with contextlib.redirect_stderr(held):
+        code = pytest.main(args, plugins=[grab, *(plugins or [])])
+    if grab.config is None and code == 4:  # pytest's usage text, naming its ini file: one line of ours instead
+        raise UsageError(f"run: pytest arguments after --: {held.usage_error()}")
+    held.release()
     return code, grab.config
+
+
+class _HeldUntilConfigured:
+    """sys.stderr while pytest parses its arguments: what it writes before its configuration exists (a usage error
+    is all it writes then) is held, and passed on when the run goes ahead; from then on every write passes."""
+
+    def __init__(self, real, grab: _Grab):
+        self.real, self.grab, self.held = real, grab, []
+
+    def write(self, text: str) -> int:
+        if self.grab.config is None:
+            self.held.append(text)
+            return len(text)
+        return self.real.write(text)
+
+    def release(self) -> None:
+        if self.held:
+            self.real.write("".join(self.held))
+            self.held.clear()
+
+    def usage_error(self) -> str:
+        lines = [line.strip() for line in "".join(self.held).splitlines() if line.strip()]
+        said = next((line.split("error: ", 1)[1] for line in lines if "error: " in line and "usage:" not in line),
+                    None)
+        return said or (lines[0].removeprefix("ERROR: ") if lines else "pytest refused them")
+
+    def __getattr__(self, name: str):
+        return getattr(self.real, name)
 
 
 # What a run does without, each measured in BENCHMARKS.md: checks judge with check.that, never `assert`, so
@@ -367,9 +401,16 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
         return EXIT_UNKNOWN
     if result.complete and (code == 5 or not result.checks):  # interrupted before the first check: not a filter
         shard = result.extra.get("shard")
-        result.notes.append("no checks were collected: check the gate, -k and -m filters" + (
-            f"; or no host or target of the profile hashes to shard {shard['index']} of {shard['count']}"
-            if shard else ""))
+        if not shard:  # an empty run would become `latest` (and the nightly unit would publish it): none is written
+            rundir.discard(partial)
+            filtered = any(a.startswith(("-k", "-m")) for a in args.pytest_args)
+            why = "matches the -k and -m filters" if filtered else "has a target in the profile"
+            print(f"ACGS UNKNOWN - nothing collected: no check of gate {args.gate} {why}; {report_dir}/latest left "
+                  f"as it was | duration={time.time() - started:.1f}s")
+            return EXIT_UNKNOWN
+        # a shard that holds nothing is still one of the run's shards: merge needs its run directory
+        result.notes.append("no checks were collected: check the gate, -k and -m filters; or no host or target of "
+                            f"the profile hashes to shard {shard['index']} of {shard['count']}")
     if args.wait and result.checks and result.complete:
         _wait(args, result, pytest_args, partial)
     gate_lines = _finish_gate(result, gate_plan, profile, report_dir, partial)
@@ -549,6 +590,10 @@ def cmd_merge(args) -> int:
         print(f"shard {k} of {info['count']} missing: its hosts and targets were not checked")
     print(f"reports: {run_dir}/ (report.html, report.md, summary.json, junit.xml, metrics.prom, allure-results/)"
           + ("" if merged.complete else " [incomplete]"))
+    from acgs_verify.escalation import escalation_line
+
+    if escalation_line(merged):  # the whole run's, as `run` prints it just above the summary line
+        print(escalation_line(merged))
     print(last_line(merged))
     return merged.exit_code
 
@@ -636,7 +681,10 @@ def cmd_sandbox(args) -> int:
         raise UsageError(f"sandbox {args.action} needs a FAULT, e.g. slow:auth (see `acgs-verify sandbox faults`)")
     if args.action == "up":
         path = sb.up()
-        _print_status(sb.status())
+        status = sb.status()
+        _print_status(status)
+        for note in sandbox_notes(status):  # on stderr: `make demo` keeps only stdout's last line, the profile
+            print(f"acgs-verify: note: {note}", file=sys.stderr)
         print(path)
         return 0
     if args.action == "down":
@@ -651,8 +699,14 @@ def cmd_sandbox(args) -> int:
         return 0 if all(p["state"] == "running" or p["state"].endswith("(fault)")
                         for c in status.get("components", {}).values() for p in c) else 1
     if args.action == "faults":
-        for spec in sb.valid_faults():  # what `break` accepts, e.g. slow:auth, db-lock, backup-missing:config.tar.gz
-            print(spec)
+        specs = sb.valid_faults()  # what `break` accepts, e.g. slow:auth, db-lock, backup-missing:config.tar.gz
+        width = max(map(len, specs))
+        for spec in specs:
+            print(f"{spec:<{width}}  {sb.fault_help(spec)}")
+        return 0
+    if args.action == "heal" and args.fault == "all":
+        healed = sb.heal_all()
+        print(f"faults healed: {', '.join(healed)}" if healed else "no fault was on")
         return 0
     if args.action == "break":
         sb.break_fault(args.fault)
@@ -674,6 +728,19 @@ _FAULT_SHOWN_BY = {
     "db-long-query": ("DB-04 fails once the statement has run 2 s (the sandbox's thresholds.db_long_query_seconds)",
                       "-- -k DB-04"),
 }
+
+
+def sandbox_notes(status: dict) -> list[str]:
+    """What a sandbox left out because this machine lacks it, and so which checks its runs will not have."""
+    notes = []
+    for component, procs in status.get("components", {}).items():
+        for p in procs:
+            if str(p.get("state", "")).startswith("not installed"):
+                notes.append(f"{component} is not installed here: the sandbox runs without it ({p['state']}), so "
+                             "every run of its profile has fewer checks than the README's "
+                             + ("(no second host ops-1 over ssh, and none of its checks; apt-get install "
+                                "openssh-server for the full set)" if component == "sshd" else "full set"))
+    return notes
 
 
 def _print_status(status: dict) -> None:

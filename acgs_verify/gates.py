@@ -3,7 +3,8 @@ failing checks to recover, and the gate's own rules (docs/checks.md, "Gates").
 
     pre-maintenance    writes snapshot.json (report/snapshot.py); BK-01..04 must pass
     post-maintenance   compares with a pre-maintenance snapshot (report/diff.py): a regression, a vanished
-    rollback           service or a vanished table closes the gate (exit 2)
+    rollback           service or a vanished table closes the gate (exit 2); a P2/P3 regression, or a latency
+                       one within the noise floor, does not by itself (regressions_held_open)
 
 `acgs-verify run` calls these; the comparisons themselves are pure functions in acgs_verify/report/.
 """
@@ -179,11 +180,20 @@ def finish(result: RunResult, p: GatePlan, profile, run_dir: Path | None = None)
                                         f"{' (a waiver does not lift this)' if c.waived else ''}")
     if p.compares and p.snapshot is not None:
         messages = {c.name: c.message for c in result.checks}
-        d = compare(p.snapshot, snapshot_of(result), messages)
-        result.extra["comparison"] = {"snapshot": str(p.snapshot_path), **d.as_dict()}
-        result.gate_failures.extend(d.gate_failures())
+        after = snapshot_of(result)
+        d = compare(p.snapshot, after, messages)
+        held = regressions_held_open(d.regressions, p.snapshot, after, profile.thresholds)
+        closing = [f for f in d.gate_failures()
+                   if not any(f.startswith(f"regression: {name} passed before") for name in held)]
+        result.extra["comparison"] = {"snapshot": str(p.snapshot_path), **d.as_dict(), "gate_failures": closing,
+                                      "not_closing": held}
+        result.gate_failures.extend(closing)
         lines.append(f"---- {p.gate}: compared with snapshot {p.snapshot_path} (pre-maintenance run "
                      f"{d.before_run}, started {d.before_started}) ----")
+        for name, why in held.items():
+            note = f"regression {name} does not close the gate: {why}"
+            result.notes.append(note)
+            lines.append(f"NOT CLOSING {note.removeprefix('regression ')}")
         if p.baseline_closed:  # taken only because --snapshot named it: every report says so
             result.extra["comparison"]["baseline_gate_closed"] = p.baseline_closed
             note = (f"compared with pre-maintenance run {d.before_run}, whose own gate was closed "
@@ -195,6 +205,50 @@ def finish(result: RunResult, p: GatePlan, profile, run_dir: Path | None = None)
         lines.extend(_preserve_evidence(result, profile, run_dir))
     _describe(result, profile)
     return lines
+
+
+# checks whose value is a latency in ms (SVC-06/RD-02/SVC-12: {"p99_ms": ...}; SYS-06: {endpoint: p99 ms})
+LATENCY_CHECKS = ("SVC-06", "SVC-12", "RD-02", "SYS-06")
+
+
+def _p99_ms(value) -> float | None:
+    if not isinstance(value, dict):
+        return None
+    if "p99_ms" in value:
+        return value["p99_ms"] if isinstance(value["p99_ms"], int | float) else None
+    numbers = [v for v in value.values() if isinstance(v, int | float) and not isinstance(v, bool)]
+    return max(numbers) if numbers else None
+
+
+def regressions_held_open(regressions: list[dict], before: dict, after: dict, thresholds) -> dict[str, str]:
+    """The regressions that do not close the gate by themselves, with why: a P2/P3 check (what it found is in
+    the reports, and its own failure sets exit 1), and a latency check whose p99 grew by less than
+    baseline_factor_max times or by less than latency_noise_floor_ms (a 7 ms -> 14 ms reading on a loaded
+    machine is noise, not a maintenance that broke something).
+
+    >>> regressions_held_open([{"name": "SVC-06[auth@app-1]", "id": "SVC-06", "severity": "P1", ...}], ...)
+    {'SVC-06[auth@app-1]': 'p99 4.0 ms -> 6.0 ms is within the noise floor (1.5x, +2.0 ms; ...)'}
+    """
+    held: dict[str, str] = {}
+    factor_max, floor = thresholds.baseline_factor_max, thresholds.latency_noise_floor_ms
+    for r in regressions:
+        if r["waived"]:
+            continue
+        if r["severity"] in ("P2", "P3"):
+            held[r["name"]] = f"a {r['severity']} regression alone never closes a gate"
+            continue
+        if r["id"] not in LATENCY_CHECKS:
+            continue
+        was = _p99_ms((before.get("checks", {}).get(r["name"]) or {}).get("value"))
+        now = _p99_ms((after.get("checks", {}).get(r["name"]) or {}).get("value"))
+        if was is None or now is None:  # no answer now, or nothing to compare with: a regression as any other
+            continue
+        factor = now / max(was, 0.001)
+        if factor < factor_max or now - was < floor:
+            held[r["name"]] = (f"p99 {was:.1f} ms -> {now:.1f} ms is within the noise floor ({factor:.1f}x, "
+                               f"{now - was:+.1f} ms; a regression needs >= {factor_max:g}x and "
+                               f">= {floor:g} ms more)")
+    return held
 
 
 def _describe(result: RunResult, profile) -> None:
@@ -229,11 +283,17 @@ def _preserve_evidence(result: RunResult, profile, run_dir: Path | None) -> list
 
 
 def last_line(result: RunResult) -> str:
-    """The run's summary line, saying when the comparison's baseline had a closed gate of its own."""
+    """The run's summary line, saying when the comparison's baseline had a closed gate of its own, and when the
+    run is one shard of a run."""
     line = result.summary_line()
     if (result.extra.get("comparison") or {}).get("baseline_gate_closed"):
         text, sep, perf = line.partition(" | ")
         line = f"{text}; the baseline's own gate was closed{sep}{perf}"
+    shard = result.extra.get("shard")
+    if isinstance(shard, dict):  # one shard's verdict is not the run's: the line says so, and what gives the run's
+        text, sep, perf = line.partition(" | ")
+        line = (f"{text} [shard {shard.get('index')} of {shard.get('count')} only: `acgs-verify merge` its shards "
+                f"for the run's verdict]{sep}{perf}")
     return line
 
 

@@ -18,6 +18,7 @@ and its message says the waiver expired. A waiver that waived nothing in a run i
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Iterable
 from datetime import date
@@ -47,7 +48,10 @@ class Waiver(BaseModel):
     @classmethod
     def _known_id(cls, v: str) -> str:
         if v not in CATALOG:
-            raise ValueError(f"unknown runbook ID {v!r}")
+            # the loader adds "(got 'SEC-3')": the message says what is wrong with it, not the value again
+            close = difflib.get_close_matches(v.upper(), CATALOG, n=1, cutoff=0.6)
+            raise ValueError("not a runbook ID of the catalog (`acgs-verify catalog` lists them)"
+                             + (f"; did you mean {close[0]}?" if close else ""))
         return v
 
     def matches(self, check: CheckResult) -> bool:

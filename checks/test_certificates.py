@@ -5,13 +5,14 @@ from __future__ import annotations
 from acgs_verify.check import runbook
 
 
-def _expiry(check, thresholds, what: str, days: float, expected_prefix: str = "") -> None:
+def _expiry(check, thresholds, what: str, days: float, expected_suffix: str = "") -> None:
     """Not After against cert_fail_days (fails) and cert_warn_days (warns): the same rule for files and endpoints."""
     if thresholds.cert_fail_days < days <= thresholds.cert_warn_days:
         check.warn(f"{what}: {days:.1f} days left, within the {thresholds.cert_warn_days:g}-day warning")
-    check.that(days > thresholds.cert_fail_days, measured=what,
-               expected=f"{expected_prefix}more than {thresholds.cert_fail_days:g} days left "
-                        f"(warn within {thresholds.cert_warn_days:g})", value=round(days, 2))
+    # the days left lead: they are what an on-call engineer acts on, the chain is how they were read
+    check.that(days > thresholds.cert_fail_days, measured=f"{days:.1f} days left; {what}",
+               expected=f"more than {thresholds.cert_fail_days:g} days left (warn within "
+                        f"{thresholds.cert_warn_days:g}){expected_suffix}", value=round(days, 2))
 
 
 @runbook("TLS-01")
@@ -36,5 +37,5 @@ def test_tls_endpoint_verifies(tls_endpoint, profile, thresholds, check):
     if not ep.verified:
         check.fail(measured=f"{ep.error}; served {ep.leaf.describe()}, names {list(ep.leaf.names)}",
                    expected=f"a chain that verifies {trust} for {tls_endpoint.id.rsplit(':', 1)[0]}")
-    _expiry(check, thresholds, f"verified {trust} ({ep.version}); served {ep.leaf.describe()}",
-            ep.leaf.days_left(), expected_prefix="verifies, and ")
+    _expiry(check, thresholds, f"chain verified {trust} ({ep.version}); served {ep.leaf.describe()}",
+            ep.leaf.days_left(), expected_suffix=", on a chain that verifies")

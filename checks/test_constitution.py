@@ -30,7 +30,8 @@ def test_no_log_line_names_another_hash(service_log, logs, profile, thresholds, 
         bad = [line for line in lines if any(h in line.lower() for h in others)]
         check.evidence("lines naming another hash", "\n".join(bad[-20:]))
     shown = ", ".join(f"{h} ({n} lines)" for h, n in sorted(others.items())) or "none"
-    check.that(not others, measured=f"other hashes named in the last {plural(len(lines), 'line')}: {shown}",
+    check.that(not others, measured=f"other hashes named in the last {plural(len(lines), 'line')} of "
+                                    f"{service_log.log} on {service_log.host.name}: {shown}",
                expected=f"every named hash is {profile.constitutional_hash}", value=sorted(others))
 
 

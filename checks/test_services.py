@@ -1,5 +1,6 @@
 """Service health: runbook 'Incident Response' (Initial Assessment, Service Outage, High Latency)."""
 
+import json
 import statistics
 
 from acgs_verify.check import ProbeError, runbook
@@ -74,6 +75,9 @@ def test_systemd_unit_is_active(service, hosts, check):
 def test_health_latency_p99(service, http, thresholds, check):
     """python scripts/latency_check.py  (P99 latency > 100 ms is 'High Latency'; target < 5 ms)"""
     n = thresholds.latency_samples
+    # SVC-01's request (asked here when SVC-01 is not in the run) opens the connection: the samples then time the
+    # service, not the checker's first TCP connect and client set-up (a 100 ms outlier as the p99 of 20)
+    http.get_cached(service.url(service.health_path), timeout=thresholds.health_timeout_seconds)
     lat = http.latency(service.url(service.health_path), n, timeout=thresholds.health_timeout_seconds)
     if lat.failures:
         check.fail(f"sample {len(lat.samples_ms) + 1} of {n} got no answer: {lat.failures[0]}")
@@ -81,8 +85,10 @@ def test_health_latency_p99(service, http, thresholds, check):
     measured = f"p50 {lat.p50:.1f} ms, p99 {lat.p99:.1f} ms over {n} samples"
     check.that(lat.p99 < fail_ms, measured=measured, expected=f"p99 < {fail_ms:g} ms",
                value={"p50_ms": round(lat.p50, 2), "p99_ms": round(lat.p99, 2)})
-    if lat.p99 > warn_ms:
-        check.warn(f"p99 {lat.p99:.1f} ms is above the {warn_ms:g} ms target")
+    floor = thresholds.latency_noise_floor_ms  # a p99 a hair above the target is the machine, not the service
+    if lat.p99 > warn_ms + floor:
+        check.warn(f"p99 {lat.p99:.1f} ms is above the {warn_ms:g} ms target by more than the {floor:g} ms "
+                   "noise floor")
 
 
 @runbook("SVC-07")
@@ -129,18 +135,23 @@ def test_constitutional_hash_header(service, http, thresholds, profile, check):
 def test_readiness_and_liveness(service, http, thresholds, check):
     """curl -f http://localhost:8016/health/ready; curl -f http://localhost:8016/health/live"""
     limit = thresholds.health_timeout_seconds
-    problems, seen = [], []
+    seen, ok = [], True
     for path, flag in ((service.ready_path, "ready"), (service.live_path, "alive")):
         if not path:
             continue
         reply = http.get(service.url(path), timeout=limit)
-        body, why = reply.json() if reply.ok else (None, reply.describe())
-        value = body.get(flag) if isinstance(body, dict) else None
-        seen.append(f"{path}: {reply.describe()} {flag}={value}")
-        if value is not True:
-            problems.append(f"{path} {why or f'{flag} is {value!r}'}")
-    check.that(not problems, measured="; ".join(seen), expected="2xx with ready/alive true",
-               why="; ".join(problems) or None)
+        body, why = reply.json() if reply.ok else (None, None)
+        if not reply.ok:  # each path said once, with what it answered, never a flag it did not send
+            said = reply.describe()
+        elif not isinstance(body, dict):
+            said = f"{reply.describe()}, {why or 'body is not a JSON object'}"
+        elif flag not in body:
+            said = f"{reply.describe()}, no `{flag}` in the body"
+        else:
+            said = f"{reply.describe()}, {flag}: {json.dumps(body[flag])}"
+        ok = ok and isinstance(body, dict) and body.get(flag) is True
+        seen.append(f"{path}: {said}")
+    check.that(ok, measured="; ".join(seen), expected="2xx with `ready: true` / `alive: true`")
 
 
 @runbook("SVC-10", applies=lambda t: bool(t.metrics_path))
@@ -197,7 +208,8 @@ def test_latency_not_degraded_against_baseline(service, http, run_history, thres
     factor = lat.p99 / baseline
     # a multiple of a sub-millisecond baseline that stays within the latency target is noise, not an incident
     within_target = lat.p99 <= thresholds.latency_p99_warn_ms
-    check.that(factor < factor_max or within_target,
+    noise = lat.p99 - baseline < thresholds.latency_noise_floor_ms  # needs both the factor and the floor
+    check.that(factor < factor_max or within_target or noise,
                measured=f"p99 {lat.p99:.1f} ms is {factor:.1f}x the baseline {baseline:.1f} ms (median p99 of the "
                         f"last {n} passing runs)", expected=f"< {factor_max:g}x baseline",
                value={"p99_ms": round(lat.p99, 2), "baseline_ms": round(baseline, 2), "factor": round(factor, 2)})

@@ -86,5 +86,7 @@ def test_network_latency(node, profile, thresholds, check):
     how = "TCP connect" + ("" if no_icmp else " and ICMP echo") + f" x{n}" + (f"; {no_icmp}" if no_icmp else "")
     check.that(p99[worst] < fail_ms, measured=f"p99 {p99[worst]:.2f} ms to {worst} (worst of {len(p99)}: {how})",
                expected=f"p99 < {fail_ms:g} ms", value={k: round(v, 3) for k, v in p99.items()})
-    if p99[worst] > warn_ms:
-        check.warn(f"p99 {p99[worst]:.2f} ms to {worst} is above the {warn_ms:g} ms target")
+    floor = thresholds.latency_noise_floor_ms  # a p99 a hair above the target is the machine, not the network
+    if p99[worst] > warn_ms + floor:
+        check.warn(f"p99 {p99[worst]:.2f} ms to {worst} is above the {warn_ms:g} ms target by more than the "
+                   f"{floor:g} ms noise floor")

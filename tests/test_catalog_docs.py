@@ -37,8 +37,8 @@ def test_catalog_markdown_prints_every_id_with_its_evidence_and_next_step():
 
 def test_threshold_keys_are_read_from_the_checks_and_their_helpers():
     keys = threshold_keys(REPO / "checks")
-    assert keys["SVC-06"] == ["health_timeout_seconds", "latency_p99_fail_ms", "latency_p99_warn_ms",
-                              "latency_samples"]
+    assert keys["SVC-06"] == ["health_timeout_seconds", "latency_noise_floor_ms", "latency_p99_fail_ms",
+                              "latency_p99_warn_ms", "latency_samples"]
     assert keys["TLS-01"] == ["cert_fail_days", "cert_warn_days"]  # through the module's _expiry helper
     assert "log_tail_lines" in keys["SEC-06"]  # through _security_lines
 

@@ -90,3 +90,75 @@ def test_a_message_too_long_to_keep_is_cut_in_what_was_found_never_in_its_next_s
     # a step that leaves the finding no room is cut like any other text
     crowded = "x" * 100 + ". Next: " + "y" * MESSAGE_MAX
     assert shortened(crowded, MESSAGE_MAX) == crowded[: MESSAGE_MAX - 3] + "..."
+
+
+# The runbook's own deployment, as literals: a next step that names one of them names a system the profile may not
+# describe (CC-04 said `curl -f http://localhost:8003/health and :8005/health` whatever the profile held)
+RUNBOOK_LITERALS = (r"localhost", r":80\d\d\b", r"\b80\d\d\b", r"/var/log/acgs", r"acgs-[\w-]+-service", r"\b5432\b",
+                    r"\b6379\b", r"/var/backups/acgs", r"/home/acgs", r"/etc/ssl/acgs", r"\bpostgresql\b",
+                    r"\buvicorn\b", r"(?<![\w/>])scripts/", r"\breports/", r"\bredis-server\b")
+
+ELSEWHERE = {
+    "name": "elsewhere", "constitutional_hash": "cdd01ef066bc6cf2",
+    "hosts": [{"name": "web-7", "address": "127.0.0.71", "backend": "ssh", "roles": ["app"], "systemd": True},
+              {"name": "web-8", "address": "127.0.0.72", "backend": "ssh", "roles": ["app"], "systemd": False},
+              {"name": "store-2", "address": "127.0.0.73", "backend": "ssh", "roles": ["db", "cache"]}],
+    "services": [{"name": "gate", "port": 18116, "unit": "gatekeeper.service", "log": "/srv/logs/gate.log",
+                  "ready_path": "/ready", "live_path": "/live", "metrics_path": "/prom"},
+                 {"name": "judge", "port": 18103, "log": "/srv/logs/judge.log"}],
+    "databases": [{"name": "main", "dsn": "postgresql://checker@127.0.0.73:15999/ledger", "unit": "pg-ledger"},
+                  {"name": "side", "dsn": "postgresql://checker@127.0.0.73:15998/side", "unit": None}],
+    "redis": [{"name": "kv", "url": "redis://127.0.0.73:16999/2"}],
+    "paths": {"logs": "/srv/logs", "alerts_log": "/srv/logs/alarms.log", "app_root": "/opt/gov",
+              "backups": "/data/dumps", "policies": None},
+    "certificates": ["/opt/gov/tls/leaf.pem"], "tls_endpoints": ["https://127.0.0.74:18443"],
+    "security": {"secret_files": ["/opt/gov/secret.env"], "keys": [{"name": "app", "path": "/opt/gov/app.key"}]},
+}
+
+
+def _target_kinds() -> dict[str, set[str]]:
+    """Each catalog ID -> the target kinds its check function is parametrized over (its fixture arguments)."""
+    import importlib
+    import inspect
+
+    from acgs_verify.targets import TARGET_KINDS
+    from tests.conftest import REPO
+
+    kinds: dict[str, set[str]] = {}
+    for path in sorted((REPO / "checks").glob("test_*.py")):
+        module = importlib.import_module(f"checks.{path.stem}")
+        for _, fn in inspect.getmembers(module, inspect.isfunction):
+            for mark in getattr(fn, "pytestmark", []):
+                if mark.name == "runbook":
+                    kinds[mark.args[0]] = set(inspect.signature(fn).parameters) & set(TARGET_KINDS)
+    return kinds
+
+
+def test_every_next_step_names_only_what_the_profile_holds():
+    from acgs_verify.check import next_step_for
+    from acgs_verify.profile import Profile
+    from acgs_verify.targets import TARGET_KINDS
+
+    profile = Profile.model_validate(ELSEWHERE)
+    kinds = _target_kinds()
+    assert set(kinds) == set(CATALOG)
+    rendered = []
+    for cid, e in CATALOG.items():
+        rendered.append((cid, "catalog page", e.next_step))
+        for kind in kinds[cid] or {"environment"}:
+            for target in TARGET_KINDS[kind](profile):
+                for systemd in (True, False, None):  # None last: the steps looked at below
+                    rendered.append((cid, target.id, next_step_for(e, target, systemd, profile)))
+    wrong = [(cid, tid, lit, step) for cid, tid, step in rendered for lit in RUNBOOK_LITERALS if re.search(lit, step)]
+    assert not wrong, "\n".join(f"{cid}[{tid}] names {lit!r}: {step}" for cid, tid, lit, step in wrong)
+    steps = {(cid, tid): step for cid, tid, step in rendered}
+    # and the steps name this profile's own facts instead
+    assert "`curl -f http://127.0.0.71:18116/health`" in steps["CC-04", "elsewhere"], steps["CC-04", "elsewhere"]
+    assert "`cp -r /srv/logs ...`" in steps["CC-05", "main"]
+    assert "`pg_isready -h 127.0.0.73 -p 15999`" in steps["DB-01", "main"]
+    assert "`sudo systemctl status pg-ledger`" in steps["DB-01", "main"]
+    assert "pg-ledger" not in steps["DB-01", "side"] and "names no unit" in steps["DB-01", "side"]
+    assert "`redis-cli -h 127.0.0.73 -p 16999 ping`" in steps["RD-01", "kv"]
+    assert "/opt/gov/scripts/backup_full_system.sh" in steps["BK-01", "backups"]
+    assert "`ss -tlnp 'sport = :18116'`" in steps["SVC-01", "gate@web-7"]
+    assert "{" not in "".join(steps.values())

@@ -227,10 +227,23 @@ def test_an_unreachable_host_is_one_terminal_line_and_one_cause_shares_a_line():
     assert lines[0] == "hosts: ops-1 0 passed 3 failed, app-1 1 passed 0 failed"
     assert [line for line in lines if "ops-1" in line][1:] == [
         f"UNREACHABLE ops-1: 3 checks measured nothing (P0: 2, P2: 1): {why}"]
-    (db,) = [line for line in lines if "primary" in line]
+    db, same = [line for line in lines if "primary" in line]
     assert db.startswith("FAIL P1 DB-03[primary] DB-03 title: DB-03 primary: could not measure: cannot connect")
-    assert db.endswith("[the same for 1 more check (P1: 1): DB-04[primary]]")
-    assert any(line.startswith("FAIL P1 BK-01[backups]") for line in lines) and len(lines) == 4
+    # the others of one cause on a line of their own, never at the end of a long message
+    assert "DB-04" not in db and lines[lines.index(db) + 1] == same
+    assert same == "  the same for 1 more check (P1: 1): DB-04[primary]"
+    assert any(line.startswith("FAIL P1 BK-01[backups]") for line in lines) and len(lines) == 5
+
+
+def test_the_terminal_waived_line_says_whose_waiver_why_and_until_when():
+    from acgs_verify.report.terminal import findings_lines
+
+    c = failing("SVC-06", "auth@app-1", "p99 150 ms", "p99 < 100 ms", severity="P1")
+    c.waived = {"reason": "JIT warm-up after deploy, OPS-1234", "owner": "alice", "expires": "2026-12-31"}
+    (line,) = [line for line in findings_lines(run([c, check("SVC-01", "auth@app-2", host="app-2")]))
+               if line.startswith("WAIVED")]
+    assert line.startswith("WAIVED P1 SVC-06[auth@app-1] SVC-06 title (waived until 2026-12-31 by alice: "
+                           "JIT warm-up after deploy, OPS-1234): SVC-06 auth@app-1: measured p99 150 ms"), line
 
 
 # ------------------------------------------------------------------------------------------- diff

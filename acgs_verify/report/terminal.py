@@ -4,13 +4,14 @@
 ['hosts: app-1 75 passed 0 failed, ops-1 0 passed 9 failed',
  'UNREACHABLE ops-1: 9 checks measured nothing (P0: 1, P1: 4, P2: 4): host unreachable: ssh: connect to host ...',
  'FAIL P1 BK-01[backups] a recent backup exists: BK-01 backups: could not measure: backup directory ... does not
-  exist. Next: ... [the same for 5 more checks (P1: 3, P2: 1, P3: 1): BK-02[backups/latest], ... (+2 more)]']
+  exist. Next: ...',
+ '  the same for 5 more checks (P1: 3, P2: 1, P3: 1): BK-02[backups/latest], ... (+2 more)']
 
 A host that cannot be reached fails every check that runs on it with the same reason: those become one
 UNREACHABLE line for the host (a service on it that gave no answer over HTTP too). Other checks that could not
 measure for one same reason (a database that does not answer, a backup directory that does not exist) share the
-line of the first of them, which names the others. Every other failure keeps its own line; reports list every
-check whatever the terminal groups.
+line of the first of them, and the line after it names the others. Every other failure keeps its own line;
+reports list every check whatever the terminal groups.
 """
 
 from __future__ import annotations
@@ -83,9 +84,13 @@ def findings_lines(result: RunResult) -> list[str]:
     order = {c.nodeid: i for i, c in enumerate(failed)}
     for c in sorted(single, key=lambda c: order[c.nodeid]):
         tag = "WAIVED" if c.waived else ("ERROR" if c.outcome == "error" else "FAIL")
+        # whose waiver, why and until when, before the message: a waiver nobody can trace is a hidden failure
+        waiver = (f" (waived until {c.waived.get('expires')} by {c.waived.get('owner')}: "
+                  f"{c.waived.get('reason')})") if c.waived else ""
+        out.append(f"{tag} {c.severity} {c.name} {c.title}{waiver}: {c.message}")
         others = same.get(c.nodeid)
-        also = (f" [the same for {_plural(len(others), 'more check')} ({_severities(others)}): "
-                f"{_names([o.name for o in others])}]") if others else ""
-        out.append(f"{tag} {c.severity} {c.name} {c.title}: {c.message}{also}")
+        if others:  # its own line: at the end of a 450-character message nobody read it
+            out.append(f"  the same for {_plural(len(others), 'more check')} ({_severities(others)}): "
+                       f"{_names([o.name for o in others])}")
     out += [f"WARN {c.severity} {c.name} {c.title}: {c.warning}" for c in warned]
     return out

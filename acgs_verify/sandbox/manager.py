@@ -43,8 +43,10 @@ HIGHEST_PORT = max(s.port for s in SERVICES.values())
 # 5-8 ms there is the machine, not the cache (redis-slow holds the server 200 ms at a time: it trips 25 ms).
 # The sandbox's own statements take milliseconds: a statement active for 2 s is the db-long-query fault, which
 # a run straight after `sandbox break db-long-query` then shows (production's 300 s would hide it for 5 minutes).
+# A health p99 of 5-9 ms (SVC-06's target is 5) or a connect p99 of 3 ms (SYS-06's is 2) there is the machine too:
+# the 50 ms noise floor keeps a quiet machine's runs free of warnings (`slow` adds 150 ms: it still fails SVC-06).
 SHARED_MACHINE_THRESHOLDS = {"load_1m_max": 64, "cpu_percent_max": 100, "redis_latency_p99_ms_max": 25,
-                             "db_long_query_seconds": 2}
+                             "db_long_query_seconds": 2, "latency_noise_floor_ms": 50}
 
 
 def default_components() -> list[Component]:
@@ -144,6 +146,27 @@ class Sandbox:
         """Every spec break/heal accept, e.g. 'slow:auth'."""
         return [f"{f}:{t}" if t else f for c in self.components for f in c.fault_names
                 for t in (c.fault_targets(f) or [""])]
+
+    def fault_help(self, spec: str) -> str:
+        """One line on what a fault does and which checks then fail: fault_help("slow:auth") -> 'every request
+        waits 150 ms (SVC-06 fails)'."""
+        fault = spec.split(":", 1)[0]
+        return next((c.fault_help.get(fault, "") for c in self.components if fault in c.fault_names), "")
+
+    def heal_all(self) -> list[str]:
+        """Heal every active fault; returns the specs healed. A heal that fails leaves its fault listed (and the
+        others healed), then raises one SandboxError naming each that failed."""
+        healed, failed = [], []
+        for spec in self.faults():
+            try:
+                self.heal_fault(spec)
+                healed.append(spec)
+            except SandboxError as exc:
+                failed.append(f"{spec}: {exc}")
+        if failed:
+            raise SandboxError(f"could not heal {len(failed)} of {len(failed) + len(healed)} faults (healed: "
+                               f"{', '.join(healed) or 'none'}): {'; '.join(failed)}")
+        return healed
 
     # ------------------------------------------------------------------------------------ helpers
     def _fault(self, spec: str, heal: bool) -> None:

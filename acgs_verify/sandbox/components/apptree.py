@@ -38,6 +38,17 @@ class AppTree(Component):
     name = "apptree"
     fault_names = ("world-writable", "secret-readable", "unknown-user", "oom-kill", "failed-logins",
                    "breach-indicator", "critical-alert", "stale-key", "no-alerts-log")
+    fault_help = {
+        "world-writable": "a world-writable file in the application tree (SEC-01)",
+        "secret-readable": "config/production.env readable by others (SEC-02)",
+        "unknown-user": "an account the allow-list does not name in the passwd file (SEC-04)",
+        "oom-kill": "an OOM kill in the kernel log (SYS-05)",
+        "failed-logins": "failed login lines in the logs, above the limit (SEC-03)",
+        "breach-indicator": "a breach line in the logs (SEC-06)",
+        "critical-alert": "an unresolved critical alert in the alerts log (MON-01)",
+        "stale-key": "the application key last rotated long ago (SEC-05)",
+        "no-alerts-log": "removes the alerts log (MON-01)",
+    }
 
     # ---------------------------------------------------------------------------------- lifecycle
     def up(self, ctx: Context) -> None:

@@ -76,6 +76,18 @@ class Backups(Component):
     name = "backups"
     fault_names = ("backup-stale", "backup-missing", "backup-truncated", "backup-corrupt", "dump-incomplete",
                    "backup-shrunk", "backup-retention-old", "backup-too-few", "restore-broken", FIELD)
+    fault_help = {
+        "backup-stale": "the newest backup is 49 h old (BK-01)",
+        "backup-missing": "removes one file of the latest backup (BK-02, and what reads that file)",
+        "backup-truncated": "application.tar.gz cut short (BK-03)",
+        "backup-corrupt": "logs.tar.gz corrupt in the middle (BK-03)",
+        "dump-incomplete": "the dump stops before pg_dump's closing line (BK-04)",
+        "backup-shrunk": "the latest dump much smaller than the previous (BK-06)",
+        "backup-retention-old": "backup folders older than the retention kept (BK-05)",
+        "backup-too-few": "fewer backups than backup_min_count (BK-05)",
+        "restore-broken": "the latest dump does not restore (BK-07, in the pre-maintenance gate)",
+        FIELD: "a layout, not a fault: backups as ACGS's own script writes them (all checks pass)",
+    }
 
     def fault_targets(self, fault: str) -> list[str]:
         return list(FILES) if fault == "backup-missing" else []

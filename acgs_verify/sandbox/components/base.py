@@ -47,6 +47,8 @@ class Component(ABC):
 
     name: str
     fault_names: tuple[str, ...] = ()
+    # one line per fault name: what it does to the sandbox and which checks then fail (`sandbox faults` prints it)
+    fault_help: dict[str, str] = {}
     # (state key, label) of each process the default down() stops, in this order: ("process", "redis server")
     daemons: tuple[tuple[str, str], ...] = ()
 

@@ -150,6 +150,11 @@ NOTES: dict[str, str] = {
 class Policies(Component):
     name = "policies"
     fault_names = ("policy-invalid", "policy-wrong-hash", "policy-notes")
+    fault_help = {
+        "policy-invalid": "decision_rules.yaml no longer parses (CC-03)",
+        "policy-wrong-hash": "data_access.rego names another hash (CC-03)",
+        "policy-notes": "a layout, not a fault: notes beside the policies that CC-03 lists as ignored",
+    }
 
     def up(self, ctx: Context) -> None:
         self.clear_faults(ctx)

@@ -97,6 +97,29 @@ class Postgres(Component):
                    "field-audit", "audit-tenant-break", "audit-rls-hidden",
                    # the runbook's remaining steps (issue 13)
                    "db-bloat", "db-unused-index", "db-idle-in-transaction")
+    fault_help = {
+        "db-down": "stops the primary PostgreSQL (DB-01..13, CC-04, CC-05 fail)",
+        "db-down-decoy": "stops the primary and starts another cluster elsewhere: a postgres process that is not "
+                         "the one on the database's port (DB-02 must not be fooled)",
+        "db-long-query": "a session runs one statement for minutes (DB-04, after db_long_query_seconds)",
+        "db-lock": "a session holds a lock another one waits for (DB-05)",
+        "db-saturation": "sessions fill most of max_connections (DB-03)",
+        "db-slow-statements": "slow statements in pg_stat_statements (DB-06)",
+        "db-stale-stats": "table statistics never analyzed (DB-09)",
+        "db-replica-lag": "the replica's replay is paused (DB-07)",
+        "audit-old-rows": "audit rows older than the retention (DB-10)",
+        "audit-chain-break": "one audit row's prev_hash no longer links its chain (CC-05)",
+        "audit-wrong-hash": "audit rows carry another constitutional hash (CC-05)",
+        "low-compliance": "recent governance decisions mostly non-compliant (CC-04)",
+        "field-audit": "a layout, not a fault: the audit table as a real deployment has it (all checks pass)",
+        "audit-tenant-break": "one tenant's hash chain broken among per-tenant chains (CC-05)",
+        "audit-rls-hidden": "row-level security hides every audit row from the checker's role (CC-05, CC-04, "
+                            "DB-10)",
+        "db-bloat": "a table with many dead tuples (DB-11)",
+        "db-unused-index": "an index nothing uses and a large table read by sequential scans (DB-12 warns)",
+        "db-idle-in-transaction": "a session idle in an open transaction (DB-13, after "
+                                  "db_idle_in_transaction_seconds_max)",
+    }
 
     # ---------------------------------------------------------------------------------- lifecycle
     def up(self, ctx: Context) -> None:

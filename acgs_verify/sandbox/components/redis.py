@@ -54,6 +54,12 @@ def redis_port(offset: int) -> int:
 class Redis(Component):
     name = "redis"
     fault_names = ("redis-down", "redis-wrong-hash", "redis-slow", "redis-low-hit-rate")
+    fault_help = {
+        "redis-down": "stops Redis (RD-01..03, CC-06)",
+        "redis-wrong-hash": "acgs:constitutional_hash holds another hash (CC-06)",
+        "redis-slow": "the server is held 200 ms at a time (RD-02)",
+        "redis-low-hit-rate": "many lookups of missing keys (RD-03)",
+    }
     daemons = (("holder", "redis redis-slow holder"), ("process", "redis server"))
 
     def up(self, ctx: Context) -> None:

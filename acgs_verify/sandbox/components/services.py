@@ -59,6 +59,21 @@ class Services(Component):
     fault_names = ("service-down", "service-unhealthy", "wrong-hash", "slow", "errors",
                    "log-hash-mismatch", "log-no-banner", "process-gone", "service-down-decoy", "metrics-json",
                    "metrics-json-string", "service-memory")
+    fault_help = {
+        "service-down": "stops the service: SVC-01..04 and the checks that read its answers fail",
+        "service-unhealthy": "/health answers 503 with status unhealthy (SVC-01, SVC-02)",
+        "wrong-hash": "the service answers with another constitutional hash (SVC-02, SVC-08)",
+        "slow": "every request waits 150 ms (SVC-06 fails)",
+        "errors": "the service logs 5xx request lines (SVC-07)",
+        "log-hash-mismatch": "the service log names another constitutional hash (CC-02)",
+        "log-no-banner": "the service log loses the line naming the hash (CC-01)",
+        "process-gone": "the port's owner no longer matches the profile's process pattern (SVC-03)",
+        "service-down-decoy": "stops the service and starts a process whose command line matches its pattern "
+                              "but owns no port: only the port's owner tells them apart (SVC-01..04)",
+        "metrics-json": "/metrics answers a JSON object instead of Prometheus text (SVC-10)",
+        "metrics-json-string": "/metrics answers Prometheus text inside a JSON string (SVC-10)",
+        "service-memory": "the service holds a large allocation (SVC-11 with a lower service_rss_mb_max)",
+    }
 
     def targets(self) -> list[str]:
         return list(SERVICES)

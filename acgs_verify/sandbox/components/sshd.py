@@ -42,6 +42,7 @@ def sshd_binary() -> str | None:
 class Sshd(Component):
     name = "sshd"
     fault_names = ("host-down",)
+    fault_help = {"host-down": "stops sshd: the second host is unreachable and every check on it fails"}
     daemons = (("process", "sshd"),)
 
     def __init__(self, address: str = ADDRESS, host_name: str = HOST_NAME, roles: tuple[str, ...] = ("ops",)):

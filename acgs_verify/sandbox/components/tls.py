@@ -40,6 +40,12 @@ def tls_port(offset: int) -> int:
 class Tls(Component):
     name = "tls"
     fault_names = ("cert-expiring", "cert-expired", "cert-wrong-name", "cert-untrusted")
+    fault_help = {
+        "cert-expiring": "the certificate expires within days (TLS-01, TLS-02)",
+        "cert-expired": "the certificate has expired (TLS-01, TLS-02)",
+        "cert-wrong-name": "the endpoint serves a certificate for another name (TLS-02)",
+        "cert-untrusted": "the endpoint serves a certificate no trusted CA signed (TLS-02)",
+    }
     daemons = (("process", "tls endpoint"),)
 
     def up(self, ctx: Context) -> None:
