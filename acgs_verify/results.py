@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from acgs_verify.redact import printable
+
 # Exit codes are a contract (docs/design.md), the same four as Nagios plugins.
 EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_UNKNOWN = 0, 1, 2, 3
 STATUS_WORD = {EXIT_OK: "OK", EXIT_WARNING: "WARNING", EXIT_CRITICAL: "CRITICAL", EXIT_UNKNOWN: "UNKNOWN"}
@@ -177,7 +179,8 @@ class RunResult:
             more = f" (+{len(self.gate_failures) - 1} more)" if len(self.gate_failures) > 1 else ""
             text += f"; gate closed: {self.gate_failures[0]}{more}"
         perf = f"passed={t['passed']} failed={t['failed']} skipped={t['skipped']} duration={self.duration:.1f}s"
-        return f"ACGS {word} - {text} | {perf}"
+        # the last line a terminal, a CI log and Nagios show; a gate failure may name a table a target reported
+        return printable(f"ACGS {word} - {text} | {perf}")
 
     def as_dict(self) -> dict:
         return {
