@@ -93,6 +93,21 @@ def test_every_writer_and_the_terminal_show_control_characters_as_escapes(tmp_pa
     assert "\\x1b]52;c;" in "\n".join(findings_lines(result))
 
 
+def test_maintenance_comparison_shows_a_hostile_table_name_as_escapes():
+    """post-maintenance prints what vanished since the snapshot: a table name is whatever the database holds."""
+    from acgs_verify.report.diff import compare
+    from acgs_verify.report.snapshot import snapshot_of
+
+    def run(run_id: str, tables: dict) -> RunResult:
+        return RunResult(run_id=run_id, profile="p", gate="post-maintenance", started="2026-12-07T02:00:00+00:00",
+                         extra={"state": {"tables": {"primary": {"public.policies": 1, **tables}}}})
+
+    d = compare(snapshot_of(run("a", {f"public.audit{HOSTILE}": 3})), snapshot_of(run("b", {})))
+    assert d.vanished_tables, d  # the comparison saw it
+    raw = [leak for line in d.lines() for leak in _raw_controls("terminal", line, multiline=False)]
+    assert raw == [] and any("\\x1b]0;owned-title" in line for line in d.lines()), d.lines()
+
+
 def _label_values(text: str) -> list[dict[str, str]]:
     from prometheus_client.parser import text_string_to_metric_families
 
