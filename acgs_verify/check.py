@@ -130,10 +130,19 @@ class Check:
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         return _short(self._said(text, multiline), limit)
 
+    def _said_value(self, value: Any) -> Any:
+        # a value (CC-02's other hashes, a list of names) may carry what a target said inside a list or a map
+        if isinstance(value, str):
+            return self._said(value)
+        if isinstance(value, list | tuple):
+            return [self._said_value(v) for v in value]
+        if isinstance(value, dict):
+            return {self._said_value(k): self._said_value(v) for k, v in value.items()}
+        return value
+
     def _record(self, name: str, value: Any) -> None:
         # every text a report, JUnit or Allure shows is recorded here or in message(): made safe once, here
-        if isinstance(value, str):
-            value = self._said(value)
+        value = self._said_value(value)
         props = self._item.user_properties
         props[:] = [(k, v) for k, v in props if k != name]
         props.append((name, value))
