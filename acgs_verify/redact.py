@@ -84,7 +84,7 @@ def mask(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def _cut(text: str, limit: int) -> str:
+def cut(text: str, limit: int) -> str:
     r"""text cut to `limit` characters, before an escape that the limit would split (`\x1` shows nothing)."""
     if len(text) <= limit:
         return text
@@ -106,7 +106,7 @@ def shown(text: object, secrets: Iterable[str] = (), limit: int | None = None, m
     if not multiline:
         text = mask(_flat(text), secrets)
     text = printable(text, multiline)
-    return text if limit is None else _cut(text, limit)
+    return text if limit is None else cut(text, limit)
 
 
 def display_url(url: str) -> str:
@@ -144,7 +144,7 @@ def one_line(exc: BaseException | str, secrets: Iterable[str] = (), limit: int =
             text, cause = shown(cause, secrets), cause.__cause__ or cause.__context__
         text = text or type(exc).__name__
     # masked before it is cut, so a secret cut in half cannot show its first half
-    return _cut(text, limit)
+    return cut(text, limit)
 
 
 def last_line(text: str | None, secrets: Iterable[str] = (), default: str = "", limit: int = ONE_LINE_MAX) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from acgs_verify.redact import printable
+from acgs_verify.redact import cut, printable
 
 # Exit codes are a contract (docs/design.md), the same four as Nagios plugins.
 EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_UNKNOWN = 0, 1, 2, 3
@@ -77,9 +77,10 @@ def shortened(message: str, limit: int) -> str:
         return message
     found, sep, step = message.rpartition(". Next: ")
     room = limit - len("... Next: ") - len(step)
+    # cut where no escape (`\x1b`) is split in half
     if sep and room >= min(80, limit // 4):
-        return f"{found[:room]}... Next: {step}"
-    return message[: limit - 3] + "..."
+        return f"{cut(found, room)}... Next: {step}"
+    return cut(message, limit - 3) + "..."
 
 
 @dataclass

@@ -137,3 +137,11 @@ def test_a_secret_is_masked_in_its_escaped_form():
     secret = "Tab\tsecret\x1b"
     assert mask(printable(f"pw {secret}"), [secret]) == "pw ***"
     assert mask(printable(f"pw {secret}", multiline=True), [secret]) == "pw ***"
+
+
+def test_a_message_cut_to_the_length_a_result_keeps_never_leaves_half_an_escape():
+    from acgs_verify.results import shortened
+
+    message = "SVC-02 auth: " + "x" * 200 + "\\x1b[2J" + "y" * 50 + ". Next: restart it"
+    assert shortened(message, 235) == "SVC-02 auth: " + "x" * 200 + "... Next: restart it"
+    assert shortened("a" * 10 + "\\x1b" + "b" * 10, 15) == "a" * 10 + "..."
