@@ -22,9 +22,10 @@ import pytest
 from acgs_verify.catalog import CatalogEntry, entry
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.probes.http import service_url
+from acgs_verify.redact import mask, printable
 
 # ProbeError stays importable from here; probes take it from errors
-__all__ = ["Check", "ProbeError", "next_step_for", "runbook"]
+__all__ = ["Check", "ProbeError", "next_step_for", "runbook", "said"]
 
 
 def runbook(check_id: str, applies: Callable[[Any], bool] | None = None,
@@ -55,6 +56,20 @@ def runbook(check_id: str, applies: Callable[[Any], bool] | None = None,
 def _short(value: Any, limit: int = 300) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def said(config: pytest.Config, text: Any, multiline: bool = False) -> str:
+    r"""What a check or a probe says (quoting a /health body, a log line, a file name, a database value), as a
+    report may hold it: masked with the profile's secrets while still raw, then with every control character
+    shown as an escape (redact.printable; newlines and tabs only where `multiline`).
+
+    >>> said(config, "hash \x1b]0;x\x07 from Hunter\ttwo")     # a secret Hunter<TAB>two
+    'hash \\x1b]0;x\\x07 from ***'
+    """
+    from acgs_verify.collector import PROFILE_KEY  # the plugin's stash; collector imports no check
+
+    profile = config.stash.get(PROFILE_KEY, None)
+    return printable(mask(str(text), profile.secret_values() if profile else []), multiline)
 
 
 def next_step_for(e: CatalogEntry, target: Any = None, systemd: bool | None = None, profile: Any = None) -> str:
@@ -156,14 +171,34 @@ class Check:
         except Exception:  # noqa: BLE001 - a next step is advice: an unreachable host leaves it in general words
             return None
 
+    def _said(self, text: Any, multiline: bool = False) -> str:
+        return said(self._item.config, text, multiline)
+
+    def _shown(self, value: Any, limit: int = 300, multiline: bool = False) -> str:
+        # masked and escaped before it is cut: a secret cut in half would leave its first half behind
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        return _short(self._said(text, multiline), limit)
+
+    def _said_value(self, value: Any) -> Any:
+        # a value (CC-02's other hashes, a list of names) may carry what a target said inside a list or a map
+        if isinstance(value, str):
+            return self._said(value)
+        if isinstance(value, list | tuple):
+            return [self._said_value(v) for v in value]
+        if isinstance(value, dict):
+            return {self._said_value(k): self._said_value(v) for k, v in value.items()}
+        return value
+
     def _record(self, name: str, value: Any) -> None:
+        # every text a report, JUnit or Allure shows is recorded here or in message(): made safe once, here
+        value = self._said_value(value)
         props = self._item.user_properties
         props[:] = [(k, v) for k, v in props if k != name]
         props.append((name, value))
 
     def measured(self, measured: Any, expected: str | None = None, value: Any = None) -> None:
         """Record the measurement (shown in reports) without judging it."""
-        self._record("measured", _short(measured))
+        self._record("measured", self._shown(measured))
         if expected is not None:
             self._record("expected", expected)
         if value is not None:
@@ -171,7 +206,7 @@ class Check:
 
     def evidence(self, name: str, content: Any) -> None:
         """Attach raw evidence (a response body, query rows, log lines) for the reports."""
-        self._item.user_properties.append(("evidence:" + name, _short(content, 20_000)))
+        self._item.user_properties.append(("evidence:" + self._said(name), self._shown(content, 20_000, True)))
 
     def warn(self, message: str) -> None:
         """Passes, but the reports show the warning (e.g. p99 above target, below the failure limit)."""
@@ -180,20 +215,20 @@ class Check:
     def that(self, ok: bool, measured: Any, expected: str, why: str | None = None, value: Any = None) -> None:
         self.measured(measured, expected, value)
         if not ok:
-            self.fail(f"{why + ': ' if why else ''}measured {_short(measured)}; expected {expected}")
+            self.fail(f"{why + ': ' if why else ''}measured {self._shown(measured)}; expected {expected}")
 
     def fail(self, message: str | None = None, *, measured: Any = None, expected: str | None = None) -> None:
         """Fail unconditionally: `check.fail("df /var: no answer")`, or, recording what was measured and expected
         as `that` does, `check.fail(measured="no backup folder", expected="a backup within 26 h")`."""
         if measured is not None:
             self.measured(measured, expected)
-            message = message or f"measured {_short(measured)}; expected {expected}"
+            message = message or f"measured {self._shown(measured)}; expected {expected}"
         pytest.fail(self.message(message), pytrace=False)
 
     def skip(self, reason: str) -> None:
-        pytest.skip(f"{self.entry.id} {self.target_id}: {reason}")
+        pytest.skip(self._said(f"{self.entry.id} {self.target_id}: {reason}"))
 
     def message(self, text: str) -> str:
         step = self.next_step()
         self._record("next_step", step)  # the reports' next step (collector.py), as the message says it
-        return f"{self.entry.id} {self.target_id}: {text}. Next: {step}"
+        return self._said(f"{self.entry.id} {self.target_id}: {text}. Next: {step}")

@@ -15,7 +15,7 @@ import pytest
 
 from acgs_verify import options
 from acgs_verify.catalog import CATALOG, GATES, SECTIONS, SEVERITIES
-from acgs_verify.check import Check, ProbeError, next_step_for
+from acgs_verify.check import Check, ProbeError, next_step_for, said
 from acgs_verify.collector import PROFILE_KEY, is_plain, register_collectors, run_options, start_plain_run
 from acgs_verify.profile import Profile, ProfileError, load_profile
 from acgs_verify.shards import key_of
@@ -366,6 +366,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             bound = item.funcargs.get("check")
             step = bound.next_step() if isinstance(bound, Check) else next_step_for(e, target)
             report.user_properties.append(("next_step", step))
-            report.longrepr = f"{e.id} {tid}: could not measure: {call.excinfo.value}. Next: {step}"
+            # a probe's reason may quote what the target said: masked and escaped like a check's own message
+            report.longrepr = said(item.config, f"{e.id} {tid}: could not measure: {call.excinfo.value}. Next: {step}")
             report.outcome = "failed"
     return report

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from acgs_verify.redact import cut, printable
+
 # Exit codes are a contract (docs/design.md), the same four as Nagios plugins.
 EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_UNKNOWN = 0, 1, 2, 3
 STATUS_WORD = {EXIT_OK: "OK", EXIT_WARNING: "WARNING", EXIT_CRITICAL: "CRITICAL", EXIT_UNKNOWN: "UNKNOWN"}
@@ -78,9 +80,10 @@ def shortened(message: str, limit: int) -> str:
         return message
     found, sep, step = message.rpartition(". Next: ")
     room = limit - len("... Next: ") - len(step)
+    # cut where no escape (`\x1b`) is split in half
     if sep and room >= min(80, limit // 4):
-        return f"{found[:room]}... Next: {step}"
-    return message[: limit - 3] + "..."
+        return f"{cut(found, room)}... Next: {step}"
+    return cut(message, limit - 3) + "..."
 
 
 @dataclass
@@ -198,7 +201,8 @@ class RunResult:
         if self.stopped:  # a complete run's line keeps the labels it always had
             perf += f"interrupted={t['interrupted']} not_run={t['not_run']} "
         perf += f"duration={self.duration:.1f}s"
-        return f"ACGS {word} - {text} | {perf}"
+        # the last line a terminal, a CI log and Nagios show; a gate failure may name a table a target reported
+        return printable(f"ACGS {word} - {text} | {perf}")
 
     def as_dict(self) -> dict:
         return {

@@ -87,3 +87,61 @@ def test_a_check_message_is_masked_before_it_is_cut():
     text = "y" * (MESSAGE_MAX - 10) + secret + " and more"
     message = _message(NS(longrepr=NS(reprcrash=NS(message=text)), outcome="failed"), [secret])
     assert "s3cret" not in message and len(message) <= MESSAGE_MAX, message[-40:]
+
+
+# ------------------------------------------------------------------------------ control characters (issue 21)
+
+
+def test_printable_shows_c0_del_c1_and_bidi_controls_as_escapes():
+    from acgs_verify.redact import printable
+
+    text = "t\x1b]0;title\x07 \x1b[2J \x1b]52;c;eA==\x07 \r \x00 \x7f \x9b2J \x85 \u202eevil\u2069 \u2028 \udcff"
+    assert printable(text) == ("t\\x1b]0;title\\x07 \\x1b[2J \\x1b]52;c;eA==\\x07 \\r \\x00 \\x7f \\x9b2J \\x85 "
+                               "\\u202eevil\\u2069 \\u2028 \\udcff")
+    assert printable("a\tb\nc") == "a\\tb\\nc"  # one line: a table cell, a label, a terminal line
+    assert printable("a\tb\nc\rd", multiline=True) == "a\tb\nc\\rd"  # a fence or a <pre>: lines and tabs kept
+    assert printable("ünïcode, a regex \\d+ and C:\\path") == "ünïcode, a regex \\d+ and C:\\path"
+
+
+def test_printable_twice_is_printable_once():
+    from acgs_verify.redact import printable
+
+    text = "\x1b[2J\x9b\u202e\t\n"
+    assert printable(printable(text)) == printable(text)
+    assert printable(printable(text, multiline=True), multiline=True) == printable(text, multiline=True)
+
+
+def test_one_line_and_last_line_escape_what_a_target_said():
+    assert one_line(OSError("bad line: \x1b]0;owned\x07\x1b[2J\x9b")) == "bad line: \\x1b]0;owned\\x07\\x1b[2J\\x9b"
+    assert last_line("ok\nerror: \x1b]52;c;eA==\x07\n") == "error: \\x1b]52;c;eA==\\x07"
+
+
+def test_a_cut_never_leaves_half_an_escape():
+    text = one_line("x" * (ONE_LINE_MAX - 2) + "\x1b[2J")  # the limit falls inside `\x1b`
+    assert text == "x" * (ONE_LINE_MAX - 2), text[-10:]
+
+
+@pytest.mark.parametrize("secret", ["Hunter  two", "Hunter\ttwo", "Hunter\ntwo", "Hunter \r\n two"])
+def test_a_secret_with_whitespace_inside_is_masked_before_it_is_normalised(secret):
+    """Normalised first, `Hunter  two` became `Hunter two`, which masking no longer recognised."""
+    for text in (f"login with {secret} failed", RuntimeError(f"login with {secret}\nfailed")):
+        assert one_line(text, [secret]) == "login with *** failed"
+    # a text normalised by someone else (a probe's one_line without the secrets) is masked all the same
+    assert mask(one_line(f"login with {secret} failed"), [secret]) == "login with *** failed"
+    assert last_line(f"warning\nlogin with {secret} failed\n", [secret]) == "login with *** failed"
+
+
+def test_a_secret_is_masked_in_its_escaped_form():
+    from acgs_verify.redact import printable
+
+    secret = "Tab\tsecret\x1b"
+    assert mask(printable(f"pw {secret}"), [secret]) == "pw ***"
+    assert mask(printable(f"pw {secret}", multiline=True), [secret]) == "pw ***"
+
+
+def test_a_message_cut_to_the_length_a_result_keeps_never_leaves_half_an_escape():
+    from acgs_verify.results import shortened
+
+    message = "SVC-02 auth: " + "x" * 200 + "\\x1b[2J" + "y" * 50 + ". Next: restart it"
+    assert shortened(message, 235) == "SVC-02 auth: " + "x" * 200 + "... Next: restart it"
+    assert shortened("a" * 10 + "\\x1b" + "b" * 10, 15) == "a" * 10 + "..."

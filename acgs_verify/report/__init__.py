@@ -55,15 +55,20 @@ def atomic_write(path: Path, data: str | bytes) -> None:
 
 
 def mask_files(paths: list[Path], secrets: list[str]) -> int:
-    """Mask secrets in files other tools wrote during the run (junit.xml, Allure results): raw, JSON-escaped
-    and XML-escaped forms. Returns how many files changed."""
+    """Mask secrets in files other tools wrote during the run (junit.xml, Allure results): each form a text may
+    hold it in (redact.secret_forms: whitespace-normalised, escaped), raw, JSON-escaped and XML-escaped. Returns
+    how many files changed."""
     import json
     from xml.sax.saxutils import escape
 
+    from acgs_verify.redact import secret_forms
+
     forms = set()
-    for s in secrets:
-        if s and len(s) >= 3:
-            forms |= {s, json.dumps(s)[1:-1], escape(s, {'"': "&quot;", "'": "&apos;"}), escape(s)}
+    for secret in secrets:
+        if secret and len(secret) >= 3:
+            for s in secret_forms(secret):
+                forms |= {s, json.dumps(s)[1:-1], escape(s, {'"': "&quot;", "'": "&apos;"}), escape(s)}
+    forms = {f for f in forms if len(f) >= 3}
     if not forms:
         return 0
     changed = 0

@@ -14,6 +14,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
+from acgs_verify.redact import printable
 from acgs_verify.results import RunResult
 
 ALLURE_DIR = "allure-results"
@@ -50,7 +51,8 @@ def write_results(result: RunResult, path: Path) -> None:
         texts = ([("measurement", f"measured: {c.measured}\nexpected: {c.expected or '-'}")] if c.measured else [])
         for i, (name, text) in enumerate([*texts, *c.evidence.items()]):
             source = f"{uuid.uuid5(uid, str(i))}-attachment.txt"
-            (path / source).write_text(str(text), encoding="utf-8")
+            # a run's evidence is escaped where it is recorded; a summary.json from elsewhere may hold anything
+            (path / source).write_text(printable(text, multiline=True), encoding="utf-8")
             attachments.append({"name": name, "source": source, "type": "text/plain"})
         message = c.message or c.warning or ""
         if c.waived:
@@ -80,7 +82,7 @@ def _section_title(section: str) -> str:
 
 def _prop(value: str) -> str:
     # java.util.Properties: escape backslashes, separators and line breaks
-    return (str(value).replace("\\", "\\\\").replace("\n", "\\n").replace("=", "\\=").replace(":", "\\:"))
+    return (printable(value).replace("\\", "\\\\").replace("\n", "\\n").replace("=", "\\=").replace(":", "\\:"))
 
 
 def write_environment(result: RunResult, path: Path) -> None:

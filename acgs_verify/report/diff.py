@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from acgs_verify.redact import printable
+
 FAILED = ("failed", "error")
 INTERRUPTED = "interrupted"
 
@@ -83,7 +85,8 @@ class Comparison:
         out += [f"FIXED {name}" for name in self.fixed]
         out += [f"NOT RUN NOW {name}" for name in self.not_run_now]
         out += [f"NOTE {n}" for n in self.notes]
-        return out
+        # a table or key name, a version, a message: what a target said, shown as escapes on a terminal
+        return [printable(line) for line in out]
 
 
 def compare(before: dict, after: dict, after_messages: dict[str, str] | None = None) -> Comparison:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from acgs_verify.redact import printable
 from acgs_verify.report.view import outcome_word, view_of
 from acgs_verify.results import RunResult
 
@@ -21,8 +22,11 @@ _OPTIONS = {"autoescape": True, "trim_blocks": True, "lstrip_blocks": True}
 
 def render_html(result: RunResult) -> str:
     view = view_of(result)
-    return _environment().get_template(TEMPLATE).render(
+    page = _environment().get_template(TEMPLATE).render(
         v=view, r=result, outcome=outcome_word, trend_svg=trend_svg(view.trend), color=COLOR[result.exit_code])
+    # autoescaping leaves control characters alone: one pass over the whole page shows every one as an escape
+    # (`\x1b`), whichever field carried it; lines and tabs are HTML's own
+    return printable(page, multiline=True)
 
 
 def compile_template() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from acgs_verify.redact import printable
 from acgs_verify.report.view import outcome_word, view_of
 from acgs_verify.results import RunResult
 
@@ -152,7 +153,9 @@ def render_markdown(result: RunResult) -> str:
         out += [f"## {s.title}", "", "| ID | sev | target | outcome | measured |", "|---|---|---|---|---|"]
         out += [f"| {c.id} | {c.severity} | {_cell(c.target)} | {outcome_word(c)} | "
                 f"{_cell(c.measured or (c.message if c.outcome == 'skipped' else ''))} |" for c in s.checks] + [""]
-    return "\n".join(out)
+    # one pass over the whole page, so no field is missed: what a target said is shown as escapes (`\x1b`), never
+    # sent raw to the terminal that cats the file or the renderer that shows it; lines and tabs are the format's
+    return printable("\n".join(out), multiline=True)
 
 
 def write_markdown(result: RunResult, path: Path) -> None:

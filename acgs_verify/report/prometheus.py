@@ -15,12 +15,16 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+from acgs_verify.redact import printable
 from acgs_verify.report.view import outcome_word
 from acgs_verify.results import INTERRUPTED, RunResult
 
 
 def _label(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    r"""A label value as the exposition format writes it. The format escapes only a backslash, a newline and a
+    quote (`\r` is an invalid escape to its parser), so a CR or another control character is first shown as
+    printable's `\r`, whose backslash is then escaped like any other: the sample holds `\\r`, on one line."""
+    return printable(value).replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _labels(**kv: str) -> str:
