@@ -53,7 +53,7 @@ from pathlib import Path
 from acgs_verify import pgbin
 from acgs_verify.probes.backups import pg_tool, scan_archive
 from acgs_verify.probes.errors import ProbeError
-from acgs_verify.redact import display_url, mask, one_line
+from acgs_verify.redact import display_url, last_line, mask, one_line
 
 PREFIX = "acgs_verify_drill_"
 NAME_RE = re.compile(rf"^{PREFIX}(\d{{10}})_\d+_[0-9a-f]{{8}}$")
@@ -375,8 +375,9 @@ def _restore(tool: str, dump: Path, dump_format: str, conninfo: str, login: tupl
     pg_restore (custom) into `conninfo`, stopping at the first error. None when it restored, else why not."""
     env = tool_env(_passfile(private, result.database, login[0], login[1]))
     if dump_format == "custom":
-        argv = [tool, "--exit-on-error", "--no-owner", "--no-privileges", "--no-password", "--dbname", conninfo,
-                "--", str(dump)]
+        listing = _toc_without_extension_comments(tool, dump, env, private, timeout)
+        argv = [tool, "--exit-on-error", "--no-owner", "--no-privileges", "--no-password", "--use-list",
+                str(listing), "--dbname", conninfo, "--", str(dump)]
     else:
         argv = [tool, "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--dbname", conninfo, "-f", "-"]
     with tempfile.TemporaryFile() as err:
@@ -436,6 +437,26 @@ def _restore(tool: str, dump: Path, dump_format: str, conninfo: str, login: tupl
                     "the dump was not restored")
         return one_line(last)
     return problem
+
+
+def _toc_without_extension_comments(tool: str, dump: Path, env: dict[str, str], private: Path,
+                                    timeout: float) -> Path:
+    """pg_restore's table of contents for `dump` without COMMENT ON EXTENSION (the scratch role does not own the
+    extensions the admin created), as a --use-list file."""
+    try:
+        out = subprocess.run([tool, "--list", "--", str(dump)], capture_output=True, env=env, cwd=private,
+                             timeout=max(timeout, 1), stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise ProbeError(f"{Path(tool).name} --list did not finish within {timeout:.0f} s") from None
+    if out.returncode != 0:
+        raise ProbeError(f"{Path(tool).name} --list {dump}: {last_line(out.stderr.decode('utf-8', 'replace'))}")
+    path = private / "toc.list"
+    path.write_bytes(b"".join(ln for ln in out.stdout.splitlines(keepends=True)
+                              if not TOC_EXTENSION_COMMENT.match(ln)))
+    return path
+
+
+TOC_EXTENSION_COMMENT = re.compile(rb"\d+; \d+ \d+ COMMENT - EXTENSION ")
 
 
 # ---------------------------------------------------------------------------------------- the dump, read
