@@ -291,3 +291,28 @@ def test_strict_scan_refuses_a_dollar_right_after_a_digit_and_any_backslash_outs
     assert "backslash outside COPY data" in refused(b"SELECT E'\\n';\n")
     # with \restrict, psql itself refuses a meta-command anywhere: the scan leaves strings to it
     assert filtered(b"SELECT E'\\n';\n", strict=False) == b"SELECT E'\\n';\n"
+
+
+def test_admin_that_may_not_create_roles_restores_as_itself_and_says_so(healthy_sandbox, tmp_path):
+    """An admin credential with CREATEDB only (no CREATEROLE, no superuser) cannot make a scratch role: the drill
+    still runs, as that admin, and warns that it did."""
+    from psycopg import sql
+
+    name, password = "acgs_verify_test_createdb_only", "createdb-only-pw"
+    with sandbox_admin(healthy_sandbox, "postgres") as admin:
+        admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(sql.Identifier(name),
+                                                                                sql.Literal(password)))
+    try:
+        # its extensions are a superuser's to create: a dump without them, as a non-superuser's would be
+        text = b"".join(ln for ln in pristine(healthy_sandbox).splitlines(keepends=True) if b"EXTENSION" not in ln)
+        dump = write(tmp_path / "database.sql.gz", text)
+        dsn = f"postgresql://{name}@127.0.0.1:{primary_port(healthy_sandbox.port_offset)}/postgres"
+        result = restore_drill(dsn, password, dump, "plain", TABLES, 120)
+        assert result.restored and result.counts == {"audit_logs": 3000, "policies": 40}, result.error
+        assert result.role is None and result.dropped
+        assert result.warnings and f"restored as the admin role {name}" in result.warnings[0], result.warnings
+        assert leftovers(healthy_sandbox) == []
+    finally:
+        with sandbox_admin(healthy_sandbox, "postgres") as admin:
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))

@@ -58,6 +58,7 @@ from acgs_verify.redact import display_url, last_line, mask, one_line
 PREFIX = "acgs_verify_drill_"
 NAME_RE = re.compile(rf"^{PREFIX}(\d{{10}})_\d+_[0-9a-f]{{8}}$")
 LEFTOVER_AGE_SECONDS = 3600
+STDERR_KEPT = 1 << 20
 
 
 @dataclass
@@ -160,7 +161,7 @@ def restore_drill(admin_dsn: str, password: str | None, dump: Path, dump_format:
                     result.counts = _count(admin_dsn, login, result.database, tables, hide)
             finally:
                 with _signals_deferred():
-                    result.dropped = _drop(admin, admin_dsn, password, result.database, hide)
+                    result.dropped = _drop(admin, admin_dsn, password, result.database, hide, result.role)
         finally:
             with contextlib.suppress(Exception):
                 admin.close()
@@ -281,12 +282,12 @@ def _create_extensions(admin_dsn: str, password: str | None, result: DrillResult
                 result.warnings.append(f"extension {name} not created before the restore: {one_line(exc, hide)}")
 
 
-def _drop(admin, admin_dsn: str, password: str | None, name: str, hide: list[str]) -> bool:
-    """DROP DATABASE name (sessions still in it ended first) and DROP ROLE name; a fresh session if the old one
-    broke. True when neither is left."""
+def _drop(admin, admin_dsn: str, password: str | None, name: str, hide: list[str], role: str | None) -> bool:
+    """DROP DATABASE name (sessions still in it ended first) and DROP ROLE role when the drill made one; a fresh
+    session if the old one broke. True when neither is left."""
     import psycopg
 
-    if not NAME_RE.match(name):  # never anything but a drill database
+    if not NAME_RE.match(name) or role not in (None, name):  # never anything but a drill database and role
         raise ProbeError(f"refusing to drop {name!r}: not a restore drill database")
     for attempt in range(2):
         try:
@@ -296,7 +297,8 @@ def _drop(admin, admin_dsn: str, password: str | None, name: str, hide: list[str
             except psycopg.errors.SyntaxError:  # before PostgreSQL 13
                 conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
                 conn.execute(_sql("DROP DATABASE IF EXISTS {}", name))
-            conn.execute(_sql("DROP ROLE IF EXISTS {}", name))
+            if role:  # asked only of an admin that made it: DROP ROLE IF EXISTS needs CREATEROLE even for none
+                conn.execute(_sql("DROP ROLE IF EXISTS {}", role))
             return not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s UNION ALL "
                                     "SELECT 1 FROM pg_roles WHERE rolname = %s", (name, name)).fetchone()
         except (psycopg.Error, ProbeError):
@@ -306,14 +308,19 @@ def _drop(admin, admin_dsn: str, password: str | None, name: str, hide: list[str
 
 
 def _drop_leftovers(admin) -> list[str]:
+    import psycopg
+
     dropped = []
     for kind, query in (("DATABASE", "SELECT datname FROM pg_database WHERE datname LIKE %s"),
                         ("ROLE", "SELECT rolname FROM pg_roles WHERE rolname LIKE %s")):
         for (name,) in admin.execute(query, (PREFIX + "%",)).fetchall():
             m = NAME_RE.match(name)
             if m and time.time() - int(m.group(1)) > LEFTOVER_AGE_SECONDS:
-                admin.execute(_sql(f"DROP {kind} IF EXISTS {{}}" + (" WITH (FORCE)" if kind == "DATABASE" else ""),
-                                   name))
+                try:
+                    admin.execute(_sql(f"DROP {kind} IF EXISTS {{}}" +
+                                       (" WITH (FORCE)" if kind == "DATABASE" else ""), name))
+                except psycopg.errors.InsufficientPrivilege:
+                    continue  # another credential's drill left it: that one drops it
                 if name not in dropped:
                     dropped.append(name)
     return dropped
@@ -420,8 +427,9 @@ def _restore(tool: str, dump: Path, dump_format: str, conninfo: str, login: tupl
                 proc.kill()
                 proc.wait()
         result.skipped = dict(dump_filter.skipped)
-        err.seek(0)
-        text = err.read(1 << 20).decode("utf-8", "replace")
+        # its last MiB: the error is at the end, and a dump can make psql print without end before it
+        err.seek(max(0, err.seek(0, os.SEEK_END) - STDERR_KEPT))
+        text = err.read(STDERR_KEPT).decode("utf-8", "replace")
     if result.refused:
         return result.refused
     if timed_out.is_set():
