@@ -251,23 +251,25 @@ def test_this_machines_psql_is_asked_whether_it_has_restrict():
 # -------------------------------------------------------------------------------- the scan, line by line
 
 
-def filtered(text: bytes, strict: bool = True) -> bytes:
+def filtered(text: bytes, strict: bool = True, size: int = 7) -> bytes:
     f = DumpFilter(strict=strict)
-    out = b"".join(f.feed(text[i:i + 7]) for i in range(0, len(text), 7))  # lines cut across feeds
+    out = b"".join(f.feed(text[i:i + size]) for i in range(0, len(text), size))  # lines cut across feeds
     return out + f.finish()
 
 
-def refused(text: bytes, strict: bool = True) -> str:
+def refused(text: bytes, strict: bool = True, size: int = 7) -> str:
     with pytest.raises(Refused) as exc:
-        filtered(text, strict)
+        filtered(text, strict, size)
     return str(exc.value)
 
 
-def test_copy_data_may_hold_backslashes_and_ends_at_its_terminator():
-    dump = (b"SET x = 1;\nCOPY public.t (a, \"b\") FROM stdin;\n\\N\t\\\\x\\ty\n\\.\nSELECT 1;\n")
-    assert filtered(dump) == dump
-    assert "line 6" in refused(dump + b"\\! id\n")
-    assert "line 6" in refused(dump.replace(b"SELECT 1;", b"SELECT 1;\nSELECT 2; \\! id"))
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 1 << 16])
+def test_copy_data_may_hold_backslashes_and_ends_at_its_terminator(size):
+    data = b"".join([b"1\tplain\n", b"\\N\tnull first\n", b"\\\\.\tan escaped backslash\n", b"\\.x\n"] * 50)
+    dump = b"SET x = 1;\nCOPY public.t (a, \"b\") FROM stdin;\n" + data + b"\\.\nSELECT 1;\n"
+    assert filtered(dump, size=size) == dump
+    assert "line 205 " in refused(dump + b"\\! id\n", size=size)
+    assert "line 205 " in refused(dump.replace(b"SELECT 1;", b"SELECT 1;\nSELECT 2; \\! id"), size=size)
 
 
 def test_copy_text_inside_a_string_or_comment_or_mid_statement_opens_no_data_block():

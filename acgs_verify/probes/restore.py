@@ -531,6 +531,15 @@ class DumpFilter:
         out = bytearray()
         pos, n = 0, len(chunk)
         while pos < n:
+            if self._copy and self._copy_len == 0 and chunk[pos:pos + 1] != b"\\":
+                # only a line starting with a backslash can end the data: whole lines up to the next one pass at once
+                j = chunk.find(b"\n\\", pos)
+                stop = j + 1 if j >= 0 else chunk.rfind(b"\n", pos) + 1
+                if stop > pos:
+                    self.line += chunk.count(b"\n", pos, stop)
+                    out += chunk[pos:stop]
+                    pos = stop
+                    continue
             nl = chunk.find(b"\n", pos)
             end = n if nl < 0 else nl + 1
             if self._copy:
