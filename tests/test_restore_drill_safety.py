@@ -318,3 +318,28 @@ def test_admin_that_may_not_create_roles_restores_as_itself_and_says_so(healthy_
     finally:
         with sandbox_admin(healthy_sandbox, "postgres") as admin:
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def test_sql_that_only_a_superuser_may_run_fails_as_the_scratch_role(healthy_sandbox, tmp_path):
+    """The restore's SQL runs as the scratch role: COPY ... TO PROGRAM in a dump, which runs a program on the
+    database server as the admin (a superuser) would, is refused. A positive control first: the same statement,
+    run as a superuser, does leave its marker."""
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="acgs-verify-drill-test-", dir="/tmp"))  # the server's user may write here
+    try:
+        shared.chmod(0o777)
+        control, marker = shared / "CONTROL", shared / "MARKER"
+        with sandbox_admin(healthy_sandbox, "postgres") as admin:
+            admin.execute(f"COPY (SELECT 1) TO PROGRAM 'touch {control}'")
+        assert control.exists()
+        planted = f"COPY (SELECT 1) TO PROGRAM 'touch {marker}';\n".encode()
+        dump = write(tmp_path / "database.sql.gz", pristine(healthy_sandbox).replace(ANCHOR, ANCHOR + planted, 1))
+        result = drill(healthy_sandbox, dump, None)
+        assert not marker.exists()
+        assert not result.restored and "pg_execute_server_program" in result.error, result.error
+        assert result.dropped and leftovers(healthy_sandbox) == []
+    finally:
+        import shutil
+
+        shutil.rmtree(shared, ignore_errors=True)
