@@ -331,9 +331,10 @@ def test_sql_that_only_a_superuser_may_run_fails_as_the_scratch_role(healthy_san
         shared.chmod(0o777)
         control, marker = shared / "CONTROL", shared / "MARKER"
         with sandbox_admin(healthy_sandbox, "postgres") as admin:
-            admin.execute(f"COPY (SELECT 1) TO PROGRAM 'touch {control}'")
+            # the program reads its input: a `touch` that exits first would fail the COPY with a broken pipe
+            admin.execute(f"COPY (SELECT 1) TO PROGRAM 'touch {control}; cat >/dev/null'")
         assert control.exists()
-        planted = f"COPY (SELECT 1) TO PROGRAM 'touch {marker}';\n".encode()
+        planted = f"COPY (SELECT 1) TO PROGRAM 'touch {marker}; cat >/dev/null';\n".encode()
         dump = write(tmp_path / "database.sql.gz", pristine(healthy_sandbox).replace(ANCHOR, ANCHOR + planted, 1))
         result = drill(healthy_sandbox, dump, None)
         assert not marker.exists()
