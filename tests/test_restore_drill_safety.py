@@ -201,11 +201,13 @@ def test_password_reaches_psql_only_through_a_private_passfile(healthy_sandbox, 
         def restoring():
             with sandbox_admin(healthy_sandbox, "postgres") as admin:
                 return admin.execute(
-                    "SELECT a.pid, r.rolname, r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolbypassrls "
-                    "FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid "
+                    "SELECT a.pid, r.rolname, r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolbypassrls, "
+                    "r.rolpassword LIKE 'SCRAM-SHA-256$%' "
+                    "FROM pg_stat_activity a JOIN pg_authid r ON r.oid = a.usesysid "
                     "WHERE a.datname LIKE 'acgs_verify_drill_%' AND a.query LIKE '%pg_sleep%'").fetchone()
         backend, role, *powers = wait_for("psql's session in pg_sleep", restoring, 60)
-        assert role.startswith("acgs_verify_drill_") and powers == [False, False, False, False]
+        # no superuser, createdb, createrole or bypassrls; the server was handed a SCRAM verifier, not the password
+        assert role.startswith("acgs_verify_drill_") and powers == [False, False, False, False, True]
     finally:
         with sandbox_admin(healthy_sandbox, "postgres") as admin:  # ends the restore now, however the test went
             admin.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE datname LIKE "

@@ -245,10 +245,13 @@ def _scratch_role(admin, admin_dsn: str, password: str | None, result: DrillResu
     from psycopg import sql
 
     role, role_password = result.database, secrets.token_hex(24)
+    try:  # the server gets (and a statement log shows) the SCRAM verifier, never the password itself
+        verifier = admin.pgconn.encrypt_password(role_password.encode(), role.encode(), b"scram-sha-256").decode()
+    except Exception:  # a server too old for SCRAM: libpq's own choice then
+        verifier = role_password
     try:
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
-                              "CONNECTION LIMIT 4 PASSWORD {}").format(sql.Identifier(role),
-                                                                                 sql.Literal(role_password)))
+                              "CONNECTION LIMIT 4 PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier)))
     except psycopg.errors.InsufficientPrivilege as exc:
         result.warnings.append(f"restored as the admin role {_user(admin)}, not a scratch role of least privilege: "
                                f"it may not create roles ({one_line(exc, hide)})")
