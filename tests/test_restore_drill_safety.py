@@ -86,7 +86,7 @@ def test_planted_meta_commands_run_nothing_and_fail_the_drill(healthy_sandbox, t
     assert "meta-command" in problems[0] or "backslash outside COPY data" in problems[0], problems
     assert "not run" in problems[0], problems
     if "refused by psql" not in problems[0]:  # our scan names the dump's line (the payload is at 20 to 24)
-        assert re.search(r"^line 2[0-4] of the dump", problems[0]), problems
+        assert re.search(r"^database.sql.gz: line 2[0-4] of the dump", problems[0]), problems
     assert leftovers(healthy_sandbox) == []
 
 
@@ -98,7 +98,7 @@ def test_first_line_shell_command_is_refused_plain_or_gzipped(healthy_sandbox, t
     dump = write(tmp_path / name, f"\\! id > {out}\n".encode() + pristine(healthy_sandbox))
     result = drill(healthy_sandbox, dump, restrict)
     assert not out.exists()
-    assert result.refused and result.refused.startswith("line 1 of the dump is a psql meta-command"), result
+    assert result.refused and result.refused.startswith(f"{name}: line 1 of the dump is a psql meta-command"), result
     assert f"'\\! id > {out}'; refused, not run" in result.refused
     assert result.dropped and leftovers(healthy_sandbox) == []
 
@@ -231,7 +231,8 @@ def test_bk07_fails_on_a_planted_meta_command_and_runs_nothing(healthy_sandbox, 
         res, summary = run(healthy_sandbox, tmp_path, *DRILL, "--", "-k", "BK")
         assert failed_ids(summary) == {("BK-07", "backups/latest")}, res.stdout[-3000:]
         message = next(c["message"] for c in summary["checks"] if c["id"] == "BK-07")
-        assert f"line 20 of the dump is a psql meta-command: '\\! touch {marker}'; refused, not run" in message
+        assert f"database.sql.gz: line 20 of the dump is a psql meta-command: '\\! touch {marker}'; refused, " \
+            "not run" in message, message
         assert not marker.exists()
     finally:
         _restore_pristine(healthy_sandbox, dump)

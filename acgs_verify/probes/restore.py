@@ -422,7 +422,7 @@ def _restore(tool: str, dump: Path, dump_format: str, conninfo: str, login: tupl
                     pass  # psql stopped at an error: its message says which
                 except Refused as exc:
                     proc.kill()  # not closing its input: psql would run the statement it holds
-                    result.refused = str(exc)
+                    result.refused = f"{dump.name}: {exc}"
             code = proc.wait()
         finally:
             timer.cancel()
