@@ -17,12 +17,17 @@ once it is older than LEFTOVER_AGE_SECONDS.
 The dump is untrusted (docs/security.md): what it says is restored, never run.
 - psql's input starts with `\restrict <random key>` where the client has it (pgbin.has_restrict): psql then refuses
   every meta-command (`\!`, `\o`, `\copy ... program`, backticks in arguments) and, with ON_ERROR_STOP, stops.
-  The dump's own `\restrict`/`\unrestrict` lines (pg_dump 17.6/16.10/15.14 and later write them) are left out.
+  The dump's own `\restrict`/`\unrestrict` lines (pg_dump 18, 17.6, 16.10, 15.14, 14.19, 13.22 and later write
+  them) are left out.
 - DumpFilter reads the plain dump as it is fed: a line starting with a backslash outside COPY data is refused
   before psql sees it (BK-07 fails naming the line); where the client lacks `\restrict`, every backslash outside
-  COPY data is refused, since psql would take one anywhere on a line as a command.
-- Least privilege: the admin credential only creates and drops a scratch role (LOGIN, random password, no
-  superuser, createdb, createrole, replication or bypassrls) and the scratch database it owns; psql or pg_restore
+  COPY data is refused, since psql would take one anywhere on a line as a command. That scan follows psql's lexer
+  (quotes, dollar quotes, comments) only as far as it must to find COPY data, and refuses where the two could
+  disagree; `\restrict` is the guarantee, the scan what an older client gets (a dump with a backslash in its
+  DDL, a regular expression say, then fails BK-07 until the client is upgraded: backups.pg_bindir).
+- Least privilege: the admin credential only creates and drops a scratch role (LOGIN, random password handed to
+  the server as a SCRAM verifier, no superuser, createdb, createrole, replication or bypassrls, no membership but
+  pg_database_owner of its database) and the scratch database it owns, CONNECT revoked from PUBLIC; psql or pg_restore
   runs as that role, into that database only. So statements pg_dump writes for another owner or grantor are left
   out, as `pg_restore --no-owner --no-privileges` does for custom dumps: `ALTER ... OWNER TO`, GRANT, REVOKE,
   ALTER DEFAULT PRIVILEGES, SET/RESET SESSION AUTHORIZATION, and COMMENT ON EXTENSION (the extension is not the
