@@ -60,3 +60,21 @@ def server_bindir() -> str:
             return bindir
     raise LookupError("PostgreSQL server binaries not found (initdb, pg_ctl, pg_basebackup); "
                       "install them: apt-get install postgresql")
+
+
+# psql learned \restrict in 18.0 and in the minor releases of August 2025 (CVE-2025-8714): 17.6, 16.10, 15.14,
+# 14.19, 13.22. Asked of the binary itself (`--help=commands`), so a backport a distribution made is seen too.
+_restrict_seen: dict[str, bool] = {}
+
+
+def has_restrict(psql: str) -> bool:
+    """Whether this psql has `\\restrict KEY` (every later meta-command refused): `has_restrict("/usr/bin/psql")`.
+    False when it does not say so within 10 s (then the caller must not trust its input to psql)."""
+    if psql not in _restrict_seen:
+        try:
+            out = subprocess.run([psql, "--help=commands"], capture_output=True, timeout=10, stdin=subprocess.DEVNULL,
+                                 env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"})
+            _restrict_seen[psql] = out.returncode == 0 and b"\\restrict" in out.stdout
+        except (OSError, subprocess.SubprocessError):
+            _restrict_seen[psql] = False
+    return _restrict_seen[psql]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from acgs_verify.check import runbook
+from acgs_verify.check import ProbeError, runbook
 from acgs_verify.probes.backups import (
     LINK,
     dump_status,
@@ -109,19 +109,27 @@ def test_dump_not_much_smaller(latest_backup, profile, thresholds, check):
 def test_restore_drill(latest_backup, profile, pg, pytestconfig, check):
     """gunzip -c /var/backups/acgs/20250701/database.sql.gz | psql (Recovery Procedures), into a scratch
     database the drill creates with the admin credential and always drops"""
-    from acgs_verify.probes.restore import drill_plan, drill_problems, live_counts, restore_drill
+    from acgs_verify.probes.restore import drill_plan, drill_problems, live_counts, live_extensions, restore_drill
 
     plan = drill_plan(profile, pytestconfig.getoption("acgs_gate"))
     if plan.skip:
         check.skip(plan.skip)
     _, latest, want = _latest(latest_backup, profile)
     b = profile.backups
+    try:  # the drill's admin creates them first: the scratch role it restores as may not
+        extensions = live_extensions(pg.get(plan.database))
+    except ProbeError as exc:
+        extensions = []
+        check.warn(f"the live database's extensions are unknown, the dump creates its own: {exc}")
     drill = restore_drill(plan.database.admin_dsn, plan.password, latest.path / want.dump, b.dump_format,
-                          b.restore_tables, b.restore_timeout_seconds, b.pg_bindir)
-    live = live_counts(pg.get(plan.database), b.restore_tables) if b.restore_count_tolerance_percent is not None else {}
+                          b.restore_tables, b.restore_timeout_seconds, b.pg_bindir, extensions)
+    live = live_counts(pg.get(plan.database), b.restore_tables) \
+        if b.restore_count_tolerance_percent is not None else {}
     problems = drill_problems(drill, live, b.restore_count_tolerance_percent)
     if drill.leftovers:
         check.warn(f"dropped drill databases left by an interrupted run: {', '.join(drill.leftovers)}")
+    for warning in drill.warnings:
+        check.warn(warning)
     rows = ", ".join(f"{t} {n} rows" for t, n in drill.counts.items())
     check.that(not problems, measured="; ".join(problems) or f"{latest.name}/{want.dump} restored into "
                f"{drill.database} in {drill.seconds:.1f} s: {rows}; dropped",

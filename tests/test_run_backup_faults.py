@@ -77,9 +77,11 @@ EVIDENCE = {
 
 
 def drill_databases(sandbox) -> list[str]:
+    """The drill's scratch databases and roles still on the sandbox's server."""
     with sandbox_admin(sandbox, "postgres") as admin:
         return [r[0] for r in admin.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'acgs_verify_drill_%'").fetchall()]
+            "SELECT datname FROM pg_database WHERE datname LIKE 'acgs_verify_drill_%' UNION ALL "
+            "SELECT rolname FROM pg_roles WHERE rolname LIKE 'acgs_verify_drill_%'").fetchall()]
 
 
 def test_healthy_run_restores_the_latest_dump_and_leaves_nothing(healthy_sandbox, tmp_path):

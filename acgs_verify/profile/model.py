@@ -401,7 +401,8 @@ class Database(_SecretRef):
     # DB-13: the pool size of each application that connects (pg_stat_activity.application_name -> most
     # connections it may hold, e.g. {acgs-auth-service: 20}); applications not named here are counted, not judged
     pools: dict[str, int] = {}
-    # credential (DSN + secret) allowed to CREATE DATABASE, for the opt-in restore drill only
+    # credential (DSN + secret) allowed to CREATE DATABASE (and CREATE ROLE: the restore then runs as a scratch
+    # role of least privilege), for the opt-in restore drill only
     admin_dsn: PostgresUrl | None = None
     admin_password_env: str | None = None
     admin_password_file: str | None = None
