@@ -191,6 +191,7 @@ def test_junit_meets_jenkins_junit_10_for_a_healthy_and_a_failing_run(faulted_ru
         assert int(suite.get("skipped")) == summary["totals"]["skipped"] + summary["totals"]["waived"]
         assert "properties" not in {child.tag for tc in cases for child in tc}
         assert all(tc.find("system-out").text.startswith("runbook_id: ") for tc in cases)
+        assert "acgs_verify/" not in junit.read_text()  # no internal path (pytest's skip messages carried them)
     assert summary["exit_code"] == 2 and ET.parse(healthy[0] / "junit.xml").getroot().get("failures") == "0"
     failed = [tc for tc in cases if tc.find("failure") is not None]
     assert {tc.get("name").split()[0] for tc in failed} == {"SVC-02", "SVC-08"}

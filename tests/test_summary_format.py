@@ -155,3 +155,16 @@ def test_a_summary_without_a_required_field_is_refused_naming_it(field, tmp_path
     d = shard_dir(tmp_path, "r1", lambda data: data.pop(field))
     res = run_cli("report", str(d), "--report-dir", str(tmp_path))
     assert res.returncode == 3 and f"required field {field!r} missing" in res.stderr, res.stderr
+
+
+def test_the_check_on_every_run_catches_a_summary_that_breaks_the_schema(tmp_path):
+    from tests.summary_schema import assert_written_summaries_valid, summaries
+
+    before = summaries(tmp_path)
+    write_all(run([check("SVC-01")]), tmp_path / "r1")
+    assert_written_summaries_valid(tmp_path, before)  # a run as the model writes it
+    data = json.loads((tmp_path / "r1" / "summary.json").read_text())
+    data["checks"][0]["outcome"] = "crashed"
+    (tmp_path / "r1" / "summary.json").write_text(json.dumps(data))
+    with pytest.raises(AssertionError, match="r1/summary.json does not meet summary.schema.json"):
+        assert_written_summaries_valid(tmp_path, before)
