@@ -133,7 +133,8 @@ class Sections(MutableMapping):
         setattr(self._result, key, value)
 
     def __delitem__(self, key: str) -> None:
-        self[key]  # noqa: B018 -- KeyError when not set, as a dict
+        if key not in self:
+            raise KeyError(key)
         setattr(self._result, key, None)
 
     def __iter__(self) -> Iterator[str]:
