@@ -165,7 +165,7 @@ class ResultCollector:
     def pytest_keyboard_interrupt(self, excinfo) -> None:
         self.interrupted = True
 
-    @pytest.hookimpl(trylast=True)  # after junitxml has written junit.xml, which _mark_interrupted corrects
+    @pytest.hookimpl(trylast=True)  # after junitxml has written junit.xml, which _write_junit replaces
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         profile = self.config.stash.get(PROFILE_KEY, None)
         secrets = self._secrets()
@@ -191,7 +191,7 @@ class ResultCollector:
             notes=_profile_notes(profile) if profile else [],
         )
         _apply_run_options(run_options(self.config), self.result)
-        self._mark_interrupted()
+        self._write_junit()
         if self._same_as_run():
             if exitstatus == 5 or not self.result.checks:
                 self.result.notes.append("no checks were collected: check the gate, -k and -m filters")
@@ -211,18 +211,18 @@ class ResultCollector:
                           "outcome. Next: run it again"
             res.measured = res.expected = res.value = None
 
-    def _mark_interrupted(self) -> None:
-        """junit.xml (written by pytest's junitxml plugin) with each interrupted check as an error saying so."""
+    def _write_junit(self) -> None:
+        """junit.xml where pytest's junitxml plugin wrote it (--junitxml): ours, from the result, as `run` writes it
+        (a run directory's copy is written again with the gate's verdict when the run finishes)."""
         xmlpath = self.config.getoption("xmlpath", None)
-        cut = self._cut_off()
-        if xmlpath and cut:
-            from acgs_verify.report.junit import mark_interrupted
+        if xmlpath and self._same_as_run():
+            from acgs_verify.report.junit import write_junit
 
             path = Path(os.path.expanduser(os.path.expandvars(xmlpath))).absolute()  # as junitxml resolves it
             try:
-                mark_interrupted(path, cut, self.config.getoption("junitprefix", None))
-            except (OSError, SyntaxError) as exc:  # xml's ParseError is a SyntaxError; the run's verdict stands
-                self.result.notes.append(f"{path}: the interrupted checks could not be marked in it: {one_line(exc)}")
+                write_junit(self.result, path)
+            except OSError as exc:  # the run's verdict stands
+                self.result.notes.append(f"{path}: junit.xml could not be written: {one_line(exc)}")
 
     def _same_as_run(self) -> bool:
         """Plain pytest over the checks ends as acgs-verify run does; the suite's own tests are left alone."""

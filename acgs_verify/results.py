@@ -6,7 +6,8 @@ Writers (JSON, HTML, Markdown, Prometheus, the terminal line) read a RunResult o
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, MutableMapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from acgs_verify.redact import cut, printable
@@ -19,6 +20,19 @@ FAILED_OUTCOMES = ("failed", "error")
 # a check the run stopped (SIGINT, SIGTERM) after it started and before its test body ended: it has no verdict, so
 # it is neither passed nor failed anywhere (totals, compliance, metrics), and the run it is in cannot be OK
 INTERRUPTED = "interrupted"
+
+# summary.json's format (docs/summary.schema.json, shipped as acgs_verify/schemas/summary.schema.json). A minor
+# version adds optional fields, which readers of the same major ignore; a major version changes what a field means
+# or removes one, and a reader of an older major refuses the file.
+SCHEMA_VERSION = "1.0"
+SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
+# what a summary.json must hold to be read at all; every other field has a default that fills it
+REQUIRED_RUN = ("run_id", "profile", "gate", "started", "checks")
+REQUIRED_CHECK = ("nodeid", "id", "section", "severity", "title", "target", "outcome")
+
+
+class SummaryFormatError(ValueError):
+    """A summary.json this acgs-verify cannot read: a newer major version, or a required field missing."""
 
 
 @dataclass
@@ -68,6 +82,18 @@ class CheckResult:
         d["name"] = self.name
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "checks[]") -> CheckResult:
+        """A check of a summary.json: fields this version does not know (a newer minor's) are ignored, missing
+        optional ones take their defaults, a missing required one is a SummaryFormatError naming it."""
+        if not isinstance(d, dict):
+            raise SummaryFormatError(f"{where}: not an object")
+        missing = [k for k in REQUIRED_CHECK if k not in d]
+        if missing:
+            raise SummaryFormatError(f"{where}: required field {missing[0]!r} missing")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
 
 def shortened(message: str, limit: int) -> str:
     """message cut to `limit` characters, from what was found rather than from its next step, which is the part
@@ -86,6 +112,41 @@ def shortened(message: str, limit: int) -> str:
     return cut(message, limit - 3) + "..."
 
 
+# The optional sections of a run, each a typed field of RunResult and a property of summary.json (absent when unset):
+SECTIONS = ("trend", "shard", "merged", "wait", "log_window_since", "state", "comparison", "escalation",
+            "availability", "evidence")
+
+
+class Sections(MutableMapping):
+    """`result.extra`: RunResult's optional sections by name, as the writers and gates have always reached them
+    (`result.extra["trend"] = ...`). Only SECTIONS can be set: a field summary.json's schema does not describe is a
+    KeyError here, not a loose key in a published file."""
+
+    def __init__(self, result: RunResult):
+        self._result = result
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in SECTIONS or getattr(self._result, key) is None:
+            raise KeyError(key)
+        return getattr(self._result, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in SECTIONS:
+            raise KeyError(f"{key!r} is not a section of the result model (results.SECTIONS, summary.schema.json)")
+        setattr(self._result, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        setattr(self._result, key, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k in SECTIONS if getattr(self._result, k) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 @dataclass
 class RunResult:
     run_id: str
@@ -97,11 +158,26 @@ class RunResult:
     checks: list[CheckResult] = field(default_factory=list)
     complete: bool = True
     notes: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
     # gate rules broken beyond failed checks (a table vanished since the snapshot): each makes the run CRITICAL
     gate_failures: list[str] = field(default_factory=list)
     # how many checks the run set out to run (collected and selected); more than len(checks) when interrupted
     planned: int | None = None
+    # the optional sections (SECTIONS), set by the gate, the shards, --wait and --since when a run has them
+    trend: list[dict] | None = None  # this profile's recent runs and this one: run_id, gate, started, exit_code, rate
+    shard: dict | None = None  # run --shard K/N: {index, count, group}
+    merged: dict | None = None  # acgs-verify merge: {group, count, missing, shards: [{index, run_id, exit_code}]}
+    wait: dict | None = None  # run --wait: {seconds, attempts, recovered, still_failing}
+    log_window_since: str | None = None  # log checks read lines since this time (ISO 8601)
+    state: dict | None = None  # maintenance gates: {tables, redis, errors} the snapshot keeps
+    comparison: dict | None = None  # post-maintenance/rollback: the comparison with the snapshot (report/diff.py)
+    escalation: dict | None = None  # who to notify for the highest failed severity (escalation.py)
+    availability: dict | None = None  # MON-02's {target_percent, window_days, min_runs}
+    evidence: dict | None = None  # security-incident: the logs copied (evidence.py: preserve)
+
+    @property
+    def extra(self) -> Sections:
+        """The optional sections by name: `result.extra["escalation"]` is `result.escalation`."""
+        return Sections(self)
 
     @property
     def failed(self) -> list[CheckResult]:
@@ -206,6 +282,7 @@ class RunResult:
 
     def as_dict(self) -> dict:
         return {
+            "schema_version": SCHEMA_VERSION,
             "run_id": self.run_id,
             "profile": self.profile,
             "gate": self.gate,
@@ -222,22 +299,33 @@ class RunResult:
             "hosts": self.hosts,
             "notes": self.notes,
             "gate_failures": self.gate_failures,
-            **self.extra,
+            **{k: getattr(self, k) for k in SECTIONS if getattr(self, k) is not None},
             "checks": [c.as_dict() for c in self.checks],
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> RunResult:
-        checks = []
-        for c in d.get("checks", []):
-            c = {k: v for k, v in c.items() if k != "name"}
-            checks.append(CheckResult(**c))
-        known = {"run_id", "profile", "gate", "started", "duration", "constitutional_hash", "complete", "notes",
-                 "gate_failures", "planned"}
-        extra = {k: v for k, v in d.items() if k not in known | {"checks", "exit_code", "summary", "totals",
-                                                                  "failed_by_severity", "compliance_rate",
-                                                                  "hosts"}}
-        return cls(checks=checks, extra=extra, **{k: d[k] for k in known if k in d})
+        """A RunResult from summary.json of this major version or an older one (a file without schema_version is
+        1.0): unknown fields are ignored, missing optional ones filled, a newer major refused with
+        SummaryFormatError, one line."""
+        if not isinstance(d, dict):
+            raise SummaryFormatError("not a JSON object")
+        version = d.get("schema_version", "1.0")
+        try:
+            major = int(str(version).split(".")[0])
+        except ValueError:
+            raise SummaryFormatError(f"schema_version {version!r} is not MAJOR.MINOR") from None
+        if major > SCHEMA_MAJOR:
+            raise SummaryFormatError(f"schema_version {version} is newer than this acgs-verify reads "
+                                     f"({SCHEMA_MAJOR}.x): upgrade acgs-verify to read it")
+        missing = [k for k in REQUIRED_RUN if k not in d]
+        if missing:
+            raise SummaryFormatError(f"required field {missing[0]!r} missing")
+        if not isinstance(d["checks"], list):
+            raise SummaryFormatError("checks: not a list")
+        checks = [CheckResult.from_dict(c, f"checks[{i}]") for i, c in enumerate(d["checks"])]
+        known = {f.name for f in fields(cls)} - {"checks"}  # computed ones (totals, hosts, ...) are not fields
+        return cls(checks=checks, **{k: v for k, v in d.items() if k in known})
 
 
 def in_catalog_order(checks) -> list:

@@ -34,9 +34,15 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
     """acgs-verify as a user runs it: a separate process, its exit code, stdout and stderr."""
     import os
 
+    from tests.summary_schema import assert_written_summaries_valid, report_dir_of, summaries
+
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "acgs_verify.cli", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd or REPO, timeout=timeout)
+    report_dir = report_dir_of(args, cwd or REPO)
+    before = summaries(report_dir) if report_dir else {}
+    res = subprocess.run([sys.executable, "-m", "acgs_verify.cli", *args], capture_output=True, text=True,
+                         env=full_env, cwd=cwd or REPO, timeout=timeout)
+    assert_written_summaries_valid(report_dir, before)  # every summary.json a run writes meets the shipped schema
+    return res
 
 
 def profile_error(*args, **kw) -> str:

@@ -11,12 +11,12 @@ import xml.etree.ElementTree as ET
 from acgs_verify.report.allure import write_results
 from acgs_verify.report.diff import compare
 from acgs_verify.report.html import render_html
-from acgs_verify.report.junit import mark_interrupted
+from acgs_verify.report.junit import write_junit
 from acgs_verify.report.markdown import render_markdown
 from acgs_verify.report.prometheus import check_success, render_metrics
 from acgs_verify.report.snapshot import snapshot_of
 from acgs_verify.results import RunResult
-from tests.conftest import REPO
+from tests.junit10 import junit10_violations
 from tests.test_reports_say_it_once import check, run
 
 CUT = "SVC-01 x@app-1: interrupted: the run was stopped (SIGINT/SIGTERM) before this check finished; it has no " \
@@ -83,33 +83,20 @@ def test_diff_takes_an_interrupted_check_for_not_run_now_and_no_service_for_vani
     assert compare(before, gone).vanished_services == ["auth@app-1"]  # a failed health check still vanishes
 
 
-# what pytest's junitxml writes for a test whose setup passed and whose body SIGINT cut off (pytest 9)
-PYTEST_JUNIT = ('<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests"><testsuite name="acgs-verify"'
-                ' errors="0" failures="0" skipped="0" tests="1" time="0.3" timestamp="2026-01-01T00:00:00" '
-                'hostname="vm"><testcase classname="checks.x" name="t_SVC-01[auth@app-1]-1" time="0.001" />'
-                '<testcase time="0.000" /></testsuite></testsuites>')
-
-
 def test_junit_gets_a_named_error_for_the_cut_off_check_instead_of_a_nameless_case(tmp_path):
-    import xmlschema
-
+    # pytest's junitxml leaves `<testcase time="0.000" />` for a body SIGINT cut off: junit.xml is ours instead
     path = tmp_path / "junit.xml"
-    path.write_text(PYTEST_JUNIT)
-    schema = xmlschema.XMLSchema(str(REPO / "tests" / "data" / "junit-jenkins.xsd"))
-    assert not schema.is_valid(str(path))  # pytest's own file: a case with no name
-    c = cut_off()
-    c.nodeid = "checks/x.py::t_SVC-01[x@app-1]-2"
-    mark_interrupted(path, [c])
-    schema.validate(str(path))
+    write_junit(run([check("SVC-01", n=1), cut_off()], complete=False, planned=3), path)
+    assert junit10_violations(path) == []
     suite = ET.parse(path).getroot().find("testsuite")
     cases = suite.findall("testcase")
     assert [(tc.get("classname"), tc.get("name")) for tc in cases] == [
-        ("checks.x", "t_SVC-01[auth@app-1]-1"), ("checks.x", "t_SVC-01[x@app-1]-2")]
+        ("Service health", "SVC-01 auth@app-1: SVC-01 title"), ("Service health", "SVC-01 x@app-1: SVC-01 title")]
     error = cases[1].find("error")
     assert error.get("message") == CUT and error.get("type") == "interrupted"
     assert (suite.get("tests"), suite.get("errors"), suite.get("failures")) == ("2", "1", "0")
-    props = {p.get("name"): p.get("value") for p in cases[1].iter("property")}
-    assert props["runbook_id"] == "SVC-01" and props["target"] == "x@app-1" and props["outcome"] == "interrupted"
+    out = cases[1].find("system-out").text
+    assert "runbook_id: SVC-01\n" in out and "target: x@app-1\n" in out and "outcome: interrupted\n" in out
 
 
 def test_wait_stops_and_leaves_the_run_incomplete_when_a_retry_is_cut_off():

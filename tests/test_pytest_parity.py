@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,7 +54,7 @@ def test_same_exit_code_last_line_and_reports_as_run(tmp_path):
     profile.write_text(PROFILE)
     before = sorted(p.name for p in (REPO / "reports").iterdir()) if (REPO / "reports").is_dir() else []
     run = run_cli("run", "--profile", str(profile), "--report-dir", str(tmp_path / "run"), "--", "-k", "TLS-01")
-    plain = plain_pytest("--profile", str(profile), "-k", "TLS-01")
+    plain = plain_pytest("--profile", str(profile), "-k", "TLS-01", "--junitxml", str(tmp_path / "plain.xml"))
     assert run.returncode == plain.returncode == 2, plain.stdout[-3000:]
     assert verdict(plain.stdout.strip().splitlines()[-1]) == verdict(run.stdout.strip().splitlines()[-1])
     assert plain.stdout.strip().splitlines()[-1].startswith("ACGS CRITICAL - 1 of 1 checks failed (P1: 1)")
@@ -72,6 +73,22 @@ def test_same_exit_code_last_line_and_reports_as_run(tmp_path):
     assert out[-3].startswith(f"reports: {reports / run_dir.name}/") and out[-1].startswith("ACGS CRITICAL")
     assert out[-2] == "ESCALATION P1: notify Level 1 on-call engineer within 1 hour"  # as acgs-verify run says it
     assert not list(reports.glob(".partial-*"))
+    # the same junit.xml as run's: our names, outcomes and counts, not pytest's xunit1
+    assert junit_cases(run_dir / "junit.xml") == junit_cases(tmp_path / "run" / "latest" / "junit.xml")
+    assert junit_cases(run_dir / "junit.xml")[0][:3] == ("Certificates", "TLS-01", "failure")
+    assert junit_cases(tmp_path / "plain.xml") == junit_cases(run_dir / "junit.xml")  # --junitxml alone: ours too
+
+
+def junit_cases(path: Path) -> list[tuple]:
+    """Each case of a junit.xml as (classname, runbook ID, verdict element, its type, its message)."""
+    import xml.etree.ElementTree as ET
+
+    out = []
+    for tc in ET.parse(path).iter("testcase"):
+        found = [c for c in tc if c.tag in ("failure", "error", "skipped")] or [tc]
+        out.append((tc.get("classname"), tc.get("name").split()[0], found[0].tag, found[0].get("type"),
+                    found[0].get("message")))
+    return out
 
 
 def test_nothing_collected_is_exit_3(tmp_path):

@@ -1,5 +1,5 @@
 """Every report of a real run, read by its consumer's own parser: Chromium for report.html, prometheus_client
-for metrics.prom, a JUnit schema for junit.xml, JSON/properties readers for Allure, and `acgs-verify report`."""
+for metrics.prom, junit-10.xsd's rules for junit.xml, JSON/properties readers for Allure, and `acgs-verify report`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, SHARED_MACHINE, run_cli
+from tests.conftest import SHARED_MACHINE, run_cli
 from tests.waiting import wait_for
 
 FAULT = "wrong-hash:governance-synthesis"  # SVC-02 and SVC-08 fail; SVC-02 attaches the health body as evidence
@@ -172,22 +172,31 @@ def test_metrics_file_parses_with_prometheus_client(faulted_run):
     assert families["acgs_verify_last_run_timestamp_seconds"].samples[0].value > 1.7e9
 
 
-def test_junit_validates_against_the_jenkins_schema_and_carries_check_properties(faulted_run):
+def test_junit_meets_jenkins_junit_10_for_a_healthy_and_a_failing_run(faulted_run):
     import xml.etree.ElementTree as ET
 
-    import xmlschema
+    from tests.junit10 import junit10_violations
 
-    schema = xmlschema.XMLSchema(str(REPO / "tests" / "data" / "junit-jenkins.xsd"))
-    schema.validate(str(faulted_run / "junit.xml"))
-    cases = list(ET.parse(faulted_run / "junit.xml").iter("testcase"))
-    summary = json.loads((faulted_run / "summary.json").read_text())
-    assert len(cases) == len(summary["checks"])
-    for tc in cases:
-        props = {p.get("name"): p.get("value") for p in tc.iter("property")}
-        assert {"runbook_id", "severity", "section", "target"} <= set(props), tc.get("name")
+    healthy = [d for d in faulted_run.parent.iterdir() if d.is_dir() and not d.is_symlink() and d != faulted_run]
+    assert len(healthy) == 1  # the fixture's smoke run
+    for run_dir in (healthy[0], faulted_run):
+        junit = run_dir / "junit.xml"
+        assert junit10_violations(junit) == [], run_dir.name
+        summary = json.loads((run_dir / "summary.json").read_text())
+        suite = ET.parse(junit).getroot().find("testsuite")
+        cases = list(suite.iter("testcase"))
+        assert [tc.get("name").split(" ", 2)[:2] for tc in cases] == [[c["id"], f"{c['target']}:"]
+                                                                        for c in summary["checks"]]
+        assert int(suite.get("failures")) + int(suite.get("errors")) == summary["totals"]["failed"]
+        assert int(suite.get("skipped")) == summary["totals"]["skipped"] + summary["totals"]["waived"]
+        assert "properties" not in {child.tag for tc in cases for child in tc}
+        assert all(tc.find("system-out").text.startswith("runbook_id: ") for tc in cases)
+        assert "acgs_verify/" not in junit.read_text()  # no internal path (pytest's skip messages carried them)
+    assert summary["exit_code"] == 2 and ET.parse(healthy[0] / "junit.xml").getroot().get("failures") == "0"
     failed = [tc for tc in cases if tc.find("failure") is not None]
-    assert {dict((p.get("name"), p.get("value")) for p in tc.iter("property"))["runbook_id"] for tc in failed} == \
-        {"SVC-02", "SVC-08"}
+    assert {tc.get("name").split()[0] for tc in failed} == {"SVC-02", "SVC-08"}
+    assert all(tc.get("name").startswith(("SVC-02 governance-synthesis@app-1: ", "SVC-08 governance-synthesis@app-1: "))
+               and tc.get("classname") == "Service health" for tc in failed)
 
 
 def test_allure_results_carry_labels_evidence_environment_and_categories(faulted_run):

@@ -1,9 +1,8 @@
 """Report writers. Each reads a RunResult (or summary.json) and writes one file; none reaches into pytest.
 
-WRITERS maps a file name in the run directory to the function that writes it. junit.xml is written by
-pytest's own junitxml plugin during the run (with each case's ID, severity and section as properties);
-reports/history.jsonl is appended once the run is complete
-(report/history.py).
+WRITERS maps a file name in the run directory to the function that writes it. junit.xml is ours too
+(report/junit.py), from the result model: it replaces what pytest's junitxml plugin wrote during the run, so its names,
+counts and outcomes are the run's. reports/history.jsonl is appended once the run is complete (report/history.py).
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from acgs_verify.report.allure import ALLURE_DIR, write_categories, write_environment, write_results
 from acgs_verify.report.html import write_html
+from acgs_verify.report.junit import write_junit
 from acgs_verify.report.markdown import write_markdown
 from acgs_verify.report.prometheus import write_metrics
 from acgs_verify.report.summary import write_summary
@@ -22,6 +22,7 @@ from acgs_verify.results import RunResult
 
 WRITERS: dict[str, Callable[[RunResult, Path], None]] = {
     "summary.json": write_summary,
+    "junit.xml": write_junit,
     "report.html": write_html,
     "report.md": write_markdown,
     "metrics.prom": write_metrics,

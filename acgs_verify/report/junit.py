@@ -1,11 +1,21 @@
-"""junit.xml as pytest's junitxml plugin wrote it, corrected for the checks a run stopped mid-way.
+"""junit.xml from the result model, in the shape Jenkins' xunit plugin (its junit-10.xsd), GitLab and GitHub read.
 
-    >>> mark_interrupted(Path("junit.xml"), [c for c in result.checks if c.outcome == "interrupted"])
+    >>> write_junit(result, Path("junit.xml"))
 
-pytest opens a test case when a test's setup has passed and names it when the test body reports; a body cut off by
-SIGINT or SIGTERM never reports, which leaves `<testcase time="0.000" />`: no name, no outcome, read as a pass by
-every CI. (Under xdist the case of a worker killed by the interruption says "failed on setup with ... crashed".)
-Here each such check becomes a named case with an `<error>` saying it was interrupted, and the counts follow.
+One `<testsuite name="acgs-verify">` holds a case per check, in catalog order: the case's name is the runbook ID,
+target and title (`SVC-01 auth@app-1: health endpoint answers 2xx`), its classname the runbook section (`Service
+health`), so a CI's test view shows every check by its ID whether it passed or not. Its outcome:
+- failed: `<failure>`; error (could not measure): `<error>`; interrupted: `<error type="interrupted">`;
+- skipped: `<skipped>` with the reason; a waived failure or error: `<skipped type="waived">` with the waiver's
+  reason, owner and expiry (a CI paints it neither red nor green, as the last line counts it: waived).
+The suite's counts are the last line's: failures + errors of type failed/error = its failed; skipped = its skipped
++ waived. The gate's own failures (a shard missing, a table vanished since the snapshot) are failing cases of a
+second suite, `acgs-verify gate`, so a closed gate is red in CI too without changing the checks' counts.
+
+junit-10.xsd allows a testcase only name, classname, time and group, and as children only
+skipped/error/failure/system-out/system-err (and reruns): what pytest's xunit1 puts on a case (file, line,
+`<properties>`) it rejects. Each case's severity, target, host, measurement and next step go to its `<system-out>`,
+which every reader shows; run-level facts are the suite's `<properties>`, which the schema allows there.
 """
 
 from __future__ import annotations
@@ -14,67 +24,109 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from acgs_verify.results import CheckResult
+from acgs_verify.results import FAILED_OUTCOMES, INTERRUPTED, CheckResult, RunResult, in_catalog_order
 
+SUITE = "acgs-verify"
+GATE_SUITE = "acgs-verify gate"
 # characters XML 1.0 cannot hold at all, even escaped (ElementTree would write them and break the file)
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-PROPERTIES = ("runbook_id", "severity", "section", "target", "host")  # as the plugin records them on each case
 
 
-def case_address(nodeid: str, prefix: str | None = None) -> tuple[str, str]:
-    """(classname, name) as pytest's junitxml names a test:
-    case_address("checks/test_services.py::test_latency[auth@app-1]") -> ("checks.test_services",
-    "test_latency[auth@app-1]"). Parameters are kept whole (a target id may hold `/` or `::`)."""
-    head, bracket, params = nodeid.partition("[")
-    names = head.split("::")
-    names[0] = names[0].removesuffix(".py").replace("/", ".")
-    names[-1] += bracket + params
-    classnames = ([prefix] if prefix else []) + names[:-1]
-    return ".".join(classnames), names[-1]
+def case_name(c: CheckResult) -> str:
+    """`SVC-01 auth@app-1: health endpoint answers 2xx`: what a CI lists, starting with the runbook ID."""
+    return f"{c.id} {c.target}: {c.title}"
 
 
-def mark_interrupted(path: Path, checks: list[CheckResult], prefix: str | None = None) -> None:
-    """Rewrite junit.xml at `path` (if there is one) so that each of `checks` (interrupted) is one named test case
-    with an `<error>`, without the nameless cases pytest left for them; the suites' counts are recounted."""
+def case_classname(c: CheckResult) -> str:
+    """The runbook section (`Service health`); no dots, which Jenkins would read as packages."""
+    from acgs_verify.catalog import SECTIONS
+
+    return SECTIONS.get(c.section, c.section).replace(".", " ")
+
+
+def write_junit(result: RunResult, path: Path) -> None:
     from acgs_verify.report import atomic_write
 
-    if not checks or not path.is_file():
-        return
-    tree = ET.parse(path)
-    root = tree.getroot()
-    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
-    if not suites:
-        return
-    cases = {case_address(c.nodeid, prefix): c for c in checks}
-    for suite in suites:
-        for tc in list(suite.findall("testcase")):
-            if tc.get("name") is None or (tc.get("classname"), tc.get("name")) in cases:
-                suite.remove(tc)
-    home = suites[0]
-    after = home.find("system-out") if home.find("system-out") is not None else home.find("system-err")
-    at = list(home).index(after) if after is not None else len(home)  # the schema wants cases before system-out
-    for i, ((classname, name), c) in enumerate(cases.items()):
-        home.insert(at + i, _case(classname, name, c))
-    for suite in suites:
-        found = suite.findall("testcase")
-        suite.set("tests", str(len(found)))
-        for tag, attr in (("failure", "failures"), ("error", "errors"), ("skipped", "skipped")):
-            suite.set(attr, str(sum(1 for tc in found if tc.find(tag) is not None)))
+    root = ET.Element("testsuites", {"name": SUITE})
+    suites = [_suite(result), *([_gate_suite(result)] if result.gate_failures else [])]
+    root.extend(suites)
+    for attr in ("tests", "failures", "errors"):
+        root.set(attr, str(sum(int(s.get(attr)) for s in suites)))
+    root.set("time", _seconds(result.duration))
+    ET.indent(root)
     atomic_write(path, ET.tostring(root, encoding="utf-8", xml_declaration=True))
+
+
+def _suite(result: RunResult) -> ET.Element:
+    checks = in_catalog_order(result.checks)
+    suite = ET.Element("testsuite", {
+        "name": SUITE,
+        "tests": str(len(checks)),
+        "failures": str(sum(1 for c in checks if c.failed and c.outcome == "failed")),
+        "errors": str(sum(1 for c in checks if (c.failed and c.outcome != "failed") or c.outcome == INTERRUPTED)),
+        "skipped": str(sum(1 for c in checks if c.outcome == "skipped" or _waived(c))),
+        "time": _seconds(result.duration),
+        "timestamp": _xml(result.started),
+    })
+    props = ET.SubElement(suite, "properties")
+    for name, value in (("run_id", result.run_id), ("profile", result.profile), ("gate", result.gate),
+                        ("constitutional_hash", result.constitutional_hash), ("exit_code", result.exit_code),
+                        ("summary", result.summary_line())):
+        ET.SubElement(props, "property", {"name": name, "value": _xml(value)})
+    for c in checks:
+        suite.append(_case(c))
+    if result.notes:
+        ET.SubElement(suite, "system-out").text = _xml("\n".join(result.notes))
+    return suite
+
+
+def _gate_suite(result: RunResult) -> ET.Element:
+    suite = ET.Element("testsuite", {"name": GATE_SUITE, "tests": str(len(result.gate_failures)),
+                                     "failures": str(len(result.gate_failures)), "errors": "0", "skipped": "0",
+                                     "timestamp": _xml(result.started)})
+    for text in result.gate_failures:
+        case = ET.SubElement(suite, "testcase", {"classname": "Gate", "name": _xml(f"gate {result.gate}: {text}")})
+        ET.SubElement(case, "failure", {"type": "gate", "message": _xml(text)}).text = _xml(text)
+    return suite
+
+
+def _case(c: CheckResult) -> ET.Element:
+    case = ET.Element("testcase", {"classname": _xml(case_classname(c)), "name": _xml(case_name(c)),
+                                   "time": _seconds(c.duration)})
+    message = _xml(c.message or f"{c.id} {c.target}: {c.outcome}")
+    if _waived(c):
+        w = c.waived or {}
+        why = f"waived ({c.outcome}): {w.get('reason', '')} (owner {w.get('owner', '?')}, " \
+              f"expires {w.get('expires', '?')})"
+        ET.SubElement(case, "skipped", {"type": "waived", "message": _xml(why)}).text = message
+    elif c.outcome == "failed":
+        ET.SubElement(case, "failure", {"type": "failed", "message": message}).text = message
+    elif c.outcome == INTERRUPTED:
+        ET.SubElement(case, "error", {"type": "interrupted", "message": message}).text = message
+    elif c.outcome in FAILED_OUTCOMES:  # error: the check could not measure
+        ET.SubElement(case, "error", {"type": c.outcome, "message": message}).text = message
+    elif c.outcome == "skipped":
+        ET.SubElement(case, "skipped", {"type": "skipped", "message": message}).text = message
+    ET.SubElement(case, "system-out").text = _xml(_details(c))
+    return case
+
+
+def _waived(c: CheckResult) -> bool:
+    return bool(c.waived) and c.outcome in FAILED_OUTCOMES
+
+
+def _details(c: CheckResult) -> str:
+    """What pytest's xunit1 kept as a case's properties, and what was measured, as `key: value` lines."""
+    lines = [("runbook_id", c.id), ("severity", c.severity), ("section", c.section), ("target", c.target),
+             ("host", c.host), ("outcome", "waived" if _waived(c) else c.outcome), ("measured", c.measured),
+             ("expected", c.expected), ("warning", c.warning), ("next_step", c.next_step),
+             ("attempts", c.attempts if c.attempts > 1 else None)]
+    return "\n".join(f"{k}: {v}" for k, v in lines if v not in (None, "")) + "\n"
+
+
+def _seconds(value: float) -> str:
+    return f"{max(float(value or 0), 0.0):.3f}"  # junit-10.xsd's SUREFIRE_TIME: digits, a dot, digits
 
 
 def _xml(text) -> str:
     return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
-
-
-def _case(classname: str, name: str, c: CheckResult) -> ET.Element:
-    case = ET.Element("testcase", {"classname": _xml(classname), "name": _xml(name), "time": f"{c.duration:.3f}"})
-    props = ET.SubElement(case, "properties")
-    for key in PROPERTIES:
-        value = getattr(c, "id" if key == "runbook_id" else key)
-        if value is not None:
-            ET.SubElement(props, "property", {"name": key, "value": _xml(value)})
-    ET.SubElement(props, "property", {"name": "outcome", "value": c.outcome})
-    message = _xml(c.message or f"{c.name}: interrupted before it finished")
-    ET.SubElement(case, "error", {"type": "interrupted", "message": message}).text = message
-    return case
