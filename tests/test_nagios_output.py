@@ -183,3 +183,21 @@ def test_a_fleet_of_failures_is_cut_to_what_nagios_keeps():
     out = parse_plugin_output(text, 2)
     assert len(text.encode()) < 8192  # Nagios Core's MAX_PLUGIN_OUTPUT_LENGTH
     assert len(out.details) == 30 and out.details[-1].startswith("... and 471 more")
+
+
+def test_the_shipped_nagios_and_nrpe_commands_are_runs_in_nagios_format():
+    import shlex
+
+    from acgs_verify.cli import build_parser
+    from tests.conftest import REPO
+
+    found = []
+    for name in ("acgs-verify.cfg", "nrpe-acgs-verify.cfg"):
+        text = (REPO / "deploy" / "nagios" / name).read_text()
+        for line in re.findall(r"(?:command_line\s+|command\[\w+\]=)(\S*acgs-verify run .*)", text):
+            argv = shlex.split(line.replace("$ARG1$", "production").replace("$ARG2$", "smoke"))[1:]
+            args = build_parser().parse_args(argv)
+            assert args.command == "run" and args.format == "nagios", line
+            found.append(name)
+    assert sorted(set(found)) == ["acgs-verify.cfg", "nrpe-acgs-verify.cfg"]
+    assert "nagios/acgs-verify.cfg" in (REPO / "deploy" / "README.md").read_text()
