@@ -215,12 +215,13 @@ class ResultCollector:
         """junit.xml (written by pytest's junitxml plugin) with each interrupted check as an error saying so."""
         xmlpath = self.config.getoption("xmlpath", None)
         cut = self._cut_off()
-        if xmlpath and cut:
-            from acgs_verify.report.junit import mark_interrupted
+        if xmlpath and self.by_nodeid:
+            from acgs_verify.report.junit import drop_skip_locations, mark_interrupted
 
             path = Path(os.path.expanduser(os.path.expandvars(xmlpath))).absolute()  # as junitxml resolves it
             try:
                 mark_interrupted(path, cut, self.config.getoption("junitprefix", None))
+                drop_skip_locations(path)
             except (OSError, SyntaxError) as exc:  # xml's ParseError is a SyntaxError; the run's verdict stands
                 self.result.notes.append(f"{path}: the interrupted checks could not be marked in it: {one_line(exc)}")
 
