@@ -45,12 +45,14 @@ def clean(text: str) -> str:
 
 
 def perfdata(result: RunResult) -> str:
-    """`checks=48 passed=46 failed=2 failed_p0_p1=1;0;0 failed_p2_p3=1;0 ... compliance=95.83% duration=1.8s`"""
+    """`checks=48 passed=46 failed=2 errors=0 failed_p0_p1=1;0;0 failed_p2_p3=1;0 ... compliance=95.83% duration=2s`"""
     t = result.totals
     by_severity = result.failed_by_severity()
     blocking = sum(n for sev, n in by_severity.items() if sev in BLOCKING)
     values = [
         f"checks={t['checks']}", f"passed={t['passed']}", f"failed={t['failed']}",
+        # of the failed, those that could not measure (the `error` outcome): a target down, not one out of bounds
+        f"errors={sum(1 for c in result.failed if c.outcome == 'error')}",
         f"failed_p0_p1={blocking};0;0",  # any is CRITICAL (warn given too: the grammar has no crit without it)
         f"failed_p2_p3={t['failed'] - blocking};0",  # any is a WARNING; never CRITICAL on its own
         f"gate_failures={len(result.gate_failures)};0;0",
