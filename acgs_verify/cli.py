@@ -56,6 +56,8 @@ def number(option: str, low: float, high: float, kind: type = float):
     return parse
 
 
+FORMATS = ("text", "nagios")
+
 # options that name no help themselves (a subcommand's shared ones) get this
 DEFAULT_HELP = {
     "--json": "print JSON instead of a table",
@@ -106,6 +108,14 @@ def build_parser() -> _Parser:
     run.add_argument("--workers", default="auto", metavar="N|auto",
                      help=f"parallel worker processes (default auto: none below {AUTO_WORKERS_MIN_HOSTS} hosts or "
                           f"{AUTO_WORKERS_MIN_CORES} cores, else one per core; `-- -n N` wins)")
+    run.add_argument("--format", choices=FORMATS, default="text",
+                     help="text (default): pytest's progress, findings, then the summary line last; nagios: a "
+                          "Nagios/Icinga plugin's output on stdout (the status line first, one line per failed "
+                          "check, no |), everything else on stderr")
+    run.add_argument("--metrics-file", type=Path, default=None, metavar="PATH",
+                     help="also write the run's Prometheus metrics to PATH (atomically), whatever its end: a run "
+                          "that cannot run (exit 3) still sets acgs_verify_last_run_exit_code and its time; point it "
+                          "into node_exporter's --collector.textfile.directory")
     run.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments (-n 4, -k ..., -m ...)")
 
     rep = sub.add_parser("report", help="regenerate a run's reports from its summary.json")
@@ -164,12 +174,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str], program: bool) -> int:
     debug = "--debug" in argv[: argv.index("--")] if "--" in argv else "--debug" in argv
+    nagios = _nagios_wanted(argv)  # known before argparse, which may be what fails
+    args = None
     try:
         args = build_parser().parse_args(argv)
         args.program = program
         handler = {"run": cmd_run, "catalog": cmd_catalog, "sandbox": cmd_sandbox, "report": cmd_report,
                    "diff": cmd_diff, "discover": cmd_discover, "merge": cmd_merge}[args.command]
-        code = handler(args)
+        if nagios and args.command == "run":
+            with _stdout_to_stderr():
+                code = handler(args)
+            _write_stdout(_nagios_output(args))
+        else:
+            code = handler(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
         return code
     except BrokenPipeError:
@@ -180,8 +197,7 @@ def _main(argv: list[str], program: bool) -> int:
     except (UsageError, GateError) as exc:
         if debug:
             raise
-        print(f"acgs-verify: error: {exc}", file=sys.stderr)
-        return EXIT_UNKNOWN
+        return _could_not_run(f"acgs-verify: error: {exc}", argv, args, nagios)
     except Exception as exc:
         from acgs_verify.profile import ProfileError
         from acgs_verify.rundir import ReportDirError
@@ -189,16 +205,118 @@ def _main(argv: list[str], program: bool) -> int:
         from acgs_verify.waivers import WaiverError
 
         if isinstance(exc, ProfileError | SandboxError | ReportDirError | WaiverError) and not debug:
-            print(f"acgs-verify: error: {exc}", file=sys.stderr)
-            return EXIT_UNKNOWN
+            return _could_not_run(f"acgs-verify: error: {exc}", argv, args, nagios)
         if debug:
             raise
-        print(f"acgs-verify: internal error: {type(exc).__name__}: {one_line(exc)} (run with --debug for a traceback)",
-              file=sys.stderr)
-        return EXIT_UNKNOWN
+        return _could_not_run(f"acgs-verify: internal error: {type(exc).__name__}: {one_line(exc)} "
+                              "(run with --debug for a traceback)", argv, args, nagios)
     except KeyboardInterrupt:
-        print("acgs-verify: interrupted", file=sys.stderr)
-        return EXIT_UNKNOWN
+        return _could_not_run("acgs-verify: interrupted", argv, args, nagios)
+
+
+def _could_not_run(line: str, argv: list[str], args, nagios: bool) -> int:
+    """Exit 3 with one line on stderr; in nagios format an UNKNOWN status line on stdout too, and a run's
+    --metrics-file says it could not run (the last run's metrics would otherwise look fresh)."""
+    print(line, file=sys.stderr)
+    if nagios:
+        from acgs_verify.report.nagios import unknown_output
+
+        _write_stdout(unknown_output(line.removeprefix("acgs-verify: ").removeprefix("error: ")))
+    _write_run_metrics(_run_args(argv, args), None)
+    return EXIT_UNKNOWN
+
+
+def _nagios_wanted(argv: list[str]) -> bool:
+    """`run --format nagios` (or `--format=nagios`, or an abbreviation argparse would take) before any `--`."""
+    head = argv[: argv.index("--")] if "--" in argv else argv
+    for i, arg in enumerate(head):
+        flag, eq, value = arg.partition("=")
+        given = value if eq else (head[i + 1] if i + 1 < len(head) else "")
+        if len(flag) > 3 and "--format".startswith(flag) and given == "nagios":
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Whatever the run prints (pytest's progress and findings, the reports line, the summary line) goes to stderr,
+    at the file descriptor too (pytest's workers, children): in nagios format stdout holds the plugin output only."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _write_stdout(text: str) -> None:
+    """UTF-8 whatever the locale (Nagios and Icinga read UTF-8; the nagios output shows `|` as `¦`)."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        sys.stdout.write(text)
+    else:
+        sys.stdout.flush()
+        buffer.write(text.encode("utf-8", "backslashreplace"))
+    sys.stdout.flush()
+
+
+def _nagios_output(args) -> str:
+    from acgs_verify.report.nagios import render_nagios, unknown_output
+
+    result = getattr(args, "result", None)
+    return render_nagios(result) if result is not None else unknown_output(getattr(args, "unknown", "could not run"))
+
+
+def _run_args(argv: list[str], args):
+    """The parsed arguments of a `run` (what argparse could make of them when it refused them), else None."""
+    if args is not None:
+        return args if args.command == "run" else None
+    head = argv[: argv.index("--")] if "--" in argv else argv
+    if "run" not in head:
+        return None
+    lenient = _Parser(prog="acgs-verify run", add_help=False, allow_abbrev=False)
+    for flag in ("--profile", "--gate", "--metrics-file"):
+        lenient.add_argument(flag)
+    try:
+        found, _ = lenient.parse_known_args(head[head.index("run") + 1:])
+    except UsageError:
+        return None
+    found.command, found.gate = "run", found.gate or options.DEFAULT_GATE
+    return found
+
+
+def _profile_label(args) -> str:
+    """The profile's name as a run's metrics label it: its own once loaded, else as the loader names a profile
+    file (`profiles/production.yaml` and `production` -> 'production')."""
+    import re
+
+    if getattr(args, "profile_label", None):
+        return args.profile_label
+    stem = Path(str(args.profile or options.DEFAULT_PROFILE)).stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).lstrip(".-") or "profile"
+
+
+def _write_run_metrics(args, result) -> None:
+    """--metrics-file: the run's metrics (result None: it could not run, exit 3, now). One line on stderr if that
+    fails; the run's exit code stays its verdict's."""
+    path = getattr(args, "metrics_file", None) if args is not None else None
+    if not path:
+        return
+    from acgs_verify.report.prometheus import write_metrics, write_run_status
+
+    try:
+        if result is not None:
+            write_metrics(result, Path(path))
+        else:
+            write_run_status(Path(path), _profile_label(args), str(args.gate), EXIT_UNKNOWN)
+    except OSError as exc:
+        print(f"acgs-verify: error: --metrics-file {path}: not written ({exc.strerror or one_line(exc)})",
+              file=sys.stderr)
 
 
 def cmd_discover(args) -> int:
@@ -335,6 +453,7 @@ def cmd_run(args) -> int:
     workers_for(args.workers, 0)  # a bad --workers stops here, before anything is written
     _check_options(args)
     profile = load_profile(args.profile, args.set)  # bad input stops here, before pytest starts
+    args.profile_label = profile.name  # --metrics-file's label, should the run stop before pytest
     for text in profile.insecure_settings():
         print(f"acgs-verify: WARNING: {text}", file=sys.stderr)
     gate_plan = _plan_gate(args, profile)
@@ -376,6 +495,10 @@ def _check_options(args) -> None:
 
         load_waivers(args.waivers)  # a bad file stops the run here: one line, exit 3
     rundir.usable_report_dir(args.report_dir, create=False)  # created once the profile is known to be good
+    if args.metrics_file is not None:
+        folder = args.metrics_file.absolute().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(f"--metrics-file {args.metrics_file}: {folder} is not a directory this user can write to")
 
 
 def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id: str, started: float) -> int:
@@ -397,8 +520,11 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
     result = _result_of(config)
     if result is None or code in (3, 4):  # pytest could not start: its own message is already printed
         rundir.discard(partial)
-        print(f"ACGS UNKNOWN - could not run the checks (pytest exit {code}) | duration={time.time() - started:.1f}s")
+        args.unknown = f"could not run the checks (pytest exit {code})"  # the nagios format's status line
+        print(f"ACGS UNKNOWN - {args.unknown} | duration={time.time() - started:.1f}s")
+        _write_run_metrics(args, None)
         return EXIT_UNKNOWN
+    args.result = result  # what the nagios format renders
     if result.complete and (code == 5 or not result.checks):  # interrupted before the first check: not a filter
         shard = result.extra.get("shard")
         if not shard:  # an empty run would become `latest` (and the nightly unit would publish it): none is written
@@ -418,9 +544,11 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
     try:
         run_dir = rundir.finish(result, partial, report_dir, profile.secret_values(), gate_plan.writes_snapshot)
     except rundir.ReportDirError as exc:  # the verdict stands, in summary.json; the line says where
+        _write_run_metrics(args, result)
         print(f"acgs-verify: error: {exc}", file=sys.stderr)
         print(result.summary_line())
         return result.exit_code
+    _write_run_metrics(args, result)
     for line in gate_lines:
         print(line)
     print(f"reports: {run_dir}/ (report.html, report.md, summary.json, junit.xml, metrics.prom, allure-results/)"
