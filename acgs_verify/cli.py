@@ -531,8 +531,10 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
             rundir.discard(partial)
             filtered = any(a.startswith(("-k", "-m")) for a in args.pytest_args)
             why = "matches the -k and -m filters" if filtered else "has a target in the profile"
-            print(f"ACGS UNKNOWN - nothing collected: no check of gate {args.gate} {why}; {report_dir}/latest left "
-                  f"as it was | duration={time.time() - started:.1f}s")
+            args.result = None  # no verdict to render: the nagios format says why it has none
+            args.unknown = f"nothing collected: no check of gate {args.gate} {why}; {report_dir}/latest left as it was"
+            print(f"ACGS UNKNOWN - {args.unknown} | duration={time.time() - started:.1f}s")
+            _write_run_metrics(args, None)  # exit 3, now: the nightly alert must not read the last run's series
             return EXIT_UNKNOWN
         # a shard that holds nothing is still one of the run's shards: merge needs its run directory
         result.notes.append("no checks were collected: check the gate, -k and -m filters; or no host or target of "

@@ -131,6 +131,27 @@ def free_port_offset(low: int = 11000, high: int | None = None) -> int:
     raise RuntimeError("no free port offset found")
 
 
+HOST_SERVICES_LOCK = Path("/tmp/acgs-verify-test-host-services.lock")
+
+
+@pytest.fixture(scope="module")
+def host_services_alone():
+    """Held while a module runs an ACGS-like service of its own outside a sandbox, or discovers every service of
+    the host: `acgs-verify discover` asks every listener on the machine for /health, and a stray service that
+    answers with the constitutional hash under a name of its own is one more service in another test's profile.
+    Sandboxes' services are not at issue (discover keeps one per name, the runbook port's first). A lock file, so
+    that two clones' runs on one machine wait for each other too."""
+    import fcntl
+    import os
+
+    fd = os.open(HOST_SERVICES_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
 @pytest.fixture
 def closed_port():
     """A loopback port of this test's own, bound but not listening: every connection to it is refused at once."""

@@ -100,7 +100,7 @@ def test_maintenance_comparison_shows_a_hostile_table_name_as_escapes():
 
     def run(run_id: str, tables: dict) -> RunResult:
         return RunResult(run_id=run_id, profile="p", gate="post-maintenance", started="2026-12-07T02:00:00+00:00",
-                         extra={"state": {"tables": {"primary": {"public.policies": 1, **tables}}}})
+                         state={"tables": {"primary": {"public.policies": 1, **tables}}})
 
     d = compare(snapshot_of(run("a", {f"public.audit{HOSTILE}": 3})), snapshot_of(run("b", {})))
     assert d.vanished_tables, d  # the comparison saw it
@@ -158,7 +158,7 @@ SERVER = textwrap.dedent("""
 
 
 @pytest.fixture
-def hostile_service(tmp_path):
+def hostile_service(tmp_path, host_services_alone):
     """(port, log path) of the hostile service, a process whose command line carries the escape sequences."""
     import httpx
 

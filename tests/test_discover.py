@@ -43,7 +43,7 @@ def _listens(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, host_services_alone):
     """A sandbox whose services carry DSNs with passwords, plus a plain uvicorn service; always taken down."""
     work = tmp_path_factory.mktemp("discover")
     offset = free_port_offset()

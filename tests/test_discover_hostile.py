@@ -47,7 +47,7 @@ async def app(scope, receive, send):
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory, _postgres):
+def hostile(tmp_path_factory, host_services_alone, _postgres):
     """The hostile service (uvicorn, its own process), a look-alike whose command line matches its pattern, a real
     Redis; the passwords each holds, as the halves no output may contain."""
     work = tmp_path_factory.mktemp("hostile")

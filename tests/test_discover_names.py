@@ -52,7 +52,7 @@ def _bait(directory: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
+def tree(tmp_path_factory, host_services_alone):
     """The service, its hostile application tree and log, and the bait files a `-delete` would remove."""
     work = tmp_path_factory.mktemp("names")
     markers = work / "markers"

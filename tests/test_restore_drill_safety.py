@@ -99,7 +99,7 @@ def test_first_line_shell_command_is_refused_plain_or_gzipped(healthy_sandbox, t
     result = drill(healthy_sandbox, dump, restrict)
     assert not out.exists()
     assert result.refused and result.refused.startswith(f"{name}: line 1 of the dump is a psql meta-command"), result
-    assert f"'\\! id > {out}'; refused, not run" in result.refused
+    assert f"'\\! id > {out}'; refused, not run" in result.refused, result.refused
     assert result.dropped and leftovers(healthy_sandbox) == []
 
 
@@ -145,8 +145,9 @@ def test_custom_dump_restores_as_the_scratch_role(healthy_sandbox, tmp_path):
     assert result.dropped and leftovers(healthy_sandbox) == []
 
 
-# Debian's /usr/bin/psql is pg_wrapper, which adds these before it runs the real psql
-WRAPPER_ENV = {b"PGSYSCONFDIR", b"PG_CLUSTER_CONF_ROOT", b"PGCLUSTER"}
+# Debian's /usr/bin/psql is pg_wrapper, which adds these before it runs the real psql (PGHOST and PGPORT name the
+# machine's default cluster when it has one; the host and port the drill gives on the command line win over them)
+WRAPPER_ENV = {b"PGSYSCONFDIR", b"PG_CLUSTER_CONF_ROOT", b"PGCLUSTER", b"PGHOST", b"PGPORT"}
 
 
 def _environ(pid: int) -> dict[bytes, bytes]:

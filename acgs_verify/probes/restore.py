@@ -58,7 +58,7 @@ from pathlib import Path
 from acgs_verify import pgbin
 from acgs_verify.probes.backups import pg_tool, scan_archive
 from acgs_verify.probes.errors import ProbeError
-from acgs_verify.redact import display_url, last_line, mask, one_line
+from acgs_verify.redact import cut, display_url, last_line, mask, one_line, printable
 
 PREFIX = "acgs_verify_drill_"
 NAME_RE = re.compile(rf"^{PREFIX}(\d{{10}})_\d+_[0-9a-f]{{8}}$")
@@ -482,13 +482,13 @@ class Refused(Exception):
     """The plain dump holds what psql would run as a command: the dump is not fed further."""
 
 
-def _shown(text: str | bytes, limit: int = 80) -> str:
-    """Text from the dump as a message may show it: control characters escaped, cut to `limit`."""
+def _shown(text: str | bytes, limit: int = 200) -> str:
+    """Text from the dump as a message may show it: control characters escaped (redact.printable), cut to `limit`
+    (room for the whole of a long path, which is what an engineer greps the dump for)."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    out = "".join(c if c.isprintable() and c not in "\x7f" else f"\\x{ord(c):02x}" if ord(c) < 256
-                  else f"\\u{ord(c):04x}" for c in text[:limit])
-    return out + ("..." if len(text) > limit else "")
+    out = printable(text)
+    return cut(out, limit) + ("..." if len(out) > limit else "")
 
 
 # statements pg_dump writes (one line each) that only the objects' owner, a grantor or a superuser may run:

@@ -24,6 +24,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from acgs_verify.redact import printable
 from acgs_verify.results import FAILED_OUTCOMES, INTERRUPTED, CheckResult, RunResult, in_catalog_order
 
 SUITE = "acgs-verify"
@@ -129,4 +130,6 @@ def _seconds(value: float) -> str:
 
 
 def _xml(text) -> str:
-    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    """Text as XML may hold it and a CI page may show it: every control character a terminal or a browser would act
+    on as an escape (redact.printable; newlines kept, system-out is multi-line), and what XML 1.0 cannot hold too."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", printable(str(text), multiline=True))
