@@ -5,14 +5,17 @@
 ...     reply = http.get(service.url("/health"), timeout=thresholds.health_timeout_seconds)
 ...     check.that(reply.ok, measured=reply.describe(), expected="2xx within 2 s")
 
-A failed `check.that` fails the test with one message: target, measured, expected, and the runbook's
-next step. A probe that cannot measure raises ProbeError; the plugin turns it into the same kind of
-one-line failure, so checks never catch it themselves.
+A failed `check.that` (or `check.fail`) is the outcome `failed`: measured, and wrong, with the runbook's next
+step. A probe that cannot measure raises ProbeError, and a check that saw nothing to judge says
+`check.cannot_measure(why)`: the outcome is `error`, whose next step is the reach step for the target
+(`reach_step_for`: restore the connection), never the runbook's repair. The plugin's makereport hook is the one
+place that turns exceptions into outcomes (`outcome_of`), so checks never catch a ProbeError themselves.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,12 +23,20 @@ from urllib.parse import urlsplit
 import pytest
 
 from acgs_verify.catalog import CatalogEntry, entry
-from acgs_verify.probes.errors import ProbeError
+from acgs_verify.probes.errors import ProbeError, Unreachable
 from acgs_verify.probes.http import service_url
 from acgs_verify.redact import mask, printable
 
 # ProbeError stays importable from here; probes take it from errors
-__all__ = ["Check", "ProbeError", "next_step_for", "runbook", "said"]
+__all__ = ["REACHABILITY_CHECKS", "Check", "ProbeError", "next_step_for", "outcome_of", "reach_step_for", "runbook",
+           "said"]
+
+# The checks whose purpose is that their own target answers: the health endpoint (SVC-01), the port listening
+# (SVC-04), the database accepting connections (DB-01), Redis answering PING (RD-01), the TLS endpoint's handshake
+# (TLS-02). Their target refusing a connection on a host that answers is what they measure: `failed`, with the
+# runbook's repair. When the host itself (or the address) does not answer, they could not measure, as any check.
+REACHABILITY_CHECKS = frozenset({"SVC-01", "SVC-04", "DB-01", "RD-01", "TLS-02"})
+HOST_UNREACHABLE = "host unreachable"  # what probes/host.py says of a host it could not reach
 
 
 def runbook(check_id: str, applies: Callable[[Any], bool] | None = None,
@@ -134,6 +145,96 @@ def _database_fields(database: Any, host: Any, systemd: bool | None) -> dict[str
     return fields
 
 
+def _refused(exc: BaseException) -> bool:
+    """The target's host answered and refused the connection: something is up there, the port is not served."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the cause chain, bounded
+        if seen is None:
+            break
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "refused" in str(exc).lower()
+
+
+def _down(exc: BaseException, target: Any) -> str | None:
+    """The host or address that did not answer at all, or None (the error is about something else)."""
+    host = getattr(target, "host", None)
+    if isinstance(exc, Unreachable):
+        return exc.target or (host.name if host is not None else None)
+    if host is not None and str(exc).startswith(HOST_UNREACHABLE):
+        return host.name
+    return None
+
+
+def outcome_of(check_id: str, exc: BaseException, target: Any) -> tuple[str, str | None]:
+    """(outcome, what did not answer) for a ProbeError a check raised: `error` (could not measure), except a
+    reachability check's own target refusing on a host that answers, which is what that check measures (`failed`).
+
+    >>> outcome_of("DB-01", ProbeError("connection refused"), primary)
+    ('failed', None)
+    >>> outcome_of("DB-03", ProbeError("connection refused"), primary)
+    ('error', None)
+    >>> outcome_of("SVC-01", Unreachable("app-2", "10.0.0.5:22 did not answer"), auth_at_app_2)
+    ('error', 'app-2')
+    """
+    down = _down(exc, target)
+    host = getattr(target, "host", None)
+    host_down = down is not None and (host is None or down == host.name or str(exc).startswith(HOST_UNREACHABLE))
+    if check_id in REACHABILITY_CHECKS and not host_down and _refused(exc):
+        return "failed", None
+    return "error", down
+
+
+def _quoted(value: Any) -> str:
+    return shlex.quote(str(value))
+
+
+def reach_step_for(target: Any, exc: BaseException | None = None) -> str:
+    """How to restore the connection to what a check could not measure, from the profile's own values, shell-quoted:
+
+    >>> reach_step_for(auth_at_app_2, Unreachable("app-2", "..."))
+    'restore the connection to app-2, then run again: `ssh -v acgs@10.0.0.5`'
+
+    an ssh host that did not answer: `ssh -v USER@ADDRESS`; an HTTP service: `curl -v URL`; a database:
+    `pg_isready -h HOST -p PORT`; Redis: `redis-cli -h HOST -p PORT ping`; a TLS endpoint: `curl -v URL`. An
+    Unreachable's own reach_step comes first. Never the runbook's repair: nothing was measured to repair.
+    """
+    if isinstance(exc, Unreachable) and exc.reach_step:
+        return f"restore the connection to {exc.target}, then run again: {exc.reach_step}"
+    host = getattr(target, "host", None)
+    down = _down(exc, target) if exc is not None else None
+    # a service's check that read through its host (its processes, its unit) and failed there: the host's step;
+    # one that could not connect to the service's port: curl
+    by_network = exc is not None and (_refused(exc) or "connect" in str(exc).lower() or "timed out" in str(exc))
+    if host is not None and (down is not None or getattr(target, "database", None) is None
+                             and (getattr(target, "service", None) is None or not by_network)):
+        if host.backend == "local":
+            return (f"restore this run's access to {getattr(target, 'id', host.name)} on this machine (the error "
+                    "says what failed: a missing file, a permission), then run again")
+        where = f"{host.user}@{host.address}" if host.user else host.address
+        port = f" -p {host.port}" if host.port else ""
+        return f"restore the connection to {host.name}, then run again: `ssh -v{port} {_quoted(where)}`"
+    service, database, cache = (getattr(target, k, None) for k in ("service", "database", "redis"))
+    if database is not None:
+        url = urlsplit(database.dsn)
+        return (f"restore the connection to {target.id}, then run again: "
+                f"`pg_isready -h {_quoted(url.hostname)} -p {url.port or 5432}`")
+    if cache is not None:
+        url = urlsplit(cache.url)
+        tls = " --tls" if url.scheme == "rediss" else ""
+        return (f"restore the connection to {target.id}, then run again: "
+                f"`redis-cli{tls} -h {_quoted(url.hostname)} -p {url.port or 6379} ping`")
+    if service is not None and host is not None:
+        url = service_url(service.scheme, host.address, service.port, service.health_path)
+        return f"restore the connection to {target.id}, then run again: `curl -v {_quoted(url)}`"
+    url = getattr(target, "url", None)
+    if isinstance(url, str):
+        return f"restore the connection to {target.id}, then run again: `curl -v {_quoted(url)}`"
+    what = getattr(target, "id", None) or "the target"
+    return f"restore this run's access to {what} (the error says what failed), then run again"
+
+
 class Check:
     """Bound to one test item: records what was measured, and fails with the catalog's next step."""
 
@@ -224,6 +325,13 @@ class Check:
             self.measured(measured, expected)
             message = message or f"measured {self._shown(measured)}; expected {expected}"
         pytest.fail(self.message(message), pytrace=False)
+
+    def cannot_measure(self, reason: str) -> None:
+        """Could not measure (`error`, not `failed`): nothing to judge, e.g. no rows visible to the role. The
+        next step is the reach step for the target, not the runbook's repair (the plugin's makereport hook)."""
+        raise ProbeError(reason)
+
+    error = cannot_measure
 
     def skip(self, reason: str) -> None:
         pytest.skip(self._said(f"{self.entry.id} {self.target_id}: {reason}"))

@@ -145,9 +145,13 @@ class ResultCollector:
         for k, v in report.user_properties:
             if k.startswith("evidence:"):
                 res.evidence[k.split(":", 1)[1]] = v
+        if "unreachable" in props:
+            res.unreachable = props["unreachable"]
         if report.when == "call" or report.outcome != "passed":
             outcome = report.outcome
-            if report.when != "call" and outcome == "failed":
+            if outcome == "failed" and props.get("outcome") in ("failed", "error"):
+                outcome = props["outcome"]  # the makereport hook's verdict on a ProbeError (plugin.py)
+            elif report.when != "call" and outcome == "failed":
                 outcome = "error"
             if res.outcome in ("failed", "error") and outcome in ("passed", "skipped"):
                 return  # teardown passing does not undo a failure

@@ -15,7 +15,7 @@ import pytest
 
 from acgs_verify import options
 from acgs_verify.catalog import CATALOG, GATES, SECTIONS, SEVERITIES
-from acgs_verify.check import Check, ProbeError, next_step_for, said
+from acgs_verify.check import Check, ProbeError, next_step_for, outcome_of, reach_step_for, said
 from acgs_verify.collector import PROFILE_KEY, is_plain, register_collectors, run_options, start_plain_run
 from acgs_verify.profile import Profile, ProfileError, load_profile
 from acgs_verify.shards import key_of
@@ -355,18 +355,35 @@ def check(request: pytest.FixtureRequest) -> Check:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """The one place where an exception becomes an outcome. pytest's own: a failed assertion or `check.fail` is
+    `failed`, `check.skip` is `skipped`. A ProbeError (a probe, or `check.cannot_measure`) is `error`, could not
+    measure, with the reach step for its target as next step (check.outcome_of: a reachability check's own target
+    refusing is `failed`). pytest knows no `error` from a test body: the report stays failed for pytest, and the
+    outcome travels in its user_properties (xdist forwards them) to collector.py."""
     report = yield
     # a probe that could not measure is a finding about the target, not a crash of the suite
     if call.excinfo is not None and call.excinfo.errisinstance(ProbeError):
         mark = item.get_closest_marker("runbook")
         if mark is not None:
             target = _target_of(item)
+            target = target if target is not _NO_TARGETS else None
             e = CATALOG[mark.args[0]]
             tid = target.id if target is not None else "-"
-            bound = item.funcargs.get("check")
-            step = bound.next_step() if isinstance(bound, Check) else next_step_for(e, target)
+            exc = call.excinfo.value
+            outcome, down = outcome_of(e.id, exc, target)
+            if outcome == "failed":  # measured: the target refused, which is what this check is for
+                bound = item.funcargs.get("check")
+                step = bound.next_step() if isinstance(bound, Check) else next_step_for(e, target)
+                text = f"{e.id} {tid}: measured {exc}; expected {e.title}"
+            else:
+                step = reach_step_for(target, exc)
+                text = f"{e.id} {tid}: could not measure: {exc}"
+            step = said(item.config, step)
             report.user_properties.append(("next_step", step))
+            report.user_properties.append(("outcome", outcome))
+            if down:
+                report.user_properties.append(("unreachable", down))
             # a probe's reason may quote what the target said: masked and escaped like a check's own message
-            report.longrepr = said(item.config, f"{e.id} {tid}: could not measure: {call.excinfo.value}. Next: {step}")
+            report.longrepr = said(item.config, f"{text}. Next: {step}")
             report.outcome = "failed"
     return report

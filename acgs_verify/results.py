@@ -24,7 +24,7 @@ INTERRUPTED = "interrupted"
 # summary.json's format (docs/summary.schema.json, shipped as acgs_verify/schemas/summary.schema.json). A minor
 # version adds optional fields, which readers of the same major ignore; a major version changes what a field means
 # or removes one, and a reader of an older major refuses the file.
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
 # what a summary.json must hold to be read at all; every other field has a default that fills it
 REQUIRED_RUN = ("run_id", "profile", "gate", "started", "checks")
@@ -43,7 +43,7 @@ class CheckResult:
     severity: str
     title: str
     target: str
-    outcome: str = "passed"  # passed | failed | error | skipped | interrupted
+    outcome: str = "passed"  # passed | failed (measured, wrong) | error (could not measure) | skipped | interrupted
     message: str = ""
     measured: str | None = None
     expected: str | None = None
@@ -55,6 +55,9 @@ class CheckResult:
     waived: dict | None = None  # set by waivers: {reason, owner, expires}
     attempts: int = 1  # how many times it ran (acgs-verify run --wait re-runs failing checks)
     host: str | None = None  # the host the check ran on, when its target has one
+    # an error's host or target that did not answer (`app-2`, `10.0.0.5:8016`): the reports fold its checks into
+    # one block, and its next_step is the reach step (restore the connection), not the runbook's repair
+    unreachable: str | None = None
 
     @property
     def name(self) -> str:
@@ -62,7 +65,13 @@ class CheckResult:
 
     @property
     def failed(self) -> bool:
+        """Not passed and not waived: failed or error, either closes the gate (no pass without evidence)."""
         return self.outcome in FAILED_OUTCOMES and not self.waived
+
+    @property
+    def error(self) -> bool:
+        """Could not measure (and not waived): counted, worded and reported apart from a measured failure."""
+        return self.outcome == "error" and not self.waived
 
     def finding(self) -> tuple[str, str]:
         """The message split into what was found and the next step, without the `ID target: ` it starts with.
@@ -201,7 +210,8 @@ class RunResult:
         return {
             "checks": len(self.checks),
             "passed": self.count("passed"),
-            "failed": len(self.failed),
+            "failed": self.count("failed"),  # measured, and wrong
+            "errors": self.count("error"),  # could not measure
             "skipped": self.count("skipped"),
             "waived": sum(1 for c in self.checks if c.waived and c.outcome in FAILED_OUTCOMES),
             "warnings": sum(1 for c in self.checks if c.warning and c.outcome == "passed"),
@@ -220,25 +230,34 @@ class RunResult:
 
     @property
     def hosts(self) -> dict[str, dict[str, int]]:
-        """Per host (in the order checks name them): how many of its checks passed, failed, were skipped and were
-        interrupted."""
+        """Per host (in the order checks name them): how many of its checks passed, failed (measured wrong), could
+        not measure (error), were skipped and were interrupted."""
         out: dict[str, dict[str, int]] = {}
         for c in self.checks:
             if c.host is None:
                 continue
-            h = out.setdefault(c.host, {"checks": 0, "passed": 0, "failed": 0, "skipped": 0, INTERRUPTED: 0})
+            h = out.setdefault(c.host, {"checks": 0, "passed": 0, "failed": 0, "error": 0, "skipped": 0,
+                                        INTERRUPTED: 0})
             h["checks"] += 1
-            if c.failed:
-                h["failed"] += 1
-            elif c.outcome in ("passed", "skipped", INTERRUPTED):
+            if c.failed or c.outcome in ("passed", "skipped", INTERRUPTED):
                 h[c.outcome] += 1
         return out
 
-    def failed_by_severity(self) -> dict[str, int]:
+    def failed_by_severity(self, outcome: str | None = None) -> dict[str, int]:
+        """Checks that did not pass (failed or error; only `outcome` when given) by severity."""
         out: dict[str, int] = {}
         for c in self.failed:
-            out[c.severity] = out.get(c.severity, 0) + 1
+            if outcome is None or c.outcome == outcome:
+                out[c.severity] = out.get(c.severity, 0) + 1
         return dict(sorted(out.items()))
+
+    def unreachable(self) -> dict[str, list[CheckResult]]:
+        """The hosts and targets that did not answer, each with its checks that could not measure (run order)."""
+        out: dict[str, list[CheckResult]] = {}
+        for c in self.checks:
+            if c.error and c.unreachable:
+                out.setdefault(c.unreachable, []).append(c)
+        return out
 
     @property
     def exit_code(self) -> int:
@@ -259,9 +278,8 @@ class RunResult:
             text = f"run interrupted after {done} of {max(self.planned or 0, t['checks'])} checks"
         elif not self.checks:
             text = "no checks ran"
-        elif t["failed"]:
-            sev = ", ".join(f"{k}: {v}" for k, v in self.failed_by_severity().items())
-            text = f"{t['failed']} of {ran} checks failed ({sev})"
+        elif t["failed"] or t["errors"]:
+            text = self._not_passed_text(ran)
         else:
             text = f"{t['passed']} of {ran} checks passed"  # waived failures are not passes
         extras = [f"{t['interrupted']} interrupted"] if t["interrupted"] else []
@@ -273,12 +291,28 @@ class RunResult:
         if self.gate_failures:
             more = f" (+{len(self.gate_failures) - 1} more)" if len(self.gate_failures) > 1 else ""
             text += f"; gate closed: {self.gate_failures[0]}{more}"
-        perf = f"passed={t['passed']} failed={t['failed']} skipped={t['skipped']} "
+        perf = f"passed={t['passed']} failed={t['failed']} errors={t['errors']} skipped={t['skipped']} "
         if self.stopped:  # a complete run's line keeps the labels it always had
             perf += f"interrupted={t['interrupted']} not_run={t['not_run']} "
         perf += f"duration={self.duration:.1f}s"
         # the last line a terminal, a CI log and Nagios show; a gate failure may name a table a target reported
         return printable(f"ACGS {word} - {text} | {perf}")
+
+    def _not_passed_text(self, ran: int) -> str:
+        """`3 of 92 checks failed (P0: 1), 89 could not measure (P0: 20, P1: 30; app-2 unreachable)`: a measured
+        failure and a check that saw nothing are different pages, so the line counts them apart."""
+        t = self.totals
+        parts = []
+        if t["failed"]:
+            sev = ", ".join(f"{k}: {v}" for k, v in self.failed_by_severity("failed").items())
+            parts.append(f"{t['failed']} of {ran} checks failed ({sev})")
+        if t["errors"]:
+            why = ", ".join(f"{k}: {v}" for k, v in self.failed_by_severity("error").items())
+            down = list(self.unreachable())
+            if down:
+                why += f"; {', '.join(down[:3])}{f' and {len(down) - 3} more' if len(down) > 3 else ''} unreachable"
+            parts.append(f"{t['errors']}{'' if t['failed'] else f' of {ran} checks'} could not measure ({why})")
+        return ", ".join(parts)
 
     def as_dict(self) -> dict:
         return {

@@ -32,11 +32,11 @@ def test_an_interrupted_check_is_never_counted_as_passed():
     t = r.totals
     assert (t["passed"], t["failed"], t["interrupted"], t["not_run"]) == (1, 0, 1, 3)
     assert r.compliance_rate == 1.0  # of the one that finished: the interrupted one is on neither side
-    assert r.exit_code == 3 and r.hosts["app-1"] == {"checks": 2, "passed": 1, "failed": 0, "skipped": 0,
-                                                     "interrupted": 1}
+    assert r.exit_code == 3 and r.hosts["app-1"] == {"checks": 2, "passed": 1, "failed": 0, "error": 0,
+                                                     "skipped": 0, "interrupted": 1}
     line = r.summary_line()
     assert line.startswith("ACGS UNKNOWN - run interrupted after 1 of 5 checks [1 interrupted]"), line
-    assert "passed=1 failed=0 skipped=0 interrupted=1 not_run=3 " in line
+    assert "passed=1 failed=0 errors=0 skipped=0 interrupted=1 not_run=3 " in line
     # a result marked complete that holds one (a --wait retry cut off) is still no OK
     marked = run([check("SVC-01", n=1), cut_off()])
     assert marked.exit_code == 3 and "run interrupted" in marked.summary_line()
@@ -46,7 +46,7 @@ def test_an_interrupted_check_is_never_counted_as_passed():
 
 def test_a_complete_run_keeps_its_last_line():
     assert run([check()]).summary_line() == \
-        "ACGS OK - 1 of 1 checks passed | passed=1 failed=0 skipped=0 duration=1.5s"
+        "ACGS OK - 1 of 1 checks passed | passed=1 failed=0 errors=0 skipped=0 duration=1.5s"
 
 
 def test_every_writer_says_interrupted_and_none_says_passed(tmp_path):

@@ -179,7 +179,9 @@ def test_pipes_and_control_characters_never_leave_the_status_line():
     assert len(out.details) == 3  # the waived failure and the pass have no line
     assert out.perf["duration"][0] == "0" and out.perf["compliance"][:2] == ("50", "%")
     assert out.perf["gate_failures"][0] == "1" and state_by_thresholds(out) == 2
-    assert out.perf["failed"][0] == "2" and out.perf["errors"][0] == "1"  # SVC-01 could not measure
+    # failed: measured, and wrong (SVC-03); errors: could not measure (SVC-01), counted apart
+    assert out.perf["failed"][0] == "1" and out.perf["errors"][0] == "1"
+    assert out.perf["failed_p0_p1"][0] == "1" and out.perf["failed_p2_p3"][0] == "1"  # both close the gate
 
 
 def test_a_fleet_of_failures_is_cut_to_what_nagios_keeps():

@@ -23,9 +23,9 @@ NEXT = {"BK-01": "Backup and Recovery: run ./scripts/backup_full_system.sh; chec
 
 
 def check(id_="SVC-01", target="auth@app-1", outcome="passed", severity="P0", host="app-1", **kw) -> CheckResult:
+    kw.setdefault("next_step", NEXT.get(id_, "read the runbook"))
     return CheckResult(nodeid=f"checks/x.py::t_{id_}[{target}]-{kw.pop('n', 0)}", id=id_, section="services",
-                       severity=severity, title=f"{id_} title", target=target, outcome=outcome, host=host,
-                       next_step=NEXT.get(id_, "read the runbook"), **kw)
+                       severity=severity, title=f"{id_} title", target=target, outcome=outcome, host=host, **kw)
 
 
 def failing(id_, target, measured, expected, host="app-1", severity="P0", section="services") -> CheckResult:
@@ -36,10 +36,15 @@ def failing(id_, target, measured, expected, host="app-1", severity="P0", sectio
     return c
 
 
-def unmeasured(id_, target, why, host="app-1", severity="P1", n=0) -> CheckResult:
-    """A failure worded as the plugin words a ProbeError."""
-    return check(id_, target, "failed", severity, host, n=n,
-                 message=f"{id_} {target}: could not measure: {why}. Next: {NEXT.get(id_, 'read the runbook')}")
+def reach(target: str) -> str:
+    return f"restore the connection to {target}, then run again: `ssh -v acgs@10.0.0.9`"
+
+
+def unmeasured(id_, target, why, host="app-1", severity="P1", n=0, unreachable=None) -> CheckResult:
+    """A check that could not measure, worded as the plugin words a ProbeError: error, with the reach step."""
+    step = reach(unreachable or host or target)
+    return check(id_, target, "error", severity, host, n=n, unreachable=unreachable, next_step=step,
+                 message=f"{id_} {target}: could not measure: {why}. Next: {step}")
 
 
 def run(checks, run_id="r1", **kw) -> RunResult:
@@ -83,18 +88,31 @@ def cards(html: str) -> list[str]:
 def test_each_failure_card_says_its_measurement_and_next_step_once():
     r = run([failing("BK-01", "backups", "latest backup 20250530 written 49.0 h ago", "<= 26 h", host=None,
                      severity="P1", section="backups"),
-             unmeasured("SVC-01", "auth@app-1", "no answer from http://127.0.0.1:8016/health: connection refused",
-                        severity="P0")])
+             failing("SVC-01", "auth@app-1", "HTTP 503 in 2 ms", "2xx within 2 s")])
     html_cards, md = cards(render_html(r)), render_markdown(r)
     (svc, bk) = html_cards  # P0 first
     md_svc, md_bk = md.split("## Failures (2)")[1].split("\n## ")[0].split("### ")[1:3]
     for text in (svc, md_svc):
-        assert text.count("connection refused") == 1 and text.count("ps aux") == 1, text
+        assert text.count("HTTP 503 in 2 ms") == 1 and text.count("ps aux") == 1, text
     for text in (bk, md_bk):
         assert text.count("written 49.0 h ago") == 1 and text.count("backup_full_system.sh") == 1, text
-    assert "could not measure: no answer from" in svc and "Next step: Service Outage" in svc
+    assert "Next step: Service Outage" in svc
     assert "Measured: latest backup 20250530 written 49.0 h ago; expected: <= 26 h" in bk
     assert "BK-01 backups:" not in bk  # the heading names the check already
+
+
+def test_a_check_that_could_not_measure_is_no_failure_card_and_offers_its_reach_step_not_a_repair():
+    r = run([failing("BK-01", "backups", "49 h", "<= 26 h", host=None, severity="P1", section="backups"),
+             unmeasured("SVC-03", "auth@app-1", "cannot read the process table: permission denied", severity="P0")])
+    html, md = render_html(r), render_markdown(r)
+    assert len(cards(html)) == 1 and "BK-01" in cards(html)[0]  # failure cards: only what measured wrong
+    assert "## Failures (1)" in md and "## Could not measure (1)" in md
+    section = md.split("## Could not measure (1)")[1].split("\n## ")[0]
+    assert "could not measure: cannot read the process table: permission denied" in section
+    assert f"**Reach step:** {reach('app-1')}" in section and "Next step" not in section
+    assert "Reach step: restore the connection to app-1" in html
+    for text in (html, md):
+        assert "ps aux" not in text  # SVC-01's runbook repair, offered for nothing that was measured
 
 
 def test_a_finding_that_quotes_its_measurement_is_not_followed_by_it_again():
@@ -142,7 +160,9 @@ def _code_spans(line: str) -> list[str]:
 
 
 def test_markdown_keeps_commands_as_typed_and_escapes_only_outside_code_spans():
-    c = unmeasured("SVC-01", "auth@app-1", "cannot read `/var/log/acgs/*.log` as <user>", severity="P0")
+    c = check("SVC-01", "auth@app-1", "failed",
+              message=f"SVC-01 auth@app-1: could not measure: cannot read `/var/log/acgs/*.log` as <user>. "
+                      f"Next: {NEXT['SVC-01']}")
     waived = check("SVC-01", "a`b@app-1", "failed", waived={"reason": "see `ps aux | grep x`", "owner": "o",
                                                            "expires": "2099-01-01"})
     md = render_markdown(run([c, waived]))
@@ -213,10 +233,10 @@ def test_an_unreachable_host_is_one_terminal_line_and_one_cause_shares_a_line():
     from acgs_verify.report.terminal import findings_lines
 
     why = "host unreachable: ssh: connect to host 10.0.0.9 port 22: Connection refused"
-    r = run([unmeasured("SYS-01", "ops-1", why, host="ops-1", severity="P2", n=1),
-             unmeasured("SEC-06", "ops-1", why, host="ops-1", severity="P0", n=2),
-             check("SVC-02", "auth@ops-1", "failed", host="ops-1",
-                   message="SVC-02 auth@ops-1: no answer from http://10.0.0.9:8016/health: connection refused"),
+    r = run([unmeasured("SYS-01", "ops-1", why, host="ops-1", severity="P2", n=1, unreachable="ops-1"),
+             unmeasured("SEC-06", "ops-1", why, host="ops-1", severity="P0", n=2, unreachable="ops-1"),
+             unmeasured("SVC-02", "auth@ops-1", "no answer from http://10.0.0.9:8016/health: timed out",
+                        host="ops-1", severity="P0", n=5, unreachable="ops-1"),
              unmeasured("DB-03", "primary", "cannot connect to postgresql://acgs@db:5432/x (after 0.1 s): refused",
                         host=None, n=3),
              unmeasured("DB-04", "primary", "cannot connect to postgresql://acgs@db:5432/x (after 0.3 s): refused",
@@ -224,11 +244,13 @@ def test_an_unreachable_host_is_one_terminal_line_and_one_cause_shares_a_line():
              failing("BK-01", "backups", "49 h", "<= 26 h", host=None, severity="P1"),
              check("SVC-01", "auth@app-1")])
     lines = findings_lines(r)
-    assert lines[0] == "hosts: ops-1 0 passed 3 failed, app-1 1 passed 0 failed"
-    assert [line for line in lines if "ops-1" in line][1:] == [
-        f"UNREACHABLE ops-1: 3 checks measured nothing (P0: 2, P2: 1): {why}"]
+    # the unreachable host first: one line, its checks folded into it, its reach step and no runbook repair
+    assert lines[0] == f"UNREACHABLE ops-1: 3 checks on ops-1 could not measure (P0: 2, P2: 1): {why}. " \
+                       f"Next: {reach('ops-1')}"
+    assert lines[1] == "hosts: ops-1 0 passed 0 failed 3 could not measure, app-1 1 passed 0 failed"
+    assert [line for line in lines if "ops-1" in line] == lines[:2]
     db, same = [line for line in lines if "primary" in line]
-    assert db.startswith("FAIL P1 DB-03[primary] DB-03 title: DB-03 primary: could not measure: cannot connect")
+    assert db.startswith("ERROR P1 DB-03[primary] DB-03 title: DB-03 primary: could not measure: cannot connect")
     # the others of one cause on a line of their own, never at the end of a long message
     assert "DB-04" not in db and lines[lines.index(db) + 1] == same
     assert same == "  the same for 1 more check (P1: 1): DB-04[primary]"
@@ -260,7 +282,7 @@ def test_diff_prints_what_regressions_measured_and_a_short_last_line(tmp_path):
     res = run_cli("diff", str(tmp_path / "a"), str(tmp_path / "b"))
     assert res.returncode == 2, res.stderr
     lines = res.stdout.strip().splitlines()
-    assert "REGRESSION P0 SVC-01[auth@app-1] passed before, failed now: could not measure: no answer from " \
+    assert "REGRESSION P0 SVC-01[auth@app-1] passed before, error now: could not measure: no answer from " \
            "http://127.0.0.1:8016/health: connection refused (before: HTTP 200 in 2 ms)" in lines
     assert lines[-1] == ("ACGS DIFF CRITICAL - r1 -> r2: regression: SVC-01[auth@app-1] passed before, fails now "
                          "(+5 more) | regressions=3 fixed=0 versions_changed=0")

@@ -81,6 +81,12 @@ def render_markdown(result: RunResult) -> str:
     out = [f"# ACGS {v.verdict}: {_inline(v.headline)}", "",
            f"profile {_code(result.profile)}, gate {_code(result.gate)}, run {_code(result.run_id)}, "
            f"started {result.started}, {result.duration:.1f} s{rate}", ""]
+    # what did not answer comes first: one block per host or target, its checks folded into it, its reach step
+    for b in v.blocks:
+        out += [f"## Unreachable: {_inline(b.target)}", "", f"**{_inline(b.line)}.**", "",
+                f"**Tried:** {_inline(b.error)}", "", f"**Reach step:** {_inline(b.next_step)}", "",
+                f"<details><summary>{_inline(b.line)}</summary>", "",
+                ", ".join(_code(c.name) for c in b.checks), "", "</details>", ""]
     if v.interrupted:
         out += [f"**{_inline(v.interrupted)}**", ""]
     if v.escalation:
@@ -91,7 +97,7 @@ def render_markdown(result: RunResult) -> str:
         out += ["## Gate closed", ""] + [f"- **{_inline(g)}**" for g in result.gate_failures] + [""]
     out += [f"## Failures ({len(v.failures)})", ""]
     if not v.failures:
-        out += ["No check failed.", ""]
+        out += ["No check measured something wrong." if v.blocks or v.errors else "No check failed.", ""]
     for card in v.cards:
         c = card.check
         tries = f" ({c.attempts} attempts)" if c.attempts > 1 else ""
@@ -104,6 +110,12 @@ def render_markdown(result: RunResult) -> str:
         out += [f"**Next step:** {_inline(card.next_step)}", ""]
         for name, text in c.evidence.items():
             out += [f"<details><summary>Evidence: {_inline(name)}</summary>", "", _fence(text), "", "</details>", ""]
+    if v.errors:  # could not measure, each with the step that restores the reach, never the runbook's repair
+        out += [f"## Could not measure ({len(v.errors)})", ""]
+        for card in v.errors:
+            c = card.check
+            out += [f"### {c.severity} {_inline(c.name)}: {_inline(c.title)}", "", _inline(card.why), "",
+                    f"**Reach step:** {_inline(card.next_step)}", ""]
     comp = v.comparison
     if comp:
         out += ["## Compared with the pre-maintenance snapshot", "",
@@ -139,16 +151,17 @@ def render_markdown(result: RunResult) -> str:
         out += ["## Notes", ""] + [f"- {_inline(n)}" for n in result.notes] + [""]
     out += ["## Per host", ""]
     if v.hosts:
-        out += ["| host | passed | failed | waived | skipped |", "|---|---|---|---|---|"]
-        out += [f"| {_cell(h.host)} | {h.counts['passed']} | {h.counts['failed'] + h.counts['error']} | "
+        out += ["| host | passed | failed | could not measure | waived | skipped |", "|---|---|---|---|---|---|"]
+        out += [f"| {_cell(h.host)} | {h.counts['passed']} | {h.counts['failed']} | {h.counts['error']} | "
                 f"{h.counts['waived']} | {h.counts['skipped']} |" for h in v.hosts] + [""]
     else:
         out += ["No check ran on a host.", ""]
     if v.others:
-        out += ["## Other targets", "", "| target | checked by | passed | failed | waived | skipped |",
-                "|---|---|---|---|---|---|"]
-        out += [f"| {_cell(h.host)} | {_cell(h.kind)} | {h.counts['passed']} | {h.counts['failed'] + h.counts['error']}"
-                f" | {h.counts['waived']} | {h.counts['skipped']} |" for h in v.others] + [""]
+        out += ["## Other targets", "",
+                "| target | checked by | passed | failed | could not measure | waived | skipped |",
+                "|---|---|---|---|---|---|---|"]
+        out += [f"| {_cell(h.host)} | {_cell(h.kind)} | {h.counts['passed']} | {h.counts['failed']} | "
+                f"{h.counts['error']} | {h.counts['waived']} | {h.counts['skipped']} |" for h in v.others] + [""]
     for s in v.sections:
         out += [f"## {s.title}", "", "| ID | sev | target | outcome | measured |", "|---|---|---|---|---|"]
         out += [f"| {c.id} | {c.severity} | {_cell(c.target)} | {outcome_word(c)} | "

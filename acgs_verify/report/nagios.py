@@ -50,11 +50,11 @@ def perfdata(result: RunResult) -> str:
     by_severity = result.failed_by_severity()
     blocking = sum(n for sev, n in by_severity.items() if sev in BLOCKING)
     values = [
-        f"checks={t['checks']}", f"passed={t['passed']}", f"failed={t['failed']}",
-        # of the failed, those that could not measure (the `error` outcome): a target down, not one out of bounds
-        f"errors={sum(1 for c in result.failed if c.outcome == 'error')}",
+        # failed: measured, and wrong; errors: could not measure (a target down, not one out of bounds)
+        f"checks={t['checks']}", f"passed={t['passed']}", f"failed={t['failed']}", f"errors={t['errors']}",
+        # failed_p*: both, as both close the gate (no pass without evidence)
         f"failed_p0_p1={blocking};0;0",  # any is CRITICAL (warn given too: the grammar has no crit without it)
-        f"failed_p2_p3={t['failed'] - blocking};0",  # any is a WARNING; never CRITICAL on its own
+        f"failed_p2_p3={t['failed'] + t['errors'] - blocking};0",  # any is a WARNING; never CRITICAL on its own
         f"gate_failures={len(result.gate_failures)};0;0",
         f"skipped={t['skipped']}", f"waived={t['waived']}", f"warnings={t['warnings']}",
         f"interrupted={t['interrupted']}", f"not_run={t['not_run']}",
@@ -82,8 +82,14 @@ def status_text(result: RunResult) -> str:
 def detail_lines(result: RunResult) -> list[str]:
     """The lines after the status: gate failures, failed and errored checks (P0 first), interrupted checks, and
     the notes of a run that could not run; at most MAX_LINES, the last one saying how many more the reports hold."""
-    failed = sorted(result.failed, key=lambda c: _SEVERITY_ORDER.get(c.severity, len(_SEVERITY_ORDER)))
-    lines = [f"GATE {g}" for g in result.gate_failures]
+    from acgs_verify.report.view import reach_blocks, unreachable_of
+
+    failed = sorted((c for c in result.failed if unreachable_of(c) is None),
+                    key=lambda c: _SEVERITY_ORDER.get(c.severity, len(_SEVERITY_ORDER)))
+    # a host that did not answer is one line, not one per check on it
+    lines = [shortened(f"UNREACHABLE {b.target}: {b.line}: {b.error}. Next: {b.next_step}", LINE_MAX)
+             for b in reach_blocks(result)]
+    lines += [f"GATE {g}" for g in result.gate_failures]
     for c in failed + [c for c in result.checks if c.outcome == INTERRUPTED]:
         tag = {"failed": "FAIL", "error": "ERROR"}.get(c.outcome, c.outcome.upper())
         found, step = c.finding()

@@ -14,6 +14,12 @@ running shows as stale (deploy/prometheus/acgs-verify-rules.yml). The checks' se
 One sample per (id, target), the worst of its tests. A skipped check has no sample (it measured nothing), nor has
 an interrupted one (it never finished), unless another test of the pair failed; a waived failure is 0 and also
 counted in acgs_verify_checks{outcome="waived"}.
+
+A check that could not measure (outcome `error`) is not a success either: its sample is 0, so the alerts on P0/P1
+checks fire (no pass without evidence), and `acgs_verify_check_error{...} 1` says that this 0 is "could not
+measure" (the target did not answer), not "measured, and wrong", so a rule can tell them apart:
+`acgs_verify_check_success == 0 unless on (id, target, profile, gate) acgs_verify_check_error == 1` are the
+measured failures.
 """
 
 from __future__ import annotations
@@ -60,13 +66,22 @@ def waived_pairs(result: RunResult) -> list[tuple[str, str, str]]:
     return list(seen)
 
 
+def error_pairs(result: RunResult) -> list[tuple[str, str, str]]:
+    """(id, target, severity) of the pairs whose success sample is 0 because they could not measure, and for no
+    measured failure (a pair with both is a measured failure)."""
+    wrong = {(c.id, c.target) for c in result.checks if c.failed and not c.error}
+    return list(dict.fromkeys((c.id, c.target, c.severity) for c in result.checks
+                              if c.error and (c.id, c.target) not in wrong))
+
+
 def render_metrics(result: RunResult) -> str:
     run = _labels(profile=result.profile, gate=result.gate)
     started = datetime.fromisoformat(result.started).timestamp()
     status = render_run_status(result.profile, result.gate, result.exit_code, started + result.duration)
     if not result.checks:  # nothing ran: no check, count or ratio to say
         return status
-    out = ["# HELP acgs_verify_check_success 1 when the runbook check passed, 0 when it failed (waived or not).",
+    out = ["# HELP acgs_verify_check_success 1 when the runbook check passed, 0 when it failed or could not measure "
+           "(waived or not).",
            "# TYPE acgs_verify_check_success gauge"]
     for (check_id, target), (severity, success) in check_success(result).items():
         labels = _labels(id=check_id, target=target, severity=severity, profile=result.profile, gate=result.gate)
@@ -78,6 +93,14 @@ def render_metrics(result: RunResult) -> str:
         for check_id, target, severity in waived:
             labels = _labels(id=check_id, target=target, severity=severity, profile=result.profile, gate=result.gate)
             out.append(f"acgs_verify_check_waived{labels} 1")
+    errors = error_pairs(result)
+    if errors:
+        out += ["# HELP acgs_verify_check_error 1 when the check could not measure (its target did not answer, "
+                "refused, timed out, no evidence): its success 0 is not a measured failure.",
+                "# TYPE acgs_verify_check_error gauge"]
+        for check_id, target, severity in errors:
+            labels = _labels(id=check_id, target=target, severity=severity, profile=result.profile, gate=result.gate)
+            out.append(f"acgs_verify_check_error{labels} 1")
     out += ["# HELP acgs_verify_checks Checks of the run by outcome.", "# TYPE acgs_verify_checks gauge"]
     counts: dict[str, int] = {"passed": 0, "failed": 0, "error": 0, "skipped": 0, "waived": 0, INTERRUPTED: 0}
     for c in result.checks:

@@ -3,6 +3,10 @@
 >>> v = view_of(result)
 >>> v.verdict, v.failures[0].name, [s.title for s in v.sections][:2]
 ('CRITICAL', 'SVC-01[auth@app-1]', ['Service health', 'Constitutional compliance'])
+
+A report opens with one ReachBlock per host or target that did not answer (what was tried, the error, the reach
+step), its checks folded into it; `failures` are the checks that measured something wrong, `errors` the other
+checks that could not measure, each with its reach step, never a runbook repair.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from dataclasses import dataclass, field
 
 from acgs_verify.catalog import SECTIONS
 from acgs_verify.results import FAILED_OUTCOMES, INTERRUPTED, STATUS_WORD, CheckResult, RunResult
+from acgs_verify.words import plural
 
 SEVERITY_ORDER = {"P0": 0, "P1": 1, "P2": 2, "P3": 3}
 
@@ -60,6 +65,51 @@ def card_of(c: CheckResult) -> Card:
     return Card(c, found, measured, expected, next_step)
 
 
+HOST_UNREACHABLE = "could not measure: host unreachable: "  # how a summary.json before 1.1 says it
+
+
+@dataclass
+class ReachBlock:
+    """A host or target that did not answer, and the checks on it that could not measure because of it."""
+
+    target: str
+    error: str  # the first of its checks' finding: what was tried, and what happened
+    next_step: str  # the reach step: how to restore the connection
+    checks: list[CheckResult]
+
+    @property
+    def line(self) -> str:
+        """`89 checks on app-2 could not measure (P0: 3, P1: 40, P2: 46)`"""
+        counts: dict[str, int] = {}
+        for c in self.checks:
+            counts[c.severity] = counts.get(c.severity, 0) + 1
+        sev = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+        return f"{plural(len(self.checks), 'check')} on {self.target} could not measure ({sev})"
+
+
+def unreachable_of(c: CheckResult) -> str | None:
+    """What did not answer, for a check that could not measure because of it (None for any other check)."""
+    if not c.error:
+        return None
+    if c.unreachable:
+        return c.unreachable
+    return c.host if c.host and c.finding()[0].startswith(HOST_UNREACHABLE) else None
+
+
+def reach_blocks(result: RunResult) -> list[ReachBlock]:
+    """One block per host or target that did not answer, in the order the run met them."""
+    folded: dict[str, list[CheckResult]] = {}
+    for c in result.checks:
+        key = unreachable_of(c)
+        if key is not None:
+            folded.setdefault(key, []).append(c)
+    blocks = []
+    for key, checks in folded.items():
+        found, step = checks[0].finding()
+        blocks.append(ReachBlock(key, found.removeprefix("could not measure: "), step, checks))
+    return blocks
+
+
 @dataclass
 class AvailabilityRow:
     """MON-02 for one service: its availability over the window, or why it was not measured (too few runs)."""
@@ -100,6 +150,8 @@ class View:
     comparison: dict | None
     trend: list[dict]
     cards: list[Card] = field(default_factory=list)  # the failures, as cards
+    blocks: list[ReachBlock] = field(default_factory=list)  # hosts and targets that did not answer, first
+    errors: list[Card] = field(default_factory=list)  # could not measure, not in a block: with their reach step
     others: list[HostRow] = field(default_factory=list)  # targets on no host: files, backups, databases, Redis
     interrupted: str | None = None  # what an interrupted run did not do
     escalation: dict | None = None  # who to notify, by when (escalation.py), when the run says
@@ -121,8 +173,12 @@ def _counts(checks: list[CheckResult]) -> dict[str, int]:
 
 
 def view_of(result: RunResult) -> View:
-    failures = sorted((c for c in result.checks if c.failed),
-                      key=lambda c: (SEVERITY_ORDER.get(c.severity, 9), c.id, c.target))
+    def worst_first(checks):
+        return sorted(checks, key=lambda c: (SEVERITY_ORDER.get(c.severity, 9), c.id, c.target))
+
+    failures = worst_first(c for c in result.checks if c.failed and not c.error)
+    blocks = reach_blocks(result)
+    errors = worst_first(c for c in result.checks if c.error and unreachable_of(c) is None)
     sections = [Section(key, title, [c for c in result.checks if c.section == key])
                 for key, title in SECTIONS.items()]
     hosts: dict[str, list[CheckResult]] = {}
@@ -144,6 +200,8 @@ def view_of(result: RunResult) -> View:
         comparison=result.extra.get("comparison"),
         trend=list(result.extra.get("trend") or []),
         cards=[card_of(c) for c in failures],
+        blocks=blocks,
+        errors=[card_of(c) for c in errors],
         others=[HostRow(t, _counts(cs), [c.name for c in cs if c.failed], _kind(cs))
                 for t, cs in sorted(others.items())],
         interrupted=interrupted,
