@@ -210,8 +210,8 @@ def reach_step_for(target: Any, exc: BaseException | None = None) -> str:
     if host is not None and (down is not None or getattr(target, "database", None) is None
                              and (getattr(target, "service", None) is None or not by_network)):
         if host.backend == "local":
-            return (f"restore this run's access to {getattr(target, 'id', host.name)} on this machine (the error "
-                    "says what failed: a missing file, a permission), then run again")
+            return (f"check that what the error names exists on {host.name} and that this run may read it (or "
+                    "that the profile names the right path), then run again")
         where = f"{host.user}@{host.address}" if host.user else host.address
         port = f" -p {host.port}" if host.port else ""
         return f"restore the connection to {host.name}, then run again: `ssh -v{port} {_quoted(where)}`"
@@ -232,7 +232,8 @@ def reach_step_for(target: Any, exc: BaseException | None = None) -> str:
     if isinstance(url, str):
         return f"restore the connection to {target.id}, then run again: `curl -v {_quoted(url)}`"
     what = getattr(target, "id", None) or "the target"
-    return f"restore this run's access to {what} (the error says what failed), then run again"
+    return (f"check that what the error names for {what} exists and that this run may read it (or that the "
+            "profile names the right path), then run again")
 
 
 class Check:

@@ -84,13 +84,16 @@ def test_each_host_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fau
         if c["outcome"] == "failed":
             assert "Next:" in c["message"] and c["target"] in c["message"]
     if fault == "host-down":
+        assert not [c for c in summary["checks"] if c["outcome"] == "failed"]  # nothing measured wrong
         for c in summary["checks"]:
-            if c["outcome"] == "failed":
+            if c["outcome"] == "error":  # could not measure, and says why
                 assert "host unreachable: ssh: connect to host 127.0.0.2" in c["message"], c["message"]
         # SYS-06 times TCP connects from the checker and needs no ssh: the machine still answers, so it passes
         assert {c["id"] for c in summary["checks"] if c["target"] == OPS and c["outcome"] == "passed"} == {"SYS-06"}
-        assert summary["hosts"][OPS]["failed"] == len(NODE_CHECKS) + 1 and summary["hosts"][OPS]["passed"] == 1
-        assert f"{OPS} 1 passed {len(NODE_CHECKS) + 1} failed" in res.stdout  # the terminal's per-host line
+        h = summary["hosts"][OPS]
+        assert (h["error"], h["failed"], h["passed"]) == (len(NODE_CHECKS) + 1, 0, 1)
+        # the terminal's per-host line
+        assert f"{OPS} 1 passed 0 failed {len(NODE_CHECKS) + 1} could not measure" in res.stdout
     if fault == "world-writable":
         (c,) = [c for c in summary["checks"] if c["outcome"] == "failed" and c["id"] == "SEC-01"]
         assert c["value"]["count"] == 1 and c["value"]["first"][0].endswith("constitutional-ai/app/main.py")
@@ -138,24 +141,101 @@ def black_hole():
         yield s
 
 
+@pytest.fixture(scope="module")
+def dark_run(sandbox, tmp_path_factory):
+    """One run of the sandbox's profile with a host beside it that never answers (dark-1, a TCP listener on
+    127.0.0.4 that never speaks: ssh waits its whole connect timeout): (connections tried, CompletedProcess,
+    summary, run directory)."""
+    if not HAS_SSHD:
+        pytest.skip("needs openssh-server (.ci/run installs it)")
+    tmp_path = tmp_path_factory.mktemp("dark")
+    with silent_listener("127.0.0.4") as black_hole:
+        data = yaml.safe_load(sandbox.profile_path.read_text())
+        data.setdefault("thresholds", {})["connect_timeout_seconds"] = 2
+        ops = next(h for h in data["hosts"] if h["name"] == OPS)
+        data["hosts"].append({**ops, "name": "dark-1", "address": "127.0.0.4",
+                              "port": black_hole.getsockname()[1]})
+        dark = tmp_path / "dark.yaml"
+        dark.write_text(yaml.safe_dump(data))
+        # not SYS-06: its TCP connects would reach the black hole too and be counted as attempts
+        res, summary = run(dark, tmp_path, "--", "-k", "(system or security or monitoring) and not network_latency")
+        tried = accepted(black_hole)
+    assert summary is not None, res.stdout[-3000:] + res.stderr[-3000:]
+    (latest,) = tmp_path.glob("reports-*/latest")
+    yield tried, res, summary, latest.resolve()
+
+
+def _dark(summary) -> list[dict]:
+    return [c for c in summary["checks"] if c["target"].startswith("dark-1")]
+
+
 @needs_sshd
-def test_a_host_that_never_answers_adds_one_connect_timeout_to_the_run(healthy_sandbox, tmp_path, black_hole):
-    data = yaml.safe_load(healthy_sandbox.profile_path.read_text())
-    data.setdefault("thresholds", {})["connect_timeout_seconds"] = 2
-    ops = next(h for h in data["hosts"] if h["name"] == OPS)
-    data["hosts"].append({**ops, "name": "dark-1", "address": "127.0.0.4", "port": black_hole.getsockname()[1]})
-    dark = tmp_path / "dark.yaml"
-    dark.write_text(yaml.safe_dump(data))
-    # not SYS-06: its TCP connects would reach the black hole too and be counted as attempts
-    k = ("--", "-k", "(system or security or monitoring) and not network_latency")
-    res, with_dark = run(dark, tmp_path, *k)
-    dark_checks = [c for c in with_dark["checks"] if c["target"].startswith("dark-1")]
+def test_a_host_that_never_answers_adds_one_connect_timeout_to_the_run(dark_run):
+    tried, res, with_dark, _ = dark_run
+    dark_checks = _dark(with_dark)
     assert len(dark_checks) == len(NODE_CHECKS) + 1, sorted(c["id"] for c in dark_checks)
-    for c in dark_checks:
-        assert c["outcome"] == "failed" and "host unreachable" in c["message"] and "timed out" in c["message"], c
+    for c in dark_checks:  # nothing was measured there: could not measure, not a failure
+        assert c["outcome"] == "error" and "host unreachable" in c["message"] and "timed out" in c["message"], c
+        assert c["unreachable"] == "dark-1", c
     assert failed(with_dark) == {(c["id"], c["target"]) for c in dark_checks}, res.stdout[-2000:]
     # 9 checks on that host; one connection tried, so one timeout (2 s) waited for all of them
-    assert accepted(black_hole) == 1
+    assert tried == 1
+
+
+@needs_sshd
+def test_an_unreachable_host_is_error_in_every_output_with_its_reach_step_and_leads_the_reports(dark_run):
+    import xml.etree.ElementTree as ET
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, res, summary, run_dir = dark_run
+    dark = _dark(summary)
+    n = len(dark)
+    t = summary["totals"]
+    assert (t["failed"], t["errors"]) == (0, n) and summary["exit_code"] == 2  # no pass without evidence
+    assert summary["hosts"]["dark-1"] == {"checks": n, "passed": 0, "failed": 0, "error": n, "skipped": 0,
+                                          "interrupted": 0}
+    for c in dark:  # the step restores the connection: never the runbook's repair for a wrong value
+        assert c["next_step"].startswith("restore the connection to dark-1, then run again: `ssh -v -p "), c
+        assert c["next_step"].endswith(" 127.0.0.4`") and c["message"].endswith(f"Next: {c['next_step']}"), c
+    repairs = {c["next_step"] for c in summary["checks"] if c["outcome"] == "passed"}
+
+    # the last line: could not measure, counted apart from failed
+    last = res.stdout.strip().splitlines()[-1]
+    assert last == summary["summary"]
+    assert last.startswith(f"ACGS CRITICAL - {n} of ") and "checks could not measure (" in last, last
+    assert "dark-1 unreachable)" in last and f" failed=0 errors={n} " in last, last
+
+    # junit.xml: <error>, not <failure>
+    cases = {tc.get("name").split(": ", 1)[0]: tc for tc in ET.parse(run_dir / "junit.xml").getroot().iter("testcase")}
+    for c in dark:
+        tc = cases[f"{c['id']} {c['target']}"]
+        assert tc.find("failure") is None and tc.find("error").get("type") == "error", ET.tostring(tc)
+
+    # metrics.prom: not a success, and said to be could-not-measure
+    samples = [s for f in text_string_to_metric_families((run_dir / "metrics.prom").read_text()) for s in f.samples]
+    dark_pairs = {(c["id"], c["target"]) for c in dark}
+    success = {(s.labels["id"], s.labels["target"]): s.value for s in samples if s.name == "acgs_verify_check_success"}
+    error = {(s.labels["id"], s.labels["target"]) for s in samples if s.name == "acgs_verify_check_error"}
+    assert {p: success[p] for p in dark_pairs} == dict.fromkeys(dark_pairs, 0) and error == dark_pairs
+    counts = {s.labels["outcome"]: s.value for s in samples if s.name == "acgs_verify_checks"}
+    assert (counts["error"], counts["failed"]) == (n, 0)
+
+    # the terminal's findings and report.md open with one block for the host, its checks folded into it
+    findings = res.stdout.split("acgs-verify findings", 1)[1].splitlines()[1:]
+    assert findings[0].startswith(f"UNREACHABLE dark-1: {n} checks on dark-1 could not measure ("), findings[0]
+    assert "ssh -v" in findings[0]
+    assert not [line for line in findings if "dark-1" in line and line.startswith(("FAIL", "ERROR"))], findings
+    md = (run_dir / "report.md").read_text()
+    sections = [line for line in md.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## Unreachable: dark-1", sections
+    assert f"**{n} checks on dark-1 could not measure (" in md and "**Reach step:** restore the connection" in md
+    html = (run_dir / "report.html").read_text()
+    assert html.index('class="unreachable"') < html.index('id="failures"')
+    assert "Failures (0)" in html and "## Failures (0)" in md
+    for text in (md, html):  # no report offers a runbook repair for a check that could not measure
+        catalog_steps = {c["next_step"] for c in summary["checks"] if c["id"] in {d["id"] for d in dark}}
+        assert not [s for s in repairs & catalog_steps if s in text], text[:2000]
 
 
 @needs_sshd
