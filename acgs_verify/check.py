@@ -168,8 +168,10 @@ def _down(exc: BaseException, target: Any) -> str | None:
 
 
 def outcome_of(check_id: str, exc: BaseException, target: Any) -> tuple[str, str | None]:
-    """(outcome, what did not answer) for a ProbeError a check raised: `error` (could not measure), except a
-    reachability check's own target refusing on a host that answers, which is what that check measures (`failed`).
+    """(outcome, what did not answer) for a ProbeError a check raised: `error` (could not measure), except for a
+    reachability check (REACHABILITY_CHECKS) whose own target refused, answered garbage or stalled on a host that
+    answers: that is what the check measures (`failed`). Its host unreachable, or its address silent (an Unreachable
+    that was not refused: the host or the service, nobody can tell), is `error` for it too.
 
     >>> outcome_of("DB-01", ProbeError("connection refused"), primary)
     ('failed', None)
@@ -179,10 +181,13 @@ def outcome_of(check_id: str, exc: BaseException, target: Any) -> tuple[str, str
     ('error', 'app-2')
     """
     down = _down(exc, target)
-    host = getattr(target, "host", None)
-    host_down = down is not None and (host is None or down == host.name or str(exc).startswith(HOST_UNREACHABLE))
-    if check_id in REACHABILITY_CHECKS and not host_down and _refused(exc):
-        return "failed", None
+    if check_id in REACHABILITY_CHECKS:
+        host = getattr(target, "host", None)
+        host_down = down is not None and (host is None and not _refused(exc) or host is not None and (
+            down == host.name or str(exc).startswith(HOST_UNREACHABLE)))
+        # its own target refused, answered garbage or stalled: something answered there, and not as it should
+        if not host_down and (down is None or _refused(exc)):
+            return "failed", None
     return "error", down
 
 

@@ -112,7 +112,9 @@ security:
 
 
 # what each target of `nothing_there` must say, by what it looks at: (ID, target) -> (outcome, words its message
-# holds); {d} is the profile's directory, {tls} the closed TLS port
+# holds); {d} is the profile's directory, {tls} the closed TLS port. Never passed: `error` where the check could not
+# measure (nothing to read, nothing to reach), `failed` where it measured that something is wrong (a refused port is
+# what SVC-01, RD-01 and TLS-02 are for; an empty body is an answer)
 NOTHING_THERE: dict[str, dict[tuple[str, str], tuple[str, str]]] = {
     "services-that-answer-nothing": {
         ("SVC-01", "gone@app-1"): ("failed", "connection refused"),
@@ -120,7 +122,7 @@ NOTHING_THERE: dict[str, dict[tuple[str, str], tuple[str, str]]] = {
         ("SVC-02", "gone@app-1"): ("failed", "connection refused"),
         ("SVC-06", "gone@app-1"): ("failed", "got no answer"),
         ("SVC-07", "empty@app-1"): ("failed", "no request lines in the log and /metrics gives no error rate"),
-        ("SVC-07", "gone@app-1"): ("failed", "missing.log does not exist"),
+        ("SVC-07", "gone@app-1"): ("error", "missing.log does not exist"),
         ("SVC-08", "empty@app-1"): ("failed", "X-Constitutional-Hash: None"),
         ("SVC-08", "gone@app-1"): ("failed", "connection refused"),
         ("SVC-09", "empty@app-1"): ("failed", "body is not JSON"),
@@ -131,35 +133,35 @@ NOTHING_THERE: dict[str, dict[tuple[str, str], tuple[str, str]]] = {
         ("MON-02", "gone@app-1"): ("skipped", "0 runs in the last 30 days recorded SVC-01"),
     },
     "empty-or-missing-service-logs-for-the-hash-checks": {
-        ("CC-01", "empty@app-1"): ("failed", "empty.log on app-1 holds no line"),
-        ("CC-01", "gone@app-1"): ("failed", "missing.log does not exist"),
-        ("CC-02", "empty@app-1"): ("failed", "empty.log on app-1 holds no line"),
-        ("CC-02", "gone@app-1"): ("failed", "missing.log does not exist"),
+        ("CC-01", "empty@app-1"): ("error", "empty.log on app-1 holds no line"),
+        ("CC-01", "gone@app-1"): ("error", "missing.log does not exist"),
+        ("CC-02", "empty@app-1"): ("error", "empty.log on app-1 holds no line"),
+        ("CC-02", "gone@app-1"): ("error", "missing.log does not exist"),
     },
     "a-redis-with-nothing-to-show": {
         ("RD-01", "gone"): ("failed", "cannot reach"),
-        ("RD-02", "gone"): ("failed", "cannot reach"),
-        ("RD-03", "gone"): ("failed", "cannot reach"),
+        ("RD-02", "gone"): ("error", "cannot reach"),
+        ("RD-03", "gone"): ("error", "cannot reach"),
         ("RD-03", "fresh"): ("skipped", "only 0 lookups"),
         ("CC-06", "fresh"): ("failed", "acgs:constitutional_hash = None"),
-        ("CC-06", "gone"): ("failed", "cannot reach"),
+        ("CC-06", "gone"): ("error", "cannot reach"),
     },
     "hosts-with-nothing-to-read": {
-        **{(i, "gone-1"): ("failed", "host unreachable")
+        **{(i, "gone-1"): ("error", "host unreachable")
            for i in ("SYS-01", "SYS-02", "SYS-03", "SYS-05", "SEC-03", "SEC-04", "SEC-06")},
-        ("SYS-04", "gone-1:/"): ("failed", "host unreachable"),
+        ("SYS-04", "gone-1:/"): ("error", "host unreachable"),
         ("SYS-04", "app-1:{d}/no-such-mount"): ("failed", "no such file or directory"),
-        ("SYS-05", "app-1"): ("failed", "kern.log holds no lines"),
-        ("SEC-01", "app-1"): ("failed", "no such directory"),
+        ("SYS-05", "app-1"): ("error", "kern.log holds no lines"),
+        ("SEC-01", "app-1"): ("error", "no such directory"),
         ("SEC-02", "{d}/missing.env@app-1"): ("failed", "does not exist"),
-        ("SEC-03", "app-1"): ("failed", "no log file matches"),
-        ("SEC-04", "app-1"): ("failed", "names no account"),
+        ("SEC-03", "app-1"): ("error", "no log file matches"),
+        ("SEC-04", "app-1"): ("error", "names no account"),
         ("SEC-05", "app@app-1"): ("failed", "missing.key does not exist"),
-        ("SEC-06", "app-1"): ("failed", "no log file matches"),
+        ("SEC-06", "app-1"): ("error", "no log file matches"),
     },
     "no-certificate-and-no-tls-answer": {
-        ("TLS-01", "{d}/empty.pem"): ("failed", "is empty"),
-        ("TLS-01", "{d}/missing.pem"): ("failed", "cannot read"),
+        ("TLS-01", "{d}/empty.pem"): ("error", "is empty"),
+        ("TLS-01", "{d}/missing.pem"): ("error", "cannot read"),
         ("TLS-02", "127.0.0.1:{tls}"): ("failed", "cannot connect"),
     },
 }
@@ -207,14 +209,14 @@ security: {{allowed_users: [root]}}
 """, "--since", "10m")
     assert _verdicts(results, {
         ("SEC-01", "app-1"): ("failed", "the tree holds no file"),
-        ("SEC-03", "app-1"): ("failed", "hold no lines"),
-        ("SEC-06", "app-1"): ("failed", "hold no lines"),
-        ("SEC-04", "app-1"): ("failed", "cannot read"),
-        ("SYS-05", "app-1"): ("failed", "cannot read"),
-        ("TLS-01", f"{d}/not.pem"): ("failed", "no readable PEM certificate"),
-        ("CC-01", "quiet@app-1"): ("failed", "no lines since"),
-        ("CC-02", "quiet@app-1"): ("failed", "no lines since"),
-        ("SVC-07", "quiet@app-1"): ("failed", "no lines since"),
+        ("SEC-03", "app-1"): ("error", "hold no lines"),
+        ("SEC-06", "app-1"): ("error", "hold no lines"),
+        ("SEC-04", "app-1"): ("error", "cannot read"),
+        ("SYS-05", "app-1"): ("error", "cannot read"),
+        ("TLS-01", f"{d}/not.pem"): ("error", "no readable PEM certificate"),
+        ("CC-01", "quiet@app-1"): ("error", "no lines since"),
+        ("CC-02", "quiet@app-1"): ("error", "no lines since"),
+        ("SVC-07", "quiet@app-1"): ("error", "no lines since"),
     }) == []
 
 
