@@ -103,7 +103,7 @@ def closed_gate(snapshot_path: Path) -> str | None:
     """The summary line of the run a snapshot belongs to, if that run's gate was closed (exit 2 or 3); else None.
 
     >>> closed_gate(Path("reports/20250601T020000Z-production-pre-maintenance-1a2b/snapshot.json"))
-    'ACGS CRITICAL - 1 of 48 checks failed (P1: 1) | passed=47 failed=1 duration=9.1s'
+    'ACGS CRITICAL - 1 of 48 checks failed (P1: 1) | passed=47 failed=1 errors=0 skipped=0 duration=9.1s'
     """
     run_dir = snapshot_path if snapshot_path.is_dir() else snapshot_path.parent
     try:

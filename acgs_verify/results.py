@@ -269,7 +269,7 @@ class RunResult:
         return EXIT_WARNING if failed else EXIT_OK
 
     def summary_line(self) -> str:
-        """`ACGS CRITICAL - 2 of 48 checks failed (P0: 1) | passed=46 failed=2 duration=1.8s`"""
+        """`ACGS CRITICAL - 2 of 48 checks failed (P0: 1) | passed=46 failed=2 errors=0 skipped=0 duration=1.8s`"""
         t = self.totals
         word = STATUS_WORD[self.exit_code]
         ran = t["checks"] - t["skipped"]
