@@ -31,11 +31,13 @@ from acgs_verify.redact import mask, printable
 __all__ = ["REACHABILITY_CHECKS", "Check", "ProbeError", "next_step_for", "outcome_of", "reach_step_for", "runbook",
            "said"]
 
-# The checks whose purpose is that their own target answers: the health endpoint (SVC-01), the port listening
-# (SVC-04), the database accepting connections (DB-01), Redis answering PING (RD-01), the TLS endpoint's handshake
-# (TLS-02). Their target refusing a connection on a host that answers is what they measure: `failed`, with the
-# runbook's repair. When the host itself (or the address) does not answer, they could not measure, as any check.
-REACHABILITY_CHECKS = frozenset({"SVC-01", "SVC-04", "DB-01", "RD-01", "TLS-02"})
+# The checks whose purpose is that their own target answers when connected to: the health endpoint (SVC-01), the
+# database accepting connections (DB-01), Redis answering PING (RD-01), the TLS endpoint's handshake (TLS-02). Their
+# target refusing a connection on a host that answers is what they measure: `failed`, with the runbook's repair.
+# When the host itself (or the address) does not answer, they could not measure, as any check. SVC-04 (the port
+# listening) is not one: it reads the host's socket table, where "not listening" is its own measured failure
+# (check.that) and a ProbeError is a table it could not read.
+REACHABILITY_CHECKS = frozenset({"SVC-01", "DB-01", "RD-01", "TLS-02"})
 HOST_UNREACHABLE = "host unreachable"  # what probes/host.py says of a host it could not reach
 
 

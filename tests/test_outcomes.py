@@ -108,6 +108,8 @@ def test_one_mapping_says_which_errors_a_reachability_check_measured(targets):
     # the host is down: every check on it could not measure, the reachability checks too
     down = ProbeError("host unreachable: ssh: connect to host 127.0.0.9 port 2222: Connection timed out")
     assert outcome_of("SVC-04", down, targets["auth@app-2"]) == ("error", "app-2")
+    # SVC-04 reads the socket table: one it cannot read is no measurement of the port
+    assert outcome_of("SVC-04", ProbeError("ss: permission denied"), targets["auth@app-1"]) == ("error", None)
     assert outcome_of("SVC-01", Unreachable("app-2", "timed out"), targets["auth@app-2"]) == ("error", "app-2")
     # an address that said nothing at all: the host or the service, nobody can tell
     silent = Unreachable("127.0.0.7:6543", "did not answer within 3 s", address="127.0.0.7", port=6543)
