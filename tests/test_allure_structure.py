@@ -282,3 +282,19 @@ def test_make_report_keeps_history_so_the_trend_fills_from_the_second_run(tmp_pa
         trend = json.loads((reports / "allure-report/widgets/history-trend.json").read_text())
         assert len(trend) == i, trend
     assert len(json.loads((reports / "allure-report/history/history-trend.json").read_text())) == 2
+
+
+def test_a_stage_that_could_not_measure_is_a_broken_step(sandbox, tmp_path):
+    empty = tmp_path / "no-backups"
+    empty.mkdir()
+    res = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(tmp_path / "reports"),
+                  "--set", f"paths.backups={empty}", "--set", "backups.restore_drill=true", "--", "-k", "restore_drill")
+    summary = json.loads((tmp_path / "reports/latest/summary.json").read_text())
+    (bk07,) = summary["checks"]
+    assert bk07["outcome"] in ("failed", "error") and "could not measure" in bk07["message"], res.stdout[-2000:]
+    (step,) = bk07["steps"]  # the drill stopped at its first stage: nothing was created, nothing to drop
+    assert (step["name"], step["status"]) == ("find the latest dump", "broken") and str(empty) in step["detail"]
+    results = tmp_path / "reports/latest/allure-results"
+    (doc,) = [json.loads(p.read_text()) for p in results.glob("*-result.json")]
+    assert [(s["name"], s["status"]) for s in doc["steps"]] == [("find the latest dump", "broken")]
+    assert doc["statusDetails"]["trace"].startswith("kind: unmeasured\n")
