@@ -298,3 +298,47 @@ def test_a_stage_that_could_not_measure_is_a_broken_step(sandbox, tmp_path):
     (doc,) = [json.loads(p.read_text()) for p in results.glob("*-result.json")]
     assert [(s["name"], s["status"]) for s in doc["steps"]] == [("find the latest dump", "broken")]
     assert doc["statusDetails"]["trace"].startswith("kind: unmeasured\n")
+
+
+@needs_allure
+@pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
+                    reason="chromium is not installed")
+def test_generated_report_shows_the_categories_in_a_browser(faulted, tmp_path):
+    """The report as a reader sees it: Allure's page, served on loopback (it fetches its data, which file:// does
+    not allow), rendered by headless Chromium, with the categories of the faulted run and a screenshot."""
+    import socket
+    import sys
+
+    from tests.test_reports_sandbox import chromium
+    from tests.waiting import wait_for
+
+    run_dir, summary = faulted
+    report = tmp_path / "report"
+    subprocess.run([ALLURE, "generate", "--clean", "-o", str(report), str(run_dir / "allure-results")],
+                   check=True, capture_output=True, timeout=180)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                               "--directory", str(report)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def answers() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for("the report's server listening", answers, timeout=20)
+        url = f"http://127.0.0.1:{port}/index.html#categories"
+        dom = chromium("--virtual-time-budget=15000", "--dump-dom", url, user_data=tmp_path / "dom")
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        shown = {expected_category(c) for c in summary["checks"]} - {None}
+        for name in shown:
+            assert name in dom.stdout, name
+        shot = tmp_path / "categories.png"
+        res = chromium("--virtual-time-budget=15000", f"--screenshot={shot}", "--window-size=1280,1200",
+                       "--hide-scrollbars", url, user_data=tmp_path / "shot")
+        assert res.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", res.stderr[-2000:]
+        assert shot.stat().st_size > 10_000
+        print(f"screenshot: {shot}")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
