@@ -427,6 +427,7 @@ _GENESIS = ("({c} IS NULL OR btrim({c}) = '' OR {c} ~ '^(0x)?0+$'"
             " OR lower(btrim({c})) IN ('genesis', 'none', 'null'))")
 # the columns a chain may be kept per, tried in this order: the first no link crosses names the chains
 CHAIN_PARTITIONS = ("tenant_id", "service_name")
+CHAINS_SHOWN = 100  # audit_chain's per_chain: a fleet of tenants is counted in full, listed up to this many
 
 
 def _columns(pg: Pg, table: str) -> list[str]:
@@ -440,7 +441,8 @@ def audit_chain(pg: Pg, table: str, expected_hash: str, max_rows: int) -> dict[s
 
     -> {'rows': 3000, 'chains': {'by': 'tenant_id', 'count': 5}, 'breaks': 1,
         'first_break': {'id': 1501, 'chain': 'tenant-2', 'kind': 'names no row', 'prev_hash': '..', 'ids': [1501]},
-        'wrong_hash': 0, 'first_wrong_hash': None}
+        'wrong_hash': 0, 'first_wrong_hash': None,
+        'per_chain': [{'chain': 'tenant-1', 'rows': 600, 'wrong_hash': 0, 'breaks': 0}, ...]}
     Each row's prev_hash names the row whose current_hash it is, or is a genesis value (NULL, '', zeros,
     'genesis'). A break is a row whose prev_hash names no row of the table (kind 'names no row'), or two rows
     naming the same predecessor (kind 'fork', `ids` both). Chains are per tenant (or per service) when no link
@@ -493,6 +495,22 @@ def audit_chain(pg: Pg, table: str, expected_hash: str, max_rows: int) -> dict[s
         "rows": int(summary["rows"]), "chains": {"by": by, "count": int(summary["chains"]) if by else 1},
         "breaks": sum(int(r["n"]) for r in orphans[:1] + forks[:1]), "first_break": first,
         "wrong_hash": int(summary["wrong_hash"]), "first_wrong_hash": None}
+    # each chain's own counts, for the report's steps (CC-05 per tenant); the first CHAINS_SHOWN by name
+    per = pg.rows(recent + sql.SQL(
+        "SELECT {chain} AS chain, count(*) AS rows,"
+        " count(*) FILTER (WHERE constitutional_hash IS DISTINCT FROM %(h)s) AS wrong_hash"
+        " FROM recent GROUP BY 1 ORDER BY 1 LIMIT %(c)s").format(chain=chain), {**params, "c": CHAINS_SHOWN})
+    # NOT EXISTS in WHERE, as above: an anti-join, where a FILTER's subquery would scan the table per row
+    orphaned = {r["chain"]: int(r["n"]) for r in pg.rows(recent + sql.SQL(
+        "SELECT {chain} AS chain, count(*) AS n FROM recent r WHERE NOT {g}"
+        " AND NOT EXISTS (SELECT 1 FROM {t} p WHERE p.current_hash = r.prev_hash) GROUP BY 1").format(
+        chain=chain, g=genesis.format(c=sql.SQL("r.prev_hash")), t=t), params)}
+    forked = {r["chain"]: int(r["forks"]) for r in pg.rows(recent + sql.SQL(
+        "SELECT c AS chain, count(*) AS forks FROM (SELECT {chain} AS c FROM recent WHERE NOT {g}"
+        " GROUP BY 1, prev_hash HAVING count(*) > 1) f GROUP BY c").format(
+        chain=chain, g=genesis.format(c=sql.SQL("prev_hash"))), params)}
+    out["per_chain"] = [{"chain": r["chain"], "rows": int(r["rows"]), "wrong_hash": int(r["wrong_hash"]),
+                         "breaks": orphaned.get(r["chain"], 0) + forked.get(r["chain"], 0)} for r in per]
     if out["wrong_hash"]:
         out["first_wrong_hash"] = pg.rows(recent + sql.SQL(
             "SELECT id, constitutional_hash FROM recent WHERE constitutional_hash IS DISTINCT FROM %(h)s"
