@@ -185,3 +185,43 @@ def test_a_run_with_a_host_that_never_answers_costs_one_connect_timeout(healthy_
             in c["message"], c
     cc04 = next(c for c in summary["checks"] if c["id"] == "CC-04")
     assert "app-2 unreachable" in cc04["message"], cc04
+
+
+def test_a_database_redis_or_tls_port_that_does_not_answer_is_waited_for_once(tmp_path):
+    """PgPool, RedisPool and the TLS probe ask the run's cache before their client connects: the second ask of a
+    port that timed out is Unreachable at once with the step for that kind of target, whatever the client."""
+    from acgs_verify.probes import tls
+    from acgs_verify.probes.postgres import PgPool
+    from acgs_verify.probes.redis import RedisPool
+    from acgs_verify.profile import load_profile
+
+    with dead_listener(DEAD) as pg_port, dead_listener(DEAD) as redis_port, dead_listener(DEAD) as tls_port:
+        path = tmp_path / "p.yaml"
+        path.write_text(yaml.safe_dump({
+            "hosts": [{"name": "here", "address": "127.0.0.1", "backend": "local", "roles": ["db", "cache"]}],
+            "databases": [{"name": "primary", "dsn": f"postgresql://acgs@{DEAD}:{pg_port}/acgs"}],
+            "redis": [{"name": "cache", "url": f"redis://{DEAD}:{redis_port}/0"}],
+            "thresholds": {"connect_timeout_seconds": TIMEOUT, "db_connect_timeout_seconds": 5,
+                           "redis_timeout_seconds": 5}}))
+        profile = load_profile(str(path))
+        pg, caches = PgPool(profile), RedisPool(profile)
+        try:
+            with reach.session(profile.hosts, TIMEOUT):
+                reach.asking("DB-01")
+                asks = {
+                    "postgres": (lambda: pg.get(profile.databases[0]), pg_port, f"`pg_isready -h {DEAD} -p {pg_port}`"),
+                    "redis": (lambda: caches.get(profile.redis[0]), redis_port,
+                              f"`redis-cli -h {DEAD} -p {redis_port} ping`"),
+                    "tls": (lambda: tls.endpoint(f"https://{DEAD}:{tls_port}", None, 5), tls_port,
+                            f"`openssl s_client -connect {DEAD}:{tls_port}`"),
+                }
+                for kind, (ask, port, step) in asks.items():
+                    first, took = _timed(ask)
+                    assert isinstance(first, Unreachable) and took < TIMEOUT + 1.5, (kind, first, took)
+                    assert f"{DEAD}:{port} did not answer within 1 s (first tried by DB-01)" in str(first), str(first)
+                    assert first.reach_step == step, (kind, first.reach_step)
+                    again, took = _timed(ask)
+                    assert isinstance(again, Unreachable) and took < 0.3 and str(again) == str(first), (kind, took)
+        finally:
+            pg.close()
+            caches.close()
