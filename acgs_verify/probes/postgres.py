@@ -23,6 +23,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from acgs_verify.probes import reach
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.profile import Database, Profile
 from acgs_verify.redact import display_url, one_line
@@ -67,6 +68,7 @@ class PgPool:
         self.profile = profile
         self._open: dict[str, Pg] = {}
         self._failed: dict[str, str] = {}
+        self._unreachable: dict[str, ProbeError] = {}
 
     def get(self, database: Database) -> Pg:
         return self._session(database.name, database.dsn, database)
@@ -75,9 +77,17 @@ class PgPool:
         return self._session(f"{database.name} replica {dsn}", dsn, database)
 
     def _session(self, key: str, dsn: str, database: Database) -> Pg:
+        if key in self._unreachable:
+            raise self._unreachable[key]
         if key in self._failed:
             raise ProbeError(self._failed[key])
         if key not in self._open:
+            try:
+                for address, port in tcp_endpoints(dsn):  # a server that does not answer: at once, not per check
+                    reach.gate(address, port, kind="postgres", target=f"database {database.name}")
+            except reach.Unreachable as exc:
+                self._unreachable[key] = exc
+                raise
             try:
                 self._open[key] = connect(dsn, self.profile.secret(f"databases.{database.name}"),
                                           self.profile.thresholds, self.profile.secret_values())
@@ -142,6 +152,25 @@ def _ident(name: str):
 def _truncate(text: str | None, limit: int = QUERY_TEXT_MAX) -> str:
     one = " ".join((text or "").split())
     return one if len(one) <= limit else one[: limit - 3] + "..."
+
+
+def tcp_endpoints(dsn: str) -> list[tuple[str, int]]:
+    """The (address, port) pairs libpq would try over TCP for `dsn` (a URL or key=value conninfo); none for a
+    unix socket directory or a DSN libpq cannot read (its connect says why)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:  # noqa: BLE001 -- the connect that follows names libpq's own error
+        return []
+    hosts = str(params.get("hostaddr") or params.get("host") or "").split(",")
+    ports = str(params.get("port") or "5432").split(",")
+    found = []
+    for i, address in enumerate(hosts):
+        port = ports[i] if i < len(ports) else ports[-1]
+        if address and not address.startswith("/") and port.strip().isdigit():
+            found.append((address.strip(), int(port)))
+    return found
 
 
 def host_port(dsn: str) -> tuple[str, int]:
