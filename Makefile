@@ -58,11 +58,17 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider -m slow $(PYTEST_ARGS)
 
-# The Allure HTML report of the latest run (allure-results/ is written by every run).
+# The Allure HTML report of the latest run (allure-results/ is written by every run). The previous report's
+# history/ goes into the run's results first: Allure's Trend and history widgets read it from there, and
+# `generate --clean` would drop it with the old report.
 report:
 	@test -d $(REPORT_DIR)/latest/allure-results || { echo "make report: no run yet; run 'make demo' or acgs-verify run first" >&2; exit 1; }
 	@if command -v allure >/dev/null; then \
-	  allure generate --clean -o $(REPORT_DIR)/allure-report $(REPORT_DIR)/latest/allure-results && \
+	  results="$(REPORT_DIR)/latest/allure-results"; \
+	  if [ -d "$(REPORT_DIR)/allure-report/history" ]; then \
+	    rm -rf "$$results/history" && cp -R "$(REPORT_DIR)/allure-report/history" "$$results/history"; \
+	  fi; \
+	  allure generate --clean -o "$(REPORT_DIR)/allure-report" "$$results" && \
 	  echo "Allure report: $(REPORT_DIR)/allure-report/index.html (allure open $(REPORT_DIR)/allure-report)"; \
 	else \
 	  echo "make report: the 'allure' command is not installed. It needs Java 8+; install it with one of:"; \

@@ -72,6 +72,11 @@ class CatalogEntry:
         """What a PASS needs to have seen (EVIDENCE); a check that saw less fails or skips saying so."""
         return EVIDENCE[self.id]
 
+    @property
+    def kind(self) -> str:
+        """What kind of failure the check reports when it measured and found it wrong (KIND, one of KINDS)."""
+        return KIND[self.id]
+
 
 def _e(id_, section, severity, title, runbook, next_step, target):
     return CatalogEntry(id_, section, severity, title, runbook, next_step, target)
@@ -371,4 +376,32 @@ EVIDENCE: dict[str, str] = {
               "not answer at all is a failure",
     "MON-02": "at least availability_min_runs runs of the profile within the window in history.jsonl that "
               "recorded the service's SVC-01 outcome; fewer skip, saying how many there are",
+}
+
+
+# What a failed check found, as a word reports sort on (Allure's categories, report/allure.py): the kind of failure a
+# check reports when it measured. A check that could not measure is `unmeasured` whatever its ID; a check may name
+# another kind of KINDS for one failure (Check.kind: SVC-02's body names another hash).
+KINDS: dict[str, str] = {
+    "unmeasured": "Could not measure (target unreachable, timeout, missing file)",
+    "availability": "Not available (down, not answering, not active)",
+    "threshold": "Threshold exceeded (latency, usage, age, rate)",
+    "identity": "Wrong identity (port owner, server, process)",
+    "hash": "Constitutional hash mismatch",
+    "integrity": "Integrity broken (backup, dump, audit chain, format)",
+    "expiry": "Expired or expiring (certificate, key rotation)",
+    "access": "Access control (permissions, accounts)",
+    "incident": "Incident found (OOM kill, breach indicator, open alert, blocked lock)",
+}
+KIND: dict[str, str] = {
+    **dict.fromkeys(("SVC-01", "SVC-04", "SVC-05", "SVC-09", "DB-01", "RD-01"), "availability"),
+    **dict.fromkeys(("SVC-03", "DB-02", "SVC-11"), "identity"),
+    **dict.fromkeys(("SVC-02", "SVC-08", "CC-01", "CC-02", "CC-03", "CC-06"), "hash"),
+    **dict.fromkeys(("BK-02", "BK-03", "BK-04", "BK-06", "BK-07", "CC-05", "SVC-10"), "integrity"),
+    **dict.fromkeys(("TLS-01", "TLS-02", "SEC-05"), "expiry"),
+    **dict.fromkeys(("SEC-01", "SEC-02", "SEC-04"), "access"),
+    **dict.fromkeys(("SYS-05", "SEC-06", "MON-01", "DB-05"), "incident"),
+    **dict.fromkeys(("SVC-06", "SVC-07", "SVC-12", "DB-03", "DB-04", "DB-06", "DB-07", "DB-08", "DB-09", "DB-10",
+                     "DB-11", "DB-12", "DB-13", "RD-02", "RD-03", "CC-04", "SYS-01", "SYS-02", "SYS-03", "SYS-04",
+                     "SYS-06", "BK-01", "BK-05", "SEC-03", "MON-02"), "threshold"),
 }

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from acgs_verify.catalog import CatalogEntry, entry
+from acgs_verify.catalog import KINDS, CatalogEntry, entry
 from acgs_verify.probes.errors import ProbeError, Unreachable
 from acgs_verify.probes.http import service_url
 from acgs_verify.redact import mask, printable
@@ -316,6 +317,48 @@ class Check:
     def evidence(self, name: str, content: Any) -> None:
         """Attach raw evidence (a response body, query rows, log lines) for the reports."""
         self._item.user_properties.append(("evidence:" + self._said(name), self._shown(content, 20_000, True)))
+
+    def kind(self, kind: str) -> None:
+        """This failure is of another kind than the catalog's for the ID (catalog.KINDS), e.g. SVC-02 finding the
+        body healthy but naming another hash: `check.kind("hash")`."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
+        self._record("kind", kind)
+
+    STEP_STATUSES = ("passed", "failed", "broken", "skipped")
+
+    def stage(self, name: str, status: str, detail: Any = "") -> None:
+        """Record one stage of a staged check as it ended (Allure shows it as a step, summary.json keeps it):
+        `check.stage("port owner", "passed", "pid 42 `uvicorn auth`")`. status: passed, failed, broken (could not
+        measure), skipped."""
+        if status not in self.STEP_STATUSES:
+            raise ValueError(f"unknown step status {status!r}; known: {', '.join(self.STEP_STATUSES)}")
+        steps = [*dict(self._item.user_properties).get("steps", []),
+                 {"name": self._shown(name), "status": status, "detail": self._shown(detail, 2000) if detail else ""}]
+        self._record("steps", steps)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[dict]:
+        """A stage around the code that does it: passed when the block ends, broken when a probe could not
+        measure, failed when the check failed in it, skipped when it skipped; the detail is what the block sets.
+
+        >>> with check.step("restore into scratch") as s:
+        ...     drill = restore_drill(...)
+        ...     s["detail"] = f"{drill.database} in {drill.seconds:.1f} s"
+        """
+        said: dict = {"detail": ""}
+        try:
+            yield said
+        except ProbeError as exc:
+            self.stage(name, "broken", said["detail"] or exc)
+            raise
+        except pytest.skip.Exception as exc:
+            self.stage(name, "skipped", said["detail"] or exc.msg)
+            raise
+        except BaseException as exc:
+            self.stage(name, "failed", said["detail"] or str(exc).split("\n")[0])
+            raise
+        self.stage(name, said.get("status", "passed"), said["detail"])
 
     def warn(self, message: str) -> None:
         """Passes, but the reports show the warning (e.g. p99 above target, below the failure limit)."""

@@ -448,10 +448,11 @@ def cmd_run(args) -> int:
         raise UsageError(problem)
     shard = _shard(args)
     args.run_group = shard.group if shard is not None else None  # pytest is handed the group resolved here
-    args.profile = options.profile_name(args.profile)
     args.report_dir = Path(options.DEFAULT_REPORT_DIR if args.report_dir is None else args.report_dir)
     workers_for(args.workers, 0)  # a bad --workers stops here, before anything is written
     _check_options(args)
+    if args.profile is None:
+        args.profile = str(_running_sandbox_profile())
     profile = load_profile(args.profile, args.set)  # bad input stops here, before pytest starts
     args.profile_label = profile.name  # --metrics-file's label, should the run stop before pytest
     for text in profile.insecure_settings():
@@ -469,6 +470,19 @@ def cmd_run(args) -> int:
         except BaseException:
             rundir.discard(partial)  # interrupted outside pytest, or a bug: never leave .partial-* behind
             raise
+
+
+def _running_sandbox_profile() -> Path:
+    """Without --profile, `run` checks the sandbox that is running (the one `sandbox up` would start, in
+    $ACGS_SANDBOX_DIR or .sandbox), never the default ports of a stack that may not be the one up."""
+    from acgs_verify.sandbox.manager import running_profile
+
+    path, why = running_profile(Path(os.environ.get("ACGS_SANDBOX_DIR", ".sandbox")))
+    if path is None:
+        raise UsageError(f"no --profile, and no sandbox running ({why}): start one with `acgs-verify sandbox up`, "
+                         "or name a profile: `acgs-verify run --profile NAME_OR_PATH`")
+    print(f"acgs-verify: no --profile: using the running sandbox's profile {path}", file=sys.stderr)
+    return path
 
 
 def _shard(args):

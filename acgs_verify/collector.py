@@ -136,10 +136,11 @@ class ResultCollector:
             # body the run stopped sends no report for it, and must not read as passed
             res = CheckResult(nodeid=report.nodeid, id=e.id, section=e.section, severity=e.severity,
                               title=e.title, target=props.get("target", "-"), next_step=e.next_step,
-                              host=props.get("host"), outcome=INTERRUPTED)
+                              host=props.get("host"), outcome=INTERRUPTED, kind=e.kind)
             self.by_nodeid[report.nodeid] = res
         res.duration += report.duration
-        for key in ("measured", "expected", "value", "warning", "next_step"):  # next_step: filled from the target
+        # next_step: filled from the target; kind: the check's own for this failure (Check.kind), steps: Check.step
+        for key in ("measured", "expected", "value", "warning", "next_step", "kind", "steps"):
             if key in props:
                 setattr(res, key, props[key])
         for k, v in report.user_properties:

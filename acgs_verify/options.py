@@ -46,7 +46,8 @@ def _gates() -> str:
 
 SHARED: tuple[Option, ...] = (
     # None rather than "sandbox": the plugin tells a run of the checks (a profile named) from the suite's own tests
-    Option("--profile", f"environment profile, by name or path (default: {DEFAULT_PROFILE})", metavar="PROFILE"),
+    Option("--profile", "environment profile, by name or path (default: acgs-verify run takes the running "
+           f"sandbox's profile; pytest takes {DEFAULT_PROFILE})", metavar="PROFILE"),
     Option("--set", "override one profile field for this run (repeatable), e.g. thresholds.db_long_query_seconds=60",
            default=[], metavar="dotted.key=VALUE", action="append"),
     # checked by gate_problem() rather than argparse `choices`, so a bad gate is one line and exit 3 in both

@@ -17,6 +17,7 @@ from acgs_verify import options
 from acgs_verify.catalog import CATALOG, GATES, SECTIONS, SEVERITIES
 from acgs_verify.check import Check, ProbeError, next_step_for, outcome_of, reach_step_for, said
 from acgs_verify.collector import PROFILE_KEY, is_plain, register_collectors, run_options, start_plain_run
+from acgs_verify.probes import reach
 from acgs_verify.profile import Profile, ProfileError, load_profile
 from acgs_verify.shards import key_of
 from acgs_verify.targets import TARGET_KINDS, host_of
@@ -188,6 +189,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem) -> None:
     """When the test loop reaches a host's first check: drop what the previous host's checks measured, and start
     reading the next READ_AHEAD_HOSTS hosts (HostPool.read_ahead), so a fleet's round trips are in flight together
     instead of one host after another. In an xdist worker only the hosts it was given are known: no read-ahead."""
+    mark = item.get_closest_marker("runbook")
+    reach.asking(mark.args[0] if mark is not None and mark.args else item.name)  # credited with a first try
     host = dict(item.user_properties).get("host")
     current, order = item.config.stash.get(_AHEAD_KEY, (None, None))
     if host == current:
@@ -222,8 +225,13 @@ def _target_of(item: pytest.Item):
 
 
 @pytest.fixture(scope="session")
-def profile(pytestconfig: pytest.Config) -> Profile:
-    return _profile(pytestconfig)
+def profile(pytestconfig: pytest.Config):
+    from acgs_verify.probes import reach
+
+    loaded = _profile(pytestconfig)
+    # every probe of the run shares one reachability cache: a target that does not answer is waited for once
+    with reach.session(loaded.hosts, loaded.thresholds.connect_timeout_seconds):
+        yield loaded
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ INTERRUPTED = "interrupted"
 # summary.json's format (docs/summary.schema.json, shipped as acgs_verify/schemas/summary.schema.json). A minor
 # version adds optional fields, which readers of the same major ignore; a major version changes what a field means
 # or removes one, and a reader of an older major refuses the file.
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
 # what a summary.json must hold to be read at all; every other field has a default that fills it
 REQUIRED_RUN = ("run_id", "profile", "gate", "started", "checks")
@@ -55,6 +55,10 @@ class CheckResult:
     waived: dict | None = None  # set by waivers: {reason, owner, expires}
     attempts: int = 1  # how many times it ran (acgs-verify run --wait re-runs failing checks)
     host: str | None = None  # the host the check ran on, when its target has one
+    # the kind of failure it reports when it measured (catalog.KINDS: threshold, hash, ...), from the catalog or the
+    # check; report/allure.py sorts failures into categories by it and the outcome, never by the message's words
+    kind: str | None = None
+    steps: list[dict] = field(default_factory=list)  # a staged check's stages: [{name, status, detail}] (Check.step)
     # an error's host or target that did not answer (`app-2`, `10.0.0.5:8016`): the reports fold its checks into
     # one block, and its next_step is the reach step (restore the connection), not the runbook's repair
     unreachable: str | None = None

@@ -11,9 +11,13 @@ Measures, each as the median of --runs runs after one warm-up run (BENCHMARKS.md
   f. a fleet: N ssh hosts (N = --fleet, default 1,10,50,200), each its own address and ControlMaster connection,
      all reaching the sandbox's sshd through benchmarks/delay_proxy.py with --rtt-ms of round trip (default 20):
      wall time, the checker's own on-CPU seconds per host, connections per host (counted by the proxy), peak RSS.
+  g. a host that is down: the whole catalog, and the smoke gate, on the sandbox's profile with and without an
+     extra ssh host whose address never answers (a loopback listener with a full accept queue, which drops every
+     SYN) and a service on it: the extra wall time against one connect timeout plus 2 s.
 and writes the figures between the bench markers of BENCHMARKS.md (and benchmarks/last-run.json).
 
     .venv/bin/python benchmarks/bench.py --only fleet --fleet 1,10,50 --runs 3   # the fleet alone
+    .venv/bin/python benchmarks/bench.py --only down --runs 3                    # the down host alone
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ TARGETS = {"catalog_ratio": 1.0, "smoke_seconds": 1.0, "overhead_ms": 2.0, "scal
 SEP = "\x1f"  # runbook.sh splits the ACGS_* records on this: process patterns hold "|"
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 FLEET_START, FLEET_END = "<!-- fleet:start -->", "<!-- fleet:end -->"
+DOWN_START, DOWN_END = "<!-- down:start -->", "<!-- down:end -->"
+DOWN_ADDRESS = "127.0.0.41"  # the down host's loopback address: bench traffic stays in 127.0.0.0/8
+DOWN_SLACK_S = 2.0  # the target: a down host costs at most one connect timeout plus this
 FLEET_COUNTS = "1,10,50,200"
 FLEET_TARGETS = {"ratio_50": 3.0, "rss_mb": 150, "sessions_per_host": 1}
 
@@ -333,8 +340,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true",
                     help="2 runs, hosts 1 and 10 only, also in the fleet (a smoke test of the bench)")
     ap.add_argument("--no-write", action="store_true", help="print the figures; leave BENCHMARKS.md alone")
-    ap.add_argument("--only", choices=("all", "local", "fleet"), default="all",
-                    help="local: scenarios a-e; fleet: f (default all)")
+    ap.add_argument("--only", choices=("all", "local", "fleet", "down"), default="all",
+                    help="local: scenarios a-e; fleet: f; down: g (default all)")
     ap.add_argument("--fleet", default=FLEET_COUNTS, help=f"fleet sizes, comma-separated (default {FLEET_COUNTS})")
     ap.add_argument("--rtt-ms", type=float, default=20.0, help="the fleet's round trip (default 20 ms)")
     args = ap.parse_args()
@@ -357,9 +364,11 @@ def main() -> int:
         print(f"bench: sandbox in {sb.dir} (port offset {sb.port_offset}); load {load()}", flush=True)
         profile = sb.up()
         _subreaper()
-        results = measure(profile, work, runs, args.quick) if args.only != "fleet" else {}
-        if args.only != "local" and fleet_counts:
+        results = measure(profile, work, runs, args.quick) if args.only in ("all", "local") else {}
+        if args.only in ("all", "fleet") and fleet_counts:
             results["fleet"] = measure_fleet(profile, work, runs, fleet_counts, args.rtt_ms)
+        if args.only in ("all", "down"):
+            results["down"] = measure_down(profile, work, runs)
     finally:
         sb.down()
         shutil.rmtree(work, ignore_errors=True)
@@ -367,7 +376,7 @@ def main() -> int:
     results["bench_seconds"] = round(time.time() - started, 1)
     results["runs"] = runs
     # a fleet-only run keeps the local scenarios' figures of the last full run
-    name = "last-run-fleet.json" if args.only == "fleet" else "last-run.json"
+    name = {"fleet": "last-run-fleet.json", "down": "last-run-down.json"}.get(args.only, "last-run.json")
     (REPO / "benchmarks" / name).write_text(json.dumps(strip(results), indent=1, default=str) + "\n")
     out = REPO / "BENCHMARKS.md"
     if "catalog" in results:
@@ -380,6 +389,11 @@ def main() -> int:
         print(text)
         if not args.no_write:
             write_section(out, text, FLEET_START, FLEET_END)
+    if "down" in results:
+        text = render_down(results["down"], results["machine"], runs)
+        print(text)
+        if not args.no_write:
+            write_section(out, text, DOWN_START, DOWN_END)
     if not args.no_write:
         print(f"bench: figures written to BENCHMARKS.md and benchmarks/{name}")
     return 0
@@ -453,6 +467,63 @@ def measure_fleet(profile: Path, work: Path, runs: int, counts: list[int], rtt_m
     return out
 
 
+def down_profile(base: Path, out: Path, ssh_port: int, service_port: int) -> Path:
+    """The sandbox's profile plus app-2, an ssh host at DOWN_ADDRESS that never answers, and `edge`, a service
+    on it (health, ready/live, metrics and a compliance metric: SVC-01/06/09/10 and CC-04 all ask it)."""
+    import yaml
+
+    data = yaml.safe_load(base.read_text())
+    auth = next(s for s in data["services"] if s["name"] == "auth")
+    data["hosts"].append({"name": "app-2", "address": DOWN_ADDRESS, "backend": "ssh", "port": ssh_port,
+                          "roles": ["edge"], "user": "acgs"})
+    data["services"].append({**auth, "name": "edge", "role": "edge", "port": service_port, "unit": "acgs-edge",
+                             "compliance_metric": "acgs_constitutional_compliance", "process": "uvicorn .*edge"})
+    path = out / "profile-down.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def measure_down(profile: Path, work: Path, runs: int) -> dict:
+    """g. the whole catalog and the smoke gate, with and without a host that is down."""
+    from acgs_verify.profile import load_profile
+    from tests.servers import dead_listener
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    reports = work / "reports-down"
+    timeout = load_profile(str(profile)).thresholds.connect_timeout_seconds
+    print(f"g. a host that is down (connect timeout {timeout:g} s)", flush=True)
+    out: dict = {"connect_timeout": timeout}
+    with dead_listener(DOWN_ADDRESS) as ssh_port, dead_listener(DOWN_ADDRESS) as service_port:
+        down = down_profile(profile, work, ssh_port, service_port)
+        for gate in ("compliance", "smoke"):
+            for name, path in (("healthy", profile), ("down", down)):
+                out[f"{gate}-{name}"] = series(f"{gate} {name}", runs, lambda path=path, gate=gate: [
+                    *ACGS, "run", "--profile", str(path), "--gate", gate, "--report-dir", str(reports)], env,
+                    rss=False)
+    return out
+
+
+def render_down(d: dict, m: dict, runs: int) -> str:
+    timeout = d["connect_timeout"]
+    lines = [
+        f"Measured by `make bench` (down-host scenario; {runs} runs per figure after one warm-up; medians). Machine: "
+        f"{m['cores']} cores ({m['cpu']}). The sandbox's profile, and the same plus `app-2`, an ssh host whose "
+        f"address ({DOWN_ADDRESS}) never answers, with a service on it; connect timeout {timeout:g} s.",
+        "",
+        f"| gate | healthy | with app-2 down | extra | target: extra <= {timeout:g} s + {DOWN_SLACK_S:g} s | "
+        "load (1/5/15) first-last |",
+        "|---|---|---|---|---|---|",
+    ]
+    for gate in ("compliance", "smoke"):
+        healthy, down = d[f"{gate}-healthy"], d[f"{gate}-down"]
+        extra = down["median"] - healthy["median"]
+        lines.append(f"| {gate} | {healthy['median']:.2f} s | {down['median']:.2f} s | **{extra:.2f} s** | "
+                     f"{_met(extra <= timeout + DOWN_SLACK_S)} | {_loads(down)} |")
+    last = d["compliance-down"]["runs"][-1]["last"]
+    lines += ["", f"Last line with app-2 down: `{last}`."]
+    return "\n".join(lines)
+
+
 def render_fleet(f: dict, m: dict, bench_seconds: float, runs: int) -> str:
     sizes = f["sizes"]
     lines = [
@@ -497,8 +568,8 @@ def strip(results: dict) -> dict:
         if isinstance(s, dict) and "runs" in s and isinstance(s["runs"], list):
             return {**s, "runs": [{k: v for k, v in r.items() if k not in ("processes", "output")} for r in s["runs"]]}
         return s
-    out = {k: ({kk: clean(vv) for kk, vv in v.items()} if k == "scaling" else clean(v)) for k, v in results.items()
-           if k != "fleet"}
+    out = {k: ({kk: clean(vv) for kk, vv in v.items()} if k in ("scaling", "down") and isinstance(v, dict)
+               and "runs" not in v else clean(v)) for k, v in results.items() if k != "fleet"}
     if "fleet" in results:
         out["fleet"] = {**results["fleet"], "sizes": {n: clean(v) for n, v in results["fleet"]["sizes"].items()}}
     return out

@@ -114,18 +114,25 @@ def test_restore_drill(latest_backup, profile, pg, pytestconfig, check):
     plan = drill_plan(profile, pytestconfig.getoption("acgs_gate"))
     if plan.skip:
         check.skip(plan.skip)
-    _, latest, want = _latest(latest_backup, profile)
+    with check.step("find the latest dump") as step:
+        _, latest, want = _latest(latest_backup, profile)
+        step["detail"] = f"{latest.name}/{want.dump}"
     b = profile.backups
     try:  # the drill's admin creates them first: the scratch role it restores as may not
         extensions = live_extensions(pg.get(plan.database))
     except ProbeError as exc:
         extensions = []
         check.warn(f"the live database's extensions are unknown, the dump creates its own: {exc}")
-    drill = restore_drill(plan.database.admin_dsn, plan.password, latest.path / want.dump, b.dump_format,
-                          b.restore_tables, b.restore_timeout_seconds, b.pg_bindir, extensions)
+    try:
+        drill = restore_drill(plan.database.admin_dsn, plan.password, latest.path / want.dump, b.dump_format,
+                              b.restore_tables, b.restore_timeout_seconds, b.pg_bindir, extensions)
+    except ProbeError as exc:
+        check.stage("create the scratch database", "broken", exc)
+        raise
     live = live_counts(pg.get(plan.database), b.restore_tables) \
         if b.restore_count_tolerance_percent is not None else {}
     problems = drill_problems(drill, live, b.restore_count_tolerance_percent)
+    _drill_steps(check, drill, problems)
     if drill.leftovers:
         check.warn(f"dropped drill databases left by an interrupted run: {', '.join(drill.leftovers)}")
     for warning in drill.warnings:
@@ -134,3 +141,18 @@ def test_restore_drill(latest_backup, profile, pg, pytestconfig, check):
     check.that(not problems, measured="; ".join(problems) or f"{latest.name}/{want.dump} restored into "
                f"{drill.database} in {drill.seconds:.1f} s: {rows}; dropped",
                expected=f"restores, and {', '.join(b.restore_tables)} have rows")
+
+
+def _drill_steps(check, drill, problems) -> None:
+    # the drill's stages after the fact (the probe runs them as one): what each one left behind
+    check.stage("scratch database and role created", "passed",
+                f"{drill.database}" + (f" owned by {drill.role}" if drill.role else ""))
+    check.stage("restore", "passed" if drill.restored and not drill.refused else "failed",
+                drill.refused or drill.error or f"{drill.seconds:.1f} s")
+    if drill.restored:  # drill_problems lists the tables' counts, then the drop when it failed
+        counted = problems if drill.dropped else problems[:-1]
+        check.stage("count rows", "failed" if counted else "passed",
+                    "; ".join(counted) or ", ".join(f"{t} {n} rows" for t, n in drill.counts.items()))
+    else:
+        check.stage("count rows", "skipped", "nothing restored to count")
+    check.stage("drop the scratch database", "passed" if drill.dropped else "failed", drill.database)

@@ -6,6 +6,8 @@ from acgs_verify.probes.logs import hash_mentions, lines_with
 from acgs_verify.probes.postgres import audit_chain
 from acgs_verify.words import plural
 
+STEPS_SHOWN = 20  # CC-05's chains shown one step each
+
 
 @runbook("CC-01")
 def test_expected_hash_in_recent_log_lines(service_log, logs, profile, thresholds, check):
@@ -55,6 +57,7 @@ def test_audit_hash_chain_unbroken(database, pg, profile, check):
     """python scripts/security_audit.py  (each row's prev_hash is the current_hash of the row before it in its chain)"""
     chain = audit_chain(pg.get(database), database.audit_table, profile.constitutional_hash, database.audit_chain_rows)
     first, by = chain["first_break"], chain["chains"]["by"]
+    _chain_steps(check, chain, by)
     if first:
         check.evidence("first broken link", first)
     where = f"row id {first['id']} (chain {first['chain']})" if first and by else f"row id {first and first['id']}"
@@ -68,6 +71,21 @@ def test_audit_hash_chain_unbroken(database, pg, profile, check):
                         f"another hash in {chains} over the newest {plural(chain['rows'], 'row')} of "
                         f"{database.audit_table}{broken}{other}",
                expected=f"0 breaks, every row carrying {profile.constitutional_hash}")
+
+
+def _chain_steps(check, chain, by) -> None:
+    # one step per chain (tenant), those with a break or another hash first; the rest of a long list in one line
+    per = sorted(chain.get("per_chain", []), key=lambda c: (not (c["breaks"] or c["wrong_hash"]), str(c["chain"])))
+    for c in per[:STEPS_SHOWN]:
+        bad = c["breaks"] or c["wrong_hash"]
+        check.stage(f"chain {by}={c['chain']}" if by else "chain", "failed" if bad else "passed",
+                    f"{plural(c['rows'], 'row')}, {plural(c['breaks'], 'broken link')}, "
+                    f"{plural(c['wrong_hash'], 'row')} naming another hash")
+    more = chain["chains"]["count"] - len(per[:STEPS_SHOWN])
+    if more > 0:  # the chains not shown carry what the shown ones do not
+        left = chain["breaks"] + chain["wrong_hash"] - sum(c["breaks"] + c["wrong_hash"] for c in per[:STEPS_SHOWN])
+        check.stage(plural(more, "more chain"), "failed" if left else "passed",
+                    f"{plural(left, 'broken link or row', 'broken links or rows')} with another hash among them")
 
 
 @runbook("CC-06", applies=lambda t: bool(t.hash_key))

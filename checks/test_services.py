@@ -26,10 +26,14 @@ def test_health_body_is_healthy_with_expected_hash(service, http, thresholds, pr
     reply = http.get_cached(service.url(service.health_path), timeout=thresholds.health_timeout_seconds)
     body, why = reply.json() if reply.error is None else (None, reply.describe())
     if body is None or not isinstance(body, dict):
+        # no answer: nothing measured; an answer that is no JSON object: not healthy (never "a wrong hash")
+        check.kind("unmeasured" if reply.error else "availability")
         check.fail(f"health body unusable: {why or 'not a JSON object'}")
     check.evidence("health body", reply.body.decode("utf-8", "replace"))
     status, got_hash = body.get("status"), body.get("constitutional_hash")
     expected = f"status in {'/'.join(HEALTHY)} and constitutional_hash {profile.constitutional_hash}"
+    if str(status).lower() not in HEALTHY:
+        check.kind("availability")  # unhealthy, whatever hash it names
     check.that(str(status).lower() in HEALTHY and got_hash == profile.constitutional_hash,
                measured=f"status={status!r} constitutional_hash={got_hash!r} (HTTP {reply.status})",
                expected=expected)
@@ -39,7 +43,9 @@ def test_health_body_is_healthy_with_expected_hash(service, http, thresholds, pr
 def test_service_process_is_running(service, hosts, check):
     """ps aux | grep uvicorn  (the process is the one that owns the service's port; the pattern must match it)"""
     port, pattern = service.port, service.process
-    seen = hostfacts.identify(hostfacts.port_owners(hosts, service.host), port, pattern, f"{service.name}")
+    facts = hostfacts.port_owners(hosts, service.host)
+    seen = hostfacts.identify(facts, port, pattern, f"{service.name}")
+    _identity_steps(check, facts.listeners.get(port), pattern, seen)
     if seen.ok is None:
         check.skip(seen.measured)
     if seen.warning:
@@ -48,6 +54,20 @@ def test_service_process_is_running(service, hosts, check):
     check.measured(seen.measured, expected, value=list(seen.pids))
     if not seen.ok:
         check.fail(f"{seen.measured}; expected {expected}")
+
+
+def _identity_steps(check, listener, pattern, seen) -> None:
+    # SVC-03's two stages as steps: the fact (who owns the port), then the pattern that must confirm it
+    if listener is None:
+        check.stage("port owner", "failed", seen.measured)
+    elif not listener.owners:
+        check.stage("port owner", "skipped", f"owner not visible: {listener.hidden}")
+    else:
+        check.stage("port owner", "passed", "; ".join(p.describe(short=True) for p in listener.owners[:3]))
+    if not pattern:
+        check.stage("pattern", "skipped", "the profile gives no process pattern")
+    elif listener is not None:
+        check.stage("pattern", "passed" if seen.ok else "failed", f"/{pattern}/: {seen.measured}")
 
 
 @runbook("SVC-04")
@@ -80,6 +100,7 @@ def test_health_latency_p99(service, http, thresholds, check):
     http.get_cached(service.url(service.health_path), timeout=thresholds.health_timeout_seconds)
     lat = http.latency(service.url(service.health_path), n, timeout=thresholds.health_timeout_seconds)
     if lat.failures:
+        check.kind("unmeasured")  # no p99 over samples that got no answer
         check.fail(f"sample {len(lat.samples_ms) + 1} of {n} got no answer: {lat.failures[0]}")
     fail_ms, warn_ms = thresholds.latency_p99_fail_ms, thresholds.latency_p99_warn_ms
     measured = f"p50 {lat.p50:.1f} ms, p99 {lat.p99:.1f} ms over {n} samples"
@@ -125,6 +146,7 @@ def test_constitutional_hash_header(service, http, thresholds, profile, check):
     """curl -sI http://localhost:8016/health | grep X-Constitutional-Hash"""
     reply = http.get_cached(service.url(service.health_path), timeout=thresholds.health_timeout_seconds)
     if reply.error:
+        check.kind("unmeasured")
         check.fail(reply.describe())
     got = reply.headers.get("x-constitutional-hash")
     check.that(got == profile.constitutional_hash, measured=f"X-Constitutional-Hash: {got}",
@@ -151,6 +173,8 @@ def test_readiness_and_liveness(service, http, thresholds, check):
             said = f"{reply.describe()}, {flag}: {json.dumps(body[flag])}"
         ok = ok and isinstance(body, dict) and body.get(flag) is True
         seen.append(f"{path}: {said}")
+        if reply.error:  # no answer at all: nothing measured
+            check.kind("unmeasured")
     check.that(ok, measured="; ".join(seen), expected="2xx with `ready: true` / `alive: true`")
 
 
@@ -162,6 +186,8 @@ def test_metrics_endpoint_is_scrapeable(service, http, thresholds, check):
     JSON (an object, or Prometheus text wrapped in a JSON string) fails with its first 80 bytes."""
     reply = http.get_cached(service.url(service.metrics_path), timeout=thresholds.health_timeout_seconds)
     if not reply.ok:
+        if reply.error:
+            check.kind("unmeasured")
         check.fail(f"{service.metrics_path}: {reply.describe()}; expected 2xx with Prometheus text")
     try:
         found = metrics.exposition(reply.body, reply.truncated)

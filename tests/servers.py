@@ -4,6 +4,7 @@ A port is never looked up, let go and used later, when another run may have take
 
     with closed_port() as port:         # bound by this test, listening to nobody: every connect is refused
     with silent_listener() as hole:     # completes the TCP handshake and never says a word (hostile.accepted)
+    with dead_listener("127.0.0.9") as port:  # drops every SYN: a connect times out, as to a host that is down
     with redis_server(tmp_path) as port:  # a fresh redis-server answering PING, stopped afterwards
     with server("postgres", argv, ready, log) as (port, proc):  # any server of a test's own, started likewise
 
@@ -40,6 +41,28 @@ def silent_listener(address: str = ADDRESS) -> Iterator[socket.socket]:
         s.bind((address, 0))
         s.listen(16)
         yield s
+
+
+@contextlib.contextmanager
+def dead_listener(address: str = ADDRESS, timeout: float = 10) -> Iterator[int]:
+    """A port that never answers, as a host that is down: a listener whose accept queue is full and never
+    drained, so the kernel drops every new SYN and a connect times out. Yields the port."""
+    with socket.socket() as s, contextlib.ExitStack() as fillers:
+        s.bind((address, 0))
+        s.listen(0)  # room for one connection, which the first filler takes
+        port = s.getsockname()[1]
+
+        def full() -> bool:
+            probe = fillers.enter_context(socket.socket())
+            probe.settimeout(0.2)
+            try:
+                probe.connect((address, port))  # taken into the queue while there is room: a filler
+            except (TimeoutError, OSError):
+                return True
+            return False
+
+        wait_for(f"the accept queue of {address}:{port} to fill", full, timeout)
+        yield port
 
 
 @contextlib.contextmanager

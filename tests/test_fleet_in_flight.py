@@ -62,7 +62,7 @@ def test_a_down_host_costs_one_timeout_and_holds_no_other_host_back(fleet, tmp_p
     assert down, "no check ran on the down host"
     for c in down:
         assert c["outcome"] == "error" and c["unreachable"] == "fleet-down-1", c  # could not measure
-        assert "host unreachable" in c["message"] and "timed out" in c["message"], c["message"]
+        assert "fleet-down-1 unreachable: " in c["message"] and "timed out" in c["message"], c["message"]
 
     assert sorted(by_host) == [f"fleet-{i}" for i in range(1, HEALTHY + 1)]
     for host, results in by_host.items():

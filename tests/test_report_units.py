@@ -240,7 +240,8 @@ def test_allure_results_written_from_the_result_model(tmp_path):
     allure.write_results(result, tmp_path)
     allure.write_results(result, tmp_path)  # `acgs-verify report` again: the same files, not twice as many
     docs = {d["name"]: d for d in (json.loads(p.read_text()) for p in tmp_path.glob("*-result.json"))}
-    assert len(docs) == 2 and len(list(tmp_path.glob("*-attachment.txt"))) == 2
+    # the failure: its measurement and its evidence; the error: what it said, expected and the next step
+    assert len(docs) == 2 and len(list(tmp_path.glob("*-attachment.txt"))) == 3
     svc = docs["test_health_endpoint_answers[auth@app-1]"]
     assert svc["status"] == "failed" and svc["statusDetails"]["message"].startswith("SVC-01 auth@app-1")
     labels = {(x["name"], x["value"]) for x in svc["labels"]}

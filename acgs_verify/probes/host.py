@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from acgs_verify.inventory import ensure_ansible_on_path
+from acgs_verify.probes import reach
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.profile import Host
 from acgs_verify.redact import one_line
@@ -107,6 +108,7 @@ class HostPool:
         self._passphrases = passphrases or {}
         self._hosts: dict[str, Any] = {}
         self._unreachable: dict[str, str] = {}
+        self._unreachable_error: dict[str, ProbeError] = {}  # a host that did not answer: its Unreachable
         self._facts: dict[tuple[str, Callable, str], Any] = {}  # _key() -> what was measured
         self._ssh_dir: Path | None = None
         self._masters: list[tuple[str, str]] = []  # (ssh_config, destination) of ssh control masters
@@ -121,12 +123,13 @@ class HostPool:
 
     def get(self, host: Host):
         with self._lock_of(host):  # prefetch threads and the test loop connect a host once between them
+            if host.name in self._unreachable_error:
+                raise self._unreachable_error[host.name]
             if host.name in self._unreachable:
                 raise ProbeError(f"host unreachable: {self._unreachable[host.name]}")
             if host.name not in self._hosts:
                 try:
-                    conn = self._connect(host)
-                    conn.run("true")  # the handshake; later commands reuse the connection
+                    conn = self._reached(host)
                 except ProbeError:
                     raise
                 except Exception as exc:  # testinfra raises backend-specific errors; all mean the same here
@@ -134,6 +137,25 @@ class HostPool:
                     raise ProbeError(f"host unreachable: {self._unreachable[host.name]}") from None
                 self._hosts[host.name] = conn
             return self._hosts[host.name]
+
+    def _reached(self, host: Host):
+        """The host's connection, its handshake done. In a run, the handshake of a host reached over its ssh port
+        is that port's reachability measurement (probes/reach.py): a host that does not answer is Unreachable,
+        now and for every later check and probe of the run on its address, without another connection."""
+        def handshake():
+            conn = self._connect(host)
+            conn.run("true")  # the handshake; later commands reuse the connection
+            return conn
+
+        run = reach.current()
+        if run is None or host.backend not in reach.REMOTE_BACKENDS:
+            return handshake()
+        try:
+            return run.attempt(host.address, int(host.port or 22), handshake, _silent, kind="ssh",
+                               target=host.name)
+        except reach.Unreachable as exc:
+            self._unreachable_error[host.name] = exc
+            raise
 
     def measure(self, host: Host, label: str, read: Callable[..., T], *args: Any) -> T:
         """`read(conn, *args)` once per host per run (one `ps`, one `ss`, one read of /proc), shared by every caller
@@ -193,7 +215,7 @@ class HostPool:
         for host in hosts:
             # a local host's reads run on the checker's own cores, with no round trip to overlap: reading ahead
             # would only hold more in memory (+26 MB at 50 local hosts, BENCHMARKS.md)
-            if host.name in self._unreachable or host.backend == "local":
+            if host.name in self._unreachable or host.name in self._unreachable_error or host.backend == "local":
                 continue
             batch = []
             for label, read, args, commands in self._plans.get(_kind(host), ()):
@@ -520,6 +542,16 @@ def _key(host: Host, read: Callable, args: tuple) -> tuple[str, Callable, str]:
 
 def _bracket(address: str) -> str:
     return f"[{address}]" if ":" in address else address
+
+
+def _silent(exc: BaseException) -> str | None:
+    """ssh's or paramiko's words when a handshake failed for want of any answer (a timeout, no route), else None:
+    a refusal, a bad key or a wrong host key came from a host that is up."""
+    text = _reason(exc)
+    low = text.lower()
+    if "timed out" in low or "no route to host" in low or "banner" in low or "network is unreachable" in low:
+        return text
+    return None
 
 
 def _reason(exc: BaseException) -> str:

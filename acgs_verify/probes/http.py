@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from acgs_verify.probes import reach
 from acgs_verify.redact import one_line
 
 MAX_BODY_BYTES = 1 << 20  # a health body is a few hundred bytes; never buffer more than this
@@ -23,6 +24,7 @@ MAX_BODY_BYTES = 1 << 20  # a health body is a few hundred bytes; never buffer m
 # them. The request's deadline lives here, and every connect, handshake, read and write is given at most
 # the time left before it.
 _deadline: ContextVar[float | None] = ContextVar("acgs_http_deadline", default=None)
+_url: ContextVar[str] = ContextVar("acgs_http_url", default="")  # the request's URL, for the reach step
 
 
 @dataclass
@@ -105,13 +107,16 @@ class HttpProbe:
         return self._client
 
     def get(self, url: str, timeout: float) -> Reply:
-        """GET url; never takes longer than `timeout` seconds in all, never reads more than MAX_BODY_BYTES."""
+        """GET url; never takes longer than `timeout` seconds in all, never reads more than MAX_BODY_BYTES.
+
+        In a run, a host or port found not answering (probes/reach.py) raises Unreachable at once instead of
+        waiting out this request's own timeout: it could not be measured, which is no reply."""
         import httpx
 
         reply = Reply(url)
         start = time.perf_counter()
         deadline = start + timeout
-        token = _deadline.set(time.monotonic() + timeout)
+        token, url_token = _deadline.set(time.monotonic() + timeout), _url.set(url)
         try:
             with self.client.stream("GET", url, timeout=httpx.Timeout(timeout)) as resp:
                 reply.status = resp.status_code
@@ -134,6 +139,7 @@ class HttpProbe:
             reply.error = _reason(exc)
         finally:
             _deadline.reset(token)
+            _url.reset(url_token)
         reply.elapsed_ms = (time.perf_counter() - start) * 1000
         if reply.error is None and reply.elapsed_ms > timeout * 1000:
             reply.error = f"answered after {reply.elapsed_ms:.0f} ms, over the {timeout:g} s limit"
@@ -227,6 +233,7 @@ def _deadline_backend():
             self._inner = httpcore.SyncBackend()
 
         def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+            reach.gate(host, port, kind="http", url=_url.get())  # raises Unreachable; a no-op outside a run
             return Stream(self._inner.connect_tcp(host, port, _clamp(timeout), local_address, socket_options))
 
         def connect_unix_socket(self, path, timeout=None, socket_options=None):

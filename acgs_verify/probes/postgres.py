@@ -23,6 +23,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from acgs_verify.probes import reach
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.profile import Database, Profile
 from acgs_verify.redact import display_url, one_line
@@ -67,6 +68,7 @@ class PgPool:
         self.profile = profile
         self._open: dict[str, Pg] = {}
         self._failed: dict[str, str] = {}
+        self._unreachable: dict[str, ProbeError] = {}
 
     def get(self, database: Database) -> Pg:
         return self._session(database.name, database.dsn, database)
@@ -75,9 +77,17 @@ class PgPool:
         return self._session(f"{database.name} replica {dsn}", dsn, database)
 
     def _session(self, key: str, dsn: str, database: Database) -> Pg:
+        if key in self._unreachable:
+            raise self._unreachable[key]
         if key in self._failed:
             raise ProbeError(self._failed[key])
         if key not in self._open:
+            try:
+                for address, port in tcp_endpoints(dsn):  # a server that does not answer: at once, not per check
+                    reach.gate(address, port, kind="postgres", target=f"database {database.name}")
+            except reach.Unreachable as exc:
+                self._unreachable[key] = exc
+                raise
             try:
                 self._open[key] = connect(dsn, self.profile.secret(f"databases.{database.name}"),
                                           self.profile.thresholds, self.profile.secret_values())
@@ -142,6 +152,25 @@ def _ident(name: str):
 def _truncate(text: str | None, limit: int = QUERY_TEXT_MAX) -> str:
     one = " ".join((text or "").split())
     return one if len(one) <= limit else one[: limit - 3] + "..."
+
+
+def tcp_endpoints(dsn: str) -> list[tuple[str, int]]:
+    """The (address, port) pairs libpq would try over TCP for `dsn` (a URL or key=value conninfo); none for a
+    unix socket directory or a DSN libpq cannot read (its connect says why)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:  # noqa: BLE001 -- the connect that follows names libpq's own error
+        return []
+    hosts = str(params.get("hostaddr") or params.get("host") or "").split(",")
+    ports = str(params.get("port") or "5432").split(",")
+    found = []
+    for i, address in enumerate(hosts):
+        port = ports[i] if i < len(ports) else ports[-1]
+        if address and not address.startswith("/") and port.strip().isdigit():
+            found.append((address.strip(), int(port)))
+    return found
 
 
 def host_port(dsn: str) -> tuple[str, int]:
@@ -427,6 +456,7 @@ _GENESIS = ("({c} IS NULL OR btrim({c}) = '' OR {c} ~ '^(0x)?0+$'"
             " OR lower(btrim({c})) IN ('genesis', 'none', 'null'))")
 # the columns a chain may be kept per, tried in this order: the first no link crosses names the chains
 CHAIN_PARTITIONS = ("tenant_id", "service_name")
+CHAINS_SHOWN = 100  # audit_chain's per_chain: a fleet of tenants is counted in full, listed up to this many
 
 
 def _columns(pg: Pg, table: str) -> list[str]:
@@ -440,7 +470,8 @@ def audit_chain(pg: Pg, table: str, expected_hash: str, max_rows: int) -> dict[s
 
     -> {'rows': 3000, 'chains': {'by': 'tenant_id', 'count': 5}, 'breaks': 1,
         'first_break': {'id': 1501, 'chain': 'tenant-2', 'kind': 'names no row', 'prev_hash': '..', 'ids': [1501]},
-        'wrong_hash': 0, 'first_wrong_hash': None}
+        'wrong_hash': 0, 'first_wrong_hash': None,
+        'per_chain': [{'chain': 'tenant-1', 'rows': 600, 'wrong_hash': 0, 'breaks': 0}, ...]}
     Each row's prev_hash names the row whose current_hash it is, or is a genesis value (NULL, '', zeros,
     'genesis'). A break is a row whose prev_hash names no row of the table (kind 'names no row'), or two rows
     naming the same predecessor (kind 'fork', `ids` both). Chains are per tenant (or per service) when no link
@@ -493,6 +524,22 @@ def audit_chain(pg: Pg, table: str, expected_hash: str, max_rows: int) -> dict[s
         "rows": int(summary["rows"]), "chains": {"by": by, "count": int(summary["chains"]) if by else 1},
         "breaks": sum(int(r["n"]) for r in orphans[:1] + forks[:1]), "first_break": first,
         "wrong_hash": int(summary["wrong_hash"]), "first_wrong_hash": None}
+    # each chain's own counts, for the report's steps (CC-05 per tenant); the first CHAINS_SHOWN by name
+    per = pg.rows(recent + sql.SQL(
+        "SELECT {chain} AS chain, count(*) AS rows,"
+        " count(*) FILTER (WHERE constitutional_hash IS DISTINCT FROM %(h)s) AS wrong_hash"
+        " FROM recent GROUP BY 1 ORDER BY 1 LIMIT %(c)s").format(chain=chain), {**params, "c": CHAINS_SHOWN})
+    # NOT EXISTS in WHERE, as above: an anti-join, where a FILTER's subquery would scan the table per row
+    orphaned = {r["chain"]: int(r["n"]) for r in pg.rows(recent + sql.SQL(
+        "SELECT {chain} AS chain, count(*) AS n FROM recent r WHERE NOT {g}"
+        " AND NOT EXISTS (SELECT 1 FROM {t} p WHERE p.current_hash = r.prev_hash) GROUP BY 1").format(
+        chain=chain, g=genesis.format(c=sql.SQL("r.prev_hash")), t=t), params)}
+    forked = {r["chain"]: int(r["forks"]) for r in pg.rows(recent + sql.SQL(
+        "SELECT c AS chain, count(*) AS forks FROM (SELECT {chain} AS c FROM recent WHERE NOT {g}"
+        " GROUP BY 1, prev_hash HAVING count(*) > 1) f GROUP BY c").format(
+        chain=chain, g=genesis.format(c=sql.SQL("prev_hash"))), params)}
+    out["per_chain"] = [{"chain": r["chain"], "rows": int(r["rows"]), "wrong_hash": int(r["wrong_hash"]),
+                         "breaks": orphaned.get(r["chain"], 0) + forked.get(r["chain"], 0)} for r in per]
     if out["wrong_hash"]:
         out["first_wrong_hash"] = pg.rows(recent + sql.SQL(
             "SELECT id, constitutional_hash FROM recent WHERE constitutional_hash IS DISTINCT FROM %(h)s"

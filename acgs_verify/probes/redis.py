@@ -21,6 +21,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from acgs_verify.probes import reach
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.probes.http import Latency
 from acgs_verify.profile import Profile, Redis
@@ -227,12 +228,22 @@ class RedisPool:
         self.profile = profile
         self._open: dict[str, RedisProbe] = {}
         self._failed: dict[str, str] = {}
+        self._unreachable: dict[str, ProbeError] = {}
 
     def get(self, cache: Redis) -> RedisProbe:
+        if cache.name in self._unreachable:
+            raise self._unreachable[cache.name]
         if cache.name in self._failed:
             raise ProbeError(self._failed[cache.name])
         if cache.name not in self._open:
             t = self.profile.thresholds
+            parts = urlsplit(cache.url)
+            try:  # a server that does not answer: found once, every check on it then fails at once
+                if parts.scheme in ("redis", "rediss") and parts.hostname:
+                    reach.gate(parts.hostname, parts.port or 6379, kind="redis", target=f"redis {cache.name}")
+            except reach.Unreachable as exc:
+                self._unreachable[cache.name] = exc
+                raise
             try:
                 self._open[cache.name] = RedisProbe(
                     cache.url, self.profile.secret(f"redis.{cache.name}"),

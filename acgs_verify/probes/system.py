@@ -178,6 +178,10 @@ def tcp_connect_ms(address: str, port: int, samples: int, timeout: float) -> tup
     """
     import socket
 
+    from acgs_verify.probes import reach
+
+    reach.gate(address, port)  # a host or port found silent: at once, not `samples` timeouts later
+
     def connect(_seq: int) -> None:
         try:
             with socket.create_connection((address, port), timeout=timeout):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from acgs_verify.probes import reach
 from acgs_verify.probes.bounded import read_regular
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.redact import one_line
@@ -92,6 +93,7 @@ def endpoint(url: str, ca_file: str | None, timeout: float) -> Endpoint:
     """
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or 443
+    reach.gate(host, port, kind="tls", target=url)  # a host found down: at once, not after the handshake's timeout
     try:
         ctx = ssl.create_default_context(cadata=_ca_der(ca_file)) if ca_file else ssl.create_default_context()
     except (OSError, ssl.SSLError) as exc:

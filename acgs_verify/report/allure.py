@@ -15,20 +15,52 @@ from datetime import datetime
 from pathlib import Path
 
 from acgs_verify.redact import printable
-from acgs_verify.results import RunResult
+from acgs_verify.results import FAILED_OUTCOMES, CheckResult, RunResult
 
 ALLURE_DIR = "allure-results"
 
-CATEGORIES = [
-    {"name": "Could not measure (target unreachable, timeout, missing file)",
-     "matchedStatuses": ["failed", "broken"], "messageRegex": ".*could not measure.*|.*unreachable.*"},
-    {"name": "Constitutional hash mismatch", "matchedStatuses": ["failed"],
-     "messageRegex": "(?s).*(constitutional|X-Constitutional-Hash|other hashes).*"},
-    {"name": "Threshold exceeded", "matchedStatuses": ["failed"], "messageRegex": "(?s).*measured.*expected.*"},
-    {"name": "Suite errors (fixtures, setup)", "matchedStatuses": ["broken"]},
-    {"name": "Skipped: not applicable to this environment", "matchedStatuses": ["skipped"]},
-    {"name": "Interrupted: the run was stopped before the check finished", "matchedStatuses": ["unknown"]},
-]
+# Categories match a token this writer puts first in statusDetails.trace (`kind: threshold`), never the message: a
+# message quotes targets and next steps ("...redeploy with the right constitutional configuration"), and Allure's
+# matchers (matchedStatuses, messageRegex, traceRegex) are all it offers. A result's token comes from its outcome
+# and the kind of failure its check reports (CheckResult.kind, catalog.KIND), so each category holds exactly the
+# results of one kind; Allure matches a regex against the whole trace.
+KIND_TOKEN = "kind: "
+WAIVED = "waived"
+# today a probe that could not measure fails its check with this in the message (plugin.py); the `error` outcome
+# says it without words, and both are sorted as `unmeasured`
+COULD_NOT_MEASURE = ": could not measure: "
+
+
+def _kind_category(kind: str, name: str, statuses: list[str]) -> dict:
+    return {"name": name, "matchedStatuses": statuses, "traceRegex": f"(?s){KIND_TOKEN}{kind}(\\n.*)?"}
+
+
+def _categories() -> list[dict]:
+    from acgs_verify.catalog import KINDS
+
+    return [
+        _kind_category("unmeasured", KINDS["unmeasured"], ["failed", "broken"]),
+        *(_kind_category(k, name, ["failed"]) for k, name in KINDS.items() if k != "unmeasured"),
+        _kind_category(WAIVED, "Waived: accepted failures (reason, owner and expiry in the message)",
+                       ["failed", "broken"]),
+        {"name": "Skipped: not applicable to this environment", "matchedStatuses": ["skipped"]},
+        {"name": "Interrupted: the run was stopped before the check finished", "matchedStatuses": ["unknown"]},
+    ]
+
+
+def failure_kind(c: CheckResult) -> str | None:
+    """The category token of a failed or errored result: `waived`, `unmeasured` (it could not measure), else the
+    kind its check reports; None for a result that did not fail."""
+    from acgs_verify.catalog import CATALOG
+
+    if c.outcome not in FAILED_OUTCOMES:
+        return None
+    if c.waived:
+        return WAIVED
+    if c.outcome == "error" or COULD_NOT_MEASURE in c.message:
+        return "unmeasured"
+    # a summary.json written before the field existed: the catalog's kind for the ID
+    return c.kind or (CATALOG[c.id].kind if c.id in CATALOG else "threshold")
 
 
 SEVERITY = {"P0": "blocker", "P1": "critical", "P2": "normal", "P3": "minor"}
@@ -48,7 +80,13 @@ def write_results(result: RunResult, path: Path) -> None:
         uid = uuid.uuid5(uuid.NAMESPACE_URL, f"acgs-verify:{result.run_id}:{c.nodeid}")
         module, _, test = c.nodeid.partition("::")
         attachments = []
+        found, step = c.finding()
+        kind = failure_kind(c)
         texts = ([("measurement", f"measured: {c.measured}\nexpected: {c.expected or '-'}")] if c.measured else [])
+        if kind:
+            # every failure carries what it found, against what, and what to do, whatever evidence it recorded
+            texts = [("measurement", f"measured: {c.measured or found}\nexpected: {c.expected or '-'}\n"
+                                     f"next step: {step or '-'}")]
         for i, (name, text) in enumerate([*texts, *c.evidence.items()]):
             source = f"{uuid.uuid5(uid, str(i))}-attachment.txt"
             # a run's evidence is escaped where it is recorded; a summary.json from elsewhere may hold anything
@@ -57,6 +95,10 @@ def write_results(result: RunResult, path: Path) -> None:
         message = c.message or c.warning or ""
         if c.waived:
             message = f"WAIVED ({c.waived.get('reason', '')}): {message}"
+        details: dict = {"message": printable(message)} if message else {}
+        if kind:
+            details["trace"] = printable(f"{KIND_TOKEN}{kind}\nmeasured: {c.measured or found}\n"
+                                         f"expected: {c.expected or '-'}\nnext step: {step or '-'}", multiline=True)
         labels = [
             ("severity", SEVERITY.get(c.severity, "normal")), ("epic", _section_title(c.section)),
             ("feature", f"{c.id} {c.title}"), ("tag", c.section), ("tag", c.severity.lower()),
@@ -65,13 +107,23 @@ def write_results(result: RunResult, path: Path) -> None:
         doc = {
             "uuid": str(uid), "name": test or c.nodeid, "fullName": f"{module.removesuffix('.py').replace('/', '.')}"
             f"#{test.split('[')[0]}", "historyId": hashlib.md5(f"{result.profile}:{c.nodeid}".encode()).hexdigest(),
-            "status": STATUS.get(c.outcome, "unknown"), "statusDetails": {"message": message} if message else {},
+            "status": STATUS.get(c.outcome, "unknown"), "statusDetails": details,
             "start": int(clock), "stop": int(clock + c.duration * 1000), "description": c.next_step,
             "labels": [{"name": k, "value": v} for k, v in labels], "attachments": attachments,
             "parameters": [{"name": "target", "value": c.target}],
+            "steps": [_step(s, clock) for s in c.steps],
         }
         clock += c.duration * 1000
         (path / f"{uid}-result.json").write_text(json.dumps(doc), encoding="utf-8")
+
+
+def _step(step: dict, clock: float) -> dict:
+    # a stage's own time is not measured; it sits at the check's start, in order
+    status = step.get("status", "passed")
+    detail = printable(str(step.get("detail") or ""))
+    return {"name": printable(str(step.get("name", "-"))), "status": STATUS.get(status, status),
+            "statusDetails": {"message": detail} if detail else {}, "stage": "finished",
+            "start": int(clock), "stop": int(clock), "steps": [], "attachments": [], "parameters": []}
 
 
 def _section_title(section: str) -> str:
@@ -96,4 +148,4 @@ def write_environment(result: RunResult, path: Path) -> None:
 def write_categories(result: RunResult, path: Path) -> None:
     from acgs_verify.report import atomic_write
 
-    atomic_write(path, json.dumps(CATEGORIES, indent=2) + "\n")
+    atomic_write(path, json.dumps(_categories(), indent=2) + "\n")

@@ -62,6 +62,30 @@ def fault_names(components: Sequence[Component] | None = None) -> list[str]:
 FAULTS: tuple[str, ...] = tuple(fault_names())
 
 
+def running_profile(dir: Path) -> tuple[Path | None, str]:
+    """(the profile of the sandbox running in `dir`, "") or (None, why there is none): what `acgs-verify run`
+    uses when no --profile is given. Running means `up` finished, its profile.yaml is there and at least one of
+    its processes (verified by pid, as `sandbox status` does) is alive.
+
+    >>> running_profile(Path(".sandbox"))
+    (PosixPath('/home/me/acgs-verify/.sandbox/profile.yaml'), '')
+    """
+    sb = Sandbox(dir)
+    if not sb._state_path.exists():
+        return None, f"no sandbox in {sb.dir}"
+    try:
+        if not sb._load()["up"]:
+            return None, f"the sandbox in {sb.dir} is down"
+        status = sb.status()
+    except SandboxError as exc:
+        return None, str(exc)
+    if not any(p.get("state") == "running" for procs in status["components"].values() for p in procs):
+        return None, f"the sandbox in {sb.dir} is recorded as up but none of its processes runs"
+    if not sb.profile_path.is_file():
+        return None, f"the sandbox in {sb.dir} has no profile.yaml"
+    return sb.profile_path, ""
+
+
 class Sandbox:
     def __init__(self, dir: Path = Path(".sandbox"), port_offset: int = 10000,
                  components: Sequence[Component] | None = None) -> None:
