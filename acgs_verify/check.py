@@ -160,12 +160,23 @@ def _refused(exc: BaseException) -> bool:
     return "refused" in str(exc).lower()
 
 
+def _unreachable_in(exc: BaseException | None) -> Unreachable | None:
+    """The Unreachable behind a ProbeError: a probe that says it in its own words (a log reader naming the log)
+    raises another ProbeError, with the Unreachable as its cause or context."""
+    for _ in range(8):  # the chain, bounded
+        if exc is None or isinstance(exc, Unreachable):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _down(exc: BaseException, target: Any) -> str | None:
     """The host or address that did not answer at all, or None (the error is about something else)."""
     host = getattr(target, "host", None)
-    if isinstance(exc, Unreachable):
-        return exc.target or (host.name if host is not None else None)
-    if host is not None and str(exc).startswith(HOST_UNREACHABLE):
+    found = _unreachable_in(exc)
+    if found is not None:
+        return found.target or (host.name if host is not None else None)
+    if host is not None and str(exc).startswith((HOST_UNREACHABLE, f"{host.name} unreachable: ")):
         return host.name
     return None
 
@@ -208,8 +219,9 @@ def reach_step_for(target: Any, exc: BaseException | None = None) -> str:
     `pg_isready -h HOST -p PORT`; Redis: `redis-cli -h HOST -p PORT ping`; a TLS endpoint: `curl -v URL`. An
     Unreachable's own reach_step comes first. Never the runbook's repair: nothing was measured to repair.
     """
-    if isinstance(exc, Unreachable) and exc.reach_step:
-        return f"restore the connection to {exc.target}, then run again: {exc.reach_step}"
+    found = _unreachable_in(exc)
+    if found is not None and found.reach_step:
+        return f"restore the connection to {found.target}, then run again: {found.reach_step}"
     host = getattr(target, "host", None)
     down = _down(exc, target) if exc is not None else None
     # a service's check that read through its host (its processes, its unit) and failed there: the host's step;
@@ -375,6 +387,10 @@ class Check:
         if measured is not None:
             self.measured(measured, expected)
             message = message or f"measured {self._shown(measured)}; expected {expected}"
+        if dict(self._item.user_properties).get("kind") == "unmeasured":
+            # the check said it got no answer to judge (check.kind("unmeasured")): could not measure, an error
+            # with the reach step, not a failure with the runbook's repair
+            self.cannot_measure(message or "no answer to judge")
         pytest.fail(self.message(message), pytrace=False)
 
     def cannot_measure(self, reason: str) -> None:

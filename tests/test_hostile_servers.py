@@ -40,8 +40,8 @@ def test_misbehaving_servers_fail_clearly_and_in_time(tmp_path):
     for m in ("hang", "drip", "tlsstall"):
         assert by[("SVC-01", m)]["outcome"] == "failed"
         assert f"timed out after {TIMEOUT:g} s" in by[("SVC-01", m)]["message"], by[("SVC-01", m)]
-        # one unanswered sample decides latency
-        assert by[("SVC-06", m)]["outcome"] == "failed", by[("SVC-06", m)]
+        # one unanswered sample decides latency: no p99 over it, could not measure
+        assert by[("SVC-06", m)]["outcome"] == "error", by[("SVC-06", m)]
     assert "body larger than" in by[("SVC-02", "huge")]["message"]
     assert "body is not JSON" in by[("SVC-02", "badjson")]["message"]
     assert "HTTP 302" in by[("SVC-01", "redirect")]["message"]

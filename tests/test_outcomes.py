@@ -114,6 +114,15 @@ def test_one_mapping_says_which_errors_a_reachability_check_measured(targets):
     # an address that said nothing at all: the host or the service, nobody can tell
     silent = Unreachable("127.0.0.7:6543", "did not answer within 3 s", address="127.0.0.7", port=6543)
     assert outcome_of("DB-01", silent, targets["primary"]) == ("error", "127.0.0.7:6543")
+    # a probe that words it itself (a log reader naming its log) keeps the Unreachable as its context
+    try:
+        try:
+            raise Unreachable("app-2", "127.0.0.9:2222 did not answer", reach_step="`ssh -v acgs@127.0.0.9`")
+        except Unreachable as exc:
+            raise ProbeError(f"log /var/log/acgs/alerts.log on app-2: {exc}") from None
+    except ProbeError as worded:
+        assert outcome_of("MON-01", worded, targets["app-2"]) == ("error", "app-2")
+        assert reach_step_for(targets["app-2"], worded).endswith("`ssh -v acgs@127.0.0.9`")
     refused_port = Unreachable("127.0.0.1:8016", "connection refused", address="127.0.0.1", port=8016)
     assert outcome_of("SVC-01", refused_port, targets["auth@app-1"]) == ("failed", None)
 
