@@ -287,9 +287,11 @@ def test_run_result_lists_hosts_with_their_counts():
 
     result = RunResult(run_id="r", profile="p", gate="all", started="now", checks=[
         c("app-1", "app-1", "passed"), c("ops-1", "ops-1", "failed"), c("ops-1:/", "ops-1", "passed"),
-        c("primary", None, "failed"), c("x@app-1", "app-1", "skipped")])
-    assert result.hosts == {"app-1": {"checks": 2, "passed": 1, "failed": 0, "skipped": 1, "interrupted": 0},
-                            "ops-1": {"checks": 2, "passed": 1, "failed": 1, "skipped": 0, "interrupted": 0}}
+        c("primary", None, "failed"), c("x@app-1", "app-1", "skipped"), c("ops-1:/var", "ops-1", "error")])
+    # failed (measured, and wrong) and error (could not measure) counted apart
+    assert result.hosts == {
+        "app-1": {"checks": 2, "passed": 1, "failed": 0, "error": 0, "skipped": 1, "interrupted": 0},
+        "ops-1": {"checks": 3, "passed": 1, "failed": 1, "error": 1, "skipped": 0, "interrupted": 0}}
     again = RunResult.from_dict(yaml.safe_load(yaml.safe_dump(result.as_dict())))
     assert again.hosts == result.hosts and again.as_dict()["hosts"] == result.as_dict()["hosts"]
 
