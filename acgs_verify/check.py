@@ -230,8 +230,7 @@ def reach_step_for(target: Any, exc: BaseException | None = None) -> str:
     if host is not None and (down is not None or getattr(target, "database", None) is None
                              and (getattr(target, "service", None) is None or not by_network)):
         if host.backend == "local":
-            return (f"check that what the error names exists on {host.name} and that this run may read it (or "
-                    "that the profile names the right path), then run again")
+            return f"make what the error names readable to this run on {host.name} (or fix its path in the profile)"
         where = f"{host.user}@{host.address}" if host.user else host.address
         port = f" -p {host.port}" if host.port else ""
         return f"restore the connection to {host.name}, then run again: `ssh -v{port} {_quoted(where)}`"
@@ -252,8 +251,7 @@ def reach_step_for(target: Any, exc: BaseException | None = None) -> str:
     if isinstance(url, str):
         return f"restore the connection to {target.id}, then run again: `curl -v {_quoted(url)}`"
     what = getattr(target, "id", None) or "the target"
-    return (f"check that what the error names for {what} exists and that this run may read it (or that the "
-            "profile names the right path), then run again")
+    return f"make what the error names readable to this run for {what} (or fix its path in the profile)"
 
 
 class Check:
