@@ -32,7 +32,9 @@ SECTIONS: dict[str, str] = {
 # A next step names what the profile knows about the target as {fields}; a failure message fills them from its
 # target and profile (check.py: next_step_for), the catalog's own page (docs/checks.md) with these words. No next
 # step names a port, host, path or unit of its own: the runbook's (localhost:8003, /var/log/acgs, postgresql) are
-# one deployment's, and tests/test_next_steps_from_profile.py renders every step against another profile.
+# one deployment's, and tests/test_next_steps_from_profile.py renders every step against another profile. A command
+# the operator is to type stands in backticks; the profile values filled into it are quoted words (check.py: _word,
+# tests/test_next_steps_quoted.py).
 GENERIC_FIELDS = {
     "restart": "`sudo systemctl restart <unit>`", "tail": "`tail -f <log>`", "unit": "<unit>",
     "owner": "`ss -tlnp 'sport = :<port>'`",  # which process owns the service's port
@@ -180,7 +182,7 @@ _ENTRIES = [
        "Root Cause Investigation: find which process was killed; check memory limits", "each host"),
     # Backups
     _e("BK-01", "backups", "P1", "a recent backup exists", "ls /var/backups/acgs/YYYYMMDD",
-       "Backup and Recovery: run {scripts}/backup_full_system.sh; check the backup timer", "each backup location"),
+       "Backup and Recovery: run `{scripts}/backup_full_system.sh`; check the backup timer", "each backup location"),
     _e("BK-02", "backups", "P1", "backup files present and not empty", "ls -l /var/backups/acgs/latest/",
        "Backup and Recovery: re-run the daily backup and read its output", "latest backup"),
     _e("BK-03", "backups", "P1", "every archive reads to its end", "gzip -t; tar -tzf",
@@ -188,7 +190,7 @@ _ENTRIES = [
     _e("BK-04", "backups", "P1", "database dump is complete", "zcat database.sql.gz | tail -1",
        "Backup and Recovery: pg_dump stopped early; check disk space and the dump log", "latest backup"),
     _e("BK-05", "backups", "P3", "backup retention", "find /var/backups/acgs/ -type d -mtime +30",
-       "Backup and Recovery: check the clean-up step of {scripts}/daily_backup.sh", "each backup location"),
+       "Backup and Recovery: check the clean-up step of `{scripts}/daily_backup.sh`", "each backup location"),
     _e("BK-06", "backups", "P2", "latest dump is not much smaller than the previous", "ls -l */database.sql.gz",
        "Backup and Recovery: compare table counts; data may have been lost", "latest backup"),
     _e("BK-07", "backups", "P1", "restore drill", "gunzip -c database.sql.gz | psql -d scratch",
@@ -211,7 +213,8 @@ _ENTRIES = [
     _e("SEC-04", "security", "P1", "user accounts match the allow-list", "cut -d: -f1 /etc/passwd | sort",
        "Security Incident Response: find who created the account; lock it", "each host"),
     _e("SEC-05", "security", "P2", "keys rotated in time", "python scripts/rotate_application_keys.py",
-       "Key Rotation: python {scripts}/rotate_application_keys.py / rotate_database_credentials.py", "each key"),
+       "Key Rotation: `python {scripts}/rotate_application_keys.py` / "
+       "`python {scripts}/rotate_database_credentials.py`", "each key"),
     _e("SEC-06", "security", "P0", "no breach indicators in logs", 'grep -i "breach" /var/log/acgs/*.log',
        "Security Incident Response: isolate, preserve evidence, notify the security team", "each host's logs"),
     # Monitoring

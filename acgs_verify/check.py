@@ -96,15 +96,38 @@ def next_step_for(e: CatalogEntry, target: Any = None, systemd: bool | None = No
     word); where it does not, or the profile names no unit, the step says what to restart instead. `profile`
     fills the paths (paths.logs, paths.app_root); a field nothing fills keeps its general words (`<paths.logs>`).
     """
-    return e.next_step_with(_profile_fields(profile or getattr(target, "profile", None))
-                            | _target_fields(target, systemd))
+    # printable once more over the whole step: the prose around the commands names hosts and services too
+    return printable(e.next_step_with(_profile_fields(profile or getattr(target, "profile", None))
+                                      | _target_fields(target, systemd)))
+
+
+def _word(value: Any, path: bool = False) -> str:
+    """A profile value as one word of a command the operator is told to paste: shell-quoted where the shell would
+    read it as more (`'; touch M; '`, `$(...)`, a newline), control characters and backticks shown as escapes
+    inside the quotes (a backtick would end the Markdown code span the command is shown in, a newline the
+    line), so the pasted word runs nothing; a path that starts with `-` gets `./` so that no command reads it as
+    an option.
+
+    >>> _word("acgs-auth"), _word("/srv/$(id).log"), _word("-x", path=True)
+    ('acgs-auth', "'/srv/$(id).log'", './-x')
+    """
+    text = str(value)
+    if path and text.startswith("-"):
+        text = "./" + text
+    return printable(shlex.quote(text)).replace("`", "\\x60")
+
+
+def _unit_args(unit: str) -> str:
+    """A unit for `systemctl VERB ...`: after `--` when it would read as an option (`--version`)."""
+    return ("-- " if unit.startswith("-") else "") + _word(unit)
 
 
 def _profile_fields(profile: Any) -> dict[str, str]:
     if profile is None:
         return {}
-    fields = {"logs": profile.paths.logs, "scripts": f"{profile.paths.app_root}/scripts"}
-    urls = [f"`curl -f {service_url(s.scheme, h.address, s.port, s.health_path)}`"
+    fields = {"logs": _word(profile.paths.logs, path=True),
+              "scripts": _word(f"{profile.paths.app_root}/scripts", path=True)}
+    urls = [f"`curl -f {_word(service_url(s.scheme, h.address, s.port, s.health_path))}`"
             for s in profile.services for h in profile.hosts_with_role(s.role)]
     if urls:  # CC-04: the services that make the decisions are the profile's, not the runbook's :8003 and :8005
         fields["health"] = ", ".join(urls[:3]) + (f" and {len(urls) - 3} more services" if len(urls) > 3 else "")
@@ -119,13 +142,15 @@ def _target_fields(target: Any, systemd: bool | None) -> dict[str, str]:
     if cache is not None:
         url = urlsplit(cache.url)
         tls = " --tls" if url.scheme == "rediss" else ""
-        return {"redis_ping": f"`redis-cli{tls} -h {url.hostname} -p {url.port or 6379} ping`"}
+        return {"redis_ping": f"`redis-cli{tls} -h {_word(url.hostname)} -p {url.port or 6379} ping`"}
     if service is None or host is None:
         return {}
-    fields = {"tail": f"`tail -f {service.log}`" if service.log else "read the service's log (the profile names none)",
+    fields = {"tail": (f"`tail -f {_word(service.log, path=True)}`" if service.log
+                       else "read the service's log (the profile names none)"),
               "owner": f"`ss -tlnp 'sport = :{service.port}'`"}
     if service.unit and systemd is not False:
-        fields |= {"restart": f"`sudo systemctl restart {service.unit}`", "unit": service.unit}
+        fields |= {"restart": f"`sudo systemctl restart {_unit_args(service.unit)}`",
+                   "unit": _word(service.unit)}
     else:
         why = (f"{host.name} runs no systemd" if service.unit
                else f"the profile names no systemd unit for {service.name}")
@@ -137,10 +162,10 @@ def _target_fields(target: Any, systemd: bool | None) -> dict[str, str]:
 def _database_fields(database: Any, host: Any, systemd: bool | None) -> dict[str, str]:
     url = urlsplit(database.dsn)
     where = host.name if host is not None else f"{url.hostname}"
-    fields = {"db_reach": f"`pg_isready -h {url.hostname} -p {url.port or 5432}`"}
+    fields = {"db_reach": f"`pg_isready -h {_word(url.hostname)} -p {url.port or 5432}`"}
     if database.unit and systemd is not False and getattr(host, "systemd", None) is not False:
-        fields |= {"db_status": f"`sudo systemctl status {database.unit}` on {where}",
-                   "db_start": f"`sudo systemctl start {database.unit}` on {where}"}
+        fields |= {"db_status": f"`sudo systemctl status {_unit_args(database.unit)}` on {where}",
+                   "db_start": f"`sudo systemctl start {_unit_args(database.unit)}` on {where}"}
     else:
         why = "the profile names no unit for it" if not database.unit else f"{where} runs no systemd"
         server = f"the PostgreSQL server that should listen on port {url.port or 5432} of {where}"

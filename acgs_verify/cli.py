@@ -18,7 +18,7 @@ from pathlib import Path
 
 from acgs_verify import options
 from acgs_verify.gates import GateError
-from acgs_verify.redact import one_line
+from acgs_verify.redact import one_line, printable
 from acgs_verify.results import EXIT_UNKNOWN
 from acgs_verify.words import plural
 
@@ -217,6 +217,9 @@ def _main(argv: list[str], program: bool) -> int:
 def _could_not_run(line: str, argv: list[str], args, nagios: bool) -> int:
     """Exit 3 with one line on stderr; in nagios format an UNKNOWN status line on stdout too, and a run's
     --metrics-file says it could not run (the last run's metrics would otherwise look fresh)."""
+    # the line quotes a profile's path, a --set value, a field of a profile, a report directory's name: any of
+    # them may hold an escape sequence, which a terminal would act on (retitle, clear, write the clipboard)
+    line = printable(line)
     print(line, file=sys.stderr)
     if nagios:
         from acgs_verify.report.nagios import unknown_output
@@ -315,7 +318,7 @@ def _write_run_metrics(args, result) -> None:
         else:
             write_run_status(Path(path), _profile_label(args), str(args.gate), EXIT_UNKNOWN)
     except OSError as exc:
-        print(f"acgs-verify: error: --metrics-file {path}: not written ({exc.strerror or one_line(exc)})",
+        print(printable(f"acgs-verify: error: --metrics-file {path}: not written ({exc.strerror or one_line(exc)})"),
               file=sys.stderr)
 
 
@@ -456,7 +459,7 @@ def cmd_run(args) -> int:
     profile = load_profile(args.profile, args.set)  # bad input stops here, before pytest starts
     args.profile_label = profile.name  # --metrics-file's label, should the run stop before pytest
     for text in profile.insecure_settings():
-        print(f"acgs-verify: WARNING: {text}", file=sys.stderr)
+        print(printable(f"acgs-verify: WARNING: {text}"), file=sys.stderr)
     gate_plan = _plan_gate(args, profile)
     report_dir: Path = rundir.usable_report_dir(args.report_dir)
     started = time.time()
@@ -561,7 +564,7 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
         run_dir = rundir.finish(result, partial, report_dir, profile.secret_values(), gate_plan.writes_snapshot)
     except rundir.ReportDirError as exc:  # the verdict stands, in summary.json; the line says where
         _write_run_metrics(args, result)
-        print(f"acgs-verify: error: {exc}", file=sys.stderr)
+        print(printable(f"acgs-verify: error: {exc}"), file=sys.stderr)
         print(result.summary_line())
         return result.exit_code
     _write_run_metrics(args, result)
@@ -722,7 +725,7 @@ def cmd_merge(args) -> int:
         rundir.discard(partial)
         raise UsageError(str(exc)) from None
     except rundir.ReportDirError as exc:
-        print(f"acgs-verify: error: {exc}", file=sys.stderr)
+        print(printable(f"acgs-verify: error: {exc}"), file=sys.stderr)
         print(merged.summary_line())
         return merged.exit_code
     except BaseException:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from acgs_verify.catalog import GATES
-from acgs_verify.redact import one_line
+from acgs_verify.redact import one_line, printable
 from acgs_verify.results import FAILED_OUTCOMES, RunResult
 
 RETRY_INTERVAL_SECONDS = 2.0
@@ -196,15 +196,17 @@ def finish(result: RunResult, p: GatePlan, profile, run_dir: Path | None = None)
             lines.append(f"NOT CLOSING {note.removeprefix('regression ')}")
         if p.baseline_closed:  # taken only because --snapshot named it: every report says so
             result.extra["comparison"]["baseline_gate_closed"] = p.baseline_closed
-            note = (f"compared with pre-maintenance run {d.before_run}, whose own gate was closed "
-                    f"({p.baseline_closed.split(' | ')[0]}): what failed then is not a regression now")
+            note = printable(f"compared with pre-maintenance run {d.before_run}, whose own gate was closed "
+                             f"({p.baseline_closed.split(' | ')[0]}): what failed then is not a regression now")
             result.notes.append(note)
             lines.append(f"WARNING {note}")
         lines.extend(d.lines() or ["no regressions, nothing vanished"])
     if GATES[p.gate].get("evidence"):
         lines.extend(_preserve_evidence(result, profile, run_dir))
     _describe(result, profile)
-    return lines
+    # the lines quote a --snapshot path, the compared run's own summary line and the evidence's file names: a
+    # terminal shows them, so an escape sequence in any of them is shown, never acted on
+    return [printable(line) for line in lines]
 
 
 # checks whose value is a latency in ms (SVC-06/RD-02/SVC-12: {"p99_ms": ...}; SYS-06: {endpoint: p99 ms})
@@ -275,8 +277,9 @@ def _preserve_evidence(result: RunResult, profile, run_dir: Path | None) -> list
             f"{EVIDENCE_DIR}/ (SHA256SUMS, MANIFEST)")
     if ev["cut"]:
         note += f"; {len(ev['cut'])} cut to their tail: {ev['cut'][0]}" + (" ..." if len(ev["cut"]) > 1 else "")
+    note = printable(note)  # names a file of a target (the first one cut)
     result.notes.append(note)
-    result.notes.extend(f"evidence not copied: {x}" for x in ev["not_copied"])
+    result.notes.extend(printable(f"evidence not copied: {x}") for x in ev["not_copied"])
     if not ev["files"]:
         result.gate_failures.append("evidence: no log could be copied from any host (see the notes)")
     return [note]

@@ -51,10 +51,14 @@ def test_secret_file_is_private(secret_file, hosts, profile, check):
     if st is None:
         check.fail(f"cannot stat {secret_file.path}: it does not exist, or a directory on its path is not "
                    "searchable by this user")
+    if st.dangling:
+        check.fail(f"{secret_file.path} is a symlink to {st.target}, which does not exist (a dangling link)")
     limit, owner = int(profile.security.secret_max_mode, 8), profile.security.secret_owner
     problems = [f"mode {st.mode:04o} allows more than {limit:04o}"] if st.mode & ~limit else []
     problems += [f"owner {st.owner}, not {owner}"] if owner and st.owner != owner else []
-    check.that(not problems, measured=f"mode {st.mode:04o}, owner {st.owner}", why="; ".join(problems) or None,
+    # a link's own mode is always 0777: the profile named the link, so the file it reaches is the one judged
+    via = f" (of the file its symlink reaches: -> {st.target})" if st.target else ""
+    check.that(not problems, measured=f"mode {st.mode:04o}, owner {st.owner}{via}", why="; ".join(problems) or None,
                expected=f"mode within {limit:04o}" + (f", owner {owner}" if owner else ""))
 
 
@@ -92,8 +96,8 @@ def test_key_rotated_in_time(key, hosts, profile, thresholds, check):
         rotated, source = security.rotation_time(text).timestamp(), f"rotation record {k.rotation_record}"
     else:
         st = _stats(hosts, profile, key.host).get(k.path)
-        if st is None:
-            check.fail(f"key file {k.path} does not exist")
+        if st is None or st.dangling:
+            check.fail(f"key file {k.path} does not exist" + (f" (a symlink to {st.target})" if st else ""))
         rotated, source = st.mtime, f"mtime of {k.path}"
     age = (time.time() - rotated) / 86400
     check.that(age <= limit, measured=f"{k.kind} key last rotated {age:.1f} days ago ({source})",

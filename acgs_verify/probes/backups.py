@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from acgs_verify import pgbin
+from acgs_verify.probes.bounded import NotReadable, open_regular, read_regular
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.redact import last_line, one_line
 from acgs_verify.words import plural
@@ -64,6 +65,7 @@ LINK = "latest"
 DAILY_SET = ["database.sql.gz", "config.tar.gz", "application.tar.gz", "logs.tar.gz"]  # daily_backup.sh
 DUMP_NAMES = ("database.sql.gz", "database.sql")  # daily_backup.sh; ACGS's backup script and the rollback
 MANIFEST = "manifest.json"
+MANIFEST_MAX = 1 << 20  # a file list; a manifest larger than this is not one
 
 
 @dataclass(frozen=True)
@@ -305,10 +307,10 @@ def _earlier_dump(earlier: list[Path]) -> str | None:
 def _manifest_files(path: Path) -> tuple[list[str], str | None]:
     """The file names a manifest.json lists ({"files": [name or {"name"|"file"|"path": name}, ...]} or
     {"files": {name: ...}}), and a problem when it cannot be read."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        return [], f"{MANIFEST} unreadable ({exc.strerror})"
+    try:  # a FIFO would block, /dev/zero (through a link) never end: regular files only, capped
+        data = json.loads(read_regular(path, MANIFEST_MAX).decode("utf-8"))
+    except NotReadable as exc:
+        return [], f"{MANIFEST} unreadable ({exc.reason})"
     except (ValueError, UnicodeDecodeError) as exc:
         return [], f"{MANIFEST} is not valid JSON ({one_line(exc)})"
     files = data.get("files") if isinstance(data, dict) else None
@@ -398,13 +400,47 @@ def archive_kind(path: Path) -> str:
     return "file"
 
 
-def scan_archive(path: str | Path, keep_ends: bool = False, feed=None) -> ArchiveScan:
+class _Budgeted:
+    """A backup's file as scan_archive reads it: a regular file only (a FIFO would block the open, a link to
+    /dev/zero never end), opened without blocking; read no further than the size it had when opened (a file
+    written without end is read to that point) and for no longer than `seconds` (a gzip that inflates 1000-fold).
+    """
+
+    def __init__(self, path: Path, seconds: float | None):
+        fd, st = open_regular(path)
+        self.file = os.fdopen(fd, "rb", buffering=0)
+        self.path, self.total, self.left, self.seconds = path, st.st_size, st.st_size, seconds
+        self.deadline = None if seconds is None else time.monotonic() + seconds
+
+    def __enter__(self) -> _Budgeted:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def in_time(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise _Broken(f"not read to its end within {self.seconds:g} s (stopped at byte "
+                          f"{self.total - self.left} of {self.total})")
+
+    def read(self, n: int) -> bytes:
+        self.in_time()
+        chunk = self.file.read(min(n, self.left)) if self.left > 0 else b""
+        self.left -= len(chunk)
+        return chunk
+
+
+def scan_archive(path: str | Path, keep_ends: bool = False, feed=None, timeout: float | None = None) -> ArchiveScan:
     """Read `path` to its end in constant memory: the gzip stream(s), the tar members inside.
 
     A truncated or corrupt stream sets `.problem` to one line naming the byte offset (in the file, and in the
     uncompressed content). keep_ends keeps the first and last bytes of the content (for dump checks); `feed`,
-    when given, receives the content as it is read (the restore drill feeds psql with it).
-    ProbeError when the file cannot be opened.
+    when given, receives the content as it is read (the restore drill feeds psql with it). Only a regular file is
+    read, up to the size it had when opened and, with `timeout`, for at most that many seconds (then `.problem`
+    says where it stopped). ProbeError when the file cannot be opened or is not a regular file.
     """
     path = Path(path)
     kind = archive_kind(path)
@@ -412,8 +448,11 @@ def scan_archive(path: str | Path, keep_ends: bool = False, feed=None) -> Archiv
     walker = _TarWalker() if kind in ("tar.gz", "tar") else None
     ends = _Ends() if keep_ends else None
     extra = feed
+    f: _Budgeted | None = None
 
     def sink(out) -> None:
+        if f is not None:  # inflating is where the time goes: a small file may hold a bomb
+            f.in_time()
         scan.uncompressed += len(out)
         if extra is not None and out:
             extra(out)
@@ -424,7 +463,7 @@ def scan_archive(path: str | Path, keep_ends: bool = False, feed=None) -> Archiv
 
     started = time.monotonic()
     try:
-        with open(path, "rb", buffering=0) as f:
+        with _Budgeted(path, timeout) as f:
             if kind in ("tar.gz", "gzip"):
                 _inflate(f, sink, scan)
             else:
@@ -682,8 +721,9 @@ def plain_dump_ends(path: str | Path) -> ArchiveScan:
     """
     path = Path(path)
     started = time.monotonic()
+    fd, _ = open_regular(path)  # a FIFO or a link to /dev/zero named database.sql: refused, not waited on
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(fd, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             head = f.read(HEAD_BYTES)
             f.seek(max(size - TAIL_BYTES, 0))
@@ -704,14 +744,15 @@ def dump_status(path: Path, dump_format: str, reader: BackupReader, bindir: str 
         return custom_dump_status(path, pg_tool("pg_restore", bindir), timeout)
     if archive_kind(path) == "file":
         return dump_tail_status(plain_dump_ends(path))
-    return dump_tail_status(reader.scan(path))
+    return dump_tail_status(reader.scan(path, timeout))
 
 
 def custom_dump_status(path: Path, pg_restore: str, timeout: float) -> tuple[bool, str]:
     """(complete, what was found) for a pg_dump -Fc file: its table of contents lists (pg_restore --list),
     and every data block reads to its end (pg_restore into /dev/null) (BK-04)."""
+    fd, _ = open_regular(path)  # pg_restore is given the path only once it is known to be a regular file
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(fd, "rb") as f:
             magic = f.read(5)
     except OSError as exc:
         raise ProbeError(f"cannot read {path}: {exc.strerror}") from None
@@ -754,12 +795,13 @@ class BackupReader:
     def __init__(self) -> None:
         self._scans: dict[tuple, ArchiveScan] = {}
 
-    def scan(self, path: Path) -> ArchiveScan:
+    def scan(self, path: Path, timeout: float | None = None) -> ArchiveScan:
+        """scan_archive(path, keep_ends=True, timeout=timeout), once per file identity."""
         try:
             st = path.stat()
         except OSError as exc:
             raise ProbeError(f"cannot read {path}: {exc.strerror}") from None
         key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
         if key not in self._scans:
-            self._scans[key] = scan_archive(path, keep_ends=True)
+            self._scans[key] = scan_archive(path, keep_ends=True, timeout=timeout)
         return self._scans[key]

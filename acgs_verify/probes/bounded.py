@@ -38,9 +38,13 @@ def kind_of(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "a special file")
 
 
-def read_regular(path: str | Path, limit: int, follow: bool = True) -> bytes:
-    """The bytes of the regular file `path` if it holds at most `limit` of them; NotReadable (a ProbeError) with
-    one line otherwise. Never blocks on a FIFO or device, never reads more than limit + 1 bytes."""
+def open_regular(path: str | Path, follow: bool = True) -> tuple[int, os.stat_result]:
+    """A descriptor open for reading on the regular file `path`, and its fstat; NotReadable (a ProbeError) with one
+    line otherwise. For files too large to read whole (a backup's dump), read as a stream by the caller, who
+    closes the descriptor and keeps to a budget: the size returned here, and a time.
+
+    >>> fd, st = open_regular(".../20250701_020000/database.sql.gz")
+    """
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
         fd = os.open(path, flags)
@@ -52,6 +56,19 @@ def read_regular(path: str | Path, limit: int, follow: bool = True) -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise NotReadable(path, f"{kind_of(st.st_mode)}, not a regular file")
+    except BaseException as exc:
+        os.close(fd)
+        if isinstance(exc, OSError):
+            raise NotReadable(path, exc.strerror or str(exc)) from None
+        raise
+    return fd, st
+
+
+def read_regular(path: str | Path, limit: int, follow: bool = True) -> bytes:
+    """The bytes of the regular file `path` if it holds at most `limit` of them; NotReadable (a ProbeError) with
+    one line otherwise. Never blocks on a FIFO or device, never reads more than limit + 1 bytes."""
+    fd, st = open_regular(path, follow)
+    try:
         if st.st_size > limit:
             raise NotReadable(path, f"larger than {size_text(limit)} ({size_text(st.st_size)})")
         chunks, got = [], 0

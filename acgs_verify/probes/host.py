@@ -49,6 +49,12 @@ PREFETCH_THREADS = 64  # facts started early are mostly waiting (a sleep, a remo
 # MaxSessions (10 by default) refuses more; the test loop's own command needs one too
 SESSIONS_PER_HOST = 4
 BATCHED_BACKENDS = ("ssh",)  # where a read-ahead's commands ride one remote shell command (see _run_batch)
+# A host that stops answering mid-command (frozen, its sshd stopped, a link that drops packets) answers no remote
+# `timeout` either: the client side gives up after ALIVE_COUNT unanswered probes ALIVE_INTERVAL s apart, so a
+# command waits on a silent host for at most ALIVE_INTERVAL * (ALIVE_COUNT + 1) s, however long it may legitimately
+# run while the host still answers. ssh's ServerAliveInterval/ServerAliveCountMax; paramiko's _LiveParamiko.
+ALIVE_INTERVAL = 5
+ALIVE_COUNT = 3
 
 
 # ------------------------------------------------------------------------------ building a command from values
@@ -369,9 +375,13 @@ class HostPool:
 
     def _paramiko(self, host: Host):
         import paramiko
-        import testinfra
+        from testinfra.host import Host as Conn
 
-        conn = testinfra.get_host(f"paramiko://{_bracket(host.address)}", timeout=self._timeout())
+        # a backend of its own (testinfra.get_host would share one per address): its commands check the host is
+        # alive while they wait, and its client is the one made below
+        backend = _live_paramiko()(f"paramiko://{_bracket(host.address)}", timeout=self._timeout())
+        conn = Conn(backend)
+        backend.set_host(conn)
         client = paramiko.SSHClient()
         if host.strict_host_key_checking:
             known = Path(host.known_hosts or "~/.ssh/known_hosts").expanduser()
@@ -387,6 +397,7 @@ class HostPool:
                        timeout=t, banner_timeout=t, auth_timeout=t, allow_agent=True, look_for_keys=False)
         # testinfra's own paramiko client accepts any host key (WarningPolicy); this one checks it
         conn.backend.__dict__["client"] = client
+        client.get_transport().set_keepalive(ALIVE_INTERVAL)  # what stateful firewalls need to keep it open
         return conn
 
     def _ansible(self, host: Host):
@@ -407,6 +418,55 @@ class HostPool:
 # a host name, an IPv4 or an IPv6 address (with a %zone): what ssh is given as its destination, after its options
 _ADDRESS = re.compile(r"^[A-Za-z0-9_.:%\[\]][A-Za-z0-9_.:%\[\]-]*$")
 _USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]*\$?$")
+
+
+def _live_paramiko():
+    """testinfra's paramiko backend whose commands do not wait on a host that stopped answering.
+
+    testinfra waits for a command's output and exit status without end. Here the channel is read ALIVE_INTERVAL
+    s at a time; after each silent interval the host must answer a request (a session channel opened and closed
+    at once, the one request paramiko can wait on with a timeout) within ALIVE_INTERVAL * ALIVE_COUNT s, else the
+    command fails with TimeoutError. A command that runs long on a host that answers is left to its remote
+    `timeout`."""
+    import paramiko
+    from testinfra.backend.paramiko import ParamikoBackend
+
+    class LiveParamiko(ParamikoBackend):
+        def _exec_command(self, command: bytes) -> tuple[int, bytes, bytes]:
+            transport = self.client.get_transport()
+            chan = transport.open_session(timeout=ALIVE_INTERVAL * ALIVE_COUNT)
+            try:
+                chan.settimeout(ALIVE_INTERVAL)
+                chan.exec_command(command)
+                stdout = self._read(transport, chan.recv)
+                stderr = self._read(transport, chan.recv_stderr)
+                while not chan.status_event.wait(ALIVE_INTERVAL):
+                    self._alive(transport)
+                return chan.recv_exit_status(), stdout, stderr
+            finally:
+                chan.close()
+
+        def _read(self, transport, recv) -> bytes:
+            out = bytearray()
+            while True:
+                try:
+                    data = recv(1 << 16)
+                except TimeoutError:  # socket.timeout: ALIVE_INTERVAL s without a byte
+                    self._alive(transport)
+                    continue
+                if not data:
+                    return bytes(out)
+                out += data
+
+        def _alive(self, transport) -> None:
+            wait = ALIVE_INTERVAL * ALIVE_COUNT
+            try:
+                transport.open_session(timeout=wait).close()
+            except (paramiko.SSHException, OSError, EOFError):
+                raise TimeoutError(f"{self.host.name} stopped answering: no reply within {wait} s while a "
+                                   "command ran") from None
+
+    return LiveParamiko
 
 
 def _check_address(host: Host) -> None:
@@ -451,7 +511,7 @@ def ssh_config_text(host: Host, timeout: int, control_dir: Path) -> str:
     if host.ssh_config:
         out.append(f"  Include {_config_path(host, 'ssh_config', Path(host.ssh_config).expanduser().resolve())}")
     out += ["", "Host *", "  BatchMode yes", f"  ConnectTimeout {timeout}", "  StrictHostKeyChecking yes",
-            "  ServerAliveInterval 5", "  ServerAliveCountMax 3", "  ControlMaster auto",
+            f"  ServerAliveInterval {ALIVE_INTERVAL}", f"  ServerAliveCountMax {ALIVE_COUNT}", "  ControlMaster auto",
             f"  ControlPath {control_dir}/%C", "  ControlPersist 60"]
     if known:
         out.append(known)

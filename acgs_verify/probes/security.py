@@ -87,9 +87,15 @@ def read_world_writable(conn, root: str, timeout: int = FIND_TIMEOUT_SECONDS) ->
 
 @dataclass(frozen=True)
 class FileStat:
+    """A file's mode, owner and mtime. A path the profile names that is a symlink is followed (its author named
+    it): the values are of the file it reaches, `target` that file's real path; a link to nothing is `dangling`
+    (`target` then what the link says, and no mode, owner or mtime)."""
+
     mode: int
     owner: str
     mtime: int
+    target: str | None = None
+    dangling: bool = False
 
 
 def file_stats(pool: HostPool, host: Host, paths: list[str]) -> dict[str, FileStat | None]:
@@ -97,19 +103,36 @@ def file_stats(pool: HostPool, host: Host, paths: list[str]) -> dict[str, FileSt
     return pool.measure(host, "file stats", read_file_stats, list(paths))
 
 
+# One line per path: `MODE OWNER MTIME`, `MODE OWNER MTIME -> REAL PATH` for a symlink (stat -L: the file it
+# reaches, whose mode is what guards the secret; stat of the link itself always says 0777), `dangling TARGET` for a
+# link to nothing, `missing` otherwise. A line break in a path read from the host is printed as a space, so that
+# each path stays one line.
+_STAT = ("for f in {loop}; do "
+         "if [ -L \"$f\" ]; then "
+         "if t=$(LC_ALL=C stat -L -c '%a %U %Y' -- \"$f\" 2>&1); then "
+         "printf '%s -> ' \"$t\"; readlink -f -- \"$f\" | tr '\\n' ' '; echo; "
+         "else case $t in *'No such file'*) printf 'dangling ';; *) printf 'missing ';; esac; "
+         "readlink -- \"$f\" | tr '\\n' ' '; echo; fi; "
+         "else stat -c '%a %U %Y' -- \"$f\" 2>/dev/null || echo missing; fi; done")
+
+
 def read_file_stats(conn, paths: list[str]) -> dict[str, FileStat | None]:
-    """`stat -c '%a %U %Y'` of every path in one command; None for a path that does not exist."""
+    """The mode, owner and mtime of every path in one command (a symlink followed: FileStat); None for a path that
+    does not exist or cannot be reached."""
     if not paths:
         return {}
-    loop = command(*(operand(p) for p in paths))
-    cmd = f"for f in {loop}; do stat -c '%a %U %Y' -- \"$f\" 2>/dev/null || echo missing; done"
-    lines = conn.check_output(cmd).splitlines()
+    lines = conn.check_output(_STAT.format(loop=command(*(operand(p) for p in paths)))).splitlines()
     if len(lines) != len(paths):
         raise ProbeError(f"stat printed {plural(len(lines), 'line')} for {plural(len(paths), 'file')}")
     out: dict[str, FileStat | None] = {}
     for path, line in zip(paths, lines, strict=True):
-        cols = line.split()
-        out[path] = FileStat(int(cols[0], 8), cols[1], int(cols[2])) if len(cols) == 3 else None
+        if line.startswith("dangling "):
+            out[path] = FileStat(0, "", 0, target=line[len("dangling "):].rstrip(" "), dangling=True)
+            continue
+        head, link, target = line.partition(" -> ")
+        cols = head.split()
+        out[path] = (FileStat(int(cols[0], 8), cols[1], int(cols[2]), target=target.rstrip(" ") if link else None)
+                     if len(cols) == 3 and not line.startswith("missing") else None)
     return out
 
 

@@ -15,6 +15,7 @@ the same kind of line.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -61,13 +62,22 @@ def read_yaml(path: Path, kind: str = "profile") -> Located:
 
     `kind` names the file in messages ("a waivers file is a mapping of fields, not list").
     """
+    from acgs_verify.probes.bounded import NotReadable, open_regular
+
     shown = display_path(path)
+    # a FIFO would block the open until a writer comes, /dev/zero (or a link to it) never end: only a regular
+    # file is read, opened without blocking, and never more than the limit and one byte of it
     try:
-        raw = path.read_bytes()
+        fd, st = open_regular(path)
+    except NotReadable as exc:
+        raise SourceError(f"{shown}: cannot read: {exc.reason}") from None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read(MAX_PROFILE_BYTES + 1)
     except OSError as exc:
         raise SourceError(f"{shown}: cannot read: {exc.strerror}") from None
     if len(raw) > MAX_PROFILE_BYTES:
-        raise SourceError(f"{shown}: {kind} is {len(raw)} bytes; the limit is {MAX_PROFILE_BYTES}")
+        raise SourceError(f"{shown}: {kind} is {max(len(raw), st.st_size)} bytes; the limit is {MAX_PROFILE_BYTES}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
