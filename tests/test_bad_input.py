@@ -190,6 +190,20 @@ def test_waiver_typo_names_the_unknown_key(tmp_path):
     assert "waivers.yaml:5" in text and "unknown field 'expire'" in text and "did you mean 'expires'" in text
 
 
+def test_every_error_of_a_waiver_is_named_not_counted(tmp_path):
+    """`owner: Field required (and 1 more)` hid that `expires` was missing too: the user fixed one and ran again."""
+    path = tmp_path / "waivers.yaml"
+    path.write_text("waivers:\n  - {id: SEC-03, reason: noisy}\n")
+    with pytest.raises(WaiverError) as exc:
+        load_waivers(path)
+    assert str(exc.value).endswith(": waivers[0].owner: Field required (also waivers[0].expires: Field required)")
+
+
+def test_a_profile_with_many_errors_names_three_and_counts_the_rest(write_profile):
+    text = profile_error(str(write_profile("hosts:\n" + "".join(f"  - {{name: h{i}, port: x}}\n" for i in range(6)))))
+    assert "\n" not in text and text.count("hosts[") == 4 and text.endswith("; and 2 more)"), text
+
+
 # ------------------------------------------------------------------------------------ 7: --report-dir
 
 

@@ -79,8 +79,8 @@ def _no_secret(stack, *texts: str) -> None:
             assert secret not in text
 
 
-def _discover(stack, out: Path, *extra: str):
-    return run_cli("discover", "--port-offset", str(stack["offset"]), "-o", str(out), *extra, timeout=120)
+def _discover(stack, out: Path, *extra: str, env: dict | None = None):
+    return run_cli("discover", "--port-offset", str(stack["offset"]), "-o", str(out), *extra, timeout=120, env=env)
 
 
 def _owner_pid(port: int) -> int:
@@ -97,10 +97,14 @@ def _ids(report_dir: Path) -> set[str]:
 
 def test_discovered_profile_finds_the_sandbox_and_runs_clean_with_the_same_coverage(stack, tmp_path):
     out = tmp_path / "discovered.yaml"
-    res = _discover(stack, out, "--name", "app-1")
+    res = _discover(stack, out, "--name", "app-1", env={"ACGS_SANDBOX_DIR": str(stack["dir"])})
     assert res.returncode == 0, res.stderr
-    assert res.stderr.count("\n") == 1 and res.stderr.startswith("discovered 6 services, 1 database, 1 cache, "
-                                                                  "backups, 1 certificate"), res.stderr
+    summary, after = res.stderr.splitlines()
+    assert summary.startswith("discovered 6 services, 1 database, 1 cache, backups, 1 certificate"), res.stderr
+    # what to export before a run, and where the sandbox that runs keeps those passwords
+    assert after.startswith("next: export ACGS_DB_PASSWORD ACGS_REDIS_PASSWORD (the profile names them; it holds "
+                            f"no secret), then acgs-verify run --profile {out}; a sandbox runs in {stack['dir']}: "
+                            f"its passwords are in {stack['dir'] / 'secrets'} (db.password, redis.password)"), after
     text = out.read_text()
     profile = load_profile(str(out), resolve_secrets=False)
     off, sb = stack["offset"], stack["profile"]

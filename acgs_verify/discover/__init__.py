@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from acgs_verify.redact import last_line
+from acgs_verify.redact import last_line, printable
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from acgs_verify.discover.finders import Discovery
 
 __all__ = ["Discovery", "Item", "discover", "find", "merge", "render", "summary_line"]
@@ -126,4 +128,36 @@ def run(args) -> int:
             return 3
         os.replace(tmp, out)
     print(summary, file=sys.stderr)
+    print(next_line(text, out), file=sys.stderr)
     return 0
+
+
+def next_line(text: str, out: Path | None) -> str:
+    """What to do with the profile: the variables it names for secrets (it holds none), and, where a sandbox runs,
+    where that sandbox keeps its passwords.
+
+    >>> next_line(text, Path("discovered.yaml"))
+    'next: export ACGS_DB_PASSWORD ACGS_REDIS_PASSWORD (the profile names them; it holds no secret), then
+    acgs-verify run --profile discovered.yaml'
+    """
+    import os
+    import shlex
+    from pathlib import Path
+
+    import yaml
+
+    data = yaml.safe_load(text) or {}
+    items = [*(data.get("databases") or []), *(data.get("redis") or []), *(data.get("hosts") or [])]
+    names = sorted({v for item in items if isinstance(item, dict)
+                    for k, v in item.items() if k.endswith("_env") and isinstance(v, str) and v})
+    run = f"acgs-verify run --profile {shlex.quote(str(out)) if out else 'FILE'}"
+    line = (f"next: export {' '.join(names)} (the profile names them; it holds no secret), then {run}" if names
+            else f"next: {run} (the profile names no password variable)")
+    from acgs_verify.sandbox.constants import SECRET_FILES
+    from acgs_verify.sandbox.manager import running_profile
+
+    sandbox = Path(os.environ.get("ACGS_SANDBOX_DIR", ".sandbox"))
+    if names and running_profile(sandbox)[0] is not None:
+        line += (f"; a sandbox runs in {sandbox}: its passwords are in {sandbox / 'secrets'} "
+                 f"({SECRET_FILES['db']}, {SECRET_FILES['redis']})")
+    return printable(line)

@@ -256,7 +256,11 @@ def validation_line(exc: ValidationError, located: Located, overridden: Iterable
                 shown = display_url(shown)
             msg = f"{msg} (got {shown!r})"
     msg = msg.removeprefix("Value error, ")
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    # every other error by its field and pydantic's words, never its value: one line, but none hidden behind a count
+    others = [f"{dotted(tuple(e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+              for e in errors[1:4]]
+    rest = len(errors) - 4
+    more = f" (also {'; '.join(others)}{f'; and {rest} more' if rest > 0 else ''})" if others else ""
     for real, text in overridden:
         if loc[: len(real)] == real or real[: len(loc)] == loc:
             if err["type"] == WITHHELD:
