@@ -101,6 +101,23 @@ def server(name: str, argv: Callable[[int], list[str]], ready: Callable[[int], o
 
 
 @contextlib.contextmanager
+def lone_sshd(directory: Path, address: str, host_name: str = "remote-1") -> Iterator[tuple[object, dict]]:
+    """A real sshd on `address` with its own host key, user key and known_hosts (the sandbox's component alone),
+    logging in the user running the tests: (the sandbox, its profile's host entry). Taken down when the block ends.
+    Its caller skips where sshd is not installed (`acgs_verify.sandbox.components.sshd.sshd_binary()`)."""
+    from acgs_verify.sandbox import Sandbox
+    from acgs_verify.sandbox.components.sshd import Sshd
+    from tests.conftest import free_port_offset
+
+    sb = Sandbox(directory, port_offset=free_port_offset(), components=[Sshd(address=address, host_name=host_name)])
+    try:
+        sb.up()
+        yield sb, sb.profile_data()["hosts"][-1]
+    finally:
+        sb.down()
+
+
+@contextlib.contextmanager
 def redis_server(directory: Path, password: str | None = None, timeout: float = 10) -> Iterator[int]:
     """A redis-server of this test's own on 127.0.0.1 (no persistence, files under `directory`), answering PING
     when the block starts and stopped when it ends; its port is yielded. It gives up with the server's log."""

@@ -18,7 +18,8 @@ import pytest
 from acgs_verify.evidence import EvidenceFolder, preserve
 from acgs_verify.profile import Host, load_profile
 from acgs_verify.sandbox.components.sshd import sshd_binary
-from tests.conftest import free_port_offset, run_cli
+from tests.conftest import run_cli
+from tests.servers import lone_sshd
 
 HAS_SSHD = sshd_binary() is not None
 SSH_ADDRESS = "127.0.0.3"  # the address tests/test_host_layer.py's sshd uses too; the port offset keeps them apart
@@ -39,16 +40,8 @@ def sshd(tmp_path_factory):
     if not HAS_SSHD:
         yield None
         return
-    from acgs_verify.sandbox import Sandbox
-    from acgs_verify.sandbox.components.sshd import Sshd
-
-    sb = Sandbox(tmp_path_factory.mktemp("sshd"), port_offset=free_port_offset(),
-                 components=[Sshd(address=SSH_ADDRESS, host_name="remote-1")])
-    try:
-        sb.up()
-        yield Host.model_validate(sb.profile_data()["hosts"][-1])
-    finally:
-        sb.down()
+    with lone_sshd(tmp_path_factory.mktemp("sshd"), SSH_ADDRESS) as (_, host):
+        yield Host.model_validate(host)
 
 
 def make_tree(root: Path) -> dict[str, Path]:

@@ -18,9 +18,8 @@ from acgs_verify.probes.host import HostPool, port_owners, processes, uses_syste
 from acgs_verify.probes.logs import unresolved_critical_alerts
 from acgs_verify.profile import Host, load_profile
 from acgs_verify.results import CheckResult, RunResult
-from tests.conftest import free_port_offset
 from tests.hostile import accepted
-from tests.servers import closed_port, silent_listener
+from tests.servers import closed_port, lone_sshd, silent_listener
 
 pytestmark = pytest.mark.skipif(shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists(),
                                 reason="needs openssh-server (.ci/run installs it)")
@@ -30,17 +29,8 @@ ADDRESS = "127.0.0.3"
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
     """A real sshd on 127.0.0.3 with its own host key, user key and known_hosts (the sandbox's component)."""
-    from acgs_verify.sandbox import Sandbox
-    from acgs_verify.sandbox.components.sshd import Sshd
-
-    sb = Sandbox(tmp_path_factory.mktemp("sshd"), port_offset=free_port_offset(),
-                 components=[Sshd(address=ADDRESS, host_name="remote-1")])
-    try:
-        sb.up()
-        host = Host.model_validate(sb.profile_data()["hosts"][-1])
-        yield sb, host
-    finally:
-        sb.down()
+    with lone_sshd(tmp_path_factory.mktemp("sshd"), ADDRESS) as (sb, host):
+        yield sb, Host.model_validate(host)
 
 
 @pytest.fixture

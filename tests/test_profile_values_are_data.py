@@ -24,7 +24,8 @@ from acgs_verify.probes.errors import ProbeError
 from acgs_verify.probes.host import HostPool, Proc
 from acgs_verify.profile import Host
 from acgs_verify.sandbox.components.sshd import sshd_binary
-from tests.conftest import free_port_offset, run_cli
+from tests.conftest import run_cli
+from tests.servers import lone_sshd
 
 needs_sshd = pytest.mark.skipif(sshd_binary() is None, reason="needs openssh-server (.ci/run installs it)")
 ADDRESS = "127.0.0.2"
@@ -60,15 +61,8 @@ def ops(tmp_path_factory):
     """The sandbox's ssh host ops-1: a real sshd on 127.0.0.2 (only that component of the sandbox)."""
     if sshd_binary() is None:
         pytest.skip("needs openssh-server (.ci/run installs it)")
-    from acgs_verify.sandbox import Sandbox
-    from acgs_verify.sandbox.components.sshd import Sshd
-
-    sb = Sandbox(tmp_path_factory.mktemp("ops"), port_offset=free_port_offset(), components=[Sshd(ADDRESS, "ops-1")])
-    try:
-        sb.up()
-        yield sb.profile_data()["hosts"][-1]
-    finally:
-        sb.down()
+    with lone_sshd(tmp_path_factory.mktemp("ops"), ADDRESS, "ops-1") as (_, host):
+        yield host
 
 
 def _trap(conn) -> Path:

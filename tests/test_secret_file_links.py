@@ -15,7 +15,8 @@ from acgs_verify.probes import security
 from acgs_verify.probes.host import HostPool
 from acgs_verify.profile import Host
 from acgs_verify.sandbox.components.sshd import sshd_binary
-from tests.conftest import free_port_offset, run_cli
+from tests.conftest import run_cli
+from tests.servers import lone_sshd
 
 ADDRESS = "127.0.0.3"
 
@@ -40,16 +41,8 @@ def sshd(tmp_path_factory):
     if sshd_binary() is None:
         yield None
         return
-    from acgs_verify.sandbox import Sandbox
-    from acgs_verify.sandbox.components.sshd import Sshd
-
-    sb = Sandbox(tmp_path_factory.mktemp("sshd"), port_offset=free_port_offset(),
-                 components=[Sshd(address=ADDRESS, host_name="remote-1")])
-    try:
-        sb.up()
-        yield Host.model_validate(sb.profile_data()["hosts"][-1])
-    finally:
-        sb.down()
+    with lone_sshd(tmp_path_factory.mktemp("sshd"), ADDRESS) as (_, host):
+        yield Host.model_validate(host)
 
 
 @pytest.mark.parametrize("backend", ["local", "ssh"])

@@ -20,7 +20,7 @@ import pytest
 from acgs_verify.probes.host import ALIVE_COUNT, ALIVE_INTERVAL, HostPool, ssh_config_text
 from acgs_verify.profile import Host
 from acgs_verify.sandbox.components.sshd import sshd_binary
-from tests.conftest import free_port_offset
+from tests.servers import lone_sshd
 from tests.waiting import wait_for
 
 ADDRESS = "127.0.0.3"  # the address tests/test_host_layer.py's sshd uses too; the port offset keeps them apart
@@ -33,16 +33,8 @@ pytestmark = pytest.mark.skipif(sshd_binary() is None, reason="sshd (openssh-ser
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    from acgs_verify.sandbox import Sandbox
-    from acgs_verify.sandbox.components.sshd import Sshd
-
-    sb = Sandbox(tmp_path_factory.mktemp("sshd"), port_offset=free_port_offset(),
-                 components=[Sshd(address=ADDRESS, host_name="remote-1")])
-    try:
-        sb.up()
-        yield sb, Host.model_validate(sb.profile_data()["hosts"][-1])
-    finally:
-        sb.down()
+    with lone_sshd(tmp_path_factory.mktemp("sshd"), ADDRESS) as (sb, host):
+        yield sb, Host.model_validate(host)
 
 
 def _parents() -> dict[int, int]:
