@@ -152,6 +152,40 @@ def host_services_alone():
         os.close(fd)  # closing drops the lock
 
 
+def _others_may_enter(path: Path) -> bool:
+    return all(p.stat().st_mode & 0o001 for p in (path, *path.parents))
+
+
+@pytest.fixture(scope="session")
+def importable_by_others():
+    """PYTHONPATH entries from which another user (`nobody`, for the tests that run as one) imports this checkout
+    and the venv's libraries: the checkout and the venv themselves where every folder above them lets others in,
+    else copies in a world-readable folder of /tmp. A clone in `mktemp -d` or under /root sits in a 0700 folder,
+    where `nobody` found no module named acgs_verify."""
+    import shutil
+    import sysconfig
+    import tempfile
+
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    if _others_may_enter(REPO) and _others_may_enter(purelib):
+        yield [str(purelib), str(REPO)]
+        return
+    work = Path(tempfile.mkdtemp(prefix="acgs-verify-importable-", dir="/tmp"))
+    try:
+        skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+        repo = work / "repo"
+        for name in ("acgs_verify", "checks", "profiles"):
+            shutil.copytree(REPO / name, repo / name, ignore=skip)
+        # the libraries only: the editable install's .pth files are not read from a PYTHONPATH entry
+        shutil.copytree(purelib, work / "site-packages", symlinks=True, ignore=skip)
+        for p in (work, *work.rglob("*")):
+            if not p.is_symlink():
+                p.chmod(p.stat().st_mode | (0o005 if p.is_dir() else 0o004))
+        yield [str(work / "site-packages"), str(repo)]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 @pytest.fixture
 def closed_port():
     """A loopback port of this test's own, bound but not listening: every connection to it is refused at once."""

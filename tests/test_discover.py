@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ import yaml
 
 from acgs_verify.discover.writer import MARK
 from acgs_verify.profile import load_profile
-from tests.conftest import REPO, SHARED_MACHINE, free_port_offset, run_cli
+from tests.conftest import SHARED_MACHINE, free_port_offset, run_cli
 from tests.servers import closed_port, server
 
 SERVICES = {"auth": 8016, "constitutional-ai": 8002, "policy-governance": 8003, "governance-synthesis": 8004,
@@ -207,11 +206,11 @@ SYSTEM_PYTHON = "/usr/bin/python3.11"
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser") or not Path(SYSTEM_PYTHON).is_file(),
                     reason="needs root, runuser and /usr/bin/python3.11 to run discover as nobody")
-def test_as_nobody_environments_cannot_be_read_and_say_so(stack, tmp_path):
+def test_as_nobody_environments_cannot_be_read_and_say_so(stack, tmp_path, importable_by_others):
     """`nobody` may not read root's /proc/PID/environ, cwd or fd (nor see who owns root's sockets): discover still
     finds the services by their command lines and health answers, names what it could not read, and leaks nothing."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", "LANG": "C.UTF-8",
-           "PYTHONPATH": os.pathsep.join([sysconfig.get_paths()["purelib"], str(REPO)])}
+           "PYTHONPATH": os.pathsep.join(importable_by_others)}
     res = subprocess.run(["runuser", "-u", "nobody", "--", SYSTEM_PYTHON, "-m", "acgs_verify.cli", "discover",
                           "--port-offset", str(stack["offset"]), "--name", "app-1"],
                          capture_output=True, text=True, env=env, cwd="/tmp", timeout=120)

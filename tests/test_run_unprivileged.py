@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 import yaml
 
 from acgs_verify.sandbox.constants import SECRET_FILES
-from tests.conftest import REPO, SHARED_MACHINE
+from tests.conftest import SHARED_MACHINE
 
 USER = "nobody"
 SYSTEM_PYTHON = "/usr/bin/python3.11"  # the venv's interpreter lives under /root (0700); same ABI
@@ -80,10 +79,9 @@ def readable_copy(sandbox):
             shutil.rmtree(work, ignore_errors=True)
 
 
-def test_every_check_passes_on_what_it_saw_or_says_what_it_could_not_see(readable_copy):
+def test_every_check_passes_on_what_it_saw_or_says_what_it_could_not_see(readable_copy, importable_by_others):
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(readable_copy), "LANG": "C.UTF-8",
-           "PYTHONPATH": os.pathsep.join([sysconfig.get_paths()["purelib"], str(REPO),
-                                          str(readable_copy / "pythonpath")]),
+           "PYTHONPATH": os.pathsep.join([*importable_by_others, str(readable_copy / "pythonpath")]),
            "PYTHONDONTWRITEBYTECODE": "1"}
     res = subprocess.run(["runuser", "-u", USER, "--", SYSTEM_PYTHON, "-m", "acgs_verify.cli", "run",
                           "--profile", str(readable_copy / "profile.yaml"), "--report-dir",
