@@ -33,10 +33,11 @@ ONE_LINE_MAX = 400
 # What a terminal, a Markdown renderer or a browser may act on instead of showing: C0 controls (ESC starts CSI and
 # OSC sequences, BEL ends them, CR rewrites the line), DEL, C1 controls (U+009B is a one-character CSI to some
 # terminals), the bidi marks, embeddings, overrides and isolates that reorder what is read (U+202E), the line and
-# paragraph separators that break a line where no newline shows, and lone surrogates (a file name that is not
+# paragraph separators that break a line where no newline shows, the zero-width characters that make two different
+# names look the same (U+200B-U+200D, U+2060, U+FEFF), and lone surrogates (a file name that is not
 # UTF-8, decoded with surrogateescape), which would stop a UTF-8 writer. A backslash is left alone: a message
 # quoting a regex or a Windows path stays readable, and escaping twice changes nothing.
-_UNSAFE = "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_UNSAFE = "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2060\ufeff\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
 _UNSAFE_IN_TEXT = re.compile(f"[{_UNSAFE}]")  # where the format has lines and tabs: report.md's fences, <pre>
 _UNSAFE_IN_LINE = re.compile(f"[\t\n{_UNSAFE}]")  # everywhere else: a message, a table cell, a label, a terminal line
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
