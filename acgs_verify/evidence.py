@@ -44,8 +44,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from acgs_verify.probes.errors import ProbeError
+from acgs_verify.probes.host import glob_word
 from acgs_verify.profile.model import Host, Profile
-from acgs_verify.redact import last_line, one_line
+from acgs_verify.redact import cut, last_line, one_line, printable
 
 EVIDENCE_DIR = "evidence"
 MANIFEST = "MANIFEST"
@@ -137,8 +138,8 @@ def _now() -> str:
 
 def _shown(text: str) -> str:
     """A name a target chose, as a message may quote it: control characters escaped, cut to SHOWN_MAX."""
-    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return out if len(out) <= SHOWN_MAX else out[:SHOWN_MAX] + "..."
+    out = printable(text)
+    return out if len(out) <= SHOWN_MAX else cut(out, SHOWN_MAX) + "..."
 
 
 def _link(target: str) -> str:
@@ -153,11 +154,6 @@ KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOC
 def _not_regular(mode: int) -> str:
     kind = next((name for test, name in KINDS if test(mode)), "not a plain file")
     return f"not a regular file ({kind})"
-
-
-def _glob_quote(pattern: str) -> str:
-    """Quote a path for the shell but leave its glob characters live: /var/log/acgs/*.log."""
-    return "".join(c if c in "*?[]" or c.isalnum() or c in "/._-" else shlex.quote(c) for c in pattern)
 
 
 def _sh(script: str, *args: str) -> str:
@@ -263,7 +259,7 @@ exec tail -c "$n" <&3"""
 
 
 def _remote_files(conn, pattern: str) -> list[str]:
-    script = f'for f in {_glob_quote(pattern)}; do if [ -L "$f" ] || [ -e "$f" ]; then printf \'%s\\0\' "$f"; fi; done'
+    script = f'for f in {glob_word(pattern)}; do if [ -L "$f" ] || [ -e "$f" ]; then printf \'%s\\0\' "$f"; fi; done'
     result = conn.run(_sh(script))
     if result.rc != 0:
         raise ProbeError(_failed(result))

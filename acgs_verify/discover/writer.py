@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 import yaml
 
 from acgs_verify.discover.finders import Discovery, Item
+from acgs_verify.redact import cut, printable
 
 MARK = "added by acgs-verify discover"
 COMMENT_MAX = 400  # a comment is evidence for a human, not a copy of what a target said
@@ -44,17 +45,8 @@ def _dump(value) -> list[str]:
 def escape_text(text: str) -> str:
     """Text as one line a YAML comment (and a terminal) can hold: line breaks, C0/C1 controls, DEL, and other
     characters that do not print (bidi overrides, U+2028) become backslash escapes, as in a Python literal."""
-    out = []
-    for ch in str(text):
-        if ch == " " or (ch.isprintable() and ch not in "\x85\u2028\u2029"):
-            out.append(ch)
-        elif ch in "\n\r\t":
-            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[ch])
-        else:
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-    line = "".join(out)
-    return line if len(line) <= COMMENT_MAX else line[: COMMENT_MAX - 3] + "..."
+    line = printable(text)
+    return line if len(line) <= COMMENT_MAX else cut(line, COMMENT_MAX - 3) + "..."
 
 
 def _comment(text: str, indent: str = "") -> str:

@@ -40,7 +40,7 @@ from acgs_verify.inventory import ensure_ansible_on_path
 from acgs_verify.probes import reach
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.profile import Host
-from acgs_verify.redact import one_line
+from acgs_verify.redact import one_line, printable
 from acgs_verify.words import plural
 
 T = TypeVar("T")
@@ -415,11 +415,6 @@ class HostPool:
         return conn
 
 
-# a host name, an IPv4 or an IPv6 address (with a %zone): what ssh is given as its destination, after its options
-_ADDRESS = re.compile(r"^[A-Za-z0-9_.:%\[\]][A-Za-z0-9_.:%\[\]-]*$")
-_USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]*\$?$")
-
-
 def _live_paramiko():
     """testinfra's paramiko backend whose commands do not wait on a host that stopped answering.
 
@@ -470,11 +465,15 @@ def _live_paramiko():
 
 
 def _check_address(host: Host) -> None:
-    """An address that starts with `-` would reach ssh as an option (`-oProxyCommand=...` runs a command here)."""
-    if not _ADDRESS.match(host.address):
-        raise ProbeError(f"host {host.name}: address {host.address!r} is not a host name or IP address")
-    if host.user is not None and not _USER.match(host.user):
-        raise ProbeError(f"host {host.name}: user {host.user!r} is not a user name")
+    """An address that starts with `-` would reach ssh as an option (`-oProxyCommand=...` runs a command here).
+    The profile refuses such a value when it loads; this is the same rule again for a Host built without it."""
+    from acgs_verify.profile.model import checked_address, checked_user
+
+    for field, check in (("address", checked_address), ("user", checked_user)):
+        try:
+            check(getattr(host, field))
+        except ValueError as exc:
+            raise ProbeError(f"host {host.name}: {field} {printable(getattr(host, field))!r} {exc}") from None
 
 
 def _config_path(host: Host, field: str, path: Path) -> str:
