@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from acgs_verify.catalog import KINDS, CatalogEntry, entry
-from acgs_verify.probes.errors import ProbeError, Unreachable
+from acgs_verify.errors import ProbeError, Unreachable
 from acgs_verify.probes.http import service_url
 from acgs_verify.redact import mask, printable
 
@@ -39,7 +39,7 @@ __all__ = ["REACHABILITY_CHECKS", "Check", "ProbeError", "next_step_for", "outco
 # listening) is not one: it reads the host's socket table, where "not listening" is its own measured failure
 # (check.that) and a ProbeError is a table it could not read.
 REACHABILITY_CHECKS = frozenset({"SVC-01", "DB-01", "RD-01", "TLS-02"})
-HOST_UNREACHABLE = "host unreachable"  # what probes/host.py says of a host it could not reach
+HOST_UNREACHABLE = "host unreachable"  # what hosts/pool.py says of a host it could not reach
 
 
 def runbook(check_id: str, applies: Callable[[Any], bool] | None = None,
@@ -309,7 +309,7 @@ class Check:
             return None
         if host.systemd is not None or self._request is None:
             return host.systemd
-        from acgs_verify.probes.host import uses_systemd
+        from acgs_verify.probes.units import uses_systemd
 
         try:  # the host's answer, measured once per run (SVC-05 asks the same); unknown if it cannot be asked
             return uses_systemd(self._request.getfixturevalue("hosts"), host)

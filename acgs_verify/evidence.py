@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from acgs_verify.probes.errors import ProbeError
-from acgs_verify.probes.host import glob_word
+from acgs_verify.errors import ProbeError
+from acgs_verify.hosts.commands import glob_word
 from acgs_verify.profile.model import Host, Profile
 from acgs_verify.redact import cut, last_line, one_line, printable
 
@@ -393,7 +393,7 @@ def preserve(profile: Profile, evidence_dir: Path, run_id: str, pool=None) -> di
     was done (for result.extra["evidence"]). A host that cannot be reached, or a file that cannot be read, is
     listed under not_copied with the reason; a file refused (a symlink, not a regular file, a secret) is listed
     under refused and not_copied, one line each with why; nothing is ever written on a host."""
-    from acgs_verify.probes.host import HostPool
+    from acgs_verify.hosts.pool import HostPool
 
     file_cap, total_cap = int(profile.evidence.max_file_mb * MB), int(profile.evidence.max_total_mb * MB)
     started = _now()

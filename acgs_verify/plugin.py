@@ -17,7 +17,7 @@ from acgs_verify import options
 from acgs_verify.catalog import CATALOG, GATES, SECTIONS, SEVERITIES
 from acgs_verify.check import Check, ProbeError, next_step_for, outcome_of, reach_step_for, said
 from acgs_verify.collector import PROFILE_KEY, is_plain, register_collectors, run_options, start_plain_run
-from acgs_verify.probes import reach
+from acgs_verify.hosts import reach
 from acgs_verify.profile import Profile, ProfileError, load_profile
 from acgs_verify.shards import key_of
 from acgs_verify.targets import TARGET_KINDS, host_of
@@ -181,14 +181,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 _NO_TARGETS = object()
 POOL_KEY = pytest.StashKey()  # the run's HostPool, once a check asked for it
 _AHEAD_KEY = pytest.StashKey()  # (the host whose checks run now, the hosts in item order)
-READ_AHEAD_HOSTS = 16  # hosts being read while one host's checks run: bounds threads and memory, not the fleet
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem) -> None:
-    """When the test loop reaches a host's first check: drop what the previous host's checks measured, and start
-    reading the next READ_AHEAD_HOSTS hosts (HostPool.read_ahead), so a fleet's round trips are in flight together
-    instead of one host after another. In an xdist worker only the hosts it was given are known: no read-ahead."""
+    """When the test loop reaches a host's first check, tell the pool (HostPool.moved_to: its read-ahead policy)
+    which host that is and which come after it. In an xdist worker only the hosts it was given are known: no
+    read-ahead."""
     mark = item.get_closest_marker("runbook")
     reach.asking(mark.args[0] if mark is not None and mark.args else item.name)  # credited with a first try
     host = dict(item.user_properties).get("host")
@@ -202,11 +201,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem) -> None:
     if pool is None or PROFILE_KEY not in item.config.stash:
         return None
     by_name = {h.name: h for h in item.config.stash[PROFILE_KEY].hosts}
-    if current in by_name:
-        pool.release(by_name[current])
-    if host in by_name and not hasattr(item.config, "workerinput"):
-        i = order.index(host)
-        pool.read_ahead([by_name[n] for n in order[i : i + 1 + READ_AHEAD_HOSTS] if n in by_name])
+    upcoming = None if hasattr(item.config, "workerinput") or host not in by_name else \
+        [by_name[n] for n in order[order.index(host) + 1:] if n in by_name]
+    pool.moved_to(by_name.get(host), upcoming)
     return None
 
 
@@ -226,7 +223,7 @@ def _target_of(item: pytest.Item):
 
 @pytest.fixture(scope="session")
 def profile(pytestconfig: pytest.Config):
-    from acgs_verify.probes import reach
+    from acgs_verify.hosts import reach
 
     loaded = _profile(pytestconfig)
     # every probe of the run shares one reachability cache: a target that does not answer is waited for once
@@ -251,7 +248,7 @@ def http(profile: Profile):
 
 @pytest.fixture(scope="session")
 def hosts(profile: Profile, pytestconfig: pytest.Config):
-    from acgs_verify.probes.host import HostPool
+    from acgs_verify.hosts.pool import HostPool
 
     passphrases = {h.name: profile.secret(f"hosts.{h.name}") for h in profile.hosts}
     pool = HostPool(connect_timeout=profile.thresholds.connect_timeout_seconds, inventory=profile.inventory,

@@ -4,8 +4,7 @@ Every session is read-only (acgs_verify.probes.postgres); `pg.get(database)` reu
 """
 
 from acgs_verify.check import runbook
-from acgs_verify.probes import host as hostfacts
-from acgs_verify.probes import postgres
+from acgs_verify.probes import pg_server, postgres, processes, units
 from acgs_verify.words import plural
 
 
@@ -23,15 +22,15 @@ def test_postgresql_server_is_running(database_host, hosts, check):
     """sudo systemctl status postgresql  (the server is the one that listens on the database's port on its host)"""
     db, host = database_host, database_host.host  # the database, and the host its server runs on
     _, port = postgres.host_port(db.dsn)
-    seen = hostfacts.identify(hostfacts.port_owners(hosts, host), port, db.process, "PostgreSQL")
+    seen = processes.identify(processes.port_owners(hosts, host), port, db.process, "PostgreSQL")
     found = [seen.measured]
     if seen.ok and seen.owner:
-        server = hostfacts.postgres_server(hosts, host, seen.owner)
+        server = pg_server.postgres_server(hosts, host, seen.owner)
         found.append(f"data directory {server['data_directory']}, {server['version']}")
-    if seen.ok is not None and db.unit and hostfacts.uses_systemd(hosts, host):
-        state = hostfacts.unit_state(hosts, host, db.unit)
+    if seen.ok is not None and db.unit and units.uses_systemd(hosts, host):
+        state = units.unit_state(hosts, host, db.unit)
         found.append(f"{db.unit} is {state}")
-        seen = seen if state == "active" else hostfacts.Identity(False, seen.measured, seen.owner, seen.warning)
+        seen = seen if state == "active" else processes.Identity(False, seen.measured, seen.owner, seen.warning)
     if seen.ok is None:
         check.skip(seen.measured)
     if seen.warning:

@@ -4,8 +4,7 @@ import json
 import statistics
 
 from acgs_verify.check import ProbeError, runbook
-from acgs_verify.probes import host as hostfacts
-from acgs_verify.probes import metrics
+from acgs_verify.probes import metrics, processes, units
 from acgs_verify.probes.logs import request_statuses
 from acgs_verify.words import plural
 
@@ -43,8 +42,8 @@ def test_health_body_is_healthy_with_expected_hash(service, http, thresholds, pr
 def test_service_process_is_running(service, hosts, check):
     """ps aux | grep uvicorn  (the process is the one that owns the service's port; the pattern must match it)"""
     port, pattern = service.port, service.process
-    facts = hostfacts.port_owners(hosts, service.host)
-    seen = hostfacts.identify(facts, port, pattern, f"{service.name}")
+    facts = processes.port_owners(hosts, service.host)
+    seen = processes.identify(facts, port, pattern, f"{service.name}")
     _identity_steps(check, facts.listeners.get(port), pattern, seen)
     if seen.ok is None:
         check.skip(seen.measured)
@@ -73,7 +72,7 @@ def _identity_steps(check, listener, pattern, seen) -> None:
 @runbook("SVC-04")
 def test_service_port_is_listening(service, hosts, check):
     """netstat -tlnp | grep :8016"""
-    ports = hostfacts.port_owners(hosts, service.host).listeners
+    ports = processes.port_owners(hosts, service.host).listeners
     port = service.port
     check.that(port in ports, measured=f"port {port} {'listening' if port in ports else 'not listening'}",
                expected=f"TCP {port} in LISTEN state")
@@ -85,9 +84,9 @@ def test_systemd_unit_is_active(service, hosts, check):
     unit = service.unit
     if not unit:
         check.skip("the profile names no systemd unit for this service")
-    if not hostfacts.uses_systemd(hosts, service.host):
+    if not units.uses_systemd(hosts, service.host):
         check.skip(f"host {service.host.name} does not run systemd (no /run/systemd/system)")
-    state = hostfacts.unit_state(hosts, service.host, unit)
+    state = units.unit_state(hosts, service.host, unit)
     check.that(state == "active", measured=f"{unit} is {state}", expected="active")
 
 
@@ -203,10 +202,10 @@ def test_metrics_endpoint_is_scrapeable(service, http, thresholds, check):
 @runbook("SVC-11")
 def test_service_memory(service, hosts, thresholds, check):
     """ps aux | grep uvicorn | awk '{print $2, $4, $11}' | sort -k2 -nr  (the processes that own the port)"""
-    owners = hostfacts.port_owners(hosts, service.host)
+    owners = processes.port_owners(hosts, service.host)
     if service.port not in owners.listeners:
         check.skip(f"nothing listens on TCP {service.port} (SVC-04 says so): no process to measure")
-    procs = hostfacts.service_processes(owners, service.port)
+    procs = processes.service_processes(owners, service.port)
     rss_mb, pmem = sum(p.rss_kib for p in procs) / 1024, sum(p.mem_percent for p in procs)
     check.evidence("processes (pid %mem rss_kib command)",
                    "\n".join(f"{p.pid} {p.mem_percent:g} {p.rss_kib} {p.args[:120]}" for p in procs))

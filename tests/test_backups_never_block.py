@@ -83,7 +83,7 @@ def test_a_dump_or_archive_that_is_no_regular_file_is_refused_at_once(tmp_path, 
     out = _child(f"""
 from pathlib import Path
 from acgs_verify.probes.backups import BackupReader, custom_dump_status, plain_dump_ends, scan_archive
-from acgs_verify.probes.errors import ProbeError
+from acgs_verify.errors import ProbeError
 p = Path({str(path)!r})
 out = {{}}
 for name, call in (("call", lambda: {call}), ("scan", lambda: scan_archive(p, feed=lambda b: None))):

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from acgs_verify.probes.errors import ProbeError
+from acgs_verify.errors import ProbeError
 from acgs_verify.probes.logs import MAX_TAIL_BYTES, tail_lines
 from acgs_verify.probes.policies import MAX_POLICY_BYTES, check_policy
 from acgs_verify.sandbox.components.sshd import sshd_binary

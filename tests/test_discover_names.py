@@ -20,7 +20,8 @@ import yaml
 from acgs_verify.discover import find
 from acgs_verify.discover.finders import _Finder
 from acgs_verify.discover.writer import render
-from acgs_verify.probes.host import HostPool, port_owners
+from acgs_verify.hosts.pool import HostPool
+from acgs_verify.probes.processes import port_owners
 from acgs_verify.profile import Host, load_profile
 from tests.conftest import run_cli
 from tests.servers import server

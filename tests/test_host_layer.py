@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from acgs_verify.errors import ProbeError
+from acgs_verify.hosts.pool import HostPool
 from acgs_verify.probes import security, system
-from acgs_verify.probes.errors import ProbeError
-from acgs_verify.probes.host import HostPool, port_owners, processes, uses_systemd
 from acgs_verify.probes.logs import unresolved_critical_alerts
+from acgs_verify.probes.processes import port_owners, processes
+from acgs_verify.probes.units import uses_systemd
 from acgs_verify.profile import Host, load_profile
 from acgs_verify.results import CheckResult, RunResult
 from tests.hostile import accepted
@@ -56,7 +58,7 @@ def test_ssh_backend_reads_this_machine_through_one_multiplexed_connection(sshd,
     st = os.statvfs("/")
     assert disk.size_kib == st.f_blocks * st.f_frsize // 1024
     assert any("sshd" in args for _, args in processes(pool, host))
-    config = next(Path(pool._ssh_dir).glob("*.config"))
+    config = next(Path(pool.backends.ssh_dir).glob("*.config"))
     check = subprocess.run(["ssh", "-F", str(config), "-O", "check", ADDRESS], capture_output=True, text=True)
     assert check.returncode == 0 and "Master running" in check.stderr  # later commands ride this connection
     user = pool.get(host).check_output("id -un; echo $HOME")
@@ -67,11 +69,11 @@ def test_pool_close_ends_the_control_master(sshd):
     _, host = sshd
     p = HostPool(connect_timeout=3)
     p.get(host)
-    config = str(next(Path(p._ssh_dir).glob("*.config")))
+    config = str(next(Path(p.backends.ssh_dir).glob("*.config")))
     p.close()
     check = subprocess.run(["ssh", "-F", config, "-O", "check", ADDRESS], capture_output=True, text=True)
     assert check.returncode != 0
-    assert p._ssh_dir is None
+    assert p.backends.ssh_dir is None
 
 
 @pytest.mark.parametrize("backend", ["ssh", "paramiko"])

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from acgs_verify.probes import host as hostfacts
-from acgs_verify.probes import system
-from acgs_verify.probes.errors import ProbeError
+from acgs_verify.errors import ProbeError
+from acgs_verify.probes import processes, system
 from tests.conftest import run_cli
 from tests.servers import closed_port, redis_server
 
@@ -177,12 +176,12 @@ def test_targets_with_nothing_to_show_do_not_pass(nothing_there, what):
 
 def test_a_port_whose_owner_cannot_be_seen_is_not_a_memory_pass():
     """ss lists the socket but not its process (another user's, without root): SVC-11 cannot say what it uses."""
-    init = hostfacts.Proc(1, 0, "root", "2026-01-01 00:00:00", "init", rss_kib=1000, mem_percent=0.1)
-    hidden = hostfacts.Listener(8016, ("*",), (), "not visible to user nobody (socket of uid 0 root)")
+    init = processes.Proc(1, 0, "root", "2026-01-01 00:00:00", "init", rss_kib=1000, mem_percent=0.1)
+    hidden = processes.Listener(8016, ("*",), (), "not visible to user nobody (socket of uid 0 root)")
     with pytest.raises(ProbeError, match="not which process owns it"):
-        hostfacts.service_processes(hostfacts.PortOwners("nobody", {8016: hidden}, (init,)), 8016)
+        processes.service_processes(processes.PortOwners("nobody", {8016: hidden}, (init,)), 8016)
     with pytest.raises(ProbeError, match="nothing listens on TCP 8016"):
-        hostfacts.service_processes(hostfacts.PortOwners("nobody", {}, (init,)), 8016)
+        processes.service_processes(processes.PortOwners("nobody", {}, (init,)), 8016)
 
 
 def test_empty_files_and_an_empty_log_window_do_not_pass(tmp_path, empty_http):

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from acgs_verify.check import outcome_of, reach_step_for
-from acgs_verify.probes.errors import ProbeError, Unreachable
+from acgs_verify.errors import ProbeError, Unreachable
 from acgs_verify.profile import load_profile
 from acgs_verify.report.allure import write_results
 from acgs_verify.report.prometheus import render_metrics

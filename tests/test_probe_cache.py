@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from acgs_verify.probes.host import HostPool
+from acgs_verify.hosts.pool import HostPool
 from acgs_verify.profile import Host
 from tests.conftest import SHARED_MACHINE, run_cli
 

@@ -18,10 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from acgs_verify.probes import host as hostfacts
+from acgs_verify.errors import ProbeError
+from acgs_verify.hosts.commands import CANNOT, refuse, refused
+from acgs_verify.hosts.pool import HostPool
 from acgs_verify.probes import logs, security, system
-from acgs_verify.probes.errors import ProbeError
-from acgs_verify.probes.host import HostPool, Proc
+from acgs_verify.probes.pg_server import read_postgres_server
+from acgs_verify.probes.processes import Proc
+from acgs_verify.probes.units import read_unit_state
 from acgs_verify.profile import Host
 from acgs_verify.sandbox.components.sshd import sshd_binary
 from tests.conftest import run_cli
@@ -92,7 +95,7 @@ def _host_commands(conn, value: str) -> dict[str, object]:
         "SEC-04 passwd": outcome(lambda: security.read_accounts(conn, value)),
         "SEC-03 logs": outcome(lambda: security.read_security_lines(conn, [f"{value}/*.log"], 100)),
         "SEC-03 security_log": outcome(lambda: security.read_security_lines(conn, [value], 100)),
-        "SVC-05 unit": outcome(lambda: hostfacts.read_unit_state(conn, value)),
+        "SVC-05 unit": outcome(lambda: read_unit_state(conn, value)),
         "SVC-07 log": outcome(lambda: logs.read_tail(conn, value, 100)),
     }
 
@@ -148,7 +151,7 @@ def test_a_unit_named_like_an_option_is_a_unit(conn):
     whatever systemctl prints that is not a unit state is an error, never a state."""
     for unit in ("--version", "--help", "-H"):
         try:
-            state = hostfacts.read_unit_state(conn, unit)
+            state = read_unit_state(conn, unit)
         except ProbeError as exc:
             assert "systemd" not in str(exc).split(":", 1)[0]
             continue
@@ -161,9 +164,9 @@ def test_a_refusal_is_an_error_whatever_stdout_says(conn, tmp_path):
     name = tmp_path / "Dec 1 kernel: [1.0] eth0 up"
     with pytest.raises(ProbeError, match="cannot read"):
         system.read_oom_kills(conn, str(name), 100)
-    res = conn.run(f"{hostfacts.refuse('cannot read ' + str(name))}; echo not reached")
-    assert res.rc == hostfacts.CANNOT and res.stdout == "" and res.stderr == f"cannot read {name}\n"
-    assert hostfacts.refused(res) == f"cannot read {name}"
+    res = conn.run(f"{refuse('cannot read ' + str(name))}; echo not reached")
+    assert res.rc == CANNOT and res.stdout == "" and res.stderr == f"cannot read {name}\n"
+    assert refused(res) == f"cannot read {name}"
 
 
 def test_a_mount_that_does_not_exist_never_reads_as_a_disk(conn, tmp_path):
@@ -201,7 +204,7 @@ def test_a_port_owners_program_is_run_only_when_root_owns_it(tmp_path, markers):
     data.mkdir()
     (data / "PG_VERSION").write_text("16\n")
     owner = Proc(4242, 1, "postgres", "2026-12-07 10:00:00", f"{program} -D {data}")
-    found = hostfacts.read_postgres_server(conn, owner)
+    found = read_postgres_server(conn, owner)
     pool.close()
     assert ran(markers) == [] and found == {"data_directory": str(data), "version": "PG_VERSION 16"}
 

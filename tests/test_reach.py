@@ -1,4 +1,4 @@
-"""A target that is down is one fact: reachability is measured once per address and port per run (probes/reach.py),
+"""A target that is down is one fact: reachability is measured once per address and port per run (hosts/reach.py),
 and every later check or probe on it raises Unreachable at once, citing the first try. A port that refuses answered.
 
 The host that never answers is a loopback listener whose accept queue is full (tests.servers.dead_listener): the
@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from acgs_verify.probes import reach, system
-from acgs_verify.probes.errors import ProbeError, Unreachable
-from acgs_verify.probes.host import HostPool, processes
+from acgs_verify.errors import ProbeError, Unreachable
+from acgs_verify.hosts import reach
+from acgs_verify.hosts.pool import HostPool
+from acgs_verify.probes import system
 from acgs_verify.probes.http import HttpProbe
+from acgs_verify.probes.processes import processes
 from acgs_verify.profile import Host
 from tests.conftest import SHARED_MACHINE, run_cli
 from tests.servers import closed_port, dead_listener

@@ -11,8 +11,8 @@ import os
 
 import pytest
 
+from acgs_verify.hosts.pool import HostPool
 from acgs_verify.probes import security
-from acgs_verify.probes.host import HostPool
 from acgs_verify.profile import Host
 from acgs_verify.sandbox.components.sshd import sshd_binary
 from tests.conftest import run_cli

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from acgs_verify.probes.host import ALIVE_COUNT, ALIVE_INTERVAL, HostPool, ssh_config_text
+from acgs_verify.hosts.backends import ALIVE_COUNT, ALIVE_INTERVAL, ssh_config_text
+from acgs_verify.hosts.pool import HostPool
 from acgs_verify.profile import Host
 from acgs_verify.sandbox.components.sshd import sshd_binary
 from tests.servers import lone_sshd

@@ -9,7 +9,7 @@ import pytest
 
 from acgs_verify.check import ProbeError
 from acgs_verify.cli import AUTO_WORKERS_MIN_CORES, AUTO_WORKERS_MIN_HOSTS, UsageError, _worker_args, workers_for
-from acgs_verify.probes.host import HostPool
+from acgs_verify.hosts.pool import HostPool
 from acgs_verify.profile import Host
 
 

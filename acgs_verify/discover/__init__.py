@@ -80,7 +80,7 @@ def run(args) -> int:
     import sys
 
     from acgs_verify.discover.writer import merge
-    from acgs_verify.probes.errors import ProbeError
+    from acgs_verify.errors import ProbeError
     from acgs_verify.profile import Host, ProfileError, load_profile
 
     out = args.output

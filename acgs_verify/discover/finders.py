@@ -40,8 +40,10 @@ from acgs_verify.discover.facts import (
     _stem_matches,
     url_without_password,
 )
-from acgs_verify.probes.errors import ProbeError
-from acgs_verify.probes.host import HostPool, Proc, _roots, command, operand, port_owners
+from acgs_verify.errors import ProbeError
+from acgs_verify.hosts.commands import command, operand
+from acgs_verify.hosts.pool import HostPool
+from acgs_verify.probes.processes import Proc, port_owners, roots
 from acgs_verify.profile import HASH_RE, Host
 
 # the runbook's 'Initial Assessment' port table
@@ -152,11 +154,11 @@ class _Finder:
             owners = [p for p in lis.owners if _server_kind(p.args)]
             verified = bool(lis.owners)
             if not lis.owners:  # hidden from this user: a server whose command line names this port
-                owners = [p for p in _roots([p for p in self.facts.procs if _server_kind(p.args)])
+                owners = [p for p in roots([p for p in self.facts.procs if _server_kind(p.args)])
                           if _port_token(p.args, port)]
             if not owners:
                 continue
-            proc = _roots(owners)[0] if _roots(owners) else owners[0]
+            proc = roots(owners)[0] if roots(owners) else owners[0]
             if (proc.pid, port) in seen:
                 continue
             seen.add((proc.pid, port))
@@ -281,7 +283,7 @@ class _Finder:
         pattern = " .*".join(parts) + "( |$)"
         parts_note = "; its command line does not name the port" if s.port_token is None else ""
         rx = re.compile(pattern)
-        matching = _roots([p for p in self.facts.procs if rx.search(p.args)])
+        matching = roots([p for p in self.facts.procs if rx.search(p.args)])
         if [p.pid for p in matching] == [s.proc.pid]:
             return pattern, f"process pattern matches pid {s.proc.pid} only, of {len(self.facts.procs)} processes" \
                             + parts_note

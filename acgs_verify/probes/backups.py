@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from acgs_verify import pgbin
+from acgs_verify.errors import ProbeError
 from acgs_verify.probes.bounded import NotReadable, open_regular, read_regular
-from acgs_verify.probes.errors import ProbeError
 from acgs_verify.redact import last_line, one_line
 from acgs_verify.words import plural
 

@@ -18,7 +18,7 @@ import os
 import stat
 from pathlib import Path
 
-from acgs_verify.probes.errors import ProbeError
+from acgs_verify.errors import ProbeError
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))

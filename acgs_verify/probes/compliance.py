@@ -10,8 +10,8 @@ decisions gives no rate rather than a made-up one) and each service whose `compl
 
 from __future__ import annotations
 
+from acgs_verify.errors import ProbeError
 from acgs_verify.probes import metrics, postgres
-from acgs_verify.probes.errors import ProbeError
 from acgs_verify.probes.http import service_url
 from acgs_verify.profile import Profile
 from acgs_verify.words import plural

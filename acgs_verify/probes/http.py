@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from acgs_verify.probes import reach
+from acgs_verify.hosts import reach
 from acgs_verify.redact import one_line
 
 MAX_BODY_BYTES = 1 << 20  # a health body is a few hundred bytes; never buffer more than this
@@ -109,7 +109,7 @@ class HttpProbe:
     def get(self, url: str, timeout: float) -> Reply:
         """GET url; never takes longer than `timeout` seconds in all, never reads more than MAX_BODY_BYTES.
 
-        In a run, a host or port found not answering (probes/reach.py) raises Unreachable at once instead of
+        In a run, a host or port found not answering (hosts/reach.py) raises Unreachable at once instead of
         waiting out this request's own timeout: it could not be measured, which is no reply."""
         import httpx
 

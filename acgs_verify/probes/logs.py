@@ -21,8 +21,8 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from acgs_verify.errors import ProbeError
 from acgs_verify.probes.bounded import size_text
-from acgs_verify.probes.errors import ProbeError
 from acgs_verify.redact import one_line
 
 BLOCK = 64 * 1024

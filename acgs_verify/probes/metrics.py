@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from acgs_verify.probes.errors import ProbeError
+from acgs_verify.errors import ProbeError
 from acgs_verify.redact import one_line
 
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")

@@ -23,8 +23,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from acgs_verify.probes import reach
-from acgs_verify.probes.errors import ProbeError
+from acgs_verify.errors import ProbeError
+from acgs_verify.hosts import reach
 from acgs_verify.profile import Database, Profile
 from acgs_verify.redact import display_url, one_line
 from acgs_verify.words import plural

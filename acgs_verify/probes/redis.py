@@ -21,8 +21,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from acgs_verify.probes import reach
-from acgs_verify.probes.errors import ProbeError
+from acgs_verify.errors import ProbeError
+from acgs_verify.hosts import reach
 from acgs_verify.probes.http import Latency
 from acgs_verify.profile import Profile, Redis
 from acgs_verify.redact import display_url, one_line

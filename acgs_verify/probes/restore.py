@@ -56,8 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from acgs_verify import pgbin
+from acgs_verify.errors import ProbeError
 from acgs_verify.probes.backups import pg_tool, scan_archive
-from acgs_verify.probes.errors import ProbeError
 from acgs_verify.redact import cut, display_url, last_line, mask, one_line, printable
 
 PREFIX = "acgs_verify_drill_"

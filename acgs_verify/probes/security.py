@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from acgs_verify.probes.errors import ProbeError
-from acgs_verify.probes.host import command, glob_word, operand, refuse, refused
+from acgs_verify.errors import ProbeError
+from acgs_verify.hosts.commands import command, glob_word, operand, refuse, refused
 from acgs_verify.probes.logs import tail_command
 from acgs_verify.redact import one_line
 from acgs_verify.words import plural
 
 if TYPE_CHECKING:
-    from acgs_verify.probes.host import HostPool
+    from acgs_verify.hosts.pool import HostPool
     from acgs_verify.profile import Host
 
 FIND_TIMEOUT_SECONDS = 30  # a runaway tree (millions of files, a hung NFS mount) must not stall the run

@@ -17,13 +17,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from acgs_verify.probes.errors import ProbeError
-from acgs_verify.probes.host import CANNOT, command, operand, refuse, refused
+from acgs_verify.errors import ProbeError
+from acgs_verify.hosts.commands import CANNOT, command, operand, refuse, refused
 from acgs_verify.probes.logs import tail_command
 from acgs_verify.redact import one_line
 
 if TYPE_CHECKING:
-    from acgs_verify.probes.host import HostPool
+    from acgs_verify.hosts.pool import HostPool
     from acgs_verify.profile import Host
 
 CPU_SAMPLE_SECONDS = 0.5  # long enough to average a burst, short enough for every host of a run
@@ -178,7 +178,7 @@ def tcp_connect_ms(address: str, port: int, samples: int, timeout: float) -> tup
     """
     import socket
 
-    from acgs_verify.probes import reach
+    from acgs_verify.hosts import reach
 
     reach.gate(address, port)  # a host or port found silent: at once, not `samples` timeouts later
 

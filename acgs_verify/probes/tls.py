@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from acgs_verify.probes import reach
+from acgs_verify.errors import ProbeError
+from acgs_verify.hosts import reach
 from acgs_verify.probes.bounded import read_regular
-from acgs_verify.probes.errors import ProbeError
 from acgs_verify.redact import one_line
 
 MAX_PEM_BYTES = 1 << 20

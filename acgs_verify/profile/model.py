@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from acgs_verify.hosts.destinations import checked_address, checked_user, control_or_space
 from acgs_verify.profile.source import WITHHELD, SourceError
 
 # No limit, count or duration a profile holds comes near this; past it a number is a typo (1e400 is inf) that
@@ -193,57 +194,6 @@ class Thresholds(_Strict):
 
 # --------------------------------------------------------------------------------------------- ssh fields
 
-# A host's address and user reach ssh as its destination and as ssh_config lines, its paths as ssh_config lines:
-# a value that starts with `-` is an option there (`-oProxyCommand=...` runs a command), one with a line break
-# ends its line and starts a directive of its own. They are refused when the profile loads, not at the first
-# connection, so a bad profile stops the run (exit 3) before any host is touched.
-_HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-_HOST_NAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
-_ZONE = re.compile(r"[A-Za-z0-9_.-]+")  # an IPv6 zone (fe80::1%eth0): an interface name or number
-_USER_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.@-]*\$?")
-
-
-def _control_or_space(v: str, spaces: bool) -> bool:
-    """True when `v` holds a control character (C0, DEL, C1), a line or paragraph separator, or (with
-    `spaces`) any white space; without it only the plain space is allowed."""
-    return any(ord(c) < 32 or 127 <= ord(c) < 160 or (c.isspace() and (spaces or c != " ")) or
-               not (c.isprintable() or c == " ") for c in v)
-
-
-def checked_address(v: str) -> str:
-    """A host name (RFC 1123 labels, `_` allowed) or an IP literal (IPv6 bracketed or not, with a %zone)."""
-    import ipaddress
-
-    if v.startswith("-"):
-        raise ValueError("must not start with '-' (ssh would read it as an option)")
-    if _control_or_space(v, spaces=True):
-        raise ValueError("holds white space or a control character")
-    literal = v[1:-1] if v.startswith("[") and v.endswith("]") else v
-    ip, _, zone = literal.partition("%")
-    try:
-        ipaddress.ip_address(ip)
-    except ValueError:
-        if literal is not v or zone or len(v) > 253 or not _HOST_NAME.fullmatch(v):
-            raise ValueError("is not a host name or IP address") from None
-        return v
-    if zone and not (":" in ip and _ZONE.fullmatch(zone)):
-        raise ValueError("is not a host name or IP address (a %zone follows an IPv6 address only)")
-    return v
-
-
-def checked_user(v: str | None) -> str | None:
-    """A login name: letters, digits, `_ . @ -`, not first `-` or `@`, and a trailing `$` (machine accounts)."""
-    if v is None:
-        return v
-    if v.startswith("-"):
-        raise ValueError("must not start with '-' (ssh would read it as an option)")
-    if _control_or_space(v, spaces=True):
-        raise ValueError("holds white space or a control character")
-    if not _USER_NAME.fullmatch(v):
-        raise ValueError("is not a user name (letters, digits, _ . @ - and a trailing $)")
-    return v
-
-
 def checked_ssh_path(v: str | None) -> str | None:
     """A path written as one ssh_config value: not `-...`, no control character, no white space but the plain
     space (which the generated ssh_config quotes), no `"` (which an ssh_config line cannot hold)."""
@@ -251,7 +201,7 @@ def checked_ssh_path(v: str | None) -> str | None:
         return v
     if v.startswith("-"):
         raise ValueError("must not start with '-'; write ./-name for a relative path")
-    if _control_or_space(v, spaces=False):
+    if control_or_space(v, spaces=False):
         raise ValueError("holds a line break, tab or other control character")
     if '"' in v:
         raise ValueError("holds a double quote, which an ssh_config line cannot hold")

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from acgs_verify.probes.errors import Unreachable
+from acgs_verify.errors import Unreachable
 
 T = TypeVar("T")
 REMOTE_BACKENDS = ("ssh", "paramiko")  # a host reached over its ssh port; local and ansible hosts have none here
