@@ -191,7 +191,11 @@ class PoliciesTarget:
 
 
 def _backups(p: Profile, latest: bool) -> list[BackupTarget]:
-    return [BackupTarget(p.paths.backups, h, latest) for h in p.file_hosts(p.backups.host, "db", first=True)]
+    # one backup host: the profile's, else the first with role backup, then db, then the first host, so that the
+    # backup checks never silently run nowhere
+    hosts = p.file_hosts(p.backups.host, "backup", first=True) or p.file_hosts(None, "db", first=True) \
+        or p.hosts[:1]
+    return [BackupTarget(p.paths.backups, h, latest) for h in hosts]
 
 
 def _services(p: Profile) -> list[ServiceTarget]:
