@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import socket
@@ -196,3 +197,72 @@ def test_a_file_on_another_host_is_read_there_not_from_the_checkers_disk(healthy
     assert outcomes == {("BK-01", "backups@other-1"): "failed", ("CC-03", "policies@other-1"): "failed",
                         ("TLS-01", f"{ops}/etc/ssl/acgs/cert.pem@other-1"): "failed"}, res.stdout[-3000:]
     assert "badc0ffee0ddf00d" in by[("CC-03", "policies@other-1")]["message"]
+
+
+# ------------------------------------------------------------------ the same bounds on every host
+
+
+def test_a_remote_read_refuses_what_a_local_read_refuses_in_bounded_time(tmp_path, monkeypatch):
+    """The command a remote host runs (here through this machine's sh) gives bounded.py's reasons: no FIFO, device,
+    directory or (when not asked to follow) symlink is read; nothing past the cap; a missing file says so."""
+    from acgs_verify.probes.bounded import NotReadable
+    from acgs_verify.probes.hostfiles import Files, _sh
+
+    files = Files("remote-like", _sh)  # not read_local: the remote path, on this machine
+    os.mkfifo(tmp_path / "fifo.pem")
+    (tmp_path / "zero.pem").symlink_to("/dev/zero")
+    (tmp_path / "big.pem").write_bytes(b"x" * 2048)
+    (tmp_path / "ok.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "link.yaml").symlink_to(tmp_path / "ok.pem")
+    (tmp_path / "-x.pem").write_bytes(b"dash")  # a name that looks like an option is a file
+    cases = {"fifo.pem": "a FIFO, not a regular file", "zero.pem": "a character device, not a regular file",
+             "big.pem": "larger than 1 KiB (2 KiB)", "nope.pem": "No such file or directory",
+             ".": "a directory, not a regular file"}
+    started = time.monotonic()
+    for name, reason in cases.items():
+        with pytest.raises(NotReadable) as caught:
+            files.read(str(tmp_path / name), 1024)
+        assert caught.value.reason == reason, (name, str(caught.value))
+    with pytest.raises(NotReadable, match="a symlink, not followed"):
+        files.read(str(tmp_path / "link.yaml"), 1024, follow=False)
+    assert files.read(str(tmp_path / "link.yaml"), 1024) == b"-----BEGIN CERTIFICATE-----\n"
+    monkeypatch.chdir(tmp_path)
+    assert files.read("-x.pem", 10) == b"dash"
+    assert time.monotonic() - started < 10
+
+
+def test_a_remote_listing_sees_names_kinds_and_links_as_they_are(tmp_path):
+    from acgs_verify.probes.hostfiles import Files, _sh
+
+    (tmp_path / "20260101").mkdir()
+    (tmp_path / "20260101" / "a b\nc.gz").write_bytes(b"12345")  # any byte but NUL and / in a name
+    (tmp_path / "latest").symlink_to("20260101")
+    (tmp_path / "gone").symlink_to("nowhere")
+    tree = Files("remote-like", _sh).tree(str(tmp_path), 2)
+    assert tree.entry("20260101/a b\nc.gz").size == 5 and tree.entry("20260101").kind == "d"
+    assert tree.entry("latest").kind == "l" and tree.links["latest"] == str(tmp_path.resolve() / "20260101")
+    assert tree.entry("gone").target_kind == "N"
+    assert [e.name for e in tree.children()] == ["20260101", "gone", "latest"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hostile_files_on_ops1_are_one_clear_failure_each(healthy_sandbox, tmp_path, backend):
+    fifo, big, policies = tmp_path / "cert-fifo.pem", tmp_path / "big.pem", tmp_path / "policies"
+    os.mkfifo(fifo)
+    big.write_bytes(b"x" * (2 << 20))
+    policies.mkdir()
+    (policies / "shadow.yaml").symlink_to("/etc/shadow")  # found by walking: not followed, never read
+    profile = ops_profile(healthy_sandbox, tmp_path, backend, policies=str(policies))
+    data = yaml.safe_load(profile.read_text())
+    data["certificates"] = [{"path": p, "host": OPS_HOST} for p in (str(fifo), "/dev/zero", str(big))]
+    profile.write_text(yaml.safe_dump(data))
+    started = time.monotonic()
+    res, summary = run(profile, tmp_path, "--", "-k", "TLS-01 or policy_file")
+    assert time.monotonic() - started < 60
+    by = {k: c["message"] for k, c in checks(summary).items() if c["outcome"] in ("failed", "error")}
+    assert set(by) == {("TLS-01", f"{fifo}@{OPS_HOST}"), ("TLS-01", f"/dev/zero@{OPS_HOST}"),
+                       ("TLS-01", f"{big}@{OPS_HOST}"), ("CC-03", POLICIES)}, res.stdout[-3000:]
+    assert "a FIFO, not a regular file" in by[("TLS-01", f"{fifo}@{OPS_HOST}")]
+    assert "a character device, not a regular file" in by[("TLS-01", f"/dev/zero@{OPS_HOST}")]
+    assert "larger than 1 MiB (2 MiB)" in by[("TLS-01", f"{big}@{OPS_HOST}")]
+    assert "a symlink, not followed" in by[("CC-03", POLICIES)]
