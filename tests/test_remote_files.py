@@ -188,7 +188,8 @@ def test_a_file_on_another_host_is_read_there_not_from_the_checkers_disk(healthy
         profile = tmp_path / "other.yaml"
         profile.write_text(yaml.safe_dump({
             "extends": str(healthy_sandbox.profile_path), "hosts": [*data["hosts"], dict(host, roles=["backup"])],
-            "paths": {"backups": str(ops / "var/backups/acgs"), "policies": str(ops / "home/acgs/ACGS/config/policies")},
+            "paths": {"backups": str(ops / "var/backups/acgs"),
+                      "policies": str(ops / "home/acgs/ACGS/config/policies")},
             "backups": {"host": "other-1"}, "policies": {"hosts": ["other-1"]},
             "certificates": [{"path": str(ops / "etc/ssl/acgs/cert.pem"), "host": "other-1"}]}))
         res, summary = run(profile, tmp_path, "--", "-k", "BK-01 or TLS-01 or policy_file")

@@ -18,6 +18,7 @@ READ_TIMEOUT_SECONDS. Every value is quoted (host.command/operand); a refusal ex
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -236,12 +237,10 @@ def read_tree(run, root: str, depth: int) -> Tree:
                 tree.cut = True
                 break
             cols = text[i + 1].split()
-            if len(cols) == 5:
-                try:
+            if len(cols) == 5 and cols[3].isdigit():
+                with contextlib.suppress(ValueError):  # a line cut by the output cap
                     tree.entries[text[i + 2]] = Entry(text[i + 2], cols[1], cols[2], int(cols[3]), float(cols[4]),
                                                       cols[0] == "r", text[i + 3])
-                except ValueError:
-                    pass
             i += 4
         else:
             i += 1

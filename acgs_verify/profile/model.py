@@ -465,8 +465,9 @@ class Backups(_Strict):
     """The backups under paths.backups: one folder per backup named YYYYMMDD, YYYYMMDD_HHMMSS, YYYY-MM-DD or
     YYYY-MM-DDTHHMMSS, and a `latest` symlink (followed when it stays inside the root). BK-01..BK-07 read them
     on the host `host` names, through its backend (`BK-01 backups@db-1`); without `host`, on the first host with
-    role backup, else role db, else the first host (a profile that names no hosts: this machine). An archive on a remote host is copied to the checker
-    to be read (up to 64 MiB; a larger one is not verified, and its check says so).
+    role backup, else role db, else the first host (a profile that names no hosts: this machine). An archive on a
+    remote host is copied to the checker to be read (up to 64 MiB; a larger one is not verified, and its check says
+    so).
 
         backups: {host: backup-1}
     """

@@ -99,7 +99,8 @@ class Tls(Component):
     def _issue_file(self, ctx: Context, fault: str | None) -> None:
         """ops-1's certificate file: a leaf of the sandbox CA for ops-1, as `fault` says (no endpoint serves it)."""
         ca, ca_key = certs.load(self._ssl(ctx) / "ca.pem", secret_path(ctx.dir, "ca"))
-        days, back = {"cert-expiring": (EXPIRING_DAYS, 1.0), "cert-expired": (-1, 90)}.get(fault or "", (GOOD_DAYS, 1.0))
+        days, back = {"cert-expiring": (EXPIRING_DAYS, 1.0), "cert-expired": (-1, 90)}.get(fault or "",
+                                                                                            (GOOD_DAYS, 1.0))
         leaf, _ = certs.issue(ca, ca_key, [OPS_HOST, "127.0.0.2"], days=days, not_before_days=back)
         certs.write_pem(self._ssl(ctx, OPS_HOST) / "cert.pem", leaf, ca)
 
