@@ -193,9 +193,14 @@ class PoliciesTarget:
 def _backups(p: Profile, latest: bool) -> list[BackupTarget]:
     # one backup host: the profile's, else the first with role backup, then db, then the first host, so that the
     # backup checks never silently run nowhere
-    hosts = p.file_hosts(p.backups.host, "backup", first=True) or p.file_hosts(None, "db", first=True) \
-        or p.hosts[:1]
+    hosts = p.file_hosts(p.backups.host, "backup", first=True) if p.backups.host else (
+        p.file_hosts(None, "backup", first=True) or p.file_hosts(None, "db", first=True) or p.hosts[:1])
     return [BackupTarget(p.paths.backups, h, latest) for h in hosts]
+
+
+def _on_app_hosts(p: Profile, names: list[str] | str | None) -> list:
+    """The hosts a file named without a host lives on: every app host, else the first host (never none)."""
+    return p.file_hosts(names, "app") if names else (p.hosts_with_role("app") or p.hosts[:1])
 
 
 def _services(p: Profile) -> list[ServiceTarget]:
@@ -221,10 +226,9 @@ TARGET_KINDS: dict[str, Callable[[Profile], list]] = {
     "environment": lambda p: [EnvironmentTarget(p)],
     "backup_location": lambda p: _backups(p, latest=False),
     "latest_backup": lambda p: _backups(p, latest=True),
-    "certificate": lambda p: [CertificateTarget(c.path, h) for c in p.certificates
-                              for h in p.file_hosts(c.host, "app")],
+    "certificate": lambda p: [CertificateTarget(c.path, h) for c in p.certificates for h in _on_app_hosts(p, c.host)],
     "tls_endpoint": lambda p: [TlsEndpointTarget(u) for u in p.tls_endpoints],
-    "policies": lambda p: [PoliciesTarget(p.paths.policies, h) for h in p.file_hosts(p.policies.hosts, "app")],
+    "policies": lambda p: [PoliciesTarget(p.paths.policies, h) for h in _on_app_hosts(p, p.policies.hosts)],
 }
 
 

@@ -267,3 +267,33 @@ def test_hostile_files_on_ops1_are_one_clear_failure_each(healthy_sandbox, tmp_p
     assert "a character device, not a regular file" in by[("TLS-01", f"/dev/zero@{OPS_HOST}")]
     assert "larger than 1 MiB (2 MiB)" in by[("TLS-01", f"{big}@{OPS_HOST}")]
     assert "a symlink, not followed" in by[("CC-03", POLICIES)]
+
+
+# ------------------------------------------------------------------ where the profile puts each file
+
+
+def test_each_file_check_runs_on_the_host_the_profile_puts_its_file(tmp_path):
+    from acgs_verify.profile import ProfileError, load_profile
+    from acgs_verify.targets import TARGET_KINDS
+
+    def ids(text: str) -> dict[str, list[str]]:
+        path = tmp_path / "p.yaml"
+        path.write_text(text)
+        p = load_profile(str(path), resolve_secrets=False)
+        return {k: [t.id for t in TARGET_KINDS[k](p)] for k in ("backup_location", "certificate", "policies")}
+
+    hosts = ("hosts: [{name: app-1, roles: [app]}, {name: app-2, roles: [app]}, {name: db-1, roles: [db]},\n"
+             "        {name: proxy-1, roles: [proxy]}]\n")
+    assert ids(hosts + "certificates: [/c.pem, {path: /p.pem, host: proxy-1}]\n") == {
+        "backup_location": ["backups@db-1"], "certificate": ["/c.pem@app-1", "/c.pem@app-2", "/p.pem@proxy-1"],
+        "policies": ["policies@app-1", "policies@app-2"]}
+    assert ids(hosts + "backups: {host: proxy-1}\npolicies: {hosts: [db]}\ncertificates: [/c.pem]\n") == {
+        "backup_location": ["backups@proxy-1"], "certificate": ["/c.pem@app-1", "/c.pem@app-2"],
+        "policies": ["policies@db-1"]}
+    # no hosts named: this machine, for every file
+    assert ids("certificates: [/c.pem]\n") == {"backup_location": ["backups@localhost"],
+                                               "certificate": ["/c.pem@localhost"], "policies": ["policies@localhost"]}
+    with pytest.raises(ProfileError, match="backups.host: 'db-9' names no host of this profile"):
+        ids(hosts + "backups: {host: db-9}\n")
+    with pytest.raises(ProfileError, match=r"certificates\[0\].host: 'nope' names no host"):
+        ids(hosts + "certificates: [{path: /c.pem, host: nope}]\n")

@@ -497,8 +497,8 @@ class Backups(_Strict):
 
 class Certificate(_Strict):
     """A PEM file TLS-01 reads (a leaf, optionally followed by its chain), on the host `host` names, through its
-    backend (`TLS-01 /etc/ssl/acgs/cert.pem@proxy-1`); without `host`, on every host with role app (a profile that
-    names no hosts: this machine). A plain path in `certificates:` is `{path: PATH}`.
+    backend (`TLS-01 /etc/ssl/acgs/cert.pem@proxy-1`); without `host`, on every host with role app, else the first
+    host (a profile that names no hosts: this machine). A plain path in `certificates:` is `{path: PATH}`.
 
         certificates: [/etc/ssl/acgs/cert.pem, {path: /etc/nginx/tls/acgs.pem, host: proxy-1}]
     """
@@ -531,7 +531,7 @@ class Policies(_Strict):
     """
 
     # where the policy files are: host names or roles (CC-03 runs once per host, `CC-03 policies@app-1`, reading
-    # paths.policies there through its backend); None: every host with role app
+    # paths.policies there through its backend); None: every host with role app, else the first host
     hosts: list[str] | None = None
     format: Literal["yaml", "json", "rego", "auto"] = "auto"
     hash_field: str = Field("constitutional_hash", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
