@@ -59,8 +59,8 @@ def expected(fault: str, sandbox) -> set[tuple[str, str]]:
         "stale-key": {("SEC-05", "app@app-1")},
         "process-gone:auth": {("SVC-03", "auth@app-1")},
         # ops-1's own certificate file is read over ssh too (sandbox/components/tls.py)
-        "host-down": {(c, OPS) for c in NODE_CHECKS} | {("SYS-04", f"{OPS}:/"),
-                                                        ("TLS-01", f"{sandbox.dir}/hosts/{OPS}/etc/ssl/acgs/cert.pem@{OPS}")},
+        "host-down": {(c, OPS) for c in NODE_CHECKS} | {
+            ("SYS-04", f"{OPS}:/"), ("TLS-01", f"{sandbox.dir}/hosts/{OPS}/etc/ssl/acgs/cert.pem@{OPS}")},
     }[fault]
 
 
