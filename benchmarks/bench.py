@@ -242,7 +242,9 @@ def runbook_env(profile_path: Path, history: Path | None = None) -> dict[str, st
         "ACGS_PYTHON": sys.executable,
     }
     # backups, certificates and policies (issue 5): covered when the profile has them
-    env["ACGS_CERTS"] = "\n".join(p.certificates)
+    # every certificate file, ops-1's too: the sandbox's hosts are one machine, so the runbook reads it here (TLS-01
+    # reads it over ssh: a round trip the hand-typed runbook is spared)
+    env["ACGS_CERTS"] = "\n".join(c.path for c in p.certificates)
     env["ACGS_TLS_ENDPOINTS"] = "\n".join(p.tls_endpoints)
     env["ACGS_CA_FILE"] = p.tls.ca_file or ""
     env["ACGS_CERT_FAIL_DAYS"] = str(int(getattr(t, "cert_fail_days", 7)))

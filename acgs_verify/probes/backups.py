@@ -18,7 +18,7 @@
 Archives are read streaming in constant memory (zlib with large reads and a bounded output size; a tar walker
 that keeps one 512-byte header at a time), so a 1 GiB dump costs its read time and a few MB.
 
-The backups are read on the host the profile puts them on (`backups.host`, else the host with role db), through
+The backups are read on the host the profile puts them on (`backups.host`, else role backup, then db), through
 its backend: one `find` lists the root (probes/hostfiles.py), the manifest is a bounded read there, and an archive
 on a remote host is copied here, up to REMOTE_COPY_MAX, to be read as a local one is (`BackupReader.local`):
 >>> listing = list_backups("/var/backups/acgs", files=host_files(pool, db_1))
@@ -178,8 +178,6 @@ def list_backups(root: str | Path, now: float | None = None, files: Files | None
     files = files or local_files()
     try:
         tree = files.tree(str(root), 2)
-    except NotReadable:
-        raise
     except ProbeError as exc:
         raise ProbeError(f"backup directory {exc}" if str(exc).startswith(str(root)) else
                          str(exc).replace("cannot list ", "cannot list backup directory ", 1)) from None
