@@ -309,8 +309,9 @@ def _names(folder: Path, listing: Listing | None = None) -> set[str]:
             relative = None
         if relative is not None:
             return {e.name for e in listing.tree.children(relative)}
-    try:
-        return {e.name for e in local_files().tree(str(folder), 1).children()}
+    try:  # a folder outside the listing's root: listed on the same host, never here instead
+        files = listing.files if listing is not None and listing.files is not None else local_files()
+        return {e.name for e in files.tree(str(folder), 1).children()}
     except ProbeError:
         return set()
 
