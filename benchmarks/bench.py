@@ -285,9 +285,16 @@ def scaled_profile(base: Path, hosts: int, out: Path) -> Path:
     data = yaml.safe_load(base.read_text())
     data["hosts"] = [{"name": f"app-{i}", "address": "127.0.0.1", "backend": "local",
                       "roles": ["app", "db", "cache"] if i == 1 else ["app"]} for i in range(1, hosts + 1)]
+    data["certificates"] = kept_certificates(data)
     path = out / f"profile-{hosts}-hosts.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def kept_certificates(data: dict) -> list:
+    """The profile's certificates but those on a host it no longer has (the sandbox's ops-1 keeps its own)."""
+    names = {h["name"] for h in data["hosts"]}
+    return [c for c in data.get("certificates", []) if isinstance(c, str) or c.get("host") in (None, *names)]
 
 
 # ------------------------------------------------------------------------------------------ summaries
