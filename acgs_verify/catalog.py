@@ -161,7 +161,7 @@ _ENTRIES = [
        'grep -i "constitutional" /var/log/acgs/*.log',
        "Constitutional Compliance Failure: find which deploy carries the other hash; roll it back", "each service log"),
     _e("CC-03", "constitution", "P1", "policy files validate", "python scripts/validate_constitutional_policies.py",
-       "Constitutional Compliance Failure: fix or restore the policy file from backup", "each policy file"),
+       "Constitutional Compliance Failure: fix or restore the policy file from backup", "each host's policy files"),
     _e("CC-04", "constitution", "P0", "compliance rate of recent decisions", "python scripts/compliance_report.py",
        "Constitutional Compliance Failure: {health}; review denials",
        "each environment"),
@@ -182,7 +182,7 @@ _ENTRIES = [
        "Root Cause Investigation: find which process was killed; check memory limits", "each host"),
     # Backups
     _e("BK-01", "backups", "P1", "a recent backup exists", "ls /var/backups/acgs/YYYYMMDD",
-       "Backup and Recovery: run `{scripts}/backup_full_system.sh`; check the backup timer", "each backup location"),
+       "Backup and Recovery: run `{scripts}/backup_full_system.sh`; check the backup timer", "the backup host"),
     _e("BK-02", "backups", "P1", "backup files present and not empty", "ls -l /var/backups/acgs/latest/",
        "Backup and Recovery: re-run the daily backup and read its output", "latest backup"),
     _e("BK-03", "backups", "P1", "every archive reads to its end", "gzip -t; tar -tzf",
@@ -190,14 +190,14 @@ _ENTRIES = [
     _e("BK-04", "backups", "P1", "database dump is complete", "zcat database.sql.gz | tail -1",
        "Backup and Recovery: pg_dump stopped early; check disk space and the dump log", "latest backup"),
     _e("BK-05", "backups", "P3", "backup retention", "find /var/backups/acgs/ -type d -mtime +30",
-       "Backup and Recovery: check the clean-up step of `{scripts}/daily_backup.sh`", "each backup location"),
+       "Backup and Recovery: check the clean-up step of `{scripts}/daily_backup.sh`", "the backup host"),
     _e("BK-06", "backups", "P2", "latest dump is not much smaller than the previous", "ls -l */database.sql.gz",
        "Backup and Recovery: compare table counts; data may have been lost", "latest backup"),
     _e("BK-07", "backups", "P1", "restore drill", "gunzip -c database.sql.gz | psql -d scratch",
        "Recovery Procedures: the latest dump does not restore; take a new backup and investigate", "latest backup"),
     # Certificates
     _e("TLS-01", "certificates", "P1", "certificate file not expiring", "openssl x509 -in cert.pem -noout -enddate",
-       "Key Rotation: sudo certbot renew --nginx", "each certificate file"),
+       "Key Rotation: sudo certbot renew --nginx", "each certificate file on its host"),
     _e("TLS-02", "certificates", "P1", "live TLS endpoint verifies", "openssl s_client -connect HOST:443",
        "Key Rotation: sudo certbot renew --nginx; check the served chain", "each TLS endpoint"),
     # Security
@@ -323,8 +323,8 @@ EVIDENCE: dict[str, str] = {
              "missing or unreadable log is a failure",
     "CC-02": "at least one line read from the service log's tail (or window), none naming another hash; "
              "an empty, missing or unreadable log is a failure, never '0 mismatches in 0 lines'",
-    "CC-03": "a policy file (by extension, or the profile's include/exclude globs) that parses and names the "
-             "expected hash; an empty policy directory is a failure",
+    "CC-03": "every policy file on the host (by extension, or the profile's include/exclude globs) parses and "
+             "names the expected hash; an empty policy directory is a failure",
     "CC-04": "at least one recent governance decision (audit rows visible to the role) or the compliance "
              "metric answered; skipped, with the reason, when no source is named",
     "CC-05": "at least one audit row visible to the role, every chain (per tenant or whatever partitioning) "

@@ -338,7 +338,9 @@ def backup_reader():
     """Archive scans cached per file, so BK-03 and BK-04 read a large dump once per run (per worker)."""
     from acgs_verify.probes.backups import BackupReader
 
-    return BackupReader()
+    reader = BackupReader()
+    yield reader
+    reader.close()  # the copies of a remote host's archives go with the run
 
 
 @pytest.fixture(scope="session")

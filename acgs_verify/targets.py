@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from acgs_verify.probes.http import service_url
@@ -144,26 +143,28 @@ class EnvironmentTarget:
 
 @dataclass(frozen=True)
 class BackupTarget:
-    """The backup location (`backups`: BK-01, BK-05) or its latest dated backup (`backups/latest`: BK-02..07),
-    found when the check runs, so a backup written during a run is seen."""
+    """The backup location (`backups@db-1`: BK-01, BK-05) or its latest dated backup (`backups/latest@db-1`:
+    BK-02..07) on the host that holds it, found when the check runs, so a backup written during a run is seen."""
 
     root: str
+    host: Host
     latest: bool = False
 
     @property
     def id(self) -> str:
-        return "backups/latest" if self.latest else "backups"
+        return f"{'backups/latest' if self.latest else 'backups'}@{self.host.name}"
 
 
 @dataclass(frozen=True)
 class CertificateTarget:
-    """A certificate PEM file from the profile: its path is its name."""
+    """A certificate PEM file from the profile, on the host that holds it: `/etc/ssl/acgs/cert.pem@proxy-1`."""
 
     path: str
+    host: Host
 
     @property
     def id(self) -> str:
-        return self.path
+        return f"{self.path}@{self.host.name}"
 
 
 @dataclass(frozen=True)
@@ -177,37 +178,29 @@ class TlsEndpointTarget:
 
 
 @dataclass(frozen=True)
-class PolicyFileTarget:
-    """One policy file under paths.policies (`constitution.yaml`); with no policy file at all, the directory
-    itself (`policies`), so CC-03 says what it found rather than running zero times. The first target carries
-    the files that are not policy files (`ignored`), so they are listed once; `nothing` says why there is no
-    policy file (missing directory, only notes, ...)."""
+class PoliciesTarget:
+    """The policy files under paths.policies on one host (`policies@app-1`): CC-03 lists them there when it runs
+    (nothing is read at collection) and validates each."""
 
-    root: str
-    relative: str | None
-    ignored: tuple[str, ...] = ()
-    nothing: str | None = None
+    root: str | None  # None: the profile says this site keeps no policy files
+    host: Host
 
     @property
     def id(self) -> str:
-        return self.relative or "policies"
-
-    @property
-    def path(self) -> Path:
-        return Path(self.root) / self.relative if self.relative else Path(self.root)
+        return f"policies@{self.host.name}"
 
 
-def _policy_files(p: Profile) -> list[PolicyFileTarget]:
-    from acgs_verify.probes.policies import scan_policies
+def _backups(p: Profile, latest: bool) -> list[BackupTarget]:
+    # one backup host: the profile's, else the first with role backup, then db, then the first host, so that the
+    # backup checks never silently run nowhere
+    hosts = p.file_hosts(p.backups.host, "backup", first=True) if p.backups.host else (
+        p.file_hosts(None, "backup", first=True) or p.file_hosts(None, "db", first=True) or p.hosts[:1])
+    return [BackupTarget(p.paths.backups, h, latest) for h in hosts]
 
-    if p.paths.policies is None:  # CC-03 skips, saying the profile has no policy files
-        return [PolicyFileTarget("", None)]
-    include = p.policies.include_globs
-    scan = scan_policies(p.paths.policies, include, p.policies.exclude)
-    if not scan.files:
-        return [PolicyFileTarget(scan.root, None, tuple(scan.ignored), scan.nothing_found(include))]
-    return [PolicyFileTarget(scan.root, f, tuple(scan.ignored) if i == 0 else ())
-            for i, f in enumerate(scan.files)]
+
+def _on_app_hosts(p: Profile, names: list[str] | str | None) -> list:
+    """The hosts a file named without a host lives on: every app host, else the first host (never none)."""
+    return p.file_hosts(names, "app") if names else (p.hosts_with_role("app") or p.hosts[:1])
 
 
 def _services(p: Profile) -> list[ServiceTarget]:
@@ -231,11 +224,11 @@ TARGET_KINDS: dict[str, Callable[[Profile], list]] = {
     "database_host": lambda p: [DatabaseHostTarget(d, h) for d in p.databases for h in p.hosts_with_role(d.role)],
     "cache": lambda p: [RedisTarget(r) for r in p.redis],
     "environment": lambda p: [EnvironmentTarget(p)],
-    "backup_location": lambda p: [BackupTarget(p.paths.backups)],
-    "latest_backup": lambda p: [BackupTarget(p.paths.backups, latest=True)],
-    "certificate": lambda p: [CertificateTarget(c) for c in p.certificates],
+    "backup_location": lambda p: _backups(p, latest=False),
+    "latest_backup": lambda p: _backups(p, latest=True),
+    "certificate": lambda p: [CertificateTarget(c.path, h) for c in p.certificates for h in _on_app_hosts(p, c.host)],
     "tls_endpoint": lambda p: [TlsEndpointTarget(u) for u in p.tls_endpoints],
-    "policy_file": _policy_files,
+    "policies": lambda p: [PoliciesTarget(p.paths.policies, h) for h in _on_app_hosts(p, p.policies.hosts)],
 }
 
 

@@ -242,7 +242,9 @@ def runbook_env(profile_path: Path, history: Path | None = None) -> dict[str, st
         "ACGS_PYTHON": sys.executable,
     }
     # backups, certificates and policies (issue 5): covered when the profile has them
-    env["ACGS_CERTS"] = "\n".join(p.certificates)
+    # every certificate file, ops-1's too: the sandbox's hosts are one machine, so the runbook reads it here (TLS-01
+    # reads it over ssh: a round trip the hand-typed runbook is spared)
+    env["ACGS_CERTS"] = "\n".join(c.path for c in p.certificates)
     env["ACGS_TLS_ENDPOINTS"] = "\n".join(p.tls_endpoints)
     env["ACGS_CA_FILE"] = p.tls.ca_file or ""
     env["ACGS_CERT_FAIL_DAYS"] = str(int(getattr(t, "cert_fail_days", 7)))
@@ -283,9 +285,16 @@ def scaled_profile(base: Path, hosts: int, out: Path) -> Path:
     data = yaml.safe_load(base.read_text())
     data["hosts"] = [{"name": f"app-{i}", "address": "127.0.0.1", "backend": "local",
                       "roles": ["app", "db", "cache"] if i == 1 else ["app"]} for i in range(1, hosts + 1)]
+    data["certificates"] = kept_certificates(data)
     path = out / f"profile-{hosts}-hosts.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def kept_certificates(data: dict) -> list:
+    """The profile's certificates but those on a host it no longer has (the sandbox's ops-1 keeps its own)."""
+    names = {h["name"] for h in data["hosts"]}
+    return [c for c in data.get("certificates", []) if isinstance(c, str) or c.get("host") in (None, *names)]
 
 
 # ------------------------------------------------------------------------------------------ summaries

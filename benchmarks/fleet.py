@@ -94,6 +94,9 @@ class Fleet:
         """The sandbox profile with fleet-1..fleet-n as its only hosts (plus `extra_hosts`)."""
         data = dict(self.base)
         data["hosts"] = [self.host(i) for i in range(n)] + list(extra_hosts or [])
+        names = {h["name"] for h in data["hosts"]}  # ops-1's own certificate goes with ops-1
+        data["certificates"] = [c for c in data.get("certificates", [])
+                                if isinstance(c, str) or c.get("host") in (None, *names)]
         path = self.work / f"profile-fleet-{n}.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path

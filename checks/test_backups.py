@@ -12,12 +12,13 @@ from acgs_verify.probes.backups import (
     newest_backup,
     size_change,
 )
+from acgs_verify.probes.hostfiles import host_files
 
 
 @runbook("BK-01")
-def test_recent_backup_exists(backup_location, thresholds, check):
+def test_recent_backup_exists(backup_location, hosts, thresholds, check):
     """BACKUP_DIR="/var/backups/acgs/$(date +%Y%m%d)" (daily_backup.sh); the rollback reads .../acgs/latest/"""
-    listing = list_backups(backup_location.root)
+    listing = list_backups(backup_location.root, files=host_files(hosts, backup_location.host))
     latest, limit, link = listing.latest, thresholds.backup_max_age_hours, listing.link
     if latest is None:
         check.fail(measured=listing.nothing(), expected=f"a backup written within {limit:g} h")
@@ -31,19 +32,20 @@ def test_recent_backup_exists(backup_location, thresholds, check):
                expected=f"<= {limit:g} h" + (f", and {LINK} naming a backup folder inside the root" if link else ""))
 
 
-def _latest(target, profile):
-    """The newest backup folder, and what it should hold (the profile's list, or the layout detected)."""
-    listing, latest = newest_backup(target.root)
+def _latest(target, profile, hosts):
+    """The newest backup folder on its host, and what it should hold (the profile's list, or the layout
+    detected)."""
+    listing, latest = newest_backup(target.root, host_files(hosts, target.host))
     b = profile.backups
     earlier = [x.path for x in reversed(listing.backups[:-1])]
-    return listing, latest, expected_files(latest.path, b.files, b.dump_file, earlier)
+    return listing, latest, expected_files(latest.path, b.files, b.dump_file, earlier, listing)
 
 
 @runbook("BK-02")
-def test_backup_files_present(latest_backup, profile, check):
+def test_backup_files_present(latest_backup, hosts, profile, check):
     """if [ -f $BACKUP_DIR/database.sql.gz ] && [ -f $BACKUP_DIR/config.tar.gz ]; then (daily_backup.sh)"""
-    listing, latest, want = _latest(latest_backup, profile)
-    wrong = {f: why for f in want.files if (why := file_state(latest.path / f))}
+    listing, latest, want = _latest(latest_backup, profile, hosts)
+    wrong = {f: why for f in want.files if (why := file_state(latest.path / f, listing))}
     if want.problem:
         wrong[want.problem] = "(what else the backup should hold is unknown)"
     n = len(want.files)
@@ -53,13 +55,13 @@ def test_backup_files_present(latest_backup, profile, check):
 
 
 @runbook("BK-03")
-def test_archives_read_to_the_end(latest_backup, profile, backup_reader, check):
+def test_archives_read_to_the_end(latest_backup, hosts, profile, backup_reader, check):
     """./scripts/verify_backup.sh (Pre-Maintenance Checklist): gzip -t and tar -tzf, every archive to its end"""
-    listing, latest, want = _latest(latest_backup, profile)
+    listing, latest, want = _latest(latest_backup, profile, hosts)
     # a missing or empty file is BK-02's finding; here, whatever is there must read to its end
     # read for at most the drill's time budget, as BK-04's pg_restore is
-    scans = [backup_reader.scan(latest.path / f, profile.backups.restore_timeout_seconds)
-             for f in want.files if not file_state(latest.path / f)]
+    scans = [backup_reader.scan(backup_reader.local(listing, latest.path / f), profile.backups.restore_timeout_seconds)
+             for f in want.files if not file_state(latest.path / f, listing)]
     broken = [s for s in scans if not s.ok]
     check.evidence("archives", [s.describe() for s in scans])
     check.that(scans and not broken, expected="every archive reads to its end (gzip stream and tar members intact)",
@@ -68,21 +70,21 @@ def test_archives_read_to_the_end(latest_backup, profile, backup_reader, check):
 
 
 @runbook("BK-04")
-def test_dump_complete(latest_backup, profile, backup_reader, check):
+def test_dump_complete(latest_backup, hosts, profile, backup_reader, check):
     """zcat database.sql.gz | tail -1 (or tail -1 database.sql): pg_dump's "-- PostgreSQL database dump complete" """
-    _, latest, want = _latest(latest_backup, profile)
+    listing, latest, want = _latest(latest_backup, profile, hosts)
     b = profile.backups
     ok, found = dump_status(latest.path / want.dump, b.dump_format, backup_reader, b.pg_bindir,
-                            b.restore_timeout_seconds)
+                            b.restore_timeout_seconds, listing)
     check.that(ok, measured=f"{latest.name}/{want.dump}: {found}",
                expected="pg_dump's table of contents and every data block" if b.dump_format == "custom"
                else "ends with pg_dump's '-- PostgreSQL database dump complete'")
 
 
 @runbook("BK-05")
-def test_retention(backup_location, thresholds, check):
+def test_retention(backup_location, hosts, thresholds, check):
     """find /var/backups/acgs/ -type d -mtime +30 -exec rm -rf {} \\; (keep 30 days)"""
-    listing = list_backups(backup_location.root)
+    listing = list_backups(backup_location.root, files=host_files(hosts, backup_location.host))
     days, least = thresholds.backup_retention_days, thresholds.backup_min_count
     old = [b.name for b in listing.backups if b.age_days() > days]
     kept = len(listing.backups) - len(old)
@@ -95,9 +97,9 @@ def test_retention(backup_location, thresholds, check):
 
 
 @runbook("BK-06")
-def test_dump_not_much_smaller(latest_backup, profile, thresholds, check):
+def test_dump_not_much_smaller(latest_backup, hosts, profile, thresholds, check):
     """ls -l /var/backups/acgs/*/database.sql.gz: the latest dump against the one before"""
-    listing, _, want = _latest(latest_backup, profile)
+    listing, _, want = _latest(latest_backup, profile, hosts)
     latest, size, previous, before = size_change(listing, want.dump)
     if previous is None:
         check.skip(f"no earlier backup with {want.dump} to compare with ({listing.considered()})")
@@ -108,7 +110,7 @@ def test_dump_not_much_smaller(latest_backup, profile, thresholds, check):
 
 
 @runbook("BK-07")
-def test_restore_drill(latest_backup, profile, pg, pytestconfig, check):
+def test_restore_drill(latest_backup, hosts, profile, pg, backup_reader, pytestconfig, check):
     """gunzip -c /var/backups/acgs/20250701/database.sql.gz | psql (Recovery Procedures), into a scratch
     database the drill creates with the admin credential and always drops"""
     from acgs_verify.probes.restore import drill_plan, drill_problems, live_counts, live_extensions, restore_drill
@@ -117,8 +119,13 @@ def test_restore_drill(latest_backup, profile, pg, pytestconfig, check):
     if plan.skip:
         check.skip(plan.skip)
     with check.step("find the latest dump") as step:
-        _, latest, want = _latest(latest_backup, profile)
+        listing, latest, want = _latest(latest_backup, profile, hosts)
         step["detail"] = f"{latest.name}/{want.dump}"
+        state = file_state(latest.path / want.dump, listing)
+    if state:
+        check.fail(measured=f"{latest.name}/{want.dump} {state}: nothing to restore", expected="a dump to restore")
+    # on a remote host the dump is copied here first: the drill restores from the checker
+    dump = backup_reader.local(listing, latest.path / want.dump)
     b = profile.backups
     try:  # the drill's admin creates them first: the scratch role it restores as may not
         extensions = live_extensions(pg.get(plan.database))
@@ -126,7 +133,7 @@ def test_restore_drill(latest_backup, profile, pg, pytestconfig, check):
         extensions = []
         check.warn(f"the live database's extensions are unknown, the dump creates its own: {exc}")
     try:
-        drill = restore_drill(plan.database.admin_dsn, plan.password, latest.path / want.dump, b.dump_format,
+        drill = restore_drill(plan.database.admin_dsn, plan.password, dump, b.dump_format,
                               b.restore_tables, b.restore_timeout_seconds, b.pg_bindir, extensions)
     except ProbeError as exc:
         check.stage("create the scratch database", "broken", exc)

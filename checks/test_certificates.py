@@ -16,11 +16,12 @@ def _expiry(check, thresholds, what: str, days: float, expected_suffix: str = ""
 
 
 @runbook("TLS-01")
-def test_certificate_file_not_expiring(certificate, thresholds, check):
+def test_certificate_file_not_expiring(certificate, hosts, thresholds, check):
     """openssl x509 -in /etc/ssl/acgs/cert.pem -text -noout | grep "Not After" (every certificate in the file)"""
+    from acgs_verify.probes.hostfiles import host_files
     from acgs_verify.probes.tls import certificate_file, soonest
 
-    chain = certificate_file(certificate.path)
+    chain = certificate_file(certificate.path, host_files(hosts, certificate.host))
     i, first = soonest(chain)
     which = "leaf" if i == 0 else f"chain certificate {i + 1} of {len(chain)}"
     check.evidence("chain", [c.describe() for c in chain])

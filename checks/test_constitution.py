@@ -1,5 +1,7 @@
 """Constitutional compliance: runbook 'Constitutional Compliance Failure'."""
 
+from pathlib import PurePosixPath
+
 from acgs_verify.check import runbook
 from acgs_verify.probes.compliance import compliance_rates
 from acgs_verify.probes.logs import hash_mentions, lines_with
@@ -98,24 +100,31 @@ def test_cache_holds_expected_hash(cache, caches, profile, check):
 
 
 @runbook("CC-03")
-def test_policy_file_validates(policy_file, profile, check):
+def test_policy_file_validates(policies, hosts, profile, check):
     """python scripts/validate_constitutional_policies.py (Constitutional Compliance Failure)
 
-    Evidence for a pass: the file parses and names the expected hash. Only policy files are validated
-    (profile policies.include/exclude); the rest are listed once, as ignored. No policy file fails."""
-    from acgs_verify.probes.policies import check_policy, describe_ignored
+    Evidence for a pass: every policy file on the host parses and names the expected hash. Only policy files are
+    validated (profile policies.include/exclude); the rest are listed once, as ignored. No policy file fails."""
+    from acgs_verify.probes.hostfiles import host_files
+    from acgs_verify.probes.policies import check_policy, describe_ignored, scan_policies
 
-    if profile.paths.policies is None:
+    if policies.root is None:
         check.skip("the profile sets paths.policies: null: this site keeps no policy files")
-    if policy_file.ignored:
-        check.evidence("not policy files (ignored)", "\n".join(policy_file.ignored))
-        check.warn(describe_ignored(policy_file.root, policy_file.ignored))
+    files, include = host_files(hosts, policies.host), profile.policies.include_globs
+    scan = scan_policies(policies.root, include, profile.policies.exclude, files)
+    if scan.ignored:
+        check.evidence("not policy files (ignored)", "\n".join(scan.ignored))
+        check.warn(describe_ignored(scan.root, scan.ignored))
     fmt = "YAML, JSON or Rego by extension" if profile.policies.format == "auto" else profile.policies.format
-    expected = f"parses ({fmt}) and names constitutional hash {profile.constitutional_hash}"
-    if policy_file.relative is None:
-        check.fail(measured=f"no policy file under {policy_file.root}: {policy_file.nothing}",
-                   expected=f"at least one policy file ({', '.join(profile.policies.include_globs)})")
-    found = check_policy(policy_file.path, profile.policies.format, profile.policies.hash_field)
-    said = found.problem or f"{found.detail}; {profile.policies.hash_field} {found.hash}"
-    check.that(found.problem is None and found.hash == profile.constitutional_hash,
-               measured=f"{found.format}: {said}", expected=expected)
+    if not scan.files:
+        check.fail(measured=f"no policy file under {scan.root}: {scan.nothing_found(include)}",
+                   expected=f"at least one policy file ({', '.join(include)})")
+    found = {f: check_policy(PurePosixPath(scan.root) / f, profile.policies.format, profile.policies.hash_field,
+                             files) for f in scan.files}
+    bad = {f: c for f, c in found.items() if c.problem is not None or c.hash != profile.constitutional_hash}
+    said = {f: c.problem or f"{c.format}: {c.detail}; {profile.policies.hash_field} {c.hash}" for f, c in found.items()}
+    check.evidence("policy files", [f"{f}: {said[f]}" for f in found])
+    check.that(not bad, value=sorted(bad),
+               measured="; ".join(f"{f}: {found[f].format}: {said[f]}" for f in bad) if bad else
+               f"{plural(len(found), 'policy file')} under {scan.root} validate ({', '.join(found)})",
+               expected=f"every policy file parses ({fmt}) and names constitutional hash {profile.constitutional_hash}")

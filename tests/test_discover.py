@@ -120,7 +120,9 @@ def test_discovered_profile_finds_the_sandbox_and_runs_clean_with_the_same_cover
     assert [r.url for r in profile.redis] == [f"redis://127.0.0.1:{6379 + off}/0"]
     for key in ("logs", "app_root", "backups", "policies", "alerts_log"):
         assert getattr(profile.paths, key) == sb["paths"][key], key
-    assert profile.certificates == sb["certificates"] and profile.tls_endpoints == sb["tls_endpoints"]
+    # discover reads this host: ops-1's own certificate (the sandbox's ssh host) is not on it
+    assert [c.path for c in profile.certificates] == [c for c in sb["certificates"] if isinstance(c, str)]
+    assert profile.tls_endpoints == sb["tls_endpoints"]
     assert profile.tls.ca_file == sb["tls"]["ca_file"]
     assert sorted(profile.security.secret_files) == sorted(sb["security"]["secret_files"])
     # the plain service: there, commented out, not checked

@@ -70,6 +70,6 @@ def test_restore_broken_break_prints_the_run_that_fails_bk07(healthy_sandbox, tm
     argv = _printed_run(res)
     assert "--gate" in argv and "pre-maintenance" in argv and argv[-2:] == ["-k", "BK-07"], argv
     run, checks = _run(argv, tmp_path)
-    bk07 = checks[("BK-07", "backups/latest")]
+    bk07 = checks[("BK-07", "backups/latest@app-1")]
     assert bk07["outcome"] == "failed" and "did not restore" in bk07["message"], run.stdout[-2000:]
     assert run.returncode == 2, run.stdout[-2000:]

@@ -51,8 +51,9 @@ def test_fault_between_pre_and_post_maintenance_is_a_named_regression(healthy_sa
     assert snap["redis"]["cache"]["keys"] == 301 and "acgs:constitutional_hash" in snap["redis"]["cache"]["names"]
     # the gate's required backup checks ran and passed, and so did its restore drill (on by default there)
     assert not any("requires BK-01" in n for n in pre_summary["notes"]), pre_summary["notes"]
-    assert {outcome(pre_summary, i, t)["outcome"] for i, t in [("BK-01", "backups"), ("BK-02", "backups/latest"),
-            ("BK-03", "backups/latest"), ("BK-04", "backups/latest"), ("BK-07", "backups/latest")]} == {"passed"}
+    latest = "backups/latest@app-1"
+    assert {outcome(pre_summary, i, t)["outcome"] for i, t in [("BK-01", "backups@app-1"), ("BK-02", latest),
+            ("BK-03", latest), ("BK-04", latest), ("BK-07", latest)]} == {"passed"}
 
     unchanged, summary = run(healthy_sandbox, reports, "--gate", "post-maintenance")
     assert unchanged.returncode == 0, unchanged.stdout

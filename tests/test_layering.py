@@ -149,9 +149,9 @@ def _direct_edges() -> list[tuple[str, str]]:
 
 
 def test_the_walker_sees_imports_at_module_level_and_inside_functions_but_not_for_types():
-    # targets.py imports the policy scan inside a function; plugin.py imports pytest at the top and the pool
-    # in a fixture's body; hosts/pool.py imports the Host model for its annotations only, which never runs
-    assert "acgs_verify.probes.policies" in imports_of("acgs_verify.targets")
+    # security.py imports the host file reader inside a function; plugin.py imports pytest at the top and the
+    # pool in a fixture's body; hosts/pool.py imports the Host model for its annotations only, which never runs
+    assert "acgs_verify.probes.hostfiles" in imports_of("acgs_verify.probes.security")
     assert "pytest" in imports_of("acgs_verify.plugin")
     assert "acgs_verify.hosts.pool" in imports_of("acgs_verify.plugin")
     assert "TYPE_CHECKING" in MODULES["acgs_verify.hosts.pool"].read_text()

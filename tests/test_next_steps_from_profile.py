@@ -159,6 +159,6 @@ def test_every_next_step_names_only_what_the_profile_holds():
     assert "`sudo systemctl status pg-ledger`" in steps["DB-01", "main"]
     assert "pg-ledger" not in steps["DB-01", "side"] and "names no unit" in steps["DB-01", "side"]
     assert "`redis-cli -h 127.0.0.73 -p 16999 ping`" in steps["RD-01", "kv"]
-    assert "/opt/gov/scripts/backup_full_system.sh" in steps["BK-01", "backups"]
+    assert "/opt/gov/scripts/backup_full_system.sh" in steps["BK-01", "backups@store-2"]
     assert "`ss -tlnp 'sport = :18116'`" in steps["SVC-01", "gate@web-7"]
     assert "{" not in "".join(steps.values())

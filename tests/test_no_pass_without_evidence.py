@@ -159,8 +159,8 @@ NOTHING_THERE: dict[str, dict[tuple[str, str], tuple[str, str]]] = {
         ("SEC-06", "app-1"): ("error", "no log file matches"),
     },
     "no-certificate-and-no-tls-answer": {
-        ("TLS-01", "{d}/empty.pem"): ("error", "is empty"),
-        ("TLS-01", "{d}/missing.pem"): ("error", "cannot read"),
+        ("TLS-01", "{d}/empty.pem@app-1"): ("error", "is empty"),
+        ("TLS-01", "{d}/missing.pem@app-1"): ("error", "cannot read"),
         ("TLS-02", "127.0.0.1:{tls}"): ("failed", "cannot connect"),
     },
 }
@@ -212,7 +212,7 @@ security: {{allowed_users: [root]}}
         ("SEC-06", "app-1"): ("error", "hold no lines"),
         ("SEC-04", "app-1"): ("error", "cannot read"),
         ("SYS-05", "app-1"): ("error", "cannot read"),
-        ("TLS-01", f"{d}/not.pem"): ("error", "no readable PEM certificate"),
+        ("TLS-01", f"{d}/not.pem@app-1"): ("error", "no readable PEM certificate"),
         ("CC-01", "quiet@app-1"): ("error", "no lines since"),
         ("CC-02", "quiet@app-1"): ("error", "no lines since"),
         ("SVC-07", "quiet@app-1"): ("error", "no lines since"),

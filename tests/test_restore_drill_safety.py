@@ -230,7 +230,7 @@ def test_bk07_fails_on_a_planted_meta_command_and_runs_nothing(healthy_sandbox, 
                                                                          .encode(), 1)))
         os.utime(dump, (mtime, mtime))
         res, summary = run(healthy_sandbox, tmp_path, *DRILL, "--", "-k", "BK")
-        assert failed_ids(summary) == {("BK-07", "backups/latest")}, res.stdout[-3000:]
+        assert failed_ids(summary) == {("BK-07", "backups/latest@app-1")}, res.stdout[-3000:]
         message = next(c["message"] for c in summary["checks"] if c["id"] == "BK-07")
         assert f"database.sql.gz: line 20 of the dump is a psql meta-command: '\\! touch {marker}'; refused, " \
             "not run" in message, message

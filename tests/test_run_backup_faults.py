@@ -27,11 +27,12 @@ from tests.waiting import wait_for
 # every run also loosens SVC-06's latency limit: the machine is shared, and a p99 spike under someone else's load
 # is not what these tests are about (every other check still runs, and must pass)
 DRILL = ("--set", "backups.restore_drill=true", "--set", "thresholds.latency_p99_fail_ms=5000")
-LOC, LATEST, DUMP = "backups", "backups/latest", "database.sql.gz"
+LOC, LATEST, DUMP = "backups@app-1", "backups/latest@app-1", "database.sql.gz"
+POLICIES = "policies@app-1"
 
 
 def cert(sandbox) -> str:
-    return str(sandbox.dir / "etc/ssl/acgs/cert.pem")
+    return f"{sandbox.dir / 'etc/ssl/acgs/cert.pem'}@app-1"
 
 
 def endpoint(sandbox) -> str:
@@ -56,8 +57,8 @@ FAULTS = {
     "cert-expired": lambda sb: {("TLS-01", cert(sb)), ("TLS-02", endpoint(sb))},
     "cert-wrong-name": lambda sb: {("TLS-02", endpoint(sb))},
     "cert-untrusted": lambda sb: {("TLS-02", endpoint(sb))},
-    "policy-invalid": lambda sb: {("CC-03", "decision_rules.yaml")},
-    "policy-wrong-hash": lambda sb: {("CC-03", "data_access.rego")},
+    "policy-invalid": lambda sb: {("CC-03", POLICIES)},
+    "policy-wrong-hash": lambda sb: {("CC-03", POLICIES)},
 }
 
 # what the failure message must show: the file, the offset, the reason an SRE acts on
@@ -71,8 +72,8 @@ EVIDENCE = {
     "cert-expired": ("TLS-02", ("certificate has expired",)),
     "cert-wrong-name": ("TLS-02", ("mismatch", "wrong.example.org")),
     "cert-untrusted": ("TLS-02", ("certificate verify failed",)),
-    "policy-invalid": ("CC-03", ("YAML syntax error at line",)),
-    "policy-wrong-hash": ("CC-03", ("badc0ffee0ddf00d",)),
+    "policy-invalid": ("CC-03", ("decision_rules.yaml: yaml: YAML syntax error at line",)),
+    "policy-wrong-hash": ("CC-03", ("data_access.rego: rego: .*badc0ffee0ddf00d",)),
 }
 
 
@@ -91,7 +92,8 @@ def test_healthy_run_restores_the_latest_dump_and_leaves_nothing(healthy_sandbox
     assert bk07["outcome"] == "passed" and "audit_logs 3000 rows, policies 40 rows; dropped" in bk07["measured"]
     ids = {c["id"] for c in summary["checks"] if c["outcome"] == "passed"}
     assert {f"BK-0{i}" for i in range(1, 8)} | {"TLS-01", "TLS-02", "CC-03"} <= ids
-    assert len([c for c in summary["checks"] if c["id"] == "CC-03"]) == 6  # YAML, JSON and Rego files
+    (cc03,) = [c for c in summary["checks"] if c["id"] == "CC-03"]  # one per host: YAML, JSON and Rego files
+    assert cc03["target"] == POLICIES and "6 policy files" in cc03["measured"], cc03
     assert drill_databases(healthy_sandbox) == []
 
 

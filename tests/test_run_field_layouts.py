@@ -75,9 +75,11 @@ def test_notes_beside_the_policies_are_listed_once_as_ignored(healthy_sandbox, t
     res, summary = run(healthy_sandbox, tmp_path, "--", "-k", "policy_file")
     assert res.returncode == 0, res.stdout[-3000:]
     cc03 = [c for c in summary["checks"] if c["id"] == "CC-03"]
-    assert {c["target"] for c in cc03} == {"constitutional_principles.yaml", "decision_rules.yaml", "data_access.rego",
-                                           "proposal_limits.rego", "model_evaluation.json",
-                                           "audit_requirements.json"}
+    assert [c["target"] for c in cc03] == ["policies@app-1"]  # one per host, each policy file validated in it
+    for name in ("constitutional_principles.yaml", "decision_rules.yaml", "data_access.rego",
+                 "proposal_limits.rego", "model_evaluation.json", "audit_requirements.json"):
+        assert name in cc03[0]["measured"], cc03[0]["measured"]
+    assert "6 policy files" in cc03[0]["measured"] and "CLAUDE.md" not in cc03[0]["measured"]
     assert all(c["outcome"] == "passed" for c in cc03)
     warned = [c["warning"] for c in cc03 if c.get("warning")]
     assert len(warned) == 1 and "2 files under" in warned[0] and "CLAUDE.md, README.md" in warned[0], warned
@@ -142,9 +144,11 @@ def test_policy_include_and_exclude_pick_the_policy_files(healthy_sandbox, tmp_p
                   "-k", "policy_file")
     assert res.returncode == 0, res.stdout[-3000:]
     summary = json.loads((tmp_path / "r" / "latest" / "summary.json").read_text())
-    targets = {c["target"] for c in summary["checks"] if c["id"] == "CC-03"}
-    assert targets == {"constitutional_principles.yaml", "decision_rules.yaml", "model_evaluation.json",
-                       "audit_requirements.json"}
+    (cc03,) = [c for c in summary["checks"] if c["id"] == "CC-03"]
+    assert cc03["target"] == "policies@app-1" and "4 policy files" in cc03["measured"], cc03
+    for name in ("constitutional_principles.yaml", "decision_rules.yaml", "model_evaluation.json",
+                 "audit_requirements.json"):
+        assert name in cc03["measured"], cc03["measured"]
     warned = [c["warning"] for c in summary["checks"] if c.get("warning")]
     assert len(warned) == 1 and "data_access.rego, proposal_limits.rego" in warned[0], warned
 
@@ -160,9 +164,9 @@ def test_no_policy_file_fails_cc03_saying_what_it_found(healthy_sandbox, tmp_pat
         (root / "CLAUDE.md").write_text("# notes\n")
         (root / "README.md").write_text("# readme\n")
     res, summary = run(healthy_sandbox, tmp_path, "--set", f"paths.policies={root}", "--", "-k", "policy_file")
-    assert failed_ids(summary) == {("CC-03", "policies")}, res.stdout[-3000:]
+    assert failed_ids(summary) == {("CC-03", "policies@app-1")}, res.stdout[-3000:]
     assert res.returncode == 2  # CC-03 is P1
-    message = check(summary, "CC-03", "policies")["message"]
+    message = check(summary, "CC-03", "policies@app-1")["message"]
     assert f"no policy file under {root}: {said}" in message, message
 
 

@@ -58,7 +58,9 @@ def expected(fault: str, sandbox) -> set[tuple[str, str]]:
         "critical-alert": both("MON-01"),
         "stale-key": {("SEC-05", "app@app-1")},
         "process-gone:auth": {("SVC-03", "auth@app-1")},
-        "host-down": {(c, OPS) for c in NODE_CHECKS} | {("SYS-04", f"{OPS}:/")},
+        # ops-1's own certificate file is read over ssh too (sandbox/components/tls.py)
+        "host-down": {(c, OPS) for c in NODE_CHECKS} | {
+            ("SYS-04", f"{OPS}:/"), ("TLS-01", f"{sandbox.dir}/hosts/{OPS}/etc/ssl/acgs/cert.pem@{OPS}")},
     }[fault]
 
 
@@ -91,9 +93,9 @@ def test_each_host_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fau
         # SYS-06 times TCP connects from the checker and needs no ssh: the machine still answers, so it passes
         assert {c["id"] for c in summary["checks"] if c["target"] == OPS and c["outcome"] == "passed"} == {"SYS-06"}
         h = summary["hosts"][OPS]
-        assert (h["error"], h["failed"], h["passed"]) == (len(NODE_CHECKS) + 1, 0, 1)
+        assert (h["error"], h["failed"], h["passed"]) == (len(NODE_CHECKS) + 2, 0, 1)
         # the terminal's per-host line
-        assert f"{OPS} 1 passed 0 failed {len(NODE_CHECKS) + 1} could not measure" in res.stdout
+        assert f"{OPS} 1 passed 0 failed {len(NODE_CHECKS) + 2} could not measure" in res.stdout
     if fault == "world-writable":
         (c,) = [c for c in summary["checks"] if c["outcome"] == "failed" and c["id"] == "SEC-01"]
         assert c["value"]["count"] == 1 and c["value"]["first"][0].endswith("constitutional-ai/app/main.py")

@@ -16,8 +16,12 @@
 (True, '-- PostgreSQL database dump complete')
 
 Archives are read streaming in constant memory (zlib with large reads and a bounded output size; a tar walker
-that keeps one 512-byte header at a time), so a 1 GiB dump costs its read time and a few MB. The backups are
-read on the machine acgs-verify runs on (the backup host, or where the backup volume is mounted).
+that keeps one 512-byte header at a time), so a 1 GiB dump costs its read time and a few MB.
+
+The backups are read on the host the profile puts them on (`backups.host`, else role backup, then db), through
+its backend: one `find` lists the root (probes/hostfiles.py), the manifest is a bounded read there, and an archive
+on a remote host is copied here, up to REMOTE_COPY_MAX, to be read as a local one is (`BackupReader.local`):
+>>> listing = list_backups("/var/backups/acgs", files=host_files(pool, db_1))
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from pathlib import Path
 
 from acgs_verify import pgbin
 from acgs_verify.errors import ProbeError
-from acgs_verify.probes.bounded import NotReadable, open_regular, read_regular
+from acgs_verify.probes.bounded import NotReadable, open_regular, size_text
+from acgs_verify.probes.hostfiles import Files, Tree, local_files
 from acgs_verify.redact import last_line, one_line
 from acgs_verify.words import plural
 
@@ -66,6 +71,9 @@ DAILY_SET = ["database.sql.gz", "config.tar.gz", "application.tar.gz", "logs.tar
 DUMP_NAMES = ("database.sql.gz", "database.sql")  # daily_backup.sh; ACGS's backup script and the rollback
 MANIFEST = "manifest.json"
 MANIFEST_MAX = 1 << 20  # a file list; a manifest larger than this is not one
+# an archive on a remote host copied here to be read (BK-03, BK-04, BK-07); larger ones are remote integrity's
+# (run where the file is, or streamed: probes/archive.py), and until then could not be measured, saying so
+REMOTE_COPY_MAX = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,17 @@ class Listing:
     backups: list[Backup]  # oldest first
     left_out: list[str] = field(default_factory=list)  # entries that are not a backup folder, each "NAME (why)"
     link: LatestLink | None = None
+    tree: Tree | None = None  # what the listing was read from: names, kinds, sizes and mtimes to depth 2
+    files: Files | None = None  # the host it was read on
+
+    def entry(self, path: Path):
+        """The tree's entry for a path under the root (None when there is none)."""
+        if self.tree is None:
+            return None
+        try:
+            return self.tree.entry(Path(path).relative_to(self.root).as_posix())
+        except ValueError:
+            return None
 
     @property
     def latest(self) -> Backup | None:
@@ -147,30 +166,31 @@ class Listing:
                 + (f"; {self.link.describe(None)}" if self.link and self.link.problem else ""))
 
 
-def list_backups(root: str | Path, now: float | None = None) -> Listing:
+def list_backups(root: str | Path, now: float | None = None, files: Files | None = None) -> Listing:
     """The dated backup folders under root, oldest first, what else is there (each with why it was left out),
-    and the `latest` symlink followed (inside the root only).
+    and the `latest` symlink followed (inside the root only), from one listing of root on the host `files` reads
+    (this machine when None).
 
     A folder is a backup when its name is a date in one of NAME_FORMS, not in the future, and it holds a file.
     ProbeError when root cannot be listed.
     """
     root = Path(root)
+    files = files or local_files()
     try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
-    except FileNotFoundError:
-        raise ProbeError(f"backup directory {root} does not exist") from None
-    except OSError as exc:
-        raise ProbeError(f"cannot list backup directory {root}: {exc.strerror}") from None
+        tree = files.tree(str(root), 2)
+    except ProbeError as exc:
+        raise ProbeError(f"backup directory {exc}" if str(exc).startswith(str(root)) else
+                         str(exc).replace("cannot list ", "cannot list backup directory ", 1)) from None
     limit = dt.datetime.fromtimestamp(now or time.time()) + FUTURE_SLACK
     backups, left_out, link_entry = [], [], None
-    for e in entries:
-        if e.is_symlink():
+    for e in tree.children():
+        if e.kind == "l":
             if e.name == LINK:
                 link_entry = e
             else:
                 left_out.append(f"{e.name} (a symlink; only {LINK} is followed)")
             continue
-        if not e.is_dir():
+        if e.kind != "d":
             if not e.name.startswith("."):
                 left_out.append(f"{e.name} (a file, not a backup folder)")
             continue
@@ -179,14 +199,14 @@ def list_backups(root: str | Path, now: float | None = None) -> Listing:
             left_out.append(f"{e.name} ({why})")
         elif when > limit:
             left_out.append(f"{e.name} (in the future: the name or the clock is wrong)")
-        elif (mtime := _newest_mtime(Path(e.path))) is None:
+        elif (mtime := _newest_mtime(tree, e.name)) is None:
             left_out.append(f"{e.name} (empty)")
         else:
-            backups.append(Backup(e.name, Path(e.path), when, mtime))
+            backups.append(Backup(e.name, root / e.name, when, mtime))
     backups.sort(key=lambda b: (b.when, b.mtime))
-    listing = Listing(root, backups, left_out)
+    listing = Listing(root, backups, left_out, tree=tree, files=files)
     if link_entry is not None:
-        listing.link = _follow(root, link_entry, backups, left_out)
+        listing.link = _follow(root, tree, link_entry, backups, left_out)
     return listing
 
 
@@ -200,42 +220,35 @@ def _when(name: str) -> tuple[dt.datetime | None, str | None]:
     return None, f"not a date name ({NAME_FORMS})"
 
 
-def _follow(root: Path, entry: os.DirEntry, backups: list[Backup], left_out: list[str]) -> LatestLink:
-    """Where `latest` leads: a backup folder inside the root, or the reason it does not."""
-    target = os.readlink(entry.path)
-    resolved = Path(os.path.realpath(entry.path))
+def _follow(root: Path, tree: Tree, entry, backups: list[Backup], left_out: list[str]) -> LatestLink:
+    """Where `latest` leads: a backup folder inside the root, or the reason it does not (from the listing: what
+    the link says, its real path, and the kind of what it names)."""
+    target = entry.link
+    real_root = Path(tree.real_root)
+    resolved = Path(tree.links.get(entry.name) or (target if target.startswith("/") else real_root / target))
     link = LatestLink(target, resolved)
-    real_root = Path(os.path.realpath(root))
     if resolved != real_root and real_root not in resolved.parents:
         link.problem = (f"{LINK} -> {target} points outside the backup root {root} (to {resolved}); not followed: "
                         "the rollback would restore a backup this run did not verify")
-    elif not resolved.exists():
+    elif entry.target_kind in ("N", "L") or not tree.links.get(entry.name):
         link.problem = f"{LINK} -> {target} names nothing (a dangling symlink): the rollback has no backup to restore"
     else:
-        link.backup = next((b for b in backups if Path(os.path.realpath(b.path)) == resolved), None)
+        link.backup = next((b for b in backups if real_root / b.name == resolved), None)
         if link.backup is None:
             why = next((s for s in left_out if s.startswith(resolved.name + " (")), f"{resolved.name} (not a folder)")
             link.problem = f"{LINK} -> {target} names no backup folder: {why}"
     return link
 
 
-def _newest_mtime(path: Path) -> float | None:
-    """The newest mtime among the files of a folder; None when it holds no file."""
-    newest = None
-    try:
-        with os.scandir(path) as it:
-            for e in it:
-                if e.is_file(follow_symlinks=False) and not e.name.startswith("."):
-                    m = e.stat(follow_symlinks=False).st_mtime
-                    newest = m if newest is None else max(newest, m)
-    except OSError:
-        return None
-    return newest
+def _newest_mtime(tree: Tree, folder: str) -> float | None:
+    """The newest mtime among the files of a folder (not following links); None when it holds no file."""
+    times = [e.mtime for e in tree.children(folder) if e.kind == "f" and not e.name.startswith(".")]
+    return max(times) if times else None
 
 
-def newest_backup(root: str | Path) -> tuple[Listing, Backup]:
+def newest_backup(root: str | Path, files: Files | None = None) -> tuple[Listing, Backup]:
     """The listing and its newest backup folder; ProbeError (saying what was seen and left out) when none."""
-    listing = list_backups(root)
+    listing = list_backups(root, files=files)
     if listing.latest is None:
         raise ProbeError(listing.nothing())
     return listing, listing.latest
@@ -256,7 +269,7 @@ class Expected:
 
 
 def expected_files(folder: Path, configured: list[str] | None, dump_file: str | None = None,
-                   earlier: list[Path] | None = None) -> Expected:
+                   earlier: list[Path] | None = None, listing: Listing | None = None) -> Expected:
     """What `folder` should hold: the profile's list when it gives one, else detected from what is there.
 
     >>> expected_files(Path(".../20250701_020000"), None).files
@@ -266,8 +279,8 @@ def expected_files(folder: Path, configured: list[str] | None, dump_file: str | 
     script and rollback (a `database.sql` or `database.sql.gz` dump, and what `manifest.json` lists) when a
     manifest or a plain `database.sql` is there; otherwise the daily set, so what is missing is named.
     """
-    present = _names(folder)
-    dump = dump_file or next((n for n in DUMP_NAMES if n in present), None) or _earlier_dump(earlier or []) \
+    present = _names(folder, listing)
+    dump = dump_file or next((n for n in DUMP_NAMES if n in present), None) or _earlier_dump(earlier or [], listing) \
         or (next((f for f in configured if f in DUMP_NAMES), None) if configured else None) or DUMP_NAMES[0]
     if configured:
         return Expected(list(configured), dump, "the profile's list", "backups.files")
@@ -278,7 +291,7 @@ def expected_files(folder: Path, configured: list[str] | None, dump_file: str | 
     if MANIFEST in present or "database.sql" in present:
         files, problem, why = [dump], None, "database.sql there, no manifest.json"
         if MANIFEST in present:
-            listed, problem = _manifest_files(folder / MANIFEST)
+            listed, problem = _manifest_files(folder / MANIFEST, listing.files if listing else None)
             files += [f for f in listed if f not in files and f != MANIFEST] + [MANIFEST]
             why = f"{MANIFEST} there, listing {', '.join(listed) or 'no file'}"
         return Expected(files, dump, "ACGS's backup script and rollback", why, problem)
@@ -287,28 +300,37 @@ def expected_files(folder: Path, configured: list[str] | None, dump_file: str | 
                     "no file of either layout there, so the runbook's set is expected")
 
 
-def _names(folder: Path) -> set[str]:
-    try:
-        return {e.name for e in os.scandir(folder)}
-    except OSError:
+def _names(folder: Path, listing: Listing | None = None) -> set[str]:
+    """The names in a backup folder: from the listing when there is one, else listed here."""
+    if listing is not None and listing.tree is not None:
+        try:
+            relative = Path(folder).relative_to(listing.root).as_posix()
+        except ValueError:
+            relative = None
+        if relative is not None:
+            return {e.name for e in listing.tree.children(relative)}
+    try:  # a folder outside the listing's root: listed on the same host, never here instead
+        files = listing.files if listing is not None and listing.files is not None else local_files()
+        return {e.name for e in files.tree(str(folder), 1).children()}
+    except ProbeError:
         return set()
 
 
-def _earlier_dump(earlier: list[Path]) -> str | None:
+def _earlier_dump(earlier: list[Path], listing: Listing | None = None) -> str | None:
     """The dump name the earlier backups use (newest first), so a missing dump is named as the others have it."""
     for d in earlier:
-        names = _names(d)
+        names = _names(d, listing)
         found = next((n for n in DUMP_NAMES if n in names), None)
         if found:
             return found
     return None
 
 
-def _manifest_files(path: Path) -> tuple[list[str], str | None]:
+def _manifest_files(path: Path, files: Files | None = None) -> tuple[list[str], str | None]:
     """The file names a manifest.json lists ({"files": [name or {"name"|"file"|"path": name}, ...]} or
-    {"files": {name: ...}}), and a problem when it cannot be read."""
+    {"files": {name: ...}}), and a problem when it cannot be read (on the host `files` reads)."""
     try:  # a FIFO would block, /dev/zero (through a link) never end: regular files only, capped
-        data = json.loads(read_regular(path, MANIFEST_MAX).decode("utf-8"))
+        data = json.loads((files or local_files()).read(str(path), MANIFEST_MAX).decode("utf-8"))
     except NotReadable as exc:
         return [], f"{MANIFEST} unreadable ({exc.reason})"
     except (ValueError, UnicodeDecodeError) as exc:
@@ -329,29 +351,35 @@ def size_change(listing: Listing, name: str) -> tuple[Backup, int, Backup | None
     """(latest, size of its `name`, the newest earlier backup with a non-empty `name`, that size) (BK-06).
     A missing file counts as 0 bytes."""
     def size(b: Backup) -> int:
-        try:
-            return (b.path / name).stat().st_size
-        except OSError:
-            return 0
+        e = listing.entry(b.path / name)
+        return e.size if e is not None and e.kind == "f" else 0
 
     latest = listing.backups[-1]
     earlier = next(((b, size(b)) for b in reversed(listing.backups[:-1]) if size(b) > 0), (None, 0))
     return latest, size(latest), earlier[0], earlier[1]
 
 
-def file_state(path: Path) -> str | None:
-    """None when path is a non-empty regular file, else what is wrong ('missing', 'empty', ...) (BK-02)."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
+def file_state(path: Path, listing: Listing | None = None) -> str | None:
+    """None when path is a non-empty regular file, else what is wrong ('missing', 'empty', ...) (BK-02), from
+    the listing of its backup root (or, without one, a listing of its folder here)."""
+    if listing is None:
+        try:
+            listing = Listing(Path(path).parent, [], tree=local_files().tree(str(Path(path).parent), 1))
+        except ProbeError as exc:
+            return "missing" if "does not exist" in str(exc) else f"unreadable ({exc})"
+    e = listing.entry(path)
+    if e is None:
         return "missing"
-    except OSError as exc:
-        return f"unreadable ({exc.strerror})"
-    if not path.is_file():
+    kind = e.target_kind if e.kind == "l" else e.kind
+    if kind == "N":
+        return "missing"
+    if kind != "f":
         return "not a regular file"
-    if st.st_size == 0:
+    if e.kind == "l":  # a backup script writes files: a link here is followed by no check
+        return "a symlink, not followed"
+    if e.size == 0:
         return "empty (0 bytes)"
-    if not os.access(path, os.R_OK):
+    if not e.readable:
         return "not readable"
     return None
 
@@ -734,12 +762,14 @@ def plain_dump_ends(path: str | Path) -> ArchiveScan:
 
 
 def dump_status(path: Path, dump_format: str, reader: BackupReader, bindir: str | None,
-                timeout: float) -> tuple[bool, str]:
+                timeout: float, listing: Listing | None = None) -> tuple[bool, str]:
     """(complete, what was found) for the dump at path: pg_dump -Fc, gzipped SQL (read to its end), or plain
-    SQL (its tail read) (BK-04)."""
-    state = file_state(path)
+    SQL (its tail read) (BK-04); on the host `listing` was read on (a remote one's dump copied here first)."""
+    state = file_state(path, listing)
     if state:
         return False, f"{path.name} {state}"
+    if listing is not None:
+        path = reader.local(listing, path)
     if dump_format == "custom":
         return custom_dump_status(path, pg_tool("pg_restore", bindir), timeout)
     if archive_kind(path) == "file":
@@ -790,10 +820,51 @@ def pg_tool(name: str, bindir: str | None = None) -> str:
 
 
 class BackupReader:
-    """Scans cached by file identity, so BK-03 and BK-04 read a large dump once per run (per worker)."""
+    """Scans cached by file identity, so BK-03 and BK-04 read a large dump once per run (per worker); and the
+    copies of a remote host's archives they read, made once and removed by close()."""
 
     def __init__(self) -> None:
         self._scans: dict[tuple, ArchiveScan] = {}
+        self._copies: dict[tuple, Path] = {}
+        self._dir: Path | None = None
+
+    def local(self, listing: Listing, path: Path) -> Path:
+        """`path` itself when `listing` was read on this machine; else a private copy of the remote file (same
+        name, same mtime), made once per file identity, at most REMOTE_COPY_MAX (ProbeError beyond: this
+        archive is not copied here, nothing is judged on it)."""
+        files = listing.files
+        if files is None or files.is_local:
+            return Path(path)
+        e = listing.entry(path)
+        key = (files.where, str(path), e.size if e else -1, e.mtime if e else 0.0)
+        if key in self._copies:
+            return self._copies[key]
+        if e is not None and e.size > REMOTE_COPY_MAX:
+            raise ProbeError(f"{path} on {files.where} is {size_text(e.size)}: copied here for reading only up to "
+                             f"{size_text(REMOTE_COPY_MAX)}; not verified")
+        data = files.fetch(str(path), REMOTE_COPY_MAX)
+        if self._dir is None:
+            import tempfile
+
+            self._dir = Path(tempfile.mkdtemp(prefix="acgs-backups-"))  # 0700: the dumps hold the data
+        folder = self._dir / str(len(self._copies))
+        folder.mkdir(mode=0o700)
+        dest = folder / Path(path).name
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        if e is not None:
+            os.utime(dest, (e.mtime, e.mtime))
+        self._copies[key] = dest
+        return dest
+
+    def close(self) -> None:
+        if self._dir is not None:
+            import shutil
+
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+        self._copies.clear()
 
     def scan(self, path: Path, timeout: float | None = None) -> ArchiveScan:
         """scan_archive(path, keep_ends=True, timeout=timeout), once per file identity."""

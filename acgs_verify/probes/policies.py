@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from acgs_verify.probes.bounded import NotReadable, read_regular
+from acgs_verify.probes.bounded import NotReadable
+from acgs_verify.errors import ProbeError
+from acgs_verify.probes.hostfiles import Files, local_files
 from acgs_verify.redact import one_line
 from acgs_verify.words import plural
 
 MAX_POLICY_BYTES = 4 << 20
+MAX_DEPTH = 8  # folders below paths.policies: a policy tree is shallow; a deeper one is a loop or a mount
 EXTENSIONS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".rego": "rego"}
 
 
@@ -87,48 +89,45 @@ def matches(relative: str, patterns: Iterable[str]) -> bool:
     return False
 
 
-def scan_policies(root: str | Path, include: Iterable[str], exclude: Iterable[str] = ()) -> PolicyScan:
-    """Walk root (hidden files and directories left out) and sort its files into policy files and the rest.
+def scan_policies(root: str | Path, include: Iterable[str], exclude: Iterable[str] = (),
+                  files: Files | None = None) -> PolicyScan:
+    """Walk root on the host `files` reads (this machine when None; hidden files and directories left out) and
+    sort its files into policy files and the rest, from one listing.
 
     Never raises: a directory that is missing or cannot be listed comes back as `problem`, so CC-03 can say
     what it could not see instead of passing on nothing.
     """
-    root_s, root = str(root), Path(root)
+    root_s = str(root)
     include, exclude = list(include), list(exclude)
-    if not root.exists():
-        return PolicyScan(root_s, [], [], "the directory does not exist")
-    if not root.is_dir():
-        return PolicyScan(root_s, [], [], "it is not a directory")
-    errors: list[OSError] = []
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root, onerror=errors.append):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        base = Path(dirpath)
-        for name in filenames:
-            path = base / name
-            if not name.startswith(".") and path.is_file():
-                found.append(path.relative_to(root).as_posix())
-    unreadable = [e for e in errors if e.filename and Path(e.filename) == root]
-    if unreadable:
-        return PolicyScan(root_s, [], [], f"cannot list it: {unreadable[0].strerror.lower()}")
-    found.sort()
-    files = [f for f in found if matches(f, include) and not matches(f, exclude)]
-    chosen = set(files)
+    try:
+        tree = (files or local_files()).tree(root_s, MAX_DEPTH)
+    except ProbeError as exc:
+        text = str(exc)
+        problem = ("the directory does not exist" if text.endswith("does not exist") else
+                   "it is not a directory" if text.endswith("is not a directory") else
+                   "cannot list it: permission denied" if "Permission denied" in text else text)
+        return PolicyScan(root_s, [], [], problem)
+    visible = [e for e in tree.entries.values() if not any(part.startswith(".") for part in e.path.split("/"))]
+    # a symlink to a file is listed, and refused when read (CC-03 follows no link it finds by walking)
+    found = sorted(e.path for e in visible if e.kind == "f" or (e.kind == "l" and e.target_kind == "f"))
+    files_ = [f for f in found if matches(f, include) and not matches(f, exclude)]
+    chosen = set(files_)
     ignored = [f for f in found if f not in chosen]
     # a subdirectory that cannot be listed may hide policies: say so as an ignored entry rather than drop it
-    ignored += [f"{Path(e.filename).relative_to(root).as_posix()}/ (cannot list: {e.strerror.lower()})"
-                for e in errors if e.filename and Path(e.filename) != root]
-    return PolicyScan(root_s, files, ignored)
+    ignored += [f"{e.path}/ (cannot list: permission denied)" for e in sorted(visible, key=lambda e: e.path)
+                if e.kind == "d" and not e.readable]
+    return PolicyScan(root_s, files_, ignored)
 
 
-def check_policy(path: Path, fmt: str, hash_field: str) -> PolicyCheck:
-    """Parse `path` as `fmt` ('auto': by extension) and find its constitutional hash. ProbeError if unreadable."""
+def check_policy(path: Path, fmt: str, hash_field: str, files: Files | None = None) -> PolicyCheck:
+    """Parse `path` as `fmt` ('auto': by extension) and find its constitutional hash, read on the host `files`
+    reads (this machine when None). ProbeError if unreadable."""
     kind = fmt if fmt != "auto" else EXTENSIONS.get(path.suffix.lower())
     if kind is None:
         return PolicyCheck("?", f"not a policy format ({path.suffix or 'no extension'}; expected one of "
                            f"{', '.join(sorted(EXTENSIONS))})", None)
     try:  # found by walking the policies directory: a symlink there is not followed, a FIFO never blocks
-        raw = read_regular(path, MAX_POLICY_BYTES, follow=False)
+        raw = (files or local_files()).read(str(path), MAX_POLICY_BYTES, follow=False)
     except NotReadable as exc:
         if exc.reason.startswith("larger than"):
             return PolicyCheck(kind, exc.reason, None)

@@ -142,8 +142,11 @@ def small_file(pool: HostPool, host: Host, path: str) -> str:
 
 
 def read_small_file(conn, path: str, limit: int = 4096) -> str:
-    """The start of a small file (a rotation record): head -c LIMIT."""
-    return _stdout(conn, f"cannot read {path}", command("head", "-c", int(limit), "--", operand(path)))
+    """A small file (a rotation record), read as every file a check reads on a host is (probes/hostfiles.py): a
+    regular file only, at most `limit` bytes, never waiting on a FIFO; NotReadable (a ProbeError) otherwise."""
+    from acgs_verify.probes.hostfiles import read_bytes
+
+    return read_bytes(conn.run, path, limit).decode("utf-8", "replace")
 
 
 def rotation_time(text: str) -> datetime:

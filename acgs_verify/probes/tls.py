@@ -1,6 +1,6 @@
 """Certificates: PEM files (TLS-01) and live TLS endpoints (TLS-02), with `cryptography` and `ssl`, no openssl.
 
->>> chain = certificate_file("/etc/ssl/acgs/cert.pem")
+>>> chain = certificate_file("/etc/ssl/acgs/cert.pem", host_files(pool, proxy_1))   # read on proxy-1
 >>> [(c.subject, round(c.days_left())) for c in chain]
 [('CN=acgs.internal', 61), ('CN=ACGS Internal CA', 3641)]
 >>> ep = endpoint("https://acgs.internal:443", ca_file=None, timeout=3)
@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from acgs_verify.errors import ProbeError
 from acgs_verify.hosts import reach
 from acgs_verify.probes.bounded import read_regular
+from acgs_verify.probes.hostfiles import Files, local_files
 from acgs_verify.redact import one_line
 
 MAX_PEM_BYTES = 1 << 20
@@ -52,13 +53,14 @@ def _info(cert) -> CertInfo:
     return CertInfo(cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), cert.not_valid_after_utc, names)
 
 
-def certificate_file(path: str | Path) -> list[CertInfo]:
-    """Every certificate in a PEM file, leaf first (the chain after it). ProbeError if there is none."""
+def certificate_file(path: str | Path, files: Files | None = None) -> list[CertInfo]:
+    """Every certificate in a PEM file, leaf first (the chain after it), read on the host `files` reads (this
+    machine when None). ProbeError if there is none."""
     from cryptography import x509
 
     path = Path(path)
     # the profile names the file, so a symlink to it is followed; a FIFO or a device is refused, never read
-    data = read_regular(path, MAX_PEM_BYTES)
+    data = (files or local_files()).read(str(path), MAX_PEM_BYTES)
     if not data.strip():
         raise ProbeError(f"{path} is empty: no certificate to read an expiry from")
     try:

@@ -414,7 +414,15 @@ class Security(_Strict):
 class Backups(_Strict):
     """The backups under paths.backups: one folder per backup named YYYYMMDD, YYYYMMDD_HHMMSS, YYYY-MM-DD or
     YYYY-MM-DDTHHMMSS, and a `latest` symlink (followed when it stays inside the root). BK-01..BK-07 read them
-    on the machine acgs-verify runs on."""
+    on the host `host` names, through its backend (`BK-01 backups@db-1`); without `host`, on the first host with
+    role backup, else role db, else the first host (a profile that names no hosts: this machine). An archive on a
+    remote host is copied to the checker to be read (up to 64 MiB; a larger one is not verified, and its check says
+    so).
+
+        backups: {host: backup-1}
+    """
+
+    host: str | None = None  # the host that holds paths.backups; None: the first with role backup, then db
 
     # what each backup folder must hold; None: detected from the newest folder (the runbook's daily set
     # database.sql.gz, config.tar.gz, application.tar.gz, logs.tar.gz; or ACGS's backup script's database.sql
@@ -435,6 +443,18 @@ class Backups(_Strict):
     restore_timeout_seconds: float = Field(600, gt=0)  # the whole drill, restore and checks
     # where `psql` / `pg_restore` live; None: PATH, then the newest /usr/lib/postgresql/*/bin
     pg_bindir: str | None = None
+
+
+class Certificate(_Strict):
+    """A PEM file TLS-01 reads (a leaf, optionally followed by its chain), on the host `host` names, through its
+    backend (`TLS-01 /etc/ssl/acgs/cert.pem@proxy-1`); without `host`, on every host with role app, else the first
+    host (a profile that names no hosts: this machine). A plain path in `certificates:` is `{path: PATH}`.
+
+        certificates: [/etc/ssl/acgs/cert.pem, {path: /etc/nginx/tls/acgs.pem, host: proxy-1}]
+    """
+
+    path: str
+    host: str | None = None
 
 
 class Tls(_Strict):
@@ -460,6 +480,9 @@ class Policies(_Strict):
         policies: {include: ["*.rego", "*.yaml"], exclude: ["drafts/*", "*.example.yaml"]}
     """
 
+    # where the policy files are: host names or roles (CC-03 runs once per host, `CC-03 policies@app-1`, reading
+    # paths.policies there through its backend); None: every host with role app, else the first host
+    hosts: list[str] | None = None
     format: Literal["yaml", "json", "rego", "auto"] = "auto"
     hash_field: str = Field("constitutional_hash", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     include: list[str] | None = None
@@ -565,8 +588,8 @@ class Profile(_Strict):
     databases: list[Database] = []
     redis: list[Redis] = []
     paths: Paths = Paths()  # the files and directories the checks read, the same on every host
-    # TLS-01: PEM files (a leaf, optionally followed by its chain), read on the machine acgs-verify runs on
-    certificates: list[str] = []
+    # TLS-01: PEM files (a leaf, optionally followed by its chain), each read on its host (Certificate)
+    certificates: list[Certificate] = []
     # TLS-02: live endpoints as https://HOST[:PORT] (port 443 when left out)
     tls_endpoints: list[str] = []
     tls: Tls = Tls()
@@ -589,6 +612,37 @@ class Profile(_Strict):
                     raise ValueError(f"{field}: name {item.name!r} is used twice")
                 seen.add(item.name)
         return self
+
+    @field_validator("certificates", mode="before")
+    @classmethod
+    def _paths_are_certificates(cls, v):
+        return [{"path": c} if isinstance(c, str) else c for c in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _file_hosts_exist(self):
+        """backups.host, certificates[].host and policies.hosts name hosts of this profile (or, for policies, a
+        role); with an inventory the hosts are known only once it is read, so they are checked then."""
+        if self.inventory:
+            return self
+        names, roles = {h.name for h in self.hosts}, {r for h in self.hosts for r in h.roles}
+        wanted = [("backups.host", self.backups.host, names)]
+        wanted += [(f"certificates[{i}].host", c.host, names) for i, c in enumerate(self.certificates)]
+        wanted += [("policies.hosts", n, names | roles) for n in self.policies.hosts or ()]
+        for field_name, value, known in wanted:
+            if value is not None and value not in known:
+                raise ValueError(f"{field_name}: {value!r} names no host of this profile "
+                                 f"(hosts: {', '.join(sorted(names))})")
+        return self
+
+    def file_hosts(self, names: list[str] | str | None, role: str, first: bool = False) -> list[Host]:
+        """Where files named by a profile field live: the hosts (or hosts with the roles) `names` gives, else the
+        hosts with `role` (only the first when `first`). A profile that names no hosts has this machine, with
+        every role."""
+        if names:
+            wanted = [names] if isinstance(names, str) else list(names)
+            return [h for h in self.hosts if h.name in wanted or set(h.roles) & set(wanted)]
+        found = self.hosts_with_role(role)
+        return found[:1] if first else found
 
     @field_validator("tls_endpoints")
     @classmethod

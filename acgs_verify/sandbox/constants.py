@@ -31,6 +31,10 @@ LOG_DIR = "var/log/acgs"
 BACKUP_ROOT = "var/backups/acgs"
 SSL_DIR = "etc/ssl/acgs"
 RUN_DIR = "run"  # pid files, process output, what heal puts back
+# the ssh host ops-1's own files (its backup root, certificate and policies), at the same paths below this folder:
+# ops-1 is this machine reached over ssh, so what is its alone lives apart from app-1's
+OPS_HOST = "ops-1"
+OPS_TREE = f"hosts/{OPS_HOST}"
 SECRETS_DIR = "secrets"
 
 # --------------------------------------------------------------------------------------------- PostgreSQL

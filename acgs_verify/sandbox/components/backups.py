@@ -19,6 +19,8 @@ Faults, each a state a real backup directory gets into:
     backup-retention-old  a backup from 45 days ago still there (the clean-up step did not run)
     backup-too-few        only the newest 4 backups are left
     restore-broken        the latest dump decompresses and is complete, but a COPY row is not valid
+    FAULT:ops-1           each fault above (backup-missing:FILE@ops-1) on the ssh host ops-1's own backup root,
+                          DIR/hosts/ops-1/var/backups/acgs, made as app-1's is: caught over ssh (and paramiko)
     field-backups         (a layout, not a fault) the backups as ACGS's own backup script writes them on a real
                           deployment: DAYS folders YYYYMMDD_HHMMSS, each with a plain `database.sql` (the same
                           real pg_dump, not gzipped), `nginx.production.conf` and `manifest.json`, and a `latest`
@@ -48,6 +50,8 @@ from acgs_verify.sandbox.constants import (
     CONSTITUTIONAL_HASH,
     DATABASE,
     LOG_DIR,
+    OPS_HOST,
+    OPS_TREE,
     ROLE,
     RUN_DIR,
     secret_path,
@@ -90,12 +94,15 @@ class Backups(Component):
     }
 
     def fault_targets(self, fault: str) -> list[str]:
-        return list(FILES) if fault == "backup-missing" else []
+        if fault == "backup-missing":
+            return [*FILES, *(f"{f}@{OPS_HOST}" for f in FILES)]
+        return [] if fault == FIELD else ["", OPS_HOST]
 
     # ---------------------------------------------------------------------------------- lifecycle
     def up(self, ctx: Context) -> None:
         root, pristine = self._root(ctx), self._pristine(ctx)
-        for d in (root, pristine, self._hidden(ctx), self._aside(ctx)):
+        for d in (root, self._root(ctx, OPS_HOST), pristine, self._hidden(ctx), self._hidden(ctx, OPS_HOST),
+                  self._aside(ctx)):
             shutil.rmtree(d, ignore_errors=True)
         pristine.mkdir(parents=True)
         ctx.state.update(faults=[], mtimes={})
@@ -107,8 +114,9 @@ class Backups(Component):
         self._tar(ctx, pristine / "application.tar.gz", f"{APP_ROOT}/", "--exclude=venv", "--exclude=.git")
         self._tar(ctx, pristine / "logs.tar.gz", f"{LOG_DIR}/")
         now = time.time()
-        for k in range(DAYS):
-            self._make(ctx, now - 3600 - k * 86400)
+        for host in ("", OPS_HOST):
+            for k in range(DAYS):
+                self._make(ctx, now - 3600 - k * 86400, host)
         ctx.save()
 
     def status(self, ctx: Context) -> list[dict[str, Any]]:
@@ -124,8 +132,9 @@ class Backups(Component):
         if fault == FIELD:
             active = self.active_faults(ctx)  # field-backups itself is listed once made
             return f"{FIELD} replaces the backups: heal {', '.join(active)} first" if active else None
-        latest = self._dated(ctx)[-1]
-        needs = {"backup-missing": target, "backup-truncated": "application.tar.gz",
+        name, host = _where(fault, target)
+        latest = self._dated(ctx, host)[-1]
+        needs = {"backup-missing": name, "backup-truncated": "application.tar.gz",
                  "backup-corrupt": "logs.tar.gz"}.get(fault)
         if needs and not (latest / needs).is_file():
             return f"{fault}: the latest backup {latest.name} holds no {needs} (layout {FIELD}?)"
@@ -136,16 +145,17 @@ class Backups(Component):
             self._field_on(ctx)
             ctx.save()
             return
-        latest = self._dated(ctx)[-1]
+        name, host = _where(fault, target)
+        latest = self._dated(ctx, host)[-1]
         if fault == "backup-stale":
-            for d in self._dated(ctx)[-2:]:
-                self._hide(ctx, d)
+            for d in self._dated(ctx, host)[-2:]:
+                self._hide(ctx, d, host)
         elif fault == "backup-too-few":
-            for d in self._dated(ctx)[:-KEEP_TOO_FEW]:
-                self._hide(ctx, d)
+            for d in self._dated(ctx, host)[:-KEEP_TOO_FEW]:
+                self._hide(ctx, d, host)
         elif fault == "backup-missing":
-            self._hidden(ctx).mkdir(parents=True, exist_ok=True)
-            os.replace(latest / target, self._hidden(ctx) / target)
+            self._hidden(ctx, host).mkdir(parents=True, exist_ok=True)
+            os.replace(latest / name, self._hidden(ctx, host) / name)
         elif fault == "backup-truncated":
             with open(latest / "application.tar.gz", "r+b") as f:
                 f.truncate(os.fstat(f.fileno()).st_size // 2)
@@ -157,9 +167,9 @@ class Backups(Component):
                 f.seek(middle)
                 f.write(flipped)
         elif fault in ("dump-incomplete", "backup-shrunk", "restore-broken"):
-            self._rewrite_dump(ctx, latest / self._dump_name(ctx), fault)
+            self._rewrite_dump(ctx, latest / self._dump_name(ctx, host), fault)
         elif fault == "backup-retention-old":
-            ctx.state["old"] = self._make(ctx, time.time() - OLD_DAYS * 86400).name
+            ctx.state[_key("old", host)] = self._make(ctx, time.time() - OLD_DAYS * 86400, host).name
         self._touch(ctx, latest)
         self._relink(ctx)
         ctx.save()
@@ -171,28 +181,31 @@ class Backups(Component):
             self._field_off(ctx)
             ctx.save()
             return
-        hidden = self._hidden(ctx)
+        name, host = _where(fault, target)
+        hidden = self._hidden(ctx, host)
         if fault in ("backup-stale", "backup-too-few"):
             for d in sorted(hidden.iterdir()) if hidden.is_dir() else []:
                 if d.is_dir():
-                    os.replace(d, self._root(ctx) / d.name)
+                    os.replace(d, self._root(ctx, host) / d.name)
         elif fault == "backup-missing":
-            os.replace(hidden / target, self._dated(ctx)[-1] / target)
+            os.replace(hidden / name, self._dated(ctx, host)[-1] / name)
         elif fault == "backup-retention-old":
-            shutil.rmtree(self._root(ctx) / ctx.state.pop("old"), ignore_errors=True)
+            shutil.rmtree(self._root(ctx, host) / ctx.state.pop(_key("old", host)), ignore_errors=True)
         else:
             name = {"backup-truncated": "application.tar.gz", "backup-corrupt": "logs.tar.gz"}.get(
-                fault, self._dump_name(ctx))
-            shutil.copyfile(self._pristine(ctx) / name, self._dated(ctx)[-1] / name)
-        for d in self._dated(ctx):
+                fault, self._dump_name(ctx, host))
+            shutil.copyfile(self._pristine(ctx) / name, self._dated(ctx, host)[-1] / name)
+        for d in self._dated(ctx, host):
             self._touch(ctx, d)
         self._relink(ctx)
         ctx.save()
 
     # --------------------------------------------------------------------------------- the field layout
-    def _dump_name(self, ctx: Context) -> str:
+    def _dump_name(self, ctx: Context, host: str = "") -> str:
         # the field folders' own flag, not the fault list: field-backups is listed only once its folders are made
-        return "database.sql" if ctx.state.get("field_link") or ctx.state.get("making_field") else "database.sql.gz"
+        # (app-1's layout only: ops-1 keeps the runbook's)
+        field = not host and (ctx.state.get("field_link") or ctx.state.get("making_field"))
+        return "database.sql" if field else "database.sql.gz"
 
     def _aside(self, ctx: Context) -> Path:
         return ctx.dir / RUN_DIR / "backups-default"
@@ -242,25 +255,26 @@ class Backups(Component):
             link.symlink_to(dated[-1].name)
 
     # ---------------------------------------------------------------------------------------- making
-    def _root(self, ctx: Context) -> Path:
-        return ctx.dir / BACKUP_ROOT
+    def _root(self, ctx: Context, host: str = "") -> Path:
+        """app-1's backup root (host ""), or ops-1's own."""
+        return ctx.dir / (f"{OPS_TREE}/{BACKUP_ROOT}" if host else BACKUP_ROOT)
 
     def _pristine(self, ctx: Context) -> Path:
         return ctx.dir / RUN_DIR / "backups"
 
-    def _hidden(self, ctx: Context) -> Path:
-        return ctx.dir / RUN_DIR / "backups-hidden"
+    def _hidden(self, ctx: Context, host: str = "") -> Path:
+        return ctx.dir / RUN_DIR / _key("backups-hidden", host)
 
-    def _dated(self, ctx: Context) -> list[Path]:
-        return sorted(p for p in self._root(ctx).iterdir()
+    def _dated(self, ctx: Context, host: str = "") -> list[Path]:
+        return sorted(p for p in self._root(ctx, host).iterdir()
                       if not p.is_symlink() and p.is_dir() and DATED.match(p.name))
 
-    def _make(self, ctx: Context, mtime: float) -> Path:
+    def _make(self, ctx: Context, mtime: float, host: str = "") -> Path:
         """One dated backup written at `mtime`: the pristine files copied in, names and times backdated (in the
         field layout: YYYYMMDD_HHMMSS, the plain dump, the nginx config and a manifest naming both)."""
         when = dt.datetime.fromtimestamp(mtime)
-        field = self._dump_name(ctx) == "database.sql"
-        d = self._root(ctx) / when.strftime("%Y%m%d_%H%M%S" if field else "%Y%m%d")
+        field = self._dump_name(ctx, host) == "database.sql"
+        d = self._root(ctx, host) / when.strftime("%Y%m%d_%H%M%S" if field else "%Y%m%d")
         d.mkdir(parents=True, exist_ok=True)
         if field:
             shutil.copyfile(self._pristine(ctx) / "database.sql", d / "database.sql")
@@ -284,9 +298,9 @@ class Backups(Component):
             os.utime(p, (mtime, mtime))
         os.utime(d, (mtime, mtime))
 
-    def _hide(self, ctx: Context, d: Path) -> None:
-        self._hidden(ctx).mkdir(parents=True, exist_ok=True)
-        os.replace(d, self._hidden(ctx) / d.name)
+    def _hide(self, ctx: Context, d: Path, host: str = "") -> None:
+        self._hidden(ctx, host).mkdir(parents=True, exist_ok=True)
+        os.replace(d, self._hidden(ctx, host) / d.name)
 
     def _dump(self, ctx: Context, out: Path) -> None:
         """pg_dump | gzip > out, as daily_backup.sh does, against the sandbox PostgreSQL as acgs."""
@@ -337,3 +351,16 @@ class Backups(Component):
         with (open(path, "w", encoding="utf-8") if path.suffix == ".sql" else
               gzip.open(path, "wt", encoding="utf-8")) as f:
             f.writelines(lines)
+
+
+def _where(fault: str, target: str) -> tuple[str, str]:
+    """(file, host) of a fault's target: 'config.tar.gz@ops-1' -> ('config.tar.gz', 'ops-1'); 'ops-1' -> ('',
+    'ops-1'); host '' is app-1."""
+    if fault == "backup-missing":
+        name, _, host = target.partition("@")
+        return name, host
+    return "", target
+
+
+def _key(name: str, host: str) -> str:
+    return f"{name}-{host}" if host else name

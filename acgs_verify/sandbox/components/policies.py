@@ -4,7 +4,9 @@ DIR/home/acgs/ACGS/config/policies holds YAML, JSON and Rego policies as ACGS sh
 constitutional hash. `policy-invalid` breaks the YAML syntax of decision_rules.yaml; `policy-wrong-hash` gives
 data_access.rego another hash. Heal writes the file as `up` did. `policy-notes` is a layout, not a fault: the
 notes a real deployment keeps beside its policies (CLAUDE.md, README.md), which CC-03 must list as ignored and
-not fail; heal removes them. State slice: {"faults": [...]}.
+not fail; heal removes them. The ssh host ops-1 has a policy set of its own, DIR/hosts/ops-1/home/acgs/ACGS/config/
+policies, and each fault has its variant there (`policy-invalid:ops-1`), which CC-03 catches over ssh.
+State slice: {"faults": [...]}.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from acgs_verify.sandbox.components.base import Component, Context, atomic_write
-from acgs_verify.sandbox.constants import CONSTITUTIONAL_HASH, OTHER_HASH, POLICY_DIR
+from acgs_verify.sandbox.constants import CONSTITUTIONAL_HASH, OPS_HOST, OPS_TREE, OTHER_HASH, POLICY_DIR
 
 INVALID_FILE = "decision_rules.yaml"
 WRONG_HASH_FILE = "data_access.rego"
@@ -156,13 +158,17 @@ class Policies(Component):
         "policy-notes": "a layout, not a fault: notes beside the policies that CC-03 lists as ignored",
     }
 
+    def fault_targets(self, fault: str) -> list[str]:
+        return ["", OPS_HOST]
+
     def up(self, ctx: Context) -> None:
         self.clear_faults(ctx)
         # the directory is this component's alone: a file left by an earlier sandbox in the same dir would be
         # checked by CC-03 as if it were part of the shipped set
-        shutil.rmtree(self._dir(ctx), ignore_errors=True)
-        for name in POLICIES:
-            self._write(ctx, name, POLICIES[name])
+        for host in ("", OPS_HOST):
+            shutil.rmtree(self._dir(ctx, host), ignore_errors=True)
+            for name in POLICIES:
+                self._write(ctx, name, POLICIES[name], host)
 
     def status(self, ctx: Context) -> list[dict[str, Any]]:
         return [self.row(ctx, "policies", f"{len(POLICIES)} files in {self._dir(ctx)}")]
@@ -173,24 +179,25 @@ class Policies(Component):
     def break_(self, ctx: Context, fault: str, target: str) -> None:
         if fault == "policy-notes":
             for name, text in NOTES.items():
-                self._write(ctx, name, text)
+                self._write(ctx, name, text, target)
         elif fault == "policy-invalid":  # an unclosed flow mapping, as a hand edit leaves it
-            self._write(ctx, INVALID_FILE, POLICIES[INVALID_FILE].replace("impact: high}", "impact: high"))
+            self._write(ctx, INVALID_FILE, POLICIES[INVALID_FILE].replace("impact: high}", "impact: high"), target)
         else:
-            self._write(ctx, WRONG_HASH_FILE, POLICIES[WRONG_HASH_FILE].replace(H, OTHER_HASH))
+            self._write(ctx, WRONG_HASH_FILE, POLICIES[WRONG_HASH_FILE].replace(H, OTHER_HASH), target)
 
     def heal(self, ctx: Context, fault: str, target: str) -> None:
         if fault == "policy-notes":
             for name in NOTES:
-                (self._dir(ctx) / name).unlink(missing_ok=True)
+                (self._dir(ctx, target) / name).unlink(missing_ok=True)
         else:
             name = INVALID_FILE if fault == "policy-invalid" else WRONG_HASH_FILE
-            self._write(ctx, name, POLICIES[name])
+            self._write(ctx, name, POLICIES[name], target)
 
-    def _dir(self, ctx: Context) -> Path:
-        return ctx.dir / POLICY_DIR
+    def _dir(self, ctx: Context, host: str = "") -> Path:
+        """app-1's policy folder (host ""), or ops-1's own."""
+        return ctx.dir / (f"{OPS_TREE}/{POLICY_DIR}" if host else POLICY_DIR)
 
-    def _write(self, ctx: Context, name: str, text: str) -> None:
-        path = self._dir(ctx) / name
+    def _write(self, ctx: Context, name: str, text: str, host: str = "") -> None:
+        path = self._dir(ctx, host) / name
         atomic_write(path, text)
         os.chmod(path, 0o644)
