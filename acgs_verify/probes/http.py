@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -92,19 +93,22 @@ class HttpProbe:
         if self._client is None:
             import httpx  # ~60 ms of imports: only when a check does HTTP
 
-            verify = self._verify
-            if isinstance(verify, str):  # a CA file: httpx wants a context for it (verify=<str> is deprecated)
-                import ssl
-
-                verify = ssl.create_default_context(cafile=verify)
-            transport = httpx.HTTPTransport(verify=verify, trust_env=False)
-            pool = getattr(transport, "_pool", None)
-            if pool is None or not hasattr(pool, "_network_backend"):
-                raise RuntimeError("httpx/httpcore changed: cannot install the request deadline")
-            pool._network_backend = _deadline_backend()
-            self._client = httpx.Client(transport=transport, follow_redirects=False, trust_env=False,
+            # Loading the CA bundle for a verifying TLS context costs 30-150 ms, and most profiles name only
+            # http:// services: the https:// transport is built at the first https:// request.
+            self._client = httpx.Client(transport=_plain_transport(), mounts={"https://": _OnFirstUse(self._tls)},
+                                        follow_redirects=False, trust_env=False,
                                         headers={"User-Agent": "acgs-verify"})
         return self._client
+
+    def _tls(self):
+        import httpx
+
+        verify = self._verify
+        if isinstance(verify, str):  # a CA file: httpx wants a context for it (verify=<str> is deprecated)
+            import ssl
+
+            verify = ssl.create_default_context(cafile=verify)
+        return _with_deadline(httpx.HTTPTransport(verify=verify, trust_env=False))
 
     def get(self, url: str, timeout: float) -> Reply:
         """GET url; never takes longer than `timeout` seconds in all, never reads more than MAX_BODY_BYTES.
@@ -177,6 +181,47 @@ class HttpProbe:
             self._client.close()
             self._client = None
 
+
+def _with_deadline(transport):
+    pool = getattr(transport, "_pool", None)
+    if pool is None or not hasattr(pool, "_network_backend"):
+        raise RuntimeError("httpx/httpcore changed: cannot install the request deadline")
+    pool._network_backend = _deadline_backend()
+    return transport
+
+
+def _plain_transport():
+    """The transport of http:// URLs. It never speaks TLS (redirects are not followed, no proxy is used), so its
+    context is a bare one that verifies against no CA at all: were it ever asked for TLS, it would refuse."""
+    import ssl
+
+    import httpx
+
+    return _with_deadline(httpx.HTTPTransport(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), trust_env=False))
+
+
+class _OnFirstUse:
+    """A transport built by `make` at its first request, and only then, once whichever thread asks: httpx's
+    BaseTransport interface (handle_request, close, the context manager), without importing httpx to define it."""
+
+    def __init__(self, make):
+        self._make, self._inner, self._lock = make, None, threading.Lock()
+
+    def handle_request(self, request):
+        with self._lock:
+            if self._inner is None:
+                self._inner = self._make()
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 def service_url(scheme: str, address: str, port: int, path: str) -> str:
     """`service_url("http", "::1", 8016, "/health")` -> 'http://[::1]:8016/health' (an IPv6 address in brackets)."""
