@@ -1,5 +1,6 @@
-"""The HTTP probe builds its verifying TLS context (the CA bundle, 30-150 ms) only for an https:// URL: a plain
-http:// GET never loads it, and an https:// GET still verifies, against the profile's CA or the default bundle."""
+"""What the HTTP probe does not load: httpx's command line (click, pygments, rich), and for a plain http:// GET the
+verifying TLS context (the CA bundle, 30-150 ms), built at the first https:// GET, which still verifies against the
+profile's CA or the default bundle."""
 
 from __future__ import annotations
 
@@ -48,19 +49,20 @@ def tls(tmp_path_factory):
 
 
 def test_a_plain_http_get_builds_no_verifying_context(http_port, tls):
-    # in a process of its own, counting ssl.create_default_context calls (how httpx loads the CA bundle)
+    # in a process of its own, counting ssl.create_default_context calls (how httpx loads the CA bundle); httpx's
+    # command line (click, pygments, rich) is not imported either
     _, tls_port = tls
-    code = ("import ssl\nfrom acgs_verify.probes.http import HttpProbe\n"
+    code = ("import ssl, sys\nfrom acgs_verify.probes.http import HttpProbe\n"
             "made = []\nreal = ssl.create_default_context\n"
             "ssl.create_default_context = lambda *a, **k: made.append(1) or real(*a, **k)\n"
             "probe = HttpProbe()\n"
             f"plain = probe.get('http://127.0.0.1:{http_port}/health', timeout=5)\n"
-            "print(plain.status, len(made))\n"
+            "print(plain.status, len(made), 'click' in sys.modules, 'pygments' in sys.modules)\n"
             f"probe.get('https://127.0.0.1:{tls_port}/health', timeout=5)\n"
             f"probe.get('https://127.0.0.1:{tls_port}/health', timeout=5)\n"
             "print(len(made))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert out.stdout.split() == ["200", "0", "1"], out.stdout + out.stderr  # one context, at the first https
+    assert out.stdout.split() == ["200", "0", "False", "False", "1"], out.stdout + out.stderr  # one context, at the first https
 
 
 def test_an_https_get_verifies_against_the_ca_it_is_given(tls):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import threading
 import time
 from contextvars import ContextVar
@@ -91,7 +92,7 @@ class HttpProbe:
     @property
     def client(self):
         if self._client is None:
-            import httpx  # ~60 ms of imports: only when a check does HTTP
+            httpx = _httpx()  # ~60 ms of imports: only when a check does HTTP
 
             # Loading the CA bundle for a verifying TLS context costs 30-150 ms, and most profiles name only
             # http:// services: the https:// transport is built at the first https:// request.
@@ -101,7 +102,7 @@ class HttpProbe:
         return self._client
 
     def _tls(self):
-        import httpx
+        httpx = _httpx()
 
         verify = self._verify
         if isinstance(verify, str):  # a CA file: httpx wants a context for it (verify=<str> is deprecated)
@@ -115,7 +116,7 @@ class HttpProbe:
 
         In a run, a host or port found not answering (probes/reach.py) raises Unreachable at once instead of
         waiting out this request's own timeout: it could not be measured, which is no reply."""
-        import httpx
+        httpx = _httpx()
 
         reply = Reply(url)
         start = time.perf_counter()
@@ -182,6 +183,16 @@ class HttpProbe:
             self._client = None
 
 
+def _httpx():
+    """httpx without its command line: its package imports httpx._main, and with it click, pygments and rich,
+    whenever they are installed (uvicorn, for the sandbox, brings click): ~25 ms of every run's CPU for a command no
+    probe runs. httpx catches that import's ImportError (its way of going without them), which a None entry in
+    sys.modules raises."""
+    sys.modules.setdefault("httpx._main", None)
+    import httpx
+
+    return httpx
+
 def _with_deadline(transport):
     pool = getattr(transport, "_pool", None)
     if pool is None or not hasattr(pool, "_network_backend"):
@@ -195,7 +206,7 @@ def _plain_transport():
     context is a bare one that verifies against no CA at all: were it ever asked for TLS, it would refuse."""
     import ssl
 
-    import httpx
+    httpx = _httpx()
 
     return _with_deadline(httpx.HTTPTransport(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), trust_env=False))
 
