@@ -62,7 +62,8 @@ def test_a_plain_http_get_builds_no_verifying_context(http_port, tls):
             f"probe.get('https://127.0.0.1:{tls_port}/health', timeout=5)\n"
             "print(len(made))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert out.stdout.split() == ["200", "0", "False", "False", "1"], out.stdout + out.stderr  # one context, at the first https
+    # no context for http://, one at the first https://
+    assert out.stdout.split() == ["200", "0", "False", "False", "1"], out.stdout + out.stderr
 
 
 def test_an_https_get_verifies_against_the_ca_it_is_given(tls):
