@@ -408,8 +408,9 @@ class _HeldUntilConfigured:
 
 # What a run does without, each measured in BENCHMARKS.md: checks judge with check.that, never `assert`, so
 # rewriting their asserts (compiling the check modules anew on every run when bytecode caching is off) buys
-# nothing; and pytest's unraisable-exception plugin runs gc.collect() over and over at exit (~0.1 s).
-RUN_ONLY_ARGS = ("--assert=plain", "-p", "no:unraisableexception")
+# nothing; and pytest's unraisable-exception plugin runs gc.collect() over and over at exit (~0.1 s). No check is a
+# unittest.TestCase or a doctest: those plugins cost their imports and a hook call per object of every check module.
+RUN_ONLY_ARGS = ("--assert=plain", "-p", "no:unraisableexception", "-p", "no:unittest", "-p", "no:doctest")
 # From this many hosts up, on a machine with at least AUTO_WORKERS_MIN_CORES cores, `run` starts workers (-n,
 # --dist loadgroup: a host's checks stay in one worker) when the user asked for none. Below either, starting and
 # feeding workers costs more than it saves: on 2 cores 10 hosts took 6.7 s with 2 workers and 5.0 s without
