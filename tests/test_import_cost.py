@@ -24,10 +24,10 @@ CASES = {
     "import acgs_verify.cli": (
         "import acgs_verify.cli",
         (*TARGET_LIBRARIES, *PROFILE_MODEL, "pytest", "importlib.metadata")),
-    # `acgs-verify --help`, `--version` and every command's parsing
+    # `acgs-verify --help` and every command's parsing (the version is looked up for --version alone)
     "the command line parser": (
         "import acgs_verify.cli as cli\ncli.build_parser()",
-        (*TARGET_LIBRARIES, *PROFILE_MODEL, "pytest")),
+        (*TARGET_LIBRARIES, *PROFILE_MODEL, "pytest", "importlib.metadata")),
     # what collection imports: the plugin and every check module
     "the plugin and every check module": (
         "import importlib, pathlib, sys\nimport acgs_verify.plugin\nsys.path.insert(0, 'checks')\n"
