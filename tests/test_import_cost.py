@@ -28,6 +28,14 @@ CASES = {
     "the command line parser": (
         "import acgs_verify.cli as cli\ncli.build_parser()",
         (*TARGET_LIBRARIES, *PROFILE_MODEL, "pytest", "importlib.metadata")),
+    # a profile whose DSN and Redis URL are plain: read without the drivers, for a gate that never connects
+    "loading a profile with plain URLs": (
+        "import pathlib, tempfile\nfrom acgs_verify.profile import load_profile\n"
+        "p = pathlib.Path(tempfile.mkdtemp()) / 'p.yaml'\n"
+        "p.write_text('databases: [{name: primary, dsn: \"postgresql://acgs@127.0.0.1:5432/acgs\"}]\\n'\n"
+        "             'redis: [{name: cache, url: \"redis://127.0.0.1:6379/0\"}]\\n')\n"
+        "assert load_profile(str(p)).databases[0].name == 'primary'",
+        ("psycopg", "redis")),
     # what collection imports: the plugin and every check module
     "the plugin and every check module": (
         "import importlib, pathlib, sys\nimport acgs_verify.plugin\nsys.path.insert(0, 'checks')\n"
