@@ -77,6 +77,18 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _VersionAction(argparse.Action):
+    """--version, looked up when asked for: importlib.metadata reads every installed distribution's metadata to
+    find it (~20 ms), which every other command would pay while its parser is built."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"acgs-verify {_version()}")
+        parser.exit()
+
+
 def checks_dir() -> Path:
     for candidate in (PACKAGE_DIR / "_checks", PACKAGE_DIR.parent / "checks"):
         if candidate.is_dir():
@@ -87,8 +99,7 @@ def checks_dir() -> Path:
 def build_parser() -> _Parser:
     p = _Parser(prog="acgs-verify", description="The ACGS operational runbook as checks.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.add_argument("--version", action="version", version=f"acgs-verify {_version()}",
-                   help="print the version and exit")
+    p.add_argument("--version", action=_VersionAction, help="print the version and exit")
     # --debug after the subcommand too (`acgs-verify run --debug`); SUPPRESS keeps a value given before it
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
@@ -163,6 +174,11 @@ def build_parser() -> _Parser:
 def main(argv: list[str] | None = None) -> int:
     """The command line; argv None: the process's own (sys.argv), and the process ends when main returns."""
     program = argv is None
+    if program:
+        # Start-up (the profile model, pytest, the probes' libraries) makes ~100k objects that live until the
+        # process ends; collecting while they are made walks them again and again (~15 % of the imports' CPU).
+        # The collector is back on when the checks start (_run_pytest), or before any other command's handler.
+        gc.disable()
     try:
         return _main(sys.argv[1:] if program else argv, program)
     finally:
@@ -181,6 +197,8 @@ def _main(argv: list[str], program: bool) -> int:
         args.program = program
         handler = {"run": cmd_run, "catalog": cmd_catalog, "sandbox": cmd_sandbox, "report": cmd_report,
                    "diff": cmd_diff, "discover": cmd_discover, "merge": cmd_merge}[args.command]
+        if args.command != "run":
+            gc.enable()
         if nagios and args.command == "run":
             with _stdout_to_stderr():
                 code = handler(args)
@@ -369,6 +387,7 @@ def _run_pytest(args: list[str], plugins: list | None = None, freeze: bool = Fal
     grab = _Grab(freeze)
     if freeze:
         gc.freeze()
+    gc.enable()  # off for start-up (main): what start-up made is frozen now, out of the collector's sight
     held = _HeldUntilConfigured(sys.stderr, grab)
     with contextlib.redirect_stderr(held):
         code = pytest.main(args, plugins=[grab, *(plugins or [])])
@@ -408,8 +427,9 @@ class _HeldUntilConfigured:
 
 # What a run does without, each measured in BENCHMARKS.md: checks judge with check.that, never `assert`, so
 # rewriting their asserts (compiling the check modules anew on every run when bytecode caching is off) buys
-# nothing; and pytest's unraisable-exception plugin runs gc.collect() over and over at exit (~0.1 s).
-RUN_ONLY_ARGS = ("--assert=plain", "-p", "no:unraisableexception")
+# nothing; and pytest's unraisable-exception plugin runs gc.collect() over and over at exit (~0.1 s). No check is a
+# unittest.TestCase or a doctest: those plugins cost their imports and a hook call per object of every check module.
+RUN_ONLY_ARGS = ("--assert=plain", "-p", "no:unraisableexception", "-p", "no:unittest", "-p", "no:doctest")
 # From this many hosts up, on a machine with at least AUTO_WORKERS_MIN_CORES cores, `run` starts workers (-n,
 # --dist loadgroup: a host's checks stay in one worker) when the user asked for none. Below either, starting and
 # feeding workers costs more than it saves: on 2 cores 10 hosts took 6.7 s with 2 workers and 5.0 s without

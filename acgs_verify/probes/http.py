@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import threading
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -90,28 +92,31 @@ class HttpProbe:
     @property
     def client(self):
         if self._client is None:
-            import httpx  # ~60 ms of imports: only when a check does HTTP
+            httpx = _httpx()  # ~60 ms of imports: only when a check does HTTP
 
-            verify = self._verify
-            if isinstance(verify, str):  # a CA file: httpx wants a context for it (verify=<str> is deprecated)
-                import ssl
-
-                verify = ssl.create_default_context(cafile=verify)
-            transport = httpx.HTTPTransport(verify=verify, trust_env=False)
-            pool = getattr(transport, "_pool", None)
-            if pool is None or not hasattr(pool, "_network_backend"):
-                raise RuntimeError("httpx/httpcore changed: cannot install the request deadline")
-            pool._network_backend = _deadline_backend()
-            self._client = httpx.Client(transport=transport, follow_redirects=False, trust_env=False,
+            # Loading the CA bundle for a verifying TLS context costs 30-150 ms, and most profiles name only
+            # http:// services: the https:// transport is built at the first https:// request.
+            self._client = httpx.Client(transport=_plain_transport(), mounts={"https://": _OnFirstUse(self._tls)},
+                                        follow_redirects=False, trust_env=False,
                                         headers={"User-Agent": "acgs-verify"})
         return self._client
+
+    def _tls(self):
+        httpx = _httpx()
+
+        verify = self._verify
+        if isinstance(verify, str):  # a CA file: httpx wants a context for it (verify=<str> is deprecated)
+            import ssl
+
+            verify = ssl.create_default_context(cafile=verify)
+        return _with_deadline(httpx.HTTPTransport(verify=verify, trust_env=False))
 
     def get(self, url: str, timeout: float) -> Reply:
         """GET url; never takes longer than `timeout` seconds in all, never reads more than MAX_BODY_BYTES.
 
         In a run, a host or port found not answering (hosts/reach.py) raises Unreachable at once instead of
         waiting out this request's own timeout: it could not be measured, which is no reply."""
-        import httpx
+        httpx = _httpx()
 
         reply = Reply(url)
         start = time.perf_counter()
@@ -177,6 +182,57 @@ class HttpProbe:
             self._client.close()
             self._client = None
 
+
+def _httpx():
+    """httpx without its command line: its package imports httpx._main, and with it click, pygments and rich,
+    whenever they are installed (uvicorn, for the sandbox, brings click): ~25 ms of every run's CPU for a command no
+    probe runs. httpx catches that import's ImportError (its way of going without them), which a None entry in
+    sys.modules raises."""
+    sys.modules.setdefault("httpx._main", None)
+    import httpx
+
+    return httpx
+
+def _with_deadline(transport):
+    pool = getattr(transport, "_pool", None)
+    if pool is None or not hasattr(pool, "_network_backend"):
+        raise RuntimeError("httpx/httpcore changed: cannot install the request deadline")
+    pool._network_backend = _deadline_backend()
+    return transport
+
+
+def _plain_transport():
+    """The transport of http:// URLs. It never speaks TLS (redirects are not followed, no proxy is used), so its
+    context is a bare one that verifies against no CA at all: were it ever asked for TLS, it would refuse."""
+    import ssl
+
+    httpx = _httpx()
+
+    return _with_deadline(httpx.HTTPTransport(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), trust_env=False))
+
+
+class _OnFirstUse:
+    """A transport built by `make` at its first request, and only then, once whichever thread asks: httpx's
+    BaseTransport interface (handle_request, close, the context manager), without importing httpx to define it."""
+
+    def __init__(self, make):
+        self._make, self._inner, self._lock = make, None, threading.Lock()
+
+    def handle_request(self, request):
+        with self._lock:
+            if self._inner is None:
+                self._inner = self._make()
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 def service_url(scheme: str, address: str, port: int, path: str) -> str:
     """`service_url("http", "::1", 8016, "/health")` -> 'http://[::1]:8016/health' (an IPv6 address in brackets)."""
