@@ -69,8 +69,8 @@ def test_failed_logins_below_limit(node, hosts, profile, thresholds, check):
     limit = thresholds.failed_logins_max
     if lines:
         check.evidence("failed logins", "\n".join(f"{log}: {text}" for log, text in lines[-50:]))
-    check.that(len(lines) <= limit, measured=f"{len(lines)} failed-login/unauthorized lines in the last "
-               f"{thresholds.log_tail_lines} lines of each log", expected=f"<= {limit}", value=len(lines))
+    check.at_most(len(lines), limit, shown=f"{len(lines)} failed-login/unauthorized lines in the last "
+                  f"{thresholds.log_tail_lines} lines of each log")
 
 
 @runbook("SEC-04")
@@ -100,8 +100,8 @@ def test_key_rotated_in_time(key, hosts, profile, thresholds, check):
             check.fail(f"key file {k.path} does not exist" + (f" (a symlink to {st.target})" if st else ""))
         rotated, source = st.mtime, f"mtime of {k.path}"
     age = (time.time() - rotated) / 86400
-    check.that(age <= limit, measured=f"{k.kind} key last rotated {age:.1f} days ago ({source})",
-               expected=f"<= {limit:g} days", value=round(age, 2))
+    check.at_most(age, limit, "days", shown=f"{k.kind} key last rotated {age:.1f} days ago ({source})",
+                  value=round(age, 2))
 
 
 @runbook("SEC-06")
