@@ -60,11 +60,11 @@ def fresh_redis(tmp_path_factory):
         yield port
 
 
-def _run(tmp_path: Path, text: str, *extra: str) -> dict[tuple[str, str], dict]:
+def _run(tmp_path: Path, text: str, *extra: str, env: dict | None = None) -> dict[tuple[str, str], dict]:
     profile = tmp_path / "p.yaml"
     profile.write_text(text)
     reports = tmp_path / "reports"
-    res = run_cli("run", "--profile", str(profile), "--report-dir", str(reports), *extra, timeout=240)
+    res = run_cli("run", "--profile", str(profile), "--report-dir", str(reports), *extra, env=env, timeout=240)
     summary = reports / "latest" / "summary.json"
     assert summary.is_file(), res.stdout[-2000:] + res.stderr[-2000:]
     return {(c["id"], c["target"]): c for c in json.loads(summary.read_text())["checks"]}
@@ -225,6 +225,62 @@ def test_a_port_whose_owner_cannot_be_seen_is_not_a_memory_pass():
         hostfacts.service_processes(hostfacts.PortOwners("nobody", {}, (init,)), 8016)
 
 
+@pytest.fixture(scope="module")
+def nothing_visible(sandbox, tmp_path_factory):
+    """One run of the database and constitution checks as a role that may connect and read audit_logs, but sees
+    none of its rows (row-level security, no policy) and none of the other sessions (no pg_read_all_stats), in a
+    scratch database on the sandbox's PostgreSQL that holds only that table."""
+    import secrets
+
+    from acgs_verify.sandbox.components.postgres import primary_port
+    from tests.conftest import sandbox_admin
+
+    token = secrets.token_hex(4)
+    name, role, password = f"acgs_blind_{token}", f"acgs_blind_{token}", secrets.token_hex(12)
+    with sandbox_admin(sandbox, "postgres") as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        try:
+            # held open while the run looks: a session of another role, whose state the blind role cannot see
+            with sandbox_admin(sandbox, name) as other:
+                other.execute("""CREATE TABLE audit_logs (id bigserial PRIMARY KEY, timestamp timestamptz DEFAULT now(),
+                    created_at timestamptz DEFAULT now() - interval '200 days', event_data jsonb DEFAULT '{}',
+                    prev_hash text, current_hash text, tenant_id text, user_id text, service_name text,
+                    event_type text DEFAULT 'governance_decision', constitutional_hash text)""")
+                other.execute(f"INSERT INTO audit_logs (current_hash, constitutional_hash) "
+                              f"SELECT md5(i::text), '{HASH}' FROM generate_series(1, 50) i")
+                other.execute("ANALYZE audit_logs")
+                other.execute("ALTER TABLE audit_logs ENABLE ROW LEVEL SECURITY")
+                other.execute(f"GRANT SELECT ON audit_logs TO {role}")
+                d = tmp_path_factory.mktemp("blind")
+                results = _run(d, f"""
+name: blind
+hosts: [{{name: app-1, backend: local, roles: []}}]
+databases:
+  - {{name: blind, dsn: "postgresql://{role}@127.0.0.1:{primary_port(sandbox.port_offset)}/{name}", unit: null,
+     password_env: ACGS_BLIND_PASSWORD}}
+""", "--", "-m", "database or constitution", env={"ACGS_BLIND_PASSWORD": password})
+        finally:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
+    return results
+
+
+# what each database check says as a role that sees no row and no other session: (ID, target) -> (outcome, words)
+NOTHING_VISIBLE: dict[tuple[str, str], tuple[str, str]] = {
+    ("DB-04", "blind"): ("error", "cannot see the state or start of"),
+    ("DB-06", "blind"): ("skipped", "pg_stat_statements extension is not installed"),
+    ("DB-10", "blind"): ("error", "sees 0 of audit_logs' 50 rows (row-level security"),
+    ("DB-13", "blind"): ("error", "this role sees only its own sessions"),
+    ("CC-04", "blind"): ("error", "sees 0 of audit_logs' 50 rows (row-level security"),
+    ("CC-05", "blind"): ("error", "sees 0 of audit_logs' 50 rows (row-level security"),
+}
+
+
+def test_a_role_that_sees_nothing_does_not_pass(nothing_visible):
+    assert _verdicts(nothing_visible, NOTHING_VISIBLE) == []
+
+
 # what each target of the empty-files run says: files that exist and hold nothing, or nothing in the --since window
 EMPTY_FILES: dict[tuple[str, str], tuple[str, str]] = {
     ("SEC-01", "app-1"): ("failed", "the tree holds no file"),
@@ -241,7 +297,8 @@ EMPTY_FILES: dict[tuple[str, str], tuple[str, str]] = {
 
 def test_every_catalog_id_has_a_saw_nothing_case():
     """docs/design.md promises one per check: a new catalog ID without a case here fails this test."""
-    cases = [*(c for table in NOTHING_THERE.values() for c in table.items()), *EMPTY_FILES.items()]
+    cases = [*(c for table in NOTHING_THERE.values() for c in table.items()), *EMPTY_FILES.items(),
+             *NOTHING_VISIBLE.items()]
     covered = {check_id for (check_id, _), _ in cases}
     missing = [i for i in CATALOG if i not in covered]
     assert not missing, f"catalog IDs with no 'saw nothing' case in {__name__}: {missing}"
