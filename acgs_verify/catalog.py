@@ -13,7 +13,7 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SEVERITIES = ("P0", "P1", "P2", "P3")
 
@@ -64,6 +64,19 @@ GENERIC_FIELDS = {
 
 
 @dataclass(frozen=True)
+class Limit:
+    """A threshold a check's record declares: its default, its bounds and what it means. The profile's
+    `thresholds:` accepts it by name like any other (profile/model.py: Thresholds), `--set thresholds.NAME=VALUE`
+    too, and docs/checks.md lists it with its default; the check reads it as `thresholds.NAME`."""
+
+    default: float
+    doc: str
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+
+
+@dataclass(frozen=True)
 class CatalogEntry:
     id: str
     section: str  # a key of SECTIONS
@@ -74,6 +87,8 @@ class CatalogEntry:
     next_step_template: str  # with {restart}, {tail}, ... (GENERIC_FIELDS) where the target and profile fill them in
     target: str  # what the check runs against, in words
     evidence: str  # what a PASS needs to have seen; a check that saw less fails or skips saying so
+    # thresholds this check brings with it (the runbook's own limits are Thresholds fields in profile/model.py)
+    thresholds: dict[str, Limit] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # a record with a misspelt section, severity or kind would otherwise surface only in a report writer
@@ -100,8 +115,8 @@ class CatalogEntry:
 
 
 def _check(id_: str, section: str, severity: str, kind: str, title: str, *, runbook: str, next_step: str,
-           target: str, evidence: str) -> CatalogEntry:
-    return CatalogEntry(id_, section, severity, kind, title, runbook, next_step, target, evidence)
+           target: str, evidence: str, thresholds: dict[str, Limit] | None = None) -> CatalogEntry:
+    return CatalogEntry(id_, section, severity, kind, title, runbook, next_step, target, evidence, thresholds or {})
 
 
 _SVC_DOWN = "check which process owns the port ({owner}), then {restart} and {tail}"
@@ -464,6 +479,20 @@ CATALOG: dict[str, CatalogEntry] = {e.id: e for e in _ENTRIES}
 # views of the records, by ID, for readers that want one field of every check
 EVIDENCE: dict[str, str] = {e.id: e.evidence for e in _ENTRIES}
 KIND: dict[str, str] = {e.id: e.kind for e in _ENTRIES}
+
+
+def _declared_limits() -> dict[str, Limit]:
+    limits: dict[str, Limit] = {}
+    for e in _ENTRIES:
+        for name, limit in e.thresholds.items():
+            if name in limits:
+                raise ValueError(f"{e.id}: threshold {name!r} is declared by another check too")
+            limits[name] = limit
+    return limits
+
+
+# the thresholds the records declare, by name (profile/model.py adds them to Thresholds)
+LIMITS: dict[str, Limit] = _declared_limits()
 
 # Gates: which IDs a gate runs (None = every check), and which must pass for the gate to open;
 # restore_drill: BK-07 restores the latest dump unless the profile says backups.restore_drill: false.
