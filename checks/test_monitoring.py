@@ -43,4 +43,4 @@ def test_service_availability(service, run_history, thresholds, check):
                    f"availability needs {need}")
     percent = 100 * sum(ups) / len(ups)
     check.at_least(percent, target, "%", shown=f"{percent:.2f} % available: SVC-01 passed in {sum(ups)} of "
-                   f"{len(ups)} runs in the last {days:g} days")
+                   f"{plural(len(ups), 'run')} in the last {days:g} days")
