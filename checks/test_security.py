@@ -39,9 +39,9 @@ def test_no_world_writable_files(app_host, hosts, profile, check):
     if found.first:
         check.evidence("world-writable files", "\n".join(found.first))
     more = f" (first {len(found.first)})" if found.count > len(found.first) else ""
-    check.that(found.count == 0, measured=f"{found.count} world-writable of {plural(found.files, 'file')} under {root}"
-               + (f"{more}: {', '.join(found.first)}" if found.count else ""), expected="0",
-               value={"count": found.count, "first": found.first})
+    check.equals(found.count, 0, value={"count": found.count, "first": found.first},
+                 shown=f"{found.count} world-writable of {plural(found.files, 'file')} under {root}"
+                 + (f"{more}: {', '.join(found.first)}" if found.count else ""))
 
 
 @runbook("SEC-02")
@@ -111,5 +111,4 @@ def test_no_breach_indicators(node, hosts, profile, thresholds, check):
     if lines:
         check.evidence("breach indicators", "\n".join(f"{log}: {text}" for log, text in lines[-50:]))
     latest = f", latest: {lines[-1][0]}: {excerpt(lines[-1][1], 200)}" if lines else ""
-    check.that(not lines, measured=f"{plural(len(lines), 'line')} naming a breach or intrusion{latest}", expected="0",
-               value=len(lines))
+    check.equals(len(lines), 0, shown=f"{plural(len(lines), 'line')} naming a breach or intrusion{latest}")
