@@ -5,6 +5,11 @@
 ...     reply = http.get(service.url("/health"), timeout=thresholds.health_timeout_seconds)
 ...     check.that(reply.ok, measured=reply.describe(), expected="2xx within 2 s")
 
+A number against a limit is judged by `check.at_most` / `below` / `at_least` / `above` (and a value by
+`check.equals`), which make `expected` (`p99 < 100 ms`) and `value` from the limit and the number:
+
+>>> check.below(lat.p99, thresholds.latency_p99_fail_ms, "ms", what="p99", shown=f"p99 {lat.p99:.1f} ms")
+
 A failed `check.that` (or `check.fail`) is the outcome `failed`: measured, and wrong, with the runbook's next
 step. A probe that cannot measure raises ProbeError, and a check that saw nothing to judge says
 `check.cannot_measure(why)`: the outcome is `error`, whose next step is the reach step for the target
@@ -442,8 +447,8 @@ class Check:
 
     def equals(self, measured: Any, wanted: Any, *, what: str = "", shown: Any = None, value: Any = None,
                why: str | None = None) -> None:
-        """Passes when measured == wanted: `check.equals(state, "active", what=f"{unit} is")`; expected `wanted`,
-        after `what =` when what is given (`acgs:constitutional_hash = cdd01ef066bc6cf2`)."""
+        """Passes when measured == wanted: `check.equals(state, "active", shown=f"{unit} is {state}")`, expected
+        `active`; with `what`, expected `what = wanted` (`acgs:constitutional_hash = cdd01ef066bc6cf2`)."""
         expected = f"{what} = {wanted}" if what else f"{wanted}"
         if shown is None:
             shown = f"{what} = {measured}" if what else measured
