@@ -5,6 +5,11 @@
 ...     reply = http.get(service.url("/health"), timeout=thresholds.health_timeout_seconds)
 ...     check.that(reply.ok, measured=reply.describe(), expected="2xx within 2 s")
 
+A number against a limit is judged by `check.at_most` / `below` / `at_least` / `above` (and a value by
+`check.equals`), which make `expected` (`p99 < 100 ms`) and `value` from the limit and the number:
+
+>>> check.below(lat.p99, thresholds.latency_p99_fail_ms, "ms", what="p99", shown=f"p99 {lat.p99:.1f} ms")
+
 A failed `check.that` (or `check.fail`) is the outcome `failed`: measured, and wrong, with the runbook's next
 step. A probe that cannot measure raises ProbeError, and a check that saw nothing to judge says
 `check.cannot_measure(why)`: the outcome is `error`, whose next step is the reach step for the target
@@ -65,6 +70,14 @@ def runbook(check_id: str, applies: Callable[[Any], bool] | None = None,
         return fn
 
     return decorate
+
+
+def _number(x: float) -> str:
+    """A limit or a measurement as the runbook writes it: 80, 0.5, 1.5, 12.35, 0.000123 (never 12.345678, 80.0 or
+    1e+06)."""
+    if isinstance(x, int) or float(x).is_integer():
+        return str(int(x))
+    return f"{x:.3g}" if abs(x) < 1 else f"{x:.2f}".rstrip("0").rstrip(".")
 
 
 def _short(value: Any, limit: int = 300) -> str:
@@ -403,6 +416,54 @@ class Check:
         self.measured(measured, expected, value)
         if not ok:
             self.fail(f"{why + ': ' if why else ''}measured {self._shown(measured)}; expected {expected}")
+
+    # Structured expectations: the check gives the number, the limit and the unit; the comparison, the `expected`
+    # words (`<= 80 %`) and the `value` the reports keep (summary.json, metrics.prom) are made here, once, so no
+    # check formats a threshold by hand. `what` names the quantity (`p99`), `shown` the measurement in the check's
+    # own words (`CPU 93.0 % busy over 0.5 s`; default: the number and its unit).
+
+    def at_most(self, measured: float, limit: float, unit: str = "", *, what: str = "", shown: Any = None,
+                value: Any = None, why: str | None = None) -> None:
+        """Passes when measured <= limit: `check.at_most(snap.cpu_percent, thresholds.cpu_percent_max, "%")`,
+        expected `<= 80 %`."""
+        self._compare(measured <= limit, "<=", measured, limit, unit, what, shown, value, why)
+
+    def below(self, measured: float, limit: float, unit: str = "", *, what: str = "", shown: Any = None,
+              value: Any = None, why: str | None = None) -> None:
+        """Passes when measured < limit: `check.below(lat.p99, limit, "ms", what="p99")`, expected `p99 < 500 ms`."""
+        self._compare(measured < limit, "<", measured, limit, unit, what, shown, value, why)
+
+    def at_least(self, measured: float, limit: float, unit: str = "", *, what: str = "", shown: Any = None,
+                 value: Any = None, why: str | None = None) -> None:
+        """Passes when measured >= limit: `check.at_least(rate, thresholds.redis_hit_rate_percent_min, "%")`,
+        expected `>= 80 %`."""
+        self._compare(measured >= limit, ">=", measured, limit, unit, what, shown, value, why)
+
+    def above(self, measured: float, limit: float, unit: str = "", *, what: str = "", shown: Any = None,
+              value: Any = None, why: str | None = None) -> None:
+        """Passes when measured > limit: `check.above(days, thresholds.cert_fail_days, "days left")`, expected
+        `> 14 days left` (the unit is the words after the number)."""
+        self._compare(measured > limit, ">", measured, limit, unit, what, shown, value, why)
+
+    def equals(self, measured: Any, wanted: Any, *, what: str = "", shown: Any = None, value: Any = None,
+               why: str | None = None) -> None:
+        """Passes when measured == wanted: `check.equals(state, "active", shown=f"{unit} is {state}")`, expected
+        `active`; with `what`, expected `what = wanted` (`acgs:constitutional_hash = cdd01ef066bc6cf2`)."""
+        expected = f"{what} = {wanted}" if what else f"{wanted}"
+        if shown is None:
+            shown = f"{what} = {measured}" if what else measured
+        self.that(measured == wanted, measured=shown, expected=expected, why=why,
+                  value=measured if value is None else value)
+
+    def _compare(self, ok: bool, op: str, measured: float, limit: float, unit: str, what: str, shown: Any,
+                 value: Any, why: str | None) -> None:
+        unit = f" {unit}" if unit else ""
+        expected = f"{what + ' ' if what else ''}{op} {_number(limit)}{unit}"
+        if shown is None:
+            shown = f"{what + ' ' if what else ''}{_number(measured)}{unit}"
+        if value is None:
+            value = round(measured, 3) if isinstance(measured, float) else measured
+        self.that(ok, measured=shown, expected=expected, why=why, value=value)
 
     def fail(self, message: str | None = None, *, measured: Any = None, expected: str | None = None) -> None:
         """Fail unconditionally: `check.fail("df /var: no answer")`, or, recording what was measured and expected

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from acgs_verify.profile.model import Escalation
 from acgs_verify.results import RunResult
+from acgs_verify.words import plural
 
 SEVERITY_ORDER = ("P0", "P1", "P2", "P3")
 
@@ -22,8 +23,8 @@ def duration(minutes: float) -> str:
     """duration(15) -> '15 minutes'; duration(60) -> '1 hour'; duration(1440) -> '24 hours'."""
     if minutes >= 60 and minutes % 60 == 0:
         hours = int(minutes // 60)
-        return f"{hours} hour{'' if hours == 1 else 's'}"
-    return f"{minutes:g} minute{'' if minutes == 1 else 's'}"
+        return plural(hours, "hour")
+    return plural(float(minutes), "minute")
 
 
 def _level(level) -> dict:

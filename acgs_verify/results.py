@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from acgs_verify.redact import cut, printable
+from acgs_verify.words import plural
 
 # Exit codes are a contract (docs/design.md), the same four as Nagios plugins.
 EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_UNKNOWN = 0, 1, 2, 3
@@ -289,7 +290,7 @@ class RunResult:
         extras = [f"{t['interrupted']} interrupted"] if t["interrupted"] else []
         extras += [f"{t['skipped']} skipped"] if t["skipped"] else []
         extras += [f"{t['waived']} waived"] if t["waived"] else []
-        extras += [f"{t['warnings']} warning{'' if t['warnings'] == 1 else 's'}"] if t["warnings"] else []
+        extras += [plural(t["warnings"], "warning")] if t["warnings"] else []
         if extras:
             text += f" [{', '.join(extras)}]"
         if self.gate_failures:

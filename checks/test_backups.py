@@ -13,6 +13,7 @@ from acgs_verify.probes.backups import (
     size_change,
 )
 from acgs_verify.probes.hostfiles import host_files
+from acgs_verify.words import plural
 
 
 @runbook("BK-01")
@@ -49,7 +50,7 @@ def test_backup_files_present(latest_backup, hosts, profile, check):
     if want.problem:
         wrong[want.problem] = "(what else the backup should hold is unknown)"
     n = len(want.files)
-    shown = "; ".join(f"{f} {why}" for f, why in wrong.items()) or f"all {n} file{'' if n == 1 else 's'} present"
+    shown = "; ".join(f"{f} {why}" for f, why in wrong.items()) or f"all {plural(n, 'file')} present"
     check.that(not wrong, measured=f"{latest.name}: {shown}; layout: {want.describe()}; {listing.considered()}",
                expected=f"{', '.join(want.files)} present and not empty")
 
@@ -91,7 +92,7 @@ def test_retention(backup_location, hosts, thresholds, check):
     if listing.left_out:
         check.warn(f"not backup folders, left out: {', '.join(listing.left_out)}")
     check.that(not old and kept >= least, value=kept,
-               measured=f"{kept} backup folder{'' if kept == 1 else 's'} kept; older than {days:g} days: "
+               measured=f"{plural(kept, 'backup folder')} kept; older than {days:g} days: "
                         f"{', '.join(old) or 'none'}; {listing.considered()}",
                expected=f"none older than {days:g} days and >= {least} kept")
 
@@ -104,9 +105,8 @@ def test_dump_not_much_smaller(latest_backup, hosts, profile, thresholds, check)
     if previous is None:
         check.skip(f"no earlier backup with {want.dump} to compare with ({listing.considered()})")
     ratio = size / before
-    check.that(ratio >= thresholds.backup_min_size_ratio,
-               measured=f"{latest.name}/{want.dump}: {size} bytes, {ratio:.0%} of {previous.name}'s {before} bytes",
-               expected=f">= {thresholds.backup_min_size_ratio:.0%} of the previous dump", value=round(ratio, 3))
+    check.at_least(100 * ratio, 100 * thresholds.backup_min_size_ratio, "% of the previous dump", value=round(ratio, 3),
+                   shown=f"{latest.name}/{want.dump}: {size} bytes, {ratio:.0%} of {previous.name}'s {before} bytes")
 
 
 @runbook("BK-07")

@@ -12,8 +12,7 @@ def test_ping_answers_pong(cache, caches, thresholds, check):
     """redis-cli ping"""
     ms = caches.get(cache).ping()
     limit = thresholds.redis_timeout_seconds
-    check.that(ms < limit * 1000, measured=f"PONG in {ms:.1f} ms", expected=f"PONG within {limit:g} s",
-               value=round(ms, 2))
+    check.below(ms / 1000, limit, "s", what="PONG in", shown=f"PONG in {ms:.1f} ms", value=round(ms, 2))
 
 
 @runbook("RD-02")
@@ -27,8 +26,8 @@ def test_command_round_trip_p99(cache, caches, thresholds, check):
         check.fail(f"{len(lat.failures)} of {n} PINGs failed, first: {lat.failures[0]}")
     limit = thresholds.redis_latency_p99_ms_max
     taken = len(lat.samples_ms)
-    check.that(lat.p99 < limit, measured=f"p50 {lat.p50:.2f} ms, p99 {lat.p99:.2f} ms over {taken} PINGs",
-               expected=f"p99 < {limit:g} ms", value={"p50_ms": round(lat.p50, 3), "p99_ms": round(lat.p99, 3)})
+    check.below(lat.p99, limit, "ms", what="p99", shown=f"p50 {lat.p50:.2f} ms, p99 {lat.p99:.2f} ms over {taken} "
+                "PINGs", value={"p50_ms": round(lat.p50, 3), "p99_ms": round(lat.p99, 3)})
 
 
 @runbook("RD-03")
@@ -40,6 +39,5 @@ def test_keyspace_hit_rate(cache, caches, thresholds, check):
         check.skip(f"only {lookups} lookups since the statistics were reset; the rate means something from {least}")
     rate = 100 * hits / lookups
     limit = thresholds.redis_hit_rate_percent_min
-    check.that(rate >= limit, measured=f"{rate:.1f} % ({plural(hits, 'hit')}, {plural(misses, 'miss')})",
-               expected=f">= {limit:g} %",
-               value=round(rate, 2))
+    check.at_least(rate, limit, "%", shown=f"{rate:.1f} % ({plural(hits, 'hit')}, {plural(misses, 'miss')})",
+                   value=round(rate, 2))

@@ -10,9 +10,8 @@ def _expiry(check, thresholds, what: str, days: float, expected_suffix: str = ""
     if thresholds.cert_fail_days < days <= thresholds.cert_warn_days:
         check.warn(f"{what}: {days:.1f} days left, within the {thresholds.cert_warn_days:g}-day warning")
     # the days left lead: they are what an on-call engineer acts on, the chain is how they were read
-    check.that(days > thresholds.cert_fail_days, measured=f"{days:.1f} days left; {what}",
-               expected=f"more than {thresholds.cert_fail_days:g} days left (warn within "
-                        f"{thresholds.cert_warn_days:g}){expected_suffix}", value=round(days, 2))
+    check.above(days, thresholds.cert_fail_days, f"days left (warn within {thresholds.cert_warn_days:g})"
+                f"{expected_suffix}", shown=f"{days:.1f} days left; {what}", value=round(days, 2))
 
 
 @runbook("TLS-01")

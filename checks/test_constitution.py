@@ -49,7 +49,7 @@ def test_compliance_rate_of_recent_decisions(environment, pg, http, thresholds, 
     least, target = thresholds.compliance_rate_percent_min, thresholds.compliance_rate_percent_target
     worst = min(rates.values())
     shown = ", ".join(f"{source} {rate:.2f} %" for source, rate in rates.items())
-    check.that(worst >= least, measured=shown, expected=f">= {least:g} % (target {target:g} %)", value=worst)
+    check.at_least(worst, least, f"% (target {target:g} %)", shown=shown, value=worst)
     if worst < target:
         check.warn(f"compliance {worst:.2f} % is below the {target:g} % target ({shown})")
 
@@ -95,8 +95,7 @@ def test_cache_holds_expected_hash(cache, caches, profile, check):
     """redis-cli get acgs:constitutional_hash"""
     key = cache.hash_key
     got = caches.get(cache).get(key)
-    check.that(got == profile.constitutional_hash, measured=f"{key} = {got!r}",
-               expected=f"{key} = {profile.constitutional_hash!r}")
+    check.equals(got, profile.constitutional_hash, what=key, shown=f"{key} = {got!r}")
 
 
 @runbook("CC-03")

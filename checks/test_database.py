@@ -13,8 +13,8 @@ def test_connect_and_select_1(database, pg, thresholds, check):
     """psql -h localhost -U acgs -d acgs_production -c "SELECT 1;" """
     ms = postgres.select_one(pg.get(database))
     limit = thresholds.db_connect_timeout_seconds
-    check.that(ms < limit * 1000, measured=f"SELECT 1 answered in {ms:.0f} ms",
-               expected=f"an answer within {limit:g} s", value=round(ms, 1))
+    check.below(ms / 1000, limit, "s", what="an answer in", shown=f"SELECT 1 answered in {ms:.0f} ms",
+                value=round(ms, 1))
 
 
 @runbook("DB-02")
@@ -47,8 +47,8 @@ def test_connections_below_limit(database, pg, thresholds, check):
     used, most, source = postgres.connection_usage(pg.get(database))
     percent = 100 * used / most
     limit = thresholds.db_connections_max_percent
-    check.that(percent < limit, measured=f"{used} of max_connections {most} in use ({percent:.0f} %; {source})",
-               expected=f"< {limit:g} %", value=round(percent, 1))
+    check.below(percent, limit, "%", shown=f"{used} of max_connections {most} in use ({percent:.0f} %; {source})",
+                value=round(percent, 1))
 
 
 @runbook("DB-04")
@@ -120,9 +120,8 @@ def test_buffer_cache_hit_ratio(database, pg, thresholds, check):
         check.skip("no block reads since the statistics were reset: no ratio to judge yet")
     ratio = 100 * hit / (hit + read)
     limit = thresholds.db_cache_hit_percent_min
-    check.that(ratio >= limit, measured=f"{ratio:.2f} % ({plural(hit, 'hit')}, {plural(read, 'read')})",
-               expected=f">= {limit:g} %",
-               value=round(ratio, 2))
+    check.at_least(ratio, limit, "%", shown=f"{ratio:.2f} % ({plural(hit, 'hit')}, {plural(read, 'read')})",
+                   value=round(ratio, 2))
 
 
 @runbook("DB-09")

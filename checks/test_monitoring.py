@@ -42,5 +42,5 @@ def test_service_availability(service, run_history, thresholds, check):
                    "history.jsonl; "
                    f"availability needs {need}")
     percent = 100 * sum(ups) / len(ups)
-    check.that(percent >= target, measured=f"{percent:.2f} % available: SVC-01 passed in {sum(ups)} of {len(ups)} "
-               f"runs in the last {days:g} days", expected=f">= {target:g} %", value=round(percent, 3))
+    check.at_least(percent, target, "%", shown=f"{percent:.2f} % available: SVC-01 passed in {sum(ups)} of "
+                   f"{plural(len(ups), 'run')} in the last {days:g} days")

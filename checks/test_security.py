@@ -39,9 +39,9 @@ def test_no_world_writable_files(app_host, hosts, profile, check):
     if found.first:
         check.evidence("world-writable files", "\n".join(found.first))
     more = f" (first {len(found.first)})" if found.count > len(found.first) else ""
-    check.that(found.count == 0, measured=f"{found.count} world-writable of {plural(found.files, 'file')} under {root}"
-               + (f"{more}: {', '.join(found.first)}" if found.count else ""), expected="0",
-               value={"count": found.count, "first": found.first})
+    check.equals(found.count, 0, value={"count": found.count, "first": found.first},
+                 shown=f"{found.count} world-writable of {plural(found.files, 'file')} under {root}"
+                 + (f"{more}: {', '.join(found.first)}" if found.count else ""))
 
 
 @runbook("SEC-02")
@@ -69,8 +69,8 @@ def test_failed_logins_below_limit(node, hosts, profile, thresholds, check):
     limit = thresholds.failed_logins_max
     if lines:
         check.evidence("failed logins", "\n".join(f"{log}: {text}" for log, text in lines[-50:]))
-    check.that(len(lines) <= limit, measured=f"{len(lines)} failed-login/unauthorized lines in the last "
-               f"{thresholds.log_tail_lines} lines of each log", expected=f"<= {limit}", value=len(lines))
+    check.at_most(len(lines), limit, shown=f"{len(lines)} failed-login/unauthorized lines in the last "
+                  f"{thresholds.log_tail_lines} lines of each log")
 
 
 @runbook("SEC-04")
@@ -100,8 +100,8 @@ def test_key_rotated_in_time(key, hosts, profile, thresholds, check):
             check.fail(f"key file {k.path} does not exist" + (f" (a symlink to {st.target})" if st else ""))
         rotated, source = st.mtime, f"mtime of {k.path}"
     age = (time.time() - rotated) / 86400
-    check.that(age <= limit, measured=f"{k.kind} key last rotated {age:.1f} days ago ({source})",
-               expected=f"<= {limit:g} days", value=round(age, 2))
+    check.at_most(age, limit, "days", shown=f"{k.kind} key last rotated {age:.1f} days ago ({source})",
+                  value=round(age, 2))
 
 
 @runbook("SEC-06")
@@ -111,5 +111,4 @@ def test_no_breach_indicators(node, hosts, profile, thresholds, check):
     if lines:
         check.evidence("breach indicators", "\n".join(f"{log}: {text}" for log, text in lines[-50:]))
     latest = f", latest: {lines[-1][0]}: {excerpt(lines[-1][1], 200)}" if lines else ""
-    check.that(not lines, measured=f"{plural(len(lines), 'line')} naming a breach or intrusion{latest}", expected="0",
-               value=len(lines))
+    check.equals(len(lines), 0, shown=f"{plural(len(lines), 'line')} naming a breach or intrusion{latest}")

@@ -87,7 +87,7 @@ def test_systemd_unit_is_active(service, hosts, check):
     if not units.uses_systemd(hosts, service.host):
         check.skip(f"host {service.host.name} does not run systemd (no /run/systemd/system)")
     state = units.unit_state(hosts, service.host, unit)
-    check.that(state == "active", measured=f"{unit} is {state}", expected="active")
+    check.equals(state, "active", shown=f"{unit} is {state}")
 
 
 @runbook("SVC-06")
@@ -103,8 +103,8 @@ def test_health_latency_p99(service, http, thresholds, check):
         check.fail(f"sample {len(lat.samples_ms) + 1} of {n} got no answer: {lat.failures[0]}")
     fail_ms, warn_ms = thresholds.latency_p99_fail_ms, thresholds.latency_p99_warn_ms
     measured = f"p50 {lat.p50:.1f} ms, p99 {lat.p99:.1f} ms over {n} samples"
-    check.that(lat.p99 < fail_ms, measured=measured, expected=f"p99 < {fail_ms:g} ms",
-               value={"p50_ms": round(lat.p50, 2), "p99_ms": round(lat.p99, 2)})
+    check.below(lat.p99, fail_ms, "ms", what="p99", shown=measured,
+                value={"p50_ms": round(lat.p50, 2), "p99_ms": round(lat.p99, 2)})
     floor = thresholds.latency_noise_floor_ms  # a p99 a hair above the target is the machine, not the service
     if lat.p99 > warn_ms + floor:
         check.warn(f"p99 {lat.p99:.1f} ms is above the {warn_ms:g} ms target by more than the {floor:g} ms "
@@ -136,8 +136,8 @@ def test_error_rate_below_limit(service, logs, http, thresholds, check):
     if not total:  # an empty window is not a 0 % error rate
         check.skip("; ".join(seen) + ": no request seen to compute an error rate from")
     rate = 100 * errors / total
-    check.that(rate < limit, measured=f"{rate:.2f} % 5xx ({errors:g} of {total:g} requests, from {source})",
-               expected=f"< {limit:g} %", value=round(rate, 4))
+    check.below(rate, limit, "%", shown=f"{rate:.2f} % 5xx ({errors:g} of {total:g} requests, from {source})",
+                value=round(rate, 4))
 
 
 @runbook("SVC-08")
@@ -148,8 +148,7 @@ def test_constitutional_hash_header(service, http, thresholds, profile, check):
         check.kind("unmeasured")
         check.fail(reply.describe())
     got = reply.headers.get("x-constitutional-hash")
-    check.that(got == profile.constitutional_hash, measured=f"X-Constitutional-Hash: {got}",
-               expected=profile.constitutional_hash)
+    check.equals(got, profile.constitutional_hash, shown=f"X-Constitutional-Hash: {got}")
 
 
 @runbook("SVC-09", applies=lambda t: bool(t.ready_path or t.live_path))

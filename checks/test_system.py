@@ -14,8 +14,8 @@ from acgs_verify.words import excerpt, plural
 def test_load_average(node, hosts, thresholds, check):
     """if [ $(cat /proc/loadavg | cut -d' ' -f1 | cut -d'.' -f1) -gt 8 ]; then echo "High CPU load detected" """
     snap, limit = system.snapshot(hosts, node.host), thresholds.load_1m_max
-    check.that(snap.load_1m <= limit, measured=f"load {snap.load_1m:g} {snap.load_5m:g} {snap.load_15m:g} "
-               "(1, 5, 15 min)", expected=f"1-minute load <= {limit:g}", value=snap.load_1m)
+    check.at_most(snap.load_1m, limit, what="1-minute load",
+                  shown=f"load {snap.load_1m:g} {snap.load_5m:g} {snap.load_15m:g} (1, 5, 15 min)")
 
 
 # the CPU window (CPU_SAMPLE_SECONDS) of every host starts before the first check and the run waits for them,
@@ -24,8 +24,8 @@ def test_load_average(node, hosts, thresholds, check):
 def test_cpu_utilization(node, hosts, thresholds, check):
     """top  (CPU utilization, alert: >80%)"""
     snap, limit = system.snapshot(hosts, node.host), thresholds.cpu_percent_max
-    check.that(snap.cpu_percent <= limit, measured=f"CPU {snap.cpu_percent:.1f} % busy over "
-               f"{system.CPU_SAMPLE_SECONDS:g} s", expected=f"<= {limit:g} %", value=round(snap.cpu_percent, 2))
+    check.at_most(snap.cpu_percent, limit, "%",
+                  shown=f"CPU {snap.cpu_percent:.1f} % busy over {system.CPU_SAMPLE_SECONDS:g} s")
 
 
 @runbook("SYS-03")
@@ -33,8 +33,8 @@ def test_memory_usage(node, hosts, thresholds, check):
     """MEMORY_USAGE=$(free | grep Mem | awk '{printf("%.0f", $3/$2 * 100.0)}')  (alert: >85%)"""
     snap, limit = system.snapshot(hosts, node.host), thresholds.memory_percent_max
     used_mib = (snap.memory_total_kib - snap.memory_available_kib) // 1024
-    check.that(snap.memory_percent <= limit, measured=f"memory {snap.memory_percent:.1f} % used ({used_mib} of "
-               f"{snap.memory_total_kib // 1024} MiB)", expected=f"<= {limit:g} %", value=round(snap.memory_percent, 2))
+    check.at_most(snap.memory_percent, limit, "%",
+                  shown=f"memory {snap.memory_percent:.1f} % used ({used_mib} of {snap.memory_total_kib // 1024} MiB)")
 
 
 @runbook("SYS-04")
@@ -43,8 +43,8 @@ def test_disk_usage(mount, hosts, thresholds, check):
     disk, limit = system.snapshot(hosts, mount.host).disks.get(mount.mount), thresholds.disk_percent_max
     if not isinstance(disk, system.Disk):
         check.fail(f"df {mount.mount}: {disk or 'no answer'}")
-    check.that(disk.percent <= limit, measured=f"{disk.mount} ({disk.filesystem}) {disk.percent:.1f} % used, "
-               f"{(disk.size_kib - disk.used_kib) // 1024} MiB free", expected=f"<= {limit:g} %", value=disk.percent)
+    check.at_most(disk.percent, limit, "%", shown=f"{disk.mount} ({disk.filesystem}) {disk.percent:.1f} % used, "
+                  f"{(disk.size_kib - disk.used_kib) // 1024} MiB free", value=disk.percent)
 
 
 @runbook("SYS-05")
@@ -54,9 +54,9 @@ def test_no_recent_oom_kills(node, hosts, profile, thresholds, check):
     kills = system.oom_kills(hosts, node.host, source, n)
     if kills:
         check.evidence("OOM kills", "\n".join(kills[-20:]))
-    check.that(not kills, measured=f"{plural(len(kills), repr('Killed process') + ' line')} in the last "
-               f"{plural(n, 'line')} of "
-               f"{source or 'dmesg'}" + (f", latest: {excerpt(kills[-1], 200)}" if kills else ""), expected="0")
+    latest = f", latest: {excerpt(kills[-1], 200)}" if kills else ""
+    check.equals(len(kills), 0, shown=f"{plural(len(kills), repr('Killed process') + ' line')} in the last "
+                 f"{plural(n, 'line')} of {source or 'dmesg'}{latest}")
 
 
 def _endpoints(profile, host) -> list[tuple[str, int]]:
@@ -84,8 +84,8 @@ def test_network_latency(node, profile, thresholds, check):
     worst = max(p99, key=p99.get)
     fail_ms, warn_ms = thresholds.network_p99_fail_ms, thresholds.network_p99_warn_ms
     how = "TCP connect" + ("" if no_icmp else " and ICMP echo") + f" x{n}" + (f"; {no_icmp}" if no_icmp else "")
-    check.that(p99[worst] < fail_ms, measured=f"p99 {p99[worst]:.2f} ms to {worst} (worst of {len(p99)}: {how})",
-               expected=f"p99 < {fail_ms:g} ms", value={k: round(v, 3) for k, v in p99.items()})
+    check.below(p99[worst], fail_ms, "ms", what="p99", shown=f"p99 {p99[worst]:.2f} ms to {worst} (worst of "
+                f"{len(p99)}: {how})", value={k: round(v, 3) for k, v in p99.items()})
     floor = thresholds.latency_noise_floor_ms  # a p99 a hair above the target is the machine, not the network
     if p99[worst] > warn_ms + floor:
         check.warn(f"p99 {p99[worst]:.2f} ms to {worst} is above the {warn_ms:g} ms target by more than the "

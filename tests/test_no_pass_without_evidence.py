@@ -1,6 +1,8 @@
 """No pass without positive evidence: each check, pointed at a target where there is nothing to see (no answer, an
 empty body, an empty or missing log, an empty passwd, a tree or certificate that is not there, a Redis without a
-lookup), fails or skips and says what it could not see; it never passes.
+lookup, a database that refuses, no backup folder, a host that never answers), fails or skips and says what it could
+not see; it never passes. Every catalog ID has at least one such case in the tables below
+(test_every_catalog_id_has_a_saw_nothing_case).
 
 Real things only: a local HTTP server answering 200 with an empty body, ports where nothing listens, a fresh
 redis-server, empty files, an ssh host that refuses connections. One `acgs-verify run` per profile; each test then
@@ -18,12 +20,14 @@ from pathlib import Path
 
 import pytest
 
+from acgs_verify.catalog import CATALOG
 from acgs_verify.errors import ProbeError
 from acgs_verify.probes import processes, system
 from tests.conftest import run_cli
-from tests.servers import closed_port, redis_server
+from tests.servers import closed_port, dead_listener, redis_server
 
 HASH = "cdd01ef066bc6cf2"
+DARK = "127.0.0.2"  # the address of the host that never answers
 
 
 class _Empty(BaseHTTPRequestHandler):
@@ -55,11 +59,11 @@ def fresh_redis(tmp_path_factory):
         yield port
 
 
-def _run(tmp_path: Path, text: str, *extra: str) -> dict[tuple[str, str], dict]:
+def _run(tmp_path: Path, text: str, *extra: str, env: dict | None = None) -> dict[tuple[str, str], dict]:
     profile = tmp_path / "p.yaml"
     profile.write_text(text)
     reports = tmp_path / "reports"
-    res = run_cli("run", "--profile", str(profile), "--report-dir", str(reports), *extra, timeout=240)
+    res = run_cli("run", "--profile", str(profile), "--report-dir", str(reports), *extra, env=env, timeout=240)
     summary = reports / "latest" / "summary.json"
     assert summary.is_file(), res.stdout[-2000:] + res.stderr[-2000:]
     return {(c["id"], c["target"]): c for c in json.loads(summary.read_text())["checks"]}
@@ -85,20 +89,28 @@ def nothing_there(tmp_path_factory, empty_http, fresh_redis):
         (d / name).write_text("")
     (d / "logs").mkdir()  # no *.log in it
     with contextlib.ExitStack() as held:  # held while the run looks: nothing else can listen on them
-        closed, closed_redis, closed_tls, closed_ssh = (held.enter_context(closed_port()) for _ in range(4))
+        closed, closed_redis, closed_tls, closed_ssh, closed_pg = (held.enter_context(closed_port()) for _ in range(5))
+        # a host that says nothing at all, not even a refusal, on an address of its own: what does not answer
+        # there is not asked again for the run, and nothing else of this profile lives on it
+        dark_ssh = held.enter_context(dead_listener(DARK))
         text = f"""
 name: nothing
 hosts:
-  - {{name: app-1, backend: local, roles: [app, cache], mounts: ["{d}/no-such-mount"]}}
+  - {{name: app-1, backend: local, roles: [app, cache, db], mounts: ["{d}/no-such-mount"]}}
   - {{name: gone-1, address: 127.0.0.1, port: {closed_ssh}, backend: ssh, roles: [], mounts: ["/"]}}
+  - {{name: dark-1, address: {DARK}, port: {dark_ssh}, backend: ssh, roles: [], mounts: ["/"]}}
 services:
   - {{name: empty, port: {empty_http}, ready_path: /health/ready, live_path: /health/live, metrics_path: /metrics,
      log: "{d}/empty.log"}}
   - {{name: gone, port: {closed}, ready_path: /health/ready, log: "{d}/missing.log"}}
+databases:
+  - {{name: gone, dsn: "postgresql://acgs@127.0.0.1:{closed_pg}/acgs", unit: null, pools: {{acgs-auth-service: 5}},
+     admin_dsn: "postgresql://postgres@127.0.0.1:{closed_pg}/postgres"}}
 redis:
   - {{name: fresh, url: "redis://127.0.0.1:{fresh_redis}/0"}}
   - {{name: gone, url: "redis://127.0.0.1:{closed_redis}/0"}}
-paths: {{logs: "{d}/logs", alerts_log: "{d}/alerts.log", app_root: "{d}/no-such-tree", backups: "{d}/backups",
+backups: {{restore_drill: true}}
+paths: {{logs: "{d}/logs", alerts_log: "{d}/missing-alerts.log", app_root: "{d}/no-such-tree", backups: "{d}/backups",
          policies: "{d}/policies", passwd: "{d}/passwd", kernel_log: "{d}/kern.log"}}
 certificates: ["{d}/empty.pem", "{d}/missing.pem"]
 tls_endpoints: ["https://127.0.0.1:{closed_tls}"]
@@ -158,6 +170,34 @@ NOTHING_THERE: dict[str, dict[tuple[str, str], tuple[str, str]]] = {
         ("SEC-05", "app@app-1"): ("failed", "missing.key does not exist"),
         ("SEC-06", "app-1"): ("error", "no log file matches"),
     },
+    "a-host-that-never-answers": {
+        ("SYS-06", "dark-1"): ("error", "did not answer"),
+        ("MON-01", "gone-1"): ("error", "host unreachable"),
+    },
+    "a-service-with-no-process-port-unit-or-metrics": {
+        ("SVC-03", "gone@app-1"): ("failed", "nothing listens on TCP port"),
+        ("SVC-04", "gone@app-1"): ("failed", "not listening"),
+        ("SVC-05", "gone@app-1"): ("skipped", "names no systemd unit"),
+        ("SVC-10", "empty@app-1"): ("failed", "empty body: no metric at all"),
+    },
+    "a-database-that-refuses": {
+        ("DB-01", "gone"): ("failed", "connection refused"),
+        ("DB-02", "gone@app-1"): ("failed", "nothing listens on TCP port"),
+        **{(i, "gone"): ("error", "connection refused")
+           for i in ("DB-03", "DB-04", "DB-05", "DB-06", "DB-07", "DB-08", "DB-09", "DB-10", "DB-11", "DB-12",
+                     "DB-13", "CC-05")},
+        ("CC-04", "nothing"): ("error", "connection refused"),
+    },
+    "no-backup-folder": {
+        ("BK-01", "backups"): ("error", "backups does not exist"),
+        **{(i, "backups/latest"): ("error", "backups does not exist")
+           for i in ("BK-02", "BK-03", "BK-04", "BK-06", "BK-07")},
+        ("BK-05", "backups"): ("error", "backups does not exist"),
+    },
+    "no-policy-and-no-alerts-log": {
+        ("CC-03", "policies"): ("failed", "policies: the directory does not exist"),
+        ("MON-01", "app-1"): ("error", "missing-alerts.log does not exist"),
+    },
     "no-certificate-and-no-tls-answer": {
         ("TLS-01", "{d}/empty.pem@app-1"): ("error", "is empty"),
         ("TLS-01", "{d}/missing.pem@app-1"): ("error", "cannot read"),
@@ -184,6 +224,87 @@ def test_a_port_whose_owner_cannot_be_seen_is_not_a_memory_pass():
         processes.service_processes(processes.PortOwners("nobody", {}, (init,)), 8016)
 
 
+@pytest.fixture(scope="module")
+def nothing_visible(sandbox, tmp_path_factory):
+    """One run of the database and constitution checks as a role that may connect and read audit_logs, but sees
+    none of its rows (row-level security, no policy) and none of the other sessions (no pg_read_all_stats), in a
+    scratch database on the sandbox's PostgreSQL that holds only that table."""
+    import secrets
+
+    from acgs_verify.sandbox.components.postgres import primary_port
+    from tests.conftest import sandbox_admin
+
+    token = secrets.token_hex(4)
+    name, role, password = f"acgs_blind_{token}", f"acgs_blind_{token}", secrets.token_hex(12)
+    with sandbox_admin(sandbox, "postgres") as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        try:
+            # held open while the run looks: a session of another role, whose state the blind role cannot see
+            with sandbox_admin(sandbox, name) as other:
+                other.execute("""CREATE TABLE audit_logs (id bigserial PRIMARY KEY, timestamp timestamptz DEFAULT now(),
+                    created_at timestamptz DEFAULT now() - interval '200 days', event_data jsonb DEFAULT '{}',
+                    prev_hash text, current_hash text, tenant_id text, user_id text, service_name text,
+                    event_type text DEFAULT 'governance_decision', constitutional_hash text)""")
+                other.execute(f"INSERT INTO audit_logs (current_hash, constitutional_hash) "
+                              f"SELECT md5(i::text), '{HASH}' FROM generate_series(1, 50) i")
+                other.execute("ANALYZE audit_logs")
+                other.execute("ALTER TABLE audit_logs ENABLE ROW LEVEL SECURITY")
+                other.execute(f"GRANT SELECT ON audit_logs TO {role}")
+                d = tmp_path_factory.mktemp("blind")
+                results = _run(d, f"""
+name: blind
+hosts: [{{name: app-1, backend: local, roles: []}}]
+databases:
+  - {{name: blind, dsn: "postgresql://{role}@127.0.0.1:{primary_port(sandbox.port_offset)}/{name}", unit: null,
+     password_env: ACGS_BLIND_PASSWORD}}
+""", "--", "-m", "database or constitution", env={"ACGS_BLIND_PASSWORD": password})
+        finally:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
+    return results
+
+
+# what each database check says as a role that sees no row and no other session: (ID, target) -> (outcome, words)
+NOTHING_VISIBLE: dict[tuple[str, str], tuple[str, str]] = {
+    ("DB-04", "blind"): ("error", "cannot see the state or start of"),
+    ("DB-06", "blind"): ("skipped", "pg_stat_statements extension is not installed"),
+    ("DB-10", "blind"): ("error", "sees 0 of audit_logs' 50 rows (row-level security"),
+    ("DB-13", "blind"): ("error", "this role sees only its own sessions"),
+    ("CC-04", "blind"): ("error", "sees 0 of audit_logs' 50 rows (row-level security"),
+    ("CC-05", "blind"): ("error", "sees 0 of audit_logs' 50 rows (row-level security"),
+}
+
+
+def test_a_role_that_sees_nothing_does_not_pass(nothing_visible):
+    assert _verdicts(nothing_visible, NOTHING_VISIBLE) == []
+
+
+# what each target of the empty-files run says: files that exist and hold nothing, or nothing in the --since window
+EMPTY_FILES: dict[tuple[str, str], tuple[str, str]] = {
+    ("SEC-01", "app-1"): ("failed", "the tree holds no file"),
+    ("SEC-03", "app-1"): ("error", "hold no lines"),
+    ("SEC-06", "app-1"): ("error", "hold no lines"),
+    ("SEC-04", "app-1"): ("error", "cannot read"),
+    ("SYS-05", "app-1"): ("error", "cannot read"),
+    ("TLS-01", "{d}/not.pem@app-1"): ("error", "no readable PEM certificate"),
+    ("CC-01", "quiet@app-1"): ("error", "no lines since"),
+    ("CC-02", "quiet@app-1"): ("error", "no lines since"),
+    ("SVC-07", "quiet@app-1"): ("error", "no lines since"),
+}
+
+
+def test_every_catalog_id_has_a_saw_nothing_case():
+    """docs/design.md promises one per check: a new catalog ID without a case here fails this test."""
+    cases = [*(c for table in NOTHING_THERE.values() for c in table.items()), *EMPTY_FILES.items(),
+             *NOTHING_VISIBLE.items()]
+    covered = {check_id for (check_id, _), _ in cases}
+    missing = [i for i in CATALOG if i not in covered]
+    assert not missing, f"catalog IDs with no 'saw nothing' case in {__name__}: {missing}"
+    assert covered <= set(CATALOG), covered - set(CATALOG)
+    assert all(outcome in ("failed", "error", "skipped") for _, (outcome, _) in cases)  # never a pass
+
+
 def test_empty_files_and_an_empty_log_window_do_not_pass(tmp_path, empty_http):
     """Files that exist but hold nothing: an empty application tree, empty logs, logs with only old lines under
     --since, a kernel log and passwd that are missing, a file that is not a certificate."""
@@ -206,17 +327,8 @@ paths: {{logs: "{d}/logs", alerts_log: "{d}/logs/a.log", app_root: "{d}/tree", b
 certificates: ["{d}/not.pem"]
 security: {{allowed_users: [root]}}
 """, "--since", "10m")
-    assert _verdicts(results, {
-        ("SEC-01", "app-1"): ("failed", "the tree holds no file"),
-        ("SEC-03", "app-1"): ("error", "hold no lines"),
-        ("SEC-06", "app-1"): ("error", "hold no lines"),
-        ("SEC-04", "app-1"): ("error", "cannot read"),
-        ("SYS-05", "app-1"): ("error", "cannot read"),
-        ("TLS-01", f"{d}/not.pem@app-1"): ("error", "no readable PEM certificate"),
-        ("CC-01", "quiet@app-1"): ("error", "no lines since"),
-        ("CC-02", "quiet@app-1"): ("error", "no lines since"),
-        ("SVC-07", "quiet@app-1"): ("error", "no lines since"),
-    }) == []
+    assert _verdicts(results, {(check_id, target.format(d=d)): verdict
+                               for (check_id, target), verdict in EMPTY_FILES.items()}) == []
 
 
 def test_cpu_counters_that_do_not_advance_are_not_an_idle_cpu():

@@ -254,3 +254,23 @@ def test_secrets_are_masked_in_every_report(healthy_sandbox, tmp_path):
     assert "***" in (run_dir / "junit.xml").read_text() and "***" in (run_dir / "report.html").read_text()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert any(n.startswith("redis cache: could not count keys") for n in summary["notes"])
+
+
+# checks that judge through check.at_most/below/at_least/above: their `expected` is made from the limit, never typed
+STRUCTURED = {"SYS-01": "1-minute load <=", "SYS-02": "<=", "SYS-03": "<=", "SYS-04": "<=", "SYS-06": "p99 <",
+              "SVC-06": "p99 <", "RD-01": "PONG in <", "RD-02": "p99 <", "DB-01": "an answer in <", "DB-03": "<",
+              "SEC-03": "<=", "TLS-02": ">"}
+
+
+def test_threshold_checks_give_measured_expected_and_value_as_data(faulted_run):
+    checks = json.loads((faulted_run / "summary.json").read_text())["checks"]
+    judged = [c for c in checks if c["id"] in STRUCTURED and c["outcome"] in ("passed", "failed")]
+    assert {c["id"] for c in judged} == set(STRUCTURED), set(STRUCTURED) - {c["id"] for c in judged}
+    for c in judged:
+        assert re.fullmatch(re.escape(STRUCTURED[c["id"]]) + r" \d+(\.\d+)?( .+)?", c["expected"]), c
+        assert isinstance(c["value"], int | float | dict) and c["measured"], c
+        if c["outcome"] == "failed":
+            assert f"expected {c['expected']}" in c["message"], c
+    (header,) = [c for c in checks if c["id"] == "SVC-08" and c["target"] == BAD]
+    assert header["outcome"] == "failed" and header["expected"] == "cdd01ef066bc6cf2", header
+    assert header["value"] == "0badc0ffee15bad0" and "X-Constitutional-Hash: 0badc0ffee15bad0" in header["measured"]

@@ -19,6 +19,7 @@ import yaml
 
 from acgs_verify.discover.finders import Discovery, Item
 from acgs_verify.redact import cut, printable
+from acgs_verify.words import plural
 
 MARK = "added by acgs-verify discover"
 COMMENT_MAX = 400  # a comment is evidence for a human, not a copy of what a target said
@@ -163,13 +164,11 @@ def render(found: Discovery) -> str:
 
 def summary_line(found: Discovery) -> str:
     """`discovered 6 services, 1 database, 1 cache, backups, 1 certificate on app-1`."""
-    def n(count: int, word: str) -> str:
-        return f"{count} {word}{'' if count == 1 else ('es' if word.endswith('ch') else 's')}"
-
-    parts = [n(len(found.services), "service"), n(len(found.databases), "database"), n(len(found.redis), "cache")]
+    parts = [plural(len(found.services), "service"), plural(len(found.databases), "database"),
+             plural(len(found.redis), "cache")]
     if "backups" in found.paths:
         parts.append("backups")
-    parts.append(n(len(found.certificates), "certificate"))
+    parts.append(plural(len(found.certificates), "certificate"))
     if found.candidates:
         parts.append(f"{len(found.candidates)} left as candidates")
     return f"discovered {', '.join(parts)} on {found.host.data['name']}"

@@ -150,7 +150,7 @@ class Listing:
     def considered(self) -> str:
         """'10 backup folders (20250622..20250701_020000)', and what was left out and why."""
         n = len(self.backups)
-        text = f"{n} backup folder{'' if n == 1 else 's'}"
+        text = plural(n, "backup folder")
         if n:
             text += f" ({self.backups[0].name}..{self.latest.name})" if n > 1 else f" ({self.latest.name})"
         if self.left_out:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from acgs_verify.errors import ProbeError
 from acgs_verify.redact import one_line
+from acgs_verify.words import plural
 
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -54,7 +55,7 @@ def exposition(body: bytes, truncated: bool = False) -> Exposition:
     samples = [(s.name, dict(s.labels), float(s.value)) for f in families for s in f.samples]
     if not samples:
         n = len(families)
-        raise ProbeError(f"Prometheus text with {n} metric {'family' if n == 1 else 'families'} and no sample; {head}")
+        raise ProbeError(f"Prometheus text with {plural(n, 'metric family', 'metric families')} and no sample; {head}")
     return Exposition(len(families), samples, [f.name for f in families], truncated)
 
 

@@ -157,7 +157,7 @@ class _Strict(BaseModel):
         return v
 
 
-class Thresholds(_Strict):
+class _RunbookThresholds(_Strict):
     """Named limits (docs/checks.md, 'Threshold keys'); each can be set per profile or with --set."""
 
     health_timeout_seconds: float = Field(2, gt=0)
@@ -217,6 +217,28 @@ class Thresholds(_Strict):
     # not in the catalog either: the statement_timeout of every database session the checks open, so no
     # check's query can run on (or hold a lock) past it
     db_statement_timeout_seconds: float = Field(15, gt=0)
+
+
+def _with_declared_limits() -> type[_RunbookThresholds]:
+    """Thresholds: the runbook's limits above plus those a check's catalog record declares (catalog.Limit), so a
+    new check with a limit of its own is its function and its record, and a profile or --set names it as any
+    other."""
+    from pydantic import create_model
+
+    from acgs_verify.catalog import LIMITS
+
+    clash = sorted(set(LIMITS) & set(_RunbookThresholds.model_fields))
+    if clash:
+        raise ValueError(f"catalog records declare thresholds that profile/model.py already has: {clash}")
+    fields: dict[str, Any] = {
+        name: (int if isinstance(limit.default, int) else float,
+               Field(limit.default, ge=limit.ge, gt=limit.gt, le=limit.le, description=limit.doc))
+        for name, limit in LIMITS.items()}
+    return create_model("Thresholds", __base__=_RunbookThresholds, __module__=__name__,
+                        __doc__=_RunbookThresholds.__doc__, **fields)
+
+
+Thresholds = _with_declared_limits()
 
 
 # --------------------------------------------------------------------------------------------- ssh fields

@@ -41,10 +41,6 @@ def _names(items: list[str], limit: int = 3) -> str:
     return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
-def _plural(n: int, word: str) -> str:
-    return plural(n, word)
-
-
 def findings_lines(result: RunResult) -> list[str]:
     """What the terminal prints in "acgs-verify findings": what did not answer, notes, the per-host tally, what
     could not measure, failures, warnings."""
@@ -86,7 +82,7 @@ def findings_lines(result: RunResult) -> list[str]:
         out.append(f"{tag} {c.severity} {c.name} {c.title}{waiver}: {c.message}")
         others = same.get(c.nodeid)
         if others:  # its own line: at the end of a 450-character message nobody read it
-            out.append(f"  the same for {_plural(len(others), 'more check')} ({_severities(others)}): "
+            out.append(f"  the same for {plural(len(others), 'more check')} ({_severities(others)}): "
                        f"{_names([o.name for o in others])}")
     out += [f"WARN {c.severity} {c.name} {c.title}: {c.warning}" for c in warned]
     # the terminal acts on what it is sent: a summary.json from elsewhere (acgs-verify report) may hold anything
