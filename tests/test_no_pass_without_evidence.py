@@ -189,13 +189,13 @@ NOTHING_THERE: dict[str, dict[tuple[str, str], tuple[str, str]]] = {
         ("CC-04", "nothing"): ("error", "connection refused"),
     },
     "no-backup-folder": {
-        ("BK-01", "backups"): ("error", "backups does not exist"),
-        **{(i, "backups/latest"): ("error", "backups does not exist")
+        ("BK-01", "backups@app-1"): ("error", "backups does not exist"),
+        **{(i, "backups/latest@app-1"): ("error", "backups does not exist")
            for i in ("BK-02", "BK-03", "BK-04", "BK-06", "BK-07")},
-        ("BK-05", "backups"): ("error", "backups does not exist"),
+        ("BK-05", "backups@app-1"): ("error", "backups does not exist"),
     },
     "no-policy-and-no-alerts-log": {
-        ("CC-03", "policies"): ("failed", "policies: the directory does not exist"),
+        ("CC-03", "policies@app-1"): ("failed", "policies: the directory does not exist"),
         ("MON-01", "app-1"): ("error", "missing-alerts.log does not exist"),
     },
     "no-certificate-and-no-tls-answer": {
