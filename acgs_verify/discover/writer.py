@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import yaml
 
-from acgs_verify.discover.finders import Discovery, Item
+from acgs_verify.discover.model import Discovery, Item
 from acgs_verify.redact import cut, printable
 
 MARK = "added by acgs-verify discover"
