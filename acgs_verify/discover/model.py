@@ -33,6 +33,8 @@ class Discovery:
     tls_ca: Item | None = None
     security: dict[str, Item] = field(default_factory=dict)
     todos: list[str] = field(default_factory=list)
+    # which fact chose a server where several listened ({"database": "content: ..."}), for discover's output
+    decided: dict[str, str] = field(default_factory=dict)
 
     def set_path(self, key: str, value: str | None, why: str) -> None:
         self.paths[key] = Item({"value": value}, [why])

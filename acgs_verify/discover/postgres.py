@@ -121,6 +121,8 @@ def find_databases(reader: HostReader, services: list) -> None:
                            f"{', '.join(str(p) for p in pick.undecided)}) and no fact chose one")
         return
     port, proc, address = next(s for s in primaries if s[0] == pick.port)
+    if len(primaries) > 1:
+        found.decided["database"] = f"{port} by {pick.decided_by}"
     ev = [f"pid {proc.pid} ({proc.user}, {program(proc.args)}) listens on {address}:{port}",
           f"chosen by {pick.decided_by}" + (f", of {len(primaries)} PostgreSQL servers (ports "
                                             f"{', '.join(str(p) for p, _, _ in primaries)})" if len(primaries) > 1
@@ -155,7 +157,8 @@ def find_databases(reader: HostReader, services: list) -> None:
     found.databases.append(Item(data, ev))
     for p, pr, a in servers:
         if p != port and p not in reps:
-            found.todos.append(f"another PostgreSQL on {a}:{p} (pid {pr.pid}) left out: {_said(sessions.get(p))}")
+            why = "a standby (standby.signal)" if p in replicas else _said(sessions.get(p))
+            found.todos.append(f"another PostgreSQL on {a}:{p} (pid {pr.pid}) left out: {why}")
 
 
 def data_password(data: dict, ev: list[str], session: Session | None) -> None:

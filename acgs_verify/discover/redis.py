@@ -40,6 +40,8 @@ def find_redis(reader: HostReader, services: list) -> None:
                            f" and no fact chose one ({read} of {len(services)} services' connections readable)")
         return
     port, proc, address = next(s for s in servers if s[0] == pick.port)
+    if len(servers) > 1:
+        found.decided["cache"] = f"{port} by {pick.decided_by}"
     ev = [f"pid {proc.pid} ({proc.user}, {program(proc.args)}) listens on {address}:{port}",
           f"chosen by {pick.decided_by}" + (f", of {len(servers)} Redis servers (ports {', '.join(map(str, ports))})"
                                             if len(servers) > 1 else "")]

@@ -102,20 +102,25 @@ def find_services(reader: HostReader) -> list[Server]:
     home = _home_tree(acgs, runbook)
     kept: list[Server] = []
     for s in sorted(acgs, key=lambda s: (s.port not in runbook, s.port)):
-        if home and s.tree and s.tree != home:
+        taken = s.name in {k.name for k in kept}
+        if home and s.tree == home:
+            kept.append(s)
+        elif home and s.tree:
             others.append((s, f"the application tree above its working directory is {s.tree}, not {home}: "
                               "another stack on this host?"))
-        elif s.name in {k.name for k in kept} and not (home and s.tree == home):
+        elif home and not (s.port in runbook and not taken):
+            others.append((s, f"no application tree above its working directory, and not on a runbook port: not "
+                              f"part of the stack in {home}?"))
+        elif taken:
             # a shared host may run several stacks: where the trees cannot tell them apart, the runbook port's first
-            others.append((s, f"another `{s.name}`; its application tree is unknown, so whether it belongs to this "
-                              "stack is too"))
+            others.append((s, f"another `{s.name}` (a second stack on this host?)"))
         else:
             kept.append(s)
-    twice = {n for n, c in Counter(s.name for s in kept).items() if c > 1}
+    twice = {n: c for n, c in Counter(s.name for s in kept).items() if c > 1}
     for s in kept:
         if s.name in twice:
-            s.named_by += f"; {sum(k.name == s.name for k in kept)} services in {s.tree} report that name, so " \
-                          "each is named by its port too"
+            s.named_by += f"; {twice[s.name]} services of this stack report that name, so each is named by its " \
+                          "port too"
             s.name = f"{s.name}-{s.port}"
     hashes = Counter(s.hash for s in kept if s.hash)
     if hashes:
@@ -129,10 +134,10 @@ def find_services(reader: HostReader) -> list[Server]:
 
 
 def _home_tree(acgs: list[Server], runbook: dict[int, str]) -> str | None:
-    """The application tree of this stack: that of the services on the runbook's ports, else the commonest."""
-    on_runbook = Counter(s.tree for s in acgs if s.tree and s.port in runbook)
-    every = Counter(s.tree for s in acgs if s.tree)
-    counts = on_runbook or every
+    """The application tree of this stack: the commonest of the services on the runbook's ports where any listens
+    there (None when none of theirs is known: the trees then tell nothing), else the commonest of all."""
+    on_runbook = [s for s in acgs if s.port in runbook]
+    counts = Counter(s.tree for s in (on_runbook or acgs) if s.tree)
     return counts.most_common(1)[0][0] if counts else None
 
 

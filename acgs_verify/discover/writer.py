@@ -162,7 +162,8 @@ def render(found: Discovery) -> str:
 
 
 def summary_line(found: Discovery) -> str:
-    """`discovered 6 services, 1 database, 1 cache, backups, 1 certificate on app-1`."""
+    """`discovered 6 services, 1 database, 1 cache, backups, 1 certificate on app-1`, and where several servers
+    listened, the fact that chose each (`; database chosen: 5433 by content: it holds database acgs_production`)."""
     def n(count: int, word: str) -> str:
         return f"{count} {word}{'' if count == 1 else ('es' if word.endswith('ch') else 's')}"
 
@@ -172,7 +173,8 @@ def summary_line(found: Discovery) -> str:
     parts.append(n(len(found.certificates), "certificate"))
     if found.candidates:
         parts.append(f"{len(found.candidates)} left as candidates")
-    return f"discovered {', '.join(parts)} on {found.host.data['name']}"
+    chosen = "".join(f"; {what} chosen: {why}" for what, why in found.decided.items())
+    return printable(f"discovered {', '.join(parts)} on {found.host.data['name']}{chosen}")
 
 
 # --------------------------------------------------------------------------------------------- merge
