@@ -61,6 +61,7 @@ def host(tmp_path):
         f"6 4 * * * root {scripts['binary']}", f"7 4 * * * root {p}/opt/link.sh", f"8 4 * * * root {p}/opt/fifo.sh",
         "9 4 * * * root /no/such/script.sh 'unbalanced", ""])
     _write(p / "etc/cron.d/acgs", cron)
+    _write(p / "etc/cron.daily/acgs-dump", f"#!/bin/sh\nBACKUP_DIR='{p}/from-cron-daily'\n")
     _write(p / "var/spool/cron/crontabs/acgs", f"0 3 * * * BACKUP_DIR={p}/on-the-line /bin/true\n")
     _write(p / "etc/systemd/system/acgs-backup.timer", "[Timer]\nOnCalendar=daily\nUnit=acgs-backup.service\n")
     _write(p / "etc/systemd/system/acgs-backup.service",
@@ -72,8 +73,8 @@ def host(tmp_path):
 def test_backup_dirs_come_from_what_crontabs_and_timers_run_and_nothing_else(reader, host, tmp_path):
     found = [(d, why) for d, why in scheduled_backup_dirs(reader) if d.startswith(str(tmp_path))]  # not the host's
     dirs = [d for d, _ in found]
-    assert dirs == [f"{tmp_path}/from-cron", f"{tmp_path}/on-the-line", f"{tmp_path}/from-environment",
-                    f"{tmp_path}/from-timer"], found
+    assert dirs == [f"{tmp_path}/from-cron", f"{tmp_path}/on-the-line", f"{tmp_path}/from-cron-daily",
+                    f"{tmp_path}/from-environment", f"{tmp_path}/from-timer"], found
     why = dict(found)
     assert why[f"{tmp_path}/from-cron"] == f"BACKUP_DIR in {tmp_path}/opt/s1.sh (run by {tmp_path}/etc/cron.d/acgs " \
                                            "line 4)"

@@ -21,6 +21,7 @@ BACKUPS = "/var/backups/acgs"
 DATED = re.compile(r"^\d{8}(_\d{6})?$|^\d{4}-\d{2}-\d{2}(T\d{6})?$")
 CRON_FILES = ("/etc/crontab",)
 CRON_DIRS = ("/etc/cron.d", "/var/spool/cron/crontabs", "/var/spool/cron")
+RUN_PARTS = ("/etc/cron.hourly", "/etc/cron.daily", "/etc/cron.weekly", "/etc/cron.monthly")  # scripts run as they are
 UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
 READ_CAP = 65536  # bytes of one crontab, unit or script: a backup script is short
 MAX_FILES = 200  # crontabs and timers read at most: a host with more is not read further
@@ -67,6 +68,10 @@ def scheduled_backup_dirs(reader: HostReader) -> list[tuple[str, str]]:
             for n, line in enumerate(text.splitlines(), 1):
                 for d, script in _cron_line_dirs(reader, line, system=not tab.startswith(root + "/var/spool")):
                     out.append((d, f"BACKUP_DIR in {script} (run by {tab} line {n})"))
+        for d in RUN_PARTS:
+            for script in _files(reader, root + d, "*"):
+                out += [(x, f"BACKUP_DIR in {script} (run by run-parts from {root + d})")
+                        for x in _ASSIGN.findall(_read(reader, script))]
         timers = [f for d in UNIT_DIRS for f in _files(reader, root + d, "*.timer")]
         for timer in timers[:MAX_FILES]:
             unit = _unit_key(_read(reader, timer), "Unit") or PurePosixPath(timer).stem + ".service"
