@@ -124,3 +124,15 @@ def test_whole_host_discover_on_a_shared_machine_chooses_the_same(host, tmp_path
     assert {s["port"] for s in data["services"]} == mine, data["services"]
     assert "database chosen: " in res.stderr and "next: acgs-verify run" in res.stderr, res.stderr
     assert APP in data["paths"]["policies"]
+
+
+def test_a_redis_that_refuses_a_password_less_ping_gets_password_env(tmp_path):
+    """The other side of the rule: a server that asks for a password gets the variable, and the comment says why."""
+    from tests.servers import redis_server
+
+    with redis_server(tmp_path, password="untidy-" + os.urandom(6).hex()) as port:
+        found = find(Host(name="untidy-2"), ports={port})
+    (cache,) = found.redis
+    assert cache.data["password_env"] == "ACGS_REDIS_PASSWORD"
+    assert any("it refused PING without a password" in e for e in cache.evidence), cache.evidence
+    assert any("chosen by the only one" in e for e in cache.evidence), cache.evidence

@@ -136,10 +136,10 @@ def find_databases(reader: HostReader, services: list) -> None:
         ev.append(f"TODO dsn: no service names a database URL; the runbook's role and database ({user}, {dbname}) "
                   f"on the server listening on {port}")
     data: dict = {"name": "primary", "dsn": dsn}
-    session = sessions.get(port)
-    if port not in env_ports or urlsplit(dsn).username != user or urlsplit(dsn).path.lstrip("/") != dbname:
-        u = urlsplit(dsn)
-        session = _session(reader, address, port, u.username or ROLE, u.path.lstrip("/") or DATABASE)
+    u = urlsplit(dsn)
+    written = (u.username or ROLE, u.path.lstrip("/") or DATABASE)
+    # the password question is asked as the profile will connect: its DSN's role and database
+    session = sessions.get(port) if written == (user, dbname) else _session(reader, address, port, *written)
     data_password(data, ev, session)
     pattern = anchored(proc.args, port)
     if pattern:

@@ -58,8 +58,10 @@ def find_redis(reader: HostReader, services: list) -> None:
                   "if the checker's host needs one")
     else:
         data["password_env"] = "ACGS_REDIS_PASSWORD"
-        ev.append("password_env: ACGS_REDIS_PASSWORD: " + ("it refused PING without a password (export it)" if asked
-                                                           else "not asked from here; remove it if Redis needs none"))
+        why = ("it refused PING without a password (export it)" if asked else
+               "a PING without a password could not tell; remove it if Redis needs none" if asked is None and
+               reader.host.backend == "local" else "not asked from here (a remote host); remove it if Redis needs none")
+        ev.append(f"password_env: ACGS_REDIS_PASSWORD: {why}")
     found.redis.append(Item(data, ev))
     for p, pr, a in servers:
         if p != port:
