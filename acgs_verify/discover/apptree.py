@@ -72,8 +72,8 @@ def _app_root(reader: HostReader, services: list) -> None:
     candidates = [(prefix + APP_ROOT, f"the runbook's application root under {prefix}")] if prefix else []
     trees = Counter(t for t in (tree_of(reader, s.proc.pid) for s in services) if t)
     for tree, n in trees.most_common():
-        candidates.append((tree, f"the folder holding config/ above {n} service{'s' if n > 1 else ''}' working "
-                                 "director" + ("ies" if n > 1 else "y")))
+        candidates.append((tree, f"the folder holding config/ above the services' working directories ({n} of "
+                                 f"{len(services)})"))
     cwds = [c for c in (reader.proc_details(s.proc.pid).get("cwd") for s in services) if c]
     if cwds:
         candidates.append((common_dir(cwds), f"the services' common working directory ({len(cwds)} cwds)"))
