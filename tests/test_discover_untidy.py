@@ -17,7 +17,16 @@ from acgs_verify.discover import find
 from acgs_verify.discover.writer import render, summary_line
 from acgs_verify.profile import Host, load_profile
 from tests.conftest import SHARED_MACHINE, free_port_offset, run_cli
-from tests.untidy_host import APP, postgres_cluster, redis_on, seed_cache, service, write_backups, write_tree
+from tests.untidy_host import (
+    APP,
+    forget_statements,
+    postgres_cluster,
+    redis_on,
+    seed_cache,
+    service,
+    write_backups,
+    write_tree,
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +46,7 @@ def host(tmp_path_factory, host_services_alone):
                     for factory, folder in (("auth", "platform/authentication"), ("auth", "platform/auth-b"),
                                             ("constitutional_ai", "core/constitutional-ai/app"))]
         backups = write_backups(prefix, real_pg["port"])
+        forget_statements(real_pg["port"])
         yield {"prefix": prefix, "app": app, "offset": offset, "bare_pg": bare_pg, "real_pg": real_pg,
                "bare_redis": bare_redis, "real_redis": real_redis, "services": services, "backups": backups,
                "ports": {s["port"] for s in services} | {bare_pg["port"], real_pg["port"], bare_redis, real_redis}}
