@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from acgs_verify.discover import find
-from acgs_verify.discover.facts import url_without_password
+from acgs_verify.discover.urls import url_without_password
 from acgs_verify.discover.writer import escape_text, profile_data, render
 from acgs_verify.profile import Host, load_profile
 from tests import test_run_hosts

@@ -18,10 +18,7 @@ import pytest
 import yaml
 
 from acgs_verify.discover import find
-from acgs_verify.discover.finders import _Finder
 from acgs_verify.discover.writer import render
-from acgs_verify.hosts.pool import HostPool
-from acgs_verify.probes.processes import port_owners
 from acgs_verify.profile import Host, load_profile
 from tests.conftest import run_cli
 from tests.servers import server
@@ -116,33 +113,19 @@ def test_discover_writes_a_hostile_tree_as_data(tree):
     assert mine["log"] == str(tree["log"])
 
 
-def _found_from_the_one_service(tree, *steps: str):
-    """discover's `steps` (its _Finder's methods) over the one service alone, so that the other stacks on this
-    shared machine do not move the services' common working directory elsewhere."""
-    pool = HostPool(connect_timeout=5)
-    host = Host(name="app-1")
-    try:
-        finder = _Finder(pool, host, pool.get(host), 0)
-        finder.facts = port_owners(pool, host)
-        finder.found.user = finder.facts.user
-        finder.prefix = ""
-        servers = [s for s in finder._servers() if s.port == tree["port"]]
-        assert [s.proc.pid for s in servers] == [tree["pid"]]
-        for step in steps:
-            if step == "_security":  # it reads what _app_root found, not the services
-                finder._security()
-            else:
-                getattr(finder, step)(servers)
-    finally:
-        pool.close()
+def _found_from_the_one_service(tree):
+    """discover over the one service's port alone, so that the other stacks on this shared machine do not move the
+    application tree elsewhere."""
+    found = find(Host(name="app-1"), ports={tree["port"]})
+    assert [s.data["port"] for s in found.services] == [tree["port"]]
     _nothing_ran(tree)
-    return finder
+    return found
 
 
 def test_an_application_tree_is_read_by_its_exact_names(tree, monkeypatch):
     monkeypatch.chdir(tree["work"])  # the local backend's commands run here, beside a bait
-    finder = _found_from_the_one_service(tree, "_app_root", "_security", "_host")
-    paths, security = finder.found.paths, finder.found.security
+    found = _found_from_the_one_service(tree)
+    paths, security = found.paths, found.security
     assert paths["app_root"].data["value"] == str(tree["app"])
     assert paths["policies"].data["value"] == str(tree["policies"])
     assert security["secret_files"].data["value"] == tree["secrets"]
@@ -153,7 +136,7 @@ def test_an_application_tree_is_read_by_its_exact_names(tree, monkeypatch):
     mount = os.path.realpath(tree["work"])
     while not os.path.ismount(mount):
         mount = os.path.dirname(mount)
-    assert finder.found.host.data["mounts"] == list(dict.fromkeys(["/", mount]))
+    assert found.host.data["mounts"] == list(dict.fromkeys(["/", mount]))
 
 
 def test_a_relative_path_in_a_services_environment_is_read_where_the_service_reads_it(tree, monkeypatch):
@@ -161,6 +144,5 @@ def test_a_relative_path_in_a_services_environment_is_read_where_the_service_rea
     option), and written as its absolute path; before, head was handed `-delete.pem` in discover's own
     directory and the certificate was not found."""
     monkeypatch.chdir(tree["work"])
-    finder = _found_from_the_one_service(tree, "_certificates")
-    paths = [c.data["path"] for c in finder.found.certificates]
+    paths = [c.data["path"] for c in _found_from_the_one_service(tree).certificates]
     assert str(tree["app"] / f"{DASH}.pem") in paths, paths

@@ -7,7 +7,8 @@
 
 Read-only: ps, ss, /proc/PID/{cmdline,cwd,environ,fd,cgroup}, `find`/`ls` of the usual places, and HTTP GETs of the
 health paths. Passwords are never written: a DSN found in a process environment loses its password and the profile
-names `password_env` instead. `finders` reads the host, `writer` turns findings into YAML text (and merges).
+names `password_env` instead. `finders` runs one module per subject (services, postgres, redis, apptree, backups,
+tls) over one `reader.HostReader`; `writer` turns findings into YAML text (and merges).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from acgs_verify.redact import last_line, printable
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from acgs_verify.discover.finders import Discovery
+    from acgs_verify.discover.model import Discovery
 
 __all__ = ["Discovery", "Item", "discover", "find", "merge", "render", "summary_line"]
 # imported on first use: the CLI reads add_arguments at every start, `acgs-verify run` included
-_LAZY = {"Discovery": "finders", "Item": "finders", "find": "finders",
+_LAZY = {"Discovery": "model", "Item": "model", "find": "finders",
          "merge": "writer", "render": "writer", "summary_line": "writer"}
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import yaml
 
-from acgs_verify.discover.finders import Discovery, Item
+from acgs_verify.discover.model import Discovery, Item
 from acgs_verify.redact import cut, printable
 from acgs_verify.words import plural
 
@@ -163,7 +163,8 @@ def render(found: Discovery) -> str:
 
 
 def summary_line(found: Discovery) -> str:
-    """`discovered 6 services, 1 database, 1 cache, backups, 1 certificate on app-1`."""
+    """`discovered 6 services, 1 database, 1 cache, backups, 1 certificate on app-1`, and where several servers
+    listened, the fact that chose each (`; database chosen: 5433 by content: it holds database acgs_production`)."""
     parts = [plural(len(found.services), "service"), plural(len(found.databases), "database"),
              plural(len(found.redis), "cache")]
     if "backups" in found.paths:
@@ -171,7 +172,8 @@ def summary_line(found: Discovery) -> str:
     parts.append(plural(len(found.certificates), "certificate"))
     if found.candidates:
         parts.append(f"{len(found.candidates)} left as candidates")
-    return f"discovered {', '.join(parts)} on {found.host.data['name']}"
+    chosen = "".join(f"; {what} chosen: {why}" for what, why in found.decided.items())
+    return printable(f"discovered {', '.join(parts)} on {found.host.data['name']}{chosen}")
 
 
 # --------------------------------------------------------------------------------------------- merge
