@@ -12,7 +12,6 @@ reports with --report-dir, its last line. AllureDetails adds labels and evidence
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -122,6 +121,7 @@ class ResultCollector:
         self.interrupted = False
         self._crashed: dict[str, str] = {}  # nodeid -> xdist's "worker ... crashed while running ..."
         self._secret_values: list[str] | None = None
+        self._ending = None  # finish.Ending once a run of the checks has been closed
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == WORKER_CRASH:
@@ -200,6 +200,7 @@ class ResultCollector:
         if self._same_as_run():
             if exitstatus == 5 or not self.result.checks:
                 self.result.notes.append("no checks were collected: check the gate, -k and -m filters")
+            self._ending = _close_plain_run(self.result, self.config)  # the gate's verdict is in the exit code
             session.exitstatus = self.result.exit_code  # the contract of acgs-verify run: 0/1/2/3
 
     def _cut_off(self) -> list[CheckResult]:
@@ -234,18 +235,16 @@ class ResultCollector:
         return is_plain(self.config) and (PROFILE_KEY in self.config.stash or bool(self.by_nodeid))
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        """After pytest's own last line: the reports (with --report-dir) and the run's summary line."""
+        """After pytest's own last line: where the reports are (with --report-dir) and the run's summary line."""
         from acgs_verify import rundir
+        from acgs_verify.finish import say_ending
 
         plain_run = config.stash.get(PLAIN_RUN_KEY, None)
-        if self.result is None or not self._same_as_run():
+        if self.result is None or self._ending is None:
             if plain_run:
                 rundir.discard(plain_run.partial)
             return
-        if plain_run:
-            _finish_plain_run(self.result, config, plain_run)
-        _print_escalation(self.result, config.stash.get(PROFILE_KEY, None))
-        print(self.result.summary_line())
+        say_ending(self.result, self._ending)
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
         from acgs_verify.report.terminal import findings_lines
@@ -257,37 +256,16 @@ class ResultCollector:
                 terminalreporter.write_line(line)
 
 
-def _finish_plain_run(result: RunResult, config: pytest.Config, plain_run: PlainRun) -> None:
-    """The gate's rules, the trend and the reports, as acgs-verify run writes them; one line saying where."""
-    from acgs_verify import rundir
-    from acgs_verify.gates import GatePlan, finish
-    from acgs_verify.report.history import trend_of
+def _close_plain_run(result: RunResult, config: pytest.Config):
+    """The gate's rules, the trend and the reports (with --report-dir), as acgs-verify run closes a run."""
+    from acgs_verify.finish import close_run
+    from acgs_verify.gates import GatePlan
 
-    profile = config.stash[PROFILE_KEY]
-    plan = GatePlan(config.getoption("acgs_gate"))
-    try:
-        finish(result, plan, profile, plain_run.partial)
-        result.extra["trend"] = trend_of(result, plain_run.report_dir)
-        run_dir = rundir.finish(result, plain_run.partial, plain_run.report_dir, profile.secret_values(),
-                                plan.writes_snapshot)
-        print(f"reports: {run_dir}/ (report.html, report.md, summary.json, junit.xml, metrics.prom, "
-              "allure-results/)" + ("" if result.complete else " [incomplete]"))
-    except rundir.ReportDirError as exc:
-        print(f"acgs-verify: error: {exc}", file=sys.stderr)
-    except BaseException:
-        rundir.discard(plain_run.partial)
-        raise
-
-
-def _print_escalation(result: RunResult, profile: Profile | None) -> None:
-    """The escalation line, just above the summary line (computed here when no run directory was written)."""
-    from acgs_verify.escalation import escalation_line, escalation_of
-
-    if "escalation" not in result.extra and profile is not None:
-        result.extra["escalation"] = escalation_of(result, profile.escalation)
-    line = escalation_line(result)
-    if line:
-        print(line)
+    profile = config.stash.get(PROFILE_KEY, None)
+    plain_run = config.stash.get(PLAIN_RUN_KEY, None)
+    gate = (GatePlan(config.getoption("acgs_gate")), profile) if profile is not None else None
+    return close_run(result, plain_run.partial if plain_run else None, plain_run.report_dir if plain_run else None,
+                     profile.secret_values() if profile is not None else [], gate=gate)
 
 
 def _apply_run_options(opts: RunOptions, result: RunResult) -> None:
