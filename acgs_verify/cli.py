@@ -500,7 +500,7 @@ def _shard(args):
 def _check_options(args) -> None:
     """Options that need no profile, checked before it is loaded (its secrets may not be there yet)."""
     from acgs_verify import rundir
-    from acgs_verify.probes.logs import parse_since
+    from acgs_verify.options import parse_since
 
     if args.since and args.since != "snapshot":
         try:

@@ -56,7 +56,7 @@ def run_options(config: pytest.Config) -> RunOptions:
     """--since as a datetime, --waivers as Waiver objects and --shard as a Shard, parsed once; bad input is a
     UsageError line."""
     if RUN_OPTIONS_KEY not in config.stash:
-        from acgs_verify.probes.logs import parse_since
+        from acgs_verify.options import parse_since
 
         opts = RunOptions()
         since = config.getoption("acgs_since")

@@ -67,7 +67,7 @@ def find_snapshot(report_dir: Path, profile_name: str) -> Path | None:
 
 def plan(gate: str, profile_name: str, report_dir: Path, snapshot_arg: Path | None, since_arg: str | None) -> GatePlan:
     """Resolve the snapshot and the log window before anything runs; any problem is a GateError line."""
-    from acgs_verify.probes.logs import parse_since
+    from acgs_verify.options import parse_since
     from acgs_verify.report.snapshot import read_snapshot
 
     p = GatePlan(gate)

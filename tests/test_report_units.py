@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from acgs_verify.probes.logs import parse_since, within
+from acgs_verify.options import parse_since
+from acgs_verify.probes.logs import within
 from acgs_verify.report import allure, mask_files
 from acgs_verify.report.diff import compare
 from acgs_verify.report.history import append_history, read_history
