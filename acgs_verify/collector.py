@@ -24,6 +24,7 @@ from acgs_verify.profile import Profile
 from acgs_verify.redact import last_line, mask, one_line
 from acgs_verify.report.allure import SEVERITY as ALLURE_SEVERITY  # one mapping for both Allure writers
 from acgs_verify.results import INTERRUPTED, CheckResult, RunResult, in_catalog_order, shortened
+from acgs_verify.run_state import STATE_PROPERTY, empty, gather
 from acgs_verify.shards import SHARD_KEY, Shard, ShardError
 from acgs_verify.shards import resolve as resolve_shard
 
@@ -122,6 +123,7 @@ class ResultCollector:
         self._crashed: dict[str, str] = {}  # nodeid -> xdist's "worker ... crashed while running ..."
         self._secret_values: list[str] | None = None
         self._ending = None  # finish.Ending once a run of the checks has been closed
+        self.state: dict | None = None  # the snapshot's state, when the gate keeps one (run_state.py)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == WORKER_CRASH:
@@ -148,6 +150,9 @@ class ResultCollector:
                 res.evidence[k.split(":", 1)[1]] = v
         if "unreachable" in props:
             res.unreachable = props["unreachable"]
+        if STATE_PROPERTY in props:  # the snapshot's tables and keys, recorded by DB-01/RD-01 (run_state.py)
+            self.state = self.state or empty()
+            gather(self.state, report.user_properties)
         if report.when == "call" or report.outcome != "passed":
             outcome = report.outcome
             if outcome == "failed" and props.get("outcome") in ("failed", "error"):
@@ -195,6 +200,8 @@ class ResultCollector:
             planned=getattr(session, "testscollected", None) or None,  # xdist's controller sets it from its workers
             notes=_profile_notes(profile) if profile else [],
         )
+        if self.state is not None:
+            self.result.extra["state"] = self.state
         _apply_run_options(run_options(self.config), self.result)
         self._write_junit()
         if self._same_as_run():

@@ -141,6 +141,10 @@ def wait_for_recovery(result: RunResult, seconds: float, rerun: Callable[[list[s
                 fresh[c.nodeid].attempts = c.attempts + 1
                 result.checks[i] = fresh[c.nodeid]
         result.notes.extend(n for n in again.notes if n not in result.notes)
+        if again.extra.get("state"):  # a DB-01/RD-01 that ran again recorded its source again
+            from acgs_verify.run_state import empty, renew
+
+            renew(result.extra.setdefault("state", empty()), again.extra["state"])
         if not again.complete:  # stopped mid-way: its interrupted checks make this run incomplete too
             result.complete = False
             break
@@ -164,11 +168,12 @@ def finish(result: RunResult, p: GatePlan, profile, run_dir: Path | None = None)
     lines: list[str] = []
     if p.since:
         result.extra["log_window_since"] = p.since
-    if p.writes_snapshot or p.compares:
-        from acgs_verify.probes.state import collect_state
+    if p.writes_snapshot or p.compares:  # what DB-01 and RD-01 recorded as they ran: nothing is asked again here
+        from acgs_verify.run_state import empty, unrecorded
 
-        result.extra["state"] = collect_state(profile)
-        result.notes.extend(result.extra["state"]["errors"])
+        state = result.extra.setdefault("state", empty())
+        state["errors"].extend(unrecorded(state, profile))
+        result.notes.extend(e for e in state["errors"] if e not in result.notes)
     required = GATES[p.gate].get("required") or ()
     ran = {c.id for c in result.checks}
     missing = [i for i in required if i not in ran]

@@ -356,9 +356,39 @@ def run_history(pytestconfig: pytest.Config, profile: Profile) -> list[dict]:
 
 
 @pytest.fixture
-def check(request: pytest.FixtureRequest) -> Check:
+def check(request: pytest.FixtureRequest, profile: Profile) -> Check:
     target = _target_of(request.node)
-    return Check(request.node, target.id if target is not None else "-", target=target, request=request)
+    return Check(request.node, target.id if target is not None else "-", target=target, profile=profile,
+                 systemd=_systemd_of(request, target))
+
+
+def _systemd_of(request: pytest.FixtureRequest, target) -> bool | None:
+    """Whether a service target's host runs systemd, which its next step's words depend on: the profile's
+    `systemd:`, else the run's reading of the host (one per host, the one SVC-05 makes); None when it does not
+    matter (no unit to name) or cannot be read (an unreachable host: its checks cite it anyway)."""
+    service, host = getattr(target, "service", None), getattr(target, "host", None)
+    if service is None or host is None or not service.unit or host.systemd is not None:
+        return getattr(host, "systemd", None)
+    from acgs_verify.probes.host import uses_systemd
+
+    try:
+        return uses_systemd(request.getfixturevalue("hosts"), host)
+    except Exception:  # noqa: BLE001 - a next step is advice: unknown leaves it in the profile's words
+        return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """After DB-01 and RD-01 in a run whose gate keeps a snapshot: the state it compares, over the check's own
+    session (run_state.py), so the gate stage connects to nothing after the run."""
+    try:
+        return (yield)
+    finally:
+        from acgs_verify import run_state
+
+        if run_state.wanted(item.config):
+            target = _target_of(item)
+            run_state.record(item, target if target is not _NO_TARGETS else None)
 
 
 @pytest.hookimpl(wrapper=True)
