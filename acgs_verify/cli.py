@@ -558,10 +558,12 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
                             f"the profile hashes to shard {shard['index']} of {shard['count']}")
     if args.wait and result.checks and result.complete:
         _wait(args, result, pytest_args, partial)
+    from acgs_verify.collector import handed_pool
     from acgs_verify.finish import finish_run
 
+    # the checks' connections copy the gate's evidence (a run that ended before this ran no check: it has none)
     finish_run(result, partial, report_dir, profile.secret_values(), gate=(gate_plan, profile), started=started,
-               written=lambda r: _write_run_metrics(args, r))
+               written=lambda r: _write_run_metrics(args, r), pool=handed_pool(config))
     return result.exit_code
 
 
@@ -619,6 +621,11 @@ def _wait(args, result, pytest_args: list[str], partial: Path) -> None:
         again[first_path:first_path + 1] = [str(root / n) for n in nodeids]
         again[again.index("--junitxml") + 1] = str(junit)
         code, config = _run_pytest(again)
+        from acgs_verify.collector import handed_pool
+
+        spare = handed_pool(config)  # the first run's pool copies the evidence: this attempt's is not needed
+        if spare is not None:
+            spare.close()
         res = _result_of(config)
         if res is None or code in (3, 4):
             return None

@@ -33,6 +33,8 @@ COLLECTOR_KEY = pytest.StashKey["ResultCollector"]()
 RUN_OPTIONS_KEY = pytest.StashKey["RunOptions"]()
 # plain `pytest checks --report-dir DIR`: where this run is being written (acgs-verify run keeps its own)
 PLAIN_RUN_KEY = pytest.StashKey["PlainRun"]()
+# the run's HostPool after the checks, kept open when the gate stage reads the hosts again (the evidence gate)
+HANDED_POOL_KEY = pytest.StashKey()
 # the longest message a result keeps: a check's own message lists what it found, so it may run past the error
 # it quotes (ONE_LINE_MAX); a port owner's command line and a deep log path in its next step take 600 together
 MESSAGE_MAX = 1000
@@ -100,6 +102,16 @@ def start_plain_run(config: pytest.Config, report_dir: Path) -> None:
     config.stash[PLAIN_RUN_KEY] = PlainRun(run_id, rundir.start(report_dir, run_id), report_dir)
     if not config.option.xmlpath:  # junit.xml, as acgs-verify run writes it
         config.option.xmlpath = str(config.stash[PLAIN_RUN_KEY].partial / "junit.xml")
+
+
+def handed_pool(config: pytest.Config | None):
+    """The run's HostPool, kept open for the gate stage, now the caller's to close; or None (no evidence gate, or
+    the checks ran in xdist workers, whose pools are gone)."""
+    if config is None or HANDED_POOL_KEY not in config.stash:
+        return None
+    pool = config.stash[HANDED_POOL_KEY]
+    del config.stash[HANDED_POOL_KEY]
+    return pool
 
 
 def register_collectors(config: pytest.Config) -> None:
@@ -272,7 +284,7 @@ def _close_plain_run(result: RunResult, config: pytest.Config):
     plain_run = config.stash.get(PLAIN_RUN_KEY, None)
     gate = (GatePlan(config.getoption("acgs_gate")), profile) if profile is not None else None
     return close_run(result, plain_run.partial if plain_run else None, plain_run.report_dir if plain_run else None,
-                     profile.secret_values() if profile is not None else [], gate=gate)
+                     profile.secret_values() if profile is not None else [], gate=gate, pool=handed_pool(config))
 
 
 def _apply_run_options(opts: RunOptions, result: RunResult) -> None:

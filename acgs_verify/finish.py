@@ -38,12 +38,13 @@ class Ending:
 
 def finish_run(result: RunResult, partial: Path | None, report_dir: Path | None, secrets: list[str],
                gate: tuple | None = None, started: float | None = None, lines: Iterable[str] = (),
-               written: Callable[[RunResult], None] | None = None, say: Callable[[str], None] = print) -> Path | None:
+               written: Callable[[RunResult], None] | None = None, say: Callable[[str], None] = print,
+               pool=None) -> Path | None:
     """Judge, write and print the end of a run (close_run, then say_ending); returns the run directory, or None.
 
     written: called once the reports are written (or could not be), before any line: `run --metrics-file`.
     """
-    ending = close_run(result, partial, report_dir, secrets, gate, started, lines)
+    ending = close_run(result, partial, report_dir, secrets, gate, started, lines, pool)
     if written is not None:
         written(result)
     say_ending(result, ending, say)
@@ -51,7 +52,8 @@ def finish_run(result: RunResult, partial: Path | None, report_dir: Path | None,
 
 
 def close_run(result: RunResult, partial: Path | None, report_dir: Path | None, secrets: list[str],
-              gate: tuple | None = None, started: float | None = None, lines: Iterable[str] = ()) -> Ending:
+              gate: tuple | None = None, started: float | None = None, lines: Iterable[str] = (),
+              pool=None) -> Ending:
     """The gate's rules, the trend and the run directory. Plain pytest calls it at session finish (so that the
     gate's verdict is pytest's exit status) and say_ending after pytest's own last line.
 
@@ -59,6 +61,8 @@ def close_run(result: RunResult, partial: Path | None, report_dir: Path | None, 
     gate: (GatePlan, Profile) for the gate's own rules; None when they were applied already (a merge of shards).
     started: the run's start (time.time()), when its duration should include the gate stage.
     lines: the caller's own lines, printed after the gate's (merge: which shards it joined).
+    pool: the run's HostPool, when the checks left it open for the gate stage (collector.handed_pool); closed
+    here, whatever happens.
     A partial that cannot be finished for any other reason than ReportDirError is removed, and the error raised.
     """
     from acgs_verify import rundir
@@ -70,7 +74,7 @@ def close_run(result: RunResult, partial: Path | None, report_dir: Path | None, 
             from acgs_verify.gates import finish
 
             plan, profile = gate
-            ending.lines = finish(result, plan, profile, partial)
+            ending.lines = finish(result, plan, profile, partial, pool=pool)
             snapshot = plan.writes_snapshot
         ending.lines.extend(lines)
         if started is not None:
@@ -87,6 +91,9 @@ def close_run(result: RunResult, partial: Path | None, report_dir: Path | None, 
         if partial is not None:
             rundir.discard(partial)  # never leave a .partial-* behind
         raise
+    finally:
+        if pool is not None:
+            pool.close()  # ends the ssh control masters the checks opened: nothing outlives the run
     return ending
 
 

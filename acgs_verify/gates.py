@@ -158,9 +158,10 @@ def wait_for_recovery(result: RunResult, seconds: float, rerun: Callable[[list[s
                             f"{len(still)} still failing")
 
 
-def finish(result: RunResult, p: GatePlan, profile, run_dir: Path | None = None) -> list[str]:
+def finish(result: RunResult, p: GatePlan, profile, run_dir: Path | None = None, pool=None) -> list[str]:
     """The gate's own rules, after the checks ran, and what every report says of the run (escalation, the
-    availability target), or the evidence copied into `run_dir` (the run's directory being written).
+    availability target), or the evidence copied into `run_dir` (the run's directory being written) through
+    `pool`, the run's HostPool (a pool of its own when the checks' is gone: they ran in xdist workers).
     Returns lines for the terminal (regressions first)."""
     from acgs_verify.report.diff import compare
     from acgs_verify.report.snapshot import snapshot_of
@@ -207,7 +208,7 @@ def finish(result: RunResult, p: GatePlan, profile, run_dir: Path | None = None)
             lines.append(f"WARNING {note}")
         lines.extend(d.lines() or ["no regressions, nothing vanished"])
     if GATES[p.gate].get("evidence"):
-        lines.extend(_preserve_evidence(result, profile, run_dir))
+        lines.extend(_preserve_evidence(result, profile, run_dir, pool))
     _describe(result, profile)
     # the lines quote a --snapshot path, the compared run's own summary line and the evidence's file names: a
     # terminal shows them, so an escape sequence in any of them is shown, never acted on
@@ -269,13 +270,13 @@ def _describe(result: RunResult, profile) -> None:
                                     "window_days": t.availability_window_days, "min_runs": t.availability_min_runs}
 
 
-def _preserve_evidence(result: RunResult, profile, run_dir: Path | None) -> list[str]:
+def _preserve_evidence(result: RunResult, profile, run_dir: Path | None, pool) -> list[str]:
     from acgs_verify.evidence import EVIDENCE_DIR, preserve
 
     if run_dir is None:
         result.notes.append("evidence: not copied, this run writes no run directory (give --report-dir)")
         return []
-    ev = preserve(profile, run_dir / EVIDENCE_DIR, result.run_id)
+    ev = preserve(profile, run_dir / EVIDENCE_DIR, result.run_id, pool=pool)
     result.extra["evidence"] = ev
     hosts = ", ".join(ev["hosts"]) or "no host"
     note = (f"evidence: {ev['files']} log files ({ev['bytes']} bytes) from {hosts} copied at {ev['copied_at']} into "

@@ -16,7 +16,14 @@ import pytest
 from acgs_verify import options
 from acgs_verify.catalog import CATALOG, GATES, SECTIONS, SEVERITIES
 from acgs_verify.check import Check, ProbeError, next_step_for, outcome_of, reach_step_for, said
-from acgs_verify.collector import PROFILE_KEY, is_plain, register_collectors, run_options, start_plain_run
+from acgs_verify.collector import (
+    HANDED_POOL_KEY,
+    PROFILE_KEY,
+    is_plain,
+    register_collectors,
+    run_options,
+    start_plain_run,
+)
 from acgs_verify.probes import reach
 from acgs_verify.profile import Profile, ProfileError, load_profile
 from acgs_verify.shards import key_of
@@ -259,7 +266,14 @@ def hosts(profile: Profile, pytestconfig: pytest.Config):
     pytestconfig.stash[POOL_KEY] = pool  # for the read-ahead in pytest_runtest_protocol
     yield pool
     del pytestconfig.stash[POOL_KEY]
-    pool.close()  # ends the ssh control masters; nothing outlives the run
+    gate = GATES.get(pytestconfig.getoption("acgs_gate"), {})
+    if gate.get("evidence") and not hasattr(pytestconfig, "workerinput"):
+        # the gate copies evidence once the checks are done: through this pool, which whoever finishes the run
+        # takes (handed_pool) and closes, so the hosts are not connected to again
+        pytestconfig.stash[HANDED_POOL_KEY] = pool
+    else:
+        pool.close()  # ends the ssh control masters; nothing outlives the run
+
 
 
 @pytest.fixture(scope="session")
