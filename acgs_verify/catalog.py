@@ -161,7 +161,7 @@ _ENTRIES = [
        'grep -i "constitutional" /var/log/acgs/*.log',
        "Constitutional Compliance Failure: find which deploy carries the other hash; roll it back", "each service log"),
     _e("CC-03", "constitution", "P1", "policy files validate", "python scripts/validate_constitutional_policies.py",
-       "Constitutional Compliance Failure: fix or restore the policy file from backup", "each policy file"),
+       "Constitutional Compliance Failure: fix or restore the policy file from backup", "the policy folder"),
     _e("CC-04", "constitution", "P0", "compliance rate of recent decisions", "python scripts/compliance_report.py",
        "Constitutional Compliance Failure: {health}; review denials",
        "each environment"),
@@ -323,8 +323,8 @@ EVIDENCE: dict[str, str] = {
              "missing or unreadable log is a failure",
     "CC-02": "at least one line read from the service log's tail (or window), none naming another hash; "
              "an empty, missing or unreadable log is a failure, never '0 mismatches in 0 lines'",
-    "CC-03": "a policy file (by extension, or the profile's include/exclude globs) that parses and names the "
-             "expected hash; an empty policy directory is a failure",
+    "CC-03": "at least one policy file (by extension, or the profile's include/exclude globs), listed when the "
+             "check runs, and each parses and names the expected hash; an empty policy directory is a failure",
     "CC-04": "at least one recent governance decision (audit rows visible to the role) or the compliance "
              "metric answered; skipped, with the reason, when no source is named",
     "CC-05": "at least one audit row visible to the role, every chain (per tenant or whatever partitioning) "

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from acgs_verify.probes.http import service_url
@@ -177,37 +176,16 @@ class TlsEndpointTarget:
 
 
 @dataclass(frozen=True)
-class PolicyFileTarget:
-    """One policy file under paths.policies (`constitution.yaml`); with no policy file at all, the directory
-    itself (`policies`), so CC-03 says what it found rather than running zero times. The first target carries
-    the files that are not policy files (`ignored`), so they are listed once; `nothing` says why there is no
-    policy file (missing directory, only notes, ...)."""
+class PolicyFolderTarget:
+    """The policy folder paths.policies names (`policies`); root None when the profile sets it to null. Nothing
+    under it is read to build the target: CC-03 lists and validates its files when it runs, so a folder that
+    cannot be read is CC-03's finding, never a collection that fails or quietly holds no check."""
 
-    root: str
-    relative: str | None
-    ignored: tuple[str, ...] = ()
-    nothing: str | None = None
+    root: str | None
 
     @property
     def id(self) -> str:
-        return self.relative or "policies"
-
-    @property
-    def path(self) -> Path:
-        return Path(self.root) / self.relative if self.relative else Path(self.root)
-
-
-def _policy_files(p: Profile) -> list[PolicyFileTarget]:
-    from acgs_verify.probes.policies import scan_policies
-
-    if p.paths.policies is None:  # CC-03 skips, saying the profile has no policy files
-        return [PolicyFileTarget("", None)]
-    include = p.policies.include_globs
-    scan = scan_policies(p.paths.policies, include, p.policies.exclude)
-    if not scan.files:
-        return [PolicyFileTarget(scan.root, None, tuple(scan.ignored), scan.nothing_found(include))]
-    return [PolicyFileTarget(scan.root, f, tuple(scan.ignored) if i == 0 else ())
-            for i, f in enumerate(scan.files)]
+        return "policies"
 
 
 def _services(p: Profile) -> list[ServiceTarget]:
@@ -235,7 +213,7 @@ TARGET_KINDS: dict[str, Callable[[Profile], list]] = {
     "latest_backup": lambda p: [BackupTarget(p.paths.backups, latest=True)],
     "certificate": lambda p: [CertificateTarget(c) for c in p.certificates],
     "tls_endpoint": lambda p: [TlsEndpointTarget(u) for u in p.tls_endpoints],
-    "policy_file": _policy_files,
+    "policy_folder": lambda p: [PolicyFolderTarget(p.paths.policies)],
 }
 
 

@@ -98,24 +98,30 @@ def test_cache_holds_expected_hash(cache, caches, profile, check):
 
 
 @runbook("CC-03")
-def test_policy_file_validates(policy_file, profile, check):
+def test_policy_file_validates(policy_folder, profile, check):
     """python scripts/validate_constitutional_policies.py (Constitutional Compliance Failure)
 
-    Evidence for a pass: the file parses and names the expected hash. Only policy files are validated
-    (profile policies.include/exclude); the rest are listed once, as ignored. No policy file fails."""
-    from acgs_verify.probes.policies import check_policy, describe_ignored
+    Evidence for a pass: at least one policy file, and each parses and names the expected hash. The folder is
+    listed when the check runs; only policy files are validated (profile policies.include/exclude), the rest
+    are listed as ignored."""
+    from acgs_verify.probes.policies import check_policies, describe_ignored, scan_policies
 
-    if profile.paths.policies is None:
+    if policy_folder.root is None:
         check.skip("the profile sets paths.policies: null: this site keeps no policy files")
-    if policy_file.ignored:
-        check.evidence("not policy files (ignored)", "\n".join(policy_file.ignored))
-        check.warn(describe_ignored(policy_file.root, policy_file.ignored))
-    fmt = "YAML, JSON or Rego by extension" if profile.policies.format == "auto" else profile.policies.format
-    expected = f"parses ({fmt}) and names constitutional hash {profile.constitutional_hash}"
-    if policy_file.relative is None:
-        check.fail(measured=f"no policy file under {policy_file.root}: {policy_file.nothing}",
-                   expected=f"at least one policy file ({', '.join(profile.policies.include_globs)})")
-    found = check_policy(policy_file.path, profile.policies.format, profile.policies.hash_field)
-    said = found.problem or f"{found.detail}; {profile.policies.hash_field} {found.hash}"
-    check.that(found.problem is None and found.hash == profile.constitutional_hash,
-               measured=f"{found.format}: {said}", expected=expected)
+    pol = profile.policies
+    scan = scan_policies(policy_folder.root, pol.include_globs, pol.exclude)
+    if scan.ignored:
+        check.evidence("not policy files (ignored)", "\n".join(scan.ignored))
+        check.warn(describe_ignored(scan.root, scan.ignored))
+    fmt = "YAML, JSON or Rego by extension" if pol.format == "auto" else pol.format
+    expected = f"each policy file parses ({fmt}) and names constitutional hash {profile.constitutional_hash}"
+    if not scan.files:
+        check.fail(measured=f"no policy file under {scan.root}: {scan.nothing_found(pol.include_globs)}",
+                   expected=f"at least one policy file ({', '.join(pol.include_globs)})")
+    found = check_policies(scan, pol.format, pol.hash_field)
+    said = {f: f"{c.format}: {c.problem or f'{c.detail}; {pol.hash_field} {c.hash}'}" for f, c in found.items()}
+    check.evidence("policy files", "\n".join(f"{f}: {s}" for f, s in said.items()))
+    bad = [f for f, c in found.items() if c.problem is not None or c.hash != profile.constitutional_hash]
+    check.that(not bad, measured="; ".join(f"{f}: {said[f]}" for f in bad) if bad else
+               f"{plural(len(found), 'policy file')} parse and name {profile.constitutional_hash}: "
+               f"{', '.join(found)}", expected=expected)

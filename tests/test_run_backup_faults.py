@@ -56,8 +56,8 @@ FAULTS = {
     "cert-expired": lambda sb: {("TLS-01", cert(sb)), ("TLS-02", endpoint(sb))},
     "cert-wrong-name": lambda sb: {("TLS-02", endpoint(sb))},
     "cert-untrusted": lambda sb: {("TLS-02", endpoint(sb))},
-    "policy-invalid": lambda sb: {("CC-03", "decision_rules.yaml")},
-    "policy-wrong-hash": lambda sb: {("CC-03", "data_access.rego")},
+    "policy-invalid": lambda sb: {("CC-03", "policies")},  # one CC-03 per policy folder: its message names the file
+    "policy-wrong-hash": lambda sb: {("CC-03", "policies")},
 }
 
 # what the failure message must show: the file, the offset, the reason an SRE acts on
@@ -71,8 +71,8 @@ EVIDENCE = {
     "cert-expired": ("TLS-02", ("certificate has expired",)),
     "cert-wrong-name": ("TLS-02", ("mismatch", "wrong.example.org")),
     "cert-untrusted": ("TLS-02", ("certificate verify failed",)),
-    "policy-invalid": ("CC-03", ("YAML syntax error at line",)),
-    "policy-wrong-hash": ("CC-03", ("badc0ffee0ddf00d",)),
+    "policy-invalid": ("CC-03", ("decision_rules.yaml: yaml: YAML syntax error at line",)),
+    "policy-wrong-hash": ("CC-03", (r"data_access\.rego: rego: .*badc0ffee0ddf00d",)),
 }
 
 
@@ -91,7 +91,8 @@ def test_healthy_run_restores_the_latest_dump_and_leaves_nothing(healthy_sandbox
     assert bk07["outcome"] == "passed" and "audit_logs 3000 rows, policies 40 rows; dropped" in bk07["measured"]
     ids = {c["id"] for c in summary["checks"] if c["outcome"] == "passed"}
     assert {f"BK-0{i}" for i in range(1, 8)} | {"TLS-01", "TLS-02", "CC-03"} <= ids
-    assert len([c for c in summary["checks"] if c["id"] == "CC-03"]) == 6  # YAML, JSON and Rego files
+    (cc03,) = [c for c in summary["checks"] if c["id"] == "CC-03"]
+    assert "6 policy files parse" in cc03["measured"], cc03  # YAML, JSON and Rego files
     assert drill_databases(healthy_sandbox) == []
 
 

@@ -7,6 +7,8 @@
 [PosixPath('.../CLAUDE.md'), PosixPath('.../constitution.yaml'), PosixPath('.../data_access.rego'), ...]
 >>> check_policy(Path(".../data_access.rego"), "auto", "constitutional_hash")
 PolicyCheck(format='rego', problem=None, hash='cdd01ef066bc6cf2', detail='package acgs.data_access, 4 rules')
+>>> check_policies(scan, "auto", "constitutional_hash")     # every policy file of a scan, by relative path
+{'constitution.yaml': PolicyCheck(format='yaml', ...), 'rules/data_access.rego': PolicyCheck(format='rego', ...)}
 
 Rego is checked without OPA: the package line, imports, strings and comments, balanced brackets, and rule heads;
 a syntax check rather than OPA's full parser (which would need the `opa` binary on every checking host).
@@ -169,6 +171,11 @@ def _document(text: str, kind: str, hash_field: str) -> PolicyCheck:
     if found is None:
         return PolicyCheck(kind, f"no {hash_field} field (top level or metadata)", None, detail)
     return PolicyCheck(kind, None, str(found), detail)
+
+
+def check_policies(scan: PolicyScan, fmt: str, hash_field: str) -> dict[str, PolicyCheck]:
+    """check_policy() of every policy file a scan found, keyed by its path relative to the scanned folder."""
+    return {f: check_policy(Path(scan.root) / f, fmt, hash_field) for f in scan.files}
 
 
 # ------------------------------------------------------------------------------------------------ Rego
