@@ -119,9 +119,8 @@ def test_policy_file_validates(policy_folder, profile, check):
         check.fail(measured=f"no policy file under {scan.root}: {scan.nothing_found(pol.include_globs)}",
                    expected=f"at least one policy file ({', '.join(pol.include_globs)})")
     found = check_policies(scan, pol.format, pol.hash_field)
-    said = {f: f"{c.format}: {c.problem or f'{c.detail}; {pol.hash_field} {c.hash}'}" for f, c in found.items()}
-    check.evidence("policy files", "\n".join(f"{f}: {s}" for f, s in said.items()))
+    check.evidence("policy files", "\n".join(f"{f}: {c.said(pol.hash_field)}" for f, c in found.items()))
     bad = [f for f, c in found.items() if c.problem is not None or c.hash != profile.constitutional_hash]
-    check.that(not bad, measured="; ".join(f"{f}: {said[f]}" for f in bad) if bad else
+    check.that(not bad, measured="; ".join(f"{f}: {found[f].said(pol.hash_field)}" for f in bad) if bad else
                f"{plural(len(found), 'policy file')} parse and name {profile.constitutional_hash}: "
                f"{', '.join(found)}", expected=expected)

@@ -99,8 +99,8 @@ def _offending(layer: str, forbidden) -> list[str]:
 
 
 def test_the_walker_sees_imports_at_module_level_and_inside_functions():
-    # targets.py imports the policy scan inside a function; plugin.py imports pytest at the top
-    assert "acgs_verify.probes.policies" in imports_of("acgs_verify.targets")
+    # gates.py imports the snapshot comparison inside a function; plugin.py imports pytest at the top
+    assert "acgs_verify.report.diff" in imports_of("acgs_verify.gates")
     assert "pytest" in imports_of("acgs_verify.plugin")
     assert "acgs_verify.probes.host" in imports_of("acgs_verify.plugin")  # from a fixture's body
     assert _in_layer("probes") and _in_layer("report") and "acgs_verify.check" in _in_layer("check")

@@ -39,6 +39,10 @@ class PolicyCheck:
     hash: str | None
     detail: str = ""
 
+    def said(self, hash_field: str) -> str:
+        """'rego: package acgs.data_access, 4 rules; constitutional_hash cdd01ef066bc6cf2', or the problem."""
+        return f"{self.format}: {self.problem or f'{self.detail}; {hash_field} {self.hash}'}"
+
 
 def policy_files(root: str | Path) -> list[Path]:
     """Every regular file under root (recursively), hidden ones left out, sorted. [] when root is missing."""
