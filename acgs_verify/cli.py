@@ -536,6 +536,9 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
     code, config = _run_pytest(pytest_args, [Loaded(profile, args.profile, args.set)], freeze=args.program)
     result = _result_of(config)
     if result is None or code in (3, 4):  # pytest could not start: its own message is already printed
+        from acgs_verify.collector import close_handed_pool
+
+        close_handed_pool(config)  # or stopped on an internal error after checks that used the hosts
         rundir.discard(partial)
         args.unknown = f"could not run the checks (pytest exit {code})"  # the nagios format's status line
         print(f"ACGS UNKNOWN - {args.unknown} | duration={time.time() - started:.1f}s")
@@ -621,11 +624,9 @@ def _wait(args, result, pytest_args: list[str], partial: Path) -> None:
         again[first_path:first_path + 1] = [str(root / n) for n in nodeids]
         again[again.index("--junitxml") + 1] = str(junit)
         code, config = _run_pytest(again)
-        from acgs_verify.collector import handed_pool
+        from acgs_verify.collector import close_handed_pool
 
-        spare = handed_pool(config)  # the first run's pool copies the evidence: this attempt's is not needed
-        if spare is not None:
-            spare.close()
+        close_handed_pool(config)  # the first run's pool copies the evidence: this attempt's is not needed
         res = _result_of(config)
         if res is None or code in (3, 4):
             return None

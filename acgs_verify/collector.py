@@ -114,6 +114,13 @@ def handed_pool(config: pytest.Config | None):
     return pool
 
 
+def close_handed_pool(config: pytest.Config | None) -> None:
+    """A run that ends without its gate stage (pytest failed, a --wait attempt): the kept pool is closed now."""
+    pool = handed_pool(config)
+    if pool is not None:
+        pool.close()
+
+
 def register_collectors(config: pytest.Config) -> None:
     """AllureDetails on every process; the ResultCollector on the one that sees every report (xdist's controller,
     or the single process of a run without workers), at config.stash[COLLECTOR_KEY]."""
