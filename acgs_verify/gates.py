@@ -270,7 +270,7 @@ def _describe(result: RunResult, profile) -> None:
                                     "window_days": t.availability_window_days, "min_runs": t.availability_min_runs}
 
 
-def _preserve_evidence(result: RunResult, profile, run_dir: Path | None, pool) -> list[str]:
+def _preserve_evidence(result: RunResult, profile, run_dir: Path | None, pool=None) -> list[str]:
     from acgs_verify.evidence import EVIDENCE_DIR, preserve
 
     if run_dir is None:
