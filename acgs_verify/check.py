@@ -295,39 +295,20 @@ def reach_step_for(target: Any, exc: BaseException | None = None) -> str:
 class Check:
     """Bound to one test item: records what was measured, and fails with the catalog's next step."""
 
-    def __init__(self, item: pytest.Item, target_id: str, target: Any = None,
-                 request: pytest.FixtureRequest | None = None):
+    def __init__(self, item: pytest.Item, target_id: str, target: Any = None, profile: Any = None,
+                 systemd: bool | None = None):
         mark = item.get_closest_marker("runbook")
         self.entry = entry(mark.args[0])
         self.target_id = target_id
         self._item = item
         self._target = target
-        self._request = request
+        self._profile = profile
+        # whether the target's host runs systemd, as the plugin found it (None: not known); a next step's words
+        self.systemd = systemd
 
     def next_step(self) -> str:
         """The catalog's next step filled from this check's target and the run's profile (next_step_for)."""
-        return next_step_for(self.entry, self._target, self._systemd(), self._profile())
-
-    def _profile(self) -> Any:
-        if self._request is None:
-            return None
-        try:
-            return self._request.getfixturevalue("profile")
-        except Exception:  # noqa: BLE001 - a next step is advice: without the profile it keeps its general words
-            return None
-
-    def _systemd(self) -> bool | None:
-        host = getattr(self._target, "host", None)
-        if host is None or getattr(self._target, "service", None) is None:
-            return None
-        if host.systemd is not None or self._request is None:
-            return host.systemd
-        from acgs_verify.probes.units import uses_systemd
-
-        try:  # the host's answer, measured once per run (SVC-05 asks the same); unknown if it cannot be asked
-            return uses_systemd(self._request.getfixturevalue("hosts"), host)
-        except Exception:  # noqa: BLE001 - a next step is advice: an unreachable host leaves it in general words
-            return None
+        return next_step_for(self.entry, self._target, self.systemd, self._profile)
 
     def _said(self, text: Any, multiline: bool = False) -> str:
         return said(self._item.config, text, multiline)

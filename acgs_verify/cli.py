@@ -520,7 +520,7 @@ def _shard(args):
 def _check_options(args) -> None:
     """Options that need no profile, checked before it is loaded (its secrets may not be there yet)."""
     from acgs_verify import rundir
-    from acgs_verify.probes.logs import parse_since
+    from acgs_verify.options import parse_since
 
     if args.since and args.since != "snapshot":
         try:
@@ -556,6 +556,9 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
     code, config = _run_pytest(pytest_args, [Loaded(profile, args.profile, args.set)], freeze=args.program)
     result = _result_of(config)
     if result is None or code in (3, 4):  # pytest could not start: its own message is already printed
+        from acgs_verify.collector import close_handed_pool
+
+        close_handed_pool(config)  # or stopped on an internal error after checks that used the hosts
         rundir.discard(partial)
         args.unknown = f"could not run the checks (pytest exit {code})"  # the nagios format's status line
         print(f"ACGS UNKNOWN - {args.unknown} | duration={time.time() - started:.1f}s")
@@ -578,26 +581,12 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
                             f"the profile hashes to shard {shard['index']} of {shard['count']}")
     if args.wait and result.checks and result.complete:
         _wait(args, result, pytest_args, partial)
-    gate_lines = _finish_gate(result, gate_plan, profile, report_dir, partial)
-    result.duration = time.time() - started
-    try:
-        run_dir = rundir.finish(result, partial, report_dir, profile.secret_values(), gate_plan.writes_snapshot)
-    except rundir.ReportDirError as exc:  # the verdict stands, in summary.json; the line says where
-        _write_run_metrics(args, result)
-        print(printable(f"acgs-verify: error: {exc}"), file=sys.stderr)
-        print(result.summary_line())
-        return result.exit_code
-    _write_run_metrics(args, result)
-    for line in gate_lines:
-        print(line)
-    print(f"reports: {run_dir}/ (report.html, report.md, summary.json, junit.xml, metrics.prom, allure-results/)"
-          + ("" if result.complete else " [incomplete]"))
-    from acgs_verify.escalation import escalation_line
-    from acgs_verify.gates import last_line
+    from acgs_verify.collector import handed_pool
+    from acgs_verify.finish import finish_run
 
-    if escalation_line(result):  # just above the summary line, which stays the last
-        print(escalation_line(result))
-    print(last_line(result))
+    # the checks' connections copy the gate's evidence (a run that ended before this ran no check: it has none)
+    finish_run(result, partial, report_dir, profile.secret_values(), gate=(gate_plan, profile), started=started,
+               written=lambda r: _write_run_metrics(args, r), pool=handed_pool(config))
     return result.exit_code
 
 
@@ -655,6 +644,9 @@ def _wait(args, result, pytest_args: list[str], partial: Path) -> None:
         again[first_path:first_path + 1] = [str(root / n) for n in nodeids]
         again[again.index("--junitxml") + 1] = str(junit)
         code, config = _run_pytest(again)
+        from acgs_verify.collector import close_handed_pool
+
+        close_handed_pool(config)  # the first run's pool copies the evidence: this attempt's is not needed
         res = _result_of(config)
         if res is None or code in (3, 4):
             return None
@@ -665,15 +657,6 @@ def _wait(args, result, pytest_args: list[str], partial: Path) -> None:
 
     gc.unfreeze()  # the first run's pytest session is garbage now: let the collector see it again
     gates.wait_for_recovery(result, args.wait, rerun)
-
-
-def _finish_gate(result, gate_plan, profile, report_dir: Path, partial: Path) -> list[str]:
-    from acgs_verify import gates
-    from acgs_verify.report.history import trend_of
-
-    lines = gates.finish(result, gate_plan, profile, partial)
-    result.extra["trend"] = trend_of(result, report_dir)
-    return lines
 
 
 # ------------------------------------------------------------------------------------ report, diff
@@ -709,8 +692,6 @@ def cmd_merge(args) -> int:
     """The shards of one run as one run directory, its reports, one history line and the exit code of the whole.
     Shards of another profile, gate or run group are refused (exit 3); a missing shard closes the gate (exit 2)."""
     from acgs_verify import rundir
-    from acgs_verify.gates import last_line
-    from acgs_verify.report.history import trend_of
     from acgs_verify.report.summary import read_summary
     from acgs_verify.shards import SHARD_KEY, ShardError, merge_junit, merge_results
 
@@ -739,29 +720,18 @@ def cmd_merge(args) -> int:
     partial = rundir.start(report_dir, merged.run_id)
     try:
         merge_junit(junits, info["missing"], info["count"], partial / "junit.xml")
-        merged.extra["trend"] = trend_of(merged, report_dir)
-        run_dir = rundir.finish(merged, partial, report_dir, [], snapshot=False)  # masked when each shard ran
     except ShardError as exc:
         rundir.discard(partial)
         raise UsageError(str(exc)) from None
-    except rundir.ReportDirError as exc:
-        print(printable(f"acgs-verify: error: {exc}"), file=sys.stderr)
-        print(merged.summary_line())
-        return merged.exit_code
     except BaseException:
         rundir.discard(partial)
         raise
     here = ", ".join(str(s["index"]) for s in info["shards"])
-    print(f"merged shards {here} of {info['count']} (run group {info['group']}): {len(merged.checks)} checks")
-    for k in info["missing"]:
-        print(f"shard {k} of {info['count']} missing: its hosts and targets were not checked")
-    print(f"reports: {run_dir}/ (report.html, report.md, summary.json, junit.xml, metrics.prom, allure-results/)"
-          + ("" if merged.complete else " [incomplete]"))
-    from acgs_verify.escalation import escalation_line
+    lines = [f"merged shards {here} of {info['count']} (run group {info['group']}): {len(merged.checks)} checks"]
+    lines += [f"shard {k} of {info['count']} missing: its hosts and targets were not checked" for k in info["missing"]]
+    from acgs_verify.finish import finish_run
 
-    if escalation_line(merged):  # the whole run's, as `run` prints it just above the summary line
-        print(escalation_line(merged))
-    print(last_line(merged))
+    finish_run(merged, partial, report_dir, [], lines=lines)  # masked when each shard ran; each judged its gate
     return merged.exit_code
 
 

@@ -12,7 +12,6 @@ reports with --report-dir, its last line. AllureDetails adds labels and evidence
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from acgs_verify.profile import Profile
 from acgs_verify.redact import last_line, mask, one_line
 from acgs_verify.report.allure import SEVERITY as ALLURE_SEVERITY  # one mapping for both Allure writers
 from acgs_verify.results import INTERRUPTED, CheckResult, RunResult, in_catalog_order, shortened
+from acgs_verify.run_state import STATE_PROPERTY, empty, gather
 from acgs_verify.shards import SHARD_KEY, Shard, ShardError
 from acgs_verify.shards import resolve as resolve_shard
 
@@ -33,6 +33,8 @@ COLLECTOR_KEY = pytest.StashKey["ResultCollector"]()
 RUN_OPTIONS_KEY = pytest.StashKey["RunOptions"]()
 # plain `pytest checks --report-dir DIR`: where this run is being written (acgs-verify run keeps its own)
 PLAIN_RUN_KEY = pytest.StashKey["PlainRun"]()
+# the run's HostPool after the checks, kept open when the gate stage reads the hosts again (the evidence gate)
+HANDED_POOL_KEY = pytest.StashKey()
 # the longest message a result keeps: a check's own message lists what it found, so it may run past the error
 # it quotes (ONE_LINE_MAX); a port owner's command line and a deep log path in its next step take 600 together
 MESSAGE_MAX = 1000
@@ -57,7 +59,7 @@ def run_options(config: pytest.Config) -> RunOptions:
     """--since as a datetime, --waivers as Waiver objects and --shard as a Shard, parsed once; bad input is a
     UsageError line."""
     if RUN_OPTIONS_KEY not in config.stash:
-        from acgs_verify.probes.logs import parse_since
+        from acgs_verify.options import parse_since
 
         opts = RunOptions()
         since = config.getoption("acgs_since")
@@ -102,6 +104,23 @@ def start_plain_run(config: pytest.Config, report_dir: Path) -> None:
         config.option.xmlpath = str(config.stash[PLAIN_RUN_KEY].partial / "junit.xml")
 
 
+def handed_pool(config: pytest.Config | None):
+    """The run's HostPool, kept open for the gate stage, now the caller's to close; or None (no evidence gate, or
+    the checks ran in xdist workers, whose pools are gone)."""
+    if config is None or HANDED_POOL_KEY not in config.stash:
+        return None
+    pool = config.stash[HANDED_POOL_KEY]
+    del config.stash[HANDED_POOL_KEY]
+    return pool
+
+
+def close_handed_pool(config: pytest.Config | None) -> None:
+    """A run that ends without its gate stage (pytest failed, a --wait attempt): the kept pool is closed now."""
+    pool = handed_pool(config)
+    if pool is not None:
+        pool.close()
+
+
 def register_collectors(config: pytest.Config) -> None:
     """AllureDetails on every process; the ResultCollector on the one that sees every report (xdist's controller,
     or the single process of a run without workers), at config.stash[COLLECTOR_KEY]."""
@@ -122,6 +141,8 @@ class ResultCollector:
         self.interrupted = False
         self._crashed: dict[str, str] = {}  # nodeid -> xdist's "worker ... crashed while running ..."
         self._secret_values: list[str] | None = None
+        self._ending = None  # finish.Ending once a run of the checks has been closed
+        self.state: dict | None = None  # the snapshot's state, when the gate keeps one (run_state.py)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == WORKER_CRASH:
@@ -148,6 +169,9 @@ class ResultCollector:
                 res.evidence[k.split(":", 1)[1]] = v
         if "unreachable" in props:
             res.unreachable = props["unreachable"]
+        if STATE_PROPERTY in props:  # the snapshot's tables and keys, recorded by DB-01/RD-01 (run_state.py)
+            self.state = self.state or empty()
+            gather(self.state, report.user_properties)
         if report.when == "call" or report.outcome != "passed":
             outcome = report.outcome
             if outcome == "failed" and props.get("outcome") in ("failed", "error"):
@@ -195,11 +219,14 @@ class ResultCollector:
             planned=getattr(session, "testscollected", None) or None,  # xdist's controller sets it from its workers
             notes=_profile_notes(profile) if profile else [],
         )
+        if self.state is not None:
+            self.result.extra["state"] = self.state
         _apply_run_options(run_options(self.config), self.result)
         self._write_junit()
         if self._same_as_run():
             if exitstatus == 5 or not self.result.checks:
                 self.result.notes.append("no checks were collected: check the gate, -k and -m filters")
+            self._ending = _close_plain_run(self.result, self.config)  # the gate's verdict is in the exit code
             session.exitstatus = self.result.exit_code  # the contract of acgs-verify run: 0/1/2/3
 
     def _cut_off(self) -> list[CheckResult]:
@@ -234,18 +261,16 @@ class ResultCollector:
         return is_plain(self.config) and (PROFILE_KEY in self.config.stash or bool(self.by_nodeid))
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        """After pytest's own last line: the reports (with --report-dir) and the run's summary line."""
+        """After pytest's own last line: where the reports are (with --report-dir) and the run's summary line."""
         from acgs_verify import rundir
+        from acgs_verify.finish import say_ending
 
         plain_run = config.stash.get(PLAIN_RUN_KEY, None)
-        if self.result is None or not self._same_as_run():
+        if self.result is None or self._ending is None:
             if plain_run:
                 rundir.discard(plain_run.partial)
             return
-        if plain_run:
-            _finish_plain_run(self.result, config, plain_run)
-        _print_escalation(self.result, config.stash.get(PROFILE_KEY, None))
-        print(self.result.summary_line())
+        say_ending(self.result, self._ending)
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
         from acgs_verify.report.terminal import findings_lines
@@ -257,37 +282,16 @@ class ResultCollector:
                 terminalreporter.write_line(line)
 
 
-def _finish_plain_run(result: RunResult, config: pytest.Config, plain_run: PlainRun) -> None:
-    """The gate's rules, the trend and the reports, as acgs-verify run writes them; one line saying where."""
-    from acgs_verify import rundir
-    from acgs_verify.gates import GatePlan, finish
-    from acgs_verify.report.history import trend_of
+def _close_plain_run(result: RunResult, config: pytest.Config):
+    """The gate's rules, the trend and the reports (with --report-dir), as acgs-verify run closes a run."""
+    from acgs_verify.finish import close_run
+    from acgs_verify.gates import GatePlan
 
-    profile = config.stash[PROFILE_KEY]
-    plan = GatePlan(config.getoption("acgs_gate"))
-    try:
-        finish(result, plan, profile, plain_run.partial)
-        result.extra["trend"] = trend_of(result, plain_run.report_dir)
-        run_dir = rundir.finish(result, plain_run.partial, plain_run.report_dir, profile.secret_values(),
-                                plan.writes_snapshot)
-        print(f"reports: {run_dir}/ (report.html, report.md, summary.json, junit.xml, metrics.prom, "
-              "allure-results/)" + ("" if result.complete else " [incomplete]"))
-    except rundir.ReportDirError as exc:
-        print(f"acgs-verify: error: {exc}", file=sys.stderr)
-    except BaseException:
-        rundir.discard(plain_run.partial)
-        raise
-
-
-def _print_escalation(result: RunResult, profile: Profile | None) -> None:
-    """The escalation line, just above the summary line (computed here when no run directory was written)."""
-    from acgs_verify.escalation import escalation_line, escalation_of
-
-    if "escalation" not in result.extra and profile is not None:
-        result.extra["escalation"] = escalation_of(result, profile.escalation)
-    line = escalation_line(result)
-    if line:
-        print(line)
+    profile = config.stash.get(PROFILE_KEY, None)
+    plain_run = config.stash.get(PLAIN_RUN_KEY, None)
+    gate = (GatePlan(config.getoption("acgs_gate")), profile) if profile is not None else None
+    return close_run(result, plain_run.partial if plain_run else None, plain_run.report_dir if plain_run else None,
+                     profile.secret_values() if profile is not None else [], gate=gate, pool=handed_pool(config))
 
 
 def _apply_run_options(opts: RunOptions, result: RunResult) -> None:

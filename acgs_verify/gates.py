@@ -67,7 +67,7 @@ def find_snapshot(report_dir: Path, profile_name: str) -> Path | None:
 
 def plan(gate: str, profile_name: str, report_dir: Path, snapshot_arg: Path | None, since_arg: str | None) -> GatePlan:
     """Resolve the snapshot and the log window before anything runs; any problem is a GateError line."""
-    from acgs_verify.probes.logs import parse_since
+    from acgs_verify.options import parse_since
     from acgs_verify.report.snapshot import read_snapshot
 
     p = GatePlan(gate)
@@ -141,6 +141,10 @@ def wait_for_recovery(result: RunResult, seconds: float, rerun: Callable[[list[s
                 fresh[c.nodeid].attempts = c.attempts + 1
                 result.checks[i] = fresh[c.nodeid]
         result.notes.extend(n for n in again.notes if n not in result.notes)
+        if again.extra.get("state"):  # a DB-01/RD-01 that ran again recorded its source again
+            from acgs_verify.run_state import empty, renew
+
+            renew(result.extra.setdefault("state", empty()), again.extra["state"])
         if not again.complete:  # stopped mid-way: its interrupted checks make this run incomplete too
             result.complete = False
             break
@@ -154,9 +158,10 @@ def wait_for_recovery(result: RunResult, seconds: float, rerun: Callable[[list[s
                             f"{len(still)} still failing")
 
 
-def finish(result: RunResult, p: GatePlan, profile, run_dir: Path | None = None) -> list[str]:
+def finish(result: RunResult, p: GatePlan, profile, run_dir: Path | None = None, pool=None) -> list[str]:
     """The gate's own rules, after the checks ran, and what every report says of the run (escalation, the
-    availability target), or the evidence copied into `run_dir` (the run's directory being written).
+    availability target), or the evidence copied into `run_dir` (the run's directory being written) through
+    `pool`, the run's HostPool (a pool of its own when the checks' is gone: they ran in xdist workers).
     Returns lines for the terminal (regressions first)."""
     from acgs_verify.report.diff import compare
     from acgs_verify.report.snapshot import snapshot_of
@@ -164,11 +169,12 @@ def finish(result: RunResult, p: GatePlan, profile, run_dir: Path | None = None)
     lines: list[str] = []
     if p.since:
         result.extra["log_window_since"] = p.since
-    if p.writes_snapshot or p.compares:
-        from acgs_verify.probes.state import collect_state
+    if p.writes_snapshot or p.compares:  # what DB-01 and RD-01 recorded as they ran: nothing is asked again here
+        from acgs_verify.run_state import empty, unrecorded
 
-        result.extra["state"] = collect_state(profile)
-        result.notes.extend(result.extra["state"]["errors"])
+        state = result.extra.setdefault("state", empty())
+        state["errors"].extend(unrecorded(state, profile))
+        result.notes.extend(e for e in state["errors"] if e not in result.notes)
     required = GATES[p.gate].get("required") or ()
     ran = {c.id for c in result.checks}
     missing = [i for i in required if i not in ran]
@@ -202,7 +208,7 @@ def finish(result: RunResult, p: GatePlan, profile, run_dir: Path | None = None)
             lines.append(f"WARNING {note}")
         lines.extend(d.lines() or ["no regressions, nothing vanished"])
     if GATES[p.gate].get("evidence"):
-        lines.extend(_preserve_evidence(result, profile, run_dir))
+        lines.extend(_preserve_evidence(result, profile, run_dir, pool))
     _describe(result, profile)
     # the lines quote a --snapshot path, the compared run's own summary line and the evidence's file names: a
     # terminal shows them, so an escape sequence in any of them is shown, never acted on
@@ -264,13 +270,13 @@ def _describe(result: RunResult, profile) -> None:
                                     "window_days": t.availability_window_days, "min_runs": t.availability_min_runs}
 
 
-def _preserve_evidence(result: RunResult, profile, run_dir: Path | None) -> list[str]:
+def _preserve_evidence(result: RunResult, profile, run_dir: Path | None, pool=None) -> list[str]:
     from acgs_verify.evidence import EVIDENCE_DIR, preserve
 
     if run_dir is None:
         result.notes.append("evidence: not copied, this run writes no run directory (give --report-dir)")
         return []
-    ev = preserve(profile, run_dir / EVIDENCE_DIR, result.run_id)
+    ev = preserve(profile, run_dir / EVIDENCE_DIR, result.run_id, pool=pool)
     result.extra["evidence"] = ev
     hosts = ", ".join(ev["hosts"]) or "no host"
     note = (f"evidence: {ev['files']} log files ({ev['bytes']} bytes) from {hosts} copied at {ev['copied_at']} into "

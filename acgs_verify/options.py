@@ -11,7 +11,9 @@ values it was given to pytest with pytest_args(). No pytest import here: the CLI
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 DEFAULT_PROFILE = "sandbox"
@@ -89,3 +91,32 @@ def pytest_args(values: dict[str, Any]) -> list[str]:
             if one is not None:
                 args += [option.flag, str(one)]
     return args
+
+
+# --since: a duration before now, or a time (which probes/logs.py's `within` compares log lines with)
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+SINCE_CLOCK_SLACK = timedelta(minutes=1)  # a time typed from another machine's clock may run a little ahead
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """`90s`, `30m`, `2h`, `1d`, `1w` before now, or an ISO 8601 time (local time when it names no zone).
+
+    Raises ValueError with a one-line reason for anything else.
+    """
+    text = text.strip()
+    now = now or datetime.now(UTC)
+    m = _DURATION.match(text)
+    try:
+        if m:
+            return now - timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+        since = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        since = since if since.tzinfo is not None else since.astimezone()  # no zone: local time
+    except (OverflowError, ValueError) as exc:
+        if isinstance(exc, OverflowError) or m:
+            raise ValueError(f"--since {text!r}: reaches back before the year 1") from None
+        raise ValueError(f"--since {text!r}: expected an ISO time (2025-06-01T02:00), "
+                         "a duration (90s, 30m, 2h, 1d) or 'snapshot'") from None
+    if since > now + SINCE_CLOCK_SLACK:  # a window that opens later holds no line yet: every log check would fail
+        raise ValueError(f"--since {text!r}: is in the future (now {now.astimezone():%Y-%m-%d %H:%M %Z})")
+    return since

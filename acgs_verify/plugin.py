@@ -16,7 +16,14 @@ import pytest
 from acgs_verify import options
 from acgs_verify.catalog import CATALOG, GATES, SECTIONS, SEVERITIES
 from acgs_verify.check import Check, ProbeError, next_step_for, outcome_of, reach_step_for, said
-from acgs_verify.collector import PROFILE_KEY, is_plain, register_collectors, run_options, start_plain_run
+from acgs_verify.collector import (
+    HANDED_POOL_KEY,
+    PROFILE_KEY,
+    is_plain,
+    register_collectors,
+    run_options,
+    start_plain_run,
+)
 from acgs_verify.hosts import reach
 from acgs_verify.profile import Profile, ProfileError, load_profile
 from acgs_verify.shards import key_of
@@ -272,7 +279,14 @@ def hosts(profile: Profile, pytestconfig: pytest.Config):
     pytestconfig.stash[POOL_KEY] = pool  # for the read-ahead in pytest_runtest_protocol
     yield pool
     del pytestconfig.stash[POOL_KEY]
-    pool.close()  # ends the ssh control masters; nothing outlives the run
+    gate = GATES.get(pytestconfig.getoption("acgs_gate"), {})
+    if gate.get("evidence") and not hasattr(pytestconfig, "workerinput"):
+        # the gate copies evidence once the checks are done: through this pool, which whoever finishes the run
+        # takes (handed_pool) and closes, so the hosts are not connected to again
+        pytestconfig.stash[HANDED_POOL_KEY] = pool
+    else:
+        pool.close()  # ends the ssh control masters; nothing outlives the run
+
 
 
 @pytest.fixture(scope="session")
@@ -371,9 +385,39 @@ def run_history(pytestconfig: pytest.Config, profile: Profile) -> list[dict]:
 
 
 @pytest.fixture
-def check(request: pytest.FixtureRequest) -> Check:
+def check(request: pytest.FixtureRequest, profile: Profile) -> Check:
     target = _target_of(request.node)
-    return Check(request.node, target.id if target is not None else "-", target=target, request=request)
+    return Check(request.node, target.id if target is not None else "-", target=target, profile=profile,
+                 systemd=_systemd_of(request, target))
+
+
+def _systemd_of(request: pytest.FixtureRequest, target) -> bool | None:
+    """Whether a service target's host runs systemd, which its next step's words depend on: the profile's
+    `systemd:`, else the run's reading of the host (one per host, the one SVC-05 makes); None when it does not
+    matter (no unit to name) or cannot be read (an unreachable host: its checks cite it anyway)."""
+    service, host = getattr(target, "service", None), getattr(target, "host", None)
+    if service is None or host is None or not service.unit or host.systemd is not None:
+        return getattr(host, "systemd", None)
+    from acgs_verify.probes.units import uses_systemd
+
+    try:
+        return uses_systemd(request.getfixturevalue("hosts"), host)
+    except Exception:  # noqa: BLE001 - a next step is advice: unknown leaves it in the profile's words
+        return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """After DB-01 and RD-01 in a run whose gate keeps a snapshot: the state it compares, over the check's own
+    session (run_state.py), so the gate stage connects to nothing after the run."""
+    try:
+        return (yield)
+    finally:
+        from acgs_verify import run_state
+
+        if run_state.wanted(item.config):
+            target = _target_of(item)
+            run_state.record(item, target if target is not _NO_TARGETS else None)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -37,7 +37,8 @@ ONE_LINE_MAX = 400
 # names look the same (U+200B-U+200D, U+2060, U+FEFF), and lone surrogates (a file name that is not
 # UTF-8, decoded with surrogateescape), which would stop a UTF-8 writer. A backslash is left alone: a message
 # quoting a regex or a Windows path stays readable, and escaping twice changes nothing.
-_UNSAFE = "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2060\ufeff\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_UNSAFE = ("\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2060\ufeff\u2028\u2029\u202a-\u202e\u2066-\u2069"
+           "\ud800-\udfff")
 _UNSAFE_IN_TEXT = re.compile(f"[{_UNSAFE}]")  # where the format has lines and tabs: report.md's fences, <pre>
 _UNSAFE_IN_LINE = re.compile(f"[\t\n{_UNSAFE}]")  # everywhere else: a message, a table cell, a label, a terminal line
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}

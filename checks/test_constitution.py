@@ -1,6 +1,5 @@
 """Constitutional compliance: runbook 'Constitutional Compliance Failure'."""
 
-from pathlib import PurePosixPath
 
 from acgs_verify.check import runbook
 from acgs_verify.probes.compliance import compliance_rates
@@ -105,7 +104,7 @@ def test_policy_file_validates(policies, hosts, profile, check):
     Evidence for a pass: every policy file on the host parses and names the expected hash. Only policy files are
     validated (profile policies.include/exclude); the rest are listed once, as ignored. No policy file fails."""
     from acgs_verify.probes.hostfiles import host_files
-    from acgs_verify.probes.policies import check_policy, describe_ignored, scan_policies
+    from acgs_verify.probes.policies import check_policies, describe_ignored, scan_policies
 
     if policies.root is None:
         check.skip("the profile sets paths.policies: null: this site keeps no policy files")
@@ -118,8 +117,7 @@ def test_policy_file_validates(policies, hosts, profile, check):
     if not scan.files:
         check.fail(measured=f"no policy file under {scan.root}: {scan.nothing_found(include)}",
                    expected=f"at least one policy file ({', '.join(include)})")
-    found = {f: check_policy(PurePosixPath(scan.root) / f, profile.policies.format, profile.policies.hash_field,
-                             files) for f in scan.files}
+    found = check_policies(scan, profile.policies.format, profile.policies.hash_field, files)
     bad = {f: c for f, c in found.items() if c.problem is not None or c.hash != profile.constitutional_hash}
     said = {f: c.problem or f"{c.format}: {c.detail}; {profile.policies.hash_field} {c.hash}" for f, c in found.items()}
     check.evidence("policy files", [f"{f}: {said[f]}" for f in found])

@@ -343,6 +343,7 @@ def test_a_redis_dripping_a_byte_every_1_5_s_fails_at_its_deadline_and_only_once
 @pytest.mark.parametrize("mode, reason", [("redis-huge", "reply larger than 4 MiB"),
                                           ("redis-drip", "no complete reply within the 2 s timeout")])
 def test_the_maintenance_snapshot_counts_keys_within_the_same_bounds(mode, reason):
+    from acgs_verify.probes.redis import RedisProbe
     from acgs_verify.probes.state import redis_keys
 
     stack = contextlib.ExitStack()
@@ -350,7 +351,8 @@ def test_the_maintenance_snapshot_counts_keys_within_the_same_bounds(mode, reaso
         port = stack.enter_context(HostileServer(mode))
         tracemalloc.start()
         # 2 s: a byte comes every 1.5 s, within any one read's timeout; ending the server releases a read that hangs
-        (how, what), seconds = _within(15, lambda: redis_keys(f"redis://127.0.0.1:{port}/0", None, 2), stack.close)
+        (how, what), seconds = _within(15, lambda: redis_keys(RedisProbe(f"redis://127.0.0.1:{port}/0", None, 2)),
+                                       stack.close)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     assert how == "raised" and reason in str(what), what
@@ -370,14 +372,14 @@ def test_a_real_redis_is_read_as_before_through_the_bounded_connection(tmp_path)
             assert hit_rate(probe.info("stats")) == (0, 1)  # the GET above missed
             lat = probe.latency(5)
             assert len(lat.samples_ms) == 5 and not lat.failures
+            assert redis_keys(probe) == {"keys": 0, "names": []}
+            import redis
+
+            with contextlib.closing(redis.Redis(host="127.0.0.1", port=port, password="pw with spaces")) as admin:
+                admin.mset({f"k{i}": "v" for i in range(1200)})  # more than one SCAN page, more than MAX_KEY_NAMES
+                assert redis_keys(probe) == {"keys": 1200, "names": None}
+                admin.delete(*[f"k{i}" for i in range(600)])
+                assert redis_keys(probe) == {"keys": 600, "names": sorted(f"k{i}"
+                                                                                  for i in range(600, 1200))}
         finally:
             probe.close()
-        assert redis_keys(url, "pw with spaces", 3) == {"keys": 0, "names": []}
-        import redis
-
-        with contextlib.closing(redis.Redis(host="127.0.0.1", port=port, password="pw with spaces")) as admin:
-            admin.mset({f"k{i}": "v" for i in range(1200)})  # more than one SCAN page, more than MAX_KEY_NAMES
-            assert redis_keys(url, "pw with spaces", 3) == {"keys": 1200, "names": None}
-            admin.delete(*[f"k{i}" for i in range(600)])
-            assert redis_keys(url, "pw with spaces", 3) == {"keys": 600, "names": sorted(f"k{i}"
-                                                                                        for i in range(600, 1200))}

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from acgs_verify.probes.logs import parse_since, within
+from acgs_verify.options import parse_since
+from acgs_verify.probes.logs import within
 from acgs_verify.report import allure, mask_files
 from acgs_verify.report.diff import compare
 from acgs_verify.report.history import append_history, read_history
@@ -19,7 +20,7 @@ from acgs_verify.report.prometheus import render_metrics
 from acgs_verify.report.snapshot import snapshot_of
 from acgs_verify.results import CheckResult, RunResult
 from acgs_verify.waivers import WaiverError, apply_waivers, load_waivers
-from tests.servers import closed_port, redis_server
+from tests.servers import redis_server
 
 
 def check(id_="SVC-06", target="auth@app-1", outcome="passed", severity="P1", **kw) -> CheckResult:
@@ -203,27 +204,31 @@ def test_mask_files_masks_raw_json_and_xml_forms(tmp_path):
 # ------------------------------------------------------------------------------- Redis state seam
 
 
-def test_state_counts_and_names_redis_keys_and_records_nothing_without_sources(tmp_path, write_profile,
-                                                                                monkeypatch):
-    from acgs_verify.probes.state import collect_state
-    from acgs_verify.profile import load_profile
-
-    assert collect_state(load_profile(str(write_profile("hosts: [{name: a}]\n")))) == \
-        {"tables": {}, "redis": {}, "errors": []}
+def test_state_counts_and_names_redis_keys_through_the_probe(tmp_path):
     import redis
 
-    with redis_server(tmp_path, password="s3cret-pw") as port, closed_port() as gone:
+    from acgs_verify.probes.redis import RedisProbe
+    from acgs_verify.probes.state import redis_keys
+
+    with redis_server(tmp_path, password="s3cret-pw") as port:
         with redis.Redis(host="127.0.0.1", port=port, password="s3cret-pw") as client:
             client.mset({"acgs:constitutional_hash": "cdd01ef066bc6cf2", "acgs:x": "1"})
-        monkeypatch.setenv("I6_REDIS_PW", "s3cret-pw")
-        profile = load_profile(str(write_profile(
-            f"redis:\n  - {{name: cache, url: 'redis://127.0.0.1:{port}/0', password_env: I6_REDIS_PW}}\n"
-            f"  - {{name: gone, url: 'redis://127.0.0.1:{gone}/0', password_env: I6_REDIS_PW}}\n",
-            "r.yaml")))
-        state = collect_state(profile)
-        assert state["redis"]["cache"] == {"keys": 2, "names": ["acgs:constitutional_hash", "acgs:x"]}
-        assert "gone" not in state["redis"] and state["errors"][0].startswith("redis gone: could not count keys")
-        assert "s3cret-pw" not in json.dumps(state)
+        probe = RedisProbe(f"redis://127.0.0.1:{port}/0", "s3cret-pw", timeout=3)
+        try:
+            assert redis_keys(probe) == {"keys": 2, "names": ["acgs:constitutional_hash", "acgs:x"]}
+        finally:
+            probe.close()
+
+
+def test_a_gate_without_recorded_state_names_each_source_it_could_not_compare(write_profile):
+    from acgs_verify.profile import load_profile
+    from acgs_verify.run_state import empty, unrecorded
+
+    assert unrecorded(empty(), load_profile(str(write_profile("hosts: [{name: a}]\n")))) == []
+    profile = load_profile(str(write_profile("redis:\n  - {name: cache, url: 'redis://127.0.0.1:1/0'}\n", "r.yaml")))
+    assert unrecorded(empty(), profile) == ["redis cache: not compared: RD-01 did not run on it in this run"]
+    recorded = {**empty(), "errors": ["redis cache: could not count keys: refused"]}
+    assert unrecorded(recorded, profile) == []  # its error says why already
 
 
 def test_allure_results_written_from_the_result_model(tmp_path):

@@ -243,7 +243,7 @@ def test_secrets_are_masked_in_every_report(healthy_sandbox, tmp_path):
                        "redis: [{name: cache, url: 'redis://127.0.0.1:9/0', password_env: I6_SECRET}]\n")
     healthy_sandbox.break_fault(FAULT)
     res = run_cli("run", "--profile", str(profile), "--report-dir", str(tmp_path / "r"), "--gate",
-                  "pre-maintenance", "--", "-k", "governance", env={"I6_SECRET": secret})
+                  "pre-maintenance", "--", "-k", "governance or RD-01", env={"I6_SECRET": secret})
     assert res.returncode == 2, res.stdout + res.stderr
     assert secret not in res.stdout + res.stderr
     run_dir = (tmp_path / "r" / "latest").resolve()
@@ -254,6 +254,7 @@ def test_secrets_are_masked_in_every_report(healthy_sandbox, tmp_path):
     assert leaks == []
     assert "***" in (run_dir / "junit.xml").read_text() and "***" in (run_dir / "report.html").read_text()
     summary = json.loads((run_dir / "summary.json").read_text())
+    # RD-01 could not reach the cache, so the snapshot's key count is a note, recorded by RD-01 and masked
     assert any(n.startswith("redis cache: could not count keys") for n in summary["notes"])
 
 

@@ -23,9 +23,9 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from acgs_verify.probes.bounded import NotReadable, read_regular, size_text
 from acgs_verify.errors import ProbeError
 from acgs_verify.hosts.commands import CANNOT, command, operand, refuse
+from acgs_verify.probes.bounded import NotReadable, read_regular, size_text
 from acgs_verify.redact import one_line
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@
 Counter({'cdd01ef066bc6cf2': 1})
 >>> request_statuses(lines)         # HTTP statuses of request lines, health probes left out
 [200, 200, 500]
->>> within(lines, parse_since("2h"))  # only the lines of the last two hours (acgs-verify run --since 2h)
+>>> within(lines, since)         # only the lines since --since (options.parse_since: "2h", an ISO time)
 
 Reads both formats the services write: `%(asctime)s - %(name)s - %(levelname)s - %(message)s` and JSON lines.
 """
@@ -19,7 +19,7 @@ import stat
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from acgs_verify.errors import ProbeError
 from acgs_verify.probes.bounded import size_text
@@ -39,9 +39,6 @@ _HASH = re.compile(r"constitutional[ _-]?hash[\"']?\s*[:=]\s*[\"']?([0-9a-fA-F]{
 _STATUS_KV = re.compile(r"\bstatus(?:_code)?[=:]\s*\"?(\d{3})\b")
 _STATUS_ACCESS = re.compile(r"\"[A-Z]+ (?P<path>\S+) HTTP/[\d.]+\"\s+(?P<status>\d{3})\b")
 _PATH_KV = re.compile(r"\bpath[=:]\s*\"?(\S+?)\"?(?:\s|$)")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-SINCE_CLOCK_SLACK = timedelta(minutes=1)  # a time typed from another machine's clock may run a little ahead
 PROBE_PATHS = ("/health", "/metrics")  # monitoring traffic, not users': left out of error rates
 
 
@@ -158,28 +155,6 @@ def _parse_ts(value) -> datetime | None:
 def _aware(ts: datetime) -> datetime:
     # `%(asctime)s` is the host's local time without a zone: read it as local time
     return ts if ts.tzinfo is not None else ts.astimezone()
-
-
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """`90s`, `30m`, `2h`, `1d`, `1w` before now, or an ISO 8601 time (local time when it names no zone).
-
-    Raises ValueError with a one-line reason for anything else.
-    """
-    text = text.strip()
-    now = now or datetime.now(UTC)
-    m = _DURATION.match(text)
-    try:
-        if m:
-            return now - timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
-        since = _aware(datetime.fromisoformat(text.replace("Z", "+00:00")))
-    except (OverflowError, ValueError) as exc:
-        if isinstance(exc, OverflowError) or m:
-            raise ValueError(f"--since {text!r}: reaches back before the year 1") from None
-        raise ValueError(f"--since {text!r}: expected an ISO time (2025-06-01T02:00), "
-                         "a duration (90s, 30m, 2h, 1d) or 'snapshot'") from None
-    if since > now + SINCE_CLOCK_SLACK:  # a window that opens later holds no line yet: every log check would fail
-        raise ValueError(f"--since {text!r}: is in the future (now {now.astimezone():%Y-%m-%d %H:%M %Z})")
-    return since
 
 
 def within(lines: list[str], since: datetime) -> list[str]:

@@ -7,6 +7,8 @@
 [PosixPath('.../CLAUDE.md'), PosixPath('.../constitution.yaml'), PosixPath('.../data_access.rego'), ...]
 >>> check_policy(Path(".../data_access.rego"), "auto", "constitutional_hash")
 PolicyCheck(format='rego', problem=None, hash='cdd01ef066bc6cf2', detail='package acgs.data_access, 4 rules')
+>>> check_policies(scan, "auto", "constitutional_hash")     # every policy file of a scan, by relative path
+{'constitution.yaml': PolicyCheck(format='yaml', ...), 'rules/data_access.rego': PolicyCheck(format='rego', ...)}
 
 Rego is checked without OPA: the package line, imports, strings and comments, balanced brackets, and rule heads;
 a syntax check rather than OPA's full parser (which would need the `opa` binary on every checking host).
@@ -21,8 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from acgs_verify.probes.bounded import NotReadable
 from acgs_verify.errors import ProbeError
+from acgs_verify.probes.bounded import NotReadable
 from acgs_verify.probes.hostfiles import Files, local_files
 from acgs_verify.redact import one_line
 from acgs_verify.words import plural
@@ -38,6 +40,10 @@ class PolicyCheck:
     problem: str | None  # None: parses and carries a hash (compare .hash with the expected one)
     hash: str | None
     detail: str = ""
+
+    def said(self, hash_field: str) -> str:
+        """'rego: package acgs.data_access, 4 rules; constitutional_hash cdd01ef066bc6cf2', or the problem."""
+        return f"{self.format}: {self.problem or f'{self.detail}; {hash_field} {self.hash}'}"
 
 
 def policy_files(root: str | Path) -> list[Path]:
@@ -168,6 +174,12 @@ def _document(text: str, kind: str, hash_field: str) -> PolicyCheck:
     if found is None:
         return PolicyCheck(kind, f"no {hash_field} field (top level or metadata)", None, detail)
     return PolicyCheck(kind, None, str(found), detail)
+
+
+def check_policies(scan: PolicyScan, fmt: str, hash_field: str, files: Files | None = None) -> dict[str, PolicyCheck]:
+    """check_policy() of every policy file a scan found, on the host `files` reads, keyed by its path relative to
+    the scanned folder."""
+    return {f: check_policy(Path(scan.root) / f, fmt, hash_field, files) for f in scan.files}
 
 
 # ------------------------------------------------------------------------------------------------ Rego

@@ -27,7 +27,9 @@ from acgs_verify.probes.http import Latency
 from acgs_verify.profile import Profile, Redis
 from acgs_verify.redact import display_url, one_line
 
-READ_COMMANDS = frozenset({"PING", "INFO", "GET", "EXISTS", "TYPE", "TTL", "DBSIZE", "STRLEN"})
+# SCAN reads key names a page at a time (the maintenance snapshot, probes/state.py): read-only like KEYS, without
+# blocking the server as KEYS does
+READ_COMMANDS = frozenset({"PING", "INFO", "GET", "EXISTS", "TYPE", "TTL", "DBSIZE", "STRLEN", "SCAN"})
 
 
 # What one command's reply may be: INFO is ~5 KiB, a SCAN page of 500 names ~50 KiB. A Redis answering a 1 GiB bulk
