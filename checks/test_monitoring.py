@@ -25,7 +25,7 @@ def test_no_unresolved_critical_alert(node, logs, profile, thresholds, check):
     shown = "; ".join(excerpt(a.line, 200) for a in alerts[-3:])
     empty = f"no line since {logs.since:%Y-%m-%d %H:%M}" if logs.since else "the log is empty: no alert written yet"
     read = f"{plural(len(lines), 'line')} read" if lines else empty
-    check.that(not alerts, measured=f"{len(alerts)} unresolved CRITICAL alerts in the last {window:g} min of "
+    check.that(not alerts, measured=f"{plural(len(alerts), 'unresolved CRITICAL alert')} in the last {window:g} min of "
                f"{path} ({read})" + (f": {shown}" if alerts else ""), expected=f"0 in {window:g} min")
 
 
@@ -42,5 +42,6 @@ def test_service_availability(service, run_history, thresholds, check):
                    "history.jsonl; "
                    f"availability needs {need}")
     percent = 100 * sum(ups) / len(ups)
-    check.that(percent >= target, measured=f"{percent:.2f} % available: SVC-01 passed in {sum(ups)} of {len(ups)} "
-               f"runs in the last {days:g} days", expected=f">= {target:g} %", value=round(percent, 3))
+    check.that(percent >= target, measured=f"{percent:.2f} % available: SVC-01 passed in {sum(ups)} of "
+               f"{plural(len(ups), 'run')} in the last {days:g} days", expected=f">= {target:g} %",
+               value=round(percent, 3))

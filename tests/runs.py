@@ -75,8 +75,9 @@ class RunTimedOut(AssertionError):
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300,
             process: bool = False) -> Run:
-    """`acgs-verify *args` with `env` added to the environment, in `cwd` (the checkout by default); fails the test
-    when it takes longer than `timeout` seconds. Every summary.json it writes is checked against the shipped schema."""
+    """`acgs-verify *args` with `env` added to the environment (a None value unsets that variable), in `cwd` (the
+    checkout by default); fails the test when it takes longer than `timeout` seconds. Every summary.json it writes is
+    checked against the shipped schema."""
     from tests.summary_schema import assert_written_summaries_valid, report_dir_of, summaries
 
     where = Path(cwd or REPO)
@@ -84,7 +85,7 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
     before = summaries(report_dir) if report_dir else {}
     if process:
         res = subprocess.run([sys.executable, "-m", "acgs_verify.cli", *args], capture_output=True, text=True,
-                             env={**os.environ, **(env or {})}, cwd=where, timeout=timeout)
+                             env=_with(dict(os.environ), env or {}), cwd=where, timeout=timeout)
         code, out, err = res.returncode, res.stdout, res.stderr
     else:
         code, out, err = _in_process(list(args), env or {}, where, timeout)
@@ -110,13 +111,25 @@ def _in_process(argv: list[str], env: dict, cwd: Path, timeout: float) -> tuple[
 
     out, err = io.StringIO(), io.StringIO()
     with _restored(), _deadline(timeout, argv) as expired:
-        os.environ.update(env)
+        _with(os.environ, env)
         os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = cli.main(argv)
+            try:
+                code = cli.main(argv)
+            except SystemExit as exc:  # argparse's --help, --version and usage errors end the process
+                code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
     if expired():
         raise RunTimedOut(f"acgs-verify {' '.join(argv)} took over {timeout} s\n{out.getvalue()[-3000:]}")
     return code, out.getvalue(), err.getvalue()
+
+
+def _with(environ, changes: dict):
+    for name, value in changes.items():
+        if value is None:
+            environ.pop(name, None)
+        else:
+            environ[name] = value
+    return environ
 
 
 @contextlib.contextmanager

@@ -7,16 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, SHARED_MACHINE, run_cli
+from tests.conftest import REPO, run_checks, run_cli
 from tests.fault_runs import FaultBatches
-
-
-def run(sandbox, tmp_path, *extra: str):
-    res = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(tmp_path / "reports"),
-                  *SHARED_MACHINE, *extra)
-    summary_path = tmp_path / "reports" / "latest" / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-    return res, summary
 
 
 def failed_ids(summary) -> set[tuple[str, str]]:
@@ -24,7 +16,8 @@ def failed_ids(summary) -> set[tuple[str, str]]:
 
 
 def test_healthy_sandbox_passes_every_check(healthy_sandbox, tmp_path):
-    res, summary = run(healthy_sandbox, tmp_path)
+    res = run_checks(healthy_sandbox, tmp_path / "reports")
+    summary = res.summary
     last = res.stdout.strip().splitlines()[-1]
     assert res.returncode == 0, res.stdout + res.stderr
     assert last.startswith("ACGS OK - "), last
@@ -46,7 +39,8 @@ def test_healthy_sandbox_passes_every_check(healthy_sandbox, tmp_path):
 
 
 def test_summary_line_is_last_and_parsable(healthy_sandbox, tmp_path):
-    res, summary = run(healthy_sandbox, tmp_path, "--gate", "smoke")
+    res = run_checks(healthy_sandbox, tmp_path / "reports", "--gate", "smoke")
+    summary = res.summary
     last = res.stdout.strip().splitlines()[-1]
     assert last == summary["summary"]
     assert "| passed=" in last and "failed=0" in last and "duration=" in last
@@ -85,7 +79,7 @@ BATCHES = FaultBatches([
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_each_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fault):
-    batch = BATCHES.run(healthy_sandbox, fault, lambda *args: run(healthy_sandbox, tmp_path, *args))
+    batch = BATCHES.run(healthy_sandbox, fault, lambda *args: run_checks(healthy_sandbox, tmp_path / "reports", *args))
     batch.assert_fails_exactly(fault)
     res = batch.res
     last = res.stdout.strip().splitlines()[-1]
@@ -97,7 +91,8 @@ def test_each_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fault):
 
 def test_failure_message_says_target_measured_expected_and_next_step(healthy_sandbox, tmp_path):
     healthy_sandbox.break_fault("slow:auth")
-    _, summary = run(healthy_sandbox, tmp_path, "--", "-k", "latency and auth")  # the others' p99 is the load's
+    summary = run_checks(healthy_sandbox, tmp_path / "reports", "--", "-k",
+                         "latency and auth").summary  # the others' p99 is the load's
     (c,) = [c for c in summary["checks"] if c["outcome"] == "failed"]
     assert c["id"] == "SVC-06" and c["target"] == "auth@app-1"
     assert "auth@app-1" in c["message"] and "p99" in c["message"] and "expected p99 < 149 ms" in c["message"]
@@ -106,8 +101,9 @@ def test_failure_message_says_target_measured_expected_and_next_step(healthy_san
 
 
 def test_thresholds_can_be_set_for_one_run(healthy_sandbox, tmp_path):
-    res, summary = run(healthy_sandbox, tmp_path, "--set", "thresholds.latency_p99_fail_ms=0.001", "--",
-                       "-k", "latency")
+    res = run_checks(healthy_sandbox, tmp_path / "reports", "--set", "thresholds.latency_p99_fail_ms=0.001", "--",
+                     "-k", "latency")
+    summary = res.summary
     assert res.returncode == 2
     assert {c["id"] for c in summary["checks"] if c["outcome"] == "failed"} == {"SVC-06"}
 
@@ -134,7 +130,7 @@ def test_catalog_json_shows_coverage():
 
 
 def test_latest_points_at_a_complete_run(healthy_sandbox, tmp_path):
-    run(healthy_sandbox, tmp_path, "--gate", "smoke")
+    run_checks(healthy_sandbox, tmp_path / "reports", "--gate", "smoke")
     latest = tmp_path / "reports" / "latest"
     assert latest.is_symlink() and (latest / "summary.json").is_file()
     assert not list(Path(tmp_path / "reports").glob(".partial-*"))
