@@ -209,6 +209,15 @@ def sandbox(tmp_path_factory):
         sb.down()
 
 
+@pytest.fixture(scope="session")
+def healthy_run(sandbox, tmp_path_factory):
+    """One whole-catalog run of the healthy session sandbox, shared by the tests that read only what it found
+    (a Run: tests/runs.py). Its report directory is its own: a test that needs history or a snapshot starts its own."""
+    for fault in sandbox.faults():
+        sandbox.heal_fault(fault)
+    return run_checks(sandbox, tmp_path_factory.mktemp("healthy-run") / "reports")
+
+
 @pytest.fixture
 def healthy_sandbox(sandbox):
     """The session sandbox, with every fault healed after the test."""

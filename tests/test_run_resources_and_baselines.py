@@ -22,9 +22,8 @@ def by_pair(summary) -> dict[tuple[str, str], dict]:
     return {(c["id"], c["target"]): c for c in summary["checks"]}
 
 
-def test_healthy_sandbox_passes_these_checks_or_skips_saying_why(healthy_sandbox, tmp_path):
-    res = run_checks(healthy_sandbox, tmp_path / "reports")
-    summary = res.summary
+def test_healthy_sandbox_passes_these_checks_or_skips_saying_why(healthy_run):
+    res, summary = healthy_run, healthy_run.summary
     assert res.returncode == 0, res.stdout[-3000:]
     checks = [c for c in summary["checks"] if c["id"] in NEW]
     assert {c["id"] for c in checks} == set(NEW)
@@ -36,7 +35,7 @@ def test_healthy_sandbox_passes_these_checks_or_skips_saying_why(healthy_sandbox
     sys06 = next(c for c in checks if c["id"] == "SYS-06" and c["target"] == "app-1")
     assert "TCP connect x10" in sys06["measured"]  # and ICMP, or why not
     # history.jsonl now records each service's SVC-01 outcome and SVC-06 p99, compactly
-    line = json.loads((tmp_path / "reports" / "history.jsonl").read_text().splitlines()[-1])
+    line = json.loads((res.report_dir / "history.jsonl").read_text().splitlines()[-1])
     assert line["services"][AUTH]["up"] is True and line["services"][AUTH]["fast"] is True
     assert line["services"][AUTH]["p99_ms"] > 0
 

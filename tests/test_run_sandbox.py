@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -15,9 +14,8 @@ def failed_ids(summary) -> set[tuple[str, str]]:
     return {(c["id"], c["target"]) for c in summary["checks"] if c["outcome"] in ("failed", "error")}
 
 
-def test_healthy_sandbox_passes_every_check(healthy_sandbox, tmp_path):
-    res = run_checks(healthy_sandbox, tmp_path / "reports")
-    summary = res.summary
+def test_healthy_sandbox_passes_every_check(healthy_run):
+    res, summary = healthy_run, healthy_run.summary
     last = res.stdout.strip().splitlines()[-1]
     assert res.returncode == 0, res.stdout + res.stderr
     assert last.startswith("ACGS OK - "), last
@@ -28,7 +26,7 @@ def test_healthy_sandbox_passes_every_check(healthy_sandbox, tmp_path):
     # no systemd in the sandbox: skipped with the reason, never passed; the restore drill is opt-in; a fresh
     # report directory holds no history for SVC-12's baseline or MON-02's availability
     assert skipped <= {"SVC-05", "BK-07", "SVC-12", "MON-02"}, skipped
-    run_dir = (tmp_path / "reports" / "latest").resolve()
+    run_dir = (res.report_dir / "latest").resolve()
     assert (run_dir / "junit.xml").is_file()
     for c in summary["checks"]:
         assert c["severity"] in ("P0", "P1", "P2", "P3") and c["section"] and c["target"]
@@ -38,9 +36,16 @@ def test_healthy_sandbox_passes_every_check(healthy_sandbox, tmp_path):
         assert key in summary
 
 
-def test_summary_line_is_last_and_parsable(healthy_sandbox, tmp_path):
-    res = run_checks(healthy_sandbox, tmp_path / "reports", "--gate", "smoke")
-    summary = res.summary
+@pytest.fixture(scope="module")
+def smoke_run(sandbox, tmp_path_factory):
+    """One smoke-gate run of the healthy sandbox, for the tests that read its last line and its directory."""
+    for fault in sandbox.faults():
+        sandbox.heal_fault(fault)
+    return run_checks(sandbox, tmp_path_factory.mktemp("smoke") / "reports", "--gate", "smoke")
+
+
+def test_summary_line_is_last_and_parsable(smoke_run):
+    res, summary = smoke_run, smoke_run.summary
     last = res.stdout.strip().splitlines()[-1]
     assert last == summary["summary"]
     assert "| passed=" in last and "failed=0" in last and "duration=" in last
@@ -129,8 +134,7 @@ def test_catalog_json_shows_coverage():
     assert set(rows["DB-01"]) == {"id", "section", "severity", "title", "covered", "tests"}
 
 
-def test_latest_points_at_a_complete_run(healthy_sandbox, tmp_path):
-    run_checks(healthy_sandbox, tmp_path / "reports", "--gate", "smoke")
-    latest = tmp_path / "reports" / "latest"
-    assert latest.is_symlink() and (latest / "summary.json").is_file()
-    assert not list(Path(tmp_path / "reports").glob(".partial-*"))
+def test_latest_points_at_a_complete_run(smoke_run):
+    latest = smoke_run.report_dir / "latest"
+    assert latest.is_symlink() and (latest / "summary.json").is_file() and smoke_run.returncode == 0
+    assert not list(smoke_run.report_dir.glob(".partial-*"))
