@@ -169,7 +169,7 @@ def test_compliance_report_shows_each_services_availability_beside_the_target(sa
     assert second.returncode in (0, 1), second.stdout + second.stderr
     run_dir = (reports / "latest").resolve()
     md = (run_dir / "report.md").read_text().replace("\\", "")
-    assert "| auth@app-1 | 100.00 % | >= 99.9 % | passed | 100.00 % available: SVC-01 passed in 1 of 1 runs" in md
+    assert "| auth@app-1 | 100.00 % | >= 99.9 % | passed | 100.00 % available: SVC-01 passed in 1 of 1 run" in md
     dom = chromium("--dump-dom", (run_dir / "report.html").as_uri(), user_data=tmp_path / "chromium")
     html = " ".join(dom.stdout.split())
     assert 'id="availability"' in html and "target 99.9&nbsp;% over 30 days" in html

@@ -52,6 +52,7 @@ def healthy_runs(sandbox, tmp_path_factory):
         sandbox.heal_fault(fault)
     base = tmp_path_factory.mktemp("shards-healthy")
     whole = run_checks(sandbox, base / "whole")
+    whole = (whole, whole.summary)
     shards = run_sharded(sandbox, base)
     merged = merge(*(base / f"shard-{k}" / "latest" for k in shards), report_dir=base / "merged")
     return base, whole, shards, merged
