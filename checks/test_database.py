@@ -157,8 +157,8 @@ def test_table_bloat(database, pg, thresholds, check):
     shown = "; ".join(f"{t['table']} {t['dead_percent']:g} % dead ({t['dead']} of {t['live'] + t['dead']} rows, "
                       f"{t['size']}{'' if t['autovacuum'] else ', autovacuum off'})" for t in bloated[:3])
     check.that(not bloated, measured=f"{len(bloated)} of {plural(len(big), 'table')} over {floor} rows "
-               f"(of {len(tables)} user "
-               f"tables) with >= {limit:g} % dead tuples" + (f": {shown}" if shown else ""),
+               f"(of {plural(len(tables), 'user table')}) with >= {limit:g} % dead tuples" +
+               (f": {shown}" if shown else ""),
                expected=f"< {limit:g} % dead in tables over {floor} rows", value=[t["table"] for t in bloated])
 
 

@@ -1,13 +1,29 @@
-"""Shared fixtures for the suite's own tests."""
+"""Shared fixtures and helpers for the suite's own tests.
+
+Running acgs-verify: one helper, tests/runs.py's `run_cli` (imported here too), and `run_checks` for the usual
+`run --profile P --report-dir R` with the shared machine's limits lifted. Both return a Run: returncode, stdout,
+stderr, `output` (their tails, for an assertion's message), `summary` (the summary.json this run wrote, parsed),
+`checks` (its entries by (ID, target)), `failed()` and `last_line`:
+
+    from tests.conftest import run_checks
+    res = run_checks(healthy_sandbox, tmp_path / "reports", "--gate", "smoke")
+    assert res.returncode == 0 and res.checks[("SVC-01", "auth@app-1")]["outcome"] == "passed", res.output
+
+A run goes through acgs_verify.cli.main in the test's own process (0.5-1 s less than a process per run, and what
+one run changes in the process is put back: tests/runs.py says what). Pass `process=True` only when the test
+proves something about the process itself: the real entrypoint's exit code or file descriptors, signals, running
+as another user, the inherited environment. Several tests reading one run of the same sandbox state share it
+through a module-scoped fixture rather than each starting its own.
+"""
 
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.runs import Run, run_checks, run_cli  # noqa: F401  (the suite's one run helper; see above)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,21 +44,6 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 SHARED_MACHINE = ("--set", "thresholds.cpu_percent_max=100", "--set", "thresholds.load_1m_max=1000",
                   "--set", "thresholds.network_p99_fail_ms=1000", "--set", "thresholds.latency_p99_fail_ms=149",
                   "--set", "thresholds.redis_latency_p99_ms_max=40")
-
-
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300):
-    """acgs-verify as a user runs it: a separate process, its exit code, stdout and stderr."""
-    import os
-
-    from tests.summary_schema import assert_written_summaries_valid, report_dir_of, summaries
-
-    full_env = {**os.environ, **(env or {})}
-    report_dir = report_dir_of(args, cwd or REPO)
-    before = summaries(report_dir) if report_dir else {}
-    res = subprocess.run([sys.executable, "-m", "acgs_verify.cli", *args], capture_output=True, text=True,
-                         env=full_env, cwd=cwd or REPO, timeout=timeout)
-    assert_written_summaries_valid(report_dir, before)  # every summary.json a run writes meets the shipped schema
-    return res
 
 
 def profile_error(*args, **kw) -> str:
@@ -206,6 +207,15 @@ def sandbox(tmp_path_factory):
         yield sb
     finally:
         sb.down()
+
+
+@pytest.fixture(scope="session")
+def healthy_run(sandbox, tmp_path_factory):
+    """One whole-catalog run of the healthy session sandbox, shared by the tests that read only what it found
+    (a Run: tests/runs.py). Its report directory is its own: a test that needs history or a snapshot starts its own."""
+    for fault in sandbox.faults():
+        sandbox.heal_fault(fault)
+    return run_checks(sandbox, tmp_path_factory.mktemp("healthy-run") / "reports")
 
 
 @pytest.fixture

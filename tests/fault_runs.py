@@ -5,7 +5,7 @@ again for the module's other tests) and keeps the run; each fault's test then as
 
     BATCHES = FaultBatches([("backup-stale", "cert-expiring"), ("db-down",)], FAULTS,
                            expected=lambda fault, sandbox: FAULTS[fault])
-    batch = BATCHES.run(sandbox, fault, lambda *args: run(sandbox, tmp_path, *args))
+    batch = BATCHES.run(sandbox, fault, lambda *args: run_checks(sandbox, tmp_path / "reports", *args))
     batch.assert_fails_exactly(fault)          # its pairs failed, and the run failed nothing else
 
 One run proves for each fault of its batch: all of the fault's (ID, target) pairs failed; the run failed exactly
@@ -19,11 +19,12 @@ fault, so `-k` selecting one fault runs its whole batch once.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
+
+from tests.runs import Run
 
 Pairs = set[tuple[str, str]]
 FAILED = ("failed", "error")
@@ -35,7 +36,7 @@ class BatchRun:
 
     faults: tuple[str, ...]
     expected: dict[str, Pairs]
-    res: subprocess.CompletedProcess
+    res: Run
     summary: dict[str, Any]
 
     @property
@@ -83,7 +84,7 @@ class FaultBatches:
         self._runs: dict[tuple, BatchRun] = {}
 
     def run(self, sandbox, fault: str, run: Callable[..., tuple]) -> BatchRun:
-        """The run of `fault`'s batch, made by the first of its tests: `run(*args)` -> (CompletedProcess, summary)."""
+        """The run of `fault`'s batch, made by the first of its tests: `run(*args)` -> Run (tests/runs.py)."""
         batch = self._batch_of[fault]
         key = (str(sandbox.dir), batch)
         if key not in self._runs:
@@ -104,10 +105,10 @@ class FaultBatches:
                 broken.append(f)
             for f in batch:
                 self._ready(sandbox, f)
-            res, summary = run(*args.pop())
+            res = run(*args.pop())
         finally:
             for f in reversed(broken):
                 sandbox.heal_fault(f)
         assert sandbox.faults() == [], sandbox.faults()  # each fault's heal undid it
-        assert summary is not None, res.stdout[-3000:] + res.stderr[-3000:]
-        return BatchRun(batch, expected, res, summary)
+        assert res.summary is not None, res.output
+        return BatchRun(batch, expected, res, res.summary)

@@ -222,7 +222,9 @@ def test_nothing_a_target_says_reaches_a_terminal_or_a_report_raw(healthy_sandbo
             "acgs:constitutional_hash", f"cache{HOSTILE}")
         reports = tmp_path / "reports"
         env = {"T_PW_SPACES": PW_SPACES, "T_PW_TAB": PW_TAB, "T_PW_NEWLINE": PW_NEWLINE}
-        res = run_cli("run", "--profile", str(profile), "--report-dir", str(reports), env=env, timeout=240)
+        # a process: a terminal gets what reaches the file descriptors, not only what went through sys.stdout
+        res = run_cli("run", "--profile", str(profile), "--report-dir", str(reports), env=env, timeout=240,
+                      process=True)
     finally:
         Path(odd_file).unlink(missing_ok=True)
     assert res.returncode == 2, res.stdout[-3000:] + res.stderr

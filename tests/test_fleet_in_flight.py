@@ -12,9 +12,6 @@ on durations, which belong to `make bench`):
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +19,7 @@ import yaml
 
 from acgs_verify.sandbox.components.sshd import sshd_binary
 from benchmarks.fleet import Fleet
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.skipif(sshd_binary() is None, reason="needs sshd (openssh-server) for the fleet")
 
@@ -49,11 +47,9 @@ def test_a_down_host_costs_one_timeout_and_holds_no_other_host_back(fleet, tmp_p
     profile.write_text(yaml.safe_dump(data, sort_keys=False))
     reports = tmp_path / "reports"
 
-    run = subprocess.run([sys.executable, "-m", "acgs_verify.cli", "run", "--profile", str(profile),
-                          "--report-dir", str(reports), "--", "-k", "fleet"],
-                         capture_output=True, text=True, timeout=180)
-    assert run.returncode in (1, 2), run.stdout[-2000:] + run.stderr[-2000:]
-    checks = json.loads((reports / "latest" / "summary.json").read_text())["checks"]
+    run = run_cli("run", "--profile", str(profile), "--report-dir", str(reports), "--", "-k", "fleet", timeout=180)
+    assert run.returncode in (1, 2), run.output
+    checks = run.summary["checks"]
     by_host: dict[str, list[dict]] = {}
     for c in checks:
         by_host.setdefault(_host_of(c["target"]), []).append(c)

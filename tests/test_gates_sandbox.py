@@ -13,15 +13,9 @@ from pathlib import Path
 import pytest
 
 from acgs_verify.sandbox.service_app import OTHER_LOG_HASH, SERVICES, log_path
-from tests.conftest import REPO, SHARED_MACHINE, run_cli
+from tests.conftest import REPO, SHARED_MACHINE, run_checks, run_cli
 from tests.junit10 import junit10_violations
 from tests.waiting import wait_for
-
-
-def run(sandbox, reports: Path, *extra: str):
-    res = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(reports), *SHARED_MACHINE, *extra)
-    latest = reports / "latest" / "summary.json"
-    return res, (json.loads(latest.read_text()) if latest.exists() else None)
 
 
 def outcome(summary, check_id: str, target: str) -> dict:
@@ -35,7 +29,8 @@ def pre_maintenance(sandbox, tmp_path_factory):
     for fault in sandbox.faults():
         sandbox.heal_fault(fault)
     reports = tmp_path_factory.mktemp("maintenance") / "reports"
-    pre, summary = run(sandbox, reports, "--gate", "pre-maintenance")
+    pre = run_checks(sandbox, reports, "--gate", "pre-maintenance")
+    summary = pre.summary
     return reports, pre, summary, (reports / "latest" / "snapshot.json").resolve()
 
 
@@ -55,7 +50,8 @@ def test_fault_between_pre_and_post_maintenance_is_a_named_regression(healthy_sa
     assert {outcome(pre_summary, i, t)["outcome"] for i, t in [("BK-01", "backups@app-1"), ("BK-02", latest),
             ("BK-03", latest), ("BK-04", latest), ("BK-07", latest)]} == {"passed"}
 
-    unchanged, summary = run(healthy_sandbox, reports, "--gate", "post-maintenance")
+    unchanged = run_checks(healthy_sandbox, reports, "--gate", "post-maintenance")
+    summary = unchanged.summary
     assert unchanged.returncode == 0, unchanged.stdout
     assert f"compared with snapshot {snapshot}" in unchanged.stdout, unchanged.stdout
     assert "no regressions" in unchanged.stdout
@@ -63,7 +59,8 @@ def test_fault_between_pre_and_post_maintenance_is_a_named_regression(healthy_sa
     # the unchanged run above showed no regression across the whole catalog; this one looks where the fault is
     # (test_run_sandbox shows it fails these two checks and nothing else)
     healthy_sandbox.break_fault("wrong-hash:governance-synthesis")
-    post, summary = run(healthy_sandbox, reports, "--gate", "post-maintenance", "--", "-k", "governance")
+    post = run_checks(healthy_sandbox, reports, "--gate", "post-maintenance", "--", "-k", "governance")
+    summary = post.summary
     assert post.returncode == 2, post.stdout
     regressions = {r["name"] for r in summary["comparison"]["regressions"]}
     assert regressions == {"SVC-02[governance-synthesis@app-1]", "SVC-08[governance-synthesis@app-1]"}
@@ -77,8 +74,9 @@ def test_fault_between_pre_and_post_maintenance_is_a_named_regression(healthy_sa
         assert "REGRESSION" in text and "SVC-08[governance-synthesis@app-1]" in text, report
 
     # rollback against an explicit snapshot, and `acgs-verify diff` agreeing with the gate
-    rollback, summary = run(healthy_sandbox, reports, "--gate", "rollback", "--snapshot", str(snapshot.parent),
-                            "--", "-k", "governance")
+    rollback = run_checks(healthy_sandbox, reports, "--gate", "rollback", "--snapshot", str(snapshot.parent), "--",
+                          "-k", "governance")
+    summary = rollback.summary
     assert rollback.returncode == 2 and summary["comparison"]["snapshot"] == str(snapshot.parent)
     diff = run_cli("diff", str(snapshot.parent), str(run_dir))
     assert diff.returncode == 2 and "REGRESSION P0 SVC-08[governance-synthesis@app-1]" in diff.stdout
@@ -88,10 +86,10 @@ def test_fault_between_pre_and_post_maintenance_is_a_named_regression(healthy_sa
 
 
 def test_post_maintenance_without_a_snapshot_cannot_run(healthy_sandbox, tmp_path):
-    res, _ = run(healthy_sandbox, tmp_path / "reports", "--gate", "post-maintenance")
+    res = run_checks(healthy_sandbox, tmp_path / "reports", "--gate", "post-maintenance")
     assert res.returncode == 3
     assert res.stderr.strip().count("\n") == 0 and "no pre-maintenance snapshot of profile 'sandbox'" in res.stderr
-    bad, _ = run(healthy_sandbox, tmp_path / "reports", "--gate", "rollback", "--snapshot", str(tmp_path))
+    bad = run_checks(healthy_sandbox, tmp_path / "reports", "--gate", "rollback", "--snapshot", str(tmp_path))
     assert bad.returncode == 3 and "--snapshot" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -116,8 +114,9 @@ def test_waived_failure_leaves_exit_0_until_it_expires(healthy_sandbox, tmp_path
     healthy_sandbox.break_fault("slow:evolutionary-computation")
     future = (datetime.now(UTC).date() + timedelta(days=30)).isoformat()
     # only the slowed service: on a loaded machine a healthy one's p99 of 5 samples can pass 149 ms too
-    res, summary = run(healthy_sandbox, tmp_path / "a", "--waivers", str(waiver_file(tmp_path, future)),
-                       *FEW_SAMPLES, "--", "-k", "latency and evolutionary")
+    res = run_checks(healthy_sandbox, tmp_path / "a", "--waivers", str(waiver_file(tmp_path, future)), *FEW_SAMPLES,
+                     "--", "-k", "latency and evolutionary")
+    summary = res.summary
     assert res.returncode == 0, res.stdout
     c = outcome(summary, "SVC-06", "evolutionary-computation@app-1")
     assert c["outcome"] == "failed" and c["waived"]["owner"] == "alice"
@@ -136,8 +135,9 @@ def test_waived_failure_leaves_exit_0_until_it_expires(healthy_sandbox, tmp_path
     assert "JIT warm-up after deploy, OPS-1234 (owner alice, expires " in skipped.get("message")
 
     past = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
-    res, summary = run(healthy_sandbox, tmp_path / "b", "--waivers", str(waiver_file(tmp_path, past)),
-                       *FEW_SAMPLES, "--", "-k", "latency and evolutionary")
+    res = run_checks(healthy_sandbox, tmp_path / "b", "--waivers", str(waiver_file(tmp_path, past)), *FEW_SAMPLES,
+                     "--", "-k", "latency and evolutionary")
+    summary = res.summary
     assert res.returncode == 2, res.stdout
     c = outcome(summary, "SVC-06", "evolutionary-computation@app-1")
     assert c["waived"] is None and f"waiver expired {past}" in c["message"]
@@ -146,7 +146,7 @@ def test_waived_failure_leaves_exit_0_until_it_expires(healthy_sandbox, tmp_path
 
 def test_bad_waiver_file_is_one_line_and_exit_3(healthy_sandbox, tmp_path):
     path = waiver_file(tmp_path, "next tuesday")
-    res, _ = run(healthy_sandbox, tmp_path / "r", "--waivers", str(path))
+    res = run_checks(healthy_sandbox, tmp_path / "r", "--waivers", str(path))
     assert res.returncode == 3 and res.stdout == ""
     assert res.stderr.strip().count("\n") == 0 and "waivers.yaml:6: waivers[0].expires" in res.stderr
 
@@ -183,7 +183,8 @@ def test_wait_reruns_failing_checks_until_the_service_recovers(healthy_sandbox, 
 def test_wait_gives_up_when_time_is_up_and_reports_attempts(healthy_sandbox, tmp_path):
     healthy_sandbox.break_fault("service-unhealthy:constitutional-ai")
     # 3 s: room for one re-run 2 s (gates.RETRY_INTERVAL_SECONDS) after the first attempt, not for a third
-    res, summary = run(healthy_sandbox, tmp_path / "r", "--gate", "smoke", "--wait", "3", "--", "-k", "constitutional")
+    res = run_checks(healthy_sandbox, tmp_path / "r", "--gate", "smoke", "--wait", "3", "--", "-k", "constitutional")
+    summary = res.summary
     assert res.returncode == 2, res.stdout[-2000:]
     c = outcome(summary, "SVC-01", "constitutional-ai@app-1")
     assert c["outcome"] == "failed" and c["attempts"] == summary["wait"]["attempts"] >= 2
@@ -198,24 +199,28 @@ def test_since_restricts_log_checks_to_the_window(healthy_sandbox, tmp_path):
     # --since takes whole seconds: the window starts at the first second after the one the hash was logged in
     wait_for("the clock past the second of the break", lambda: int(time.time()) > broke, 5)
     after_break = datetime.now(UTC).isoformat(timespec="seconds")
-    res, summary = run(healthy_sandbox, tmp_path / "a", "--", "-k", "formal and hash")
+    res = run_checks(healthy_sandbox, tmp_path / "a", "--", "-k", "formal and hash")
+    summary = res.summary
     assert outcome(summary, "CC-02", "formal-verification@app-1")["outcome"] == "failed", res.stdout
-    res, summary = run(healthy_sandbox, tmp_path / "b", "--since", "2h", "--", "-k", "formal and hash")
+    res = run_checks(healthy_sandbox, tmp_path / "b", "--since", "2h", "--", "-k", "formal and hash")
+    summary = res.summary
     assert outcome(summary, "CC-02", "formal-verification@app-1")["outcome"] == "failed", res.stdout
-    res, summary = run(healthy_sandbox, tmp_path / "c", "--since", after_break, "--", "-k", "formal and hash")
+    res = run_checks(healthy_sandbox, tmp_path / "c", "--since", after_break, "--", "-k", "formal and hash")
+    summary = res.summary
     assert outcome(summary, "CC-02", "formal-verification@app-1")["outcome"] == "passed", res.stdout
     # the banner with the expected hash is older than the window too: CC-01 judges only the window's lines
     cc01 = outcome(summary, "CC-01", "formal-verification@app-1")
     assert cc01["outcome"] == "failed" and "0 of the last" in cc01["message"]
     assert summary["log_window_since"] == datetime.fromisoformat(after_break).isoformat(timespec="seconds")
-    bad, _ = run(healthy_sandbox, tmp_path / "d", "--since", "last week")
+    bad = run_checks(healthy_sandbox, tmp_path / "d", "--since", "last week")
     assert bad.returncode == 3 and "expected an ISO time" in bad.stderr
 
 
 def test_since_snapshot_uses_the_pre_maintenance_start(healthy_sandbox, pre_maintenance):
     reports, _, _, snapshot = pre_maintenance
     snap = json.loads(snapshot.read_text())
-    res, summary = run(healthy_sandbox, reports, "--gate", "post-maintenance", "--since", "snapshot",
-                       "--", "-k", "health_endpoint or hash_in_recent")
+    res = run_checks(healthy_sandbox, reports, "--gate", "post-maintenance", "--since", "snapshot", "--", "-k",
+                     "health_endpoint or hash_in_recent")
+    summary = res.summary
     assert summary["log_window_since"] == snap["started"], res.stdout
 

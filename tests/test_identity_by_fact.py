@@ -11,7 +11,8 @@ import json
 
 import yaml
 
-from tests.test_run_hosts import failed, run
+from tests.conftest import run_checks
+from tests.test_run_hosts import failed
 
 K = ("--", "-k", "process_is_running or port_is_listening or postgresql_server")
 
@@ -34,14 +35,16 @@ def _check(summary, check_id: str, target: str) -> dict:
 
 def test_loose_patterns_pass_the_running_owners_and_fail_stopped_servers_beside_decoys(healthy_sandbox, tmp_path):
     profile = _profile(healthy_sandbox, tmp_path, "uvicorn.*auth", "postgres")
-    res, summary = run(profile, tmp_path, *K)
+    res = run_checks(profile, tmp_path / "reports", *K)
+    summary = res.summary
     assert failed(summary) == set(), res.stdout[-3000:]
     assert "owned by pid" in _check(summary, "SVC-03", "auth@app-1")["measured"]
     assert "data directory" in _check(summary, "DB-02", "primary@app-1")["measured"]
 
     healthy_sandbox.break_fault("service-down-decoy:auth")
     healthy_sandbox.break_fault("db-down-decoy")
-    res, summary = run(profile, tmp_path, *K)
+    res = run_checks(profile, tmp_path / "reports", *K)
+    summary = res.summary
     assert failed(summary) == {("SVC-03", "auth@app-1"), ("SVC-04", "auth@app-1"),
                                ("DB-02", "primary@app-1")}, res.stdout[-3000:]
     state = json.loads((healthy_sandbox.dir / "state.json").read_text())["components"]
@@ -61,7 +64,8 @@ def test_a_pattern_that_matches_only_another_process_fails_and_names_both(health
     offset = healthy_sandbox.port_offset  # this sandbox's processes only: others may run on the same machine
     profile = _profile(healthy_sandbox, tmp_path, rf"service_app:constitutional_ai .*--port {8002 + offset} ",
                        rf"postgres -D \S+/replica -p {5433 + offset}")
-    res, summary = run(profile, tmp_path, *K)
+    res = run_checks(profile, tmp_path / "reports", *K)
+    summary = res.summary
     assert failed(summary) == {("SVC-03", "auth@app-1"), ("DB-02", "primary@app-1")}, res.stdout[-3000:]
     svc = _check(summary, "SVC-03", "auth@app-1")["message"]
     assert "service_app:auth" in svc and "which does not match /service_app:constitutional_ai" in svc, svc

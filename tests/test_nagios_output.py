@@ -78,16 +78,17 @@ def state_by_thresholds(out: PluginOutput) -> int:
     return state
 
 
-def nagios_run(sandbox, tmp_path, *extra: str):
+def nagios_run(sandbox, tmp_path, *extra: str, process: bool = False):
     return run_cli("run", "--format", "nagios", "--profile", str(sandbox.profile_path),
-                   "--report-dir", str(tmp_path / "reports"), *SHARED_MACHINE, *extra)
+                   "--report-dir", str(tmp_path / "reports"), *SHARED_MACHINE, *extra, process=process)
 
 
 # ------------------------------------------------------------------------------------------------ real runs
 
 
 def test_ok_run_is_one_status_line_in_grammar(healthy_sandbox, tmp_path):
-    res = nagios_run(healthy_sandbox, tmp_path, "--gate", "smoke")
+    # the real entrypoint: what reaches file descriptor 1, workers and children included, is the plugin output
+    res = nagios_run(healthy_sandbox, tmp_path, "--gate", "smoke", process=True)
     out = parse_plugin_output(res.stdout, res.returncode)
     assert res.returncode == 0 and out.word == "OK" and out.details == [], res.stdout + res.stderr[-2000:]
     assert out.perf["failed"][0] == "0" and int(out.perf["passed"][0]) == int(out.perf["checks"][0]) > 0

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.conftest import SHARED_MACHINE, run_cli
+from tests.conftest import SHARED_MACHINE, run_checks, run_cli
 
 
 def test_an_unknown_waiver_id_is_said_once_with_the_id_it_may_mean(tmp_path):
@@ -64,18 +64,13 @@ def test_tls02_leads_with_the_days_left(readiness_run):
 # ------------------------------------------------------------------------------------------ the CLI
 
 
-def _run(sandbox, reports, *extra: str):
-    return run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(reports), *SHARED_MACHINE,
-                   *extra)
-
-
 def test_a_filter_that_matches_nothing_exits_3_and_leaves_latest_alone(healthy_sandbox, tmp_path):
     reports = tmp_path / "reports"
-    first = _run(healthy_sandbox, reports, "--gate", "smoke", "--", "-k", "SVC-01")
+    first = run_checks(healthy_sandbox, reports, "--gate", "smoke", "--", "-k", "SVC-01")
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr
     latest = (reports / "latest").resolve()
     history = (reports / "history.jsonl").read_text()
-    res = _run(healthy_sandbox, reports, "--gate", "smoke", "--", "-k", "nomatch")
+    res = run_checks(healthy_sandbox, reports, "--gate", "smoke", "--", "-k", "nomatch")
     assert res.returncode == 3, res.stdout[-2000:] + res.stderr
     last = res.stdout.strip().splitlines()[-1]
     assert last.startswith("ACGS UNKNOWN - nothing collected: no check of gate smoke matches the -k and -m filters")
@@ -86,7 +81,7 @@ def test_a_filter_that_matches_nothing_exits_3_and_leaves_latest_alone(healthy_s
 
 
 def test_a_bad_pytest_flag_is_one_line_of_ours(healthy_sandbox, tmp_path):
-    res = _run(healthy_sandbox, tmp_path / "reports", "--", "--no-such-flag")
+    res = run_checks(healthy_sandbox, tmp_path / "reports", "--", "--no-such-flag")
     assert res.returncode == 3 and res.stdout == "", res.stdout
     assert res.stderr == "acgs-verify: error: run: pytest arguments after --: unrecognized arguments: " \
                          "--no-such-flag\n", res.stderr
@@ -95,7 +90,7 @@ def test_a_bad_pytest_flag_is_one_line_of_ours(healthy_sandbox, tmp_path):
 
 def test_a_shard_says_it_is_one_and_merge_names_who_to_notify(healthy_sandbox, tmp_path):
     healthy_sandbox.break_fault("wrong-hash:auth")  # SVC-02 (P0) fails: someone is to be notified
-    shard = _run(healthy_sandbox, tmp_path / "shard", "--gate", "smoke", "--shard", "1/1", "--run-group", "g1")
+    shard = run_checks(healthy_sandbox, tmp_path / "shard", "--gate", "smoke", "--shard", "1/1", "--run-group", "g1")
     assert shard.returncode == 2, shard.stdout[-2000:] + shard.stderr
     last = shard.stdout.strip().splitlines()[-1]
     text, _, perf = last.partition(" | ")

@@ -4,12 +4,11 @@ in a row print no WARN line (issue 22, item 6)."""
 
 from __future__ import annotations
 
-import json
 import re
 
 from acgs_verify.gates import regressions_held_open
 from acgs_verify.profile import Profile
-from tests.conftest import SHARED_MACHINE, run_cli
+from tests.conftest import SHARED_MACHINE, run_checks
 
 THRESHOLDS = Profile.model_validate({"services": [{"name": "auth", "port": 18016}]}).thresholds
 
@@ -45,20 +44,16 @@ def test_a_p2_regression_alone_never_closes_a_gate_and_a_p0_one_does():
     assert held["SYS-06[app-2]"] == "a P2 regression alone never closes a gate"
 
 
-def _run(sandbox, reports, *extra: str):
-    res = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(reports), *extra)
-    return res, json.loads((reports / "latest" / "summary.json").read_text())
-
-
 def test_a_p2_latency_regression_leaves_the_post_maintenance_gate_open(healthy_sandbox, tmp_path):
     """SYS-06 made to fail after the snapshot (its limit set below any loopback connect): a named REGRESSION in
     the reports, exit 1 for the P2 failure itself, never the closed gate of exit 2."""
     reports, only = tmp_path / "reports", ("--", "-k", "network_latency")
-    pre, _ = _run(healthy_sandbox, reports, "--gate", "pre-maintenance", "--set",
-                  "thresholds.network_p99_fail_ms=1000", *only)
+    pre = run_checks(healthy_sandbox, reports, "--gate", "pre-maintenance", "--set",
+                     "thresholds.network_p99_fail_ms=1000", *only, shared=False)
     assert pre.returncode == 0, pre.stdout[-2000:] + pre.stderr
-    post, summary = _run(healthy_sandbox, reports, "--gate", "post-maintenance", "--set",
-                         "thresholds.network_p99_fail_ms=0.0001", *only)
+    post = run_checks(healthy_sandbox, reports, "--gate", "post-maintenance", "--set",
+                      "thresholds.network_p99_fail_ms=0.0001", *only, shared=False)
+    summary = post.summary
     assert post.returncode == 1, post.stdout[-2000:] + post.stderr
     assert "REGRESSION P2 SYS-06[app-1] passed before, failed now" in post.stdout, post.stdout[-2000:]
     assert "NOT CLOSING SYS-06[app-1] does not close the gate: a P2 regression alone" in post.stdout
@@ -72,7 +67,8 @@ def test_five_healthy_sandbox_runs_in_a_row_print_no_warning(healthy_sandbox, tm
     for i in range(5):
         # SHARED_MACHINE: the failure limits every sandbox test takes on this machine; the warnings are the sandbox
         # profile's own (its noise floor)
-        res, summary = _run(healthy_sandbox, tmp_path / f"r{i}", *SHARED_MACHINE, "--", "-k", LATENCY_CHECKS)
+        res = run_checks(healthy_sandbox, tmp_path / f"r{i}", *SHARED_MACHINE, "--", "-k", LATENCY_CHECKS, shared=False)
+        summary = res.summary
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr
         assert {c["id"] for c in summary["checks"]} >= {"SVC-06", "SYS-06", "RD-02"}
         warned = [line for line in res.stdout.splitlines() if re.match(r"\s*WARN", line)]

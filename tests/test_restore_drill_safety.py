@@ -24,9 +24,9 @@ import pytest
 from acgs_verify import pgbin
 from acgs_verify.probes.restore import DumpFilter, Refused, drill_problems, restore_drill
 from acgs_verify.sandbox.components.postgres import primary_port
-from tests.conftest import sandbox_admin
+from tests.conftest import run_checks, sandbox_admin
 from tests.test_run_backup_faults import DRILL, _latest_dump, _restore_pristine
-from tests.test_run_sandbox import failed_ids, run
+from tests.test_run_sandbox import failed_ids
 from tests.waiting import wait_for
 
 TABLES = ["audit_logs", "policies"]
@@ -229,7 +229,8 @@ def test_bk07_fails_on_a_planted_meta_command_and_runs_nothing(healthy_sandbox, 
         dump.write_bytes(gzip.compress(pristine(healthy_sandbox).replace(ANCHOR, ANCHOR + f"\\! touch {marker}\n"
                                                                          .encode(), 1)))
         os.utime(dump, (mtime, mtime))
-        res, summary = run(healthy_sandbox, tmp_path, *DRILL, "--", "-k", "BK")
+        res = run_checks(healthy_sandbox, tmp_path / "reports", *DRILL, "--", "-k", "BK")
+        summary = res.summary
         assert failed_ids(summary) == {("BK-07", "backups/latest@app-1")}, res.stdout[-3000:]
         message = next(c["message"] for c in summary["checks"] if c["id"] == "BK-07")
         assert f"database.sql.gz: line 20 of the dump is a psql meta-command: '\\! touch {marker}'; refused, " \
@@ -237,7 +238,8 @@ def test_bk07_fails_on_a_planted_meta_command_and_runs_nothing(healthy_sandbox, 
         assert not marker.exists()
     finally:
         _restore_pristine(healthy_sandbox, dump)
-    res, summary = run(healthy_sandbox, tmp_path, *DRILL, "--", "-k", "BK-07")
+    res = run_checks(healthy_sandbox, tmp_path / "reports", *DRILL, "--", "-k", "BK-07")
+    summary = res.summary
     bk07 = next(c for c in summary["checks"] if c["id"] == "BK-07")
     assert bk07["outcome"] == "passed" and "audit_logs 3000 rows, policies 40 rows; dropped" in bk07["measured"]
     assert leftovers(healthy_sandbox) == []

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from acgs_verify.sandbox.components.postgres import DATABASE, ROLE, find_bindir, primary_port
-from tests.conftest import REPO, sandbox_admin
+from tests.conftest import REPO, run_checks, sandbox_admin
 from tests.fault_runs import FaultBatches
-from tests.test_run_sandbox import failed_ids, run
+from tests.test_run_sandbox import failed_ids
 from tests.waiting import wait_for
 
 # every run also loosens SVC-06's latency limit: the machine is shared, and a p99 spike under someone else's load
@@ -86,7 +86,8 @@ def drill_databases(sandbox) -> list[str]:
 
 
 def test_healthy_run_restores_the_latest_dump_and_leaves_nothing(healthy_sandbox, tmp_path):
-    res, summary = run(healthy_sandbox, tmp_path, *DRILL)
+    res = run_checks(healthy_sandbox, tmp_path / "reports", *DRILL)
+    summary = res.summary
     assert res.returncode == 0 and failed_ids(summary) == set(), res.stdout[-3000:]
     bk07 = next(c for c in summary["checks"] if c["id"] == "BK-07")
     assert bk07["outcome"] == "passed" and "audit_logs 3000 rows, policies 40 rows; dropped" in bk07["measured"]
@@ -111,7 +112,8 @@ BATCHES = FaultBatches([
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_each_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fault):
-    batch = BATCHES.run(healthy_sandbox, fault, lambda *args: run(healthy_sandbox, tmp_path, *DRILL, *args))
+    batch = BATCHES.run(healthy_sandbox, fault, lambda *args: run_checks(healthy_sandbox, tmp_path / "reports",
+                                                                         *DRILL, *args))
     batch.assert_fails_exactly(fault)
     if fault in EVIDENCE:
         check_id, words = EVIDENCE[fault]
@@ -128,7 +130,8 @@ def test_heal_restores_every_fault(healthy_sandbox, tmp_path):
     for fault in FAULTS:
         healthy_sandbox.break_fault(fault)
         healthy_sandbox.heal_fault(fault)
-    res, summary = run(healthy_sandbox, tmp_path, *DRILL)
+    res = run_checks(healthy_sandbox, tmp_path / "reports", *DRILL)
+    summary = res.summary
     assert res.returncode == 0 and failed_ids(summary) == set(), res.stdout[-3000:]
 
 
@@ -156,7 +159,8 @@ def test_field_backups_layout_passes_every_backup_check(healthy_sandbox, tmp_pat
     assert os.readlink(root / "latest") == names[-1]
     assert sorted(os.listdir(root / names[-1])) == ["database.sql", "manifest.json", "nginx.production.conf"]
     assert (root / names[-1] / "database.sql").read_text().startswith("--\n-- PostgreSQL database dump")
-    res, summary = run(healthy_sandbox, tmp_path, *DRILL, *BK)
+    res = run_checks(healthy_sandbox, tmp_path / "reports", *DRILL, *BK)
+    summary = res.summary
     checks = _bk(summary)
     assert {i: c["outcome"] for i, c in checks.items()} == {f"BK-0{i}": "passed" for i in range(1, 8)}, \
         res.stdout[-3000:]
@@ -169,7 +173,8 @@ def test_field_backups_layout_passes_every_backup_check(healthy_sandbox, tmp_pat
     assert drill_databases(healthy_sandbox) == []
     healthy_sandbox.heal_fault("field-backups")
     assert sorted(p.name for p in root.iterdir()) == sorted(p.name for p in root.iterdir() if p.name.isdigit())
-    res, summary = run(healthy_sandbox, tmp_path, *DRILL, *BK)
+    res = run_checks(healthy_sandbox, tmp_path / "reports", *DRILL, *BK)
+    summary = res.summary
     assert {c["outcome"] for c in _bk(summary).values()} == {"passed"}, res.stdout[-3000:]
     assert "runbook's daily backup" in _bk(summary)["BK-02"]["measured"]
 
@@ -179,7 +184,8 @@ def test_field_backups_with_a_fault_fail_exactly_its_checks(healthy_sandbox, tmp
     expected, words = FIELD_FAULTS[fault]
     healthy_sandbox.break_fault("field-backups")
     healthy_sandbox.break_fault(fault)
-    res, summary = run(healthy_sandbox, tmp_path, *DRILL, *BK)
+    res = run_checks(healthy_sandbox, tmp_path / "reports", *DRILL, *BK)
+    summary = res.summary
     assert failed_ids(summary) == expected, res.stdout[-4000:]
     (check_id, _), = expected
     message = _bk(summary)[check_id]["message"]
@@ -197,7 +203,8 @@ def test_field_backups_latest_pointing_outside_the_root_is_a_finding(healthy_san
     (root / "latest").unlink()
     (root / "latest").symlink_to(outside)
     try:
-        res, summary = run(healthy_sandbox, tmp_path, *DRILL, *BK)
+        res = run_checks(healthy_sandbox, tmp_path / "reports", *DRILL, *BK)
+        summary = res.summary
         assert failed_ids(summary) == {("BK-01", LOC)}, res.stdout[-3000:]
         message = _bk(summary)["BK-01"]["message"]
         assert f"latest -> {outside} points outside the backup root" in message and "not followed" in message
@@ -235,7 +242,8 @@ def test_a_dump_missing_a_table_fails_the_drill(healthy_sandbox, tmp_path):
     dump = _latest_dump(healthy_sandbox)
     try:
         _write_dump(healthy_sandbox, dump, "--exclude-table=public.policies")
-        res, summary = run(healthy_sandbox, tmp_path, *DRILL, *BK)  # only the backup checks read the dump
+        res = run_checks(healthy_sandbox, tmp_path / "reports", *DRILL, *BK)
+        summary = res.summary  # only the backup checks read the dump
         assert failed_ids(summary) == {("BK-07", LATEST)}, res.stdout[-3000:]  # complete, intact, same size
         message = next(c["message"] for c in summary["checks"] if c["id"] == "BK-07")
         assert "table policies missing from the restored copy" in message, message
@@ -247,17 +255,22 @@ def test_a_dump_missing_a_table_fails_the_drill(healthy_sandbox, tmp_path):
 def test_drill_compares_counts_with_the_live_tables_where_asked(healthy_sandbox, tmp_path):
     healthy_sandbox.break_fault("backup-shrunk")  # a tenth of the audit rows
     # only the backup checks read the dump (the fault's run of every check: test_each_fault_fails_exactly_its_checks)
-    res, summary = run(healthy_sandbox, tmp_path, *DRILL, "--set", "backups.restore_count_tolerance_percent=5", *BK)
+    res = run_checks(healthy_sandbox, tmp_path / "reports", *DRILL, "--set",
+                     "backups.restore_count_tolerance_percent=5", *BK)
+    summary = res.summary
     assert failed_ids(summary) == {("BK-06", LATEST), ("BK-07", LATEST)}, res.stdout[-3000:]
     message = next(c["message"] for c in summary["checks"] if c["id"] == "BK-07")
     assert "audit_logs: 300 rows restored vs 3000 live (90.0 % off, tolerance 5 %)" in message, message
 
 
 def test_drill_is_opt_in_and_needs_its_credential(healthy_sandbox, tmp_path):
-    res, summary = run(healthy_sandbox, tmp_path, "--", "-k", "BK")
+    res = run_checks(healthy_sandbox, tmp_path / "reports", "--", "-k", "BK")
+    summary = res.summary
     bk07 = next(c for c in summary["checks"] if c["id"] == "BK-07")
     assert bk07["outcome"] == "skipped" and "--set backups.restore_drill=true" in bk07["message"]
-    res, summary = run(healthy_sandbox, tmp_path, *DRILL, "--set", "databases.primary.admin_dsn=null", "--", "-k", "BK")
+    res = run_checks(healthy_sandbox, tmp_path / "reports", *DRILL, "--set", "databases.primary.admin_dsn=null", "--",
+                     "-k", "BK")
+    summary = res.summary
     bk07 = next(c for c in summary["checks"] if c["id"] == "BK-07")
     assert bk07["outcome"] == "skipped" and "admin_dsn" in bk07["message"], bk07
     assert res.returncode == 0
@@ -266,7 +279,7 @@ def test_drill_is_opt_in_and_needs_its_credential(healthy_sandbox, tmp_path):
 def test_restore_password_appears_in_no_report(healthy_sandbox, tmp_path):
     secret = healthy_sandbox.secret("restore")
     healthy_sandbox.break_fault("restore-broken")
-    res, _ = run(healthy_sandbox, tmp_path, *DRILL)
+    res = run_checks(healthy_sandbox, tmp_path / "reports", *DRILL)
     written = "".join(p.read_text(errors="replace") for p in (tmp_path / "reports").rglob("*") if p.is_file())
     assert res.returncode == 2 and secret not in res.stdout + res.stderr and secret not in written
 

@@ -11,9 +11,9 @@ import hashlib
 
 import pytest
 
-from tests.conftest import run_cli, sandbox_admin
+from tests.conftest import run_checks, run_cli, sandbox_admin
 from tests.fault_runs import FaultBatches
-from tests.test_run_sandbox import failed_ids, run
+from tests.test_run_sandbox import failed_ids
 from tests.waiting import wait_for
 
 DB, HOST_DB, ENV, CACHE = "primary", "primary@app-1", "sandbox", "cache"
@@ -61,7 +61,8 @@ EVIDENCE = {
 
 
 def test_healthy_sandbox_passes_every_data_check(healthy_sandbox, tmp_path):
-    res, summary = run(healthy_sandbox, tmp_path, *DATA_CHECKS)
+    res = run_checks(healthy_sandbox, tmp_path / "reports", *DATA_CHECKS)
+    summary = res.summary
     assert res.returncode == 0, res.stdout[-3000:]
     outcomes = {(c["id"], c["target"]): c["outcome"] for c in summary["checks"]}
     data_ids = {f"DB-{i:02d}" for i in range(1, 11)} | {"RD-01", "RD-02", "RD-03", "CC-04", "CC-05", "CC-06"}
@@ -96,7 +97,7 @@ BATCHES = FaultBatches([
 @pytest.mark.parametrize("fault", FAULTS)
 def test_each_data_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fault):
     expected = FAULTS[fault][0]
-    batch = BATCHES.run(healthy_sandbox, fault, lambda *args: run(healthy_sandbox, tmp_path, *args))
+    batch = BATCHES.run(healthy_sandbox, fault, lambda *args: run_checks(healthy_sandbox, tmp_path / "reports", *args))
     batch.assert_fails_exactly(fault)
     summary = batch.summary
     if not expected:  # a layout that is right: it fails nothing, on evidence rather than by skipping
@@ -142,7 +143,8 @@ def test_heal_restores_each_fault(healthy_sandbox, tmp_path):
         healthy_sandbox.break_fault(fault)
         healthy_sandbox.heal_fault(fault)
     assert healthy_sandbox.faults() == []
-    res, summary = run(healthy_sandbox, tmp_path)
+    res = run_checks(healthy_sandbox, tmp_path / "reports")
+    summary = res.summary
     assert res.returncode == 0 and failed_ids(summary) == set(), res.stdout[-3000:]
 
 
@@ -178,7 +180,7 @@ def _redis_state(sandbox) -> dict:
 
 def test_a_full_run_leaves_the_servers_unchanged(healthy_sandbox, tmp_path):
     before_db, before_redis = _database_state(healthy_sandbox), _redis_state(healthy_sandbox)
-    res, summary = run(healthy_sandbox, tmp_path)
+    res = run_checks(healthy_sandbox, tmp_path / "reports")
     assert res.returncode == 0, res.stdout[-3000:]
     # a backend's counters reach pg_stat_user_tables when it ends, which may be just after the run exits
     wait_for("the run's sessions ended", lambda: not _sessions_named(healthy_sandbox, "acgs-verify"), 10)

@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from acgs_verify.sandbox.service_app import SERVICES
+from tests.conftest import run_checks
 from tests.fault_runs import FaultBatches
 from tests.test_run_hosts import both
-from tests.test_run_sandbox import failed_ids, run
+from tests.test_run_sandbox import failed_ids
 
 # the machine is shared: a latency spike under someone else's load is not what these runs are about (every other
 # check still runs, and must pass)
@@ -25,7 +26,8 @@ def check(summary, check_id: str, target: str) -> dict:
 
 
 def test_svc10_passes_for_each_service_with_a_metrics_path(healthy_sandbox, tmp_path):
-    res, summary = run(healthy_sandbox, tmp_path, "--", "-k", "metrics_endpoint")
+    res = run_checks(healthy_sandbox, tmp_path / "reports", "--", "-k", "metrics_endpoint")
+    summary = res.summary
     assert res.returncode == 0, res.stdout[-3000:]
     ran = {c["target"]: c for c in summary["checks"] if c["id"] == "SVC-10"}
     assert set(ran) == {f"{name}@app-1" for name in METRICS_SERVICES}
@@ -54,7 +56,8 @@ BATCHES = FaultBatches([tuple(FIELD_FAULTS)], FIELD_FAULTS, expected=lambda faul
 @pytest.mark.parametrize("fault", FIELD_FAULTS)
 def test_each_field_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fault):
     said = FIELD_FAULTS[fault][1]
-    batch = BATCHES.run(healthy_sandbox, fault, lambda *args: run(healthy_sandbox, tmp_path, *LOOSE, *args))
+    batch = BATCHES.run(healthy_sandbox, fault, lambda *args: run_checks(healthy_sandbox, tmp_path / "reports",
+                                                                         *LOOSE, *args))
     batch.assert_fails_exactly(fault)
     summary = batch.summary
     assert not batch.blocking(), batch.res.stdout[-3000:]  # SVC-10 and MON-01 are P2
@@ -72,7 +75,8 @@ def test_each_field_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fa
 
 def test_notes_beside_the_policies_are_listed_once_as_ignored(healthy_sandbox, tmp_path):
     healthy_sandbox.break_fault("policy-notes")
-    res, summary = run(healthy_sandbox, tmp_path, "--", "-k", "policy_file")
+    res = run_checks(healthy_sandbox, tmp_path / "reports", "--", "-k", "policy_file")
+    summary = res.summary
     assert res.returncode == 0, res.stdout[-3000:]
     cc03 = [c for c in summary["checks"] if c["id"] == "CC-03"]
     assert [c["target"] for c in cc03] == ["policies@app-1"]  # one per host, each policy file validated in it
@@ -89,7 +93,9 @@ def test_notes_beside_the_policies_are_listed_once_as_ignored(healthy_sandbox, t
 def test_alerts_log_null_skips_mon01_with_the_reason(healthy_sandbox, tmp_path):
     healthy_sandbox.break_fault("no-alerts-log")
     # only MON-01 reads the alerts log (the fault's run of every check: test_each_field_fault_fails_exactly_its_checks)
-    res, summary = run(healthy_sandbox, tmp_path, "--set", "paths.alerts_log=null", "--", "-k", "critical_alert")
+    res = run_checks(healthy_sandbox, tmp_path / "reports", "--set", "paths.alerts_log=null", "--", "-k",
+                     "critical_alert")
+    summary = res.summary
     assert failed_ids(summary) == set(), res.stdout[-3000:]
     assert res.returncode == 0
     mon = [c for c in summary["checks"] if c["id"] == "MON-01"]
@@ -102,7 +108,9 @@ def test_alerts_log_null_skips_mon01_with_the_reason(healthy_sandbox, tmp_path):
 def test_an_empty_alerts_log_passes_and_says_it_is_empty(healthy_sandbox, tmp_path):
     empty = tmp_path / "alerts.log"
     empty.write_text("")
-    res, summary = run(healthy_sandbox, tmp_path, "--set", f"paths.alerts_log={empty}", "--", "-k", "critical_alert")
+    res = run_checks(healthy_sandbox, tmp_path / "reports", "--set", f"paths.alerts_log={empty}", "--", "-k",
+                     "critical_alert")
+    summary = res.summary
     assert res.returncode == 0, res.stdout[-3000:]
     c = check(summary, "MON-01", "app-1")
     assert c["outcome"] == "passed" and "the log is empty" in c["measured"], c
@@ -113,8 +121,9 @@ def test_no_alert_since_the_window_start_passes_mon01(healthy_sandbox, tmp_path)
     # empty window, by contrast, is no evidence and fails its check)
     quiet = tmp_path / "alerts.log"
     quiet.write_text("2020-01-01 00:00:00,000 - alerts - CRITICAL - disk full on app-1\n")
-    res, summary = run(healthy_sandbox, tmp_path, "--set", f"paths.alerts_log={quiet}", "--since", "1m",
-                       "--", "-k", "critical_alert")
+    res = run_checks(healthy_sandbox, tmp_path / "reports", "--set", f"paths.alerts_log={quiet}", "--since", "1m",
+                     "--", "-k", "critical_alert")
+    summary = res.summary
     assert res.returncode == 0, res.stdout[-3000:]
     c = check(summary, "MON-01", "app-1")
     assert c["outcome"] == "passed" and "no line since" in c["measured"], c
@@ -122,8 +131,9 @@ def test_no_alert_since_the_window_start_passes_mon01(healthy_sandbox, tmp_path)
 
 def test_svc07_says_so_when_it_falls_back_to_a_json_metrics_body(healthy_sandbox, tmp_path):
     healthy_sandbox.break_fault("metrics-json:auth")
-    res, summary = run(healthy_sandbox, tmp_path, "--set", "services.auth.log=null", "--",
-                       "-k", "error_rate or metrics_endpoint")
+    res = run_checks(healthy_sandbox, tmp_path / "reports", "--set", "services.auth.log=null", "--", "-k",
+                     "error_rate or metrics_endpoint")
+    summary = res.summary
     assert failed_ids(summary) == {("SVC-07", "auth@app-1"), ("SVC-10", "auth@app-1")}, res.stdout[-3000:]
     message = check(summary, "SVC-07", "auth@app-1")["message"]
     assert "no request lines in the log and /metrics gives no error rate: a JSON object" in message, message
@@ -163,7 +173,9 @@ def test_no_policy_file_fails_cc03_saying_what_it_found(healthy_sandbox, tmp_pat
         root.mkdir()
         (root / "CLAUDE.md").write_text("# notes\n")
         (root / "README.md").write_text("# readme\n")
-    res, summary = run(healthy_sandbox, tmp_path, "--set", f"paths.policies={root}", "--", "-k", "policy_file")
+    res = run_checks(healthy_sandbox, tmp_path / "reports", "--set", f"paths.policies={root}", "--", "-k",
+                     "policy_file")
+    summary = res.summary
     assert failed_ids(summary) == {("CC-03", "policies@app-1")}, res.stdout[-3000:]
     assert res.returncode == 2  # CC-03 is P1
     message = check(summary, "CC-03", "policies@app-1")["message"]
@@ -171,7 +183,8 @@ def test_no_policy_file_fails_cc03_saying_what_it_found(healthy_sandbox, tmp_pat
 
 
 def test_policies_null_skips_cc03_with_the_reason(healthy_sandbox, tmp_path):
-    res, summary = run(healthy_sandbox, tmp_path, "--set", "paths.policies=null", "--", "-k", "policy_file")
+    res = run_checks(healthy_sandbox, tmp_path / "reports", "--set", "paths.policies=null", "--", "-k", "policy_file")
+    summary = res.summary
     assert res.returncode == 0, res.stdout[-3000:]
     (c,) = [c for c in summary["checks"] if c["id"] == "CC-03"]
     assert c["outcome"] == "skipped" and "paths.policies: null" in c["message"], c

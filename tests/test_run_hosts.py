@@ -5,12 +5,10 @@ SVC-03/04 and DB-02 work over ssh; xdist keeps a host's checks together."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ import yaml
 
 from acgs_verify.pgbin import server_bindir
 from acgs_verify.sandbox.components.sshd import sshd_binary
-from tests.conftest import SHARED_MACHINE, run_cli
+from tests.conftest import run_checks
 from tests.fault_runs import FaultBatches
 from tests.hostile import accepted
 from tests.servers import server, silent_listener
@@ -27,14 +25,6 @@ HAS_SSHD = sshd_binary() is not None
 OPS = "ops-1"
 NODE_CHECKS = ("SYS-01", "SYS-02", "SYS-03", "SYS-05", "SEC-03", "SEC-04", "SEC-06", "MON-01")
 needs_sshd = pytest.mark.skipif(not HAS_SSHD, reason="needs openssh-server (.ci/run installs it)")
-
-
-def run(profile: Path, tmp_path: Path, *extra: str, shared: bool = True):
-    reports = tmp_path / f"reports-{time.monotonic_ns()}"
-    res = run_cli("run", "--profile", str(profile), "--report-dir", str(reports),
-                  *(SHARED_MACHINE if shared else ()), *extra)
-    summary_path = reports / "latest" / "summary.json"
-    return res, json.loads(summary_path.read_text()) if summary_path.exists() else None
 
 
 def failed(summary) -> set[tuple[str, str]]:
@@ -79,7 +69,8 @@ BATCHES = FaultBatches([
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_each_host_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fault):
-    batch = BATCHES.run(healthy_sandbox, fault, lambda *args: run(healthy_sandbox.profile_path, tmp_path, *args))
+    batch = BATCHES.run(healthy_sandbox, fault, lambda *args: run_checks(healthy_sandbox.profile_path,
+                                                                         tmp_path / "reports", *args))
     batch.assert_fails_exactly(fault)
     res, summary = batch.res, batch.summary
     for c in summary["checks"]:
@@ -102,7 +93,8 @@ def test_each_host_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fau
 
 
 def test_healthy_sandbox_runs_every_host_check_on_every_host(healthy_sandbox, tmp_path):
-    res, summary = run(healthy_sandbox.profile_path, tmp_path, "--", "-k", "system or security or monitoring")
+    res = run_checks(healthy_sandbox.profile_path, tmp_path / "reports", "--", "-k", "system or security or monitoring")
+    summary = res.summary
     assert res.returncode == 0, res.stdout[-3000:]
     names = {(c["id"], c["target"]) for c in summary["checks"]}
     hosts = ["app-1", OPS] if HAS_SSHD else ["app-1"]
@@ -115,9 +107,10 @@ def test_healthy_sandbox_runs_every_host_check_on_every_host(healthy_sandbox, tm
 
 
 def test_sys_checks_report_this_machines_numbers(healthy_sandbox, tmp_path):
-    res, summary = run(healthy_sandbox.profile_path, tmp_path, "--set", "thresholds.memory_percent_max=0.001",
-                       "--set", "thresholds.disk_percent_max=0.001", "--set", "thresholds.cpu_percent_max=0.001",
-                       "--", "-k", "memory or disk or cpu or load", shared=False)
+    res = run_checks(healthy_sandbox.profile_path, tmp_path / "reports", "--set",
+                     "thresholds.memory_percent_max=0.001", "--set", "thresholds.disk_percent_max=0.001", "--set",
+                     "thresholds.cpu_percent_max=0.001", "--", "-k", "memory or disk or cpu or load", shared=False)
+    summary = res.summary
     hosts = ["app-1", OPS] if HAS_SSHD else ["app-1"]
     assert failed(summary) == {(c, h) for c in ("SYS-02", "SYS-03") for h in hosts} | {
         ("SYS-04", f"{h}:/") for h in hosts}, res.stdout[-2000:]
@@ -160,10 +153,12 @@ def dark_run(sandbox, tmp_path_factory):
         dark = tmp_path / "dark.yaml"
         dark.write_text(yaml.safe_dump(data))
         # not SYS-06: its TCP connects would reach the black hole too and be counted as attempts
-        res, summary = run(dark, tmp_path, "--", "-k", "(system or security or monitoring) and not network_latency")
+        res = run_checks(dark, tmp_path / "reports", "--", "-k",
+                         "(system or security or monitoring) and not network_latency")
+        summary = res.summary
         tried = accepted(black_hole)
     assert summary is not None, res.stdout[-3000:] + res.stderr[-3000:]
-    (latest,) = tmp_path.glob("reports-*/latest")
+    latest = tmp_path / "reports" / "latest"
     yield tried, res, summary, latest.resolve()
 
 
@@ -244,9 +239,11 @@ def test_an_unreachable_host_is_error_in_every_output_with_its_reach_step_and_le
 
 @needs_sshd
 def test_parallel_workers_give_the_same_results_per_host(healthy_sandbox, tmp_path):
-    _, serial = run(healthy_sandbox.profile_path, tmp_path, "--", "-k", "system or security or services")
-    res, parallel = run(healthy_sandbox.profile_path, tmp_path, "--", "-k", "system or security or services",
-                        "-n", "2", "--dist", "loadgroup")
+    serial = run_checks(healthy_sandbox.profile_path, tmp_path / "reports", "--", "-k",
+                        "system or security or services").summary
+    res = run_checks(healthy_sandbox.profile_path, tmp_path / "reports", "--", "-k", "system or security or services",
+                     "-n", "2", "--dist", "loadgroup")
+    parallel = res.summary
     assert res.returncode == 0, res.stdout[-2000:]
     assert {(c["name"], c["outcome"]) for c in parallel["checks"]} == {(c["name"], c["outcome"])
                                                                        for c in serial["checks"]}
@@ -301,7 +298,8 @@ def test_process_port_unit_and_postgres_checks_run_over_ssh(healthy_sandbox, tmp
     profile.write_text(yaml.safe_dump(data))
     k = ("--", "-k", "process_is_running or port_is_listening or systemd_unit or postgresql_server")
     healthy_sandbox.break_fault("process-gone:auth")
-    res, summary = run(profile, tmp_path, *k)
+    res = run_checks(profile, tmp_path / "reports", *k)
+    summary = res.summary
     assert failed(summary) == {("SVC-03", f"auth@{OPS}")}, res.stdout[-2000:]
     ran = {(c["id"], c["target"], c["outcome"]) for c in summary["checks"]}
     assert ("SVC-04", f"auth@{OPS}", "passed") in ran  # renamed, but the port is still open
@@ -311,6 +309,7 @@ def test_process_port_unit_and_postgres_checks_run_over_ssh(healthy_sandbox, tmp
     postgres["proc"].terminate()
     postgres["proc"].wait(timeout=30)
     healthy_sandbox.heal_fault("process-gone:auth")
-    res, summary = run(profile, tmp_path, *k)
+    res = run_checks(profile, tmp_path / "reports", *k)
+    summary = res.summary
     assert failed(summary) == {("DB-02", f"primary@{OPS}"), ("DB-02", "primary@app-1")}, res.stdout[-2000:]
     assert "nothing listens on TCP port" in next(c["message"] for c in summary["checks"] if c["id"] == "DB-02")

@@ -10,7 +10,7 @@ import json
 import yaml
 
 from acgs_verify.catalog import CATALOG, GATES
-from tests.conftest import SHARED_MACHINE, run_cli, sandbox_admin
+from tests.conftest import run_checks, run_cli, sandbox_admin
 from tests.test_run_sandbox import failed_ids
 from tests.waiting import wait_for
 
@@ -18,19 +18,12 @@ NEW = ("SVC-11", "SVC-12", "SYS-06", "DB-11", "DB-12", "DB-13", "MON-02")
 AUTH, DB = "auth@app-1", "primary"
 
 
-def run(sandbox, reports, *extra: str, profile=None):
-    res = run_cli("run", "--profile", str(profile or sandbox.profile_path), "--report-dir", str(reports),
-                  *SHARED_MACHINE, *extra)
-    path = reports / "latest" / "summary.json"
-    return res, (json.loads(path.read_text()) if path.exists() else None)
-
-
 def by_pair(summary) -> dict[tuple[str, str], dict]:
     return {(c["id"], c["target"]): c for c in summary["checks"]}
 
 
-def test_healthy_sandbox_passes_these_checks_or_skips_saying_why(healthy_sandbox, tmp_path):
-    res, summary = run(healthy_sandbox, tmp_path / "reports")
+def test_healthy_sandbox_passes_these_checks_or_skips_saying_why(healthy_run):
+    res, summary = healthy_run, healthy_run.summary
     assert res.returncode == 0, res.stdout[-3000:]
     checks = [c for c in summary["checks"] if c["id"] in NEW]
     assert {c["id"] for c in checks} == set(NEW)
@@ -42,7 +35,7 @@ def test_healthy_sandbox_passes_these_checks_or_skips_saying_why(healthy_sandbox
     sys06 = next(c for c in checks if c["id"] == "SYS-06" and c["target"] == "app-1")
     assert "TCP connect x10" in sys06["measured"]  # and ICMP, or why not
     # history.jsonl now records each service's SVC-01 outcome and SVC-06 p99, compactly
-    line = json.loads((tmp_path / "reports" / "history.jsonl").read_text().splitlines()[-1])
+    line = json.loads((res.report_dir / "history.jsonl").read_text().splitlines()[-1])
     assert line["services"][AUTH]["up"] is True and line["services"][AUTH]["fast"] is True
     assert line["services"][AUTH]["p99_ms"] > 0
 
@@ -68,7 +61,8 @@ def test_each_fault_fails_exactly_its_check(healthy_sandbox, tmp_path):
         healthy_sandbox.break_fault(fault)
         if fault == "db-idle-in-transaction":
             _idle_for(healthy_sandbox, 1.2)
-        res, summary = run(healthy_sandbox, tmp_path / fault, *[a for s in sets for a in ("--set", s)])
+        res = run_checks(healthy_sandbox, tmp_path / fault, *[a for s in sets for a in ("--set", s)])
+        summary = res.summary
         healthy_sandbox.heal_fault(fault)
         assert failed_ids(summary) == expected, (fault, res.stdout[-3000:])
         assert res.returncode == 1  # P2/P3 only
@@ -81,7 +75,8 @@ def test_each_fault_fails_exactly_its_check(healthy_sandbox, tmp_path):
 
 def test_unused_index_warns_naming_the_index(healthy_sandbox, tmp_path):
     healthy_sandbox.break_fault("db-unused-index")
-    res, summary = run(healthy_sandbox, tmp_path / "reports", "--", "-k", "DB-12")
+    res = run_checks(healthy_sandbox, tmp_path / "reports", "--", "-k", "DB-12")
+    summary = res.summary
     c = by_pair(summary)[("DB-12", DB)]
     assert res.returncode == 0 and c["outcome"] == "passed", res.stdout  # P3 "warns only"
     assert "sandbox_scans_note_idx" in c["warning"] and "never scanned" in c["warning"], c
@@ -94,7 +89,8 @@ def test_pool_over_its_size_fails_db13(healthy_sandbox, tmp_path):
     path = tmp_path / "pools.yaml"
     path.write_text(yaml.safe_dump(profile))
     healthy_sandbox.break_fault("db-saturation")
-    res, summary = run(healthy_sandbox, tmp_path / "reports", "--", "-k", "DB-03 or DB-13", profile=path)
+    res = run_checks(path, tmp_path / "reports", "--", "-k", "DB-03 or DB-13")
+    summary = res.summary
     assert failed_ids(summary) == {("DB-03", DB), ("DB-13", DB)}, res.stdout[-3000:]
     assert "acgs-sandbox:db-saturation holds 24 connections, pool size 10" in by_pair(summary)[("DB-13", DB)][
         "message"]
@@ -103,8 +99,9 @@ def test_pool_over_its_size_fails_db13(healthy_sandbox, tmp_path):
 def test_network_latency_fails_over_its_threshold(healthy_sandbox, tmp_path):
     """No faithful loopback fault delays a TCP handshake (the kernel completes it; tc netem would touch every
     sandbox on the machine), so the failing side is shown with a threshold no real round trip meets."""
-    res, summary = run(healthy_sandbox, tmp_path / "reports", "--set", "thresholds.network_p99_fail_ms=0.001",
-                       "--", "-k", "SYS-06")
+    res = run_checks(healthy_sandbox, tmp_path / "reports", "--set", "thresholds.network_p99_fail_ms=0.001", "--",
+                     "-k", "SYS-06")
+    summary = res.summary
     hosts = {c["target"] for c in summary["checks"]}
     assert "app-1" in hosts and failed_ids(summary) == {("SYS-06", h) for h in hosts}, res.stdout
     assert res.returncode == 1
@@ -116,18 +113,20 @@ def test_baseline_and_availability_from_real_runs(healthy_sandbox, tmp_path):
     # a baseline of 3 runs and availability from 3 runs on (defaults 5 and 20): as many runs as show it
     few = ("--set", "thresholds.baseline_runs=3", "--set", "thresholds.availability_min_runs=3")
     for i in range(3):
-        res, summary = run(healthy_sandbox, reports, *few, "--", "-k", "SVC-01 or SVC-06 or SVC-12 or MON-02")
+        res = run_checks(healthy_sandbox, reports, *few, "--", "-k", "SVC-01 or SVC-06 or SVC-12 or MON-02")
+        summary = res.summary
         c = by_pair(summary)[("SVC-12", AUTH)]
         assert c["outcome"] == "skipped" and f"{i} earlier run{'' if i == 1 else 's'} " in c["message"], c
         assert by_pair(summary)[("MON-02", AUTH)]["outcome"] == "skipped"
     # one outage among four runs: auth was available in 3 of 4
     healthy_sandbox.break_fault("service-down:auth")
-    run(healthy_sandbox, reports, "--", "-k", "SVC-01 or SVC-06")
+    run_checks(healthy_sandbox, reports, "--", "-k", "SVC-01 or SVC-06")
     healthy_sandbox.heal_fault("service-down:auth")
     healthy_sandbox.break_fault("slow:auth")
     # 5 samples of the slow service (150 ms each), not 20: its p99 is as far above the baseline
-    res, summary = run(healthy_sandbox, reports, *few, "--set", "thresholds.latency_samples=5",
-                       "--", "-k", "SVC-06 or SVC-12 or MON-02")
+    res = run_checks(healthy_sandbox, reports, *few, "--set", "thresholds.latency_samples=5", "--", "-k",
+                     "SVC-06 or SVC-12 or MON-02")
+    summary = res.summary
     checks = by_pair(summary)
     svc12, mon02 = checks[("SVC-12", AUTH)], checks[("MON-02", AUTH)]
     assert svc12["outcome"] == "failed", svc12

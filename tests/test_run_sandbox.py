@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, SHARED_MACHINE, run_cli
+from tests.conftest import REPO, run_checks, run_cli
 from tests.fault_runs import FaultBatches
-
-
-def run(sandbox, tmp_path, *extra: str):
-    res = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(tmp_path / "reports"),
-                  *SHARED_MACHINE, *extra)
-    summary_path = tmp_path / "reports" / "latest" / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-    return res, summary
 
 
 def failed_ids(summary) -> set[tuple[str, str]]:
     return {(c["id"], c["target"]) for c in summary["checks"] if c["outcome"] in ("failed", "error")}
 
 
-def test_healthy_sandbox_passes_every_check(healthy_sandbox, tmp_path):
-    res, summary = run(healthy_sandbox, tmp_path)
+def test_healthy_sandbox_passes_every_check(healthy_run):
+    res, summary = healthy_run, healthy_run.summary
     last = res.stdout.strip().splitlines()[-1]
     assert res.returncode == 0, res.stdout + res.stderr
     assert last.startswith("ACGS OK - "), last
@@ -35,7 +26,7 @@ def test_healthy_sandbox_passes_every_check(healthy_sandbox, tmp_path):
     # no systemd in the sandbox: skipped with the reason, never passed; the restore drill is opt-in; a fresh
     # report directory holds no history for SVC-12's baseline or MON-02's availability
     assert skipped <= {"SVC-05", "BK-07", "SVC-12", "MON-02"}, skipped
-    run_dir = (tmp_path / "reports" / "latest").resolve()
+    run_dir = (res.report_dir / "latest").resolve()
     assert (run_dir / "junit.xml").is_file()
     for c in summary["checks"]:
         assert c["severity"] in ("P0", "P1", "P2", "P3") and c["section"] and c["target"]
@@ -45,8 +36,16 @@ def test_healthy_sandbox_passes_every_check(healthy_sandbox, tmp_path):
         assert key in summary
 
 
-def test_summary_line_is_last_and_parsable(healthy_sandbox, tmp_path):
-    res, summary = run(healthy_sandbox, tmp_path, "--gate", "smoke")
+@pytest.fixture(scope="module")
+def smoke_run(sandbox, tmp_path_factory):
+    """One smoke-gate run of the healthy sandbox, for the tests that read its last line and its directory."""
+    for fault in sandbox.faults():
+        sandbox.heal_fault(fault)
+    return run_checks(sandbox, tmp_path_factory.mktemp("smoke") / "reports", "--gate", "smoke")
+
+
+def test_summary_line_is_last_and_parsable(smoke_run):
+    res, summary = smoke_run, smoke_run.summary
     last = res.stdout.strip().splitlines()[-1]
     assert last == summary["summary"]
     assert "| passed=" in last and "failed=0" in last and "duration=" in last
@@ -85,7 +84,7 @@ BATCHES = FaultBatches([
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_each_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fault):
-    batch = BATCHES.run(healthy_sandbox, fault, lambda *args: run(healthy_sandbox, tmp_path, *args))
+    batch = BATCHES.run(healthy_sandbox, fault, lambda *args: run_checks(healthy_sandbox, tmp_path / "reports", *args))
     batch.assert_fails_exactly(fault)
     res = batch.res
     last = res.stdout.strip().splitlines()[-1]
@@ -97,7 +96,8 @@ def test_each_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fault):
 
 def test_failure_message_says_target_measured_expected_and_next_step(healthy_sandbox, tmp_path):
     healthy_sandbox.break_fault("slow:auth")
-    _, summary = run(healthy_sandbox, tmp_path, "--", "-k", "latency and auth")  # the others' p99 is the load's
+    summary = run_checks(healthy_sandbox, tmp_path / "reports", "--", "-k",
+                         "latency and auth").summary  # the others' p99 is the load's
     (c,) = [c for c in summary["checks"] if c["outcome"] == "failed"]
     assert c["id"] == "SVC-06" and c["target"] == "auth@app-1"
     assert "auth@app-1" in c["message"] and "p99" in c["message"] and "expected p99 < 149 ms" in c["message"]
@@ -106,8 +106,9 @@ def test_failure_message_says_target_measured_expected_and_next_step(healthy_san
 
 
 def test_thresholds_can_be_set_for_one_run(healthy_sandbox, tmp_path):
-    res, summary = run(healthy_sandbox, tmp_path, "--set", "thresholds.latency_p99_fail_ms=0.001", "--",
-                       "-k", "latency")
+    res = run_checks(healthy_sandbox, tmp_path / "reports", "--set", "thresholds.latency_p99_fail_ms=0.001", "--",
+                     "-k", "latency")
+    summary = res.summary
     assert res.returncode == 2
     assert {c["id"] for c in summary["checks"] if c["outcome"] == "failed"} == {"SVC-06"}
 
@@ -133,8 +134,7 @@ def test_catalog_json_shows_coverage():
     assert set(rows["DB-01"]) == {"id", "section", "severity", "title", "covered", "tests"}
 
 
-def test_latest_points_at_a_complete_run(healthy_sandbox, tmp_path):
-    run(healthy_sandbox, tmp_path, "--gate", "smoke")
-    latest = tmp_path / "reports" / "latest"
-    assert latest.is_symlink() and (latest / "summary.json").is_file()
-    assert not list(Path(tmp_path / "reports").glob(".partial-*"))
+def test_latest_points_at_a_complete_run(smoke_run):
+    latest = smoke_run.report_dir / "latest"
+    assert latest.is_symlink() and (latest / "summary.json").is_file() and smoke_run.returncode == 0
+    assert not list(smoke_run.report_dir.glob(".partial-*"))

@@ -76,8 +76,9 @@ def test_no_secret_in_any_byte_the_run_produced(healthy_sandbox, distinctive_pas
     env = {"T_DB_PW": DB_PW, "T_REDIS_PW": REDIS_PW, "T_SSH_PASSPHRASE": PASSPHRASE,
            "T_WRONG_DB_PW": WRONG_DB_PW, "T_WRONG_REDIS_PW": WRONG_REDIS_PW}
     reports = tmp_path / "reports"
+    # a process: the terminal is what the entrypoint writes to its file descriptors, its children's lines included
     res = run_cli("run", "--profile", str(profile), "--report-dir", str(reports), "--gate", "pre-maintenance",
-                  env=env)
+                  env=env, process=True)
     assert res.returncode == 2, res.stdout[-3000:] + res.stderr
 
     import json

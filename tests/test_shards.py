@@ -17,7 +17,7 @@ import pytest
 
 from acgs_verify.sandbox.components.sshd import sshd_binary
 from acgs_verify.shards import ShardError, ci_group, parse_shard, shard_of
-from tests.conftest import REPO, SHARED_MACHINE, run_cli
+from tests.conftest import REPO, run_checks, run_cli
 
 GROUP = "test-shards"
 HAS_SSHD = sshd_binary() is not None
@@ -27,18 +27,12 @@ def outcomes(summary: dict) -> set[tuple[str, str, str]]:
     return {(c["id"], c["target"], c["outcome"]) for c in summary["checks"]}
 
 
-def run(sandbox, report_dir: Path, *extra: str):
-    res = run_cli("run", "--profile", str(sandbox.profile_path), "--report-dir", str(report_dir), *SHARED_MACHINE,
-                  *extra)
-    summary = report_dir / "latest" / "summary.json"
-    return res, json.loads(summary.read_text()) if summary.exists() else None
-
-
 def run_sharded(sandbox, base: Path, count: int = 3, group: str = GROUP, *extra: str):
     """Every shard of one run, each into its own report directory (as each CI job has its own)."""
     shards = {}
     for k in range(1, count + 1):
-        res, summary = run(sandbox, base / f"shard-{k}", "--shard", f"{k}/{count}", "--run-group", group, *extra)
+        res = run_checks(sandbox, base / f"shard-{k}", "--shard", f"{k}/{count}", "--run-group", group, *extra)
+        summary = res.summary
         assert summary is not None and summary["shard"] == {"index": k, "count": count, "group": group}, \
             res.stdout[-2000:] + res.stderr
         shards[k] = (res, summary)
@@ -57,7 +51,8 @@ def healthy_runs(sandbox, tmp_path_factory):
     for fault in sandbox.faults():
         sandbox.heal_fault(fault)
     base = tmp_path_factory.mktemp("shards-healthy")
-    whole = run(sandbox, base / "whole")
+    whole = run_checks(sandbox, base / "whole")
+    whole = (whole, whole.summary)
     shards = run_sharded(sandbox, base)
     merged = merge(*(base / f"shard-{k}" / "latest" for k in shards), report_dir=base / "merged")
     return base, whole, shards, merged
@@ -121,7 +116,8 @@ FAULT_RUN = ("--", "-k", "CC or SVC-01")
 def test_a_fault_gives_the_same_failures_and_exit_code_sharded(sandbox, tmp_path):
     sandbox.break_fault("redis-wrong-hash")
     try:
-        whole_res, whole = run(sandbox, tmp_path / "whole", *FAULT_RUN)
+        whole_res = run_checks(sandbox, tmp_path / "whole", *FAULT_RUN)
+        whole = whole_res.summary
         shards = run_sharded(sandbox, tmp_path, 3, "fault-run", *FAULT_RUN)
     finally:
         sandbox.heal_fault("redis-wrong-hash")
@@ -143,7 +139,8 @@ def test_a_fault_gives_the_same_failures_and_exit_code_sharded(sandbox, tmp_path
 def test_shards_that_hold_nothing_count_as_present(sandbox, tmp_path):
     # the smoke gate checks 3 things here (app-1's services, the database, the cache): of 5 shards, 2 or more hold
     # nothing; each says so (exit 3, nothing collected), and the merge is still the unsharded verdict
-    whole_res, whole = run(sandbox, tmp_path / "whole", "--gate", "smoke")
+    whole_res = run_checks(sandbox, tmp_path / "whole", "--gate", "smoke")
+    whole = whole_res.summary
     shards = run_sharded(sandbox, tmp_path, 5, "smoke-run", "--gate", "smoke")
     empty = [k for k, (_, s) in shards.items() if not s["checks"]]
     assert len(empty) >= 2 and all(shards[k][0].returncode == 3 for k in empty)
@@ -200,7 +197,7 @@ def test_merge_refuses_shards_of_another_run(healthy_runs, tmp_path, field, valu
 
 def test_merge_refuses_shards_of_another_gate(sandbox, healthy_runs, tmp_path):
     base, _, _, _ = healthy_runs
-    res, _ = run(sandbox, tmp_path / "smoke", "--gate", "smoke", "--shard", "2/3", "--run-group", GROUP)
+    res = run_checks(sandbox, tmp_path / "smoke", "--gate", "smoke", "--shard", "2/3", "--run-group", GROUP)
     assert res.returncode in (0, 3), res.stdout + res.stderr  # 3: the smoke gate may have nothing in shard 2
     res, _ = merge(base / "shard-1" / "latest", tmp_path / "smoke" / "latest", report_dir=tmp_path / "m")
     assert res.returncode == 3 and "gate 'smoke', but" in res.stderr and res.stderr.count("\n") == 1
@@ -232,12 +229,8 @@ def test_a_bad_shard_is_one_line_and_exit_3_in_run_and_in_pytest(tmp_path, value
 
 
 def test_sharding_needs_a_run_group_outside_ci_and_no_maintenance_gate(tmp_path):
-    import os
-
-    env = {k: v for k, v in os.environ.items() if k not in ("CI_PIPELINE_ID", "GITHUB_RUN_ID", "BUILDKITE_BUILD_ID",
-                                                          "BUILD_TAG")}
-    res = subprocess.run([sys.executable, "-m", "acgs_verify.cli", "run", "--shard", "1/2", "--report-dir",
-                          str(tmp_path)], capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    outside_ci = dict.fromkeys(("CI_PIPELINE_ID", "GITHUB_RUN_ID", "BUILDKITE_BUILD_ID", "BUILD_TAG"))
+    res = run_cli("run", "--shard", "1/2", "--report-dir", str(tmp_path), env=outside_ci)
     assert res.returncode == 3 and "--shard needs --run-group" in res.stderr
     res = run_cli("run", "--shard", "1/2", "--run-group", "g", "--gate", "pre-maintenance")
     assert res.returncode == 3 and "run it unsharded" in res.stderr

@@ -797,7 +797,8 @@ def custom_dump_status(path: Path, pg_restore: str, timeout: float) -> tuple[boo
     full = _run([pg_restore, "--file", os.devnull, arg], timeout)
     if full.returncode != 0:
         why = last_line(full.stderr, default=NO_MESSAGE)
-        return False, f"{len(entries)} TOC entries, but the data does not read to the end: {why}"
+        return False, (f"{plural(len(entries), 'TOC entry', 'TOC entries')}, but the data does not read to the end: "
+                       f"{why}")
     return True, (f"table of contents with {plural(len(entries), 'entry', 'entries')} ({data} TABLE DATA), "
                   "every block read")
 
