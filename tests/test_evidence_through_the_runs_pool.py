@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from acgs_verify import cli
-from acgs_verify.probes import host as hostmod
+from acgs_verify.hosts import pool as hostmod
 
 
 def test_the_evidence_gate_uses_the_runs_own_pool(tmp_path, monkeypatch):
