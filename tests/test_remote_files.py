@@ -125,7 +125,7 @@ def test_ops1_backups_certificate_and_policies_pass_read_over_its_backend(health
 @pytest.mark.parametrize("fault", FAULTS)
 def test_each_ops1_fault_fails_exactly_its_checks_on_ops1(healthy_sandbox, tmp_path, backend, fault):
     profile = ops_profile(healthy_sandbox, tmp_path, backend)
-    batch = BATCHES[backend].run(healthy_sandbox, fault, lambda *args: run(profile, tmp_path, *DRILL, *args, *ONLY))
+    batch = BATCHES[backend].run(healthy_sandbox, fault, lambda *args: run(profile, tmp_path, *DRILL, *args, *ONLY)[0])
     batch.assert_fails_exactly(fault)
     if fault in EVIDENCE:
         check_id, words = EVIDENCE[fault]
