@@ -283,9 +283,8 @@ EVIDENCE: dict[str, str] = {
               "`constitutional_hash`; an empty or non-JSON body is a failure",
     "SVC-03": "a process on the service's host that owns the service's listening socket, whose command line "
               "matches the profile's pattern when one is given; a pattern that matches only other processes "
-              "is a failure. Where the socket's owner is hidden (an unprivileged checker), the one process of the "
-              "socket's user (/proc/net/tcp*) matching the pattern and naming the port, said and warned as that "
-              "fallback; several such processes are no verdict",
+              "is a failure; where the owner is hidden (no root), the one process of the socket's user that "
+              "matches and names the port, warned as that fallback",
     "SVC-04": "the service's port in the LISTEN state in the host's socket table (ss or /proc/net/tcp*); a "
               "table that could not be read is a failure",
     "SVC-05": "`systemctl` reporting the unit `active`; skipped, with the reason, where the profile names no unit "
@@ -303,9 +302,8 @@ EVIDENCE: dict[str, str] = {
     "DB-01": "a session opened as the profile's role answering `SELECT 1` within the timeout",
     "DB-02": "the PostgreSQL server that listens on the database's port on its host (postmaster PID, data "
              "directory, version), and its unit active where systemd runs it; processes of other clusters "
-             "are not evidence. The server is asked who it is (data_directory with pg_monitor, its session's "
-             "backend pid, its start time) and matched with the host's process list (the postmaster's -D, "
-             "parent and elapsed time), so an unprivileged checker names the right postmaster",
+             "are not evidence: the server is asked (data_directory, session pid, start time) and matched with "
+             "ps (-D, parent, elapsed time)",
     "DB-03": "a row count from pg_stat_activity and a max_connections setting read from the server",
     "DB-04": "pg_stat_activity read by a role that can see other sessions' rows (superuser or "
              "pg_read_all_stats); a role that sees only its own session cannot say that none is slow",
