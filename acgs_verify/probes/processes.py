@@ -323,8 +323,9 @@ def _hidden_owner(listener: Listener, matching: list[Proc], pattern: str) -> Ide
     if len(anchored) > 1:
         shown = "; ".join(p.describe(short=True) for p in anchored[:3])
         return Identity(None, f"port {port} listens, but its owner is {listener.hidden}, and "
-                              f"{len(anchored)} processes of {who} match /{pattern}/ and name port {port}: {shown}; "
-                              "which one owns it cannot be told (run as root or the service's user to see it)",
+                              f"{plural(len(anchored), 'process')} of {who} match /{pattern}/ and name port {port}: "
+                              f"{shown}; which one owns it cannot be told (run as root or the service's user to see "
+                              "it)",
                         pids=tuple(p.pid for p in anchored))
     if not matching:
         return Identity(False, f"port {port} listens, but its owner is {listener.hidden}, and no process matches "
