@@ -141,7 +141,8 @@ _ENTRIES = [
         target="each service on each app host",
         evidence="a process on the service's host that owns the service's listening socket, whose command line "
                  "matches the profile's pattern when one is given; a pattern that matches only other processes is a "
-                 "failure"),
+                 "failure; where the owner is hidden (no root), the one process of the socket's user that matches and "
+                 "names the port, warned as that fallback"),
     _check("SVC-04", "services", "P0", "availability", "service port is listening",
         runbook="netstat -tlnp | grep :PORT",
         next_step="Service Outage: {restart}, then {tail}",
@@ -199,7 +200,8 @@ _ENTRIES = [
         target="each database host",
         evidence="the PostgreSQL server that listens on the database's port on its host (postmaster PID, data "
                  "directory, version), and its unit active where systemd runs it; processes of other clusters are "
-                 "not evidence"),
+                 "not evidence: the server is asked (data_directory, session pid, start time) and matched with ps "
+                 "(-D, parent, elapsed time)"),
     _check("DB-03", "database", "P1", "threshold", "connection count below max_connections limit",
         runbook='psql -c "SELECT count(*) FROM pg_stat_activity;"',
         next_step="Database Issues: find idle sessions in pg_stat_activity; check the services' connection pools",
@@ -427,8 +429,9 @@ _ENTRIES = [
         next_step="Application Optimization: find what the service holds (caches, leaks); restart it in a quiet "
                   "window ({restart})",
         target="each service on each app host",
-        evidence="the processes that own the service's listening port (ss -p), and their children, each with its RSS "
-                 "and %MEM from ps; a port whose owner cannot be seen (permissions) is a failure"),
+        evidence="the processes that own the service's listening port (ss -p), or the one SVC-03 identified where that "
+                 "owner is hidden, and their children, each with its RSS and %MEM from ps; a port whose owner can be "
+                 "neither seen nor identified is a failure"),
     _check("SVC-12", "services", "P1", "threshold", "latency not degraded against the baseline",
         runbook="python scripts/latency_check.py (Incident Classification P1: performance degradation >500% of "
                 "baseline)",

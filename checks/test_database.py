@@ -3,7 +3,7 @@
 Every session is read-only (acgs_verify.probes.postgres); `pg.get(database)` reuses one per worker.
 """
 
-from acgs_verify.check import runbook
+from acgs_verify.check import ProbeError, runbook
 from acgs_verify.probes import pg_server, postgres, processes, units
 from acgs_verify.words import plural
 
@@ -18,11 +18,17 @@ def test_connect_and_select_1(database, pg, thresholds, check):
 
 
 @runbook("DB-02")
-def test_postgresql_server_is_running(database_host, hosts, check):
-    """sudo systemctl status postgresql  (the server is the one that listens on the database's port on its host)"""
+def test_postgresql_server_is_running(database_host, hosts, pg, check):
+    """sudo systemctl status postgresql  (the server is the one that listens on the database's port on its host,
+    asked who it is: its data directory, its session's parent process, its start time)"""
     db, host = database_host, database_host.host  # the database, and the host its server runs on
     _, port = postgres.host_port(db.dsn)
-    seen = processes.identify(processes.port_owners(hosts, host), port, db.process, "PostgreSQL")
+    try:
+        says = pg_server.server_says(pg.get(database_host.database))
+    except ProbeError:  # a server that cannot be asked is judged by its port alone (DB-01 says why)
+        says = None
+    seen = pg_server.identify_server(processes.port_owners(hosts, host), port, db.process, says,
+                                     lambda pid: pg_server.uptime(hosts, host, pid))
     found = [seen.measured]
     if seen.ok and seen.owner:
         server = pg_server.postgres_server(hosts, host, seen.owner)

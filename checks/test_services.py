@@ -204,14 +204,19 @@ def test_service_memory(service, hosts, thresholds, check):
     owners = processes.port_owners(hosts, service.host)
     if service.port not in owners.listeners:
         check.skip(f"nothing listens on TCP {service.port} (SVC-04 says so): no process to measure")
-    procs = processes.service_processes(owners, service.port)
+    seen = processes.identify(owners, service.port, service.process, service.name)  # SVC-03's owner
+    procs = processes.service_processes(owners, service.port, seen.owner if seen.ok else None)
+    if seen.warning and seen.ok:
+        check.warn(seen.warning)
     rss_mb, pmem = sum(p.rss_kib for p in procs) / 1024, sum(p.mem_percent for p in procs)
     check.evidence("processes (pid %mem rss_kib command)",
                    "\n".join(f"{p.pid} {p.mem_percent:g} {p.rss_kib} {p.args[:120]}" for p in procs))
     rss_max, pmem_max = thresholds.service_rss_mb_max, thresholds.service_mem_percent_max
     check.that(rss_mb < rss_max and pmem < pmem_max,
                measured=f"RSS {rss_mb:.0f} MB, {pmem:.1f} %MEM in {plural(len(procs), 'process')} (pids "
-                        f"{', '.join(str(p.pid) for p in procs[:5])}) owning port {service.port}",
+                        f"{', '.join(str(p.pid) for p in procs[:5])}) owning port {service.port}"
+                        + ("" if owners.listeners[service.port].owners else " (the owner not seen: identified by "
+                           "the socket's user and its command line naming the port)"),
                expected=f"RSS < {rss_max:g} MB and %MEM < {pmem_max:g}",
                value={"rss_mb": round(rss_mb, 1), "mem_percent": round(pmem, 2)})
 

@@ -72,3 +72,36 @@ def test_a_pattern_that_matches_only_another_process_fails_and_names_both(health
     assert "1 other process matches it" in svc and "listening on" in svc, svc
     db = _check(summary, "DB-02", "primary@app-1")["message"]
     assert "/primary -p" in db and "which does not match" in db and "/replica -p" in db, db
+
+
+def _hidden(procs, users=("root",)):
+    from acgs_verify.probes.processes import Listener, PortOwners
+
+    hidden = Listener(8016, ("*",), (), "not visible to user nobody (socket of uid 0 root)", users)
+    return PortOwners("nobody", {8016: hidden}, tuple(procs))
+
+
+def _proc(pid, user, args):
+    from acgs_verify.probes.processes import Proc
+
+    return Proc(pid, 1, user, "2026-12-07 18:00:00", args)
+
+
+def test_a_hidden_owner_is_the_one_process_of_the_sockets_user_naming_the_port():
+    """What nobody can read decides: the socket's user (/proc/net/tcp) and the port in a command line. Two such
+    processes are not one owner (no verdict, saying which); a match of another user only is a failure."""
+    from acgs_verify.probes.processes import identify
+
+    real = _proc(10, "root", "uvicorn app:auth --port 8016")
+    other_user = _proc(20, "daemon", "uvicorn app:auth --port 8016")
+    other_port = _proc(30, "root", "uvicorn app:auth --port 18016")
+    seen = identify(_hidden([real, other_user, other_port]), 8016, "uvicorn .*auth", "auth")
+    assert (seen.ok, seen.owner, seen.pids) == (True, real, (10,)) and "names port 8016" in seen.measured
+    assert "anchored on the port" in seen.warning
+
+    twin = _proc(40, "root", "uvicorn app:auth --port 8016 --copy")
+    seen = identify(_hidden([real, twin]), 8016, "uvicorn .*auth", "auth")
+    assert seen.ok is None and seen.pids == (10, 40) and "cannot be told" in seen.measured
+
+    seen = identify(_hidden([other_user]), 8016, "uvicorn .*auth", "auth")
+    assert seen.ok is False and seen.pids == (20,) and "no process of user root matches" in seen.measured

@@ -79,17 +79,21 @@ def readable_copy(sandbox):
             shutil.rmtree(work, ignore_errors=True)
 
 
-def test_every_check_passes_on_what_it_saw_or_says_what_it_could_not_see(readable_copy, importable_by_others):
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(readable_copy), "LANG": "C.UTF-8",
-           "PYTHONPATH": os.pathsep.join([*importable_by_others, str(readable_copy / "pythonpath")]),
-           "PYTHONDONTWRITEBYTECODE": "1"}
+def _run_as_user(work: Path, importable: list[str], *args: str) -> dict:
+    """`acgs-verify run` as USER on WORK/profile.yaml: its summary.json, after checking it ran (no traceback)."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work), "LANG": "C.UTF-8",
+           "PYTHONPATH": os.pathsep.join([*importable, str(work / "pythonpath")]), "PYTHONDONTWRITEBYTECODE": "1"}
     res = subprocess.run(["runuser", "-u", USER, "--", SYSTEM_PYTHON, "-m", "acgs_verify.cli", "run",
-                          "--profile", str(readable_copy / "profile.yaml"), "--report-dir",
-                          str(readable_copy / "reports"), *SHARED_MACHINE],
-                         cwd=readable_copy, env=env, capture_output=True, text=True, timeout=120)
+                          "--profile", str(work / "profile.yaml"), "--report-dir", str(work / "reports"),
+                          *SHARED_MACHINE, *args],
+                         cwd=work, env=env, capture_output=True, text=True, timeout=120)
     output = res.stdout + res.stderr
     assert res.returncode in (0, 1, 2) and "Traceback" not in output, output[-3000:]
-    summary = json.loads((readable_copy / "reports" / "latest" / "summary.json").read_text())
+    return json.loads((work / "reports" / "latest" / "summary.json").read_text())
+
+
+def test_every_check_passes_on_what_it_saw_or_says_what_it_could_not_see(readable_copy, importable_by_others):
+    summary = _run_as_user(readable_copy, importable_by_others)
     assert len(summary["checks"]) > 50
     for c in summary["checks"]:
         said = " ".join(str(c.get(k) or "") for k in ("message", "measured", "warning")).lower()
@@ -103,10 +107,92 @@ def test_every_check_passes_on_what_it_saw_or_says_what_it_could_not_see(readabl
     by_id = {}
     for c in summary["checks"]:
         by_id.setdefault(c["id"], []).append(c)
-    # the sandbox's servers run as root and postgres: their sockets' owners are hidden from nobody, and the
-    # identity checks say so, pass only on the weaker evidence they name, and warn
+    # the sandbox's servers run as root and postgres: their sockets' owners are hidden from nobody. A service is
+    # then identified by what nobody can read (the socket's user, the port in a command line), named as that
+    # fallback and warned; the database server by asking it (a pg_monitor role), which needs no warning
     sys05 = by_id["SYS-05"][0]  # the kernel log is 0640, as on a real host: could not measure, said, not passed
     assert sys05["outcome"] == "error" and "cannot read" in sys05["message"], sys05
-    for c in by_id["SVC-03"] + by_id["DB-02"]:
+    for c in by_id["SVC-03"]:
         assert c["outcome"] == "passed", c
-        assert f"not visible to user {USER}" in c["warning"] and "weaker evidence" in c["measured"], c
+        assert f"not visible to user {USER}" in c["warning"] and "identified without seeing" in c["measured"], c
+    for c in by_id["DB-02"]:
+        assert c["outcome"] == "passed" and "identified by asking it" in c["measured"], c
+    for c in by_id["SVC-11"]:  # from the process so identified: ss shows nobody no owner
+        assert c["outcome"] == "passed", c
+
+
+# --------------------------------------------------------------------------- identity with a monitoring user's grants
+IDENTITY = ("--", "-k", "process_is_running or postgresql_server or service_memory")
+
+
+@pytest.fixture
+def decoys():
+    """Start impostors: a process of `user` whose command line is `argv0 ...` (sleep under another name), as
+    a stray worker or a copy of a server left behind looks in `ps`. Each is ended when the test ends."""
+    started: list[subprocess.Popen] = []
+
+    def start(user: str, argv0: str) -> int:
+        proc = subprocess.Popen([argv0, "600"], executable="/bin/sleep", user=user, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(proc)
+        return proc.pid
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _identity_profile(work: Path, auth_pattern: str | None, db_pattern: str | None) -> None:
+    data = yaml.safe_load((work / "profile.yaml").read_text())
+    data["hosts"] = [h for h in data["hosts"] if h["name"] == "app-1"]
+    for s in data["services"]:
+        if s["name"] == "auth" and auth_pattern:
+            s["process"] = auth_pattern
+    if db_pattern:
+        data["databases"][0]["process"] = db_pattern
+    (work / "profile.yaml").write_text(yaml.safe_dump(data))
+
+
+def _checks(summary: dict, check_id: str) -> dict[str, dict]:
+    return {c["target"]: c for c in summary["checks"] if c["id"] == check_id}
+
+
+def test_identity_as_a_monitoring_user_judges_the_right_server_and_service_beside_decoys(
+        healthy_sandbox, readable_copy, importable_by_others, decoys):
+    """As nobody, with a pg_monitor role: the sandbox's replica (a second PostgreSQL cluster) and two impostors
+    matching the patterns run beside the real servers. DB-02 names the primary's postmaster (asked: its data
+    directory, its session's parent, its start time), SVC-03 the auth service's uvicorn (the socket's user and
+    the port in its command line), SVC-11 measures that process's tree: none of them judges a decoy."""
+    sb = healthy_sandbox
+    state = json.loads((sb.dir / "state.json").read_text())["components"]
+    primary = state["postgres"]["processes"]["primary"]["pid"]
+    auth = state["services"]["processes"]["auth"]["pid"]
+    pg_port, auth_port = 5432 + sb.port_offset, 8016 + sb.port_offset
+    # a copy of a postmaster's command line naming the primary's port, of the user that owns its socket; a stray
+    # uvicorn naming the auth port, of another user
+    pg_decoy = decoys(state["postgres"]["user"], f"/usr/lib/postgresql/bin/postgres -D /tmp/acgs-decoy -p {pg_port}")
+    svc_decoy = decoys("daemon", f"python -m uvicorn --factory acgs_verify.sandbox.service_app:auth --port {auth_port}")
+    _identity_profile(readable_copy, None, "postgres")  # every cluster and the decoy match /postgres/
+    summary = _run_as_user(readable_copy, importable_by_others, *IDENTITY)
+
+    db = _checks(summary, "DB-02")["primary@app-1"]
+    assert db["outcome"] == "passed" and db["value"] == [primary], db
+    assert "identified by asking it" in db["measured"] and "-D is the data_directory" in db["measured"], db
+    assert "/primary" in db["measured"] and str(pg_decoy) not in db["measured"], db
+    svc = _checks(summary, "SVC-03")["auth@app-1"]
+    assert svc["outcome"] == "passed" and svc["value"] == [auth], svc
+    assert f"pid {auth} " in svc["measured"] and "the port" in svc["warning"], svc
+    mem = _checks(summary, "SVC-11")
+    assert len(mem) == 6 and all(c["outcome"] == "passed" for c in mem.values()), mem
+    assert str(auth) in mem["auth@app-1"]["measured"] and str(svc_decoy) not in mem["auth@app-1"]["measured"]
+
+    # the patterns now match only the decoys: each check fails, naming what it identified and the impostor
+    _identity_profile(readable_copy, r"service_app:auth --port \d+ 600", r"-D /tmp/acgs-decoy")
+    summary = _run_as_user(readable_copy, importable_by_others, *IDENTITY)
+    db = _checks(summary, "DB-02")["primary@app-1"]
+    assert db["outcome"] == "failed" and db["value"] == [primary, pg_decoy], db
+    assert "does not match" in db["message"] and f"pid {primary} " in db["message"], db
+    svc = _checks(summary, "SVC-03")["auth@app-1"]
+    assert svc["outcome"] == "failed" and svc["value"] == [svc_decoy], svc
+    assert "no process of user root matches" in svc["message"] and f"pid {svc_decoy} " in svc["message"], svc

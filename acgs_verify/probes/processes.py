@@ -102,12 +102,14 @@ def _cut(text: str, limit: int) -> str:
 @dataclass(frozen=True)
 class Listener:
     """A TCP port in LISTEN state and the processes holding its socket. `owners` is empty when the checker may not
-    see them; `hidden` then says why ("not visible to user nobody (socket of uid 116 postgres)")."""
+    see them; `hidden` then says why ("not visible to user nobody (socket of uid 116 postgres)"). `socket_users`:
+    the users whose uid holds the socket (/proc/net/tcp*, readable by anyone), which narrow a hidden owner down."""
 
     port: int
     addresses: tuple[str, ...]
     owners: tuple[Proc, ...]
     hidden: str | None = None
+    socket_users: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,8 @@ def read_port_owners(conn, become: bool = False) -> PortOwners:
                 hidden = f"not visible to user {user} (socket of {of})"
                 hidden += (f"; become: sudo -n refused: {refused}" if refused else
                            "; set `become: true` on the host to read it through sudo -n" if not become else "")
-        listeners[port] = Listener(port, tuple(sorted(addresses)), owners, hidden)
+        users = tuple(names[u] for u in sorted(sockets.get(port, ())) if u in names)
+        listeners[port] = Listener(port, tuple(sorted(addresses)), owners, hidden, users)
     return PortOwners(user, listeners, tuple(p for p in procs if not _is_checker(conn, p, procs)))
 
 
@@ -276,8 +279,9 @@ def identify(facts: PortOwners, port: int, pattern: str | None, what: str) -> Id
     Identity(ok=False, measured="port 18016 owned by pid 123 (... `python -m http.server 18016`) which does not
     match /uvicorn .*auth/; 1 other process matches the pattern: pid 99 (...)", ...)
 
-    A pattern confirms the owner; it never stands in for it. Only when the owner is hidden from the checker does a
-    pattern match (plus the port listening) count, as weaker evidence named in `measured` and in `warning`.
+    A pattern confirms the owner; it never stands in for it. Only when the owner is hidden from the checker (an
+    unprivileged user) does the pattern lead, anchored on what anyone can read (the socket's user, the port in the
+    command line), named as that fallback in `measured` and `warning`; a mere match is weaker evidence, said so.
     """
     rx = re.compile(pattern) if pattern else None
     matching = roots([p for p in facts.procs if rx and rx.search(p.args)])
@@ -297,16 +301,53 @@ def identify(facts: PortOwners, port: int, pattern: str | None, what: str) -> Id
     if rx is None:
         return Identity(None, f"port {port} listens, but its owner is {listener.hidden}, and the profile gives no "
                               "process pattern to fall back on")
+    return _hidden_owner(listener, matching, pattern)
+
+
+def _hidden_owner(listener: Listener, matching: list[Proc], pattern: str) -> Identity:
+    """The owner of a socket the checker may not see, from what any user can read: the socket's uid
+    (/proc/net/tcp*) and every command line (ps). The named fallback: the one process of the socket's user that
+    matches the pattern and names the port in its command line. Several such processes are not one owner."""
+    port, users = listener.port, listener.socket_users
+    of_user = [p for p in matching if not users or p.user in users]
+    anchored = [p for p in of_user if names_port(p.args, port)]
+    who = f"user {'/'.join(users)}" if users else "any user"
+    if len(anchored) == 1:
+        owner = anchored[0]
+        return Identity(True, f"port {port} owned by {owner.describe()}, identified without seeing the socket's "
+                              f"owner ({listener.hidden}): the one process of {who} matching /{pattern}/ that "
+                              f"names port {port}",
+                        owner, warning=f"the owner of port {port} is not visible ({listener.hidden}): identified "
+                                       f"by the fallback, /{pattern}/ anchored on the port and the socket's user",
+                        pids=(owner.pid,))
+    if len(anchored) > 1:
+        shown = "; ".join(p.describe(short=True) for p in anchored[:3])
+        return Identity(None, f"port {port} listens, but its owner is {listener.hidden}, and "
+                              f"{plural(len(anchored), 'process')} of {who} match /{pattern}/ and name port {port}: "
+                              f"{shown}; which one owns it cannot be told (run as root or the service's user to see "
+                              "it)",
+                        pids=tuple(p.pid for p in anchored))
     if not matching:
         return Identity(False, f"port {port} listens, but its owner is {listener.hidden}, and no process matches "
                                f"/{pattern}/")
+    if users and not of_user:
+        shown = "; ".join(p.describe(short=True) for p in matching[:2])
+        return Identity(False, f"port {port} listens on a socket of {who}, but no process of {who} matches "
+                               f"/{pattern}/; {plural(len(matching), 'process')} of other users "
+                               f"{'does' if len(matching) == 1 else 'do'}: {shown}",
+                        pids=tuple(p.pid for p in matching))
     warning = (f"the owner of port {port} could not be verified ({listener.hidden}): passed on weaker evidence, "
-               f"the port listening and /{pattern}/ matching a process")
-    shown = "; ".join(p.describe(short=True) for p in matching[:2])
+               f"the port listening and /{pattern}/ matching a process of {who} that does not name the port")
+    shown = "; ".join(p.describe(short=True) for p in of_user[:2])
     return Identity(True, f"port {port} listening, owner not verified: {listener.hidden}; weaker evidence: "
-                          f"{plural(len(matching), 'process')} {'matches' if len(matching) == 1 else 'match'} "
-                          f"/{pattern}/: {shown}",
-                    warning=warning, pids=tuple(p.pid for p in matching))
+                          f"{plural(len(of_user), 'process')} of {who} "
+                          f"{'matches' if len(of_user) == 1 else 'match'} /{pattern}/: {shown}",
+                    warning=warning, pids=tuple(p.pid for p in of_user))
+
+
+def names_port(args: str, port: int) -> bool:
+    """Whether a command line names `port` as a number of its own (`--port 8016`, `-p 5432`, `:8016`)."""
+    return re.search(rf"(?<![0-9]){port}(?![0-9])", args) is not None
 
 
 def roots(procs: list[Proc]) -> list[Proc]:
@@ -334,9 +375,11 @@ def _others(facts: PortOwners, procs: list[Proc], pattern: str | None, port: int
             f"own{'' if n != 1 else 's'} no socket on port {port}: {shown}{more}")
 
 
-def service_processes(facts: PortOwners, port: int) -> list[Proc]:
+def service_processes(facts: PortOwners, port: int, owner: Proc | None = None) -> list[Proc]:
     """The processes that own `port` and all their descendants (uvicorn --workers, gunicorn's children), biggest
-    RSS first (SVC-11). ProbeError when nothing listens on the port or its owner is hidden from the checker.
+    RSS first (SVC-11). Where the socket's owner is hidden from the checker, `owner` is the process identified
+    instead (identify's fallback). ProbeError when nothing listens on the port, or its owner is hidden and no
+    `owner` is given.
 
     >>> [(p.pid, p.rss_kib, p.mem_percent) for p in service_processes(port_owners(pool, host), 18016)]
     [(4242, 61440, 0.7), (4250, 52224, 0.6)]
@@ -344,14 +387,15 @@ def service_processes(facts: PortOwners, port: int) -> list[Proc]:
     listener = facts.listeners.get(port)
     if listener is None:
         raise ProbeError(f"nothing listens on TCP {port} (ss -Htlnp): no service process to measure")
-    if not listener.owners:
-        raise ProbeError(f"ss shows TCP {port} listening but not which process owns it (run the checks as root "
-                         "or as the service's user to see the owner)")
+    if not listener.owners and owner is None:
+        raise ProbeError(f"ss shows TCP {port} listening but not which process owns it ({listener.hidden}), and no "
+                         "process could be identified as its owner (run the checks as root or as the service's "
+                         "user to see the owner)")
     children: dict[int, list[Proc]] = {}
     for p in facts.procs:
         children.setdefault(p.ppid, []).append(p)
     seen: dict[int, Proc] = {}
-    todo = list(listener.owners)
+    todo = list(listener.owners) or [owner]
     while todo:
         proc = todo.pop()
         if proc.pid not in seen:

@@ -57,8 +57,9 @@ def create_role_and_database(conn, role: str, password: str, database: str) -> N
     from psycopg import sql
 
     conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
-    # what the runbook's queries need to see other sessions' text and pg_stat_statements of every role
-    conn.execute(sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(role)))
+    # a monitoring role: other sessions' text and pg_stat_statements of every role (pg_read_all_stats), and the
+    # server's data directory, which DB-02 matches with the postmaster's -D (pg_read_all_settings)
+    conn.execute(sql.SQL("GRANT pg_monitor TO {}").format(sql.Identifier(role)))
     conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(role)))
 
 
