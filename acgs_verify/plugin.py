@@ -69,6 +69,7 @@ def pytest_configure(config: pytest.Config) -> None:
         _profile(config)  # fail fast on a bad profile, before collection
     run_options(config)  # bad --since / --waivers stop here, before collection
     register_collectors(config)
+    config.pluginmanager.register(CompactReports(config), "acgs-compact-reports")
 
 
 def _profile(config: pytest.Config) -> Profile:
@@ -178,7 +179,31 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items[:] = keep
 
 
+
+class CompactReports:
+    """A passed report, once every plugin has recorded it (the collector its CheckResult, junitxml its testcase),
+    keeps only what pytest's summary counts it by: its captured output, keywords and properties go. pytest keeps
+    every report (the terminal's stats) until the run ends, three per check: with them whole, a run over 200 hosts
+    held its whole output in memory (issue 24 item 7). A failure keeps everything, for --tb and -r."""
+
+    def __init__(self, config: pytest.Config):
+        chars = getattr(config.option, "reportchars", "") or ""
+        self.shown = "P" in chars or "A" in chars  # -rP / -rA print the passed checks' captured output
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.passed and not self.shown:
+            compact(report)
+
+
+def compact(report: pytest.TestReport) -> None:
+    report.sections = []
+    report.user_properties = []
+    report.keywords = _NO_KEYWORDS
+
+
 _NO_TARGETS = object()
+_NO_KEYWORDS: dict = {}  # one empty mapping every compacted report shares
 POOL_KEY = pytest.StashKey()  # the run's HostPool, once a check asked for it
 _AHEAD_KEY = pytest.StashKey()  # (the host whose checks run now, the hosts in item order)
 
