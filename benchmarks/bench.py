@@ -564,9 +564,9 @@ def render_fleet(f: dict, m: dict, bench_seconds: float, runs: int) -> str:
                  f"{_met(rss < FLEET_TARGETS['rss_mb'])} |")
     local = f.get("local")
     if local:
-        lrss = peak_rss_mb(local["runs"])
-        lines.append(f"| {local['hosts']} hosts, local backend, one process: peak RSS < {FLEET_TARGETS['rss_mb']} MB "
-                     f"| **{lrss:.0f} MB** (load {local['runs'][0]['load']}) | {_met(lrss < FLEET_TARGETS['rss_mb'])} |")
+        lrss, bound = peak_rss_mb(local["runs"]), FLEET_TARGETS["rss_mb"]
+        lines.append(f"| {local['hosts']} hosts, local backend, one process: peak RSS < {bound} MB "
+                     f"| **{lrss:.0f} MB** (load {local['runs'][0]['load']}) | {_met(lrss < bound)} |")
     sess = max((x for s in sizes.values() for r in s["runs"] for x in r["sessions"]), default=0)
     lines.append(f"| one connection (ssh session) per host | **{sess}** at most | {_met(sess == 1)} |")
     lines += ["", "TCP connects beyond the one session are SYS-06's samples (connect and close, no byte sent)."]
