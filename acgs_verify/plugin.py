@@ -76,6 +76,7 @@ def pytest_configure(config: pytest.Config) -> None:
         _profile(config)  # fail fast on a bad profile, before collection
     run_options(config)  # bad --since / --waivers stop here, before collection
     register_collectors(config)
+    config.pluginmanager.register(CompactReports(config), "acgs-compact-reports")
 
 
 def _profile(config: pytest.Config) -> Profile:
@@ -167,6 +168,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     wanted = GATES[config.getoption("acgs_gate")]["ids"]  # None: every check
     shard = run_options(config).shard  # --shard K/N: a host's checks all in one shard (shards.py)
     keep, drop = [], []
+    # a mark per check costs ~0.5 KB (10 MB over 200 hosts): only where xdist is there to read it
+    grouped = config.pluginmanager.hasplugin("xdist") or config.pluginmanager.hasplugin("xdist.plugin")
     for item in items:
         mark = item.get_closest_marker("runbook")
         if mark is None:
@@ -189,7 +192,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         host = host_of(target)
         if host is not None:
             item.user_properties.append(("host", host.name))
-            if item.get_closest_marker("xdist_group") is None:
+            if grouped and item.get_closest_marker("xdist_group") is None:
                 item.add_marker(pytest.mark.xdist_group(host.name))
         keep.append(item)
     if drop:
@@ -201,7 +204,31 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items[:] = keep
 
 
+
+class CompactReports:
+    """A passed report, once every plugin has recorded it (the collector its CheckResult, junitxml its testcase),
+    keeps only what pytest's summary counts it by: its captured output, keywords and properties go. pytest keeps
+    every report (the terminal's stats) until the run ends, three per check: with them whole, a run over 200 hosts
+    held its whole output in memory (issue 24 item 7). A failure keeps everything, for --tb and -r."""
+
+    def __init__(self, config: pytest.Config):
+        chars = getattr(config.option, "reportchars", "") or ""
+        self.shown = "P" in chars or "A" in chars  # -rP / -rA print the passed checks' captured output
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.passed and not self.shown:
+            compact(report)
+
+
+def compact(report: pytest.TestReport) -> None:
+    report.sections = []
+    report.user_properties = []
+    report.keywords = _NO_KEYWORDS
+
+
 _NO_TARGETS = object()
+_NO_KEYWORDS: dict = {}  # one empty mapping every compacted report shares
 POOL_KEY = pytest.StashKey()  # the run's HostPool, once a check asked for it
 _AHEAD_KEY = pytest.StashKey()  # (the host whose checks run now, the hosts in item order)
 

@@ -36,7 +36,7 @@ class SummaryFormatError(ValueError):
     """A summary.json this acgs-verify cannot read: a newer major version, or a required field missing."""
 
 
-@dataclass
+@dataclass(slots=True)  # one per check, held until the reports are written: no __dict__ each (issue 24 item 7)
 class CheckResult:
     nodeid: str
     id: str
