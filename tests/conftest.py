@@ -237,3 +237,13 @@ def sandbox_admin(sandbox, dbname: str = "acgs_production", replica: bool = Fals
     port = (replica_port if replica else primary_port)(sandbox.port_offset)
     return psycopg.connect(host="127.0.0.1", port=port, user="postgres",
                            password=password, dbname=dbname, autocommit=True, connect_timeout=5)
+
+
+def keep_hosts(data: dict, keep) -> dict:
+    """A profile's data with only the hosts `keep(host)` accepts, and without the certificates that lived on the
+    others (a certificate naming a host the profile lacks is refused at load, as it should be)."""
+    data["hosts"] = [h for h in data["hosts"] if keep(h)]
+    names = {h["name"] for h in data["hosts"]}
+    data["certificates"] = [c for c in data.get("certificates", [])
+                            if isinstance(c, str) or c.get("host") in (None, *names)]
+    return data

@@ -11,7 +11,7 @@ import json
 
 import yaml
 
-from tests.conftest import run_checks
+from tests.conftest import keep_hosts, run_checks
 from tests.test_run_hosts import failed
 
 K = ("--", "-k", "process_is_running or port_is_listening or postgresql_server")
@@ -19,7 +19,7 @@ K = ("--", "-k", "process_is_running or port_is_listening or postgresql_server")
 
 def _profile(sandbox, tmp_path, auth_pattern: str, db_pattern: str):
     data = yaml.safe_load(sandbox.profile_path.read_text())
-    data["hosts"] = [h for h in data["hosts"] if h["name"] == "app-1"]
+    keep_hosts(data, lambda h: h["name"] == "app-1")
     for s in data["services"]:
         if s["name"] == "auth":
             s["process"] = auth_pattern

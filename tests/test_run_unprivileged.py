@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from acgs_verify.sandbox.constants import SECRET_FILES
-from tests.conftest import SHARED_MACHINE
+from tests.conftest import SHARED_MACHINE, keep_hosts
 
 USER = "nobody"
 SYSTEM_PYTHON = "/usr/bin/python3.11"  # the venv's interpreter lives under /root (0700); same ABI
@@ -63,7 +63,7 @@ def readable_copy(sandbox):
         for secret in [passwords[0].parent, *passwords]:
             os.chown(secret, nobody.pw_uid, nobody.pw_gid)
         data = yaml.safe_load(sandbox.profile_path.read_text().replace(str(sandbox.dir), str(copy)))
-        data["hosts"] = [h for h in data["hosts"] if h.get("backend", "local") == "local"]
+        keep_hosts(data, lambda h: h.get("backend", "local") == "local")
         (work / "profile.yaml").write_text(yaml.safe_dump(data))
         # redis-py imports async_timeout on Python < 3.11.3 (the system's 3.11.2), which the venv (a newer 3.11)
         # never installed; the synchronous client the checks use never enters it: asyncio's own timeout stands in
@@ -145,7 +145,7 @@ def decoys():
 
 def _identity_profile(work: Path, auth_pattern: str | None, db_pattern: str | None) -> None:
     data = yaml.safe_load((work / "profile.yaml").read_text())
-    data["hosts"] = [h for h in data["hosts"] if h["name"] == "app-1"]
+    keep_hosts(data, lambda h: h["name"] == "app-1")
     for s in data["services"]:
         if s["name"] == "auth" and auth_pattern:
             s["process"] = auth_pattern

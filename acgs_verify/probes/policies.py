@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from acgs_verify.errors import ProbeError
+from acgs_verify.errors import ProbeError, Unreachable
 from acgs_verify.probes.bounded import NotReadable
 from acgs_verify.probes.hostfiles import Files, local_files
 from acgs_verify.redact import one_line
@@ -100,18 +100,23 @@ def scan_policies(root: str | Path, include: Iterable[str], exclude: Iterable[st
     """Walk root on the host `files` reads (this machine when None; hidden files and directories left out) and
     sort its files into policy files and the rest, from one listing.
 
-    Never raises: a directory that is missing or cannot be listed comes back as `problem`, so CC-03 can say
-    what it could not see instead of passing on nothing.
+    A directory that is missing, is not one or cannot be listed is a finding and comes back as `problem`, so CC-03
+    can say what it saw instead of passing on nothing; a host that did not answer (or a listing that failed any
+    other way) raises ProbeError: nothing was seen, the check could not measure.
     """
     root_s = str(root)
     include, exclude = list(include), list(exclude)
     try:
         tree = (files or local_files()).tree(root_s, MAX_DEPTH)
+    except Unreachable:
+        raise
     except ProbeError as exc:
         text = str(exc)
         problem = ("the directory does not exist" if text.endswith("does not exist") else
                    "it is not a directory" if text.endswith("is not a directory") else
-                   "cannot list it: permission denied" if "Permission denied" in text else text)
+                   "cannot list it: permission denied" if "Permission denied" in text else None)
+        if problem is None:
+            raise
         return PolicyScan(root_s, [], [], problem)
     visible = [e for e in tree.entries.values() if not any(part.startswith(".") for part in e.path.split("/"))]
     # a symlink to a file is listed, and refused when read (CC-03 follows no link it finds by walking)
