@@ -339,7 +339,7 @@ def _import_ahead(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def backup_reader():
     """Archive scans cached per file, so BK-03 and BK-04 read a large dump once per run (per worker)."""
-    from acgs_verify.probes.backups import BackupReader
+    from acgs_verify.probes.archive import BackupReader
 
     return BackupReader()
 

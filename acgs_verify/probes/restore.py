@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from acgs_verify import pgbin
-from acgs_verify.probes.backups import pg_tool, scan_archive
+from acgs_verify.probes.archive import pg_tool, scan_archive
 from acgs_verify.probes.errors import ProbeError
 from acgs_verify.redact import cut, display_url, last_line, mask, one_line, printable
 
