@@ -18,6 +18,8 @@ probes/archive_remote.py); scan_archive() is it over a local file.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import re
 import subprocess
@@ -56,20 +58,25 @@ class ArchiveScan:
     head: bytes = b""  # first bytes of the content (plain dumps)
     tail: bytes = b""  # last bytes of the content (plain dumps)
     seconds: float = 0.0
+    how: str = ""  # where it was read, for a file on another host: 'verified on db-1 with gzip -t', 'streamed ...'
 
     @property
     def ok(self) -> bool:
         return self.problem is None
 
     def describe(self) -> str:
+        where = f" ({self.how})" if self.how else ""
         if self.problem:
-            return f"{self.path.name}: {self.problem}"
+            return f"{self.path.name}: {self.problem}{where}"
         what = f"{self.members} tar members, " if self.kind in ("tar.gz", "tar") else ""
-        return f"{self.path.name}: {what}{_mb(self.size)} read to the end ({_mb(self.uncompressed)} uncompressed)"
+        read = f"{_mb(self.size)} read to the end"
+        if self.uncompressed:  # a host's own tool tested it there: nothing was counted here
+            read += f" ({_mb(self.uncompressed)} uncompressed)"
+        return f"{self.path.name}: {what}{read}{where}"
 
 
-class _Broken(Exception):
-    pass
+class Broken(Exception):
+    """Where a stream stops or breaks, or its budget ran out: becomes ArchiveScan.problem."""
 
 
 def archive_kind(path: Path) -> str:
@@ -101,12 +108,9 @@ class _Budgeted:
     def __exit__(self, *exc) -> None:
         self.file.close()
 
-    def fileno(self) -> int:
-        return self.file.fileno()
-
     def in_time(self) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
-            raise _Broken(f"not read to its end within {self.seconds:g} s (stopped at byte "
+            raise Broken(f"not read to its end within {self.seconds:g} s (stopped at byte "
                           f"{self.total - self.left} of {self.total})")
 
     def read(self, n: int) -> bytes:
@@ -126,16 +130,23 @@ def scan_archive(path: str | Path, keep_ends: bool = False, feed=None, timeout: 
     says where it stopped). ProbeError when the file cannot be opened or is not a regular file.
     """
     path = Path(path)
+    with _Budgeted(path, timeout) as f:
+        return scan_stream(f, path, keep_ends, feed)
+
+
+def scan_stream(source, path: str | Path, keep_ends: bool = False, feed=None) -> ArchiveScan:
+    """scan_archive() over any source of the file's bytes: `source.read(n)` (b"" at the end), `source.total` (the
+    byte budget: the file's size) and `source.in_time()` (raises Broken past its deadline). A remote host's bytes
+    arrive this way (probes/archive_remote.py), in chunks, in the same constant memory."""
+    path = Path(path)
     kind = archive_kind(path)
     scan = ArchiveScan(path, kind, 0)
     walker = _TarWalker() if kind in ("tar.gz", "tar") else None
     ends = _Ends() if keep_ends else None
     extra = feed
-    f: _Budgeted | None = None
 
     def sink(out) -> None:
-        if f is not None:  # inflating is where the time goes: a small file may hold a bomb
-            f.in_time()
+        source.in_time()  # inflating is where the time goes: a small file may hold a bomb
         scan.uncompressed += len(out)
         if extra is not None and out:
             extra(out)
@@ -146,23 +157,22 @@ def scan_archive(path: str | Path, keep_ends: bool = False, feed=None, timeout: 
 
     started = time.monotonic()
     try:
-        with _Budgeted(path, timeout) as f:
-            if kind in ("tar.gz", "gzip"):
-                _inflate(f, sink, scan)
-            else:
-                while chunk := f.read(READ_CHUNK):
-                    scan.size += len(chunk)
-                    sink(chunk)
+        if kind in ("tar.gz", "gzip"):
+            _inflate(source, sink, scan)
+        else:
+            while chunk := source.read(READ_CHUNK):
+                scan.size += len(chunk)
+                sink(chunk)
         if walker is not None:
             walker.finish()
-    except _Broken as exc:
+    except Broken as exc:
         scan.problem = str(exc)
         if walker is not None and walker.current and "member" not in scan.problem:
             scan.problem += f", inside tar member {walker.current}"
     except OSError as exc:
         if scan.size == 0:
-            raise ProbeError(f"cannot read {path}: {exc.strerror}") from None
-        scan.problem = f"read error at byte {scan.size}: {exc.strerror}"
+            raise ProbeError(f"cannot read {path}: {exc.strerror or exc}") from None
+        scan.problem = f"read error at byte {scan.size}: {exc.strerror or exc}"
     scan.seconds = time.monotonic() - started
     if walker is not None:
         scan.members = walker.members
@@ -174,8 +184,8 @@ def scan_archive(path: str | Path, keep_ends: bool = False, feed=None, timeout: 
 
 
 def _inflate(f, sink, scan: ArchiveScan) -> None:
-    """Every gzip member of f through zlib into sink; _Broken names where the stream stops or breaks."""
-    total = os.fstat(f.fileno()).st_size
+    """Every gzip member of f through zlib into sink; Broken names where the stream stops or breaks."""
+    total = f.total
     d = zlib.decompressobj(31)
     scan.gzip_members = 1
     seg_start = 0  # file offset of `seg`, the bytes being fed to d
@@ -201,7 +211,7 @@ def _inflate(f, sink, scan: ArchiveScan) -> None:
             except zlib.error as exc:
                 where = _locate(snap, seg, snap_at, sink)
                 what = "not a gzip member" if scan.gzip_members > 1 and where == snap_at else "corrupt"
-                raise _Broken(f"{what} at byte {where} of {total} ({_zmsg(exc)}; uncompressed so far "
+                raise Broken(f"{what} at byte {where} of {total} ({_zmsg(exc)}; uncompressed so far "
                               f"{scan.uncompressed})") from None
             if d.eof:
                 rest = d.unused_data
@@ -216,10 +226,10 @@ def _inflate(f, sink, scan: ArchiveScan) -> None:
     if need_member:
         return
     if scan.size == 0:
-        raise _Broken("empty file: no gzip stream at all")
+        raise Broken("empty file: no gzip stream at all")
     # a stream cut short: zlib waited for more input that never came
     sink(d.flush())
-    raise _Broken(f"truncated: the gzip stream stops at byte {scan.size} (the end of the file) before its "
+    raise Broken(f"truncated: the gzip stream stops at byte {scan.size} (the end of the file) before its "
                   f"end-of-stream marker (uncompressed {scan.uncompressed})")
 
 
@@ -302,7 +312,7 @@ class _TarWalker:
             self.ended = self.zeros >= 2
             return
         if self.zeros:
-            raise _Broken(f"tar: a zero block inside the archive at uncompressed offset {at - BLOCK}")
+            raise Broken(f"tar: a zero block inside the archive at uncompressed offset {at - BLOCK}")
         stored = h[148:156].replace(b"\0", b" ").strip()
         try:
             want = int(stored or b"0", 8)
@@ -311,7 +321,7 @@ class _TarWalker:
         got = sum(h[:148]) + 8 * 32 + sum(h[156:])
         if want != got:
             after = f" (after member {self.current})" if self.current else ""
-            raise _Broken(f"tar: bad header checksum at uncompressed offset {at}{after}")
+            raise Broken(f"tar: bad header checksum at uncompressed offset {at}{after}")
         size = _tar_size(h[124:136])
         kind = h[156:157]
         if kind in (b"L", b"K", b"x", b"g"):  # GNU long names and pax headers: data is the next name
@@ -339,13 +349,13 @@ class _TarWalker:
 
     def finish(self) -> None:
         if self.skip:
-            raise _Broken(f"tar: the archive ends at uncompressed offset {self.offset}, {self.skip} bytes short "
+            raise Broken(f"tar: the archive ends at uncompressed offset {self.offset}, {self.skip} bytes short "
                           f"of the end of member {self.current}")
         if self.header:
-            raise _Broken(f"tar: the archive ends inside a header at uncompressed offset {self.offset}")
+            raise Broken(f"tar: the archive ends inside a header at uncompressed offset {self.offset}")
         if not self.ended:
             after = f" after member {self.current}" if self.current else ""
-            raise _Broken(f"tar: no end-of-archive marker; the archive stops at uncompressed offset "
+            raise Broken(f"tar: no end-of-archive marker; the archive stops at uncompressed offset "
                           f"{self.offset}{after}")
 
 
@@ -356,7 +366,7 @@ def _tar_size(field: bytes) -> int:
     try:
         return int(text or b"0", 8)
     except ValueError:
-        raise _Broken(f"tar: header with an unreadable size field {text[:12]!r}") from None
+        raise Broken(f"tar: header with an unreadable size field {text[:12]!r}") from None
 
 
 def _tar_name(h: bytes) -> str:
@@ -445,6 +455,60 @@ def custom_dump_status(path: Path, pg_restore: str, timeout: float) -> tuple[boo
                   "every block read")
 
 
+def custom_dump_status_of(open_source, name: str, pg_restore: str, timeout: float, how: str) -> tuple[bool, str]:
+    """custom_dump_status for a pg_dump -Fc whose bytes come from `open_source()` (a context manager giving a
+    budgeted source, as scan_stream reads): fed twice to the checker's pg_restore on stdin, once for --list and
+    once for every block (--file /dev/null). pg_restore reads a custom dump from a pipe in order."""
+    with open_source() as source:
+        magic = source.read(5)
+        if magic != b"PGDMP":
+            return False, f"not a pg_dump custom-format file (starts {magic!r}, expected b'PGDMP') ({how})"
+        toc = _run_fed([pg_restore, "--list"], magic, source, timeout)
+    if toc.returncode != 0:
+        return False, f"table of contents unreadable: {last_line(toc.stderr, default=NO_MESSAGE)} ({how})"
+    entries = [ln for ln in toc.stdout.splitlines() if ln and not ln.startswith(";")]
+    data = sum(" TABLE DATA " in ln for ln in entries)
+    with open_source() as source:
+        full = _run_fed([pg_restore, "--file", os.devnull], b"", source, timeout)
+        whole = source.left == 0
+    if full.returncode != 0 or not whole:
+        why = last_line(full.stderr, default=NO_MESSAGE) if full.returncode else "the stream stopped short"
+        return False, f"{len(entries)} TOC entries, but the data does not read to the end: {why} ({how})"
+    return True, (f"table of contents with {plural(len(entries), 'entry', 'entries')} ({data} TABLE DATA), "
+                  f"every block read ({how}; {name})")
+
+
+def _run_fed(argv: list[str], first: bytes, source, timeout: float) -> subprocess.CompletedProcess:
+    """argv with `first` and then the rest of `source` on stdin; its stdout and stderr kept in temporary files
+    (a thread-free way not to deadlock on a full pipe)."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=err)
+        except OSError as exc:
+            raise ProbeError(f"cannot run {argv[0]}: {exc.strerror}") from None
+        try:
+            proc.stdin.write(first)
+            while chunk := source.read(READ_CHUNK):
+                proc.stdin.write(chunk)
+        except (BrokenPipeError, Broken):
+            pass  # it stopped reading (a TOC read needs only the start) or the budget ran out: its status says
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise ProbeError(f"{Path(argv[0]).name} took longer than {timeout:.0f} s") from None
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(argv, proc.returncode, out.read(1 << 24).decode("utf-8", "replace"),
+                                           err.read(1 << 16).decode("utf-8", "replace"))
+
+
 def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
@@ -478,3 +542,28 @@ class BackupReader:
         if key not in self._scans:
             self._scans[key] = scan_archive(path, keep_ends=True, timeout=timeout)
         return self._scans[key]
+
+
+def file_sha256(path: str | Path, timeout: float | None = None) -> str:
+    """The SHA-256 of a regular file, read in chunks within the same byte and time budget as scan_archive
+    (a manifest's checksums). ProbeError when it cannot be read or the budget runs out.
+
+    >>> file_sha256(".../20250701_020000/database.sql.gz", timeout=600)
+    '9f86d081884c7d65...'
+    """
+    path = Path(path)
+    with _Budgeted(path, timeout) as f:
+        return sha256_of(f, path)
+
+
+def sha256_of(source, path: str | Path) -> str:
+    """The SHA-256 of what `source` (as scan_stream reads it) yields to its end."""
+    digest = hashlib.sha256()
+    try:
+        while chunk := source.read(READ_CHUNK):
+            digest.update(chunk)
+    except Broken as exc:
+        raise ProbeError(f"{Path(path).name}: {exc}") from None
+    except OSError as exc:
+        raise ProbeError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return digest.hexdigest()

@@ -126,6 +126,7 @@ class HostPool:
         # what the checks asked of the first host of each kind, in order: read ahead for the next hosts of that kind
         self._plans: dict[tuple, list[tuple[str, Callable[..., Any], tuple, list]]] = {}
         self._plan_owner: dict[tuple, str] = {}
+        self._stream_via: dict[str, tuple] = {}  # host name -> how stream() reaches it (set as it connects)
 
     def get(self, host: Host):
         with self._lock_of(host):  # prefetch threads and the test loop connect a host once between them
@@ -321,6 +322,25 @@ class HostPool:
         with self._locks_lock:
             return self._locks.setdefault(host.name, threading.Lock())
 
+    def stream(self, host: Host, cmd: str, timeout: float):
+        """`cmd` run on the host with its stdout read in chunks as it comes (host_stream.CommandStream), not
+        collected whole: a GiB crosses in constant memory. A read waits at most `timeout` s for a byte.
+
+        >>> with pool.stream(host, command("head", "-c", size, "--", path), timeout=30) as s:
+        ...     chunk = s.read(1 << 21)
+        """
+        from acgs_verify.probes import host_stream
+
+        self.get(host)  # the host is reached (or found unreachable) once, as for every other measurement
+        via = self._stream_via.get(host.name)
+        if via is None:
+            raise ProbeError(f"host {host.name}: its {host.backend} connection cannot stream a command's output")
+        if via[0] == "local":
+            return host_stream.ProcessStream(["sh", "-c", cmd], timeout)
+        if via[0] == "ssh":
+            return host_stream.ProcessStream(["ssh", "-F", via[1], "--", via[2], cmd], timeout)
+        return host_stream.ChannelStream(via[1], cmd, timeout)
+
     def forget(self) -> None:
         self._facts.clear()
 
@@ -348,12 +368,14 @@ class HostPool:
         import testinfra  # ~130 ms of imports: only for checks that need host facts
 
         if host.backend == "local":
+            self._stream_via[host.name] = ("local",)
             return testinfra.get_host("local://")
         _check_address(host)
         if host.backend == "ssh":
             config = self._ssh_config(host)
             dest = _bracket(host.address)
             self._masters.append((config, dest))
+            self._stream_via[host.name] = ("ssh", config, dest)
             return testinfra.get_host(f"ssh://{dest}", ssh_config=config, timeout=self._timeout())
         if host.backend == "paramiko":
             return self._paramiko(host)
@@ -397,6 +419,7 @@ class HostPool:
                        timeout=t, banner_timeout=t, auth_timeout=t, allow_agent=True, look_for_keys=False)
         # testinfra's own paramiko client accepts any host key (WarningPolicy); this one checks it
         conn.backend.__dict__["client"] = client
+        self._stream_via[host.name] = ("paramiko", client)
         client.get_transport().set_keepalive(ALIVE_INTERVAL)  # what stateful firewalls need to keep it open
         return conn
 
@@ -412,6 +435,7 @@ class HostPool:
         if inner is not None and inner.backend.NAME == "ssh":
             inner.backend.timeout = self._timeout()  # testinfra's default is 10 s; the profile's wins
             self._masters.append((config, _bracket(inner.backend.host.name)))
+            self._stream_via[host.name] = ("ssh", config, _bracket(inner.backend.host.name))
         return conn
 
 
