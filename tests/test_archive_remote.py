@@ -203,3 +203,22 @@ def test_restore_drill_refuses_a_hostile_dump_streamed_from_the_host(healthy_san
     assert not marker.exists()
     assert not result.restored and result.error and ("\\!" in result.error or "restrict" in result.error), result
     assert leftovers(healthy_sandbox) == []
+
+
+@pytest.mark.parametrize("which", ["full", "bare"])
+def test_a_custom_dump_is_read_by_pg_restore_there_or_streamed_into_ours(healthy_sandbox, hosts, pool, tmp_path,
+                                                                        which):
+    from acgs_verify.sandbox.components.postgres import DATABASE, ROLE, find_bindir, primary_port
+
+    host = hosts[0] if which == "full" else hosts[1]
+    dump = tmp_path / "database.dump"
+    subprocess.run([str(Path(find_bindir()) / "pg_dump"), "-Fc", "-h", "127.0.0.1", "-p",
+                    str(primary_port(healthy_sandbox.port_offset)), "-U", ROLE, "-f", str(dump), DATABASE],
+                   check=True, env={**os.environ, "PGPASSWORD": healthy_sandbox.secret("db")}, timeout=60)
+    ok, found = dump_status_on_host(pool(host), host, str(dump), "custom", 60, find_bindir())
+    assert ok, found
+    assert found.endswith("with pg_restore)" if which == "full" else "no pg_restore there; database.dump)"), found
+    cut = tmp_path / "cut.dump"
+    cut.write_bytes(dump.read_bytes()[: dump.stat().st_size * 2 // 3])
+    ok, found = dump_status_on_host(pool(host), host, str(cut), "custom", 60, find_bindir())
+    assert not ok and "does not read to the end" in found, found
