@@ -35,8 +35,11 @@ from acgs_verify.redact import last_line
 from acgs_verify.words import plural
 
 NO_MESSAGE = "(no message)"  # what a tool that failed without a word to stderr is quoted as
-READ_CHUNK = 1 << 21  # compressed bytes per read: large reads keep Python's share of the time small
-OUT_MAX = 1 << 23  # uncompressed bytes per zlib call: the bound on memory, whatever the ratio (zip bombs)
+# compressed bytes per read and uncompressed bytes per zlib call: OUT_MAX bounds memory whatever the ratio (zip
+# bombs). 512 KiB / 1 MiB cost the same CPU as 2 MiB / 8 MiB on a 1 GiB dump (9.6 s vs 9.3 s user) and 3 MB of
+# peak RSS over the interpreter instead of 17 MB (BENCHMARKS.md, remote verification)
+READ_CHUNK = 1 << 19
+OUT_MAX = 1 << 20
 TAIL_BYTES = 1 << 16  # the end of a dump kept for BK-04
 HEAD_BYTES = 1 << 12
 LOCATE_STEP = 256  # a corrupt stream's offset is located to within this many bytes

@@ -14,7 +14,7 @@ when it has them, else its bytes stream through the connection into archive.py's
 On the host: `gzip -t` (or `gzip -dc | tail -c`, which tests the same stream and keeps the end a dump check
 reads), `tar -tzf`, `pg_restore --list` and `--file /dev/null`, `sha256sum`, each under `timeout` and reading
 through `head -c SIZE` (the size the file had when it was looked at: a file written without end is read to that
-point). Streamed: `head -c SIZE` on the host, read by the checker in 2 MiB chunks within the same byte and time
+point). Streamed: `head -c SIZE` on the host, read by the checker in 512 KiB chunks within the same byte and time
 budget, so a GiB costs a few MB here. The path is checked to be a regular readable file first; a refusal exits
 host.CANNOT with its reason. What a host's tool says is data: shown escaped, cut to one line.
 """
@@ -27,10 +27,8 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 
 from acgs_verify.probes.archive import (
-    DUMP_COMPLETE,
     HEAD_BYTES,
     NO_MESSAGE,
-    READ_CHUNK,
     TAIL_BYTES,
     ArchiveScan,
     Broken,
@@ -343,5 +341,3 @@ def _size(n: int) -> str:
         else f"{n} bytes"
 
 
-__all__ = ["DUMP_COMPLETE", "READ_CHUNK", "dump_status_on_host", "scan_on_host", "sha256_on_host", "stream_scan",
-           "tools"]
