@@ -47,6 +47,7 @@ from acgs_verify.words import plural
 
 TOOLS = ("gzip", "tar", "pg_restore", "sha256sum")
 NEEDED = ("timeout", "head", "tail", "wc")  # what every on-host command leans on besides its tool
+NEEDS = {"gzip": ("gzip",), "tar.gz": ("gzip", "tar"), "tar": ("tar",)}  # by archive.archive_kind
 STALL_SECONDS = 30  # a stream that brings no byte for this long is a host that stopped sending
 KILL_AFTER = 2  # timeout's -k: a tool that ignores SIGTERM is killed this long after
 
@@ -94,16 +95,14 @@ def scan_on_host(pool: HostPool, host: Host, path: str, timeout: float, keep_end
     `stream=True` streams even where the tools are (the restore drill needs the bytes); ProbeError when the file
     cannot be read at all."""
     kind = archive_kind(PurePosixPath(path))
-    tool = {"gzip": "gzip", "tar.gz": "tar", "tar": "tar"}.get(kind)
-    have = tools(pool, host)
+    # without `timeout` a tool there could not be held to the budget: streamed, the checker holds it
+    missing = sorted({*NEEDED, *NEEDS.get(kind, ())} - tools(pool, host))
     if stream is None:
-        stream = tool is not None and not ({tool, *NEEDED} <= have or (kind == "tar.gz" and {"gzip", "tar", *NEEDED}
-                                                                         <= have))
+        stream = bool(missing) and kind != "file"
     if kind == "file" and not stream:
         return pool.measure(host, f"ends of {path}", read_file_ends, path)
     if not stream:
         return pool.measure(host, f"archive {path}", read_scan, path, timeout, keep_ends, host.name)
-    missing = [t for t in (tool or "head", *NEEDED) if t not in have and t != "timeout"]
     scan = stream_scan(pool, host, path, timeout, keep_ends)
     why = f" (no {', '.join(missing)} there)" if missing else ""
     scan.how = f"streamed {_size(scan.size)} from {host.name}{why}"
@@ -180,8 +179,9 @@ def read_scan(conn, path: str, timeout: float, keep_ends: bool, host_name: str) 
         used = "tar -tf"
     size, rc, err = _reported(res, path)
     scan.size = size
-    if rc == 0 and kind == "tar.gz":
-        res = _tar_list(conn, path, bounded, t, "z")
+    if rc == 0 and kind == "tar.gz":  # the second pass gets what is left of the budget
+        t = command("timeout", "-k", KILL_AFTER, _secs(timeout - (time.monotonic() - started)))
+        res = _tar_list(conn, path, f'{t} head -c "$n" < "$f"', t, "z")
         _, rc, err = _reported(res, path)
         used += " and tar -tzf"
     if kind in ("tar.gz", "tar") and rc == 0:
