@@ -7,7 +7,6 @@ does not change the verdict."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -57,8 +56,11 @@ FAULTS = {
 # what the failure must show, read from the file on ops-1
 EVIDENCE = {
     f"backup-stale:{OPS_HOST}": ("BK-01", (r"written 49\.\d h ago",)),
-    f"backup-truncated:{OPS_HOST}": ("BK-03", ("application.tar.gz: truncated",)),
-    f"dump-incomplete:{OPS_HOST}": ("BK-04", ("no '-- PostgreSQL database dump complete' at the end",)),
+    # read by the host's own gzip, never copied here: its words, and the path taken
+    f"backup-truncated:{OPS_HOST}": ("BK-03", ("application.tar.gz: gzip -t failed .*unexpected end of file",
+                                               f"verified on {OPS_HOST} with gzip -t")),
+    f"dump-incomplete:{OPS_HOST}": ("BK-04", ("no '-- PostgreSQL database dump complete' at the end",
+                                              f"verified on {OPS_HOST} with gzip -d")),
     f"cert-expired:{OPS_HOST}": ("TLS-01", (r"-\d+\.\d days left",)),
     f"policy-invalid:{OPS_HOST}": ("CC-03", ("decision_rules.yaml: yaml: YAML syntax error at line",)),
     f"policy-wrong-hash:{OPS_HOST}": ("CC-03", ("data_access.rego: rego: .*badc0ffee0ddf00d",)),
@@ -95,10 +97,10 @@ def ops_profile(sandbox, tmp_path: Path, backend: str, **files: str) -> Path:
 
 
 def run(profile: Path, tmp_path: Path, *extra: str):
+    """The run and its summary (the fault batches take the Run itself)."""
     reports = tmp_path / f"reports-{time.monotonic_ns()}"
     res = run_cli("run", "--profile", str(profile), "--report-dir", str(reports), *SHARED_MACHINE, *extra)
-    path = reports / "latest" / "summary.json"
-    return res, json.loads(path.read_text()) if path.exists() else None
+    return res, res.summary
 
 
 def checks(summary) -> dict[tuple[str, str], dict]:
@@ -117,6 +119,12 @@ def test_ops1_backups_certificate_and_policies_pass_read_over_its_backend(health
     assert "10 backup folders" in by[("BK-01", LOC)]["measured"]
     assert "6 policy files" in by[("CC-03", POLICIES)]["measured"]
     assert "restored into" in by[("BK-07", LATEST)]["measured"]
+    # each archive read where it is: by the host's gzip, the drill's dump streamed from it, none copied here
+    assert re.search(rf"application\.tar\.gz: \d+ tar members, [^;]* read to the end \(verified on {OPS_HOST} "
+                     r"with gzip -t and tar -tzf\)", by[("BK-03", LATEST)]["measured"])
+    assert f"(verified on {OPS_HOST} with gzip -d)" in by[("BK-04", LATEST)]["measured"]
+    assert re.search(rf"database\.sql\.gz \(streamed [\d.]+ (MiB|bytes) from {OPS_HOST}, not copied\) restored",
+                     by[("BK-07", LATEST)]["measured"]), by[("BK-07", LATEST)]["measured"]
     assert summary["hosts"][OPS_HOST]["passed"] == len(want)
     assert drill_databases(healthy_sandbox) == []
 
@@ -125,7 +133,7 @@ def test_ops1_backups_certificate_and_policies_pass_read_over_its_backend(health
 @pytest.mark.parametrize("fault", FAULTS)
 def test_each_ops1_fault_fails_exactly_its_checks_on_ops1(healthy_sandbox, tmp_path, backend, fault):
     profile = ops_profile(healthy_sandbox, tmp_path, backend)
-    batch = BATCHES[backend].run(healthy_sandbox, fault, lambda *args: run(profile, tmp_path, *DRILL, *args, *ONLY))
+    batch = BATCHES[backend].run(healthy_sandbox, fault, lambda *args: run(profile, tmp_path, *DRILL, *args, *ONLY)[0])
     batch.assert_fails_exactly(fault)
     if fault in EVIDENCE:
         check_id, words = EVIDENCE[fault]
