@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -222,3 +223,77 @@ def test_a_custom_dump_is_read_by_pg_restore_there_or_streamed_into_ours(healthy
     cut.write_bytes(dump.read_bytes()[: dump.stat().st_size * 2 // 3])
     ok, found = dump_status_on_host(pool(host), host, str(cut), "custom", 60, find_bindir())
     assert not ok and "does not read to the end" in found, found
+
+
+# ------------------------------------------------------------------------------------ through a whole run
+
+BIG = 66 << 20  # past the 64 MiB the checker once copied a remote archive up to: read there, or streamed
+
+
+@pytest.fixture(scope="module")
+def big_backup(tmp_path_factory) -> Path:
+    """A backup root holding one dated folder whose database.sql.gz is over 66 MiB (incompressible rows, so the
+    file itself is that large) and ends as pg_dump ends a dump."""
+    import datetime as dt
+
+    root = tmp_path_factory.mktemp("big-backups")
+    folder = root / (dt.datetime.now() - dt.timedelta(hours=1)).strftime("%Y%m%d_%H%M%S")
+    folder.mkdir()
+    with gzip.open(folder / "database.sql.gz", "wb", compresslevel=1) as f:
+        f.write(b"--\n-- PostgreSQL database dump\n--\n\n")
+        while (folder / "database.sql.gz").stat().st_size < BIG + (1 << 20):
+            f.write(b"-- " + os.urandom(1 << 20).hex().encode() + b"\n")  # text, 2 MiB compressing to ~1 MiB
+            f.flush()
+        f.write(b"\n--\n-- PostgreSQL database dump complete\n--\n\n")
+    assert (folder / "database.sql.gz").stat().st_size > BIG
+    return root
+
+
+@pytest.mark.parametrize(("which", "bk03", "bk04"), [
+    (0, r"verified on full with gzip -d", r"dump complete \(verified on full with gzip -d\)"),
+    (1, r"streamed 6\d\.\d MiB from bare \(no gzip there\)",
+     r"dump complete \(streamed 6\d\.\d MiB from bare \(no gzip there\)\)"),
+], ids=["gzip-there", "streamed"])
+def test_a_backup_host_over_ssh_has_its_dump_read_there_never_copied(hosts, big_backup, tmp_path, which, bk03,
+                                                                     bk04):
+    """BK-03 and BK-04 on a profile whose backups.host is an ssh host: a dump over 66 MiB (past the old copy's
+    64 MiB cap) is verified by the host's gzip, or streamed from a host without one, and each finding says so."""
+    import yaml
+
+    from tests.runs import run_checks
+
+    host = hosts[which]
+    profile = tmp_path / "remote-backups.yaml"
+    profile.write_text(yaml.safe_dump({
+        "name": "remote-backups", "hosts": [dict(host.model_dump(exclude_none=True), roles=["backup"])],
+        "paths": {"backups": str(big_backup)}, "backups": {"host": host.name, "files": ["database.sql.gz"]},
+    }))
+    res = run_checks(profile, tmp_path / "reports", "--", "-k", "BK-03 or BK-04 or archives_read or dump_complete")
+    target = f"backups/latest@{host.name}"
+    assert {k for k in res.checks} == {("BK-03", target), ("BK-04", target)}, res.output
+    assert {c["outcome"] for c in res.checks.values()} == {"passed"}, res.output
+    assert re.search(rf"database\.sql\.gz: [\d.]+ MB read to the end( \([\d.]+ MB uncompressed\))? \({bk03}\)",
+                     res.checks["BK-03", target]["measured"]), res.checks["BK-03", target]["measured"]
+    assert re.search(bk04, res.checks["BK-04", target]["measured"]), res.checks["BK-04", target]["measured"]
+
+
+def test_the_drill_streams_a_plain_dump_from_its_host_and_refuses_a_custom_one_there(hosts, pool, big_backup):
+    """BK-07's source on another host: a plain dump is read through the connection as psql takes it (a
+    stream_scan on that host, never a local path read); pg_restore would seek in a custom-format one, which is
+    not copied here: refused, naming the host and what to do instead."""
+    from acgs_verify.probes.backups import list_backups, remote_dump
+    from acgs_verify.probes.hostfiles import host_files
+
+    full = hosts[0]
+    listing = list_backups(big_backup, files=host_files(pool(full), full))
+    dump = listing.latest.path / "database.sql.gz"
+    with pytest.raises(ProbeError, match=r"is on full: a custom-format dump is restored from this machine's disk "
+                                         r"only .* not copied here; run the drill on full"):
+        remote_dump(listing, dump, "custom", 60, pool(full), full)
+    source = remote_dump(listing, dump, "plain", 60, pool(full), full)
+    assert not isinstance(source.path, Path) and source.read is not None  # no local path to read by mistake
+    fed = []
+    scan = source.read(lambda chunk: fed.append(len(chunk)))
+    assert scan.ok, scan.problem
+    assert sum(fed) == scan.uncompressed and scan.size == dump.stat().st_size
+    assert re.fullmatch(r" \(streamed 6\d\.\d MiB from full, not copied\)", source.how()), source.how()
