@@ -8,7 +8,7 @@ SANDBOX_DIR ?= .sandbox
 REPORT_DIR ?= reports
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow lint env clean report bench
+.PHONY: demo test test-slow lint env clean report bench bench-backup
 
 env: $(STAMP)
 
@@ -83,6 +83,12 @@ report:
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+# a 1 GiB dump on a loopback ssh host verified there and streamed, against `ssh host gzip -t` (BENCHMARKS.md);
+# apart from `bench`: it takes minutes and a GiB of /tmp
+BENCH_BACKUP_ARGS ?= --keep
+bench-backup: $(STAMP)
+	$(BIN)/python benchmarks/verify_remote_backup.py $(BENCH_BACKUP_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check acgs_verify checks tests

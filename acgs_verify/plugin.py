@@ -393,11 +393,11 @@ def _import_ahead(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def backup_reader():
     """Archive scans cached per file, so BK-03 and BK-04 read a large dump once per run (per worker)."""
-    from acgs_verify.probes.backups import BackupReader
+    from acgs_verify.probes.archive import BackupReader
 
     reader = BackupReader()
     yield reader
-    reader.close()  # the copies of a remote host's archives go with the run
+    reader.close()
 
 
 @pytest.fixture(scope="session")

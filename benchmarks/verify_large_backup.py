@@ -26,7 +26,7 @@ from pathlib import Path
 
 VERIFY = """
 import sys
-from acgs_verify.probes.backups import scan_archive, dump_tail_status
+from acgs_verify.probes.archive import scan_archive, dump_tail_status
 scan = scan_archive(sys.argv[1], keep_ends=True)
 print(scan.ok, scan.problem, scan.uncompressed, dump_tail_status(scan))
 """

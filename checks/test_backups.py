@@ -5,6 +5,7 @@ from __future__ import annotations
 from acgs_verify.check import ProbeError, runbook
 from acgs_verify.probes.backups import (
     LINK,
+    archive_scan,
     dump_status,
     expected_files,
     file_state,
@@ -60,9 +61,9 @@ def test_archives_read_to_the_end(latest_backup, hosts, profile, backup_reader, 
     """./scripts/verify_backup.sh (Pre-Maintenance Checklist): gzip -t and tar -tzf, every archive to its end"""
     listing, latest, want = _latest(latest_backup, profile, hosts)
     # a missing or empty file is BK-02's finding; here, whatever is there must read to its end
-    # read for at most the drill's time budget, as BK-04's pg_restore is
-    scans = [backup_reader.scan(backup_reader.local(listing, latest.path / f), profile.backups.restore_timeout_seconds)
-             for f in want.files if not file_state(latest.path / f, listing)]
+    # read for at most the drill's time budget, as BK-04's pg_restore is; on its own host, never copied here
+    scans = [archive_scan(listing, latest.path / f, backup_reader, profile.backups.restore_timeout_seconds, hosts,
+                          latest_backup.host) for f in want.files if not file_state(latest.path / f, listing)]
     broken = [s for s in scans if not s.ok]
     check.evidence("archives", [s.describe() for s in scans])
     check.that(scans and not broken, expected="every archive reads to its end (gzip stream and tar members intact)",
@@ -76,7 +77,7 @@ def test_dump_complete(latest_backup, hosts, profile, backup_reader, check):
     listing, latest, want = _latest(latest_backup, profile, hosts)
     b = profile.backups
     ok, found = dump_status(latest.path / want.dump, b.dump_format, backup_reader, b.pg_bindir,
-                            b.restore_timeout_seconds, listing)
+                            b.restore_timeout_seconds, listing, hosts, latest_backup.host)
     check.that(ok, measured=f"{latest.name}/{want.dump}: {found}",
                expected="pg_dump's table of contents and every data block" if b.dump_format == "custom"
                else "ends with pg_dump's '-- PostgreSQL database dump complete'")
@@ -113,6 +114,7 @@ def test_dump_not_much_smaller(latest_backup, hosts, profile, thresholds, check)
 def test_restore_drill(latest_backup, hosts, profile, pg, backup_reader, pytestconfig, check):
     """gunzip -c /var/backups/acgs/20250701/database.sql.gz | psql (Recovery Procedures), into a scratch
     database the drill creates with the admin credential and always drops"""
+    from acgs_verify.probes.backups import remote_dump
     from acgs_verify.probes.restore import drill_plan, drill_problems, live_counts, live_extensions, restore_drill
 
     plan = drill_plan(profile, pytestconfig.getoption("acgs_gate"))
@@ -124,17 +126,18 @@ def test_restore_drill(latest_backup, hosts, profile, pg, backup_reader, pytestc
         state = file_state(latest.path / want.dump, listing)
     if state:
         check.fail(measured=f"{latest.name}/{want.dump} {state}: nothing to restore", expected="a dump to restore")
-    # on a remote host the dump is copied here first: the drill restores from the checker
-    dump = backup_reader.local(listing, latest.path / want.dump)
     b = profile.backups
+    # on another host the dump is streamed from it into psql, never copied here
+    dump = remote_dump(listing, latest.path / want.dump, b.dump_format, b.restore_timeout_seconds, hosts,
+                       latest_backup.host)
     try:  # the drill's admin creates them first: the scratch role it restores as may not
         extensions = live_extensions(pg.get(plan.database))
     except ProbeError as exc:
         extensions = []
         check.warn(f"the live database's extensions are unknown, the dump creates its own: {exc}")
     try:
-        drill = restore_drill(plan.database.admin_dsn, plan.password, dump, b.dump_format,
-                              b.restore_tables, b.restore_timeout_seconds, b.pg_bindir, extensions)
+        drill = restore_drill(plan.database.admin_dsn, plan.password, dump.path, b.dump_format,
+                              b.restore_tables, b.restore_timeout_seconds, b.pg_bindir, extensions, read=dump.read)
     except ProbeError as exc:
         check.stage("create the scratch database", "broken", exc)
         raise
@@ -147,7 +150,7 @@ def test_restore_drill(latest_backup, hosts, profile, pg, backup_reader, pytestc
     for warning in drill.warnings:
         check.warn(warning)
     rows = ", ".join(f"{t} {n} rows" for t, n in drill.counts.items())
-    check.that(not problems, measured="; ".join(problems) or f"{latest.name}/{want.dump} restored into "
+    check.that(not problems, measured="; ".join(problems) or f"{latest.name}/{want.dump}{dump.how()} restored into "
                f"{drill.database} in {drill.seconds:.1f} s: {rows}; dropped",
                expected=f"restores, and {', '.join(b.restore_tables)} have rows")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from acgs_verify.probes import archive
 from acgs_verify.probes import backups as probe
 from tests.conftest import run_cli
 
@@ -214,7 +215,7 @@ def test_plain_dump_ends_are_read_without_reading_the_file(tmp_path):
     path = tmp_path / "database.sql"
     rows = "".join(f"{i}\n" for i in range(300_000))
     path.write_text(DUMP.format(rows=rows))
-    scan = probe.plain_dump_ends(path)
+    scan = archive.plain_dump_ends(path)
     assert scan.ok and scan.uncompressed == 0 < len(scan.tail) <= 1 << 16
     assert b"dump complete" in scan.tail and scan.head.startswith(b"--")
 

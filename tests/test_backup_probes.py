@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from acgs_verify.check import ProbeError
-from acgs_verify.probes.backups import dump_tail_status, list_backups, scan_archive
+from acgs_verify.probes.archive import dump_tail_status, scan_archive
+from acgs_verify.probes.backups import list_backups
 from acgs_verify.probes.policies import check_policy, policy_files
 from acgs_verify.probes.tls import certificate_file, endpoint, soonest
 from acgs_verify.sandbox import certs

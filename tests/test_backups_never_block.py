@@ -82,7 +82,7 @@ def test_a_dump_or_archive_that_is_no_regular_file_is_refused_at_once(tmp_path, 
         call = "BackupReader().scan(p, 10)"
     out = _child(f"""
 from pathlib import Path
-from acgs_verify.probes.backups import BackupReader, custom_dump_status, plain_dump_ends, scan_archive
+from acgs_verify.probes.archive import BackupReader, custom_dump_status, plain_dump_ends, scan_archive
 from acgs_verify.errors import ProbeError
 p = Path({str(path)!r})
 out = {{}}
@@ -107,7 +107,7 @@ def _bomb(path: Path, mib: int) -> None:
 
 
 def test_an_archive_is_read_no_longer_than_its_time_budget(tmp_path):
-    from acgs_verify.probes.backups import scan_archive
+    from acgs_verify.probes.archive import scan_archive
 
     bomb = tmp_path / "database.sql.gz"
     _bomb(bomb, 2048)

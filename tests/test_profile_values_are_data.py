@@ -294,7 +294,7 @@ def test_a_backup_path_named_like_an_option_is_a_file(tmp_path, monkeypatch):
     """BK-04 hands a custom-format dump to pg_restore: under a relative backup root of `-fout`, the dump's path
     was pg_restore's -f option, and pg_restore read its stdin instead of the file."""
     from acgs_verify.pgbin import server_bindir
-    from acgs_verify.probes.backups import custom_dump_status
+    from acgs_verify.probes.archive import custom_dump_status
 
     try:
         pg_restore = str(Path(server_bindir()) / "pg_restore")

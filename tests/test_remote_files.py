@@ -57,8 +57,11 @@ FAULTS = {
 # what the failure must show, read from the file on ops-1
 EVIDENCE = {
     f"backup-stale:{OPS_HOST}": ("BK-01", (r"written 49\.\d h ago",)),
-    f"backup-truncated:{OPS_HOST}": ("BK-03", ("application.tar.gz: truncated",)),
-    f"dump-incomplete:{OPS_HOST}": ("BK-04", ("no '-- PostgreSQL database dump complete' at the end",)),
+    # read by the host's own gzip, never copied here: its words, and the path taken
+    f"backup-truncated:{OPS_HOST}": ("BK-03", ("application.tar.gz: gzip -t failed .*unexpected end of file",
+                                               f"verified on {OPS_HOST} with gzip -t")),
+    f"dump-incomplete:{OPS_HOST}": ("BK-04", ("no '-- PostgreSQL database dump complete' at the end",
+                                              f"verified on {OPS_HOST} with gzip -d")),
     f"cert-expired:{OPS_HOST}": ("TLS-01", (r"-\d+\.\d days left",)),
     f"policy-invalid:{OPS_HOST}": ("CC-03", ("decision_rules.yaml: yaml: YAML syntax error at line",)),
     f"policy-wrong-hash:{OPS_HOST}": ("CC-03", ("data_access.rego: rego: .*badc0ffee0ddf00d",)),
@@ -117,6 +120,12 @@ def test_ops1_backups_certificate_and_policies_pass_read_over_its_backend(health
     assert "10 backup folders" in by[("BK-01", LOC)]["measured"]
     assert "6 policy files" in by[("CC-03", POLICIES)]["measured"]
     assert "restored into" in by[("BK-07", LATEST)]["measured"]
+    # each archive read where it is: by the host's gzip, the drill's dump streamed from it, none copied here
+    assert re.search(rf"application\.tar\.gz: \d+ tar members, [^;]* read to the end \(verified on {OPS_HOST} "
+                     r"with gzip -t and tar -tzf\)", by[("BK-03", LATEST)]["measured"])
+    assert f"(verified on {OPS_HOST} with gzip -d)" in by[("BK-04", LATEST)]["measured"]
+    assert re.search(rf"database\.sql\.gz \(streamed [\d.]+ (MiB|bytes) from {OPS_HOST}, not copied\) restored",
+                     by[("BK-07", LATEST)]["measured"]), by[("BK-07", LATEST)]["measured"]
     assert summary["hosts"][OPS_HOST]["passed"] == len(want)
     assert drill_databases(healthy_sandbox) == []
 

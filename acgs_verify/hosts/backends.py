@@ -54,6 +54,9 @@ class Backends:
         self.ssh_dir: Path | None = None
         self._masters: list[tuple[str, str]] = []  # (ssh_config, destination) of ssh control masters
         self._clients: list[Any] = []  # paramiko clients
+        # host name -> how a command's output is streamed from it (stream.py), noted as it is opened:
+        # ("local",), ("ssh", argv before the command), ("paramiko", client)
+        self.stream_via: dict[str, tuple] = {}
         self._lock = threading.Lock()  # hosts connect from prefetch threads at once
 
     def open(self, host: Host):
@@ -61,6 +64,7 @@ class Backends:
         import testinfra  # ~130 ms of imports: only for checks that need host facts
 
         if host.backend == "local":
+            self.stream_via[host.name] = ("local",)
             return testinfra.get_host("local://")
         _check_address(host)
         if host.backend == "ssh":
@@ -68,6 +72,7 @@ class Backends:
             dest = _bracket(host.address)
             with self._lock:
                 self._masters.append((config, dest))
+            self.stream_via[host.name] = ("ssh", ["ssh", "-F", config, "--", dest])
             return testinfra.get_host(f"ssh://{dest}", ssh_config=config, timeout=self.timeout())
         if host.backend == "paramiko":
             return self._paramiko(host)
@@ -122,6 +127,7 @@ class Backends:
                        passphrase=self._passphrases.get(host.name),
                        timeout=t, banner_timeout=t, auth_timeout=t, allow_agent=True, look_for_keys=False)
         client.get_transport().set_keepalive(ALIVE_INTERVAL)  # what stateful firewalls need to keep it open
+        self.stream_via[host.name] = ("paramiko", client)
         # a backend of our own: testinfra's paramiko backend makes its own client (accepting any host key) and
         # waits on a command without end; this one runs on the client above and checks the host is alive
         backend = live_paramiko_class()(host.address, client)
@@ -152,6 +158,12 @@ class Backends:
         dest = _bracket(spec.name)
         with self._lock:
             self._masters.append((config, dest))
+        # the inventory's user and port ride the argv; a password (ssh would prompt for it) streams nothing
+        if not spec.password:
+            self.stream_via[host.name] = ("ssh", ["ssh", "-F", config, *(["-p", str(spec.port)] if spec.port else []),
+                                                  *(["-l", spec.user] if spec.user else []),
+                                                  *(["-i", found.ssh_identity_file] if found.ssh_identity_file
+                                                    else []), "--", dest])
         return testinfra.get_host(
             f"ssh://{login + '@' if login else ''}{dest}{':' + str(spec.port) if spec.port else ''}",
             ssh_config=config, ssh_identity_file=found.ssh_identity_file, ssh_extra_args=found.ssh_extra_args,

@@ -268,6 +268,25 @@ class HostPool:
         with self._locks_lock:
             return self._locks.setdefault(host.name, threading.Lock())
 
+    def stream(self, host: Host, cmd: str, timeout: float):
+        """`cmd` run on the host with its stdout read in chunks as it comes (stream.CommandStream), not collected
+        whole: a GiB crosses in constant memory. A read waits at most `timeout` s for a byte.
+
+        >>> with pool.stream(host, command("head", "-c", size, "--", path), timeout=30) as s:
+        ...     chunk = s.read(1 << 19)
+        """
+        from acgs_verify.hosts import stream
+
+        self.get(host)  # the host is reached (or found unreachable) once, as for every other measurement
+        via = self.backends.stream_via.get(host.name)
+        if via is None:
+            raise ProbeError(f"host {host.name}: its {host.backend} connection cannot stream a command's output")
+        if via[0] == "local":
+            return stream.ProcessStream(["sh", "-c", cmd], timeout)
+        if via[0] == "ssh":
+            return stream.ProcessStream([*via[1], cmd], timeout)
+        return stream.ChannelStream(via[1], cmd, timeout)
+
     def forget(self) -> None:
         self._facts.clear()
 

@@ -57,7 +57,7 @@ from pathlib import Path
 
 from acgs_verify import pgbin
 from acgs_verify.errors import ProbeError
-from acgs_verify.probes.backups import pg_tool, scan_archive
+from acgs_verify.probes.archive import pg_tool, scan_archive
 from acgs_verify.redact import cut, display_url, last_line, mask, one_line, printable
 
 PREFIX = "acgs_verify_drill_"
@@ -139,11 +139,21 @@ def scratch_name() -> str:
 
 def restore_drill(admin_dsn: str, password: str | None, dump: Path, dump_format: str, tables: list[str],
                   timeout: float, bindir: str | None = None, extensions: list[tuple[str, str]] = (),
-                  restrict: bool | None = None) -> DrillResult:
+                  restrict: bool | None = None, read=None) -> DrillResult:
     """Create a scratch role and database, restore `dump` into it as that role, count `tables`, drop both (see
     the module doc). `extensions`: (name, schema) of the live database's extensions, created in the scratch
     database by the admin first; `restrict`: None asks psql whether it has \\restrict (False forces the scan
-    that stands in for it where it has not)."""
+    that stands in for it where it has not). `read(feed)`, for a plain dump that is not on this machine, reads
+    it and hands its content to `feed` as it comes, returning the ArchiveScan (a dump on another host streamed
+    through its connection: archive_remote.stream_scan); the same filter and \\restrict stand between it and
+    psql.
+
+    >>> restore_drill(dsn, pw, PurePosixPath(path), "plain", tables, 600,
+    ...               read=lambda feed: stream_scan(pool, host, path, 600, keep_ends=False, feed=feed))
+    """
+    if read is not None and dump_format == "custom":
+        raise ProbeError(f"{dump.name}: a custom-format dump is restored from this machine's disk only "
+                         "(pg_restore needs to seek in it)")
     result = DrillResult(scratch_name())
     started = time.monotonic()
     hide = [password] if password else []
@@ -160,7 +170,7 @@ def restore_drill(admin_dsn: str, password: str | None, dump: Path, dump_format:
                 _create_extensions(admin_dsn, password, result, extensions, hide)
                 login = (role or _user(admin), role_password if role else password)
                 result.error = _restore(tool, dump, dump_format, _conninfo(admin_dsn, result.database, login[0]),
-                                        login, private, timeout - (time.monotonic() - started), result)
+                                        login, private, timeout - (time.monotonic() - started), result, read)
                 result.restored = result.error is None
                 if result.restored:
                     result.counts = _count(admin_dsn, login, result.database, tables, hide)
@@ -385,7 +395,7 @@ def tool_env(passfile: Path) -> dict[str, str]:
 
 
 def _restore(tool: str, dump: Path, dump_format: str, conninfo: str, login: tuple[str, str | None],
-             private: Path, timeout: float, result: DrillResult) -> str | None:
+             private: Path, timeout: float, result: DrillResult, read=None) -> str | None:
     """Run psql (plain dumps, gzipped or not, fed from Python through DumpFilter in constant memory) or
     pg_restore (custom) into `conninfo`, stopping at the first error. None when it restored, else why not."""
     env = tool_env(_passfile(private, result.database, login[0], login[1]))
@@ -418,7 +428,7 @@ def _restore(tool: str, dump: Path, dump_format: str, conninfo: str, login: tupl
                     def feed(chunk: bytes) -> None:
                         proc.stdin.write(dump_filter.feed(chunk))
 
-                    scan = scan_archive(dump, feed=feed)
+                    scan = read(feed) if read is not None else scan_archive(dump, feed=feed)
                     proc.stdin.write(dump_filter.finish())
                     if not scan.ok:
                         problem = f"the dump does not read to its end: {scan.problem}"

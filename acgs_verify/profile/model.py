@@ -465,8 +465,8 @@ class Backups(_Strict):
     YYYY-MM-DDTHHMMSS, and a `latest` symlink (followed when it stays inside the root). BK-01..BK-07 read them
     on the host `host` names, through its backend (`BK-01 backups@db-1`); without `host`, on the first host with
     role backup, else role db, else the first host (a profile that names no hosts: this machine). An archive on a
-    remote host is copied to the checker to be read (up to 64 MiB; a larger one is not verified, and its check says
-    so).
+    remote host is read there, never copied: by its own gzip/tar/pg_restore, else streamed through the connection
+    (BK-07 streams a plain dump into psql; a custom-format one there is refused).
 
         backups: {host: backup-1}
     """
