@@ -1,0 +1,83 @@
+"""A check states a threshold through check.at_most/below/at_least/above/equals, which make `expected` from the
+limit, never by formatting it itself (`expected=f"<= {limit:g} h"`): then every report reads the same words and
+the number the limit is. Read as the parser sees the checks, so a string split over lines, or joined with `+`, is
+still seen whole."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+import pytest
+
+from acgs_verify.check import Check
+from tests.conftest import REPO
+
+JUDGES = {"that", "fail", "measured"}  # the Check methods that take an `expected` of the check's own words
+# an operator anywhere, or a comparison's words right before a value the f-string formats (`at most {n}`)
+COMPARISON = re.compile(r"<=|>=|<|>|\b(?:at most|at least|more than|less than|fewer than) \{\}")
+# SVC-11 (service memory) is being rewritten with the identity work on another branch; it goes when that merges,
+# and this test fails once it no longer needs the exception, so it cannot outlive it
+NOT_YET = {("test_services.py", "test_service_memory")}
+
+
+def hand_formatted(source: str) -> list[tuple[str, int, str]]:
+    """(function, line, the f-string's words) for every `expected=` f-string holding a comparison in `source`."""
+    found = []
+    for fn in ast.walk(ast.parse(source)):
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        for call in ast.walk(fn):
+            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                    and call.func.attr in JUDGES):
+                continue
+            for kw in call.keywords:
+                if kw.arg != "expected":
+                    continue
+                for part in ast.walk(kw.value):
+                    if isinstance(part, ast.JoinedStr):
+                        words = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in part.values)
+                        if COMPARISON.search(words):
+                            found.append((fn.name, kw.value.lineno, words))
+    return found
+
+
+def test_the_walk_finds_a_threshold_formatted_by_hand_however_it_is_written():
+    source = '''
+def test_a(check, limit):
+    check.that(True, measured="x", expected=f"<= {limit:g} h")
+def test_b(check, n):
+    check.fail(measured="x", expected=f"at " f"most {n} blocked" + ", and more")
+def test_c(check, n, link):
+    check.measured("x", expected=("y" if link else f"lag > {n} s"))
+def test_d(check, n):
+    check.at_most(n, 3, what=f"queries running longer than {n} s")
+    check.that(True, measured=f"{n} < 3", expected=f"at least one of {', '.join(n)}")
+'''
+    assert [(name, line) for name, line, _ in hand_formatted(source)] == [("test_a", 3), ("test_b", 5),
+                                                                            ("test_c", 7)]
+    assert not hand_formatted('def test_e(check, n):\n    check.fail(measured="x", expected=f"a backup within {n} h")')
+
+
+def test_no_check_formats_a_threshold_into_expected_by_hand():
+    found = {(path.name, name, line, words) for path in sorted((REPO / "checks").glob("test_*.py"))
+             for name, line, words in hand_formatted(path.read_text())}
+    left = {f for f in found if f[:2] not in NOT_YET}
+    assert not left, ("say these through check.at_most/below/at_least/above/equals (also=, unless= for a second "
+                      f"condition): {sorted(left)}")
+    assert {f[:2] for f in found} == NOT_YET, "an exception no longer needed: remove it from NOT_YET"
+
+
+def test_a_second_condition_is_said_in_expected_and_judged(request):
+    request.node.add_marker(pytest.mark.runbook("DB-07"))  # after collection: the plugin does not take it for a check
+    check, said = Check(request.node, "primary"), lambda: dict(request.node.user_properties)["expected"]
+    check.below(2.0, 30, "s", what="replay lag", also=(True, "every replica streaming"))
+    assert said() == "replay lag < 30 s, and every replica streaming"
+    with pytest.raises(pytest.fail.Exception, match="expected replay lag < 30 s, and every replica streaming"):
+        check.below(2.0, 30, "s", what="replay lag", also=(False, "every replica streaming"))
+    check.below(9.0, 5, "times the baseline", what="p99", unless=(True, "p99 is within the 50 ms target"))
+    assert said() == "p99 < 5 times the baseline, unless p99 is within the 50 ms target"
+    with pytest.raises(pytest.fail.Exception, match="measured p99 9 times the baseline; expected p99 < 5"):
+        check.below(9.0, 5, "times the baseline", what="p99", unless=(False, "p99 is within the 50 ms target"))
+    check.equals(0, 0, what="sessions idle in transaction over 60 s", also=(True, "each application within its pool"))
+    assert said() == "sessions idle in transaction over 60 s = 0, and each application within its pool"
