@@ -30,7 +30,6 @@ import pytest
 
 from acgs_verify.catalog import KINDS, CatalogEntry, entry
 from acgs_verify.errors import ProbeError, Unreachable
-from acgs_verify.probes.http import service_url
 from acgs_verify.redact import mask, printable
 
 # ProbeError stays importable from here; probes take it from errors
@@ -142,7 +141,7 @@ def _profile_fields(profile: Any) -> dict[str, str]:
         return {}
     fields = {"logs": _word(profile.paths.logs, path=True),
               "scripts": _word(f"{profile.paths.app_root}/scripts", path=True)}
-    urls = [f"`curl -f {_word(service_url(s.scheme, h.address, s.port, s.health_path))}`"
+    urls = [f"`curl -f {_word(s.url_on(h.address, s.health_path))}`"
             for s in profile.services for h in profile.hosts_with_role(s.role)]
     if urls:  # CC-04: the services that make the decisions are the profile's, not the runbook's :8003 and :8005
         fields["health"] = ", ".join(urls[:3]) + (f" and {len(urls) - 3} more services" if len(urls) > 3 else "")
@@ -285,7 +284,7 @@ def reach_step_for(target: Any, exc: BaseException | None = None) -> str:
         return (f"restore the connection to {target.id}, then run again: "
                 f"`redis-cli{tls} -h {_quoted(url.hostname)} -p {url.port or 6379} ping`")
     if service is not None and host is not None:
-        url = service_url(service.scheme, host.address, service.port, service.health_path)
+        url = service.url_on(host.address, service.health_path)
         return f"restore the connection to {target.id}, then run again: `curl -v {_quoted(url)}`"
     url = getattr(target, "url", None)
     if isinstance(url, str):
