@@ -5,7 +5,7 @@ import statistics
 
 from acgs_verify.check import ProbeError, runbook
 from acgs_verify.probes import metrics, processes, units
-from acgs_verify.probes.logs import request_statuses
+from acgs_verify.probes.error_rate import error_rate
 from acgs_verify.words import plural
 
 HEALTHY = ("healthy", "ok")
@@ -114,30 +114,14 @@ def test_health_latency_p99(service, http, thresholds, check):
 @runbook("SVC-07")
 def test_error_rate_below_limit(service, logs, http, thresholds, check):
     """tail -f /var/log/acgs/auth_service.log  (error rate target < 0.1 %)"""
-    limit, n, log = thresholds.error_rate_max_percent, thresholds.log_tail_lines, service.log
-    errors = total = 0
-    seen = [f"no log named for {service.name}"]
-    if log:
-        lines = logs.tail(service.host, log, n)  # an unreadable log fails here (ProbeError)
-        statuses = request_statuses(lines)
-        errors, total, source = sum(1 for s in statuses if s >= 500), len(statuses), "log"
-        seen = [f"0 request lines among the last {plural(len(lines), 'line')} of {log}"]
-    if not total and service.metrics_path:
-        reply = http.get(service.url(service.metrics_path), timeout=thresholds.health_timeout_seconds)
-        if not reply.ok:
-            check.fail(f"metrics unavailable: {reply.describe()}")
-        try:  # the parser SVC-10 uses: JSON on /metrics is said to be JSON here too, not skipped as "no requests"
-            samples = metrics.exposition(reply.body, reply.truncated).samples
-        except ProbeError as exc:
-            check.fail(f"no request lines in the log and {service.metrics_path} gives no error rate: {exc}")
-        errors, total = metrics.error_ratio(samples)
-        source = "acgs_http_requests_total"
-        seen.append(f"no acgs_http_requests_total requests in {service.metrics_path}")
-    if not total:  # an empty window is not a 0 % error rate
-        check.skip("; ".join(seen) + ": no request seen to compute an error rate from")
-    rate = 100 * errors / total
-    check.below(rate, limit, "%", shown=f"{rate:.2f} % 5xx ({errors:g} of {total:g} requests, from {source})",
-                value=round(rate, 4))
+    rate = error_rate(logs, http, service.host, service.service, thresholds.log_tail_lines,
+                      thresholds.health_timeout_seconds)
+    if rate.problem:
+        check.fail(rate.problem)
+    if rate.percent is None:  # an empty window is not a 0 % error rate
+        check.skip("; ".join(rate.unseen) + ": no request seen to compute an error rate from")
+    check.below(rate.percent, thresholds.error_rate_max_percent, "%", shown=rate.describe(),
+                value=round(rate.percent, 4))
 
 
 @runbook("SVC-08")
