@@ -71,8 +71,11 @@ def test_no_blocked_locks(database, pg, thresholds, check):
     blocked = postgres.blocked_locks(pg.get(database))
     if blocked:
         check.evidence("blocked and blocking sessions", blocked)
-    shown = "; ".join(f"pid {b['blocked_pid']} ({b['blocked_query']}) waiting {b['waiting_seconds']:g} s on pid "
-                      f"{b['blocking_pid']} ({b['blocking_state']}: {b['blocking_query']})" for b in blocked[:3])
+    shown = "; ".join(f"pid {b['blocked_pid']} ({b['blocked_query']}) waiting "
+                      + ("for a time hidden from this role" if b["waiting_seconds"] is None
+                         else f"{b['waiting_seconds']:g} s")
+                      + f" on pid {b['blocking_pid']} ({b['blocking_state']}: {b['blocking_query']})"
+                      for b in blocked[:3])
     most = thresholds.db_blocked_locks_max
     check.at_most(len(blocked), most, what="blocked sessions",
                   shown=f"{plural(len(blocked), 'blocked session')}" + (f": {shown}" if shown else ""),
