@@ -14,6 +14,7 @@ from acgs_verify.check import Check
 from tests.conftest import REPO
 
 JUDGES = {"that", "fail", "measured"}  # the Check methods that take an `expected` of the check's own words
+EXPECTED_AT = {"that": 2, "measured": 1}  # where `expected` sits when it is passed by position
 # an operator anywhere, or a comparison's words right before a value the f-string formats (`at most {n}`)
 COMPARISON = re.compile(r"<=|>=|<|>|\b(?:at most|at least|more than|less than|fewer than) \{\}")
 # SVC-11 (service memory) is being rewritten with the identity work on another branch; it goes when that merges,
@@ -21,8 +22,19 @@ COMPARISON = re.compile(r"<=|>=|<|>|\b(?:at most|at least|more than|less than|fe
 NOT_YET = {("test_services.py", "test_service_memory")}
 
 
+def _words(node: ast.AST) -> str | None:
+    """An f-string's words with `{}` where it formats a value; a plain string's words (a limit written into the
+    words, `">= 1 sample"`, is one too); None for anything else."""
+    if isinstance(node, ast.JoinedStr):
+        return "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    return None
+
+
 def hand_formatted(source: str) -> list[tuple[str, int, str]]:
-    """(function, line, the f-string's words) for every `expected=` f-string holding a comparison in `source`."""
+    """(function, line, the words) for every `expected` (by name or by position) of check.that/fail/measured in
+    `source` that writes a comparison into its words."""
     found = []
     for fn in ast.walk(ast.parse(source)):
         if not isinstance(fn, ast.FunctionDef):
@@ -31,14 +43,11 @@ def hand_formatted(source: str) -> list[tuple[str, int, str]]:
             if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
                     and call.func.attr in JUDGES):
                 continue
-            for kw in call.keywords:
-                if kw.arg != "expected":
-                    continue
-                for part in ast.walk(kw.value):
-                    if isinstance(part, ast.JoinedStr):
-                        words = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in part.values)
-                        if COMPARISON.search(words):
-                            found.append((fn.name, kw.value.lineno, words))
+            at = EXPECTED_AT.get(call.func.attr)
+            given = [kw.value for kw in call.keywords if kw.arg == "expected"] + call.args[at:at + 1 if at else 0]
+            for value in given:
+                said = [_words(part) for part in ast.walk(value)]
+                found += [(fn.name, value.lineno, w) for w in said if w and COMPARISON.search(w)][:1]
     return found
 
 
@@ -50,12 +59,13 @@ def test_b(check, n):
     check.fail(measured="x", expected=f"at " f"most {n} blocked" + ", and more")
 def test_c(check, n, link):
     check.measured("x", expected=("y" if link else f"lag > {n} s"))
+    check.measured("x", "Prometheus text, >= 1 sample")
 def test_d(check, n):
     check.at_most(n, 3, what=f"queries running longer than {n} s")
     check.that(True, measured=f"{n} < 3", expected=f"at least one of {', '.join(n)}")
 '''
     assert [(name, line) for name, line, _ in hand_formatted(source)] == [("test_a", 3), ("test_b", 5),
-                                                                            ("test_c", 7)]
+                                                                            ("test_c", 7), ("test_c", 8)]
     assert not hand_formatted('def test_e(check, n):\n    check.fail(measured="x", expected=f"a backup within {n} h")')
 
 
