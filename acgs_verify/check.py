@@ -10,6 +10,9 @@ A number against a limit is judged by `check.at_most` / `below` / `at_least` / `
 
 >>> check.below(lat.p99, thresholds.latency_p99_fail_ms, "ms", what="p99", shown=f"p99 {lat.p99:.1f} ms")
 
+A second condition the pass needs is `also=(holds, words)`, one that excuses the comparison `unless=(holds, words)`;
+both are said in `expected` (`replay lag < 30 s, and every replica streaming`).
+
 A failed `check.that` (or `check.fail`) is the outcome `failed`: measured, and wrong, with the runbook's next
 step. A probe that cannot measure raises ProbeError, and a check that saw nothing to judge says
 `check.cannot_measure(why)`: the outcome is `error`, whose next step is the reach step for the target
