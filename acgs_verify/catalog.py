@@ -217,8 +217,9 @@ _ENTRIES = [
         runbook="the runbook's blocked/blocking pg_locks query",
         next_step="Database Issues: inspect the blocking pid; pg_terminate_backend(blocking_pid) if it is stuck",
         target="each database",
-        evidence="pg_locks and pg_stat_activity read by a role that can see other sessions; the blocked/blocking "
-                 "query answered"),
+        evidence="the blocked/blocking query answered: pg_blocking_pids() reads the lock manager, which no privilege "
+                 "hides, so any role sees every blocked session (without pg_read_all_stats, not its query or since "
+                 "when: the failure says so)"),
     _check("DB-06", "database", "P2", "threshold", "no slow statements in pg_stat_statements",
         runbook="SELECT query, mean_time, calls FROM pg_stat_statements ORDER BY mean_time DESC LIMIT 10",
         next_step="High Latency / Performance Optimization: EXPLAIN the slow statements, check index usage",
@@ -229,8 +230,9 @@ _ENTRIES = [
         runbook="SELECT ... FROM pg_stat_replication",
         next_step="Database Issues: check the replica's WAL receiver and network",
         target="each primary",
-        evidence="pg_stat_replication read on the primary and each replica answering its replay lag; skipped, with "
-                 "the reason, when the profile names no replica"),
+        evidence="pg_stat_replication read on the primary, with each standby's state visible to the role (without "
+                 "pg_monitor or pg_read_all_stats it sees only that standbys exist: could not measure), and each "
+                 "replica answering its replay lag; skipped, with the reason, when there is no replica"),
     _check("DB-08", "database", "P3", "threshold", "buffer cache hit ratio",
         runbook="SELECT blks_hit, blks_read FROM pg_stat_database",
         next_step="Performance Optimization: review shared_buffers and the queries reading from disk",

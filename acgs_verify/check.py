@@ -10,6 +10,9 @@ A number against a limit is judged by `check.at_most` / `below` / `at_least` / `
 
 >>> check.below(lat.p99, thresholds.latency_p99_fail_ms, "ms", what="p99", shown=f"p99 {lat.p99:.1f} ms")
 
+A second condition the pass needs is `also=(holds, words)`, one that excuses the comparison `unless=(holds, words)`;
+both are said in `expected` (`replay lag < 30 s, and every replica streaming`).
+
 A failed `check.that` (or `check.fail`) is the outcome `failed`: measured, and wrong, with the runbook's next
 step. A probe that cannot measure raises ProbeError, and a check that saw nothing to judge says
 `check.cannot_measure(why)`: the outcome is `error`, whose next step is the reach step for the target
@@ -30,7 +33,6 @@ import pytest
 
 from acgs_verify.catalog import KINDS, CatalogEntry, entry
 from acgs_verify.errors import ProbeError, Unreachable
-from acgs_verify.probes.http import service_url
 from acgs_verify.redact import mask, printable
 
 # ProbeError stays importable from here; probes take it from errors
@@ -44,7 +46,9 @@ __all__ = ["REACHABILITY_CHECKS", "Check", "ProbeError", "next_step_for", "outco
 # listening) is not one: it reads the host's socket table, where "not listening" is its own measured failure
 # (check.that) and a ProbeError is a table it could not read.
 REACHABILITY_CHECKS = frozenset({"SVC-01", "DB-01", "RD-01", "TLS-02"})
-HOST_UNREACHABLE = "host unreachable"  # what hosts/pool.py says of a host it could not reach
+HOST_UNREACHABLE = "host unreachable"
+# a condition beside a comparison, as (holds, the words that say it): `also=(not trouble, "every replica streaming")`
+Condition = tuple[bool, str] | None  # what hosts/pool.py says of a host it could not reach
 
 
 def runbook(check_id: str, applies: Callable[[Any], bool] | None = None,
@@ -140,7 +144,7 @@ def _profile_fields(profile: Any) -> dict[str, str]:
         return {}
     fields = {"logs": _word(profile.paths.logs, path=True),
               "scripts": _word(f"{profile.paths.app_root}/scripts", path=True)}
-    urls = [f"`curl -f {_word(service_url(s.scheme, h.address, s.port, s.health_path))}`"
+    urls = [f"`curl -f {_word(s.url_on(h.address, s.health_path))}`"
             for s in profile.services for h in profile.hosts_with_role(s.role)]
     if urls:  # CC-04: the services that make the decisions are the profile's, not the runbook's :8003 and :8005
         fields["health"] = ", ".join(urls[:3]) + (f" and {len(urls) - 3} more services" if len(urls) > 3 else "")
@@ -283,7 +287,7 @@ def reach_step_for(target: Any, exc: BaseException | None = None) -> str:
         return (f"restore the connection to {target.id}, then run again: "
                 f"`redis-cli{tls} -h {_quoted(url.hostname)} -p {url.port or 6379} ping`")
     if service is not None and host is not None:
-        url = service_url(service.scheme, host.address, service.port, service.health_path)
+        url = service.url_on(host.address, service.health_path)
         return f"restore the connection to {target.id}, then run again: `curl -v {_quoted(url)}`"
     url = getattr(target, "url", None)
     if isinstance(url, str):
@@ -404,46 +408,55 @@ class Check:
     # own words (`CPU 93.0 % busy over 0.5 s`; default: the number and its unit).
 
     def at_most(self, measured: float, limit: float, unit: str = "", *, what: str = "", shown: Any = None,
-                value: Any = None, why: str | None = None) -> None:
+                value: Any = None, why: str | None = None, also: Condition = None, unless: Condition = None) -> None:
         """Passes when measured <= limit: `check.at_most(snap.cpu_percent, thresholds.cpu_percent_max, "%")`,
         expected `<= 80 %`."""
-        self._compare(measured <= limit, "<=", measured, limit, unit, what, shown, value, why)
+        self._compare(measured <= limit, "<=", measured, limit, unit, what, shown, value, why, also, unless)
 
     def below(self, measured: float, limit: float, unit: str = "", *, what: str = "", shown: Any = None,
-              value: Any = None, why: str | None = None) -> None:
+              value: Any = None, why: str | None = None, also: Condition = None, unless: Condition = None) -> None:
         """Passes when measured < limit: `check.below(lat.p99, limit, "ms", what="p99")`, expected `p99 < 500 ms`."""
-        self._compare(measured < limit, "<", measured, limit, unit, what, shown, value, why)
+        self._compare(measured < limit, "<", measured, limit, unit, what, shown, value, why, also, unless)
 
     def at_least(self, measured: float, limit: float, unit: str = "", *, what: str = "", shown: Any = None,
-                 value: Any = None, why: str | None = None) -> None:
+                 value: Any = None, why: str | None = None, also: Condition = None, unless: Condition = None) -> None:
         """Passes when measured >= limit: `check.at_least(rate, thresholds.redis_hit_rate_percent_min, "%")`,
         expected `>= 80 %`."""
-        self._compare(measured >= limit, ">=", measured, limit, unit, what, shown, value, why)
+        self._compare(measured >= limit, ">=", measured, limit, unit, what, shown, value, why, also, unless)
 
     def above(self, measured: float, limit: float, unit: str = "", *, what: str = "", shown: Any = None,
-              value: Any = None, why: str | None = None) -> None:
+              value: Any = None, why: str | None = None, also: Condition = None, unless: Condition = None) -> None:
         """Passes when measured > limit: `check.above(days, thresholds.cert_fail_days, "days left")`, expected
         `> 14 days left` (the unit is the words after the number)."""
-        self._compare(measured > limit, ">", measured, limit, unit, what, shown, value, why)
+        self._compare(measured > limit, ">", measured, limit, unit, what, shown, value, why, also, unless)
 
     def equals(self, measured: Any, wanted: Any, *, what: str = "", shown: Any = None, value: Any = None,
-               why: str | None = None) -> None:
+               why: str | None = None, also: Condition = None, unless: Condition = None) -> None:
         """Passes when measured == wanted: `check.equals(state, "active", shown=f"{unit} is {state}")`, expected
         `active`; with `what`, expected `what = wanted` (`acgs:constitutional_hash = cdd01ef066bc6cf2`)."""
         expected = f"{what} = {wanted}" if what else f"{wanted}"
         if shown is None:
             shown = f"{what} = {measured}" if what else measured
-        self.that(measured == wanted, measured=shown, expected=expected, why=why,
-                  value=measured if value is None else value)
+        self._judge(measured == wanted, expected, shown, measured if value is None else value, why, also, unless)
 
     def _compare(self, ok: bool, op: str, measured: float, limit: float, unit: str, what: str, shown: Any,
-                 value: Any, why: str | None) -> None:
+                 value: Any, why: str | None, also: Condition, unless: Condition) -> None:
         unit = f" {unit}" if unit else ""
         expected = f"{what + ' ' if what else ''}{op} {_number(limit)}{unit}"
         if shown is None:
             shown = f"{what + ' ' if what else ''}{_number(measured)}{unit}"
         if value is None:
             value = round(measured, 3) if isinstance(measured, float) else measured
+        self._judge(ok, expected, shown, value, why, also, unless)
+
+    def _judge(self, ok: bool, expected: str, shown: Any, value: Any, why: str | None, also: Condition,
+               unless: Condition) -> None:
+        # `also` is a second condition the pass needs (BK-01's latest link, DB-07's streaming), `unless` one that
+        # excuses the comparison (SVC-12's noise floor); both are said in `expected`, so a reader sees the whole rule
+        if also is not None:
+            ok, expected = ok and also[0], f"{expected}, and {also[1]}"
+        if unless is not None:
+            ok, expected = ok or unless[0], f"{expected}, unless {unless[1]}"
         self.that(ok, measured=shown, expected=expected, why=why, value=value)
 
     def fail(self, message: str | None = None, *, measured: Any = None, expected: str | None = None) -> None:

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from acgs_verify.probes.http import service_url
 from acgs_verify.profile import Database, Host, Key, Profile, Redis, Service
 
 
@@ -44,7 +43,7 @@ class ServiceTarget(_Reads):
         return self.service.name
 
     def url(self, path: str) -> str:
-        return service_url(self.service.scheme, self.host.address, self.service.port, path)
+        return self.service.url_on(self.host.address, path)
 
 
 @dataclass(frozen=True)

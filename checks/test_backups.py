@@ -28,10 +28,10 @@ def test_recent_backup_exists(backup_location, hosts, thresholds, check):
     if link is not None and link.problem is None and link.backup is not latest:
         check.warn(link.describe(latest))
     shown = f"; {link.describe(latest)}" if link else ""
-    check.that(age <= limit and (link is None or link.problem is None), value=round(age, 2),
-               why=link.problem if link and link.problem else None,
-               measured=f"newest backup {latest.name} written {age:.1f} h ago{shown}; {listing.considered()}",
-               expected=f"<= {limit:g} h" + (f", and {LINK} naming a backup folder inside the root" if link else ""))
+    check.at_most(age, limit, "h", what="age", value=round(age, 2),
+                  why=link.problem if link and link.problem else None,
+                  shown=f"newest backup {latest.name} written {age:.1f} h ago{shown}; {listing.considered()}",
+                  also=(link.problem is None, f"{LINK} naming a backup folder inside the root") if link else None)
 
 
 def _latest(target, profile, hosts):
@@ -92,10 +92,10 @@ def test_retention(backup_location, hosts, thresholds, check):
     kept = len(listing.backups) - len(old)
     if listing.left_out:
         check.warn(f"not backup folders, left out: {', '.join(listing.left_out)}")
-    check.that(not old and kept >= least, value=kept,
-               measured=f"{plural(kept, 'backup folder')} kept; older than {days:g} days: "
-                        f"{', '.join(old) or 'none'}; {listing.considered()}",
-               expected=f"none older than {days:g} days and >= {least} kept")
+    check.at_least(kept, least, what="backup folders kept", value=kept,
+                   shown=f"{plural(kept, 'backup folder')} kept; older than {days:g} days: "
+                         f"{', '.join(old) or 'none'}; {listing.considered()}",
+                   also=(not old, f"none older than {days:g} days"))
 
 
 @runbook("BK-06")

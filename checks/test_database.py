@@ -66,8 +66,8 @@ def test_no_long_running_queries(database, pg, thresholds, check):
     if slow:
         check.evidence("long-running queries", slow)
     shown = "; ".join(f"pid {q['pid']} running {q['seconds']:g} s: {q['query']}" for q in slow[:3]) or "none"
-    check.that(not slow, measured=f"{plural(len(slow), 'query', 'queries')} running longer than {limit:g} s ({shown})",
-               expected=f"none running longer than {limit:g} s", value=[q["pid"] for q in slow])
+    check.equals(len(slow), 0, what=f"queries running longer than {limit:g} s", value=[q["pid"] for q in slow],
+                 shown=f"{plural(len(slow), 'query', 'queries')} running longer than {limit:g} s ({shown})")
 
 
 @runbook("DB-05")
@@ -77,12 +77,15 @@ def test_no_blocked_locks(database, pg, thresholds, check):
     blocked = postgres.blocked_locks(pg.get(database))
     if blocked:
         check.evidence("blocked and blocking sessions", blocked)
-    shown = "; ".join(f"pid {b['blocked_pid']} ({b['blocked_query']}) waiting {b['waiting_seconds']:g} s on pid "
-                      f"{b['blocking_pid']} ({b['blocking_state']}: {b['blocking_query']})" for b in blocked[:3])
+    shown = "; ".join(f"pid {b['blocked_pid']} ({b['blocked_query']}) waiting "
+                      + ("for a time hidden from this role" if b["waiting_seconds"] is None
+                         else f"{b['waiting_seconds']:g} s")
+                      + f" on pid {b['blocking_pid']} ({b['blocking_state']}: {b['blocking_query']})"
+                      for b in blocked[:3])
     most = thresholds.db_blocked_locks_max
-    check.that(len(blocked) <= most,
-               measured=f"{plural(len(blocked), 'blocked session')}" + (f": {shown}" if shown else ""),
-               expected=f"at most {most} blocked", value=[(b["blocked_pid"], b["blocking_pid"]) for b in blocked])
+    check.at_most(len(blocked), most, what="blocked sessions",
+                  shown=f"{plural(len(blocked), 'blocked session')}" + (f": {shown}" if shown else ""),
+                  value=[(b["blocked_pid"], b["blocking_pid"]) for b in blocked])
 
 
 @runbook("DB-06")
@@ -97,9 +100,9 @@ def test_no_slow_statements(database, pg, thresholds, check):
     if slow:
         check.evidence("slowest statements", slow)
     shown = "; ".join(f"{s['mean_ms']:g} ms mean over {s['calls']} calls: {s['query']}" for s in slow[:3])
-    check.that(not slow, measured=f"{plural(len(slow), 'statement')} with a mean above {limit:g} ms" +
-               (f" ({shown})" if shown else ""), expected=f"every mean < {limit:g} ms",
-               value=[s["mean_ms"] for s in slow])
+    check.equals(len(slow), 0, what=f"statements with a mean above {limit:g} ms",
+                 shown=f"{plural(len(slow), 'statement')} with a mean above {limit:g} ms" +
+                 (f" ({shown})" if shown else ""), value=[s["mean_ms"] for s in slow])
 
 
 @runbook("DB-07")
@@ -114,8 +117,8 @@ def test_replication_lag(database, pg, thresholds, check):
     worst = max(lags["lag_seconds"].values())
     shown = ", ".join(f"{name} {lag:g} s" for name, lag in lags["lag_seconds"].items())
     trouble = f"; not streaming: {', '.join(lags['not_streaming'])}" if lags["not_streaming"] else ""
-    check.that(worst < limit and not trouble, measured=f"replay lag {shown}{trouble}", value=worst,
-               expected=f"every replica streaming, lag < {limit:g} s")
+    check.below(worst, limit, "s", what="replay lag", shown=f"replay lag {shown}{trouble}", value=worst,
+                also=(not trouble, "every replica streaming"))
 
 
 @runbook("DB-08")
@@ -136,9 +139,9 @@ def test_statistics_are_fresh(database, pg, thresholds, check):
     days = thresholds.db_stats_max_age_days
     total, stale = postgres.stale_tables(pg.get(database), days)
     shown = ", ".join(f"{t['table']} (analyzed {t['last_analyzed']})" for t in stale[:5])
-    check.that(not stale, measured=f"{len(stale)} of {plural(total, 'table')} not analyzed in {days:g} days" +
-               (f": {shown}" if shown else ""), expected=f"every table analyzed within {days:g} days",
-               value=[t["table"] for t in stale])
+    check.equals(len(stale), 0, what=f"tables not analyzed in {days:g} days", value=[t["table"] for t in stale],
+                 shown=f"{len(stale)} of {plural(total, 'table')} not analyzed in {days:g} days" +
+                 (f": {shown}" if shown else ""))
 
 
 @runbook("DB-10", applies=lambda t: bool(t.audit_table))
@@ -147,9 +150,8 @@ def test_audit_log_retention(database, pg, thresholds, check):
     days = thresholds.audit_retention_days
     table = database.audit_table
     n, oldest = postgres.rows_older_than(pg.get(database), table, days)
-    check.that(n == 0, measured=f"{plural(n, table + ' row')} older than {days:g} days"
-               + (f" (oldest {oldest})" if n else ""),
-               expected=f"none older than {days:g} days", value=n)
+    check.equals(n, 0, what=f"{table} rows older than {days:g} days",
+                 shown=f"{plural(n, table + ' row')} older than {days:g} days" + (f" (oldest {oldest})" if n else ""))
 
 
 @runbook("DB-11")
@@ -162,10 +164,10 @@ def test_table_bloat(database, pg, thresholds, check):
     bloated = [t for t in big if (t["dead_percent"] or 0) >= limit]
     shown = "; ".join(f"{t['table']} {t['dead_percent']:g} % dead ({t['dead']} of {t['live'] + t['dead']} rows, "
                       f"{t['size']}{'' if t['autovacuum'] else ', autovacuum off'})" for t in bloated[:3])
-    check.that(not bloated, measured=f"{len(bloated)} of {plural(len(big), 'table')} over {floor} rows "
-               f"(of {plural(len(tables), 'user table')}) with >= {limit:g} % dead tuples" +
-               (f": {shown}" if shown else ""),
-               expected=f"< {limit:g} % dead in tables over {floor} rows", value=[t["table"] for t in bloated])
+    check.equals(len(bloated), 0, what=f"tables over {floor} rows with {limit:g} % or more dead tuples",
+                 shown=f"{len(bloated)} of {plural(len(big), 'table')} over {floor} rows "
+                 f"(of {plural(len(tables), 'user table')}) with {limit:g} % or more dead tuples" +
+                 (f": {shown}" if shown else ""), value=[t["table"] for t in bloated])
 
 
 @runbook("DB-12")
@@ -201,7 +203,8 @@ def test_connection_pools(database, pg, thresholds, check):
     problems += [f"{app} holds {n} connections, pool size {size}" for app, (n, size) in over.items()]
     pools = ", ".join(f"{a or '(none)'} {n}" + (f"/{database.pools[a]}" if a in database.pools
                                                  else "") for a, n in by_app.items()) or "none but acgs-verify"
-    check.that(not problems, measured=f"{plural(len(idle), 'session')} idle in transaction > {limit:g} s; "
-               f"connections per application: {pools}" + (f" ({'; '.join(problems)})" if problems else ""),
-               expected=f"0 idle in transaction > {limit:g} s and each application within its pool size",
-               value={"idle_in_transaction": [s["pid"] for s in idle], "connections": by_app})
+    check.equals(len(idle), 0, what=f"sessions idle in transaction over {limit:g} s",
+                 shown=f"{plural(len(idle), 'session')} idle in transaction over {limit:g} s; "
+                 f"connections per application: {pools}" + (f" ({'; '.join(problems)})" if problems else ""),
+                 also=(not over, "each application within its pool size"),
+                 value={"idle_in_transaction": [s["pid"] for s in idle], "connections": by_app})

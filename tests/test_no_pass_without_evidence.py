@@ -228,11 +228,13 @@ def test_a_port_whose_owner_cannot_be_seen_is_not_a_memory_pass():
 def nothing_visible(sandbox, tmp_path_factory):
     """One run of the database and constitution checks as a role that may connect and read audit_logs, but sees
     none of its rows (row-level security, no policy) and none of the other sessions (no pg_read_all_stats), in a
-    scratch database on the sandbox's PostgreSQL that holds only that table."""
+    scratch database on the sandbox's PostgreSQL that holds only that table (and one another role holds locked,
+    with a session of that role waiting for it). The sandbox's replica streams from that server meanwhile."""
     import secrets
 
     from acgs_verify.sandbox.components.postgres import primary_port
     from tests.conftest import sandbox_admin
+    from tests.waiting import wait_for
 
     token = secrets.token_hex(4)
     name, role, password = f"acgs_blind_{token}", f"acgs_blind_{token}", secrets.token_hex(12)
@@ -251,14 +253,26 @@ def nothing_visible(sandbox, tmp_path_factory):
                 other.execute("ANALYZE audit_logs")
                 other.execute("ALTER TABLE audit_logs ENABLE ROW LEVEL SECURITY")
                 other.execute(f"GRANT SELECT ON audit_logs TO {role}")
-                d = tmp_path_factory.mktemp("blind")
-                results = _run(d, f"""
+                other.execute("CREATE TABLE held (id int)")
+                with sandbox_admin(sandbox, name) as holder, sandbox_admin(sandbox, name) as waiter:
+                    holder.execute("BEGIN")
+                    holder.execute("LOCK TABLE held IN ACCESS EXCLUSIVE MODE")
+                    waiting = threading.Thread(target=waiter.execute, args=("SELECT count(*) FROM held",))
+                    waiting.start()
+                    wait_for("a session waiting on the held lock", lambda: other.execute(
+                        "SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0] > 0, 10)
+                    try:
+                        d = tmp_path_factory.mktemp("blind")
+                        results = _run(d, f"""
 name: blind
 hosts: [{{name: app-1, backend: local, roles: []}}]
 databases:
   - {{name: blind, dsn: "postgresql://{role}@127.0.0.1:{primary_port(sandbox.port_offset)}/{name}", unit: null,
      password_env: ACGS_BLIND_PASSWORD}}
 """, "--", "-m", "database or constitution", env={"ACGS_BLIND_PASSWORD": password})
+                    finally:
+                        holder.execute("ROLLBACK")
+                        waiting.join(10)
         finally:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             admin.execute(f"DROP ROLE IF EXISTS {role}")
@@ -271,6 +285,8 @@ NOTHING_VISIBLE: dict[tuple[str, str], tuple[str, str]] = {
     ("DB-06", "blind"): ("skipped", "pg_stat_statements extension is not installed"),
     ("DB-10", "blind"): ("error", "sees 0 of audit_logs' 50 rows (row-level security"),
     ("DB-13", "blind"): ("error", "this role sees only its own sessions"),
+    # the replica streams, but the role sees only that a wal sender exists: not its state, address or lag
+    ("DB-07", "blind"): ("error", "cannot see the state, address or lag of 1 replica in pg_stat_replication"),
     ("CC-04", "blind"): ("error", "sees 0 of audit_logs' 50 rows (row-level security"),
     ("CC-05", "blind"): ("error", "sees 0 of audit_logs' 50 rows (row-level security"),
 }
@@ -278,6 +294,16 @@ NOTHING_VISIBLE: dict[tuple[str, str], tuple[str, str]] = {
 
 def test_a_role_that_sees_nothing_does_not_pass(nothing_visible):
     assert _verdicts(nothing_visible, NOTHING_VISIBLE) == []
+    assert "grant pg_monitor" in nothing_visible[("DB-07", "blind")]["message"]
+
+
+def test_blocked_locks_are_seen_by_a_role_that_cannot_see_other_sessions(nothing_visible):
+    """pg_blocking_pids() reads the lock manager, which no privilege hides: the blind role finds the other role's
+    session waiting, though not its query or since when, so DB-05 judges rather than could-not-measure."""
+    db05 = nothing_visible[("DB-05", "blind")]
+    assert db05["outcome"] == "failed", db05
+    assert "1 blocked session: pid" in db05["message"] and "<insufficient privilege>" in db05["message"], db05
+    assert "waiting for a time hidden from this role" in db05["message"], db05
 
 
 # what each target of the empty-files run says: files that exist and hold nothing, or nothing in the --since window

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from acgs_verify.errors import ProbeError
 from acgs_verify.probes import metrics, postgres
-from acgs_verify.probes.http import service_url
 from acgs_verify.profile import Profile
 from acgs_verify.words import plural
 
@@ -32,7 +31,7 @@ def compliance_rates(profile: Profile, pg, http) -> dict[str, float]:
         if not (svc.compliance_metric and svc.metrics_path):
             continue
         where = f"{svc.name}@{host.name}"
-        reply = http.get(service_url(svc.scheme, host.address, svc.port, svc.metrics_path),
+        reply = http.get(svc.url_on(host.address, svc.metrics_path),
                          timeout=profile.thresholds.health_timeout_seconds)
         if not reply.ok:
             raise ProbeError(f"{where} metrics unavailable: {reply.describe()}")

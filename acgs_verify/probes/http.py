@@ -234,12 +234,6 @@ class _OnFirstUse:
     def __exit__(self, *exc) -> None:
         self.close()
 
-def service_url(scheme: str, address: str, port: int, path: str) -> str:
-    """`service_url("http", "::1", 8016, "/health")` -> 'http://[::1]:8016/health' (an IPv6 address in brackets)."""
-    address = f"[{address}]" if ":" in address else address
-    return f"{scheme}://{address}:{port}{path}"
-
-
 def _reason(exc: Exception) -> str:
     text = one_line(exc)
     for known in ("Connection refused", "Name or service not known", "Temporary failure in name resolution",

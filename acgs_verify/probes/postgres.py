@@ -261,7 +261,8 @@ def blocked_locks(pg: Pg) -> list[dict[str, Any]]:
         " WHERE blocked.application_name IS DISTINCT FROM %(app)s AND blocked.pid <> pg_backend_pid()"
         " ORDER BY blocked.query_start LIMIT 20", {"app": APPLICATION_NAME})
     for r in rows:
-        r["waiting_seconds"] = round(r["waiting_seconds"] or 0.0, 1)
+        # None: the waiter is another role's session, whose query_start this role may not see
+        r["waiting_seconds"] = None if r["waiting_seconds"] is None else round(r["waiting_seconds"], 1)
         r["blocked_query"] = _truncate(r["blocked_query"])
         r["blocking_query"] = _truncate(r["blocking_query"])
     return rows
@@ -299,12 +300,23 @@ def slow_statements(pg: Pg, mean_ms: float, limit: int = 10) -> list[dict[str, A
 
 def replication(pg: Pg) -> list[dict[str, Any]]:
     """Standbys streaming from this primary (pg_stat_replication): name, address, state, replay lag in
-    seconds (None when the server has no fresh sample) and bytes not yet replayed (DB-07)."""
-    return pg.rows(
+    seconds (None when the server has no fresh sample) and bytes not yet replayed (DB-07).
+
+    ProbeError when the role may see that standbys exist but not how they are (not superuser, not in
+    pg_read_all_stats / pg_monitor): PostgreSQL then leaves every column but the pid and the name NULL, and a
+    NULL state is no "not streaming"."""
+    rows = pg.rows(
         "SELECT application_name AS name, host(client_addr) AS address, state,"
         " round(extract(epoch FROM replay_lag)::numeric, 1)::float AS replay_lag_seconds,"
         " pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS replay_bytes_behind"
         " FROM pg_stat_replication ORDER BY application_name")
+    hidden = [r for r in rows if r["state"] is None]  # a wal sender always has a state for those who may see it
+    if hidden:
+        role = pg.value("SELECT current_user")
+        raise ProbeError(f"{pg.label}: role {role} cannot see the state, address or lag of "
+                         f"{plural(len(hidden), 'replica')} in pg_stat_replication (not superuser, not in "
+                         "pg_monitor or pg_read_all_stats); grant pg_monitor to judge replication")
+    return rows
 
 
 def replica_lag(pg: Pg, settle_seconds: float = 0.3) -> dict[str, Any]:

@@ -354,6 +354,12 @@ class Service(_Strict):
                 raise ValueError(f"not a valid regular expression: {exc}") from None
         return v
 
+    def url_on(self, address: str, path: str) -> str:
+        """Where this service answers on a host: `auth.url_on("::1", "/health")` -> 'http://[::1]:8016/health' (an
+        IPv6 address in brackets). The one place a service's URL is made: targets, next steps and probes ask it."""
+        address = f"[{address}]" if ":" in address else address
+        return f"{self.scheme}://{address}:{self.port}{path}"
+
 
 class _SecretRef(_Strict):
     """Secrets are never in a profile: a field names the environment variable or the file holding one."""
