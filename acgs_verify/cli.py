@@ -544,7 +544,9 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
     # the shared options as given, but for the log window the gate resolved (--since snapshot: its start)
     shared = {o.name: getattr(args, o.name) for o in options.SHARED}
     pytest_args = _pytest_base_args(**{**shared, "report_dir": report_dir, "since": gate_plan.since}) + [
-        "--acgs-run-id", run_id, "--junitxml", str(partial / "junit.xml"),
+        # no --junitxml: pytest's plugin would keep every test case's tree until the session ends (~10 KB a
+        # check), for a file finish_run writes again from the result (report/junit.py)
+        "--acgs-run-id", run_id,
         "-q", "--no-header", "--tb=short" if args.debug else "--tb=no", "-rN",
         *RUN_ONLY_ARGS,
         *_worker_args(args.workers, args.pytest_args, len(profile.hosts)),
@@ -580,7 +582,7 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
         result.notes.append("no checks were collected: check the gate, -k and -m filters; or no host or target of "
                             f"the profile hashes to shard {shard['index']} of {shard['count']}")
     if args.wait and result.checks and result.complete:
-        _wait(args, result, pytest_args, partial)
+        _wait(args, result, pytest_args)
     from acgs_verify.collector import handed_pool
     from acgs_verify.finish import finish_run
 
@@ -632,28 +634,22 @@ def _plan_gate(args, profile):
     return gates.plan(args.gate, profile.name, args.report_dir, args.snapshot, args.since)
 
 
-def _wait(args, result, pytest_args: list[str], partial: Path) -> None:
+def _wait(args, result, pytest_args: list[str]) -> None:
     from acgs_verify import gates
 
     root = checks_dir().parent
     first_path = pytest_args.index(str(checks_dir()))
 
     def rerun(nodeids: list[str], attempt: int):
-        junit = partial / f".junit-attempt-{attempt}.xml"
         again = list(pytest_args)
         again[first_path:first_path + 1] = [str(root / n) for n in nodeids]
-        again[again.index("--junitxml") + 1] = str(junit)
         code, config = _run_pytest(again)
         from acgs_verify.collector import close_handed_pool
 
         close_handed_pool(config)  # the first run's pool copies the evidence: this attempt's is not needed
         res = _result_of(config)
-        if res is None or code in (3, 4):
-            return None
-        if junit.is_file():
-            gates.merge_junit(partial / "junit.xml", junit)
-            junit.unlink()
-        return res
+        # junit.xml comes from the merged result when the run finishes: no attempt writes one of its own
+        return None if res is None or code in (3, 4) else res
 
     gc.unfreeze()  # the first run's pytest session is garbage now: let the collector see it again
     gates.wait_for_recovery(result, args.wait, rerun)
