@@ -606,10 +606,10 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
 def _run_in_chunks(pytest_args: list[str], loaded, chunks: list, waivers: Path | None, started: float):
     """One pytest session per chunk of hosts (chunks.py), their results joined as one session's: (pytest's exit
     code as one session would give it, the last session's config, the joined result or None)."""
-    from acgs_verify.chunks import joined
+    from acgs_verify.chunks import joined, shared_text
     from acgs_verify.collector import close_handed_pool
 
-    parts, codes, config = [], [], None
+    parts, codes, config, seen = [], [], None, {}
     for chunk in chunks:
         # no gc.freeze(): what a chunk collected must go before the next chunk collects
         code, config = _run_pytest(pytest_args, [loaded, chunk])
@@ -617,7 +617,7 @@ def _run_in_chunks(pytest_args: list[str], loaded, chunks: list, waivers: Path |
         result = _result_of(config)
         if result is None or code in (3, 4):
             return code, config, None
-        parts.append(result)
+        parts.append(shared_text(result, seen))
         codes.append(code)
         config = None  # the chunk's session (its items, reports, fixtures' objects) is garbage from here
         gc.collect()

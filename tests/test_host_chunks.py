@@ -16,10 +16,10 @@ from tests.conftest import run_checks
 def test_hosts_are_chunked_in_profile_order_with_the_hostless_checks_first():
     profile = Profile(hosts=[Host(name=f"h{i}") for i in range(45)])
     found = chunks.host_chunks(profile)
-    assert [len(c.names) for c in found] == [20, 20, 5]
-    assert found[0].names == {f"h{i}" for i in range(20)} and found[2].names == {f"h{i}" for i in range(40, 45)}
-    assert [c.hostless for c in found] == [True, False, False]
-    assert chunks.host_chunks(Profile(hosts=[Host(name=f"h{i}") for i in range(20)])) == []  # one session
+    assert [len(c.names) for c in found] == [10, 10, 10, 10, 5]
+    assert found[0].names == {f"h{i}" for i in range(10)} and found[4].names == {f"h{i}" for i in range(40, 45)}
+    assert [c.hostless for c in found] == [True, False, False, False, False]
+    assert chunks.host_chunks(Profile(hosts=[Host(name=f"h{i}") for i in range(10)])) == []  # one session
 
 
 def three_hosts(sandbox, tmp_path):
