@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import pytest
-
+from acgs_verify.collector import CHUNK_KEY
 from acgs_verify.results import RunResult, in_catalog_order
 from acgs_verify.targets import host_of
 
@@ -26,7 +25,6 @@ from acgs_verify.targets import host_of
 CHUNK_HOSTS = 10
 # the text fields many checks of a fleet repeat word for word (a check's title and next step on every host)
 _REPEATED = ("id", "section", "severity", "title", "outcome", "next_step", "kind", "measured", "expected", "host")
-CHUNK_KEY = pytest.StashKey["HostChunk"]()
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,7 @@ class HostChunk:
         host = host_of(target) if target is not None else None
         return self.hostless if host is None else host.name in self.names
 
-    def pytest_configure(self, config: pytest.Config) -> None:
+    def pytest_configure(self, config) -> None:
         config.stash[CHUNK_KEY] = self
 
 

@@ -16,8 +16,8 @@ import pytest
 from acgs_verify import options
 from acgs_verify.catalog import CATALOG, GATES, SECTIONS, SEVERITIES
 from acgs_verify.check import Check, ProbeError, next_step_for, outcome_of, reach_step_for, said
-from acgs_verify.chunks import CHUNK_KEY
 from acgs_verify.collector import (
+    CHUNK_KEY,
     HANDED_POOL_KEY,
     PROFILE_KEY,
     is_plain,
