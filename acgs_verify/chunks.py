@@ -1,6 +1,6 @@
 """A run over many hosts as a few pytest sessions in this process, each collecting the checks of a chunk of hosts.
 
-    >>> for chunk in host_chunks(profile):            # 200 hosts: 10 chunks of 20
+    >>> for chunk in host_chunks(profile):            # 200 hosts: 20 chunks of 10
     ...     code, config = run_pytest(args, [Loaded(...), chunk])
     >>> result = joined(results, started)             # one RunResult, as one session would have made it
 
