@@ -540,21 +540,34 @@ def _check_options(args) -> None:
 
 def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id: str, started: float) -> int:
     from acgs_verify import rundir
+    from acgs_verify.chunks import host_chunks
 
+    workers = _worker_args(args.workers, args.pytest_args, len(profile.hosts))
+    in_workers = bool(workers) or any(a.startswith(("-n", "--numprocesses", "--dist")) for a in args.pytest_args)
+    # --wait re-runs the failing checks of one session; a shard is a run's part already; workers hold their own
+    chunks = [] if args.wait or args.shard or in_workers else host_chunks(profile)
     # the shared options as given, but for the log window the gate resolved (--since snapshot: its start)
     shared = {o.name: getattr(args, o.name) for o in options.SHARED}
+    if chunks:
+        shared["waivers"] = None  # applied once to the whole run: a waiver matches no check of most chunks
     pytest_args = _pytest_base_args(**{**shared, "report_dir": report_dir, "since": gate_plan.since}) + [
-        "--acgs-run-id", run_id, "--junitxml", str(partial / "junit.xml"),
+        # no --junitxml: pytest's plugin would keep every test case's tree until the session ends (~10 KB a
+        # check), for a file finish_run writes again from the result (report/junit.py)
+        "--acgs-run-id", run_id,
         "-q", "--no-header", "--tb=short" if args.debug else "--tb=no", "-rN",
         *RUN_ONLY_ARGS,
-        *_worker_args(args.workers, args.pytest_args, len(profile.hosts)),
+        *workers,
         *args.pytest_args,
     ]
     from acgs_verify.plugin import Loaded
 
     # the profile loaded above goes to the plugin, which would read and validate it again
-    code, config = _run_pytest(pytest_args, [Loaded(profile, args.profile, args.set)], freeze=args.program)
-    result = _result_of(config)
+    loaded = Loaded(profile, args.profile, args.set)
+    if chunks:
+        code, config, result = _run_in_chunks(pytest_args, loaded, chunks, args.waivers, started)
+    else:
+        code, config = _run_pytest(pytest_args, [loaded], freeze=args.program)
+        result = _result_of(config)
     if result is None or code in (3, 4):  # pytest could not start: its own message is already printed
         from acgs_verify.collector import close_handed_pool
 
@@ -580,7 +593,7 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
         result.notes.append("no checks were collected: check the gate, -k and -m filters; or no host or target of "
                             f"the profile hashes to shard {shard['index']} of {shard['count']}")
     if args.wait and result.checks and result.complete:
-        _wait(args, result, pytest_args, partial)
+        _wait(args, result, pytest_args)
     from acgs_verify.collector import handed_pool
     from acgs_verify.finish import finish_run
 
@@ -588,6 +601,37 @@ def _run_into(args, profile, gate_plan, report_dir: Path, partial: Path, run_id:
     finish_run(result, partial, report_dir, profile.secret_values(), gate=(gate_plan, profile), started=started,
                written=lambda r: _write_run_metrics(args, r), pool=handed_pool(config))
     return result.exit_code
+
+
+def _run_in_chunks(pytest_args: list[str], loaded, chunks: list, waivers: Path | None, started: float):
+    """One pytest session per chunk of hosts (chunks.py), their results joined as one session's: (pytest's exit
+    code as one session would give it, the last session's config, the joined result or None)."""
+    from acgs_verify.chunks import joined, shared_text
+    from acgs_verify.collector import close_handed_pool
+
+    parts, codes, config, seen = [], [], None, {}
+    for chunk in chunks:
+        # no gc.freeze(): what a chunk collected must go before the next chunk collects
+        code, config = _run_pytest(pytest_args, [loaded, chunk])
+        close_handed_pool(config)  # the gate stage opens a pool of its own over every host
+        result = _result_of(config)
+        if result is None or code in (3, 4):
+            return code, config, None
+        parts.append(shared_text(result, seen))
+        codes.append(code)
+        config = None  # the chunk's session (its items, reports, fixtures' objects) is garbage from here
+        gc.collect()
+        if not result.complete:  # interrupted: the chunks not run yet are not planned either
+            break
+    whole = joined(parts, started)
+    if waivers is not None and whole.checks:
+        from datetime import UTC, datetime
+
+        from acgs_verify.waivers import apply_waivers, load_waivers
+
+        whole.notes.extend(apply_waivers(whole.checks, load_waivers(waivers), datetime.now(UTC).date()))
+    code = 5 if all(c == 5 for c in codes) else max(c for c in codes if c != 5)
+    return code, config, whole
 
 
 @contextlib.contextmanager
@@ -632,28 +676,22 @@ def _plan_gate(args, profile):
     return gates.plan(args.gate, profile.name, args.report_dir, args.snapshot, args.since)
 
 
-def _wait(args, result, pytest_args: list[str], partial: Path) -> None:
+def _wait(args, result, pytest_args: list[str]) -> None:
     from acgs_verify import gates
 
     root = checks_dir().parent
     first_path = pytest_args.index(str(checks_dir()))
 
     def rerun(nodeids: list[str], attempt: int):
-        junit = partial / f".junit-attempt-{attempt}.xml"
         again = list(pytest_args)
         again[first_path:first_path + 1] = [str(root / n) for n in nodeids]
-        again[again.index("--junitxml") + 1] = str(junit)
         code, config = _run_pytest(again)
         from acgs_verify.collector import close_handed_pool
 
         close_handed_pool(config)  # the first run's pool copies the evidence: this attempt's is not needed
         res = _result_of(config)
-        if res is None or code in (3, 4):
-            return None
-        if junit.is_file():
-            gates.merge_junit(partial / "junit.xml", junit)
-            junit.unlink()
-        return res
+        # junit.xml comes from the merged result when the run finishes: no attempt writes one of its own
+        return None if res is None or code in (3, 4) else res
 
     gc.unfreeze()  # the first run's pytest session is garbage now: let the collector see it again
     gates.wait_for_recovery(result, args.wait, rerun)

@@ -29,6 +29,7 @@ from acgs_verify.shards import SHARD_KEY, Shard, ShardError
 from acgs_verify.shards import resolve as resolve_shard
 
 PROFILE_KEY = pytest.StashKey[Profile]()
+CHUNK_KEY = pytest.StashKey()  # the chunk of hosts this session checks (chunks.py), when the run is chunked
 COLLECTOR_KEY = pytest.StashKey["ResultCollector"]()
 RUN_OPTIONS_KEY = pytest.StashKey["RunOptions"]()
 # plain `pytest checks --report-dir DIR`: where this run is being written (acgs-verify run keeps its own)

@@ -304,24 +304,3 @@ def last_line(result: RunResult) -> str:
         line = (f"{text} [shard {shard.get('index')} of {shard.get('count')} only: `acgs-verify merge` its shards "
                 f"for the run's verdict]{sep}{perf}")
     return line
-
-
-def merge_junit(main: Path, retry: Path) -> None:
-    """Replace the test cases of `main` that `retry` ran again with their new outcome, and recount."""
-    import xml.etree.ElementTree as ET
-
-    from acgs_verify.report import atomic_write
-
-    tree, again = ET.parse(main), ET.parse(retry)
-    fresh = {(tc.get("classname"), tc.get("name")): tc for tc in again.iter("testcase")}
-    for suite in tree.iter("testsuite"):
-        for i, tc in enumerate(list(suite)):
-            key = (tc.get("classname"), tc.get("name"))
-            if tc.tag == "testcase" and key in fresh:
-                suite.remove(tc)
-                suite.insert(i, fresh[key])
-        cases = list(suite.iter("testcase"))
-        suite.set("tests", str(len(cases)))
-        for tag, attr in (("failure", "failures"), ("error", "errors"), ("skipped", "skipped")):
-            suite.set(attr, str(sum(1 for tc in cases if tc.find(tag) is not None)))
-    atomic_write(main, ET.tostring(tree.getroot(), encoding="utf-8", xml_declaration=True))

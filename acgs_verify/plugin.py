@@ -17,6 +17,7 @@ from acgs_verify import options
 from acgs_verify.catalog import CATALOG, GATES, SECTIONS, SEVERITIES
 from acgs_verify.check import Check, ProbeError, next_step_for, outcome_of, reach_step_for, said
 from acgs_verify.collector import (
+    CHUNK_KEY,
     HANDED_POOL_KEY,
     PROFILE_KEY,
     is_plain,
@@ -143,6 +144,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         applies = mark.kwargs.get("applies") if mark else None
         if applies is not None:
             targets = [t for t in targets if applies(t)]
+        chunk = metafunc.config.stash.get(CHUNK_KEY, None)
+        if chunk is not None:  # one of a run's host chunks (chunks.py): the other hosts' items are never made
+            targets = [t for t in targets if chunk.holds(t)]
         metafunc.parametrize(name, targets, ids=[t.id for t in targets])
         return
 
@@ -167,6 +171,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]):
     wanted = GATES[config.getoption("acgs_gate")]["ids"]  # None: every check
     shard = run_options(config).shard  # --shard K/N: a host's checks all in one shard (shards.py)
+    chunk = config.stash.get(CHUNK_KEY, None)
     keep, drop = [], []
     # a mark per check costs ~0.5 KB (10 MB over 200 hosts): only where xdist is there to read it
     grouped = config.pluginmanager.hasplugin("xdist") or config.pluginmanager.hasplugin("xdist.plugin")
@@ -182,6 +187,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             continue
         if shard is not None and not shard.owns(key_of(target, check_id)):
             drop.append(item)  # another shard's host or target
+            continue
+        if chunk is not None and not chunk.holds(target):
+            drop.append(item)  # a check of no target: the first chunk's
             continue
         e = CATALOG[check_id]
         item.user_properties.extend([

@@ -319,7 +319,8 @@ class RunResult:
             parts.append(f"{t['errors']}{'' if t['failed'] else f' of {ran} checks'} could not measure ({why})")
         return ", ".join(parts)
 
-    def as_dict(self) -> dict:
+    def as_dict(self, checks: bool = True) -> dict:
+        """summary.json's object; without `checks` (its last key) for a writer that adds them one at a time."""
         return {
             "schema_version": SCHEMA_VERSION,
             "run_id": self.run_id,
@@ -339,7 +340,7 @@ class RunResult:
             "notes": self.notes,
             "gate_failures": self.gate_failures,
             **{k: getattr(self, k) for k in SECTIONS if getattr(self, k) is not None},
-            "checks": [c.as_dict() for c in self.checks],
+            **({"checks": [c.as_dict() for c in self.checks]} if checks else {}),
         }
 
     @classmethod

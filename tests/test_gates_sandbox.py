@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
@@ -154,21 +155,32 @@ def test_bad_waiver_file_is_one_line_and_exit_3(healthy_sandbox, tmp_path):
 def test_wait_reruns_failing_checks_until_the_service_recovers(healthy_sandbox, tmp_path):
     healthy_sandbox.break_fault("service-unhealthy:constitutional-ai")
     reports = tmp_path / "r"
-    proc = subprocess.Popen([sys.executable, "-m", "acgs_verify.cli", "run", "--profile",
+    # unbuffered, stderr into stdout: the run's lines arrive as it prints them, and one pipe cannot fill unread
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "acgs_verify.cli", "run", "--profile",
                              str(healthy_sandbox.profile_path), "--report-dir", str(reports), *SHARED_MACHINE,
                              "--gate", "smoke", "--wait", "60", "--", "-k", "constitutional"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
-        # the first attempt has failed once its JUnit file is written: the service recovers while the run waits
-        wait_for("the first attempt's junit.xml", lambda: proc.poll() is not None or list(
-            reports.glob(".partial-*/junit.xml")), 60)
+        # the first attempt has failed once the run says it re-runs it: the service recovers while the run waits
+        wait_for("the run waiting for a second attempt", lambda: proc.poll() is not None or any(
+            line.startswith("waiting: attempt 2") for line in lines), 60)
         healthy_sandbox.heal_fault("service-unhealthy:constitutional-ai")
-        out, err = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+        reader.join(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0, out + err
+    out = "".join(lines)
+    assert proc.returncode == 0, out
     summary = json.loads((reports / "latest" / "summary.json").read_text())
     c = outcome(summary, "SVC-01", "constitutional-ai@app-1")
     assert c["outcome"] == "passed" and c["attempts"] >= 2

@@ -7,10 +7,12 @@ counts and outcomes are the run's. reports/history.jsonl is appended once the ru
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from acgs_verify.report.allure import ALLURE_DIR, write_categories, write_environment, write_results
 from acgs_verify.report.html import write_html
@@ -43,12 +45,19 @@ def write_all(result: RunResult, run_dir: Path) -> list[Path]:
 
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write to a temporary file beside `path`, then rename: a reader never sees half a file."""
+    with atomic_file(path) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A binary file to write in pieces (a report too big to hold as one text), renamed to `path` once whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)  # reports are read by others (node_exporter, a web server); mkstemp makes 0600
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            yield f
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

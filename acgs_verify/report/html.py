@@ -7,6 +7,7 @@ comparison, per-section tables, a per-host summary, and the compliance trend fro
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -21,12 +22,18 @@ _OPTIONS = {"autoescape": True, "trim_blocks": True, "lstrip_blocks": True}
 
 
 def render_html(result: RunResult) -> str:
+    return "".join(_pieces(result))
+
+
+def _pieces(result: RunResult) -> Iterator[str]:
+    """The page as the template yields it, never whole: at 200 hosts the page (8 MB) and its escaped copy were on
+    top of the run's peak while the reports were written."""
     view = view_of(result)
-    page = _environment().get_template(TEMPLATE).render(
+    pieces = _environment().get_template(TEMPLATE).generate(
         v=view, r=result, outcome=outcome_word, trend_svg=trend_svg(view.trend), color=COLOR[result.exit_code])
-    # autoescaping leaves control characters alone: one pass over the whole page shows every one as an escape
-    # (`\x1b`), whichever field carried it; lines and tabs are HTML's own
-    return printable(page, multiline=True)
+    # autoescaping leaves control characters alone: every piece shows each as an escape (`\x1b`; one character
+    # at a time, so a piece's edge splits none), whichever field carried it; lines and tabs are HTML's own
+    return (printable(piece, multiline=True) for piece in pieces)
 
 
 def compile_template() -> None:
@@ -64,9 +71,11 @@ def _environment(write: bool | None = None):
 
 
 def write_html(result: RunResult, path: Path) -> None:
-    from acgs_verify.report import atomic_write
+    from acgs_verify.report import atomic_file
 
-    atomic_write(path, render_html(result))
+    with atomic_file(path) as f:
+        for piece in _pieces(result):
+            f.write(piece.encode())
 
 
 def trend_svg(points: list[dict], width: int = 640, height: int = 176) -> str:
