@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -142,3 +143,30 @@ def _tail(log: Path) -> str:
         return " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:]) or "its log is empty"
     except OSError:
         return f"no log at {log}"
+
+
+@contextlib.contextmanager
+def http_answering(routes: dict[str, tuple[int, bytes]],
+                   default: tuple[int, bytes] = (404, b"not here")) -> Iterator[int]:
+    """A plain HTTP server in this process on 127.0.0.1 (the kernel's port) answering a GET of each path in
+    `routes` with its (status, body), any other path with `default`; yields the port, stopped when the block ends."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            status, body = routes.get(self.path, default)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -4,15 +4,13 @@ a real log file and a real HTTP server on loopback."""
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from acgs_verify.probes.error_rate import error_rate
 from acgs_verify.probes.http import HttpProbe
 from acgs_verify.probes.logs import LogReader
 from acgs_verify.profile import Host, Service
+from tests.servers import http_answering
 
 LINE = "2026-11-27 10:00:00,123 - auth_service - INFO - request method=GET path=/api/v1/x status={} duration_ms=1\n"
 PROM = ("# TYPE acgs_http_requests_total counter\n"
@@ -21,30 +19,10 @@ PROM = ("# TYPE acgs_http_requests_total counter\n"
         'acgs_http_requests_total{method="GET",endpoint="/health",status="500"} 99\n')
 
 
-class _Metrics(BaseHTTPRequestHandler):
-    body = PROM.encode()
-
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        found = self.path == "/metrics"
-        body = self.body if found else b"not here"
-        self.send_response(200 if found else 404)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def metrics_port():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Metrics)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield httpd.server_address[1]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with http_answering({"/metrics": (200, PROM.encode())}) as port:
+        yield port
 
 
 @pytest.fixture

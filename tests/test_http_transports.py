@@ -6,39 +6,21 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from acgs_verify.probes.http import HttpProbe
+from tests.servers import http_answering
 from tests.tlsserver import TlsHealthServer, make_ca_and_cert
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-class _Health(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        body = b'{"status": "ok"}'
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def http_port():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield httpd.server_address[1]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with http_answering({}, default=(200, b'{"status": "ok"}')) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")
