@@ -71,8 +71,9 @@ def measure(argv: list[str]) -> dict:
             "out": res.stdout.strip()}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def dump_for_bench(description: str) -> tuple[argparse.Namespace, Path]:
+    """The options both backup benchmarks take, and the dump they verify (built once, kept in --dir with --keep)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--size-gib", type=float, default=1.0)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/acgs-bench"))
     ap.add_argument("--rounds", type=int, default=3)
@@ -85,6 +86,11 @@ def main() -> int:
         t = time.monotonic()
         build(path, size)
         print(f"built {path}: {path.stat().st_size / (1 << 20):.0f} MiB in {time.monotonic() - t:.0f} s")
+    return args, path
+
+
+def main() -> int:
+    args, path = dump_for_bench(__doc__.splitlines()[0])
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # same page cache for both
     repo = Path(__file__).resolve().parents[1]
     env_python = [sys.executable, "-c", VERIFY, str(path)]

@@ -15,16 +15,14 @@ be shared). Target: the verification <= 1.2 x the baseline in a few MB of checke
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.verify_large_backup import build, measure  # noqa: E402
+from benchmarks.verify_large_backup import dump_for_bench, measure  # noqa: E402
 
 ADDRESS = "127.0.0.48"
 VERIFY = """
@@ -47,19 +45,7 @@ finally:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size-gib", type=float, default=1.0)
-    ap.add_argument("--dir", type=Path, default=Path("/tmp/acgs-bench"))
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--keep", action="store_true", help="keep the file for the next run")
-    args = ap.parse_args()
-    args.dir.mkdir(parents=True, exist_ok=True)
-    path = args.dir / "database.sql.gz"
-    size = int(args.size_gib * (1 << 30))
-    if not path.exists() or path.stat().st_size < size:
-        t = time.monotonic()
-        build(path, size)
-        print(f"built {path}: {path.stat().st_size / (1 << 20):.0f} MiB in {time.monotonic() - t:.0f} s")
+    args, path = dump_for_bench(__doc__.splitlines()[0])
 
     import json
 
