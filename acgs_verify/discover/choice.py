@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from acgs_verify.discover.cmdline import program
+
 
 @dataclass
 class Choice:
@@ -32,3 +34,15 @@ def choose(ports: list[int], facts: list[tuple[str, set[int]]], runbook_port: in
     if len(field) == 1:
         return Choice(field[0], "the only one" if len(ports) == 1 else "the only one left", [])
     return Choice(None, "", field)
+
+
+def chosen(pick: Choice, servers: list[tuple], what: str, key: str, found) -> tuple[int, object, str, list[str]]:
+    """The chosen server of `servers` ((port, proc, address) each): its port, process and address, the decision
+    recorded in `found.decided[key]` where there was one to make, and the first lines of its evidence."""
+    port, proc, address = next(s for s in servers if s[0] == pick.port)
+    if len(servers) > 1:
+        found.decided[key] = f"{port} by {pick.decided_by}"
+    among = (f", of {len(servers)} {what} servers (ports {', '.join(str(p) for p, _, _ in servers)})"
+             if len(servers) > 1 else "")
+    return port, proc, address, [f"pid {proc.pid} ({proc.user}, {program(proc.args)}) listens on {address}:{port}",
+                                 f"chosen by {pick.decided_by}{among}"]

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from acgs_verify.discover.choice import choose
+from acgs_verify.discover.choice import choose, chosen
 from acgs_verify.discover.cmdline import anchored, bracket, connect_address, flag, port_token, program
 from acgs_verify.discover.connections import services_peers
 from acgs_verify.discover.model import Item
@@ -120,13 +120,7 @@ def find_databases(reader: HostReader, services: list) -> None:
                            f"databases: {len(primaries)} PostgreSQL servers listen (ports "
                            f"{', '.join(str(p) for p in pick.undecided)}) and no fact chose one")
         return
-    port, proc, address = next(s for s in primaries if s[0] == pick.port)
-    if len(primaries) > 1:
-        found.decided["database"] = f"{port} by {pick.decided_by}"
-    ev = [f"pid {proc.pid} ({proc.user}, {program(proc.args)}) listens on {address}:{port}",
-          f"chosen by {pick.decided_by}" + (f", of {len(primaries)} PostgreSQL servers (ports "
-                                            f"{', '.join(str(p) for p, _, _ in primaries)})" if len(primaries) > 1
-                                            else "")]
+    port, proc, address, ev = chosen(pick, primaries, "PostgreSQL", "database", found)
     if port in env_ports:
         dsn, var, pid = env_ports[port]
         ev.append(f"{var} in the environment of pid {pid}, rebuilt from its user, host, port and database: no "

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from acgs_verify.discover.choice import choose
-from acgs_verify.discover.cmdline import bracket, program
+from acgs_verify.discover.choice import choose, chosen
+from acgs_verify.discover.cmdline import bracket
 from acgs_verify.discover.connections import services_peers
 from acgs_verify.discover.model import Item
 from acgs_verify.discover.postgres import env_urls, listeners_of
@@ -39,12 +39,7 @@ def find_redis(reader: HostReader, services: list) -> None:
                            f"redis: {len(servers)} Redis servers listen (ports {', '.join(map(str, pick.undecided))})"
                            f" and no fact chose one ({read} of {len(services)} services' connections readable)")
         return
-    port, proc, address = next(s for s in servers if s[0] == pick.port)
-    if len(servers) > 1:
-        found.decided["cache"] = f"{port} by {pick.decided_by}"
-    ev = [f"pid {proc.pid} ({proc.user}, {program(proc.args)}) listens on {address}:{port}",
-          f"chosen by {pick.decided_by}" + (f", of {len(servers)} Redis servers (ports {', '.join(map(str, ports))})"
-                                            if len(servers) > 1 else "")]
+    port, proc, address, ev = chosen(pick, servers, "Redis", "cache", found)
     if port in env_ports:
         url, var, pid = env_ports[port]
         ev.append(f"{var} in the environment of pid {pid}, rebuilt from its host, port and database: no password")
