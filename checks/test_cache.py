@@ -21,13 +21,17 @@ def test_command_round_trip_p99(cache, caches, thresholds, check):
     # like redis-cli, many samples: a PING takes ~0.1 ms, and with 100 one scheduling hiccup of this
     # (shared) machine is not the p99
     n = max(thresholds.latency_samples, MIN_PINGS)
-    lat = caches.get(cache).latency(n)
+    limit = thresholds.redis_latency_p99_ms_max
+    lat, first = caches.get(cache).latency(n), None
+    if not lat.failures and lat.p99 >= limit:  # as SVC-06: a stall of the checker is not slow again, a slow server is
+        first, lat = lat, caches.get(cache).latency(n)
     if lat.failures:
         check.fail(f"{len(lat.failures)} of {n} PINGs failed, first: {lat.failures[0]}")
-    limit = thresholds.redis_latency_p99_ms_max
-    taken = len(lat.samples_ms)
-    check.below(lat.p99, limit, "ms", what="p99", shown=f"p50 {lat.p50:.2f} ms, p99 {lat.p99:.2f} ms over {taken} "
-                "PINGs", value={"p50_ms": round(lat.p50, 3), "p99_ms": round(lat.p99, 3)})
+    shown = f"p50 {lat.p50:.2f} ms, p99 {lat.p99:.2f} ms over {len(lat.samples_ms)} PINGs"
+    if first is not None:
+        shown += f" (taken again: a first {len(first.samples_ms)} had p99 {first.p99:.2f} ms)"
+    check.below(lat.p99, limit, "ms", what="p99", shown=shown,
+                value={"p50_ms": round(lat.p50, 3), "p99_ms": round(lat.p99, 3)})
 
 
 @runbook("RD-03")

@@ -96,13 +96,20 @@ def test_health_latency_p99(service, http, thresholds, check):
     n = thresholds.latency_samples
     # SVC-01's request (asked here when SVC-01 is not in the run) opens the connection: the samples then time the
     # service, not the checker's first TCP connect and client set-up (a 100 ms outlier as the p99 of 20)
-    http.get_cached(service.url(service.health_path), timeout=thresholds.health_timeout_seconds)
-    lat = http.latency(service.url(service.health_path), n, timeout=thresholds.health_timeout_seconds)
+    url, timeout = service.url(service.health_path), thresholds.health_timeout_seconds
+    http.get_cached(url, timeout=timeout)
+    fail_ms, warn_ms = thresholds.latency_p99_fail_ms, thresholds.latency_p99_warn_ms
+    lat, first = http.latency(url, n, timeout=timeout), None
+    if not lat.failures and lat.p99 >= fail_ms:
+        # the p99 of 20 is the slowest sample, and one stall of the checker's own CPU makes it: a slow service is
+        # slow again in a second set, a stall is not (the measurement shows both)
+        first, lat = lat, http.latency(url, n, timeout=timeout)
     if lat.failures:
         check.kind("unmeasured")  # no p99 over samples that got no answer
         check.fail(f"sample {len(lat.samples_ms) + 1} of {n} got no answer: {lat.failures[0]}")
-    fail_ms, warn_ms = thresholds.latency_p99_fail_ms, thresholds.latency_p99_warn_ms
     measured = f"p50 {lat.p50:.1f} ms, p99 {lat.p99:.1f} ms over {n} samples"
+    if first is not None:
+        measured += f" (taken again: a first {n} had p99 {first.p99:.1f} ms)"
     check.below(lat.p99, fail_ms, "ms", what="p99", shown=measured,
                 value={"p50_ms": round(lat.p50, 2), "p99_ms": round(lat.p99, 2)})
     floor = thresholds.latency_noise_floor_ms  # a p99 a hair above the target is the machine, not the service
