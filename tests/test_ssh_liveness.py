@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from acgs_verify.hosts.backends import ALIVE_COUNT, ALIVE_INTERVAL, ssh_config_text
+from acgs_verify.hosts.backends import ALIVE_COUNT, ALIVE_INTERVAL, Liveness, ssh_config_text
 from acgs_verify.hosts.pool import HostPool
 from acgs_verify.profile import Host
 from acgs_verify.sandbox.components.sshd import sshd_binary
@@ -25,9 +25,12 @@ from tests.servers import lone_sshd
 from tests.waiting import wait_for
 
 ADDRESS = "127.0.0.3"  # the address tests/test_host_layer.py's sshd uses too; the port offset keeps them apart
-# ALIVE_COUNT unanswered probes ALIVE_INTERVAL s apart, after ALIVE_INTERVAL s of silence, and room for a loaded
-# machine; a command that waited on the frozen host would never end at all
-BOUND = ALIVE_INTERVAL * (ALIVE_COUNT + 1) + 20
+# The pool here probes 2 s apart, twice (the product's default is 5 s, 3 times: a 20 s wait a test need not pay);
+# a loaded machine's loopback sshd still answers a probe within 4 s
+ALIVE = Liveness(interval=2, count=2)
+# `count` unanswered probes `interval` s apart, after `interval` s of silence, and room for a loaded machine; a
+# command that waited on the frozen host would never end at all
+BOUND = ALIVE.bound + 20
 
 pytestmark = pytest.mark.skipif(sshd_binary() is None, reason="sshd (openssh-server) is not installed")
 
@@ -72,13 +75,15 @@ def test_the_generated_ssh_config_bounds_a_silent_server():
     text = ssh_config_text(Host(name="h", address="127.0.0.9", backend="ssh"), 3, Path("/tmp/x"))
     assert f"  ServerAliveInterval {ALIVE_INTERVAL}\n" in text and f"  ServerAliveCountMax {ALIVE_COUNT}\n" in text
     assert "  ConnectTimeout 3\n" in text
+    text = ssh_config_text(Host(name="h", address="127.0.0.9", backend="ssh"), 3, Path("/tmp/x"), ALIVE)
+    assert "  ServerAliveInterval 2\n" in text and "  ServerAliveCountMax 2\n" in text
 
 
 @pytest.mark.parametrize("backend", ["ssh", "paramiko"])
 def test_a_host_that_stops_answering_mid_command_fails_within_a_bound(sshd, backend):
     sb, host = sshd
     host = host.model_copy(update={"name": f"frozen-{backend}", "backend": backend})
-    pool = HostPool(connect_timeout=3)
+    pool = HostPool(connect_timeout=3, alive=ALIVE)
     stopped: list[int] = []
     tag = f"acgs-liveness-{backend}-{os.getpid()}"
     try:

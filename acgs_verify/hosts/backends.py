@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,14 +42,27 @@ ALIVE_INTERVAL = 5
 ALIVE_COUNT = 3
 
 
+@dataclass(frozen=True)
+class Liveness:
+    """How long a silent host is waited for: `count` unanswered probes `interval` s apart."""
+    interval: int = ALIVE_INTERVAL
+    count: int = ALIVE_COUNT
+
+    @property
+    def bound(self) -> int:
+        """The longest a command waits on a host that stopped answering, in seconds."""
+        return self.interval * (self.count + 1)
+
+
 class Backends:
     """Opens each host's connection by its backend, and keeps what it must end: ssh control masters, their
     ssh_config files (in `ssh_dir`, created on first use) and paramiko clients."""
 
     def __init__(self, connect_timeout: float, inventory: str | None = None,
-                 passphrases: dict[str, str] | None = None):
+                 passphrases: dict[str, str] | None = None, alive: Liveness = Liveness()):
         self.connect_timeout = connect_timeout
         self.inventory = inventory
+        self.alive = alive
         # host name -> its identity file's passphrase (paramiko); None where there is none
         self._passphrases = passphrases or {}
         self.ssh_dir: Path | None = None
@@ -104,7 +118,7 @@ class Backends:
                 # short: a unix socket path (ControlPath) must stay under 108 bytes
                 self.ssh_dir = Path(tempfile.mkdtemp(prefix="acgs-ssh-", dir="/tmp"))
         path = self.ssh_dir / f"{host.name}.config"
-        path.write_text(ssh_config_text(host, self.timeout(), self.ssh_dir))
+        path.write_text(ssh_config_text(host, self.timeout(), self.ssh_dir, self.alive))
         return str(path)
 
     def _paramiko(self, host: Host):
@@ -126,11 +140,11 @@ class Backends:
                        key_filename=str(Path(host.identity_file).expanduser()) if host.identity_file else None,
                        passphrase=self._passphrases.get(host.name),
                        timeout=t, banner_timeout=t, auth_timeout=t, allow_agent=True, look_for_keys=False)
-        client.get_transport().set_keepalive(ALIVE_INTERVAL)  # what stateful firewalls need to keep it open
+        client.get_transport().set_keepalive(self.alive.interval)  # what stateful firewalls need to keep it open
         self.stream_via[host.name] = ("paramiko", client)
         # a backend of our own: testinfra's paramiko backend makes its own client (accepting any host key) and
         # waits on a command without end; this one runs on the client above and checks the host is alive
-        backend = live_paramiko_class()(host.address, client)
+        backend = live_paramiko_class()(host.address, client, self.alive)
         conn = Conn(backend)
         backend.set_host(conn)
         return conn
@@ -174,9 +188,9 @@ def live_paramiko_class():
     """A testinfra backend (BaseBackend, its public base) running commands on a paramiko client we made, without
     waiting on a host that stopped answering.
 
-    The channel is read ALIVE_INTERVAL s at a time; after each silent interval the host must answer a request (a
+    The channel is read `alive.interval` s at a time; after each silent interval the host must answer a request (a
     session channel opened and closed at once, the one request paramiko can wait on with a timeout) within
-    ALIVE_INTERVAL * ALIVE_COUNT s, else the command fails with TimeoutError. A command that runs long on a host
+    interval * count s, else the command fails with TimeoutError. A command that runs long on a host
     that answers is left to its remote `timeout`."""
     import paramiko
     from testinfra.backend.base import BaseBackend
@@ -184,9 +198,10 @@ def live_paramiko_class():
     class LiveParamiko(BaseBackend):
         NAME = "paramiko"
 
-        def __init__(self, hostname: str, client: paramiko.SSHClient, **kwargs: Any):
+        def __init__(self, hostname: str, client: paramiko.SSHClient, alive: Liveness, **kwargs: Any):
             super().__init__(hostname, **kwargs)
             self.client = client
+            self.alive = alive
 
         def run(self, command: str, *args: str, **kwargs: Any):
             cmd = self.encode(self.get_command(command, *args))
@@ -197,13 +212,13 @@ def live_paramiko_class():
             transport = self.client.get_transport()
             if transport is None or not transport.is_active():
                 raise RuntimeError(f"{self.hostname}: the ssh connection is closed")
-            chan = transport.open_session(timeout=ALIVE_INTERVAL * ALIVE_COUNT)
+            chan = transport.open_session(timeout=self.alive.interval * self.alive.count)
             try:
-                chan.settimeout(ALIVE_INTERVAL)
+                chan.settimeout(self.alive.interval)
                 chan.exec_command(command)
                 stdout = self._read(transport, chan.recv)
                 stderr = self._read(transport, chan.recv_stderr)
-                while not chan.status_event.wait(ALIVE_INTERVAL):
+                while not chan.status_event.wait(self.alive.interval):
                     self._alive(transport)
                 return chan.recv_exit_status(), stdout, stderr
             finally:
@@ -214,7 +229,7 @@ def live_paramiko_class():
             while True:
                 try:
                     data = recv(1 << 16)
-                except TimeoutError:  # socket.timeout: ALIVE_INTERVAL s without a byte
+                except TimeoutError:  # socket.timeout: alive.interval s without a byte
                     self._alive(transport)
                     continue
                 if not data:
@@ -222,7 +237,7 @@ def live_paramiko_class():
                 out += data
 
         def _alive(self, transport) -> None:
-            wait = ALIVE_INTERVAL * ALIVE_COUNT
+            wait = self.alive.interval * self.alive.count
             try:
                 transport.open_session(timeout=wait).close()
             except (paramiko.SSHException, OSError, EOFError):
@@ -252,7 +267,7 @@ def _config_path(host: Host, field: str, path: Path) -> str:
     return f'"{text}"' if any(c.isspace() or c in "#'\\" for c in text) else text
 
 
-def ssh_config_text(host: Host, timeout: int, control_dir: Path) -> str:
+def ssh_config_text(host: Host, timeout: int, control_dir: Path, alive: Liveness = Liveness()) -> str:
     """The ssh_config one host is reached with. ssh takes the first value it reads for each option: the profile's
     fields for this address come first, then the profile's own ssh_config (bastions), then the defaults.
     ProbeError for a field that would not stay one value on its line (see _check_address, _config_path)."""
@@ -276,7 +291,7 @@ def ssh_config_text(host: Host, timeout: int, control_dir: Path) -> str:
     if host.ssh_config:
         out.append(f"  Include {_config_path(host, 'ssh_config', Path(host.ssh_config).expanduser().resolve())}")
     out += ["", "Host *", "  BatchMode yes", f"  ConnectTimeout {timeout}", "  StrictHostKeyChecking yes",
-            f"  ServerAliveInterval {ALIVE_INTERVAL}", f"  ServerAliveCountMax {ALIVE_COUNT}", "  ControlMaster auto",
+            f"  ServerAliveInterval {alive.interval}", f"  ServerAliveCountMax {alive.count}", "  ControlMaster auto",
             f"  ControlPath {control_dir}/%C", "  ControlPersist 60"]
     if known:
         out.append(known)

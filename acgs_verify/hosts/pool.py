@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from acgs_verify.errors import ProbeError
 from acgs_verify.hosts import reach
-from acgs_verify.hosts.backends import Backends, reason, silent
+from acgs_verify.hosts.backends import Backends, Liveness, reason, silent
 from acgs_verify.hosts.batch import Recorder, Replay, run_batch
 
 if TYPE_CHECKING:
@@ -41,9 +41,9 @@ class HostPool:
     """One testinfra connection per host per process; a host that cannot be reached is tried once."""
 
     def __init__(self, connect_timeout: float, inventory: str | None = None,
-                 passphrases: dict[str, str] | None = None):
+                 passphrases: dict[str, str] | None = None, alive: Liveness = Liveness()):
         self.connect_timeout = connect_timeout
-        self.backends = Backends(connect_timeout, inventory, passphrases)
+        self.backends = Backends(connect_timeout, inventory, passphrases, alive)
         self._hosts: dict[str, Any] = {}
         self._unreachable: dict[str, str] = {}
         self._unreachable_error: dict[str, ProbeError] = {}  # a host that did not answer: its Unreachable
