@@ -11,8 +11,8 @@ checks cost, not a Python start and the imports (about 2.5 s a run as a process,
 inherits, a module patched before the CLI starts).
 
 Between in-process runs nothing carries over that a process would not have lost: os.environ, the working
-directory, sys.path, sys.argv, the root logger's handlers and the SIGINT/SIGTERM handlers are put back, and the
-checks' modules (and any conftest) imported by the run are dropped from sys.modules, as pytester's
+directory, sys.path, sys.argv, sys.meta_path, the root logger's handlers and the SIGINT/SIGTERM handlers are put
+back, and the checks' modules (and any conftest) imported by the run are dropped from sys.modules, as pytester's
 runpytest_inprocess drops what a run imported. Library modules stay loaded (an extension module such as
 pydantic_core cannot be imported twice); their per-run state lives in the run's session (reach, the host pool),
 and tests/test_run_helper.py proves two runs in a row with different profiles give independent results.
@@ -137,6 +137,11 @@ def _restored():
     """What a process would have lost when it ended, put back (the module docstring lists it)."""
     environ, cwd, path, argv = dict(os.environ), os.getcwd(), list(sys.path), list(sys.argv)
     modules = set(sys.modules)
+    # this session's assertion rewriter would rewrite every checks/test_*.py the run imports (its name is a test
+    # file's), parsing each again for every run (~5 ms a module; no cached copy under PYTHONDONTWRITEBYTECODE);
+    # the run itself asks for plain asserts (--assert=plain), as a process of its own has them
+    finders = list(sys.meta_path)
+    sys.meta_path[:] = [f for f in finders if type(f).__name__ != "AssertionRewritingHook"]
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     sigs = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -148,6 +153,7 @@ def _restored():
         os.chdir(cwd)
         sys.path[:] = path
         sys.argv[:] = argv
+        sys.meta_path[:] = finders
         for name in set(sys.modules) - modules:
             if _from_checks(sys.modules[name]):
                 del sys.modules[name]
