@@ -27,6 +27,11 @@ from tests.conftest import REPO, SHARED_MACHINE, run_cli
 ALLURE = shutil.which("allure")
 needs_allure = pytest.mark.skipif(ALLURE is None, reason="Allure's CLI is not installed (npm install -g "
                                   "allure-commandline; it needs Java)")
+# Allure's JVM with its quick compiler only and the serial collector: `allure generate` of a few hundred results
+# is over before the optimizing compiler or G1's threads pay back what they cost (about 1.5 s of CPU a call on 2
+# cores); what it writes is the same
+ALLURE_ENV = {**os.environ, "JAVA_OPTS": f"{os.environ.get('JAVA_OPTS', '')} -XX:TieredStopAtLevel=1 "
+              "-XX:+UseSerialGC".strip()}
 
 
 def matches(category: dict, doc: dict) -> bool:
@@ -251,7 +256,7 @@ def faulted_report(faulted, tmp_path_factory) -> Path:
     run_dir, _ = faulted
     report = tmp_path_factory.mktemp("allure") / "report"
     subprocess.run([ALLURE, "generate", "--clean", "-o", str(report), str(run_dir / "allure-results")],
-                   check=True, capture_output=True, timeout=180)
+                   check=True, capture_output=True, timeout=180, env=ALLURE_ENV)
     return report
 
 
@@ -287,7 +292,7 @@ def test_make_report_keeps_history_so_the_trend_fills_from_the_second_run(tmp_pa
         (reports / "latest").unlink(missing_ok=True)
         (reports / "latest").symlink_to(run_dir.name)
         res = subprocess.run(["make", "-s", "-C", str(REPO), "report", f"REPORT_DIR={reports}"],
-                             capture_output=True, text=True, timeout=300, env={**os.environ, "MAKEFLAGS": ""})
+                             capture_output=True, text=True, timeout=300, env={**ALLURE_ENV, "MAKEFLAGS": ""})
         assert res.returncode == 0 and "Allure report:" in res.stdout, res.stdout + res.stderr
         trend = json.loads((reports / "allure-report/widgets/history-trend.json").read_text())
         assert len(trend) == i, trend
