@@ -20,7 +20,7 @@ from acgs_verify.discover.urls import url_without_password
 from acgs_verify.discover.writer import escape_text, profile_data, render
 from acgs_verify.profile import Host, load_profile
 from tests import test_run_hosts
-from tests.conftest import run_cli
+from tests.conftest import host_services_lock, run_cli
 from tests.servers import redis_server, server
 from tests.test_discover import _listens
 from tests.test_dsn_passwords import AWKWARD, awkward_password
@@ -47,15 +47,16 @@ async def app(scope, receive, send):
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory, host_services_alone, _postgres):
+def hostile(tmp_path_factory, _postgres):
     """The hostile service (uvicorn, its own process), a look-alike whose command line matches its pattern, a real
-    Redis; the passwords each holds, as the halves no output may contain."""
+    Redis; the passwords each holds, as the halves no output may contain. PostgreSQL and Redis start before the
+    host's services lock is taken (they are no ACGS service): other modules wait only for the service."""
     work = tmp_path_factory.mktemp("hostile")
     (work / "hostileapp.py").write_text(HOSTILE_APP)
     pw = {name: awkward_password(chars) for name, chars in
           (("db", " /?#@%'\""), ("db_query", "@#?"), ("db_kv", "' \\"), ("redis", "/?#@ %"),
            ("redis_query", "#@"), ("cmdline", " /?#@%'\""))}
-    with redis_server(work) as redis_port:
+    with redis_server(work) as redis_port, host_services_lock():
         pg = _postgres["port"]
         env = {"PATH": "/usr/bin:/bin", "HOME": str(work),
                "DATABASE_URL": f"postgresql+asyncpg://acgs:{pw['db'][0]}@127.0.0.1:{pg}/acgs_production",

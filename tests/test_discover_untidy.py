@@ -16,7 +16,7 @@ import yaml
 from acgs_verify.discover import find
 from acgs_verify.discover.writer import render, summary_line
 from acgs_verify.profile import Host, load_profile
-from tests.conftest import SHARED_MACHINE, free_port_offset, run_cli
+from tests.conftest import SHARED_MACHINE, free_port_offset, host_services_lock, run_cli
 from tests.untidy_host import (
     APP,
     forget_statements,
@@ -30,7 +30,7 @@ from tests.untidy_host import (
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory, host_services_alone):
+def host(tmp_path_factory):
     prefix = tmp_path_factory.mktemp("untidy") / "root"
     prefix.mkdir()
     prefix.chmod(0o755)
@@ -42,6 +42,8 @@ def host(tmp_path_factory, host_services_alone):
         bare_redis = stack.enter_context(redis_on(prefix / "run/redis-bare", port=6379 + offset))
         real_redis = stack.enter_context(redis_on(prefix / "run/redis-real"))
         seed_cache(real_redis)
+        # the servers above are no ACGS service: other modules wait for this one's services alone
+        stack.enter_context(host_services_lock())
         services = [stack.enter_context(service(prefix, factory, app / "services" / folder, real_redis))
                     for factory, folder in (("auth", "platform/authentication"), ("auth", "platform/auth-b"),
                                             ("constitutional_ai", "core/constitutional-ai/app"))]
