@@ -7,6 +7,7 @@ services carry them; discover must write those DSNs without the password and nev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -141,9 +143,10 @@ def test_discovered_profile_finds_the_sandbox_and_runs_clean_with_the_same_cover
     _no_secret(stack, ran.stdout, ran.stderr, logs)
 
 
-def _recording_discoveries(monkeypatch) -> list:
-    """The findings of every `acgs-verify discover` run in this process from now on (run_cli runs it here), so that
-    a test can merge them again without reading the whole host a second time."""
+@contextlib.contextmanager
+def recording_discoveries() -> Iterator[list]:
+    """The findings of every `acgs-verify discover` run in this process inside the block (run_cli runs it here),
+    so that a test can read what a CLI run found without reading the whole host a second time."""
     import acgs_verify.discover as discover
 
     seen, real = [], discover.discover
@@ -153,11 +156,12 @@ def _recording_discoveries(monkeypatch) -> list:
         seen.append(found)
         return text, summary, found
 
-    monkeypatch.setattr(discover, "discover", recording)
-    return seen
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(discover, "discover", recording)
+        yield seen
 
 
-def test_merge_adds_what_is_new_and_keeps_every_line_the_user_wrote(stack, tmp_path, monkeypatch):
+def test_merge_adds_what_is_new_and_keeps_every_line_the_user_wrote(stack, tmp_path):
     off = stack["offset"]
     user = tmp_path / "mine.yaml"
     user.write_text(f"""# my profile: hand-written
@@ -176,8 +180,8 @@ thresholds: {{db_long_query_seconds: 60}}
 """)
     before = user.read_text()
     out = tmp_path / "merged.yaml"
-    discovered = _recording_discoveries(monkeypatch)
-    res = _discover(stack, out, "--name", "app-1", "--merge", str(user))
+    with recording_discoveries() as discovered:
+        res = _discover(stack, out, "--name", "app-1", "--merge", str(user))
     assert res.returncode == 0, res.stderr
     (found,) = discovered
     merged = out.read_text()
