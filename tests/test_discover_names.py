@@ -22,7 +22,7 @@ from acgs_verify.discover import find
 from acgs_verify.profile import Host, load_profile
 from tests.conftest import run_cli
 from tests.servers import server
-from tests.test_discover import _listens
+from tests.test_discover import _listens, recording_discoveries
 from tests.test_profile_values_are_data import DASH, payloads, ran
 from tests.tlsserver import make_ca_and_cert
 
@@ -93,25 +93,31 @@ def _nothing_ran(tree) -> None:
 @pytest.fixture(scope="module")
 def whole_host(tree):
     """One `acgs-verify discover` of the whole host, in the tree's work folder (the local backend's commands run
-    there, beside a bait), and the profile it wrote. The tests that read the service's names from a whole-host
-    discover read this one run: the host they read is the same."""
+    there, beside a bait): (what it found, the profile it wrote). The tests that read the service's names from a
+    whole-host discover read this one run: the host they read is the same."""
     out = tree["work"] / "cli.yaml"
-    res = run_cli("discover", "--name", "app-1", "-o", str(out), "--force", cwd=tree["work"], timeout=120)
+    with recording_discoveries() as seen:
+        res = run_cli("discover", "--name", "app-1", "-o", str(out), "--force", cwd=tree["work"], timeout=120)
     assert res.returncode == 0, res.stderr
-    return out
+    (found,) = seen
+    return found, out
 
 
 def test_a_service_in_a_hostile_tree_is_discovered_by_its_exact_names(tree, whole_host):
+    found, out = whole_host
     _nothing_ran(tree)
-    # the profile written holds the log's name as data, and loads
-    profile = load_profile(str(whole_host), resolve_secrets=False)
+    (mine,) = [s for s in found.services if s.data["port"] == tree["port"]]
+    assert mine.data["log"] == str(tree["log"]), mine.data
+    # the profile written from it holds the log's name as data, and loads
+    profile = load_profile(str(out), resolve_secrets=False)
     assert [s.log for s in profile.services if s.port == tree["port"]] == [str(tree["log"])]
     _nothing_ran(tree)
 
 
 def test_discover_writes_a_hostile_tree_as_data(tree, whole_host):
+    _, out = whole_host
     _nothing_ran(tree)
-    (mine,) = [s for s in yaml.safe_load(whole_host.read_text())["services"] if s["port"] == tree["port"]]
+    (mine,) = [s for s in yaml.safe_load(out.read_text())["services"] if s["port"] == tree["port"]]
     assert mine["log"] == str(tree["log"])
 
 
