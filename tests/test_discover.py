@@ -24,7 +24,7 @@ import yaml
 
 from acgs_verify.discover.writer import MARK, merge
 from acgs_verify.profile import load_profile
-from tests.conftest import SHARED_MACHINE, free_port_offset, run_cli
+from tests.conftest import SHARED_MACHINE, free_port_offset, host_services_lock, run_cli
 from tests.servers import closed_port, server
 
 SERVICES = {"auth": 8016, "constitutional-ai": 8002, "policy-governance": 8003, "governance-synthesis": 8004,
@@ -44,7 +44,7 @@ def _listens(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, host_services_alone):
+def stack(tmp_path_factory):
     """A sandbox whose services carry DSNs with passwords, plus a plain uvicorn service; always taken down."""
     work = tmp_path_factory.mktemp("discover")
     offset = free_port_offset()
@@ -60,18 +60,20 @@ def stack(tmp_path_factory, host_services_alone):
         return [sys.executable, "-m", "uvicorn", "plainapp:app", "--host", "127.0.0.1", "--port", str(port),
                 "--log-level", "warning"]
 
-    try:
-        up = run_cli("sandbox", "up", "--dir", str(sb_dir), "--port-offset", str(offset), env=env)
-        assert up.returncode == 0, up.stderr
-        plain_env = {**os.environ, "ACGS_PLANTED": planted, "DATABASE_URL": env["DATABASE_URL"]}
-        with server("the plain uvicorn service", plain_app, _listens, work / "plainapp.log", timeout=15, cwd=work,
-                    env=plain_env) as (plain_port, _):
+    # the plain service answers without a constitutional hash: another module's discover leaves it a candidate,
+    # so it starts before the host's services lock is taken, and the sandbox's services after
+    plain_env = {**os.environ, "ACGS_PLANTED": planted, "DATABASE_URL": env["DATABASE_URL"]}
+    with server("the plain uvicorn service", plain_app, _listens, work / "plainapp.log", timeout=15, cwd=work,
+                env=plain_env) as (plain_port, _), host_services_lock():
+        try:
+            up = run_cli("sandbox", "up", "--dir", str(sb_dir), "--port-offset", str(offset), env=env)
+            assert up.returncode == 0, up.stderr
             yield {"dir": sb_dir, "offset": offset, "work": work, "plain_port": plain_port,
                    "secrets": [planted, db_pw, redis_pw],
                    "run_env": {"ACGS_DB_PASSWORD": db_pw, "ACGS_REDIS_PASSWORD": redis_pw},
                    "profile": yaml.safe_load((sb_dir / "profile.yaml").read_text())}
-    finally:
-        run_cli("sandbox", "down", "--dir", str(sb_dir))
+        finally:
+            run_cli("sandbox", "down", "--dir", str(sb_dir))
 
 
 def _no_secret(stack, *texts: str) -> None:
