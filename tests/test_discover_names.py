@@ -20,7 +20,7 @@ import yaml
 
 from acgs_verify.discover import find
 from acgs_verify.profile import Host, load_profile
-from tests.conftest import run_cli
+from tests.conftest import host_services_lock, run_cli
 from tests.servers import server
 from tests.test_discover import _listens, recording_discoveries
 from tests.test_profile_values_are_data import DASH, payloads, ran
@@ -50,7 +50,7 @@ def _bait(directory: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory, host_services_alone):
+def tree(tmp_path_factory):
     """The service, its hostile application tree and log, and the bait files a `-delete` would remove."""
     work = tmp_path_factory.mktemp("names")
     markers = work / "markers"
@@ -79,8 +79,10 @@ def tree(tmp_path_factory, host_services_alone):
         return [sys.executable, "-m", "uvicorn", "names_app:app", "--host", "127.0.0.1", "--port", str(port),
                 "--log-level", "warning"]
 
-    with server("the service in a hostile tree", argv, _listens, log, timeout=15, cwd=app,
-                env={"PATH": "/usr/bin:/bin", "HOME": str(work), "ACGS_TLS_CERT": f"{DASH}.pem"}) as (port, proc):
+    # the tree is files alone: the host's services lock is taken for the service
+    with host_services_lock(), server("the service in a hostile tree", argv, _listens, log, timeout=15, cwd=app,
+                                      env={"PATH": "/usr/bin:/bin", "HOME": str(work),
+                                           "ACGS_TLS_CERT": f"{DASH}.pem"}) as (port, proc):
         yield {"port": port, "pid": proc.pid, "app": app, "log": log, "policies": policies, "work": work,
                "secrets": sorted(str(f) for f in secrets), "markers": markers, "baits": baits}
 
