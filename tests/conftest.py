@@ -18,6 +18,7 @@ through a module-scoped fixture rather than each starting its own.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from pathlib import Path
 
@@ -149,12 +150,14 @@ def free_port_offset(low: int = 11000, high: int | None = None) -> int:
 HOST_SERVICES_LOCK = Path("/tmp/acgs-verify-test-host-services.lock")
 
 
-@pytest.fixture(scope="module")
-def host_services_alone():
-    """Held while a module runs an ACGS-like service of its own outside a sandbox, or discovers every service of
-    the host: `acgs-verify discover` asks every listener on the machine for /health, and a stray service that
-    answers with the constitutional hash under a name of its own is one more service in another test's profile.
-    Sandboxes' services are not at issue (discover keeps one per name, the runbook port's first). A lock file, so
+@contextlib.contextmanager
+def host_services_lock():
+    """Held while a test runs an ACGS-like service of its own outside a sandbox, or discovers every service of the
+    host: `acgs-verify discover` asks every listener on the machine for /health, and a stray service that answers
+    with the constitutional hash under a name of its own is one more service in another test's profile.
+    Sandboxes' services are not at issue (discover keeps one per name, the runbook port's first), nor are plain
+    PostgreSQL and Redis servers (a stack's own are chosen by its services' DSNs and connections): start those
+    before taking it, so that another module waits for this one's services and discovers alone. A lock file, so
     that two clones' runs on one machine wait for each other too."""
     import fcntl
     import os
@@ -165,6 +168,13 @@ def host_services_alone():
         yield
     finally:
         os.close(fd)  # closing drops the lock
+
+
+@pytest.fixture(scope="module")
+def host_services_alone():
+    """host_services_lock() for a whole module."""
+    with host_services_lock():
+        yield
 
 
 def _others_may_enter(path: Path) -> bool:

@@ -7,6 +7,7 @@ services carry them; discover must write those DSNs without the password and nev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,14 +16,15 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from acgs_verify.discover.writer import MARK
+from acgs_verify.discover.writer import MARK, merge
 from acgs_verify.profile import load_profile
-from tests.conftest import SHARED_MACHINE, free_port_offset, run_cli
+from tests.conftest import SHARED_MACHINE, free_port_offset, host_services_lock, run_cli
 from tests.servers import closed_port, server
 
 SERVICES = {"auth": 8016, "constitutional-ai": 8002, "policy-governance": 8003, "governance-synthesis": 8004,
@@ -42,7 +44,7 @@ def _listens(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, host_services_alone):
+def stack(tmp_path_factory):
     """A sandbox whose services carry DSNs with passwords, plus a plain uvicorn service; always taken down."""
     work = tmp_path_factory.mktemp("discover")
     offset = free_port_offset()
@@ -58,18 +60,20 @@ def stack(tmp_path_factory, host_services_alone):
         return [sys.executable, "-m", "uvicorn", "plainapp:app", "--host", "127.0.0.1", "--port", str(port),
                 "--log-level", "warning"]
 
-    try:
-        up = run_cli("sandbox", "up", "--dir", str(sb_dir), "--port-offset", str(offset), env=env)
-        assert up.returncode == 0, up.stderr
-        plain_env = {**os.environ, "ACGS_PLANTED": planted, "DATABASE_URL": env["DATABASE_URL"]}
-        with server("the plain uvicorn service", plain_app, _listens, work / "plainapp.log", timeout=15, cwd=work,
-                    env=plain_env) as (plain_port, _):
+    # the plain service answers without a constitutional hash: another module's discover leaves it a candidate,
+    # so it starts before the host's services lock is taken, and the sandbox's services after
+    plain_env = {**os.environ, "ACGS_PLANTED": planted, "DATABASE_URL": env["DATABASE_URL"]}
+    with server("the plain uvicorn service", plain_app, _listens, work / "plainapp.log", timeout=15, cwd=work,
+                env=plain_env) as (plain_port, _), host_services_lock():
+        try:
+            up = run_cli("sandbox", "up", "--dir", str(sb_dir), "--port-offset", str(offset), env=env)
+            assert up.returncode == 0, up.stderr
             yield {"dir": sb_dir, "offset": offset, "work": work, "plain_port": plain_port,
                    "secrets": [planted, db_pw, redis_pw],
                    "run_env": {"ACGS_DB_PASSWORD": db_pw, "ACGS_REDIS_PASSWORD": redis_pw},
                    "profile": yaml.safe_load((sb_dir / "profile.yaml").read_text())}
-    finally:
-        run_cli("sandbox", "down", "--dir", str(sb_dir))
+        finally:
+            run_cli("sandbox", "down", "--dir", str(sb_dir))
 
 
 def _no_secret(stack, *texts: str) -> None:
@@ -141,6 +145,24 @@ def test_discovered_profile_finds_the_sandbox_and_runs_clean_with_the_same_cover
     _no_secret(stack, ran.stdout, ran.stderr, logs)
 
 
+@contextlib.contextmanager
+def recording_discoveries() -> Iterator[list]:
+    """The findings of every `acgs-verify discover` run in this process inside the block (run_cli runs it here),
+    so that a test can read what a CLI run found without reading the whole host a second time."""
+    import acgs_verify.discover as discover
+
+    seen, real = [], discover.discover
+
+    def recording(*args, **kw):
+        text, summary, found = real(*args, **kw)
+        seen.append(found)
+        return text, summary, found
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(discover, "discover", recording)
+        yield seen
+
+
 def test_merge_adds_what_is_new_and_keeps_every_line_the_user_wrote(stack, tmp_path):
     off = stack["offset"]
     user = tmp_path / "mine.yaml"
@@ -160,8 +182,10 @@ thresholds: {{db_long_query_seconds: 60}}
 """)
     before = user.read_text()
     out = tmp_path / "merged.yaml"
-    res = _discover(stack, out, "--name", "app-1", "--merge", str(user))
+    with recording_discoveries() as discovered:
+        res = _discover(stack, out, "--name", "app-1", "--merge", str(user))
     assert res.returncode == 0, res.stderr
+    (found,) = discovered
     merged = out.read_text()
     kept = iter(merged.splitlines())
     assert all(line in kept for line in before.splitlines()), merged  # every user line, in order
@@ -172,13 +196,13 @@ thresholds: {{db_long_query_seconds: 60}}
     assert {s.name for s in profile.services} == set(SERVICES) and len(profile.hosts) == 1
     assert profile.paths.backups == stack["profile"]["paths"]["backups"]
     assert profile.thresholds.db_long_query_seconds == 60 and len(profile.databases) == 1
-    # merging again adds nothing new
-    again = _discover(stack, tmp_path / "again.yaml", "--name", "app-1", "--merge", str(out))
-    assert again.returncode == 0 and "0 new" in again.stderr, again.stderr
+    # merging again what was found adds nothing new (the same findings: the host need not be read again)
+    again, added = merge(merged, found)
+    assert added == [], added
     # an existing file is never overwritten without --force
     refused = _discover(stack, out, "--name", "app-1")
     assert refused.returncode == 3 and "--force" in refused.stderr and out.read_text() == merged
-    _no_secret(stack, merged, res.stderr, again.stderr)
+    _no_secret(stack, merged, res.stderr, again)
 
 
 def test_discover_over_ssh_reads_the_second_host(stack, tmp_path):

@@ -15,14 +15,13 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from acgs_verify.discover import find
 from acgs_verify.discover.urls import url_without_password
-from acgs_verify.discover.writer import escape_text, profile_data, render
-from acgs_verify.profile import Host, load_profile
+from acgs_verify.discover.writer import escape_text, profile_data
+from acgs_verify.profile import load_profile
 from tests import test_run_hosts
-from tests.conftest import run_cli
+from tests.conftest import host_services_lock, run_cli
 from tests.servers import redis_server, server
-from tests.test_discover import _listens
+from tests.test_discover import _listens, recording_discoveries
 from tests.test_dsn_passwords import AWKWARD, awkward_password
 
 _postgres = test_run_hosts.postgres  # that module's real PostgreSQL, as fixture `_postgres`
@@ -47,15 +46,16 @@ async def app(scope, receive, send):
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory, host_services_alone, _postgres):
+def hostile(tmp_path_factory, _postgres):
     """The hostile service (uvicorn, its own process), a look-alike whose command line matches its pattern, a real
-    Redis; the passwords each holds, as the halves no output may contain."""
+    Redis; the passwords each holds, as the halves no output may contain. PostgreSQL and Redis start before the
+    host's services lock is taken (they are no ACGS service): other modules wait only for the service."""
     work = tmp_path_factory.mktemp("hostile")
     (work / "hostileapp.py").write_text(HOSTILE_APP)
     pw = {name: awkward_password(chars) for name, chars in
           (("db", " /?#@%'\""), ("db_query", "@#?"), ("db_kv", "' \\"), ("redis", "/?#@ %"),
            ("redis_query", "#@"), ("cmdline", " /?#@%'\""))}
-    with redis_server(work) as redis_port:
+    with redis_server(work) as redis_port, host_services_lock():
         pg = _postgres["port"]
         env = {"PATH": "/usr/bin:/bin", "HOME": str(work),
                "DATABASE_URL": f"postgresql+asyncpg://acgs:{pw['db'][0]}@127.0.0.1:{pg}/acgs_production",
@@ -96,9 +96,20 @@ def _strings(data) -> list[str]:
     return [str(data)]
 
 
-def test_the_profile_holds_only_what_discover_decided(hostile, tmp_path):
-    found = find(Host(name="app-1"))
-    text = render(found)
+@pytest.fixture(scope="module")
+def discovered(hostile, tmp_path_factory):
+    """One `acgs-verify discover -o FILE` of the whole host: (the run, the text it wrote, what it found). The tests
+    below read this one run, what it decided and what it wrote: the host they read is the same."""
+    out = tmp_path_factory.mktemp("hostile-discovered") / "discovered.yaml"
+    with recording_discoveries() as seen:
+        res = run_cli("discover", "--name", "app-1", "-o", str(out), timeout=120)
+    assert res.returncode == 0, res.stderr
+    (found,) = seen
+    return res, out.read_text(), found
+
+
+def test_the_profile_holds_only_what_discover_decided(hostile, discovered, tmp_path):
+    _, text, found = discovered
     decided = profile_data(found)
     assert yaml.safe_load(text) == decided
     (mine,) = [s for s in found.services if s.data["port"] == hostile["port"]]
@@ -121,11 +132,8 @@ def test_the_profile_holds_only_what_discover_decided(hostile, tmp_path):
     _no_password(hostile, text)
 
 
-def test_discover_writes_no_part_of_any_password(hostile, tmp_path):
-    out = tmp_path / "discovered.yaml"
-    res = run_cli("discover", "--name", "app-1", "-o", str(out), timeout=120)
-    assert res.returncode == 0, res.stderr
-    text = out.read_text()
+def test_discover_writes_no_part_of_any_password(hostile, discovered):
+    res, text, _ = discovered
     # the look-alike is named, by pid and program, without its command line
     assert "WARNING process pattern also matches pid" in text
     _no_password(hostile, text, res.stdout, res.stderr)

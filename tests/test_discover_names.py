@@ -10,6 +10,7 @@ the relative `-delete.env`, and a policies directory under `a b/` became `b/poli
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -18,11 +19,10 @@ import pytest
 import yaml
 
 from acgs_verify.discover import find
-from acgs_verify.discover.writer import render
 from acgs_verify.profile import Host, load_profile
-from tests.conftest import run_cli
+from tests.conftest import host_services_lock, run_cli
 from tests.servers import server
-from tests.test_discover import _listens
+from tests.test_discover import _listens, recording_discoveries
 from tests.test_profile_values_are_data import DASH, payloads, ran
 from tests.tlsserver import make_ca_and_cert
 
@@ -50,7 +50,7 @@ def _bait(directory: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory, host_services_alone):
+def tree(tmp_path_factory):
     """The service, its hostile application tree and log, and the bait files a `-delete` would remove."""
     work = tmp_path_factory.mktemp("names")
     markers = work / "markers"
@@ -79,8 +79,10 @@ def tree(tmp_path_factory, host_services_alone):
         return [sys.executable, "-m", "uvicorn", "names_app:app", "--host", "127.0.0.1", "--port", str(port),
                 "--log-level", "warning"]
 
-    with server("the service in a hostile tree", argv, _listens, log, timeout=15, cwd=app,
-                env={"PATH": "/usr/bin:/bin", "HOME": str(work), "ACGS_TLS_CERT": f"{DASH}.pem"}) as (port, proc):
+    # the tree is files alone: the host's services lock is taken for the service
+    with host_services_lock(), server("the service in a hostile tree", argv, _listens, log, timeout=15, cwd=app,
+                                      env={"PATH": "/usr/bin:/bin", "HOME": str(work),
+                                           "ACGS_TLS_CERT": f"{DASH}.pem"}) as (port, proc):
         yield {"port": port, "pid": proc.pid, "app": app, "log": log, "policies": policies, "work": work,
                "secrets": sorted(str(f) for f in secrets), "markers": markers, "baits": baits}
 
@@ -90,41 +92,51 @@ def _nothing_ran(tree) -> None:
     assert all(b.exists() for b in tree["baits"]), f"{DASH} reached find as an action"
 
 
-def test_a_service_in_a_hostile_tree_is_discovered_by_its_exact_names(tree, monkeypatch):
-    monkeypatch.chdir(tree["work"])  # the local backend's commands run here, beside a bait
-    found = find(Host(name="app-1"))
+@pytest.fixture(scope="module")
+def whole_host(tree):
+    """One `acgs-verify discover` of the whole host, in the tree's work folder (the local backend's commands run
+    there, beside a bait): (what it found, the profile it wrote). The tests that read the service's names from a
+    whole-host discover read this one run: the host they read is the same."""
+    out = tree["work"] / "cli.yaml"
+    with recording_discoveries() as seen:
+        res = run_cli("discover", "--name", "app-1", "-o", str(out), "--force", cwd=tree["work"], timeout=120)
+    assert res.returncode == 0, res.stderr
+    (found,) = seen
+    return found, out
+
+
+def test_a_service_in_a_hostile_tree_is_discovered_by_its_exact_names(tree, whole_host):
+    found, out = whole_host
     _nothing_ran(tree)
     (mine,) = [s for s in found.services if s.data["port"] == tree["port"]]
     assert mine.data["log"] == str(tree["log"]), mine.data
     # the profile written from it holds the log's name as data, and loads
-    out = tree["work"] / "discovered.yaml"
-    out.write_text(render(found))
     profile = load_profile(str(out), resolve_secrets=False)
     assert [s.log for s in profile.services if s.port == tree["port"]] == [str(tree["log"])]
     _nothing_ran(tree)
 
 
-def test_discover_writes_a_hostile_tree_as_data(tree):
-    out = tree["work"] / "cli.yaml"
-    res = run_cli("discover", "--name", "app-1", "-o", str(out), "--force", cwd=tree["work"], timeout=120)
-    assert res.returncode == 0, res.stderr
+def test_discover_writes_a_hostile_tree_as_data(tree, whole_host):
+    _, out = whole_host
     _nothing_ran(tree)
     (mine,) = [s for s in yaml.safe_load(out.read_text())["services"] if s["port"] == tree["port"]]
     assert mine["log"] == str(tree["log"])
 
 
-def _found_from_the_one_service(tree):
+@pytest.fixture(scope="module")
+def one_service_found(tree):
     """discover over the one service's port alone, so that the other stacks on this shared machine do not move the
-    application tree elsewhere."""
-    found = find(Host(name="app-1"), ports={tree["port"]})
+    application tree elsewhere; run in the tree's work folder, beside a bait. Read by every test below: one scope,
+    one host, one discover."""
+    with contextlib.chdir(tree["work"]):
+        found = find(Host(name="app-1"), ports={tree["port"]})
     assert [s.data["port"] for s in found.services] == [tree["port"]]
     _nothing_ran(tree)
     return found
 
 
-def test_an_application_tree_is_read_by_its_exact_names(tree, monkeypatch):
-    monkeypatch.chdir(tree["work"])  # the local backend's commands run here, beside a bait
-    found = _found_from_the_one_service(tree)
+def test_an_application_tree_is_read_by_its_exact_names(tree, one_service_found):
+    found = one_service_found
     paths, security = found.paths, found.security
     assert paths["app_root"].data["value"] == str(tree["app"])
     assert paths["policies"].data["value"] == str(tree["policies"])
@@ -139,10 +151,9 @@ def test_an_application_tree_is_read_by_its_exact_names(tree, monkeypatch):
     assert found.host.data["mounts"] == list(dict.fromkeys(["/", mount]))
 
 
-def test_a_relative_path_in_a_services_environment_is_read_where_the_service_reads_it(tree, monkeypatch):
+def test_a_relative_path_in_a_services_environment_is_read_where_the_service_reads_it(tree, one_service_found):
     """ACGS_TLS_CERT=-delete.pem: the file in the service's working directory, read as a file (not head's
     option), and written as its absolute path; before, head was handed `-delete.pem` in discover's own
     directory and the certificate was not found."""
-    monkeypatch.chdir(tree["work"])
-    paths = [c.data["path"] for c in _found_from_the_one_service(tree).certificates]
+    paths = [c.data["path"] for c in one_service_found.certificates]
     assert str(tree["app"] / f"{DASH}.pem") in paths, paths

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
@@ -16,7 +17,7 @@ import yaml
 from acgs_verify.discover import find
 from acgs_verify.discover.writer import render, summary_line
 from acgs_verify.profile import Host, load_profile
-from tests.conftest import SHARED_MACHINE, free_port_offset, run_cli
+from tests.conftest import SHARED_MACHINE, free_port_offset, host_services_lock, run_cli
 from tests.untidy_host import (
     APP,
     forget_statements,
@@ -29,22 +30,38 @@ from tests.untidy_host import (
 )
 
 
+def _enter_together(stack: contextlib.ExitStack, managers: list) -> list:
+    """The values of `managers` entered at once (each waits for a server of its own to start, and these do not
+    depend on each other), their exits on `stack`: whatever started is stopped, even when another did not start."""
+    with ThreadPoolExecutor(len(managers)) as pool:
+        entered = [pool.submit(m.__enter__) for m in managers]
+    failed = next((f.exception() for f in entered if f.exception() is not None), None)
+    for manager, future in zip(managers, entered, strict=True):
+        if future.exception() is None:
+            stack.push(manager)  # its __exit__, called when the stack closes
+    if failed is not None:
+        raise failed
+    return [f.result() for f in entered]
+
+
 @pytest.fixture(scope="module")
-def host(tmp_path_factory, host_services_alone):
+def host(tmp_path_factory):
     prefix = tmp_path_factory.mktemp("untidy") / "root"
     prefix.mkdir()
     prefix.chmod(0o755)
     offset = free_port_offset()
     app = write_tree(prefix)
     with contextlib.ExitStack() as stack:
-        bare_pg = stack.enter_context(postgres_cluster("bare", port=5432 + offset))
-        real_pg = stack.enter_context(postgres_cluster("real", seeded=True))
-        bare_redis = stack.enter_context(redis_on(prefix / "run/redis-bare", port=6379 + offset))
-        real_redis = stack.enter_context(redis_on(prefix / "run/redis-real"))
+        bare_pg, real_pg, bare_redis, real_redis = _enter_together(stack, [
+            postgres_cluster("bare", port=5432 + offset), postgres_cluster("real", seeded=True),
+            redis_on(prefix / "run/redis-bare", port=6379 + offset), redis_on(prefix / "run/redis-real")])
         seed_cache(real_redis)
-        services = [stack.enter_context(service(prefix, factory, app / "services" / folder, real_redis))
-                    for factory, folder in (("auth", "platform/authentication"), ("auth", "platform/auth-b"),
-                                            ("constitutional_ai", "core/constitutional-ai/app"))]
+        # the servers above are no ACGS service: other modules wait for this one's services alone
+        stack.enter_context(host_services_lock())
+        services = _enter_together(stack, [
+            service(prefix, factory, app / "services" / folder, real_redis)
+            for factory, folder in (("auth", "platform/authentication"), ("auth", "platform/auth-b"),
+                                    ("constitutional_ai", "core/constitutional-ai/app"))])
         backups = write_backups(prefix, real_pg["port"])
         forget_statements(real_pg["port"])
         yield {"prefix": prefix, "app": app, "offset": offset, "bare_pg": bare_pg, "real_pg": real_pg,
