@@ -73,6 +73,8 @@ def test_each_fault_fails_exactly_its_check(healthy_sandbox, tmp_path):
     for fault, expected in FAULTS.items():
         batch = BATCHES.run(healthy_sandbox, fault, lambda *args: run_checks(healthy_sandbox, tmp_path / "r", *args))
         batch.assert_fails_exactly(fault)
+        # nothing set aside as the machine's load either (FaultBatches would): exactly these pairs, as before
+        assert batch.failed == batch.union, batch.res.stdout[-3000:]
         assert batch.res.returncode == 1  # P2/P3 only
         (cid, target), = expected
         message = batch.check(cid, fault)["message"]
