@@ -13,7 +13,8 @@ the union of the batch's pairs (nothing else failed, and no fault hid another's 
 batch's most severe failure's. A fault that, besides its own pairs, failed a pair another fault of its batch is
 expected to fail would not show: batches are therefore made of faults on different things (a backup file, a
 certificate, a policy; different services; different tables), and a fault that changes many checks or needs a
-run of its own (a stopped server, a wait, other --set arguments) is a batch of its own. Batches are looked up by
+run of its own (a stopped server) is a batch of its own. Faults that need a wait or a threshold (--set) of their
+own share a run only when each threshold is read by its own fault's check alone; the run gets every one of them. Batches are looked up by
 fault, so `-k` selecting one fault runs its whole batch once.
 """
 

@@ -85,8 +85,26 @@ def drill_databases(sandbox) -> list[str]:
             "SELECT rolname FROM pg_roles WHERE rolname LIKE 'acgs_verify_drill_%'").fetchall()]
 
 
-def test_healthy_run_restores_the_latest_dump_and_leaves_nothing(healthy_sandbox, tmp_path):
-    res = run_checks(healthy_sandbox, tmp_path / "reports", *DRILL)
+@pytest.fixture(scope="module")
+def healed_run(sandbox, tmp_path_factory):
+    """One whole run with the drill, after every fault of FAULTS was switched on and off again (a healed sandbox is
+    a healthy one): the healthy run's test and the heal test read it (one run where each made its own)."""
+    for fault in sandbox.faults():
+        sandbox.heal_fault(fault)
+    try:
+        for fault in FAULTS:
+            sandbox.break_fault(fault)
+            sandbox.heal_fault(fault)
+    finally:
+        left = sandbox.faults()
+        for fault in left:  # the module's other tests get the healthy sandbox they expect, whatever failed here
+            sandbox.heal_fault(fault)
+    assert left == [], left
+    return run_checks(sandbox, tmp_path_factory.mktemp("healed-run") / "reports", *DRILL)
+
+
+def test_healthy_run_restores_the_latest_dump_and_leaves_nothing(healthy_sandbox, healed_run):
+    res = healed_run
     summary = res.summary
     assert res.returncode == 0 and failed_ids(summary) == set(), res.stdout[-3000:]
     bk07 = next(c for c in summary["checks"] if c["id"] == "BK-07")
@@ -126,11 +144,8 @@ def test_each_fault_fails_exactly_its_checks(healthy_sandbox, tmp_path, fault):
     assert healthy_sandbox.faults() == []  # the batch's heal of each fault undid it
 
 
-def test_heal_restores_every_fault(healthy_sandbox, tmp_path):
-    for fault in FAULTS:
-        healthy_sandbox.break_fault(fault)
-        healthy_sandbox.heal_fault(fault)
-    res = run_checks(healthy_sandbox, tmp_path / "reports", *DRILL)
+def test_heal_restores_every_fault(healed_run):
+    res = healed_run
     summary = res.summary
     assert res.returncode == 0 and failed_ids(summary) == set(), res.stdout[-3000:]
 

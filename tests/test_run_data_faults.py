@@ -8,6 +8,7 @@ A full run changes nothing on the servers, and no password appears in anything a
 from __future__ import annotations
 
 import hashlib
+from types import SimpleNamespace
 
 import pytest
 
@@ -82,16 +83,27 @@ def _ready(sandbox, fault: str) -> None:
 
 # faults on different checks and different tables or servers share a run, each batch with at most one fault of
 # the audit chain (CC-05); the per-tenant layout only with faults that leave CC-04, CC-05 and DB-10 alone (it must
-# pass them); a stopped server, a fault that needs a wait or other thresholds: a run of its own
-BATCHES = FaultBatches([
-    ("db-down",), ("db-down-decoy",), ("redis-down",), ("db-long-query",), ("db-replica-lag",),
+# pass them); a stopped server: a run of its own. The two faults that need a wait and a threshold share one run
+# with both thresholds: each is read by its own check alone (DB-04, DB-07), and neither fault holds what the
+# other's check judges (no other statement runs long, no replica is paused by a sleeping session).
+BATCH_LIST = [
+    ("db-down",), ("db-down-decoy",), ("redis-down",), ("db-long-query", "db-replica-lag"),
     ("audit-chain-break", "low-compliance", "db-lock", "redis-wrong-hash"),
     ("audit-wrong-hash", "audit-old-rows", "db-saturation", "redis-slow"),
     ("audit-tenant-break", "db-slow-statements"),
     ("audit-rls-hidden", "redis-low-hit-rate"),
     ("field-audit", "db-stale-stats"),
-], FAULTS, expected=lambda fault, sandbox: FAULTS[fault][0],
-    args=lambda fault: tuple(a for o in FAULTS[fault][1] for a in ("--set", o)), ready=_ready)
+]
+
+
+def _args(fault: str) -> tuple[str, ...]:
+    """The --set arguments of every fault of `fault`'s batch: the batch's one run needs them all."""
+    batch = next(b for b in BATCH_LIST if fault in b)
+    return tuple(a for f in batch for o in FAULTS[f][1] for a in ("--set", o))
+
+
+BATCHES = FaultBatches(BATCH_LIST, FAULTS, expected=lambda fault, sandbox: FAULTS[fault][0], args=_args,
+                       ready=_ready)
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -137,17 +149,6 @@ def _sessions_named(sandbox, application_name: str) -> int:
                              [application_name]).fetchone()[0]
 
 
-def test_heal_restores_each_fault(healthy_sandbox, tmp_path):
-    """After every fault was switched on and off again, the sandbox is what it was: every check passes."""
-    for fault in ("db-down", "db-stale-stats", "low-compliance", "redis-down", "redis-low-hit-rate"):
-        healthy_sandbox.break_fault(fault)
-        healthy_sandbox.heal_fault(fault)
-    assert healthy_sandbox.faults() == []
-    res = run_checks(healthy_sandbox, tmp_path / "reports")
-    summary = res.summary
-    assert res.returncode == 0 and failed_ids(summary) == set(), res.stdout[-3000:]
-
-
 # ------------------------------------------------------------------------------------------ read-only
 
 
@@ -178,14 +179,42 @@ def _redis_state(sandbox) -> dict:
         client.close()
 
 
-def test_a_full_run_leaves_the_servers_unchanged(healthy_sandbox, tmp_path):
-    before_db, before_redis = _database_state(healthy_sandbox), _redis_state(healthy_sandbox)
-    res = run_checks(healthy_sandbox, tmp_path / "reports")
-    assert res.returncode == 0, res.stdout[-3000:]
+@pytest.fixture(scope="module")
+def healed_run(sandbox, tmp_path_factory) -> SimpleNamespace:
+    """One whole run, after faults were switched on and off again, with the servers' state taken just before and
+    after it. Two tests read it: the healed sandbox passes every check, and a run changes nothing on the servers."""
+    for fault in sandbox.faults():
+        sandbox.heal_fault(fault)
+    try:
+        for fault in ("db-down", "db-stale-stats", "low-compliance", "redis-down", "redis-low-hit-rate"):
+            sandbox.break_fault(fault)
+            sandbox.heal_fault(fault)
+    finally:
+        left = sandbox.faults()
+        for fault in left:  # the module's later tests get the healthy sandbox they expect, whatever failed here
+            sandbox.heal_fault(fault)
+    # the heals' own writes reach pg_stat_user_tables when their sessions end: before the state is taken
+    wait_for("the sandbox's sessions ended", lambda: not _sessions_named(sandbox, "acgs-sandbox"), 10)
+    before_db, before_redis = _database_state(sandbox), _redis_state(sandbox)
+    res = run_checks(sandbox, tmp_path_factory.mktemp("healed-run") / "reports")
     # a backend's counters reach pg_stat_user_tables when it ends, which may be just after the run exits
-    wait_for("the run's sessions ended", lambda: not _sessions_named(healthy_sandbox, "acgs-verify"), 10)
-    assert _database_state(healthy_sandbox) == before_db
-    assert _redis_state(healthy_sandbox) == before_redis
+    wait_for("the run's sessions ended", lambda: not _sessions_named(sandbox, "acgs-verify"), 10)
+    return SimpleNamespace(left=left, res=res, before_db=before_db, before_redis=before_redis,
+                           after_db=_database_state(sandbox), after_redis=_redis_state(sandbox))
+
+
+def test_heal_restores_each_fault(healed_run):
+    """After every fault was switched on and off again, the sandbox is what it was: every check passes."""
+    assert healed_run.left == []
+    res = healed_run.res
+    assert res.returncode == 0 and failed_ids(res.summary) == set(), res.stdout[-3000:]
+
+
+def test_a_full_run_leaves_the_servers_unchanged(healed_run):
+    assert healed_run.res.returncode == 0, healed_run.res.stdout[-3000:]
+    assert healed_run.after_db == healed_run.before_db
+    assert healed_run.after_redis == healed_run.before_redis
+    before_db, before_redis = healed_run.before_db, healed_run.before_redis
     assert len(before_redis) > 300 and set(before_db["counters"]) == {"audit_logs", "policies"}
 
 

@@ -11,6 +11,7 @@ import yaml
 
 from acgs_verify.catalog import CATALOG, GATES
 from tests.conftest import run_checks, run_cli, sandbox_admin
+from tests.fault_runs import FaultBatches
 from tests.test_run_sandbox import failed_ids
 from tests.waiting import wait_for
 
@@ -40,12 +41,15 @@ def test_healthy_sandbox_passes_these_checks_or_skips_saying_why(healthy_run):
     assert line["services"][AUTH]["p99_ms"] > 0
 
 
-# fault -> (the (ID, target) pairs that must fail, --set arguments)
+# fault -> the (ID, target) pair that must fail
 FAULTS = {
-    "service-memory:auth": ({("SVC-11", AUTH)}, ["thresholds.service_rss_mb_max=200"]),
-    "db-bloat": ({("DB-11", DB)}, []),
-    "db-idle-in-transaction": ({("DB-13", DB)}, ["thresholds.db_idle_in_transaction_seconds_max=1"]),
+    "service-memory:auth": {("SVC-11", AUTH)},
+    "db-bloat": {("DB-11", DB)},
+    "db-idle-in-transaction": {("DB-13", DB)},
 }
+# each threshold is read by its own check alone (SVC-11, DB-13): the three faults, on different checks, share one run
+# with both (fault_runs.FaultBatches), which must fail exactly their three pairs
+SETS = ("--set", "thresholds.service_rss_mb_max=200", "--set", "thresholds.db_idle_in_transaction_seconds_max=1")
 
 
 def _idle_for(sandbox, seconds: float) -> None:
@@ -56,21 +60,26 @@ def _idle_for(sandbox, seconds: float) -> None:
             " AND now() - state_change > make_interval(secs => %s)", (seconds,)).fetchone()[0], 20, 0.1)
 
 
+def _ready(sandbox, fault: str) -> None:
+    if fault == "db-idle-in-transaction":
+        _idle_for(sandbox, 1.2)
+
+
+BATCHES = FaultBatches([tuple(FAULTS)], FAULTS, expected=lambda fault, sandbox: FAULTS[fault],
+                       args=lambda fault: SETS, ready=_ready)
+
+
 def test_each_fault_fails_exactly_its_check(healthy_sandbox, tmp_path):
-    for fault, (expected, sets) in FAULTS.items():
-        healthy_sandbox.break_fault(fault)
-        if fault == "db-idle-in-transaction":
-            _idle_for(healthy_sandbox, 1.2)
-        res = run_checks(healthy_sandbox, tmp_path / fault, *[a for s in sets for a in ("--set", s)])
-        summary = res.summary
-        healthy_sandbox.heal_fault(fault)
-        assert failed_ids(summary) == expected, (fault, res.stdout[-3000:])
-        assert res.returncode == 1  # P2/P3 only
+    for fault, expected in FAULTS.items():
+        batch = BATCHES.run(healthy_sandbox, fault, lambda *args: run_checks(healthy_sandbox, tmp_path / "r", *args))
+        batch.assert_fails_exactly(fault)
+        # nothing set aside as the machine's load either (FaultBatches would): exactly these pairs, as before
+        assert batch.failed == batch.union, batch.res.stdout[-3000:]
+        assert batch.res.returncode == 1  # P2/P3 only
         (cid, target), = expected
-        message = by_pair(summary)[(cid, target)]["message"]
+        message = batch.check(cid, fault)["message"]
         assert "Next:" in message and target in message, message
-    assert "RSS" in by_pair(json.loads((tmp_path / "service-memory:auth/latest/summary.json").read_text()))[
-        ("SVC-11", AUTH)]["message"]
+    assert "RSS" in batch.check("SVC-11", "service-memory:auth")["message"]
 
 
 def test_unused_index_warns_naming_the_index(healthy_sandbox, tmp_path):

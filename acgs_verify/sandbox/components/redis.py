@@ -121,10 +121,10 @@ class Redis(Component):
     def _url(self, ctx: Context) -> str:
         return f"redis://127.0.0.1:{redis_port(ctx.port_offset)}/0"
 
-    def _client(self, ctx: Context):
+    def _client(self, ctx: Context, timeout: float = 5):
         import redis
 
-        return redis.Redis.from_url(self._url(ctx), password=self._password(ctx), socket_timeout=5,
+        return redis.Redis.from_url(self._url(ctx), password=self._password(ctx), socket_timeout=timeout,
                                     decode_responses=True)
 
     def _start(self, ctx: Context) -> None:
@@ -144,7 +144,9 @@ class Redis(Component):
         record["title"] = ctx.state["server"]
         ctx.state["process"] = record
         ctx.save()
-        client = self._client(ctx)
+        # each PING of the wait gives up after 0.5 s: whatever else holds the port may accept and never answer, and
+        # the wait notices that our server has died only between two PINGs (it took the full 5 s of a PING before)
+        client = self._client(ctx, timeout=0.5)
         last = ["no answer"]
 
         def pong() -> bool:
