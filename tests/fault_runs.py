@@ -14,8 +14,8 @@ batch's most severe failure's. A fault that, besides its own pairs, failed a pai
 expected to fail would not show: batches are therefore made of faults on different things (a backup file, a
 certificate, a policy; different services; different tables), and a fault that changes many checks or needs a
 run of its own (a stopped server) is a batch of its own. Faults that need a wait or a threshold (--set) of their
-own share a run only when each threshold is read by its own fault's check alone; the run gets every one of them. Batches are looked up by
-fault, so `-k` selecting one fault runs its whole batch once.
+own share a run only when each threshold is read by its own fault's check alone; the run gets every one of
+them. Batches are looked up by fault, so `-k` selecting one fault runs its whole batch once.
 """
 
 from __future__ import annotations

@@ -41,9 +41,9 @@ class HostPool:
     """One testinfra connection per host per process; a host that cannot be reached is tried once."""
 
     def __init__(self, connect_timeout: float, inventory: str | None = None,
-                 passphrases: dict[str, str] | None = None, alive: Liveness = Liveness()):
+                 passphrases: dict[str, str] | None = None, alive: Liveness | None = None):
         self.connect_timeout = connect_timeout
-        self.backends = Backends(connect_timeout, inventory, passphrases, alive)
+        self.backends = Backends(connect_timeout, inventory, passphrases, alive or Liveness())
         self._hosts: dict[str, Any] = {}
         self._unreachable: dict[str, str] = {}
         self._unreachable_error: dict[str, ProbeError] = {}  # a host that did not answer: its Unreachable
