@@ -43,9 +43,10 @@ demo: $(STAMP)
 # The suite's own tests: real PostgreSQL, Redis, HTTP, sshd and TLS servers on loopback, started by the fixtures.
 # TEST_WORKERS xdist workers, each with its own session sandbox on its own port offset; --dist loadscope keeps a
 # module's tests (and its module-scoped servers) on one worker. TEST_WORKERS=0 runs them in this process.
-# One worker more than there are cores: a worker spends about a third of its time waiting for the servers and
-# runs it started (2 cores: 2 workers kept them 60% busy, 3 workers 78%).
-TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
+# Two workers more than there are cores: a worker spends much of its time waiting for the servers and runs it
+# started, or for the host-services lock (2 cores, quiet machine, one run each: 3 workers 218 s, 4 workers 202 s,
+# 5 workers 204 s).
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 2 )))
 # Scratch (tmp_path, the session sandboxes) on tmpfs where /dev/shm takes files and has room (a run peaks near
 # 1 GiB; a container's default 64 MiB /dev/shm does not): on a VM's disk, creating the 100,000 files of one test
 # took from 3 to 50 s of kernel time, on tmpfs under 1 s. TEST_TMPDIR= keeps $$TMPDIR.
