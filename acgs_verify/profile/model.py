@@ -140,7 +140,7 @@ RedisUrl = Annotated[str, AfterValidator(checked_redis_url)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     @field_validator("*")
     @classmethod
