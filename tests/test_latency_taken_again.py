@@ -5,6 +5,7 @@ first answers only, one slow on every answer."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from contextlib import contextmanager
@@ -12,7 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.conftest import run_cli
 
-DELAY, LIMIT_MS, SAMPLES = 0.35, 300, 3
+# a limit far above a loaded machine's stalls (the stalled service's second set must pass), a delay above it
+DELAY, LIMIT_MS, SAMPLES = 0.6, 500, 2
+FIRST_SET = re.compile(rf"taken again: a first {SAMPLES} had p99 (\d+\.\d) ms")
 
 
 @contextmanager
@@ -58,7 +61,7 @@ def test_a_slow_first_set_is_taken_again_and_a_slow_service_still_fails(tmp_path
         res = run_cli("run", "--profile", str(profile), "--report-dir", str(tmp_path / "r"), "--", "-k", "SVC-06")
     by = {c["target"].split("@")[0]: c for c in res.summary["checks"] if c["id"] == "SVC-06"}
     assert by["stalled"]["outcome"] == "passed", by["stalled"]
-    assert f"taken again: a first {SAMPLES} had p99 3" in by["stalled"]["measured"], by["stalled"]
+    assert float(FIRST_SET.search(by["stalled"]["measured"])[1]) >= LIMIT_MS, by["stalled"]
     assert by["slow"]["outcome"] == "failed", by["slow"]
-    assert f"taken again: a first {SAMPLES} had p99 3" in by["slow"]["message"], by["slow"]
+    assert float(FIRST_SET.search(by["slow"]["message"])[1]) >= LIMIT_MS, by["slow"]
     assert by["slow"]["expected"] == f"p99 < {LIMIT_MS} ms", by["slow"]
