@@ -146,14 +146,18 @@ def _tail(log: Path) -> str:
 
 
 @contextlib.contextmanager
-def http_answering(routes: dict[str, tuple[int, bytes]],
-                   default: tuple[int, bytes] = (404, b"not here")) -> Iterator[int]:
+def http_answering(routes: dict[str, tuple[int, bytes]], default: tuple[int, bytes] = (404, b"not here"),
+                   delay: Callable[[], float] | None = None) -> Iterator[int]:
     """A plain HTTP server in this process on 127.0.0.1 (the kernel's port) answering a GET of each path in
-    `routes` with its (status, body), any other path with `default`; yields the port, stopped when the block ends."""
+    `routes` with its (status, body), any other path with `default`, each answer after `delay()` seconds when
+    given; yields the port, stopped when the block ends."""
+    import time
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Answer(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's name)
+            if delay is not None:
+                time.sleep(delay())
             status, body = routes.get(self.path, default)
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))

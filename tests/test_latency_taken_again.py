@@ -5,48 +5,29 @@ first answers only, one slow on every answer."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
-import time
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.conftest import run_cli
+from tests.servers import http_answering
 
 # a limit far above a loaded machine's stalls (the stalled service's second set must pass), a delay above it
 DELAY, LIMIT_MS, SAMPLES = 0.6, 500, 2
 FIRST_SET = re.compile(rf"taken again: a first {SAMPLES} had p99 (\d+\.\d) ms")
 
 
-@contextmanager
 def answering_slowly(first: int | None):
     """An HTTP server on 127.0.0.1 whose first `first` answers (every answer when None) take DELAY seconds."""
-    count = {"n": 0}
+    answers = itertools.count(1)
     lock = threading.Lock()
 
-    class Slow(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
-            with lock:
-                count["n"] += 1
-                slow = first is None or count["n"] <= first
-            if slow:
-                time.sleep(DELAY)
-            body = b'{"status": "healthy"}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def delay() -> float:
+        with lock:
+            n = next(answers)
+        return DELAY if first is None or n <= first else 0
 
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield httpd.server_address[1]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    return http_answering({"/health": (200, b'{"status": "healthy"}')}, delay=delay)
 
 
 def test_a_slow_first_set_is_taken_again_and_a_slow_service_still_fails(tmp_path):
