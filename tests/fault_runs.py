@@ -127,3 +127,19 @@ class FaultBatches:
         assert sandbox.faults() == [], sandbox.faults()  # each fault's heal undid it
         assert res.summary is not None, res.output
         return BatchRun(batch, expected, res, res.summary)
+
+
+def switch_on_and_off(sandbox, faults: Iterable[str]) -> None:
+    """Break and heal each of `faults` in turn, from a sandbox with no fault on, and assert none stayed on; the
+    sandbox is left healed whatever failed, for the module's other tests."""
+    for fault in sandbox.faults():
+        sandbox.heal_fault(fault)
+    try:
+        for fault in faults:
+            sandbox.break_fault(fault)
+            sandbox.heal_fault(fault)
+    finally:
+        left = sandbox.faults()
+        for fault in left:
+            sandbox.heal_fault(fault)
+    assert left == [], left

@@ -20,7 +20,7 @@ import pytest
 
 from acgs_verify.sandbox.components.postgres import DATABASE, ROLE, find_bindir, primary_port
 from tests.conftest import REPO, run_checks, sandbox_admin
-from tests.fault_runs import FaultBatches
+from tests.fault_runs import FaultBatches, switch_on_and_off
 from tests.test_run_sandbox import failed_ids
 from tests.waiting import wait_for
 
@@ -89,17 +89,7 @@ def drill_databases(sandbox) -> list[str]:
 def healed_run(sandbox, tmp_path_factory):
     """One whole run with the drill, after every fault of FAULTS was switched on and off again (a healed sandbox is
     a healthy one): the healthy run's test and the heal test read it (one run where each made its own)."""
-    for fault in sandbox.faults():
-        sandbox.heal_fault(fault)
-    try:
-        for fault in FAULTS:
-            sandbox.break_fault(fault)
-            sandbox.heal_fault(fault)
-    finally:
-        left = sandbox.faults()
-        for fault in left:  # the module's other tests get the healthy sandbox they expect, whatever failed here
-            sandbox.heal_fault(fault)
-    assert left == [], left
+    switch_on_and_off(sandbox, FAULTS)
     return run_checks(sandbox, tmp_path_factory.mktemp("healed-run") / "reports", *DRILL)
 
 
