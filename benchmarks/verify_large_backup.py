@@ -59,6 +59,11 @@ def build(path: Path, size: int) -> None:
         f.write(comp.flush())
 
 
+def load_now() -> str:
+    """The load average as the summary lines print it: `0.52 1.10 0.98 on 2 CPUs`."""
+    return f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
+
+
 def measure(argv: list[str]) -> dict:
     """Wall time, CPU time and peak RSS of one command, by /usr/bin/time (a small C parent: a child's peak RSS
     counts the memory it was forked with, so it must not be forked from this Python process directly)."""
@@ -110,7 +115,7 @@ def main() -> int:
     peak = max(x[1]["rss_mb"] for x in rows)
     print(f"file {path.stat().st_size / (1 << 20):.0f} MiB; best wall: gzip -t {best_g:.1f} s, verifier {best_v:.1f} s "
           f"(ratio {best_v / best_g:.2f}, target <= 1.2); verifier peak RSS {peak:.1f} MB (target < 64); "
-          f"load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+          f"load average now {load_now()}")
     if not args.keep:
         path.unlink()
     return 0

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.verify_large_backup import dump_for_bench, measure  # noqa: E402
+from benchmarks.verify_large_backup import dump_for_bench, load_now, measure  # noqa: E402
 
 ADDRESS = "127.0.0.48"
 VERIFY = """
@@ -88,7 +88,7 @@ def main() -> int:
     print(f"file {path.stat().st_size / (1 << 20):.0f} MiB; best wall: ssh gzip -t {best[0]:.1f} s, on the host "
           f"{best[1]:.1f} s (ratio {best[1] / best[0]:.2f}), streamed {best[2]:.1f} s (ratio {best[2] / best[0]:.2f}); "
           f"checker peak RSS {peak[0]:.1f} MB / {peak[1]:.1f} MB (connect only: {peak[2]:.1f} MB); load average now "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+          f"{load_now()}")
     if not args.keep:
         path.unlink()
     return 0
