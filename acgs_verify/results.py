@@ -327,7 +327,9 @@ class RunResult:
             "profile": self.profile,
             "gate": self.gate,
             "started": self.started,
-            "duration": round(self.duration, 3),
+            # exact, as each check's: the reports a run writes render it, and `acgs-verify report` renders the same
+            # from summary.json (rounded here, 2.9496 s was "2.9 s" in the run's report.html, "3.0 s" regenerated)
+            "duration": self.duration,
             "constitutional_hash": self.constitutional_hash,
             "complete": self.complete,
             "planned": self.planned,
