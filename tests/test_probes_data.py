@@ -250,6 +250,21 @@ def test_a_role_without_pg_read_all_stats_is_told_what_it_cannot_see(healthy_san
             admin.execute("SELECT pg_stat_statements_reset()")
 
 
+def test_the_checkers_own_slow_statements_are_not_the_applications(db, sandbox):
+    """DB-06 judges the application's statements: one as slow sent by the checks (CC-05's audit-chain queries on a
+    busy server) is left out, and the same statement sent by another client is a finding."""
+    try:
+        db.rows("SELECT pg_sleep(0.15) AS checker")
+        assert postgres.slow_statements(db, 100) == []
+        with sandbox_admin(sandbox) as admin:
+            admin.execute("SELECT pg_sleep(0.15) AS application")
+        (slow,) = postgres.slow_statements(db, 100)
+        assert "application" in slow["query"] and slow["calls"] == 1 and slow["mean_ms"] >= 150, slow
+    finally:
+        with sandbox_admin(sandbox) as admin:
+            admin.execute("SELECT pg_stat_statements_reset()")
+
+
 def test_slow_statements_absent_extension_is_a_reason_not_a_pass(healthy_sandbox, pool):
     """In a database without pg_stat_statements DB-06 gets a reason to skip, never an empty list."""
     profile = pool.profile
