@@ -224,7 +224,7 @@ _ENTRIES = [
     _check("DB-06", "database", "P2", "threshold", "no slow statements in pg_stat_statements",
         runbook="SELECT query, mean_time, calls FROM pg_stat_statements ORDER BY mean_time DESC LIMIT 10",
         next_step="High Latency / Performance Optimization: EXPLAIN the slow statements, check index usage",
-        target="each database",
+        target="each database, without the statements acgs-verify sent itself (they start /* acgs-verify */)",
         evidence="pg_stat_statements readable by the role, with at least one statement recorded; skipped, with the "
                  "reason, when the extension is absent"),
     _check("DB-07", "database", "P1", "threshold", "replication lag within limit",
