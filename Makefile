@@ -52,7 +52,25 @@ TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 2 )))
 # took from 3 to 50 s of kernel time, on tmpfs under 1 s. TEST_TMPDIR= keeps $$TMPDIR.
 TEST_TMPDIR ?= $(shell test -d /dev/shm && test -w /dev/shm && \
   [ "$$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 {print $$4}')" -ge 3145728 ] 2>/dev/null && echo /dev/shm)
-test: $(STAMP)
+# pytest keeps each test module with its asserts rewritten in __pycache__, unless PYTHONDONTWRITEBYTECODE is set (as
+# on CI's machines): then every worker rewrote the 109 test modules and hypothesis again at collection (about 4 s
+# of CPU each), and every plain `pytest checks` a test starts rewrote checks/ and its plugins (1 s each). Written
+# here once, by three collections at once, for all of them to read; pytest rewrites a module again when it changes.
+ASSERTS_REWRITTEN := tests/__pycache__/.asserts-rewritten
+TEST_MODULES := $(sort $(wildcard tests/test_*.py))
+HALF := $(shell echo $$(( $(words $(TEST_MODULES)) / 2 )))
+$(ASSERTS_REWRITTEN): $(STAMP) $(wildcard tests/*.py checks/*.py)
+	@mkdir -p $(@D)
+	@export -n PYTHONDONTWRITEBYTECODE; collect="$(BIN)/python -m pytest -q -p no:cacheprovider --collect-only"; \
+	$$collect $(wordlist 1,$(HALF),$(TEST_MODULES)) >$(@D)/.collect-1.log 2>&1 & a=$$!; \
+	$$collect $(wordlist $(shell echo $$(( $(HALF) + 1 ))),$(words $(TEST_MODULES)),$(TEST_MODULES)) \
+	  >$(@D)/.collect-2.log 2>&1 & b=$$!; \
+	ACGS_DB_PASSWORD=unused ACGS_REDIS_PASSWORD=unused $$collect checks --profile profiles/staging.yaml \
+	  >$(@D)/.collect-3.log 2>&1 & c=$$!; \
+	wait $$a && wait $$b && wait $$c || { tail -n 5 $(@D)/.collect-*.log >&2; exit 1; }
+	@touch $@
+
+test: $(STAMP) $(ASSERTS_REWRITTEN)
 	$(if $(TEST_TMPDIR),TMPDIR=$(TEST_TMPDIR)) $(BIN)/python -m pytest tests -q -p no:cacheprovider -m "not slow" \
 	  $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope) $(PYTEST_ARGS)
 
