@@ -42,9 +42,12 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 # lifted too; tests/test_run_resources_and_baselines.py shows SYS-06 failing over its threshold.
 # HTTP and Redis latency likewise (p99 of 137 ms seen at a load of 18), up to just under the delay of the sandbox's
 # `slow` (150 ms a request) and `redis-slow` (DEBUG SLEEP 200 ms) faults, which still fail however idle the machine is.
+# SVC-06 takes 5 samples a service, not 20: every sample of a `slow` service is slow, so it fails all the same, and
+# the 90 requests fewer a run were a tenth of the suite's CPU (the services' and the checker's);
+# a run with shared=False keeps the default of 20.
 SHARED_MACHINE = ("--set", "thresholds.cpu_percent_max=100", "--set", "thresholds.load_1m_max=1000",
                   "--set", "thresholds.network_p99_fail_ms=1000", "--set", "thresholds.latency_p99_fail_ms=149",
-                  "--set", "thresholds.redis_latency_p99_ms_max=40")
+                  "--set", "thresholds.redis_latency_p99_ms_max=40", "--set", "thresholds.latency_samples=5")
 
 
 # The modules that take longest (`make test PYTEST_ARGS=--durations=0`, summed per module, 2 cores), collected
