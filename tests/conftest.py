@@ -50,18 +50,47 @@ SHARED_MACHINE = ("--set", "thresholds.cpu_percent_max=100", "--set", "threshold
                   "--set", "thresholds.redis_latency_p99_ms_max=40", "--set", "thresholds.latency_samples=5")
 
 
-# The modules that take longest (`make test PYTEST_ARGS=--durations=0`, summed per module, 2 cores), collected
-# first: `--dist loadscope` hands modules to workers in collection order, and one of these started last would run
-# on alone after the other workers have finished. The rest keep their order (the sort is stable).
-LONGEST_FIRST = ("test_run_data_faults.py", "test_run_backup_faults.py", "test_discover.py", "test_allure_structure.py",
-                 "test_run_sandbox.py", "test_run_hosts.py", "test_remote_files.py", "test_shards.py", "test_reach.py",
-                 "test_run_resources_and_baselines.py", "test_gates_sandbox.py", "test_pytest_parity.py",
-                 "test_archive_remote.py", "test_sandbox.py", "test_interrupted_runs.py", "test_sandbox_data.py")
+# The modules that start an ACGS-like service outside a sandbox or discover every service of the host: each takes
+# host_services_lock(), and they are one xdist scope (pytest_xdist_make_scheduler below), run one after another on
+# one worker. As modules of their own, three workers at once each waited up to 30 s for another's lock.
+HOST_SERVICES_MODULES = ("test_discover.py", "test_discover_untidy.py", "test_discover_hostile.py",
+                         "test_discover_names.py", "test_control_characters.py")
+# The order workers take modules in (`make test` on 2 cores with a timing plugin, wall and CPU seconds summed per
+# module). Longest first: a long module started last runs on alone after the other workers have finished. The
+# host services' scope (about 65 s in all) comes first. Each long module that mostly computes is followed by one
+# that mostly waits (for a timeout, a silent server, a liveness bound): taken together, as they were at the end,
+# the waiting ones left a core idle for 30 s. Modules not named here are short and follow in collection order.
+LONGEST_FIRST = (*HOST_SERVICES_MODULES,
+                 "test_run_data_faults.py", "test_ssh_liveness.py", "test_run_backup_faults.py", "test_reach.py",
+                 "test_remote_files.py", "test_probes_data.py", "test_run_sandbox.py", "test_hostile_servers.py",
+                 "test_run_hosts.py", "test_no_pass_without_evidence.py", "test_interrupted_runs.py",
+                 "test_latency_taken_again.py", "test_gates_sandbox.py", "test_fleet_in_flight.py", "test_sandbox.py",
+                 "test_bounded_reads.py", "test_run_resources_and_baselines.py", "test_sandbox_data.py",
+                 "test_shards.py", "test_archive_remote.py", "test_allure_structure.py", "test_make_demo.py",
+                 "test_profile_values_are_data.py", "test_restore_drill_safety.py", "test_pytest_parity.py",
+                 "test_profile_fuzz.py", "test_host_layer.py")
 
 
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadscope`, with the host services' modules one scope and the scopes in LONGEST_FIRST's order
+    (xdist would reorder them by their number of tests)."""
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if Path(nodeid.split("::", 1)[0]).name in HOST_SERVICES_MODULES:
+                return "the host services' modules"
+            return super()._split_scope(nodeid)
+
+    config.option.loadscopereorder = False
+    return Scheduling(config, log)
 
 
 def profile_error(*args, **kw) -> str:
@@ -165,6 +194,10 @@ def host_services_lock():
     import fcntl
     import os
 
+    module = os.environ.get("PYTEST_CURRENT_TEST", "").split("::", 1)[0]
+    if module and Path(module).name not in HOST_SERVICES_MODULES:
+        raise RuntimeError(f"{module} takes the host services' lock: add it to HOST_SERVICES_MODULES in "
+                           "tests/conftest.py, so that it runs on the worker that runs the others")
     fd = os.open(HOST_SERVICES_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
