@@ -8,14 +8,15 @@ In this process by default, through acgs_verify.cli.main (which runs pytest.main
 checks cost, not a Python start and the imports (about 2.5 s a run as a process, 0.5-1 s here).
 `process=True` starts `python -m acgs_verify.cli` instead: for a test that proves something about the process
 (the real entrypoint's exit code, signals, what reaches the file descriptors, another user, the environment it
-inherits, a module patched before the CLI starts).
+inherits, a module patched before the CLI starts). `run_pytest(*argv)` is plain `pytest *argv` the same way
+(`pytest checks --profile P`, the checks without the CLI): pytest.main here, `python -m pytest` with process=True.
 
 Between in-process runs nothing carries over that a process would not have lost: os.environ, the working
 directory, sys.path, sys.argv, sys.meta_path, the root logger's handlers and the SIGINT/SIGTERM handlers are put
-back, and the checks' modules (and any conftest) imported by the run are dropped from sys.modules, as pytester's
-runpytest_inprocess drops what a run imported. Library modules stay loaded (an extension module such as
-pydantic_core cannot be imported twice); their per-run state lives in the run's session (reach, the host pool),
-and tests/test_run_helper.py proves two runs in a row with different profiles give independent results.
+back, and the checks' modules (any conftest, any test file of its own) imported by the run are dropped from
+sys.modules, as pytester's runpytest_inprocess drops what a run imported. Library modules stay loaded (an extension
+module such as pydantic_core cannot be imported twice); their per-run state lives in the run's session (reach, the
+host pool), and tests/test_run_helper.py proves two runs in a row with different profiles give independent results.
 """
 
 from __future__ import annotations
@@ -78,17 +79,29 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
     """`acgs-verify *args` with `env` added to the environment (a None value unsets that variable), in `cwd` (the
     checkout by default); fails the test when it takes longer than `timeout` seconds. Every summary.json it writes is
     checked against the shipped schema."""
+    return _run("acgs_verify.cli", args, env, cwd, timeout, process)
+
+
+def run_pytest(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300,
+               process: bool = False) -> Run:
+    """Plain `pytest *args` (`pytest checks --profile P ...`: the checks without the CLI), as run_cli runs
+    acgs-verify: in this process through pytest.main by default, `python -m pytest` with `process=True`."""
+    return _run("pytest", args, env, cwd, timeout, process)
+
+
+def _run(module: str, args: tuple[str, ...], env: dict | None, cwd: Path | None, timeout: float,
+         process: bool) -> Run:
     from tests.summary_schema import assert_written_summaries_valid, report_dir_of, summaries
 
     where = Path(cwd or REPO)
     report_dir = report_dir_of(args, where)
     before = summaries(report_dir) if report_dir else {}
     if process:
-        res = subprocess.run([sys.executable, "-m", "acgs_verify.cli", *args], capture_output=True, text=True,
+        res = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                              env=_with(dict(os.environ), env or {}), cwd=where, timeout=timeout)
         code, out, err = res.returncode, res.stdout, res.stderr
     else:
-        code, out, err = _in_process(list(args), env or {}, where, timeout)
+        code, out, err = _in_process(module, list(args), env or {}, where, timeout)
     assert_written_summaries_valid(report_dir, before)  # every summary.json a run writes meets the shipped schema
     written = [p for p, seen in summaries(report_dir).items() if before.get(p) != seen] if report_dir else []
     summary = json.loads(written[0].read_text()) if len(written) == 1 else None
@@ -106,20 +119,26 @@ def run_checks(profile, reports: Path, *extra: str, shared: bool = True, **kw) -
                    *(SHARED_MACHINE if shared else ()), *extra, **kw)
 
 
-def _in_process(argv: list[str], env: dict, cwd: Path, timeout: float) -> tuple[int, str, str]:
-    from acgs_verify import cli
+def _in_process(module: str, argv: list[str], env: dict, cwd: Path, timeout: float) -> tuple[int, str, str]:
+    if module == "pytest":
+        import pytest
 
+        main = pytest.main
+    else:
+        from acgs_verify import cli
+
+        main = cli.main
     out, err = io.StringIO(), io.StringIO()
     with _restored(), _deadline(timeout, argv) as expired:
         _with(os.environ, env)
         os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                code = cli.main(argv)
+                code = int(main(argv))
             except SystemExit as exc:  # argparse's --help, --version and usage errors end the process
                 code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
     if expired():
-        raise RunTimedOut(f"acgs-verify {' '.join(argv)} took over {timeout} s\n{out.getvalue()[-3000:]}")
+        raise RunTimedOut(f"{module} {' '.join(argv)} took over {timeout} s\n{out.getvalue()[-3000:]}")
     return code, out.getvalue(), err.getvalue()
 
 
@@ -164,13 +183,14 @@ def _restored():
 
 
 def _from_checks(module) -> bool:
-    """A module the run collected (the checks, a conftest), not a library it imported."""
+    """A module the run collected (the checks, a conftest, a test file of its own), not a library it imported."""
     try:
         file = Path(getattr(module, "__file__", None) or "")
     except TypeError:
         return False
     return file.name == "conftest.py" or (REPO / "checks") in file.parents or \
-        (REPO / "acgs_verify" / "_checks") in file.parents
+        (REPO / "acgs_verify" / "_checks") in file.parents or \
+        (file.name.startswith("test_") and REPO / "tests" not in file.parents and Path(sys.prefix) not in file.parents)
 
 
 @contextlib.contextmanager

@@ -5,14 +5,13 @@ what makes skipping a module by its name safe."""
 from __future__ import annotations
 
 import importlib
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from acgs_verify.catalog import CATALOG, GATES, SECTIONS
+from tests.runs import run_pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILE = """\
@@ -26,11 +25,8 @@ tls_endpoints: ["https://127.0.0.1:18443"]
 
 
 def _collected(profile: Path, gate: str) -> list[str]:
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "checks", "-p", "acgs_verify.plugin", "-p", "no:cacheprovider",
-         "--profile", str(profile), "--gate", gate, "--collect-only", "-q"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    out = run_pytest("checks", "-p", "acgs_verify.plugin", "-p", "no:cacheprovider", "--profile", str(profile),
+                     "--gate", gate, "--collect-only", "-q", env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     return sorted(line for line in out.stdout.splitlines() if line.startswith("checks/"))
 

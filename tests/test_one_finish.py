@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import run_cli
+from tests.runs import run_pytest
 
 # a local host and a certificate that is not there: TLS-01 (P1) cannot measure at once, no sandbox needed
 PROFILE = "hosts: [{name: here, roles: [app]}]\ncertificates: [/nonexistent/cert.pem]\n"
@@ -33,9 +32,8 @@ def test_run_merge_and_plain_pytest_end_the_same(tmp_path):
     shard = run_cli("run", "--profile", str(profile), "--report-dir", str(tmp_path / "shard"), "--shard", "1/1",
                     "--run-group", "one", "--", "-k", "TLS-01")
     merged = run_cli("merge", str(tmp_path / "shard" / "latest"), "--report-dir", str(tmp_path / "merged"))
-    plain = subprocess.run([sys.executable, "-m", "pytest", "checks", "-p", "no:cacheprovider", "-q", "--profile",
-                            str(profile), "-k", "TLS-01", "--report-dir", str(tmp_path / "plain")],
-                           cwd=REPO, capture_output=True, text=True, timeout=180)
+    plain = run_pytest("checks", "-p", "no:cacheprovider", "-q", "--profile", str(profile), "-k", "TLS-01",
+                       "--report-dir", str(tmp_path / "plain"), timeout=180)
     assert run.returncode == merged.returncode == plain.returncode == shard.returncode == 2, \
         run.stdout[-2000:] + merged.stdout[-2000:] + plain.stdout[-2000:]
     dirs = {name: (tmp_path / name / "latest").resolve() for name in ("run", "merged", "plain")}
@@ -52,9 +50,7 @@ def test_run_merge_and_plain_pytest_end_the_same(tmp_path):
         summary = json.loads((dirs[name] / "summary.json").read_text())
         assert res.stdout.strip().splitlines()[-1] == summary["summary"], name  # printed as recorded
     # a shard's last line says it is one shard, under plain pytest too (which once printed the bare summary line)
-    plain_shard = subprocess.run([sys.executable, "-m", "pytest", "checks", "-p", "no:cacheprovider", "-q",
-                                  "--profile", str(profile), "-k", "TLS-01", "--report-dir", str(tmp_path / "ps"),
-                                  "--shard", "1/1", "--run-group", "one"],
-                                 cwd=REPO, capture_output=True, text=True, timeout=180)
+    plain_shard = run_pytest("checks", "-p", "no:cacheprovider", "-q", "--profile", str(profile), "-k", "TLS-01",
+                             "--report-dir", str(tmp_path / "ps"), "--shard", "1/1", "--run-group", "one", timeout=180)
     assert "[shard 1 of 1 only" in ending(shard.stdout)[-1]
     assert ending(plain_shard.stdout) == ending(shard.stdout), (plain_shard.stdout[-1500:], shard.stdout[-1500:])

@@ -4,21 +4,19 @@ the same last line, the same reports with --report-dir, and nothing written into
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, run_cli
+from tests.runs import Run, run_pytest
 
 # a local host and a certificate that is not there: TLS-01 (P1) fails at once, no sandbox needed
 PROFILE = "hosts: [{name: here, roles: [app]}]\ncertificates: [/nonexistent/cert.pem]\n"
 
 
-def plain_pytest(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest", "checks", "-p", "no:cacheprovider", "-q", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=180)
+def plain_pytest(*args: str) -> Run:
+    return run_pytest("checks", "-p", "no:cacheprovider", "-q", *args, timeout=180)
 
 
 def verdict(line: str) -> str:
@@ -104,6 +102,5 @@ def test_the_suites_own_tests_are_left_alone(tmp_path):
     # the plugin is loaded for every pytest run (entry point): without a profile or checks, exit codes are pytest's
     test = tmp_path / "test_x.py"
     test.write_text("def test_fails():\n    assert False\n")
-    res = subprocess.run([sys.executable, "-m", "pytest", str(test), "-q", "-p", "no:cacheprovider"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    res = run_pytest(str(test), "-q", "-p", "no:cacheprovider", cwd=tmp_path, timeout=60)
     assert res.returncode == 1 and "ACGS" not in res.stdout

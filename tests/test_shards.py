@@ -18,6 +18,7 @@ import pytest
 from acgs_verify.sandbox.components.sshd import sshd_binary
 from acgs_verify.shards import ShardError, ci_group, parse_shard, shard_of
 from tests.conftest import REPO, run_checks, run_cli
+from tests.runs import run_pytest
 
 GROUP = "test-shards"
 HAS_SSHD = sshd_binary() is not None
@@ -222,10 +223,8 @@ def test_a_bad_shard_is_one_line_and_exit_3_in_run_and_in_pytest(tmp_path, value
     res = run_cli("run", f"--shard={value}", "--run-group", "g", "--report-dir", str(tmp_path / "r"))
     assert res.returncode == 3 and res.stderr.count("\n") == 1 and "--shard" in res.stderr, res.stderr
     assert not (tmp_path / "r").exists()
-    res = subprocess.run([sys.executable, "-m", "pytest", "checks", "-p", "no:cacheprovider",
-                          f"--shard={value}", "--run-group", "g"], capture_output=True, text=True, cwd=REPO,
-                         timeout=120)
-    assert res.returncode == 3 and "acgs-verify: error: --shard" in res.stderr, res.stdout[-500:] + res.stderr
+    res = run_pytest("checks", "-p", "no:cacheprovider", f"--shard={value}", "--run-group", "g", timeout=120)
+    assert res.returncode == 3 and "acgs-verify: error: --shard" in res.stderr, res.output
 
 
 def test_sharding_needs_a_run_group_outside_ci_and_no_maintenance_gate(tmp_path):

@@ -4,15 +4,14 @@ a gate picks the same checks whichever of the two runs it."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from acgs_verify import options, plugin
 from acgs_verify.catalog import GATES
 from acgs_verify.cli import build_parser
-from tests.conftest import REPO, run_cli
+from tests.conftest import run_cli
+from tests.runs import run_pytest
 
 
 def cli_run_actions() -> dict:
@@ -63,9 +62,8 @@ def test_a_gate_selects_the_same_checks_in_pytest_and_in_run(tmp_path, closed_po
         f"databases: [{{name: primary, dsn: 'postgresql://acgs@127.0.0.1:{closed_port}/acgs'}}]\n"
         f"redis: [{{name: cache, url: 'redis://127.0.0.1:{closed_port}/0'}}]\n")
     run = run_cli("run", "--profile", str(profile), "--gate", "smoke", "--report-dir", str(tmp_path / "run"))
-    plain = subprocess.run([sys.executable, "-m", "pytest", "checks", "-p", "no:cacheprovider", "-q",
-                            "--profile", str(profile), "--gate", "smoke", "--report-dir", str(tmp_path / "plain")],
-                           cwd=REPO, capture_output=True, text=True, timeout=180)
+    plain = run_pytest("checks", "-p", "no:cacheprovider", "-q", "--profile", str(profile), "--gate", "smoke",
+                       "--report-dir", str(tmp_path / "plain"), timeout=180)
     assert run.returncode == plain.returncode == 2, run.stdout[-2000:] + plain.stdout[-2000:]
     summaries = [json.loads((tmp_path / d / "latest" / "summary.json").read_text()) for d in ("run", "plain")]
     picked = [sorted(c["name"] for c in s["checks"]) for s in summaries]
