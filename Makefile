@@ -44,8 +44,8 @@ demo: $(STAMP)
 # TEST_WORKERS xdist workers, each with its own session sandbox on its own port offset; --dist loadscope keeps a
 # module's tests (and its module-scoped servers) on one worker. TEST_WORKERS=0 runs them in this process.
 # Two workers more than there are cores: a worker spends much of its time waiting for the servers and runs it
-# started, or for the host-services lock (2 cores, quiet machine, one run each: 3 workers 218 s, 4 workers 202 s,
-# 5 workers 204 s).
+# started (2 cores, quiet machine, one run each with tests/conftest.py's scopes and order: 3 workers 190 s, 4
+# workers 165 s; 6 workers took 211 s before them, each worker's session sandbox costing CPU the others wait for).
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 2 )))
 # Scratch (tmp_path, the session sandboxes) on tmpfs where /dev/shm takes files and has room (a run peaks near
 # 1 GiB; a container's default 64 MiB /dev/shm does not): on a VM's disk, creating the 100,000 files of one test

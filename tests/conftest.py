@@ -50,25 +50,30 @@ SHARED_MACHINE = ("--set", "thresholds.cpu_percent_max=100", "--set", "threshold
                   "--set", "thresholds.redis_latency_p99_ms_max=40", "--set", "thresholds.latency_samples=5")
 
 
-# The modules that start an ACGS-like service outside a sandbox or discover every service of the host: each takes
-# host_services_lock(), and they are one xdist scope (pytest_xdist_make_scheduler below), run one after another on
-# one worker. As modules of their own, three workers at once each waited up to 30 s for another's lock.
+# Modules that xdist keeps together, one after another on one worker (pytest_xdist_make_scheduler below):
+# - the host services': each starts an ACGS-like service outside a sandbox or discovers every service of the host,
+#   under host_services_lock(); as modules of their own, three workers at once each waited up to 30 s for another's
+#   lock;
+# - the waiting ones: each spends its time waiting out a timeout, a silent server or a liveness bound, with a core
+#   idle; two or three of them at once on different workers left a core idle for 30 s, one after another on one
+#   worker they leave the other workers both cores.
 HOST_SERVICES_MODULES = ("test_discover.py", "test_discover_untidy.py", "test_discover_hostile.py",
                          "test_discover_names.py", "test_control_characters.py")
-# The order workers take modules in (`make test` on 2 cores with a timing plugin, wall and CPU seconds summed per
-# module). Longest first: a long module started last runs on alone after the other workers have finished. The
-# host services' scope (about 65 s in all) comes first. Each long module that mostly computes is followed by one
-# that mostly waits (for a timeout, a silent server, a liveness bound): taken together, as they were at the end,
-# the waiting ones left a core idle for 30 s. Modules not named here are short and follow in collection order.
-LONGEST_FIRST = (*HOST_SERVICES_MODULES,
-                 "test_run_data_faults.py", "test_ssh_liveness.py", "test_run_backup_faults.py", "test_reach.py",
-                 "test_remote_files.py", "test_probes_data.py", "test_run_sandbox.py", "test_hostile_servers.py",
-                 "test_run_hosts.py", "test_no_pass_without_evidence.py", "test_interrupted_runs.py",
-                 "test_latency_taken_again.py", "test_gates_sandbox.py", "test_fleet_in_flight.py", "test_sandbox.py",
-                 "test_bounded_reads.py", "test_run_resources_and_baselines.py", "test_sandbox_data.py",
-                 "test_shards.py", "test_archive_remote.py", "test_allure_structure.py", "test_make_demo.py",
-                 "test_profile_values_are_data.py", "test_restore_drill_safety.py", "test_pytest_parity.py",
-                 "test_profile_fuzz.py", "test_host_layer.py")
+WAITING_MODULES = ("test_reach.py", "test_ssh_liveness.py", "test_probes_data.py", "test_hostile_servers.py",
+                   "test_no_pass_without_evidence.py", "test_latency_taken_again.py", "test_fleet_in_flight.py",
+                   "test_interrupted_outcome.py")
+SCOPES = {**dict.fromkeys(HOST_SERVICES_MODULES, "the host services' modules"),
+          **dict.fromkeys(WAITING_MODULES, "the modules that mostly wait")}
+# The order workers take scopes in, longest first (wall seconds summed per module, `make test` on 2 cores with a
+# timing plugin): a long module started last runs on alone after the other workers have finished. The two kept
+# together (about 50 and 65 s) come first. Modules not named here are short and follow in collection order.
+LONGEST_FIRST = (*HOST_SERVICES_MODULES, *WAITING_MODULES,
+                 "test_run_data_faults.py", "test_run_backup_faults.py", "test_remote_files.py", "test_run_sandbox.py",
+                 "test_run_hosts.py", "test_interrupted_runs.py", "test_gates_sandbox.py", "test_sandbox.py",
+                 "test_run_resources_and_baselines.py", "test_shards.py", "test_archive_remote.py",
+                 "test_allure_structure.py", "test_make_demo.py", "test_profile_values_are_data.py",
+                 "test_restore_drill_safety.py", "test_bounded_reads.py", "test_pytest_parity.py",
+                 "test_profile_fuzz.py", "test_host_layer.py", "test_sandbox_data.py")
 
 
 def pytest_collection_modifyitems(items):
@@ -77,17 +82,15 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """`--dist loadscope`, with the host services' modules one scope and the scopes in LONGEST_FIRST's order
-    (xdist would reorder them by their number of tests)."""
+    """`--dist loadscope`, with SCOPES' modules kept together and the scopes in LONGEST_FIRST's order (xdist would
+    reorder them by their number of tests)."""
     if config.getoption("dist") != "loadscope":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
     class Scheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            if Path(nodeid.split("::", 1)[0]).name in HOST_SERVICES_MODULES:
-                return "the host services' modules"
-            return super()._split_scope(nodeid)
+            return SCOPES.get(Path(nodeid.split("::", 1)[0]).name) or super()._split_scope(nodeid)
 
     config.option.loadscopereorder = False
     return Scheduling(config, log)
