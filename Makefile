@@ -53,7 +53,7 @@ TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 2 )))
 TEST_TMPDIR ?= $(shell test -d /dev/shm && test -w /dev/shm && \
   [ "$$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 {print $$4}')" -ge 3145728 ] 2>/dev/null && echo /dev/shm)
 # pytest keeps each test module with its asserts rewritten in __pycache__, unless PYTHONDONTWRITEBYTECODE is set (as
-# on CI's machines): then every worker rewrote the 109 test modules and hypothesis again at collection (about 4 s
+# on CI's machines): then every worker rewrote all the test modules and hypothesis at collection (about 4 s
 # of CPU each), and every plain `pytest checks` a test starts rewrote checks/ and its plugins (1 s each). Written
 # here once, by three collections at once, for all of them to read; pytest rewrites a module again when it changes.
 ASSERTS_REWRITTEN := tests/__pycache__/.asserts-rewritten
