@@ -225,8 +225,9 @@ _ENTRIES = [
         runbook="SELECT query, mean_time, calls FROM pg_stat_statements ORDER BY mean_time DESC LIMIT 10",
         next_step="High Latency / Performance Optimization: EXPLAIN the slow statements, check index usage",
         target="each database, without the statements acgs-verify sent itself (they start /* acgs-verify */)",
-        evidence="pg_stat_statements readable by the role, with at least one statement recorded; skipped, with the "
-                 "reason, when the extension is absent"),
+        evidence="pg_stat_statements readable by the role, with at least one statement recorded besides acgs-verify's "
+                 "own (skipped, saying so, when it holds none, as after a reset); skipped, with the reason, when the "
+                 "extension is absent"),
     _check("DB-07", "database", "P1", "threshold", "replication lag within limit",
         runbook="SELECT ... FROM pg_stat_replication",
         next_step="Database Issues: check the replica's WAL receiver and network",

@@ -256,10 +256,13 @@ def test_the_checkers_own_slow_statements_are_not_the_applications(db, sandbox):
     with sandbox_admin(sandbox) as admin:  # no slow statement another test left behind
         admin.execute("SELECT pg_stat_statements_reset()")
     try:
+        recorded = postgres.statements_recorded(db)  # the reset itself, at most
         db.rows("SELECT pg_sleep(0.15) AS checker")
         assert postgres.slow_statements(db, 100) == []
+        assert postgres.statements_recorded(db) == recorded  # none of them the checker's: it is not what DB-06 judges
         with sandbox_admin(sandbox) as admin:
             admin.execute("SELECT pg_sleep(0.15) AS application")
+        assert postgres.statements_recorded(db) > recorded
         (slow,) = postgres.slow_statements(db, 100)
         assert "application" in slow["query"] and slow["calls"] == 1 and slow["mean_ms"] >= 150, slow
     finally:
@@ -372,3 +375,35 @@ def test_sandbox_files_hold_no_password_in_the_profile(sandbox):
     secret_file = sandbox.secret_file("db")
     assert secret_file.read_text().strip() not in text
     assert oct(secret_file.stat().st_mode & 0o777) == "0o600"
+
+
+def test_db06_judges_nothing_where_pg_stat_statements_holds_only_the_checkers_statements(sandbox, tmp_path):
+    """A database whose pg_stat_statements was just reset holds no statement of the application's: DB-06 skips,
+    saying so, rather than passing on nothing; once the application has run a statement, it judges."""
+    from acgs_verify.sandbox.components.postgres import primary_port
+    from acgs_verify.sandbox.constants import ADMIN
+    from tests.conftest import run_checks
+
+    name = "acgs_quiet_statements"
+    profile = tmp_path / "quiet.yaml"
+    profile.write_text(f"databases: [{{name: quiet, dsn: 'postgresql://{ADMIN}@127.0.0.1:"
+                       f"{primary_port(sandbox.port_offset)}/{name}', password_env: ACGS_QUIET_PASSWORD}}]\n")
+    env = {"ACGS_QUIET_PASSWORD": sandbox.secret("pg-admin")}
+    with sandbox_admin(sandbox, "postgres") as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        with sandbox_admin(sandbox, name) as app:
+            app.execute("CREATE EXTENSION pg_stat_statements")
+        with sandbox_admin(sandbox) as admin:  # from another database, where the reset itself is recorded
+            admin.execute("SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = %s), 0)",
+                          (name,))
+        res = run_checks(profile, tmp_path / "r1", "--", "-k", "DB-06", env=env)
+        db06 = res.checks[("DB-06", "quiet")]
+        assert db06["outcome"] == "skipped" and "nothing to judge yet" in db06["message"], db06
+        with sandbox_admin(sandbox, name) as app:
+            app.execute("SELECT count(*) FROM pg_class")
+        res = run_checks(profile, tmp_path / "r2", "--", "-k", "DB-06", env=env)
+        assert res.checks[("DB-06", "quiet")]["outcome"] == "passed", res.output
+    finally:
+        with sandbox_admin(sandbox, "postgres") as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -287,6 +287,14 @@ def statements_unavailable(pg: Pg) -> str | None:
     return None
 
 
+def statements_recorded(pg: Pg) -> int:
+    """How many statements of this database pg_stat_statements holds, besides acgs-verify's own (DB-06's evidence:
+    none, as after pg_stat_statements_reset(), is nothing to judge)."""
+    return int(pg.value(
+        "SELECT count(*) FROM pg_stat_statements s WHERE s.dbid = (SELECT oid FROM pg_database"
+        " WHERE datname = current_database()) AND s.query NOT LIKE %(ours)s", {"ours": STATEMENT_MARK.strip() + "%"}))
+
+
 def slow_statements(pg: Pg, mean_ms: float, limit: int = 10) -> list[dict[str, Any]]:
     """Statements whose mean execution time exceeds `mean_ms`, slowest first (DB-06): the runbook's
     `SELECT query, mean_time, calls FROM pg_stat_statements ORDER BY mean_time DESC LIMIT 10`, without the
