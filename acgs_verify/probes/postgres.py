@@ -34,6 +34,10 @@ APPLICATION_NAME = "acgs-verify"
 # DB-06 leaves them out, as the checker's own load is not the application's (CC-05 follows 100,000 audit rows, and
 # on a busy server one such query past 100 ms failed the next run's DB-06).
 STATEMENT_MARK = "/* acgs-verify */ "
+# pg_stat_statements' rows (as `s`) that DB-06 judges: this database's, not the checker's own; with OURS as %(ours)s
+APPLICATION_STATEMENTS = ("s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                          " AND s.query NOT LIKE %(ours)s")
+OURS = STATEMENT_MARK.strip() + "%"
 LOCK_TIMEOUT_MS = 2000  # a check never waits on a lock longer than this: it would rather fail than queue
 QUERY_TEXT_MAX = 200  # query text shown in a failure message
 
@@ -290,9 +294,7 @@ def statements_unavailable(pg: Pg) -> str | None:
 def statements_recorded(pg: Pg) -> int:
     """How many statements of this database pg_stat_statements holds, besides acgs-verify's own (DB-06's evidence:
     none, as after pg_stat_statements_reset(), is nothing to judge)."""
-    return int(pg.value(
-        "SELECT count(*) FROM pg_stat_statements s WHERE s.dbid = (SELECT oid FROM pg_database"
-        " WHERE datname = current_database()) AND s.query NOT LIKE %(ours)s", {"ours": STATEMENT_MARK.strip() + "%"}))
+    return int(pg.value(f"SELECT count(*) FROM pg_stat_statements s WHERE {APPLICATION_STATEMENTS}", {"ours": OURS}))
 
 
 def slow_statements(pg: Pg, mean_ms: float, limit: int = 10) -> list[dict[str, Any]]:
@@ -306,9 +308,8 @@ def slow_statements(pg: Pg, mean_ms: float, limit: int = 10) -> list[dict[str, A
     mean = "mean_exec_time" if "mean_exec_time" in cols else "mean_time"  # renamed in PostgreSQL 13
     rows = pg.rows(sql.SQL(
         "SELECT s.query, s.calls, round(s.{mean}::numeric, 1)::float AS mean_ms FROM pg_stat_statements s"
-        " WHERE s.{mean} > %(ms)s AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        " AND s.query NOT LIKE %(ours)s ORDER BY s.{mean} DESC LIMIT %(n)s").format(mean=sql.Identifier(mean)),
-        {"ms": mean_ms, "n": limit, "ours": STATEMENT_MARK.strip() + "%"})
+        " WHERE s.{mean} > %(ms)s AND " + APPLICATION_STATEMENTS + " ORDER BY s.{mean} DESC LIMIT %(n)s").format(
+        mean=sql.Identifier(mean)), {"ms": mean_ms, "n": limit, "ours": OURS})
     for r in rows:
         r["query"] = _truncate(r["query"])
     return rows
